@@ -1,0 +1,105 @@
+//! The first exchange on a connection's control stream, and the frames that follow it.
+//!
+//! The client opens one bidirectional control stream and sends [`ClientFrame::Hello`] with
+//! the protocol versions it speaks, its token and a device id. The broker answers
+//! [`ServerFrame::Welcome`] with the chosen version (the highest both speak), or
+//! [`ServerFrame::Refused`] and closes. After a welcome, the client sends
+//! [`ClientFrame::Request`]s (pipelined; each carries an id) and the broker answers each with a
+//! [`ServerFrame::Response`] carrying the same id, in any order. The broker then opens one
+//! unidirectional stream on which it pushes [`crate::Push`] frames in order.
+
+use crate::error::ApiError;
+use crate::request::Request;
+use crate::response::Response;
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate implements.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The versions this crate can speak, newest first.
+pub const SUPPORTED_VERSIONS: &[u32] = &[PROTOCOL_VERSION];
+
+/// The client's opening frame.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct Hello {
+    /// Versions the client speaks.
+    pub versions: Vec<u32>,
+    /// A token minted with the app secret (`convoke token`).
+    pub token: String,
+    /// Identifies this device among the user's sessions (1-64 bytes).
+    pub device_id: String,
+}
+
+/// The broker's acceptance of a hello.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The version both sides will speak.
+    pub version: u32,
+    /// The identity this session acts as (from the token).
+    pub user_id: String,
+    /// Whether the token carries the app-admin claim.
+    pub app_admin: bool,
+    /// Unique per connection on this broker.
+    pub session_id: u64,
+    /// The broker's clock, ms since the Unix epoch.
+    pub server_time: i64,
+}
+
+/// Frames the client sends on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// Must be the first frame, and only the first.
+    Hello(Hello),
+    /// A request; `id` is chosen by the client and echoed in the response.
+    Request { id: u64, request: Request },
+}
+
+/// Frames the broker sends on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The hello was accepted.
+    Welcome(Welcome),
+    /// The hello was refused; the connection closes after this frame.
+    Refused(ApiError),
+    /// The answer to request `id`.
+    Response {
+        id: u64,
+        result: Result<Response, ApiError>,
+    },
+}
+
+/// Picks the version to speak: the highest in both lists.
+pub fn negotiate(client: &[u32], server: &[u32]) -> Result<u32, ApiError> {
+    client
+        .iter()
+        .filter(|v| server.contains(v))
+        .max()
+        .copied()
+        .ok_or_else(|| {
+            ApiError::new(
+                crate::error::ErrorCode::UnsupportedVersion,
+                format!(
+                    "client speaks protocol version(s) {client:?}, this broker speaks {server:?}"
+                ),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_picks_highest_common() {
+        assert_eq!(negotiate(&[1, 2, 3], &[1, 2]).unwrap(), 2);
+        let e = negotiate(&[9], &[1]).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::UnsupportedVersion);
+        assert!(
+            e.message.contains("[9]") && e.message.contains("[1]"),
+            "{}",
+            e.message
+        );
+        assert!(negotiate(&[], &[1]).is_err());
+    }
+}
