@@ -1,0 +1,304 @@
+//! The group actor: drives [`rules`](super::rules) for one group.
+//!
+//! For each request: apply the rule (which validates before changing anything), persist the
+//! touched records plus offline-inbox copies of state-changing events in one atomic write
+//! set, wait for the shared flush, answer, then fan the events out to online sessions. A
+//! failed write reloads the state from the store so memory never runs ahead of disk.
+
+use super::model::Group;
+use super::rules::{self, Caller, Ctx, Effects, Limits};
+use crate::clock::now_ms;
+use crate::presence::Presence;
+use crate::store::{Store, WriteSet};
+use convoke_protocol::{
+    codec::frame_bytes, ApiError, CreateGroupData, ErrorCode, Push, Request, Response,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What group actors share: the store, presence, limits, timings.
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Store,
+    pub presence: Presence,
+    pub limits: Limits,
+    /// Stop an actor after this long without requests (and without pending timers).
+    pub idle: Duration,
+    /// Test hook: a modifyGroup with ext "convoke:panic" panics the actor.
+    pub fault_injection: bool,
+}
+
+/// The answer to one request.
+pub type Reply = Result<Response, ApiError>;
+
+/// Messages a group actor handles. Local only: sessions reach it through [`super::Groups`].
+#[derive(Debug)]
+pub enum GroupMsg {
+    /// A request from a session.
+    Request {
+        caller: Caller,
+        request: Request,
+        reply: RpcReplyPort<Reply>,
+    },
+    /// createGroup: only accepted while the group does not exist yet.
+    Create {
+        caller: Caller,
+        data: CreateGroupData,
+        reply: RpcReplyPort<Reply>,
+    },
+    /// Timer: end expired mutes; check idleness.
+    Tick,
+}
+
+impl ractor::Message for GroupMsg {}
+
+/// The actor (stateless handler; state lives in [`GroupState`]).
+#[derive(Debug)]
+pub struct GroupActor;
+
+/// Arguments to spawn a group actor.
+#[derive(Debug)]
+pub struct GroupArgs {
+    pub gid: u64,
+    pub shared: Arc<Shared>,
+    /// The directory to tell when idle.
+    pub directory: ActorRef<super::directory::DirectoryMsg>,
+}
+
+/// A running group actor's state.
+#[derive(Debug)]
+pub struct GroupState {
+    gid: u64,
+    group: Option<Group>,
+    shared: Arc<Shared>,
+    directory: ActorRef<super::directory::DirectoryMsg>,
+    last_active: Instant,
+    /// The mute expiry the pending timer is armed for.
+    armed_for: Option<i64>,
+    idle_reported: bool,
+}
+
+impl Actor for GroupActor {
+    type Msg = GroupMsg;
+    type State = GroupState;
+    type Arguments = GroupArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GroupMsg>,
+        args: GroupArgs,
+    ) -> Result<GroupState, ActorProcessingErr> {
+        let group = args.shared.store.load_group(args.gid)?;
+        let mut st = GroupState {
+            gid: args.gid,
+            group,
+            shared: args.shared,
+            directory: args.directory,
+            last_active: Instant::now(),
+            armed_for: None,
+            idle_reported: false,
+        };
+        // Mutes that expired while no actor ran end now; later ones get a timer.
+        expire_and_arm(&myself, &mut st).await;
+        let idle_check = (st.shared.idle / 4).max(Duration::from_millis(50));
+        myself.send_interval(idle_check, || GroupMsg::Tick);
+        metrics::counter!("convoke_group_actor_spawns_total").increment(1);
+        metrics::gauge!("convoke_group_actors").increment(1.0);
+        Ok(st)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<GroupMsg>,
+        _st: &mut GroupState,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics::gauge!("convoke_group_actors").decrement(1.0);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<GroupMsg>,
+        msg: GroupMsg,
+        st: &mut GroupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GroupMsg::Request {
+                caller,
+                request,
+                reply,
+            } => {
+                st.last_active = Instant::now();
+                st.idle_reported = false;
+                if st.shared.fault_injection {
+                    if let Request::ModifyGroup { ext: Some(ext), .. } = &request {
+                        if ext == "convoke:panic" {
+                            panic!("fault injection: group {} asked to panic", st.gid);
+                        }
+                    }
+                }
+                let result = handle_request(&myself, st, &caller, &request).await;
+                let _ = reply.send(result);
+            }
+            GroupMsg::Create {
+                caller,
+                data,
+                reply,
+            } => {
+                st.last_active = Instant::now();
+                let result = handle_create(st, &caller, &data).await;
+                let _ = reply.send(result);
+            }
+            GroupMsg::Tick => {
+                expire_and_arm(&myself, st).await;
+                let timers_pending = st.group.as_ref().is_some_and(|g| g.next_expiry().is_some());
+                if st.group.is_none()
+                    && st.last_active.elapsed() > Duration::from_secs(1)
+                    && !st.idle_reported
+                {
+                    st.idle_reported = true;
+                    let _ = st.directory.cast(super::directory::DirectoryMsg::Idle(
+                        st.gid,
+                        myself.get_id(),
+                    ));
+                } else if !timers_pending
+                    && st.last_active.elapsed() >= st.shared.idle
+                    && !st.idle_reported
+                {
+                    st.idle_reported = true;
+                    let _ = st.directory.cast(super::directory::DirectoryMsg::Idle(
+                        st.gid,
+                        myself.get_id(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn handle_request(
+    myself: &ActorRef<GroupMsg>,
+    st: &mut GroupState,
+    caller: &Caller,
+    request: &Request,
+) -> Reply {
+    let shared = st.shared.clone();
+    let Some(g) = st.group.as_mut() else {
+        return Err(ApiError::no_group(&st.gid.to_string()));
+    };
+    let ctx = Ctx {
+        now: now_ms(),
+        limits: &shared.limits,
+        env: &shared.store,
+    };
+    let fx = rules::apply(g, caller, request, &ctx)?;
+    if fx.dirty.is_empty() && fx.announce.is_empty() && !fx.destroyed {
+        return Ok(fx.response);
+    }
+    let response = commit_and_announce(st, caller.session_id, fx).await?;
+    expire_and_arm(myself, st).await;
+    Ok(response)
+}
+
+async fn handle_create(st: &mut GroupState, caller: &Caller, data: &CreateGroupData) -> Reply {
+    if st.group.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("group id {} already in use", st.gid),
+        ));
+    }
+    let shared = st.shared.clone();
+    let ctx = Ctx {
+        now: now_ms(),
+        limits: &shared.limits,
+        env: &shared.store,
+    };
+    let (g, fx) = rules::create(st.gid, caller, data, &ctx)?;
+    st.group = Some(g);
+    let result = commit_and_announce(st, caller.session_id, fx).await;
+    if result.is_err() {
+        st.group = None;
+    }
+    result
+}
+
+/// Persists `fx` (with inbox copies for offline recipients), then announces it.
+async fn commit_and_announce(st: &mut GroupState, origin_session: u64, fx: Effects) -> Reply {
+    let shared = st.shared.clone();
+    let Some(g) = st.group.as_ref() else {
+        return Err(ApiError::no_group(&st.gid.to_string()));
+    };
+    let mut ws = WriteSet::default();
+    shared.store.group_writes(g, &fx.dirty, &mut ws);
+    if fx.destroyed {
+        shared.store.destroy_writes(g, &mut ws).map_err(internal)?;
+    }
+    let mut frames = Vec::with_capacity(fx.announce.len());
+    for a in &fx.announce {
+        let frame =
+            frame_bytes(&a.push).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        if a.keep_offline {
+            let operator = operator_of(&a.push);
+            for u in a.to.iter().filter(|u| Some(u.as_str()) != operator) {
+                if !shared.presence.is_online(u) {
+                    shared
+                        .store
+                        .inbox_put(&mut ws, u, &frame)
+                        .map_err(internal)?;
+                }
+            }
+        }
+        frames.push(frame);
+    }
+    if let Err(e) = shared.store.commit(ws).await {
+        tracing::error!(group = st.gid, error = %e, "commit failed; reloading group from the store");
+        st.group = shared.store.load_group(st.gid).ok().flatten();
+        return Err(internal(e));
+    }
+    if fx.destroyed {
+        st.group = None;
+    }
+    for (a, frame) in fx.announce.iter().zip(frames) {
+        let n = shared.presence.deliver(&a.to, &frame, origin_session);
+        metrics::counter!("convoke_events_delivered_total").increment(n as u64);
+    }
+    Ok(fx.response)
+}
+
+fn operator_of(push: &Push) -> Option<&str> {
+    match push {
+        Push::Group(ev) | Push::MultiDevice(ev) => Some(ev.from.as_str()),
+        _ => None,
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::Internal,
+        format!("storage failure, nothing changed: {e}"),
+    )
+}
+
+/// Ends expired mutes (persisting and announcing it) and arms a timer for the next expiry.
+async fn expire_and_arm(myself: &ActorRef<GroupMsg>, st: &mut GroupState) {
+    let now = now_ms();
+    let fx = st.group.as_mut().and_then(|g| rules::expire_mutes(g, now));
+    if let Some(fx) = fx {
+        if let Err(e) = commit_and_announce(st, 0, fx).await {
+            tracing::warn!(group = st.gid, error = %e, "could not persist mute expiry; will retry");
+        }
+    }
+    let next = st.group.as_ref().and_then(Group::next_expiry);
+    if let Some(at) = next {
+        if st.armed_for != Some(at) {
+            st.armed_for = Some(at);
+            let delay =
+                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0));
+            myself.send_after(delay, || GroupMsg::Tick);
+        }
+    } else {
+        st.armed_for = None;
+    }
+}

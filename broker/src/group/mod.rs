@@ -1,0 +1,14 @@
+//! Groups: one supervised actor per active group.
+//!
+//! - [`model`]: the group's records and in-memory shape.
+//! - [`rules`]: what each request may do and causes, as plain Rust (tested without a runtime).
+//! - [`actor`]: the thin driver: apply a rule, persist, answer, fan out; mute-expiry timers.
+//! - [`directory`]: the supervisor that spawns group actors on first use, restarts them after
+//!   a panic, stops them when idle, and never lets two actors own one group.
+
+pub mod actor;
+pub mod directory;
+pub mod model;
+pub mod rules;
+
+pub use directory::Groups;

@@ -1,0 +1,560 @@
+//! The rules without a runtime: permissions, what changes, who is told.
+
+use super::*;
+use crate::group::model::{Group, FOREVER};
+use convoke_protocol::{CreateGroupData, ErrorCode, GroupEventOp as Op, Push, Request, Response};
+use std::collections::{BTreeMap, HashSet};
+
+struct FakeEnv {
+    users: HashSet<String>,
+}
+
+impl Env for FakeEnv {
+    fn user_exists(&self, user: &str) -> bool {
+        self.users.contains(user)
+    }
+    fn joined_count(&self, _user: &str) -> usize {
+        0
+    }
+}
+
+struct World {
+    env: FakeEnv,
+    limits: Limits,
+    now: i64,
+}
+
+impl World {
+    fn new() -> Self {
+        let users = ["owner", "adm", "m1", "m2", "out", "x", "y", "aa"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Self {
+            env: FakeEnv { users },
+            limits: Limits::default(),
+            now: 1_000_000,
+        }
+    }
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            now: self.now,
+            limits: &self.limits,
+            env: &self.env,
+        }
+    }
+}
+
+fn who(user: &str) -> Caller {
+    Caller {
+        user: user.into(),
+        app_admin: user == "aa",
+        session_id: 7,
+    }
+}
+
+fn gid() -> String {
+    "42".into()
+}
+
+/// owner + admin "adm" + members m1, m2.
+fn group(w: &World, data: CreateGroupData) -> Group {
+    let (mut g, _) = create(42, &who("owner"), &data, &w.ctx()).expect("create");
+    apply(
+        &mut g,
+        &who("owner"),
+        &Request::SetGroupAdmin {
+            group_id: gid(),
+            username: "adm".into(),
+        },
+        &w.ctx(),
+    )
+    .expect("admin");
+    g
+}
+
+fn data() -> CreateGroupData {
+    CreateGroupData {
+        groupname: "g".into(),
+        members: vec!["adm".into(), "m1".into(), "m2".into()],
+        ..CreateGroupData::default()
+    }
+}
+
+fn ops(fx: &Effects) -> Vec<(Op, Vec<String>)> {
+    fx.announce
+        .iter()
+        .map(|a| match &a.push {
+            Push::Group(ev) | Push::MultiDevice(ev) => (ev.operation, a.to.clone()),
+            other => panic!("unexpected push {other:?}"),
+        })
+        .collect()
+}
+
+fn code(r: Result<Effects, ApiError>) -> ErrorCode {
+    r.expect_err("should fail").code
+}
+
+#[test]
+fn create_validates_and_announces_direct_joins() {
+    let w = World::new();
+    let (g, fx) = create(42, &who("owner"), &data(), &w.ctx()).unwrap();
+    assert_eq!(g.members.len(), 4);
+    assert_eq!(g.role("owner"), Some(Role::Owner));
+    let o = ops(&fx);
+    assert!(o.contains(&(Op::DirectJoined, vec!["m1".to_string()])));
+    assert!(o.contains(&(Op::Create, vec!["owner".to_string()])));
+
+    let bad = |d: CreateGroupData| create(1, &who("owner"), &d, &w.ctx()).unwrap_err().code;
+    assert_eq!(
+        bad(CreateGroupData {
+            groupname: String::new(),
+            ..data()
+        }),
+        ErrorCode::RequestParameterError
+    );
+    assert_eq!(
+        bad(CreateGroupData {
+            maxusers: Some(100_001),
+            ..data()
+        }),
+        ErrorCode::GroupMembersLimit
+    );
+    assert_eq!(
+        bad(CreateGroupData {
+            maxusers: Some(2),
+            ..data()
+        }),
+        ErrorCode::RequestParameterError
+    );
+    assert_eq!(
+        bad(CreateGroupData {
+            maxusers: Some(3),
+            ..data()
+        }),
+        ErrorCode::GroupMembersFull
+    );
+    assert_eq!(
+        bad(CreateGroupData {
+            members: vec!["ghost".into()],
+            ..data()
+        }),
+        ErrorCode::UserNotFound
+    );
+    assert_eq!(
+        bad(CreateGroupData {
+            members: vec!["owner".into()],
+            ..data()
+        }),
+        ErrorCode::RequestParameterError
+    );
+}
+
+#[test]
+fn failed_requests_change_nothing() {
+    let w = World::new();
+    let mut g = group(&w, data());
+    let before = g.clone();
+    let attempts = [
+        (who("m1"), Request::DestroyGroup { group_id: gid() }),
+        (
+            who("m1"),
+            Request::SetGroupAdmin {
+                group_id: gid(),
+                username: "m2".into(),
+            },
+        ),
+        (
+            who("adm"),
+            Request::RemoveGroupMembers {
+                group_id: gid(),
+                users: vec!["m1".into(), "owner".into()],
+            },
+        ),
+        (
+            who("adm"),
+            Request::MuteGroupMember {
+                group_id: gid(),
+                username: vec!["m1".into(), "out".into()],
+                mute_duration: -1,
+            },
+        ),
+        (
+            who("adm"),
+            Request::MuteGroupMember {
+                group_id: gid(),
+                username: vec!["m1".into()],
+                mute_duration: 0,
+            },
+        ),
+        (
+            who("owner"),
+            Request::InviteUsersToGroup {
+                group_id: gid(),
+                users: vec!["x".into(), "ghost".into()],
+            },
+        ),
+        (who("out"), Request::LeaveGroup { group_id: gid() }),
+        (who("owner"), Request::LeaveGroup { group_id: gid() }),
+        (
+            who("m1"),
+            Request::SetGroupMemberAttributes {
+                group_id: gid(),
+                user_id: "m1".into(),
+                member_attributes: [("bad key".to_string(), "v".to_string())].into(),
+            },
+        ),
+    ];
+    for (caller, req) in attempts {
+        assert!(
+            apply(&mut g, &caller, &req, &w.ctx()).is_err(),
+            "{req:?} should fail"
+        );
+        assert_eq!(g, before, "{req:?} changed the group");
+    }
+}
+
+#[test]
+fn roles_gate_management() {
+    let w = World::new();
+    let mut g = group(&w, data());
+    let modify = |g: &mut Group, c: &str| {
+        apply(
+            g,
+            &who(c),
+            &Request::ModifyGroup {
+                group_id: gid(),
+                group_name: Some("n".into()),
+                description: None,
+                ext: None,
+            },
+            &w.ctx(),
+        )
+    };
+    assert_eq!(code(modify(&mut g, "m1")), ErrorCode::PermissionDenied);
+    assert_eq!(code(modify(&mut g, "out")), ErrorCode::GroupNotJoined);
+    assert!(modify(&mut g, "adm").is_ok());
+    assert!(modify(&mut g, "aa").is_ok(), "app admin acts as owner");
+    let destroy = Request::DestroyGroup { group_id: gid() };
+    assert_eq!(
+        code(apply(&mut g, &who("adm"), &destroy, &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    let fx = apply(&mut g, &who("aa"), &destroy, &w.ctx()).unwrap();
+    assert!(fx.destroyed);
+}
+
+#[test]
+fn admins_cannot_remove_admins_and_nobody_removes_the_owner() {
+    let w = World::new();
+    let mut g = group(&w, data());
+    apply(
+        &mut g,
+        &who("owner"),
+        &Request::SetGroupAdmin {
+            group_id: gid(),
+            username: "m2".into(),
+        },
+        &w.ctx(),
+    )
+    .unwrap();
+    let rm = |u: &str| Request::RemoveGroupMember {
+        group_id: gid(),
+        username: u.into(),
+    };
+    assert_eq!(
+        code(apply(&mut g, &who("adm"), &rm("m2"), &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(apply(&mut g, &who("adm"), &rm("owner"), &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(apply(&mut g, &who("aa"), &rm("owner"), &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    let fx = apply(&mut g, &who("adm"), &rm("m1"), &w.ctx()).unwrap();
+    let o = ops(&fx);
+    assert_eq!(
+        o[0],
+        (Op::RemoveMember, vec!["adm".to_string(), "m1".to_string()])
+    );
+    assert_eq!(o[1].0, Op::MemberAbsence);
+    assert!(
+        !o[1].1.contains(&"m1".to_string()),
+        "the removed member gets removeMember, not memberAbsence"
+    );
+    assert!(fx.announce[0].keep_offline);
+    assert!(g.role("m1").is_none());
+}
+
+#[test]
+fn invite_with_and_without_confirmation() {
+    let w = World::new();
+    let mut g = group(&w, data());
+    let inv = Request::InviteUsersToGroup {
+        group_id: gid(),
+        users: vec!["x".into()],
+    };
+    assert_eq!(
+        code(apply(&mut g, &who("m1"), &inv, &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    let fx = apply(&mut g, &who("adm"), &inv, &w.ctx()).unwrap();
+    assert_eq!(
+        ops(&fx),
+        vec![(Op::InviteToJoin, vec!["adm".to_string(), "x".to_string()])]
+    );
+    assert_eq!(
+        code(apply(&mut g, &who("adm"), &inv, &w.ctx())),
+        ErrorCode::GroupAlreadyJoined
+    );
+    // Someone else cannot accept x's invite.
+    let acc = |u: &str| Request::AcceptGroupInvite {
+        group_id: gid(),
+        invitee: u.into(),
+    };
+    assert_eq!(
+        code(apply(&mut g, &who("y"), &acc("x"), &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(apply(&mut g, &who("y"), &acc("y"), &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    let fx = apply(&mut g, &who("x"), &acc("x"), &w.ctx()).unwrap();
+    let o = ops(&fx);
+    assert_eq!(
+        o[0],
+        (Op::AcceptInvite, vec!["adm".to_string(), "x".to_string()])
+    );
+    assert_eq!(o[1].0, Op::MemberPresence);
+    assert!(o[1].1.contains(&"x".to_string()) && o[1].1.contains(&"m1".to_string()));
+
+    let mut g = group(
+        &w,
+        CreateGroupData {
+            invite_need_confirm: false,
+            allowinvites: true,
+            ..data()
+        },
+    );
+    let fx = apply(&mut g, &who("m1"), &inv, &w.ctx()).unwrap();
+    assert_eq!(
+        fx.response,
+        Response::Invited {
+            pending: vec![],
+            joined: vec!["x".into()]
+        }
+    );
+    let o = ops(&fx);
+    assert!(o.contains(&(Op::DirectJoined, vec!["m1".to_string(), "x".to_string()])));
+    assert!(o
+        .iter()
+        .any(|(op, to)| *op == Op::MemberPresence && to.len() == 5));
+}
+
+#[test]
+fn join_public_with_and_without_approval() {
+    let w = World::new();
+    let mut g = group(
+        &w,
+        CreateGroupData {
+            public: true,
+            approval: true,
+            ..data()
+        },
+    );
+    let join = Request::JoinGroup {
+        group_id: gid(),
+        message: "hi".into(),
+    };
+    let fx = apply(&mut g, &who("x"), &join, &w.ctx()).unwrap();
+    assert_eq!(fx.response, Response::JoinResult { joined: false });
+    assert_eq!(
+        ops(&fx),
+        vec![(
+            Op::RequestToJoin,
+            vec!["adm".to_string(), "owner".to_string(), "x".to_string()]
+        )]
+    );
+    assert_eq!(
+        code(apply(&mut g, &who("x"), &join, &w.ctx())),
+        ErrorCode::GroupAlreadyJoined
+    );
+    let rej = Request::RejectGroupJoinRequest {
+        group_id: gid(),
+        applicant: "x".into(),
+        reason: "no".into(),
+    };
+    assert_eq!(
+        code(apply(&mut g, &who("m1"), &rej, &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    let fx = apply(&mut g, &who("adm"), &rej, &w.ctx()).unwrap();
+    assert_eq!(ops(&fx)[0].0, Op::JoinPublicGroupDeclined);
+    assert_eq!(
+        code(apply(&mut g, &who("adm"), &rej, &w.ctx())),
+        ErrorCode::PermissionDenied,
+        "no request left"
+    );
+
+    let mut g = group(
+        &w,
+        CreateGroupData {
+            public: true,
+            ..data()
+        },
+    );
+    let fx = apply(&mut g, &who("x"), &join, &w.ctx()).unwrap();
+    assert_eq!(fx.response, Response::JoinResult { joined: true });
+    let mut private = group(&w, data());
+    assert_eq!(
+        code(apply(&mut private, &who("x"), &join, &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+}
+
+#[test]
+fn mutes_expire_and_survive_rejoin() {
+    let mut w = World::new();
+    let mut g = group(
+        &w,
+        CreateGroupData {
+            public: true,
+            ..data()
+        },
+    );
+    let mute = Request::MuteGroupMember {
+        group_id: gid(),
+        username: vec!["m1".into()],
+        mute_duration: 500,
+    };
+    assert_eq!(
+        code(apply(&mut g, &who("m2"), &mute, &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    let owner_mute = Request::MuteGroupMember {
+        group_id: gid(),
+        username: vec!["owner".into()],
+        mute_duration: -1,
+    };
+    assert_eq!(
+        code(apply(&mut g, &who("aa"), &owner_mute, &w.ctx())),
+        ErrorCode::PermissionDenied
+    );
+    let fx = apply(&mut g, &who("adm"), &mute, &w.ctx()).unwrap();
+    assert_eq!(
+        fx.response,
+        Response::Mutes {
+            mutes: vec![MuteEntry {
+                user: "m1".into(),
+                expire: w.now + 500
+            }]
+        }
+    );
+    assert!(g.is_muted("m1", w.now));
+    apply(
+        &mut g,
+        &who("m1"),
+        &Request::LeaveGroup { group_id: gid() },
+        &w.ctx(),
+    )
+    .unwrap();
+    apply(
+        &mut g,
+        &who("m1"),
+        &Request::JoinGroup {
+            group_id: gid(),
+            message: String::new(),
+        },
+        &w.ctx(),
+    )
+    .unwrap();
+    assert!(g.is_muted("m1", w.now), "mute survives leave and rejoin");
+    assert!(expire_mutes(&mut g, w.now + 499).is_none());
+    w.now += 500;
+    let fx = expire_mutes(&mut g, w.now).expect("expired");
+    assert_eq!(ops(&fx)[0].0, Op::UnmuteMember);
+    assert!(!g.is_muted("m1", w.now));
+    let forever = Request::MuteGroupMember {
+        group_id: gid(),
+        username: vec!["m2".into()],
+        mute_duration: -1,
+    };
+    apply(&mut g, &who("adm"), &forever, &w.ctx()).unwrap();
+    assert_eq!(g.mutes.get("m2"), Some(&FOREVER));
+    assert!(expire_mutes(&mut g, i64::MAX).is_none());
+}
+
+#[test]
+fn attributes_rules_and_multi_device() {
+    let w = World::new();
+    let mut g = group(&w, data());
+    let set = |u: &str, attrs: &[(&str, &str)]| Request::SetGroupMemberAttributes {
+        group_id: gid(),
+        user_id: u.into(),
+        member_attributes: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    let fx = apply(&mut g, &who("m1"), &set("m1", &[("nick", "a")]), &w.ctx()).unwrap();
+    let o = ops(&fx);
+    assert_eq!(o[0].0, Op::MemberAttributesUpdate);
+    assert!(!o[0].1.contains(&"m1".to_string()));
+    assert!(matches!(fx.announce[1].push, Push::MultiDevice(_)));
+    assert_eq!(fx.announce[1].to, vec!["m1".to_string()]);
+    assert_eq!(
+        code(apply(
+            &mut g,
+            &who("m1"),
+            &set("m2", &[("nick", "b")]),
+            &w.ctx()
+        )),
+        ErrorCode::PermissionDenied
+    );
+    assert!(apply(&mut g, &who("adm"), &set("m2", &[("nick", "b")]), &w.ctx()).is_ok());
+    let long = "v".repeat(513);
+    assert_eq!(
+        code(apply(
+            &mut g,
+            &who("m1"),
+            &set("m1", &[("k", &long)]),
+            &w.ctx()
+        )),
+        ErrorCode::GroupMemberAttributesSetFailed
+    );
+    apply(&mut g, &who("m1"), &set("m1", &[("nick", "")]), &w.ctx()).unwrap();
+    assert!(g.members["m1"].attributes.is_empty(), "empty value deletes");
+}
+
+#[test]
+fn member_paging_puts_owner_first() {
+    let w = World::new();
+    let g = group(&w, data());
+    let list = |n, s| {
+        apply(
+            &mut g.clone(),
+            &who("m1"),
+            &Request::ListGroupMembers {
+                group_id: gid(),
+                page_num: n,
+                page_size: s,
+            },
+            &w.ctx(),
+        )
+    };
+    let Response::Members { members } = list(1, 2).unwrap().response else {
+        panic!()
+    };
+    assert_eq!(members[0].user_id, "owner");
+    assert_eq!(members.len(), 2);
+    let Response::Members { members: rest } = list(2, 2).unwrap().response else {
+        panic!()
+    };
+    assert_eq!(rest.len(), 2);
+    assert_eq!(code(list(0, 2)), ErrorCode::RequestParameterError);
+    assert_eq!(code(list(1, 1001)), ErrorCode::RequestParameterError);
+}

@@ -1,0 +1,49 @@
+//! The node: everything a connection needs, built once at start.
+
+use crate::config::Config;
+use crate::group::Groups;
+use crate::presence::Presence;
+use crate::store::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Shared by every session of this broker process.
+#[derive(Debug)]
+pub struct Node {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub presence: Presence,
+    pub groups: Groups,
+    /// The app secret that signs tokens.
+    pub secret: Vec<u8>,
+    next_session: AtomicU64,
+}
+
+impl Node {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        presence: Presence,
+        groups: Groups,
+        secret: Vec<u8>,
+    ) -> Self {
+        Self {
+            config,
+            store,
+            presence,
+            groups,
+            secret,
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// A session id unique within this process.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Shared handle.
+    pub fn shared(self) -> Arc<Self> {
+        Arc::new(self)
+    }
+}

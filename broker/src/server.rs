@@ -1,0 +1,167 @@
+//! Starting and stopping a node: data dir, TLS, app secret, store, group directory, the QUIC
+//! endpoint and its accept loop, the metrics endpoint, graceful shutdown.
+
+use crate::config::Config;
+use crate::group::actor::Shared;
+use crate::group::rules::Limits;
+use crate::group::Groups;
+use crate::node::Node;
+use crate::presence::Presence;
+use crate::store::Store;
+use anyhow::Context;
+use convoke_protocol::close;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A started broker.
+#[derive(Debug)]
+pub struct RunningBroker {
+    /// The bound QUIC address (the real port when the config said 0).
+    pub quic_addr: SocketAddr,
+    /// The bound metrics address, if metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The certificate clients should trust (PEM).
+    pub cert_path: PathBuf,
+    /// Whether this start generated the certificate.
+    pub cert_generated: bool,
+    /// Whether this start generated the app secret.
+    pub secret_generated: bool,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningBroker {
+    /// Stops accepting, closes connections, waits up to the grace period, stops actors.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        wait_for_signal().await?;
+        tracing::info!("shutdown signal received");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// Starts a node from `config`.
+pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = Arc::new(config);
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+
+    let tls = crate::tls::load_or_generate(&config.tls, &data_dir)?;
+    let (secret, secret_generated) =
+        crate::auth::load_or_create_secret(&data_dir, config.auth.secret.as_deref())?;
+    let store = Store::open(
+        &data_dir.join("db"),
+        config.store.cache_capacity_mb * 1024 * 1024,
+    )
+    .with_context(|| format!("cannot open the store in {}", data_dir.join("db").display()))?;
+
+    let metrics_addr = match config.metrics.listen {
+        Some(addr) => Some(crate::metrics::serve(addr, store.clone()).await?),
+        None => None,
+    };
+
+    let presence = Presence::default();
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        presence: presence.clone(),
+        limits: Limits {
+            server_max_users: config.limits.server_max_users,
+            max_admins: config.limits.max_admins as usize,
+            max_groups_per_user: config.limits.max_groups_per_user as usize,
+        },
+        idle: Duration::from_secs(config.groups.idle_stop_secs.max(1)),
+        fault_injection: config.debug.fault_injection,
+    });
+    let (groups, _directory) = Groups::start(shared).await?;
+
+    let crypto = crate::tls::server_crypto(&tls)?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?,
+    ));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(8u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .max_idle_timeout(Some(
+            Duration::from_secs(config.sessions.idle_timeout_secs).try_into()?,
+        ))
+        .stream_receive_window((1024 * 1024u32).into())
+        .receive_window((2 * 1024 * 1024u32).into())
+        .send_window(2 * 1024 * 1024);
+    server_config.transport_config(Arc::new(transport));
+    let endpoint = quinn::Endpoint::server(server_config, config.server.listen)
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let quic_addr = endpoint.local_addr()?;
+
+    let node = Node::new(
+        config.clone(),
+        store.clone(),
+        presence,
+        groups.clone(),
+        secret,
+    )
+    .shared();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let task = tokio::spawn(accept_loop(endpoint, node, shutdown_rx, grace));
+    crate::metrics::set_ready(true);
+    tracing::info!(%quic_addr, ?metrics_addr, cert = %tls.cert_path.display(), "convoke listening");
+    Ok(RunningBroker {
+        quic_addr,
+        metrics_addr,
+        cert_path: tls.cert_path.clone(),
+        cert_generated: tls.generated,
+        secret_generated,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    node: Arc<Node>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => { tokio::spawn(crate::session::serve_connection(node.clone(), incoming)); }
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    crate::metrics::set_ready(false);
+    endpoint.close(close::SHUTDOWN.into(), b"broker shutting down");
+    let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
+    node.groups.stop();
+    tracing::info!("convoke stopped");
+}

@@ -1,0 +1,190 @@
+//! Requests answered outside any one group actor: ping, createGroup (which hands the new
+//! group to a fresh actor), getGroupInfo (reads the store), getJoinedGroups and
+//! getPublicGroups (read the user and public indexes).
+
+use crate::clock::now_ms;
+use crate::group::model::info_from_meta;
+use crate::group::rules::Caller;
+use crate::node::Node;
+use convoke_protocol::{
+    ids::parse_group_id, limits, ApiError, ErrorCode, GroupInfoEntry, JoinedGroup, PublicGroup,
+    Request, Response,
+};
+
+type Reply = Result<Response, ApiError>;
+
+pub async fn serve(node: &Node, caller: &Caller, request: Request) -> Reply {
+    match request {
+        Request::Ping { nonce } => Ok(Response::Pong {
+            nonce,
+            server_time: now_ms(),
+        }),
+        Request::CreateGroup { data } => node.groups.create(caller.clone(), data).await,
+        Request::GetGroupInfo { group_ids } => group_info(node, caller, &group_ids),
+        Request::GetJoinedGroups {
+            page_num,
+            page_size,
+            need_affiliations,
+            need_role,
+        } => joined(
+            node,
+            caller,
+            page_num,
+            page_size,
+            need_affiliations,
+            need_role,
+        ),
+        Request::GetPublicGroups { limit, cursor } => public(node, limit, cursor.as_deref()),
+        other => Err(ApiError::not_implemented(other.method())),
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("storage failure: {e}"))
+}
+
+fn group_info(node: &Node, caller: &Caller, ids: &[String]) -> Reply {
+    if ids.is_empty() || ids.len() > limits::MAX_GROUP_INFO_IDS {
+        return Err(ApiError::param(format!(
+            "groupId must list 1 to {} ids, got {}",
+            limits::MAX_GROUP_INFO_IDS,
+            ids.len()
+        )));
+    }
+    let mut groups = Vec::with_capacity(ids.len());
+    for id in ids {
+        let entry = match info_one(node, caller, id) {
+            Ok(info) => GroupInfoEntry {
+                group_id: id.clone(),
+                info: Some(info),
+                error: None,
+            },
+            Err(e) if e.code == ErrorCode::Internal => return Err(e),
+            Err(e) => GroupInfoEntry {
+                group_id: id.clone(),
+                info: None,
+                error: Some(e),
+            },
+        };
+        groups.push(entry);
+    }
+    Ok(Response::GroupInfos { groups })
+}
+
+fn info_one(
+    node: &Node,
+    caller: &Caller,
+    id: &str,
+) -> Result<convoke_protocol::GroupInfo, ApiError> {
+    let gid = parse_group_id(id)?;
+    let meta = node
+        .store
+        .meta(gid)
+        .map_err(storage)?
+        .ok_or_else(|| ApiError::no_group(id))?;
+    let me = node.store.member(gid, &caller.user).map_err(storage)?;
+    if !meta.public && me.is_none() && !caller.app_admin {
+        return Err(ApiError::denied(format!(
+            "group {id:?} is private and {:?} is not a member",
+            caller.user
+        )));
+    }
+    Ok(info_from_meta(id, &meta, me.as_ref()))
+}
+
+fn joined(
+    node: &Node,
+    caller: &Caller,
+    page_num: u32,
+    page_size: u32,
+    need_aff: bool,
+    need_role: bool,
+) -> Reply {
+    let detailed = need_aff || need_role;
+    let (first, max) = if detailed {
+        (0, limits::MAX_JOINED_PAGE_DETAILED)
+    } else {
+        (1, limits::MAX_JOINED_PAGE)
+    };
+    if page_num < first {
+        return Err(ApiError::param(format!(
+            "pageNum {page_num} must start at {first} {}",
+            if detailed {
+                "when needAffiliations or needRole is set"
+            } else {
+                "when neither needAffiliations nor needRole is set"
+            }
+        )));
+    }
+    if !(1..=max).contains(&page_size) {
+        return Err(ApiError::param(format!(
+            "pageSize {page_size} must be 1 to {max} {}",
+            if detailed {
+                "when needAffiliations or needRole is set"
+            } else {
+                "when neither needAffiliations nor needRole is set"
+            }
+        )));
+    }
+    let all = node.store.joined_groups(&caller.user).map_err(storage)?;
+    let skip = ((page_num - first) as usize).saturating_mul(page_size as usize);
+    let mut groups = Vec::new();
+    for gid in all.into_iter().skip(skip).take(page_size as usize) {
+        let Some(meta) = node.store.meta(gid).map_err(storage)? else {
+            continue;
+        };
+        let role = if need_role {
+            node.store
+                .member(gid, &caller.user)
+                .map_err(storage)?
+                .map(|m| m.role)
+        } else {
+            None
+        };
+        groups.push(JoinedGroup {
+            group_id: gid.to_string(),
+            group_name: meta.name,
+            affiliations_count: need_aff.then_some(meta.member_count),
+            role,
+        });
+    }
+    Ok(Response::JoinedGroups { groups })
+}
+
+fn public(node: &Node, limit: u32, cursor: Option<&str>) -> Reply {
+    if !(1..=limits::MAX_PUBLIC_PAGE).contains(&limit) {
+        return Err(ApiError::param(format!(
+            "limit {limit} must be 1 to {}",
+            limits::MAX_PUBLIC_PAGE
+        )));
+    }
+    let after = match cursor {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<u64>().map_err(|_| {
+            ApiError::param(format!(
+                "cursor {c:?} is not a cursor returned by getPublicGroups"
+            ))
+        })?),
+    };
+    let mut rows = node
+        .store
+        .public_groups(after, limit as usize + 1)
+        .map_err(storage)?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let cursor = if more {
+        rows.last().map(|(gid, _)| gid.to_string())
+    } else {
+        None
+    };
+    Ok(Response::PublicGroups {
+        groups: rows
+            .into_iter()
+            .map(|(gid, name)| PublicGroup {
+                group_id: gid.to_string(),
+                group_name: name,
+            })
+            .collect(),
+        cursor,
+    })
+}

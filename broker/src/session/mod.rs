@@ -1,0 +1,273 @@
+//! Sessions: one per QUIC connection.
+//!
+//! [`serve_connection`] runs the handshake on the control stream (version, token, device),
+//! registers the session in presence with its bounded event queue, delivers the offline
+//! inbox, then reads request frames and hands each to the session actor ([`actor`]), which
+//! routes it. Responses go back on the control stream, events on one server-to-client stream,
+//! shared-file transfers on streams of their own ([`transfer`]).
+
+pub mod actor;
+pub mod io;
+pub mod lookup;
+pub mod transfer;
+
+use crate::clock::{now_ms, now_secs};
+use crate::group::rules::Caller;
+use crate::node::Node;
+use crate::presence::SessionHandle;
+use bytes::{Bytes, BytesMut};
+use convoke_protocol::codec::{frame_bytes, FrameError};
+use convoke_protocol::handshake::{
+    negotiate, ClientFrame, Hello, ServerFrame, Welcome, SUPPORTED_VERSIONS,
+};
+use convoke_protocol::{close, ids::check_user_id, ApiError, ErrorCode};
+use io::{read_frame, write_frames, ReadError};
+use ractor::Actor;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Serves one incoming connection until it closes.
+pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "connection failed during the QUIC handshake");
+            metrics::counter!("convoke_connections_refused_total", "reason" => "tls").increment(1);
+            return;
+        }
+    };
+    metrics::counter!("convoke_connections_opened_total").increment(1);
+    metrics::gauge!("convoke_connections").increment(1.0);
+    if let Err(e) = run(node, &conn).await {
+        tracing::debug!(remote = %conn.remote_address(), error = %e, "session ended");
+    }
+    metrics::gauge!("convoke_connections").decrement(1.0);
+}
+
+async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
+    let cfg = &node.config.sessions;
+    let handshake_timeout = Duration::from_millis(cfg.handshake_timeout_ms);
+    let (mut send, mut recv) = match tokio::time::timeout(handshake_timeout, conn.accept_bi()).await
+    {
+        Ok(r) => r?,
+        Err(_) => {
+            refused(conn, "timeout");
+            conn.close(
+                close::HANDSHAKE_REFUSED.into(),
+                b"no control stream opened in time",
+            );
+            return Ok(());
+        }
+    };
+    let mut buf = BytesMut::new();
+    let hello = match tokio::time::timeout(
+        handshake_timeout,
+        read_frame::<ClientFrame>(&mut recv, &mut buf),
+    )
+    .await
+    {
+        Ok(Ok(Some(ClientFrame::Hello(h)))) => h,
+        Ok(Ok(Some(ClientFrame::Request { .. }))) => {
+            refuse(
+                conn,
+                &mut send,
+                "protocol",
+                ApiError::param("the first frame must be a hello"),
+            )
+            .await;
+            return Ok(());
+        }
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => {
+            close_for_read_error(conn, &e);
+            return Ok(());
+        }
+        Err(_) => {
+            refuse(
+                conn,
+                &mut send,
+                "timeout",
+                ApiError::param("no hello received in time"),
+            )
+            .await;
+            return Ok(());
+        }
+    };
+    let (version, caller) = match authenticate(&node, &hello) {
+        Ok(ok) => ok,
+        Err((reason, err)) => {
+            refuse(conn, &mut send, reason, err).await;
+            return Ok(());
+        }
+    };
+    node.store.record_login(&caller.user, now_ms()).await?;
+
+    // The event stream and its bounded queue.
+    let events = conn.open_uni().await?;
+    let (event_tx, event_rx) = mpsc::channel::<Bytes>(cfg.outbound_queue);
+    tokio::spawn(write_frames(events, event_rx));
+    let handle = SessionHandle {
+        session_id: caller.session_id,
+        device_id: hello.device_id.clone(),
+        tx: event_tx.clone(),
+        conn: conn.clone(),
+    };
+    let max_sessions = node.config.limits.max_sessions_per_user as usize;
+    for old in node.presence.register(&caller.user, handle, max_sessions) {
+        old.conn.close(
+            close::SESSION_LIMIT.into(),
+            b"too many sessions for this user; closing the oldest",
+        );
+    }
+    let _presence = PresenceGuard {
+        node: node.clone(),
+        user: caller.user.clone(),
+        session_id: caller.session_id,
+    };
+
+    let welcome = ServerFrame::Welcome(Welcome {
+        version,
+        user_id: caller.user.clone(),
+        app_admin: caller.app_admin,
+        session_id: caller.session_id,
+        server_time: now_ms(),
+    });
+    send.write_all(&frame_bytes(&welcome)?).await?;
+    tracing::debug!(user = %caller.user, session = caller.session_id, device = %hello.device_id, "session started");
+
+    deliver_inbox(&node, &caller.user, &event_tx).await;
+
+    let (resp_tx, resp_rx) = mpsc::channel::<Bytes>(256);
+    tokio::spawn(write_frames(send, resp_rx));
+    let (actor, _) = Actor::spawn(
+        None,
+        actor::SessionActor,
+        actor::SessionArgs {
+            node: node.clone(),
+            caller: caller.clone(),
+            responses: resp_tx,
+        },
+    )
+    .await?;
+    let transfers = tokio::spawn(transfer::accept_transfers(
+        node.clone(),
+        conn.clone(),
+        caller.clone(),
+    ));
+
+    let result = loop {
+        match read_frame::<ClientFrame>(&mut recv, &mut buf).await {
+            Ok(Some(ClientFrame::Request { id, request })) => {
+                if actor
+                    .cast(actor::SessionMsg::Request { id, request })
+                    .is_err()
+                {
+                    break Ok(());
+                }
+            }
+            Ok(Some(ClientFrame::Hello(_))) => {
+                conn.close(close::PROTOCOL_VIOLATION.into(), b"hello sent twice");
+                break Ok(());
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => {
+                close_for_read_error(conn, &e);
+                break Ok(());
+            }
+        }
+    };
+    transfers.abort();
+    actor.stop(None);
+    result
+}
+
+/// Removes the session from presence however the session ends.
+struct PresenceGuard {
+    node: Arc<Node>,
+    user: String,
+    session_id: u64,
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        self.node.presence.unregister(&self.user, self.session_id);
+    }
+}
+
+fn authenticate(node: &Node, hello: &Hello) -> Result<(u32, Caller), (&'static str, ApiError)> {
+    let version = negotiate(&hello.versions, SUPPORTED_VERSIONS).map_err(|e| ("version", e))?;
+    check_user_id("deviceId", &hello.device_id).map_err(|e| ("device", e))?;
+    let claims = crate::auth::verify(&node.secret, &hello.token, now_secs()).map_err(|e| {
+        (
+            "token",
+            ApiError::new(ErrorCode::TokenNotAssigned, e.to_string()),
+        )
+    })?;
+    Ok((
+        version,
+        Caller {
+            user: claims.user,
+            app_admin: claims.admin,
+            session_id: node.next_session_id(),
+        },
+    ))
+}
+
+fn refused(_conn: &quinn::Connection, reason: &'static str) {
+    metrics::counter!("convoke_connections_refused_total", "reason" => reason).increment(1);
+}
+
+/// Sends the refusal, lets it reach the client, then closes.
+async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    reason: &'static str,
+    err: ApiError,
+) {
+    refused(conn, reason);
+    tracing::debug!(remote = %conn.remote_address(), %reason, error = %err, "handshake refused");
+    if let Ok(frame) = frame_bytes(&ServerFrame::Refused(err.clone())) {
+        let _ = send.write_all(&frame).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    }
+    let mut msg = err.message.into_bytes();
+    msg.truncate(200);
+    conn.close(close::HANDSHAKE_REFUSED.into(), &msg);
+}
+
+fn close_for_read_error(conn: &quinn::Connection, e: &ReadError) {
+    let code = match e {
+        ReadError::Frame(FrameError::TooLarge { .. }) => close::FRAME_TOO_LARGE,
+        ReadError::Frame(_) | ReadError::Truncated => close::MALFORMED_FRAME,
+        ReadError::Stream(_) => return,
+    };
+    metrics::counter!("convoke_connections_closed_total", "reason" => if code == close::FRAME_TOO_LARGE { "frame_too_large" } else { "malformed_frame" }).increment(1);
+    tracing::info!(remote = %conn.remote_address(), error = %e, "closing connection: bad frame");
+    let mut msg = e.to_string().into_bytes();
+    msg.truncate(200);
+    conn.close(code.into(), &msg);
+}
+
+/// Delivers and then deletes what waited for this user while offline.
+async fn deliver_inbox(node: &Node, user: &str, tx: &mpsc::Sender<Bytes>) {
+    let (frames, ws) = match node.store.inbox_pending(user) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(%user, error = %e, "could not read the offline inbox");
+            return;
+        }
+    };
+    if frames.is_empty() {
+        return;
+    }
+    for f in frames {
+        if tx.send(f).await.is_err() {
+            return;
+        }
+    }
+    if let Err(e) = node.store.commit(ws).await {
+        tracing::error!(%user, error = %e, "could not clear the offline inbox");
+    }
+}

@@ -1,0 +1,111 @@
+//! The key layout of the one sled tree the broker uses.
+//!
+//! Every key starts with a one-byte space tag. A group's records share the prefix
+//! `g <id:8 BE>`, so they are contiguous: loading a group is one prefix scan, destroying it
+//! one range delete. User ids never contain a 0x00 byte (ids are `[A-Za-z0-9_.@-]`), so 0x00
+//! separates a user id from what follows it.
+
+/// Group records: `g <gid> <kind> [user]`.
+pub const GROUP: u8 = b'g';
+/// User records: `u <user>` -> first login time.
+pub const USER: u8 = b'u';
+/// Joined-groups index: `j <user> 0 <gid>` -> ().
+pub const JOINED: u8 = b'j';
+/// Public-group index: `p <gid>` -> group name.
+pub const PUBLIC: u8 = b'p';
+/// Offline inbox: `i <user> 0 <seq>` -> an encoded push frame.
+pub const INBOX: u8 = b'i';
+/// Groups with timed mutes, re-armed at start: `t <gid>` -> ().
+pub const TIMED: u8 = b't';
+
+/// Kinds of group record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Meta = 0,
+    Member = 1,
+    Mute = 2,
+    Allow = 3,
+    Block = 4,
+    Invite = 5,
+    Request = 6,
+}
+
+impl Kind {
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => Self::Meta,
+            1 => Self::Member,
+            2 => Self::Mute,
+            3 => Self::Allow,
+            4 => Self::Block,
+            5 => Self::Invite,
+            6 => Self::Request,
+            _ => return None,
+        })
+    }
+}
+
+pub fn group_prefix(gid: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(GROUP);
+    k.extend_from_slice(&gid.to_be_bytes());
+    k
+}
+
+pub fn group_key(gid: u64, kind: Kind, user: &str) -> Vec<u8> {
+    let mut k = group_prefix(gid);
+    k.push(kind as u8);
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+pub fn user_key(user: &str) -> Vec<u8> {
+    let mut k = vec![USER];
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+pub fn joined_prefix(user: &str) -> Vec<u8> {
+    let mut k = vec![JOINED];
+    k.extend_from_slice(user.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn joined_key(user: &str, gid: u64) -> Vec<u8> {
+    let mut k = joined_prefix(user);
+    k.extend_from_slice(&gid.to_be_bytes());
+    k
+}
+
+pub fn public_key(gid: u64) -> Vec<u8> {
+    let mut k = vec![PUBLIC];
+    k.extend_from_slice(&gid.to_be_bytes());
+    k
+}
+
+pub fn inbox_prefix(user: &str) -> Vec<u8> {
+    let mut k = vec![INBOX];
+    k.extend_from_slice(user.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn inbox_key(user: &str, seq: u64) -> Vec<u8> {
+    let mut k = inbox_prefix(user);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn timed_key(gid: u64) -> Vec<u8> {
+    let mut k = vec![TIMED];
+    k.extend_from_slice(&gid.to_be_bytes());
+    k
+}
+
+/// The big-endian u64 at the end of `key`, if it is long enough.
+pub fn trailing_u64(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
