@@ -1,1 +1,361 @@
-//! placeholder
+//! Test support: a real `convoke` broker process on free ports with a temporary data dir
+//! (removed on drop), tokens, connected clients, and event assertions.
+//!
+//! The broker runs as a child process (the binary built by `cargo test`), so a test can
+//! `kill -9` it and restart it on the same data dir, exactly as an operator would.
+
+#![allow(clippy::unwrap_used, reason = "test support: a failed setup step should panic the test")]
+
+use convoke_client::{Client, ClientError, EventStream};
+use convoke_protocol::{GroupEvent, GroupEventOp, GroupMessage, Push};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// The app secret every test broker uses.
+pub const SECRET: &str = "convoke-test-secret-0123456789abcdef";
+
+/// How long to wait for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How long to watch for something that should NOT happen.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+/// Path of the `convoke` binary built alongside the tests.
+pub fn broker_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CONVOKE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/convoke
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    dir.join(format!("convoke{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A running broker process.
+#[derive(Debug)]
+pub struct Broker {
+    child: Option<Child>,
+    dir: TempDir,
+    settings: Vec<(String, String)>,
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Metrics/health HTTP address.
+    pub metrics: Option<SocketAddr>,
+    /// The broker's (self-signed) certificate.
+    pub cert: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker with the test defaults.
+    pub async fn start() -> Broker {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a broker with extra `section.field=value` settings.
+    pub async fn start_with(settings: &[(&str, &str)]) -> Broker {
+        let dir = tempfile::Builder::new().prefix("convoke-test").tempdir().unwrap();
+        let settings = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut b = Broker {
+            child: None,
+            dir,
+            settings,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            metrics: None,
+            cert: PathBuf::new(),
+        };
+        b.spawn();
+        b
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The broker's log (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .unwrap();
+        let mut cmd = Command::new(broker_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0")
+            .arg("--set")
+            .arg(format!("auth.secret={SECRET}"))
+            .arg("--set")
+            .arg("log.level=warn");
+        for (k, v) in &self.settings {
+            cmd.arg("--set").arg(format!("{k}={v}"));
+        }
+        let mut child = cmd
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", broker_bin().display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("convoke ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(WAIT) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("broker did not become ready; log:\n{}", self.log());
+            }
+        };
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("quic=") {
+                self.addr = v.parse().unwrap();
+            } else if let Some(v) = part.strip_prefix("metrics=") {
+                self.metrics = v.parse().ok();
+            } else if let Some(v) = part.strip_prefix("cert=") {
+                self.cert = PathBuf::from(v);
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL, like `kill -9`: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Graceful stop, then start again on the same data dir (new ports).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// `kill -9`, then start again on the same data dir (new ports).
+    pub fn crash_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// A token for `user`.
+    pub fn token(&self, user: &str, admin: bool, ttl_secs: i64) -> String {
+        let now = convoke_broker::clock::now_secs() as i64;
+        let exp = (now + ttl_secs).max(0) as u64;
+        convoke_broker::auth::mint(SECRET.as_bytes(), user, admin, exp)
+    }
+
+    /// A client builder pointed at this broker, trusting its certificate.
+    pub fn builder(&self) -> convoke_client::ClientBuilder {
+        Client::builder()
+            .server_addr(self.addr)
+            .server_name("localhost")
+            .ca_file(self.cert.clone())
+    }
+
+    /// A connected client for `user` (device "d1") with its event probe.
+    pub async fn connect(&self, user: &str) -> Peer {
+        self.connect_device(user, "d1").await
+    }
+
+    /// A connected app admin.
+    pub async fn connect_admin(&self, user: &str) -> Peer {
+        let client = self
+            .builder()
+            .token(self.token(user, true, 3600))
+            .device_id("d1")
+            .connect()
+            .await
+            .unwrap();
+        Peer::new(client)
+    }
+
+    /// A connected client for `user` on `device`.
+    pub async fn connect_device(&self, user: &str, device: &str) -> Peer {
+        let client = self
+            .builder()
+            .token(self.token(user, false, 3600))
+            .device_id(device)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{user} cannot connect: {e}\nbroker log:\n{}", self.log()));
+        Peer::new(client)
+    }
+
+    /// Fetches `/metrics` (or another path) from the metrics endpoint.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics.expect("metrics enabled");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A connected client and its events.
+#[derive(Debug)]
+pub struct Peer {
+    pub client: Client,
+    pub events: EventStream,
+}
+
+impl Peer {
+    fn new(client: Client) -> Self {
+        let events = client.events();
+        Self { client, events }
+    }
+
+    /// The next push, within [`WAIT`].
+    pub async fn next_push(&mut self) -> Push {
+        match tokio::time::timeout(WAIT, self.events.recv()).await {
+            Ok(Some(p)) => p,
+            Ok(None) => panic!("{}: event stream ended", self.client.user_id()),
+            Err(_) => panic!("{}: no event within {WAIT:?}", self.client.user_id()),
+        }
+    }
+
+    /// The next onGroupEvent, which must have operation `op`.
+    pub async fn expect(&mut self, op: GroupEventOp) -> GroupEvent {
+        match self.next_push().await {
+            Push::Group(ev) if ev.operation == op => ev,
+            other => panic!("{}: expected {op}, got {other:?}", self.client.user_id()),
+        }
+    }
+
+    /// The next onMultiDeviceEvent, which must have operation `op`.
+    pub async fn expect_multi_device(&mut self, op: GroupEventOp) -> GroupEvent {
+        match self.next_push().await {
+            Push::MultiDevice(ev) if ev.operation == op => ev,
+            other => panic!("{}: expected multi-device {op}, got {other:?}", self.client.user_id()),
+        }
+    }
+
+    /// The next group message.
+    pub async fn expect_message(&mut self) -> GroupMessage {
+        match self.next_push().await {
+            Push::Message(m) => m,
+            other => panic!("{}: expected a message, got {other:?}", self.client.user_id()),
+        }
+    }
+
+    /// Asserts that nothing arrives within [`QUIET`].
+    pub async fn expect_quiet(&mut self) {
+        if let Ok(Some(p)) = tokio::time::timeout(QUIET, self.events.recv()).await {
+            panic!("{}: expected no event, got {p:?}", self.client.user_id());
+        }
+    }
+
+    /// The user id.
+    pub fn user(&self) -> &str {
+        self.client.user_id()
+    }
+}
+
+/// Asserts that `r` failed with `code`; returns the message.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(r: Result<T, ClientError>, code: convoke_protocol::ErrorCode) -> String {
+    match r {
+        Err(ClientError::Api(e)) if e.code == code => e.message,
+        other => panic!("expected error {code}, got {other:?}"),
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A bare QUIC connection to `broker` (no handshake sent), for tests that speak raw frames.
+pub async fn raw_connection(broker: &Broker) -> quinn::Connection {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&broker.cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![convoke_protocol::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    endpoint.connect(broker.addr, "localhost").unwrap().await.unwrap()
+}
