@@ -1,1 +1,22 @@
-//! placeholder
+//! The Convoke broker: a realtime group-chat broker over QUIC.
+//!
+//! A request travels: [`server`] accepts the QUIC connection -> [`session`] runs the
+//! handshake and reads request frames -> the session actor routes each to its group through
+//! [`group::Groups`] -> the group actor applies [`group::rules`], persists through [`store`],
+//! answers, and fans events out through [`presence`] into each member session's bounded
+//! queue. ARCHITECTURE.md at the repository root traces this with file names.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod group;
+pub mod metrics;
+pub mod node;
+pub mod presence;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{start, RunningBroker};

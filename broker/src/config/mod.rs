@@ -1,0 +1,426 @@
+//! The broker's configuration: one typed struct, read from layers.
+//!
+//! Every setting has a default, so an empty (or absent) file is a working development setup.
+//! [`Config::load`] starts from those defaults and overlays, in order, the TOML file, then
+//! `CONVOKE_<SECTION>__<FIELD>` environment variables, then command-line flags
+//! ([`Config::load_layered`]); the last layer that sets a value wins. The result is checked
+//! by [`Config::validate`]; any problem comes back as a [`ConfigError`] naming the setting
+//! (`limits.server_max_users`), its bad value and where that value came from, never as a
+//! panic. The binary exits with [`ConfigError::EXIT_CODE`] on such an error.
+//!
+//! [`default_toml`] is the commented default file (`convoke generate-config` prints it; the
+//! same text is `ops/convoke.toml`); a unit test keeps it equal to [`Config::default`].
+//!
+//! Layout: the types and their defaults live here, the layering in [`load`] (private), the
+//! semantic checks in `validate`, the error type in `error`.
+
+#![warn(missing_docs)]
+
+mod error;
+mod load;
+mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use convoke_protocol::limits;
+use serde::{Deserialize, Serialize};
+
+pub use error::{ConfigError, Origin};
+pub use load::{env_vars, FlagSetting, ENV_PREFIX};
+
+/// The commented default configuration file: every setting, what it means, and its default.
+///
+/// Parsing it yields exactly [`Config::default`]. `ops/convoke.toml` holds the same bytes.
+pub fn default_toml() -> &'static str {
+    include_str!("default.toml")
+}
+
+/// The whole broker configuration. Each section is a TOML table of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`: where the broker listens and keeps its data.
+    pub server: ServerConfig,
+    /// `[tls]`: the certificate of the QUIC endpoint.
+    pub tls: TlsConfig,
+    /// `[auth]`: the secret that signs login tokens.
+    pub auth: AuthConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[log]`: log filter and format.
+    pub log: LogConfig,
+    /// `[limits]`: quotas of the group API.
+    pub limits: LimitsConfig,
+    /// `[groups]`: group actor lifecycle.
+    pub groups: GroupsConfig,
+    /// `[sessions]`: client connections.
+    pub sessions: SessionsConfig,
+    /// `[store]`: the sled database.
+    pub store: StoreConfig,
+    /// `[messages]`: chat messages, history and read receipts.
+    pub messages: MessagesConfig,
+    /// `[files]`: shared-file storage.
+    pub files: FilesConfig,
+    /// `[debug]`: test hooks, off by default; never for production.
+    pub debug: DebugConfig,
+}
+
+/// `[server]`: where the broker listens and keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// UDP address of the QUIC endpoint. Default `127.0.0.1:4433`.
+    pub listen: SocketAddr,
+    /// Directory of the database, files, generated certificate and secret.
+    /// Default `convoke-data` (relative to the working directory).
+    pub data_dir: PathBuf,
+    /// On shutdown, how long open sessions get to finish before they are closed, in
+    /// milliseconds. Default `5000`.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 4433)),
+            data_dir: PathBuf::from("convoke-data"),
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+/// `[tls]`: the certificate of the QUIC endpoint. Set both files or neither.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Default unset (`""`): a self-signed certificate
+    /// is generated into `DATA_DIR/tls/` on first start and reused afterwards.
+    #[serde(with = "empty_is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`. Default unset (`""`).
+    #[serde(with = "empty_is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// `[auth]`: the secret that signs login tokens.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The app secret (at least 16 bytes; its UTF-8 bytes are the HMAC key). Default unset
+    /// (`""`): a random secret is generated into `DATA_DIR/auth/secret` on first start.
+    #[serde(with = "empty_is_none")]
+    pub secret: Option<String>,
+}
+
+/// Hand-written so that logging the config never prints the secret.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// TCP address of the Prometheus scrape endpoint (`/metrics`). `""` disables it.
+    /// Default `127.0.0.1:9464`.
+    #[serde(with = "empty_is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9464))),
+        }
+    }
+}
+
+/// `[log]`: log filter and format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or a tracing `EnvFilter`
+    /// directive list such as `info,convoke_broker=debug`. Default `info`.
+    pub level: String,
+    /// Line format. Default `plain`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Plain,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text (`plain`). The default.
+    #[default]
+    Plain,
+    /// One JSON object per line (`json`), for log shippers.
+    Json,
+}
+
+/// `[limits]`: quotas of the group API. Defaults are the contract's
+/// ([`convoke_protocol::limits`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest `maxusers` a group may have (owner included); at least 3. Default `100000`.
+    pub server_max_users: u32,
+    /// Admins per group. Default `99`.
+    pub max_admins: u32,
+    /// Groups one user may be a member of. Default `10000`.
+    pub max_groups_per_user: u32,
+    /// Concurrent sessions (connections) of one user; a new one closes the oldest.
+    /// Default `8`.
+    pub max_sessions_per_user: u32,
+    /// Largest message payload, in bytes. Default `65536` (64 KiB).
+    pub max_message_bytes: u32,
+    /// Largest shared file, in bytes. Default `10485760` (10 MiB).
+    pub max_file_bytes: u64,
+    /// Shared files per group. Default `10000`.
+    pub max_files_per_group: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            server_max_users: limits::DEFAULT_SERVER_MAX_USERS,
+            max_admins: to_u32(limits::MAX_ADMINS),
+            max_groups_per_user: to_u32(limits::MAX_GROUPS_PER_USER),
+            max_sessions_per_user: 8,
+            max_message_bytes: to_u32(limits::MAX_MESSAGE_BYTES),
+            max_file_bytes: limits::MAX_FILE_BYTES,
+            max_files_per_group: to_u32(limits::MAX_FILES_PER_GROUP),
+        }
+    }
+}
+
+/// The contract's limits are small constants; saturate rather than panic if one ever grows.
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `[groups]`: group actor lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// A group actor with no traffic for this long is stopped (its state stays in the
+    /// store and is re-read on next use), in seconds. Default `300`.
+    pub idle_stop_secs: u64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            idle_stop_secs: 300,
+        }
+    }
+}
+
+/// `[sessions]`: client connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Events queued for one session before it counts as a slow consumer and is
+    /// disconnected (it resumes from its last sequence on reconnect); at least 16.
+    /// Default `4096`.
+    pub outbound_queue: usize,
+    /// Time a new connection has to complete the login handshake, in milliseconds.
+    /// Default `5000`.
+    pub handshake_timeout_ms: u64,
+    /// A connection with no traffic (keep-alives included) for this long is closed, in
+    /// seconds. Default `60`.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            outbound_queue: 4096,
+            handshake_timeout_ms: 5000,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[store]`: the sled database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled's page cache, in MiB (sled's own default of 1 GiB is far too much). Default `64`.
+    pub cache_capacity_mb: u64,
+    /// `0`: group commit, i.e. writes are flushed before they are acknowledged (many writes
+    /// share one flush). Above 0: flush every this many milliseconds and acknowledge before
+    /// the flush (faster; a crash can lose that window). Default `0`.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_capacity_mb: 64,
+            flush_interval_ms: 0,
+        }
+    }
+}
+
+/// `[messages]`: chat messages, history and read receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Messages kept per group for history (getGroupMessages). Default `10000`.
+    pub history_per_group: u32,
+    /// Messages older than this are dropped from history, in seconds. Default `604800`
+    /// (7 days).
+    pub history_max_age_secs: u64,
+    /// Messages one user may send per second (per group); `0` = no limit. Default `0`.
+    pub rate_limit_per_sec: u32,
+    /// Read receipts are kept only in groups of at most this many members; `0` disables
+    /// them. Default `500`.
+    pub read_receipt_max_group_size: u32,
+    /// Read receipts are accepted for messages younger than this, in seconds. Default
+    /// `259200` (3 days).
+    pub read_receipt_window_secs: u64,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            history_per_group: 10_000,
+            history_max_age_secs: 604_800,
+            rate_limit_per_sec: 0,
+            read_receipt_max_group_size: 500,
+            read_receipt_window_secs: 259_200,
+        }
+    }
+}
+
+/// `[files]`: shared-file storage.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Directory of shared-file blobs. Default unset (`""`): `DATA_DIR/files`.
+    #[serde(with = "empty_is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `[debug]`: test hooks, off by default; never for production.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Lets tests crash a group actor on purpose (a modifyGroup with ext `"convoke:panic"`
+    /// panics it) to exercise supervision and restart. Default `false`.
+    pub fault_injection: bool,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, overlaid by the TOML `file` (if any), overlaid by
+    /// the `CONVOKE_<SECTION>__<FIELD>` variables in `env`, then validated.
+    ///
+    /// Pass [`env_vars()`] (not `std::env::vars()`, which panics on non-UTF-8 variables).
+    /// Variables without the `CONVOKE_` prefix are ignored, and so are `CONVOKE_` variables
+    /// without a `__` (they are left to the command-line parser, e.g. `CONVOKE_CONFIG`),
+    /// unless they look like a misspelt setting. A `CONVOKE_X__Y` that names no setting is
+    /// an error.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::load_layered(file, env, Vec::new())
+    }
+
+    /// [`Config::load`], then command-line `flags` on top (they win over the environment).
+    pub fn load_layered(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: impl IntoIterator<Item = FlagSetting>,
+    ) -> Result<Config, ConfigError> {
+        load::load_layered(file, env, flags)
+    }
+
+    /// The directory of shared-file blobs: `files.dir`, or `DATA_DIR/files`.
+    pub fn files_dir(&self) -> PathBuf {
+        self.files
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("files"))
+    }
+}
+
+/// Serde adapter for optional settings: `""` (or a missing key) means unset, so that an
+/// environment variable can unset a value and every setting appears in the default file.
+mod empty_is_none {
+    use std::borrow::Cow;
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    /// A setting that is written as a string in TOML.
+    pub(super) trait Text: Sized {
+        fn to_text(&self) -> Cow<'_, str>;
+        fn from_text(text: String) -> Result<Self, String>;
+    }
+
+    impl Text for String {
+        fn to_text(&self) -> Cow<'_, str> {
+            Cow::Borrowed(self)
+        }
+        fn from_text(text: String) -> Result<Self, String> {
+            Ok(text)
+        }
+    }
+
+    impl Text for std::path::PathBuf {
+        fn to_text(&self) -> Cow<'_, str> {
+            self.to_string_lossy()
+        }
+        fn from_text(text: String) -> Result<Self, String> {
+            Ok(text.into())
+        }
+    }
+
+    impl Text for std::net::SocketAddr {
+        fn to_text(&self) -> Cow<'_, str> {
+            Cow::Owned(self.to_string())
+        }
+        fn from_text(text: String) -> Result<Self, String> {
+            text.parse().map_err(|e| {
+                format!("{e}; expected an address like 127.0.0.1:9464, or \"\" to disable")
+            })
+        }
+    }
+
+    pub(super) fn serialize<T: Text, S: Serializer>(
+        value: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            None => s.serialize_str(""),
+            Some(v) => s.serialize_str(&v.to_text()),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T: Text, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        T::from_text(text).map(Some).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Semantic checks: values that parse but make no sense (a zero quota, half a TLS pair).
+//!
+//! Each check names the setting and says what would be accepted; the loader then adds
+//! where the value came from.
+
+use convoke_protocol::{limits, MAX_FRAME_LEN};
+
+use super::{Config, ConfigError};
+
+/// Level names accepted on their own in `log.level`.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Room a message frame needs besides its payload (ids, group, sender, sequence).
+const MESSAGE_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Shortest configured app secret: anything shorter can be guessed.
+pub(super) const MIN_SECRET_BYTES: usize = 16;
+
+impl Config {
+    /// Checks the values that deserialize but make no sense, e.g. `limits.max_admins = 0`.
+    ///
+    /// [`Config::load`] already calls this; call it again after changing a config by hand.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "server.data_dir",
+                "\"\"",
+                "must name a directory",
+            ));
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "tls.key",
+                    "\"\"",
+                    "must be set when tls.cert is set (set both, or neither for a \
+                     generated self-signed certificate)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "tls.cert",
+                    "\"\"",
+                    "must be set when tls.key is set (set both, or neither for a \
+                     generated self-signed certificate)",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(secret) = &self.auth.secret {
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(ConfigError::invalid(
+                    "auth.secret",
+                    format_args!("<redacted, {} bytes>", secret.len()),
+                    format!(
+                        "must be at least {MIN_SECRET_BYTES} bytes (or unset, to generate one)"
+                    ),
+                ));
+            }
+        }
+        check_log_level(&self.log.level)?;
+
+        let l = &self.limits;
+        at_least(
+            "limits.server_max_users",
+            l.server_max_users,
+            limits::MIN_MAX_USERS,
+            "the smallest group has 3 members",
+        )?;
+        at_least(
+            "limits.max_admins",
+            l.max_admins,
+            1,
+            "0 would forbid admins",
+        )?;
+        at_least("limits.max_groups_per_user", l.max_groups_per_user, 1, "")?;
+        at_least(
+            "limits.max_sessions_per_user",
+            l.max_sessions_per_user,
+            1,
+            "",
+        )?;
+        at_least("limits.max_message_bytes", l.max_message_bytes, 1, "")?;
+        let most = MAX_FRAME_LEN - MESSAGE_ENVELOPE_BYTES;
+        if l.max_message_bytes as usize > most {
+            return Err(ConfigError::invalid(
+                "limits.max_message_bytes",
+                l.max_message_bytes,
+                format!("must be at most {most}, so that a message fits in one protocol frame"),
+            ));
+        }
+        at_least("limits.max_file_bytes", l.max_file_bytes, 1, "")?;
+        at_least("limits.max_files_per_group", l.max_files_per_group, 1, "")?;
+
+        at_least("groups.idle_stop_secs", self.groups.idle_stop_secs, 1, "")?;
+
+        let s = &self.sessions;
+        at_least(
+            "sessions.outbound_queue",
+            s.outbound_queue,
+            16,
+            "a smaller queue disconnects clients on any burst",
+        )?;
+        at_least(
+            "sessions.handshake_timeout_ms",
+            s.handshake_timeout_ms,
+            1,
+            "",
+        )?;
+        at_least("sessions.idle_timeout_secs", s.idle_timeout_secs, 1, "")?;
+        at_most("sessions.idle_timeout_secs", s.idle_timeout_secs, 86_400)?;
+
+        at_least(
+            "store.cache_capacity_mb",
+            self.store.cache_capacity_mb,
+            1,
+            "",
+        )?;
+        at_most(
+            "store.cache_capacity_mb",
+            self.store.cache_capacity_mb,
+            1 << 20,
+        )?;
+
+        let m = &self.messages;
+        at_least("messages.history_per_group", m.history_per_group, 1, "")?;
+        at_least(
+            "messages.history_max_age_secs",
+            m.history_max_age_secs,
+            1,
+            "",
+        )?;
+        at_least(
+            "messages.read_receipt_window_secs",
+            m.read_receipt_window_secs,
+            1,
+            "",
+        )?;
+        Ok(())
+    }
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    min: T,
+    why: &str,
+) -> Result<(), ConfigError> {
+    if value >= min {
+        return Ok(());
+    }
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({why})")
+    };
+    Err(ConfigError::invalid(
+        field,
+        &value,
+        format!("must be at least {min}{why}"),
+    ))
+}
+
+fn at_most<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value <= max {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        field,
+        &value,
+        format!("must be at most {max}"),
+    ))
+}
+
+/// A bare word must be a level (a bare word is also a valid `EnvFilter` directive, meaning
+/// "everything from the target of that name", which is never what `level = "verbose"`
+/// meant); anything else must parse as an `EnvFilter` directive list.
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    let shown = format!("{level:?}");
+    let trimmed = level.trim();
+    let hint = "expected trace, debug, info, warn, error, off, or a filter such as \
+                \"info,convoke_broker=debug\"";
+    if trimmed.is_empty() {
+        return Err(ConfigError::invalid("log.level", shown, hint));
+    }
+    let is_directive_list = trimmed.contains(['=', ',', '[', ':']);
+    if !is_directive_list {
+        if LEVELS.contains(&trimmed.to_ascii_lowercase().as_str()) {
+            return Ok(());
+        }
+        return Err(ConfigError::invalid(
+            "log.level",
+            shown,
+            format!("not a level; {hint}"),
+        ));
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(trimmed)
+        .map(drop)
+        .map_err(|e| ConfigError::invalid("log.level", shown, format!("{e} ({hint})")))
+}

@@ -1,0 +1,397 @@
+//! [`ClientBuilder`]: the options of a connection, and `connect()`, which dials the broker
+//! over QUIC, performs the hello/welcome handshake and starts the connection's tasks.
+
+use crate::client::{Client, Inner};
+use crate::connection::{self, Shared};
+use crate::error::{closed_error, ClientError};
+use crate::tls::{self, Trust};
+use bytes::BytesMut;
+use convoke_protocol::codec::{decode_frame, frame_bytes, MAX_FRAME_LEN};
+use convoke_protocol::handshake::{ClientFrame, Hello, ServerFrame, Welcome, SUPPORTED_VERSIONS};
+use convoke_protocol::{close, ApiError, ErrorCode};
+use quinn::{ReadError, RecvStream, SendStream, VarInt};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Requests queued for the writer before `request()` waits.
+const WRITER_QUEUE: usize = 1024;
+
+/// Where the broker is.
+#[derive(Debug, Clone)]
+enum Target {
+    Addr(SocketAddr),
+    HostPort(String),
+}
+
+/// Options of a connection; ends in [`ClientBuilder::connect`]. Get one from
+/// [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    target: Option<Target>,
+    server_name: Option<String>,
+    token: String,
+    device_id: String,
+    ca_pem: Option<Vec<u8>>,
+    ca_file: Option<PathBuf>,
+    pin: Option<String>,
+    versions: Vec<u32>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    event_capacity: usize,
+    ignore_events: bool,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            target: None,
+            server_name: None,
+            token: String::new(),
+            device_id: "default".to_string(),
+            ca_pem: None,
+            ca_file: None,
+            pin: None,
+            versions: SUPPORTED_VERSIONS.to_vec(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            event_capacity: 4096,
+            ignore_events: false,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The broker's UDP address.
+    pub fn server_addr(mut self, addr: SocketAddr) -> Self {
+        self.target = Some(Target::Addr(addr));
+        self
+    }
+
+    /// The broker as `host:port` (`[v6]:port` for IPv6), resolved at connect time. When
+    /// `host` is a DNS name and no [`server_name`](Self::server_name) is set, it is also
+    /// the TLS server name.
+    pub fn server(mut self, host_port: impl Into<String>) -> Self {
+        self.target = Some(Target::HostPort(host_port.into()));
+        self
+    }
+
+    /// The name the broker's certificate must carry. Default: the host given to
+    /// [`server`](Self::server) if it is a DNS name, else `localhost`.
+    pub fn server_name(mut self, name: &str) -> Self {
+        self.server_name = Some(name.to_string());
+        self
+    }
+
+    /// The token this session authenticates with (`convoke token --user NAME`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = token.into();
+        self
+    }
+
+    /// This device among the user's sessions (1-64 bytes). Default `default`.
+    pub fn device_id(mut self, device_id: impl Into<String>) -> Self {
+        self.device_id = device_id.into();
+        self
+    }
+
+    /// Trust every certificate in this PEM document (a CA, or the broker's self-signed
+    /// certificate).
+    pub fn ca_pem(mut self, pem: Vec<u8>) -> Self {
+        self.ca_pem = Some(pem);
+        self
+    }
+
+    /// Like [`ca_pem`](Self::ca_pem), reading the PEM from a file at connect time.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Accept exactly the server certificate with this SHA-256 fingerprint (64 hex digits,
+    /// `:` separators and a `sha256:` prefix allowed). Takes precedence over a CA.
+    pub fn pin_sha256(mut self, fingerprint: impl Into<String>) -> Self {
+        self.pin = Some(fingerprint.into());
+        self
+    }
+
+    /// The protocol versions offered in the hello. Default: every version this crate speaks.
+    pub fn versions(mut self, versions: Vec<u32>) -> Self {
+        self.versions = versions;
+        self
+    }
+
+    /// Limit on dialing plus the handshake. Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Limit on each request's round trip. Default 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Pushes buffered for [`Client::events`] before the connection stops reading them (and
+    /// the broker eventually disconnects a client that never catches up). Default 4096.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Discard every push: for clients that only make requests, so that unread events
+    /// never fill the buffer. [`Client::events`] then returns an empty stream.
+    pub fn ignore_events(mut self) -> Self {
+        self.ignore_events = true;
+        self
+    }
+
+    fn trust(&self) -> Result<Trust, ClientError> {
+        if let Some(pin) = &self.pin {
+            return Ok(Trust::Pin(tls::parse_fingerprint(pin)?));
+        }
+        if let Some(pem) = &self.ca_pem {
+            return Ok(Trust::Roots(tls::parse_pem_certs(pem)?));
+        }
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Tls(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            return Ok(Trust::Roots(tls::parse_pem_certs(&pem)?));
+        }
+        Err(ClientError::Tls(
+            "no trust configured: call ca_pem, ca_file or pin_sha256".to_string(),
+        ))
+    }
+
+    async fn resolve(&self) -> Result<(SocketAddr, String), ClientError> {
+        let default_name = |host: Option<&str>| {
+            self.server_name.clone().unwrap_or_else(|| match host {
+                Some(h) if h.parse::<std::net::IpAddr>().is_err() => h.to_string(),
+                _ => "localhost".to_string(),
+            })
+        };
+        match &self.target {
+            None => Err(ClientError::Connect(
+                "no server address: call server_addr or server".to_string(),
+            )),
+            Some(Target::Addr(addr)) => Ok((*addr, default_name(None))),
+            Some(Target::HostPort(hp)) => {
+                let host = hp
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'));
+                let addr = tokio::net::lookup_host(hp.as_str())
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("cannot resolve {hp:?}: {e}")))?
+                    .next()
+                    .ok_or_else(|| {
+                        ClientError::Connect(format!("{hp:?} resolves to no address"))
+                    })?;
+                Ok((addr, default_name(host)))
+            }
+        }
+    }
+
+    /// Dials the broker, performs the handshake and starts the connection.
+    ///
+    /// Errors: [`ClientError::Api`] when the broker refuses the hello (e.g.
+    /// `TokenNotAssigned`, `UnsupportedVersion`), [`ClientError::Tls`] for a certificate the
+    /// trust rejects, [`ClientError::Connect`] for anything else that prevents a connection
+    /// within the connect timeout.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let crypto = tls::quic_crypto(&self.trust()?)?;
+        let (addr, server_name) = self.resolve().await?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        transport.max_idle_timeout(Some(VarInt::from_u32(60_000).into()));
+        config.transport_config(Arc::new(transport));
+
+        let bind: SocketAddr = if addr.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| ClientError::Connect(format!("cannot bind UDP {bind}: {e}")))?;
+        let hello = Hello {
+            versions: self.versions.clone(),
+            token: self.token.clone(),
+            device_id: self.device_id.clone(),
+        };
+        let dial = async {
+            let connecting = endpoint
+                .connect_with(config, addr, &server_name)
+                .map_err(|e| ClientError::Connect(format!("cannot dial {addr}: {e}")))?;
+            let connection = connecting
+                .await
+                .map_err(|e| dial_error(&e, addr, &server_name))?;
+            let shake = handshake(&connection, hello, &self.versions).await;
+            if shake.is_err() {
+                connection.close(
+                    VarInt::from_u32(close::HANDSHAKE_REFUSED),
+                    b"handshake failed",
+                );
+            }
+            Ok::<_, ClientError>((connection, shake?))
+        };
+        let (connection, (send, recv, welcome, leftover)) =
+            match tokio::time::timeout(self.connect_timeout, dial).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(ClientError::Connect(format!(
+                        "no welcome from {addr} within {:?}",
+                        self.connect_timeout
+                    )))
+                }
+            };
+        tracing::debug!(user = %welcome.user_id, session = welcome.session_id, %addr, "connected");
+
+        let shared = Shared::new(connection);
+        let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
+        let events_rx = (!self.ignore_events).then_some(events_rx);
+        connection::spawn(&shared, send, recv, leftover, writer_rx, events_tx);
+        Ok(Client::from_inner(Inner {
+            shared,
+            writer: writer_tx,
+            events: Mutex::new(events_rx),
+            welcome,
+            request_timeout: self.request_timeout,
+            endpoint,
+            server_addr: addr,
+        }))
+    }
+}
+
+fn dial_error(e: &quinn::ConnectionError, addr: SocketAddr, name: &str) -> ClientError {
+    if let quinn::ConnectionError::TransportError(t) = e {
+        // 0x100..=0x1ff are TLS alerts: the handshake itself failed.
+        if (0x100..0x200).contains(&u64::from(t.code)) {
+            return ClientError::Tls(format!(
+                "TLS handshake with {addr} as {name:?} failed: {}",
+                t.reason
+            ));
+        }
+    }
+    ClientError::Connect(format!("{addr}: {e}"))
+}
+
+type Handshake = (SendStream, RecvStream, Welcome, BytesMut);
+
+async fn handshake(
+    connection: &quinn::Connection,
+    hello: Hello,
+    offered: &[u32],
+) -> Result<Handshake, ClientError> {
+    let lost =
+        |e: &quinn::ConnectionError| refusal_from_close(e).unwrap_or_else(|| closed_error(e, None));
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
+    let frame = frame_bytes(&ClientFrame::Hello(hello))
+        .map_err(|e| ClientError::Protocol(format!("cannot encode the hello: {e}")))?;
+    send.write_all(&frame).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(e) => lost(&e),
+        other => ClientError::Connect(format!("cannot send the hello: {other}")),
+    })?;
+    let mut buf = BytesMut::new();
+    loop {
+        match decode_frame::<ServerFrame>(&mut buf, MAX_FRAME_LEN) {
+            Ok(Some(ServerFrame::Welcome(welcome))) => {
+                if !offered.contains(&welcome.version) {
+                    return Err(ClientError::Protocol(format!(
+                        "the broker chose version {} which was not offered ({offered:?})",
+                        welcome.version
+                    )));
+                }
+                return Ok((send, recv, welcome, buf));
+            }
+            Ok(Some(ServerFrame::Refused(err))) => return Err(ClientError::Api(err)),
+            Ok(Some(ServerFrame::Response { id, .. })) => {
+                return Err(ClientError::Protocol(format!(
+                    "the broker answered request {id} before welcoming"
+                )))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ClientError::Protocol(format!("handshake frame: {e}"))),
+        }
+        match connection::read_more(&mut recv, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // The broker may close right behind the stream end; prefer its reason.
+                let end =
+                    tokio::time::timeout(Duration::from_millis(500), connection.closed()).await;
+                return Err(match end {
+                    Ok(e) => lost(&e),
+                    Err(_) => ClientError::Protocol(
+                        "the broker ended the control stream without a welcome".to_string(),
+                    ),
+                });
+            }
+            Err(ReadError::ConnectionLost(e)) => return Err(lost(&e)),
+            Err(e) => return Err(ClientError::Connect(format!("handshake: {e}"))),
+        }
+    }
+}
+
+/// A broker that closes with HANDSHAKE_REFUSED and a reason written like an [`ApiError`]
+/// (`error 28 TOKEN_NOT_ASSIGNED: ...`) refused us, even if its Refused frame was lost to the
+/// close.
+fn refusal_from_close(e: &quinn::ConnectionError) -> Option<ClientError> {
+    let quinn::ConnectionError::ApplicationClosed(app) = e else {
+        return None;
+    };
+    if app.error_code != VarInt::from_u32(close::HANDSHAKE_REFUSED) {
+        return None;
+    }
+    parse_api_error(&String::from_utf8_lossy(&app.reason)).map(ClientError::Api)
+}
+
+/// Parses `error <code> <NAME>: <message>` (the Display of [`ApiError`]).
+pub(crate) fn parse_api_error(text: &str) -> Option<ApiError> {
+    let rest = text.strip_prefix("error ")?;
+    let (num, rest) = rest.split_once(' ')?;
+    let code = ErrorCode::from_code(num.parse().ok()?)?;
+    let (_name, message) = rest.split_once(": ")?;
+    Some(ApiError::new(code, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_error_text_parses_back() {
+        let e = ApiError::new(ErrorCode::TokenNotAssigned, "token expired: at 5");
+        assert_eq!(parse_api_error(&e.to_string()), Some(e));
+        assert_eq!(parse_api_error("bye"), None);
+        assert_eq!(parse_api_error("error 99999 X: y"), None);
+    }
+
+    #[tokio::test]
+    async fn missing_trust_or_address_fail_before_dialing() {
+        let err = Client::builder()
+            .server("127.0.0.1:1")
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::Tls(ref m) if m.contains("no trust")),
+            "{err}"
+        );
+        let err = Client::builder()
+            .pin_sha256("00".repeat(32))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Connect(_)), "{err}");
+        let err = Client::builder()
+            .ca_file("/nonexistent/ca.pem")
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}
