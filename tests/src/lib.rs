@@ -359,3 +359,21 @@ pub async fn raw_connection(broker: &Broker) -> quinn::Connection {
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
     endpoint.connect(broker.addr, "localhost").unwrap().await.unwrap()
 }
+
+/// Connects each of `users` (so they exist) and returns their peers in order.
+pub async fn peers(broker: &Broker, users: &[&str]) -> Vec<Peer> {
+    let mut out = Vec::with_capacity(users.len());
+    for u in users {
+        out.push(broker.connect(u).await);
+    }
+    out
+}
+
+/// createGroup data with a name and initial members.
+pub fn group_data(name: &str, members: &[&str]) -> convoke_protocol::CreateGroupData {
+    convoke_protocol::CreateGroupData {
+        groupname: name.to_string(),
+        members: members.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
