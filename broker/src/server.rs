@@ -132,7 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let task = tokio::spawn(accept_loop(endpoint, node, shutdown_rx, grace));
     crate::metrics::set_ready(true);
-    tracing::info!(%quic_addr, ?metrics_addr, cert = %tls.cert_path.display(), "convoke listening");
+    tracing::info!(%quic_addr, ?metrics_addr, cert = %tls.cert_path.display(), fingerprint = %tls.fingerprint(), "convoke listening");
     Ok(RunningBroker {
         quic_addr,
         metrics_addr,

@@ -41,7 +41,10 @@ pub struct TlsMaterial {
 impl TlsMaterial {
     /// SHA-256 fingerprint of the leaf certificate, for logs and client pinning.
     pub fn fingerprint(&self) -> String {
-        self.certs.first().map(fingerprint_sha256).unwrap_or_default()
+        self.certs
+            .first()
+            .map(fingerprint_sha256)
+            .unwrap_or_default()
     }
 }
 
@@ -74,7 +77,7 @@ pub fn load_or_generate(cfg: &TlsConfig, data_dir: &Path) -> anyhow::Result<TlsM
 fn load(cert_path: &Path, key_path: &Path, generated: bool) -> anyhow::Result<TlsMaterial> {
     let certs = CertificateDer::pem_file_iter(cert_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map_err(|e| pem_problem(e, "CERTIFICATE"))
         .with_context(|| format!("cannot read TLS certificate {}", cert_path.display()))?;
     anyhow::ensure!(
         !certs.is_empty(),
@@ -82,7 +85,7 @@ fn load(cert_path: &Path, key_path: &Path, generated: bool) -> anyhow::Result<Tl
         cert_path.display()
     );
     let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map_err(|e| pem_problem(e, "PRIVATE KEY"))
         .with_context(|| format!("cannot read TLS private key {}", key_path.display()))?;
     warn_if_readable_by_others(key_path);
     // Fail at startup, naming both files, if the key is not the certificate's.
@@ -100,6 +103,15 @@ fn load(cert_path: &Path, key_path: &Path, generated: bool) -> anyhow::Result<Tl
         cert_path: cert_path.to_owned(),
         generated,
     })
+}
+
+fn pem_problem(e: rustls_pki_types::pem::Error, wanted: &str) -> anyhow::Error {
+    match e {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            anyhow::anyhow!("no PEM block of type {wanted} in it")
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
 }
 
 /// Writes a new self-signed pair: the key first (owner-only), then the certificate, so a
@@ -220,7 +232,6 @@ mod tests {
             key: Some(made.join("tls/key.pem")),
         };
         let err = format!("{:#}", load_or_generate(&cfg, dir.path()).unwrap_err());
-        eprintln!("ZZ {err}");
         assert!(err.contains(&missing.display().to_string()), "{err}");
 
         // A key file that is actually a certificate.
@@ -229,8 +240,8 @@ mod tests {
             key: Some(made.join("tls/cert.pem")),
         };
         let err = format!("{:#}", load_or_generate(&cfg, dir.path()).unwrap_err());
-        eprintln!("ZZ {err}");
         assert!(err.contains("private key"), "{err}");
+        assert!(err.contains("no PEM block of type PRIVATE KEY"), "{err}");
 
         // Another pair's key.
         let other = dir.path().join("other");
@@ -240,7 +251,6 @@ mod tests {
             key: Some(other.join("tls/key.pem")),
         };
         let err = format!("{:#}", load_or_generate(&cfg, dir.path()).unwrap_err());
-        eprintln!("ZZ {err}");
         assert!(err.contains("does not fit"), "{err}");
 
         let half = TlsConfig {
@@ -290,8 +300,7 @@ mod tests {
         let client = Arc::new(client);
 
         for name in GENERATED_NAMES {
-            let alpn = handshake(&client, &server, name)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let alpn = handshake(&client, &server, name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(alpn, b"convoke/1");
         }
         let err = handshake(&client, &server, "example.com").unwrap_err();

@@ -4,7 +4,10 @@
 //! The broker runs as a child process (the binary built by `cargo test`), so a test can
 //! `kill -9` it and restart it on the same data dir, exactly as an operator would.
 
-#![allow(clippy::unwrap_used, reason = "test support: a failed setup step should panic the test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test support: a failed setup step should panic the test"
+)]
 
 use convoke_client::{Client, ClientError, EventStream};
 use convoke_protocol::{GroupEvent, GroupEventOp, GroupMessage, Push};
@@ -57,7 +60,10 @@ impl Broker {
 
     /// Starts a broker with extra `section.field=value` settings.
     pub async fn start_with(settings: &[(&str, &str)]) -> Broker {
-        let dir = tempfile::Builder::new().prefix("convoke-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("convoke-test")
+            .tempdir()
+            .unwrap();
         let settings = settings
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -156,7 +162,10 @@ impl Broker {
     /// SIGTERM and wait for a graceful exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = std::time::Instant::now() + WAIT;
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -243,7 +252,10 @@ impl Broker {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -288,7 +300,10 @@ impl Peer {
     pub async fn expect_multi_device(&mut self, op: GroupEventOp) -> GroupEvent {
         match self.next_push().await {
             Push::MultiDevice(ev) if ev.operation == op => ev,
-            other => panic!("{}: expected multi-device {op}, got {other:?}", self.client.user_id()),
+            other => panic!(
+                "{}: expected multi-device {op}, got {other:?}",
+                self.client.user_id()
+            ),
         }
     }
 
@@ -296,7 +311,10 @@ impl Peer {
     pub async fn expect_message(&mut self) -> GroupMessage {
         match self.next_push().await {
             Push::Message(m) => m,
-            other => panic!("{}: expected a message, got {other:?}", self.client.user_id()),
+            other => panic!(
+                "{}: expected a message, got {other:?}",
+                self.client.user_id()
+            ),
         }
     }
 
@@ -315,7 +333,10 @@ impl Peer {
 
 /// Asserts that `r` failed with `code`; returns the message.
 #[track_caller]
-pub fn assert_code<T: std::fmt::Debug>(r: Result<T, ClientError>, code: convoke_protocol::ErrorCode) -> String {
+pub fn assert_code<T: std::fmt::Debug>(
+    r: Result<T, ClientError>,
+    code: convoke_protocol::ErrorCode,
+) -> String {
     match r {
         Err(ClientError::Api(e)) if e.code == code => e.message,
         other => panic!("expected error {code}, got {other:?}"),
@@ -357,7 +378,11 @@ pub async fn raw_connection(broker: &Broker) -> quinn::Connection {
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
-    endpoint.connect(broker.addr, "localhost").unwrap().await.unwrap()
+    endpoint
+        .connect(broker.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap()
 }
 
 /// Connects each of `users` (so they exist) and returns their peers in order.

@@ -1,10 +1,10 @@
 //! The foundation, end to end: handshake and auth, pipelining, bad frames, the CLI.
 
+use convoke_client::ClientError;
 use convoke_protocol::codec::{encode_frame, frame_bytes};
 use convoke_protocol::handshake::{ClientFrame, Hello, ServerFrame, SUPPORTED_VERSIONS};
 use convoke_protocol::{close, ErrorCode, Request, Response};
 use convoke_tests::{assert_code, raw_connection, Broker};
-use convoke_client::ClientError;
 
 #[tokio::test]
 async fn connect_and_ping() {
@@ -25,7 +25,10 @@ async fn bad_expired_and_missing_tokens_are_refused() {
         let b = broker.builder().token(token).device_id("d1");
         async move { b.connect().await }
     };
-    let msg = assert_code(attempt("not-a-token".into()).await, ErrorCode::TokenNotAssigned);
+    let msg = assert_code(
+        attempt("not-a-token".into()).await,
+        ErrorCode::TokenNotAssigned,
+    );
     assert!(!msg.is_empty());
     let expired = broker.token("alice", false, -10);
     let msg = assert_code(attempt(expired).await, ErrorCode::TokenNotAssigned);
@@ -48,7 +51,10 @@ async fn unknown_protocol_version_is_refused_naming_both() {
         .connect()
         .await;
     let msg = assert_code(r, ErrorCode::UnsupportedVersion);
-    assert!(msg.contains("99") && msg.contains(&SUPPORTED_VERSIONS[0].to_string()), "{msg}");
+    assert!(
+        msg.contains("99") && msg.contains(&SUPPORTED_VERSIONS[0].to_string()),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -71,12 +77,18 @@ async fn pipelined_requests_are_each_answered() {
     // Mixed: a create and reads in flight together.
     let c = alice.client.clone();
     let (created, bad) = tokio::join!(
-        c.create_group(convoke_protocol::CreateGroupData { groupname: "g".into(), ..Default::default() }),
+        c.create_group(convoke_protocol::CreateGroupData {
+            groupname: "g".into(),
+            ..Default::default()
+        }),
         c.get_group_info(&["12345"]),
     );
     assert!(created.is_ok());
     let entries = bad.unwrap();
-    assert_eq!(entries[0].error.as_ref().unwrap().code, ErrorCode::GroupNotExist);
+    assert_eq!(
+        entries[0].error.as_ref().unwrap().code,
+        ErrorCode::GroupNotExist
+    );
 }
 
 async fn hello(conn: &quinn::Connection, token: String) -> (quinn::SendStream, quinn::RecvStream) {
@@ -114,8 +126,12 @@ async fn malformed_frame_closes_only_that_connection() {
     let conn = raw_connection(&broker).await;
     let (mut send, _recv) = hello(&conn, broker.token("mallory", false, 60)).await;
     // A length prefix around bytes that are no ClientFrame.
-    send.write_all(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc]).await.unwrap();
-    let reason = tokio::time::timeout(convoke_tests::WAIT, conn.closed()).await.unwrap();
+    send.write_all(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc])
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(convoke_tests::WAIT, conn.closed())
+        .await
+        .unwrap();
     assert_eq!(close_code(reason), Some(close::MALFORMED_FRAME));
     bob.client.ping().await.unwrap();
 }
@@ -128,12 +144,21 @@ async fn oversized_frame_closes_only_that_connection() {
     let (mut send, _recv) = hello(&conn, broker.token("mallory", false, 60)).await;
     // Announce 1 GiB; the broker must refuse from the prefix alone.
     send.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
-    let reason = tokio::time::timeout(convoke_tests::WAIT, conn.closed()).await.unwrap();
+    let reason = tokio::time::timeout(convoke_tests::WAIT, conn.closed())
+        .await
+        .unwrap();
     assert_eq!(close_code(reason), Some(close::FRAME_TOO_LARGE));
     bob.client.ping().await.unwrap();
     // A request frame that is valid is still fine for everyone else.
     let mut buf = bytes::BytesMut::new();
-    encode_frame(&ClientFrame::Request { id: 1, request: Request::Ping { nonce: 1 } }, &mut buf).unwrap();
+    encode_frame(
+        &ClientFrame::Request {
+            id: 1,
+            request: Request::Ping { nonce: 1 },
+        },
+        &mut buf,
+    )
+    .unwrap();
     assert!(!buf.is_empty());
 }
 
@@ -150,7 +175,10 @@ async fn a_dropped_connection_is_an_error_not_a_hang() {
         other => panic!("expected Closed after shutdown, got {other:?}"),
     }
     // Later calls fail at once with the same error.
-    assert!(matches!(alice.client.ping().await, Err(ClientError::Closed { .. })));
+    assert!(matches!(
+        alice.client.ping().await,
+        Err(ClientError::Closed { .. })
+    ));
 
     // kill -9: no close frame ever comes; the call still ends, with a timeout.
     broker.restart();
@@ -163,7 +191,10 @@ async fn a_dropped_connection_is_an_error_not_a_hang() {
         .unwrap();
     broker.kill9();
     match tokio::time::timeout(std::time::Duration::from_secs(20), bob.ping()).await {
-        Ok(Err(e)) => assert!(matches!(e, ClientError::Closed { .. } | ClientError::Timeout), "{e:?}"),
+        Ok(Err(e)) => assert!(
+            matches!(e, ClientError::Closed { .. } | ClientError::Timeout),
+            "{e:?}"
+        ),
         Ok(Ok(_)) => panic!("ping answered by a dead broker"),
         Err(_) => panic!("ping hung"),
     }

@@ -304,36 +304,3 @@ fn env_vars_reads_only_the_prefix() {
     // Only checks the filter: the process environment is shared by parallel tests.
     assert!(env_vars().iter().all(|(k, _)| k.starts_with(ENV_PREFIX)));
 }
-
-#[test]
-fn zz_print_messages() {
-    for text in [
-        "[server]\nlisten = \"nope\"\n",
-        "[limits]\nmax_admins = -1\n",
-        "[log]\nformat = \"xml\"\n",
-        "[server]\nlisen = 1\n",
-        "[sever]\n",
-        "listen = 1\n",
-        "[server\n",
-        "[limits]\nserver_max_users = 2\n",
-        "[tls]\ncert = \"c.pem\"\n",
-        "[auth]\nsecret = \"short\"\n",
-        "[server]\nlisten = 5\n",
-        "[metrics]\nlisten = \"x\"\n",
-        "[log]\nlevel = \"info,x=loud\"\n",
-        "server = 3\n",
-    ] {
-        println!("{}", load_file(text).unwrap_err());
-    }
-    for (k, v) in [
-        ("CONVOKE_LIMITS__SERVER_MAX_USERS", "abc"),
-        ("CONVOKE_LIMITS__MAX_ADMINS", "99999999999"),
-        ("CONVOKE_SERVER_LISTEN", "x"),
-        ("CONVOKE_NOPE__X", "1"),
-        ("CONVOKE_SERVER__LISEN", "1"),
-    ] {
-        println!("{}", Config::load(None, env(&[(k, v)])).unwrap_err());
-    }
-    println!("{}", FlagSetting::parse_set("oops").unwrap_err());
-    println!("{:?}", Config::default());
-}

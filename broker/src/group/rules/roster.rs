@@ -480,10 +480,12 @@ pub(super) fn leave(g: &mut Group, caller: &Caller, ctx: &Ctx<'_>) -> Outcome {
     let me = caller.user.as_str();
     match g.role(me) {
         None => return Err(ApiError::not_member(me, &g.id_str)),
-        Some(Role::Owner) => return Err(ApiError::denied(format!(
+        Some(Role::Owner) => {
+            return Err(ApiError::denied(format!(
             "{me:?} owns group {:?}; transfer ownership or destroy the group instead of leaving",
             g.id_str
-        ))),
+        )))
+        }
         Some(_) => {}
     }
     g.remove_member(me);

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::group::model::{Group, FOREVER};
-use convoke_protocol::{CreateGroupData, ErrorCode, GroupEventOp as Op, MuteEntry, Push, Request, Response};
+use convoke_protocol::{
+    CreateGroupData, ErrorCode, GroupEventOp as Op, MuteEntry, Push, Request, Response,
+};
 use std::collections::{BTreeMap, HashSet};
 
 struct FakeEnv {

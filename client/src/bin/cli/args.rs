@@ -31,7 +31,12 @@ pub struct ConnectionArgs {
     #[arg(long, env = "CONVOKE_TOKEN", hide_env_values = true)]
     pub token: String,
     /// PEM file whose certificates are trusted (the broker's certificate or its CA).
-    #[arg(long, env = "CONVOKE_CA", value_name = "PEM", required_unless_present = "pin_sha256")]
+    #[arg(
+        long,
+        env = "CONVOKE_CA",
+        value_name = "PEM",
+        required_unless_present = "pin_sha256"
+    )]
     pub ca: Option<PathBuf>,
     /// Trust exactly the server certificate with this SHA-256 fingerprint (hex) instead of --ca.
     #[arg(long, env = "CONVOKE_PIN_SHA256", value_name = "HEX")]
@@ -291,7 +296,11 @@ mod tests {
         let cli = parse(&["list-group-members", "--group-id", "9"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::ListGroupMembers { page_num: 1, page_size: 20, .. }
+            Command::ListGroupMembers {
+                page_num: 1,
+                page_size: 20,
+                ..
+            }
         ));
         let cli = parse(&[
             "send-group-message",
@@ -305,7 +314,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cli.command,
-            Command::SendGroupMessage { allow_group_ack: true, .. }
+            Command::SendGroupMessage {
+                allow_group_ack: true,
+                ..
+            }
         ));
         let cli = parse(&["get-public-groups", "--cursor", "c1"]).unwrap();
         assert!(matches!(
@@ -316,8 +328,11 @@ mod tests {
 
     #[test]
     fn trust_is_required_and_pin_replaces_ca() {
-        let no_trust = Cli::try_parse_from(["convoke-cli", "--server", "h:1", "--token", "t", "ping"]);
-        if std::env::var_os("CONVOKE_CA").is_none() && std::env::var_os("CONVOKE_PIN_SHA256").is_none() {
+        let no_trust =
+            Cli::try_parse_from(["convoke-cli", "--server", "h:1", "--token", "t", "ping"]);
+        if std::env::var_os("CONVOKE_CA").is_none()
+            && std::env::var_os("CONVOKE_PIN_SHA256").is_none()
+        {
             assert!(no_trust.is_err());
         }
         let pinned = Cli::try_parse_from([
@@ -346,7 +361,11 @@ mod tests {
             let kebab = kebab(request.method());
             assert!(names.contains(&kebab), "missing subcommand {kebab}");
         }
-        for extra in ["upload-group-shared-file", "download-group-shared-file", "watch"] {
+        for extra in [
+            "upload-group-shared-file",
+            "download-group-shared-file",
+            "watch",
+        ] {
             assert!(names.iter().any(|n| n == extra), "missing {extra}");
         }
     }

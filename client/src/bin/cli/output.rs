@@ -1,0 +1,165 @@
+//! What the CLI prints: results as JSON on stdout, pushes as JSON lines, errors on stderr,
+//! and the exit status of each kind of failure.
+//!
+//! Message payloads are bytes: they are printed as a UTF-8 string when valid, else base64,
+//! and `payload_encoding` says which (`"utf8"` or `"base64"`).
+
+use base64::Engine;
+use convoke_client::{ClientError, GroupMessage, Push};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+/// Exit status when the broker refused the call.
+pub const EXIT_API: u8 = 1;
+/// Exit status for connection, TLS, protocol and local I/O problems.
+pub const EXIT_TRANSPORT: u8 = 3;
+/// Exit status of a transfer interrupted with Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Any serialisable result as JSON.
+pub fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value)
+        .unwrap_or_else(|e| json!({ "error": format!("cannot render the result: {e}") }))
+}
+
+/// The result of a call that returns nothing.
+pub fn ok() -> Value {
+    json!({ "ok": true })
+}
+
+/// A payload as text when it is UTF-8, else base64; and which it is.
+pub fn payload_json(payload: &[u8]) -> (Value, &'static str) {
+    match std::str::from_utf8(payload) {
+        Ok(text) => (Value::String(text.to_string()), "utf8"),
+        Err(_) => (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(payload)),
+            "base64",
+        ),
+    }
+}
+
+/// A message with a readable payload.
+pub fn message_json(m: &GroupMessage) -> Value {
+    let (payload, encoding) = payload_json(&m.payload);
+    json!({
+        "group_id": m.group_id,
+        "msg_id": m.msg_id,
+        "seq": m.seq,
+        "from": m.from,
+        "payload": payload,
+        "payload_encoding": encoding,
+        "timestamp": m.timestamp,
+        "allow_group_ack": m.allow_group_ack,
+    })
+}
+
+/// A push as one JSON object, tagged by `"push"` (`group`, `multiDevice`, `message`,
+/// `closing`).
+pub fn push_json(push: &Push) -> Value {
+    match push {
+        Push::Message(m) => {
+            let mut v = message_json(m);
+            if let Value::Object(map) = &mut v {
+                map.insert("push".to_string(), Value::String("message".to_string()));
+            }
+            v
+        }
+        other => to_json(other),
+    }
+}
+
+/// Prints a result: pretty on a terminal, one line otherwise.
+pub fn print_result(value: &Value) {
+    let mut out = std::io::stdout().lock();
+    let text = if std::io::stdout().is_terminal() {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    let text = text.unwrap_or_else(|e| format!("{{\"error\":\"cannot render: {e}\"}}"));
+    // A closed stdout (e.g. `| head`) is not worth a panic.
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// Prints one JSON line and flushes it; false once stdout is gone.
+pub fn print_line(value: &Value) -> bool {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}").and_then(|()| out.flush()).is_ok()
+}
+
+/// Reports an error on stderr and gives the exit status for it.
+pub fn fail(err: &ClientError) -> ExitCode {
+    let (text, status) = describe(err);
+    eprintln!("{text}");
+    ExitCode::from(status)
+}
+
+/// The stderr line and exit status of an error.
+pub fn describe(err: &ClientError) -> (String, u8) {
+    match err {
+        // Displays as `error <code> <NAME>: <message>`.
+        ClientError::Api(api) => (api.to_string(), EXIT_API),
+        ClientError::Cancelled => (format!("error: {err}"), EXIT_INTERRUPTED),
+        other => (format!("error: {other}"), EXIT_TRANSPORT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convoke_client::{ApiError, ErrorCode, MessageSent};
+
+    #[test]
+    fn messages_print_text_or_base64() {
+        let mut m = GroupMessage::example();
+        let v = message_json(&m);
+        assert_eq!(v["payload"], "hello");
+        assert_eq!(v["payload_encoding"], "utf8");
+        assert_eq!(v["seq"], 3);
+        m.payload = vec![0xff, 0x00];
+        let v = message_json(&m);
+        assert_eq!(v["payload"], "/wA=");
+        assert_eq!(v["payload_encoding"], "base64");
+        let push = push_json(&Push::Message(m));
+        assert_eq!(push["push"], "message");
+        assert_eq!(push["msg_id"], "77");
+    }
+
+    #[test]
+    fn pushes_and_results_have_stable_shapes() {
+        for push in Push::examples() {
+            let v = push_json(&push);
+            assert!(v["push"].is_string(), "{v}");
+        }
+        let group = Push::examples().remove(0);
+        let v = push_json(&group);
+        assert_eq!(v["push"], "group");
+        assert_eq!(v["operation"], "create");
+        assert_eq!(v["detail"]["kind"], "none");
+        let sent = to_json(&MessageSent {
+            msg_id: "5".into(),
+            seq: 2,
+            timestamp: 9,
+        });
+        assert_eq!(sent, json!({"msg_id": "5", "seq": 2, "timestamp": 9}));
+        assert_eq!(ok(), json!({"ok": true}));
+    }
+
+    #[test]
+    fn errors_print_code_and_name_with_exit_statuses() {
+        let api = ClientError::Api(ApiError::new(ErrorCode::GroupNotJoined, "not a member"));
+        assert_eq!(
+            describe(&api),
+            ("error 602 GROUP_NOT_JOINED: not a member".to_string(), 1)
+        );
+        let closed = ClientError::Closed {
+            code: Some(3),
+            reason: "slow".into(),
+        };
+        assert_eq!(describe(&closed).1, 3);
+        assert_eq!(describe(&ClientError::Timeout).1, 3);
+        assert_eq!(describe(&ClientError::Cancelled).1, 130);
+    }
+}
