@@ -6,7 +6,7 @@
 //! - `ping`: pong; `createGroup`: group "42"
 //! - `getGroupAdmin{g}`: answers `[g]` after `g` milliseconds (out-of-order answers)
 //! - `updateGroupAnnouncement{n}`: pushes `n` updateAnnouncement events, then Done
-//! - `sendGroupMessage`: pushes the message back, answers MessageSent
+//! - `sendGroupMessage`: pushes the message to every session, answers MessageSent
 //! - `fetchGroupAnnouncement`: answers Done (a wrong variant)
 //! - `leaveGroup`: never answered
 //! - `destroyGroup{code}`: closes the connection with that code and reason "you are too slow"
@@ -42,6 +42,8 @@ pub struct Seen {
     pub upload_resets: Vec<u64>,
     /// Connections that ended, with how.
     pub closes: Vec<String>,
+    /// The push queue of every welcomed session (messages go to all of them).
+    pub sessions: Vec<mpsc::Sender<Push>>,
 }
 
 pub struct FakeBroker {
@@ -176,12 +178,17 @@ async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
         return;
     };
     let refusal = if hello.token == "bad" {
-        Some(ApiError::new(ErrorCode::TokenNotAssigned, "token \"bad\" is not valid"))
+        Some(ApiError::new(
+            ErrorCode::TokenNotAssigned,
+            "token \"bad\" is not valid",
+        ))
     } else {
         negotiate(&hello.versions, &[1]).err()
     };
     if let Some(err) = refusal {
-        let _ = send.write_all(&server_frame(&ServerFrame::Refused(err))).await;
+        let _ = send
+            .write_all(&server_frame(&ServerFrame::Refused(err)))
+            .await;
         let _ = send.finish();
         // Let the frame arrive before the close overtakes it.
         let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
@@ -221,12 +228,16 @@ async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
             }
         }
     });
-    tokio::spawn(transfers(conn.clone(), seen));
-    while let Some(ClientFrame::Request { id, request }) = read_client_frame(&mut recv, &mut buf).await {
+    seen.lock().unwrap().sessions.push(push_tx.clone());
+    tokio::spawn(transfers(conn.clone(), seen.clone()));
+    while let Some(ClientFrame::Request { id, request }) =
+        read_client_frame(&mut recv, &mut buf).await
+    {
         let (conn, push_tx, resp_tx) = (conn.clone(), push_tx.clone(), resp_tx.clone());
         let user = hello.token.clone();
+        let seen = seen.clone();
         tokio::spawn(async move {
-            if let Some(result) = answer(&conn, &user, request, &push_tx).await {
+            if let Some(result) = answer(&conn, &user, request, &push_tx, &seen).await {
                 let _ = resp_tx.send(ServerFrame::Response { id, result }).await;
             }
         });
@@ -252,6 +263,7 @@ async fn answer(
     user: &str,
     request: Request,
     push: &mpsc::Sender<Push>,
+    seen: &Mutex<Seen>,
 ) -> Option<Result<Response, ApiError>> {
     Some(Ok(match request {
         Request::Ping { nonce } => Response::Pong {
@@ -282,17 +294,19 @@ async fn answer(
             payload,
             allow_group_ack,
         } => {
-            let _ = push
-                .send(Push::Message(GroupMessage {
-                    group_id,
-                    msg_id: "m1".into(),
-                    seq: 1,
-                    from: user.into(),
-                    payload,
-                    timestamp: 3,
-                    allow_group_ack,
-                }))
-                .await;
+            let message = Push::Message(GroupMessage {
+                group_id,
+                msg_id: "m1".into(),
+                seq: 1,
+                from: user.into(),
+                payload,
+                timestamp: 3,
+                allow_group_ack,
+            });
+            let sessions = seen.lock().unwrap().sessions.clone();
+            for session in sessions {
+                let _ = session.send(message.clone()).await;
+            }
             Response::MessageSent {
                 msg_id: "m1".into(),
                 seq: 1,
@@ -371,7 +385,9 @@ async fn transfer(mut send: SendStream, mut recv: RecvStream, seen: Arc<Mutex<Se
             } else {
                 Err(ApiError::new(ErrorCode::UploadFileError, "size mismatch"))
             };
-            let _ = send.write_all(&outcome_frame(&TransferOutcome { result })).await;
+            let _ = send
+                .write_all(&outcome_frame(&TransferOutcome { result }))
+                .await;
             let _ = send.finish();
         }
         TransferHeader::Download { file_id, .. } => {

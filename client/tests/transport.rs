@@ -1,0 +1,345 @@
+//! The client's transport against a scripted broker over real QUIC (tests/support): the
+//! handshake and trust, pipelined requests, pushes, every way a connection ends, and file
+//! transfers.
+
+mod support;
+
+use convoke_client::{progress_channel, ClientError, DownloadDest, ErrorCode, Push, UploadSource};
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+use support::{eventually, FakeBroker};
+
+const SOON: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn welcome_gives_identity_and_ping_works() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    assert_eq!(client.user_id(), "alice");
+    assert!(!client.app_admin());
+    assert_eq!(client.welcome().version, 1);
+    assert!(client.session_id() >= 1);
+    let rtt = client.ping().await.unwrap();
+    assert!(rtt < SOON);
+    assert!(!client.is_closed());
+}
+
+#[tokio::test]
+async fn pinning_accepts_the_right_fingerprint_only() {
+    let broker = FakeBroker::start().await;
+    let pinned = convoke_client::Client::builder()
+        .server(broker.addr.to_string())
+        .token("alice")
+        .pin_sha256(broker.fingerprint())
+        .connect()
+        .await
+        .unwrap();
+    pinned.ping().await.unwrap();
+
+    let wrong = convoke_client::Client::builder()
+        .server_addr(broker.addr)
+        .token("alice")
+        .pin_sha256("ab".repeat(32))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong, ClientError::Tls(_)), "{wrong}");
+
+    let wrong_name = broker
+        .client("alice")
+        .server_name("elsewhere.example")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong_name, ClientError::Tls(_)), "{wrong_name}");
+}
+
+#[tokio::test]
+async fn refusals_are_api_errors() {
+    let broker = FakeBroker::start().await;
+    let bad = broker.client("bad").connect().await.unwrap_err();
+    assert_eq!(bad.code(), Some(ErrorCode::TokenNotAssigned), "{bad}");
+    let old = broker
+        .client("alice")
+        .versions(vec![9])
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(old.code(), Some(ErrorCode::UnsupportedVersion), "{old}");
+    assert!(old.to_string().contains("[9]"), "{old}");
+}
+
+#[tokio::test]
+async fn pipelined_requests_complete_out_of_order() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    let start = Instant::now();
+    let calls = (1..=40u64).rev().map(|ms| {
+        let client = client.clone();
+        async move {
+            let id = (ms * 5).to_string();
+            let admins = client.get_group_admin(&id).await.unwrap();
+            assert_eq!(admins, [id]);
+        }
+    });
+    futures::future::join_all(calls).await;
+    // Served one after another this would take 4.1 s.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn api_errors_and_wrong_variants() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    let e = client.get_group_blocklist("7").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotImplemented));
+    assert!(
+        e.to_string().starts_with("error 501 NOT_IMPLEMENTED: "),
+        "{e}"
+    );
+    let e = client.fetch_group_announcement("7").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Protocol(ref m) if m.contains("fetchGroupAnnouncement")),
+        "{e}"
+    );
+    assert_eq!(client.create_group(Default::default()).await.unwrap(), "42");
+}
+
+#[tokio::test]
+async fn pushes_arrive_in_order_and_only_once() {
+    let broker = FakeBroker::start().await;
+    let client = broker
+        .client("alice")
+        .event_capacity(4)
+        .connect()
+        .await
+        .unwrap();
+    let mut events = client.events();
+    assert!(events.is_active());
+    assert!(!client.events().is_active(), "a second stream gets nothing");
+    // More than the buffer holds: the broker is back-pressured, nothing is lost.
+    client.update_group_announcement("42", "50").await.unwrap();
+    for i in 0..50u64 {
+        match tokio::time::timeout(SOON, events.next()).await.unwrap() {
+            Some(Push::Group(e)) => assert_eq!(e.timestamp, i as i64),
+            other => panic!("{other:?}"),
+        }
+    }
+    let sent = client
+        .send_group_message("42", "héllo", true)
+        .await
+        .unwrap();
+    assert_eq!((sent.msg_id.as_str(), sent.seq), ("m1", 1));
+    match tokio::time::timeout(SOON, events.next()).await.unwrap() {
+        Some(Push::Message(m)) => {
+            assert_eq!(m.payload, "héllo".as_bytes());
+            assert!(m.allow_group_ack);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_broker_close_fails_pending_and_later_calls_and_ends_events() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    let mut events = client.events();
+    let hanging = tokio::spawn({
+        let client = client.clone();
+        async move { client.leave_group("1").await }
+    });
+    let start = Instant::now();
+    let closer = client.destroy_group("3").await.unwrap_err();
+    let pending = hanging.await.unwrap().unwrap_err();
+    assert!(start.elapsed() < SOON);
+    for e in [&closer, &pending] {
+        match e {
+            ClientError::Closed { code, reason } => {
+                assert_eq!(*code, Some(3));
+                assert!(reason.contains("slow consumer"), "{reason}");
+                assert!(reason.contains("you are too slow"), "{reason}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(client.ping().await.unwrap_err(), closer);
+    assert_eq!(client.closed().await, closer);
+    assert!(client.is_closed());
+    assert_eq!(
+        tokio::time::timeout(SOON, events.next()).await.unwrap(),
+        None
+    );
+    let upload = client
+        .upload_group_shared_file("42", UploadSource::bytes(vec![1], "a"), None)
+        .await
+        .unwrap_err();
+    assert!(upload.is_closed(), "{upload}");
+}
+
+#[tokio::test]
+async fn timeouts_leave_the_connection_usable() {
+    let broker = FakeBroker::start().await;
+    let client = broker
+        .client("alice")
+        .request_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        client.leave_group("1").await.unwrap_err(),
+        ClientError::Timeout
+    );
+    client.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_and_dropping_the_client() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    let mut events = client.events();
+    let hanging = tokio::spawn({
+        let client = client.clone();
+        async move { client.leave_group("1").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.close().await;
+    let e = hanging.await.unwrap().unwrap_err();
+    assert!(
+        matches!(e, ClientError::Closed { code: Some(0), .. }),
+        "{e}"
+    );
+    assert!(client.is_closed());
+    assert_eq!(events.next().await, None);
+    assert!(eventually(5, || broker.seen.lock().unwrap().closes.len() == 1).await);
+
+    let dropped = broker.client("bob").connect().await.unwrap();
+    dropped.ping().await.unwrap();
+    drop(dropped);
+    assert!(eventually(5, || broker.seen.lock().unwrap().closes.len() == 2).await);
+    let how = broker.seen.lock().unwrap().closes[1].clone();
+    assert!(how.contains("closed by peer"), "{how}");
+}
+
+#[tokio::test]
+async fn upload_then_download_round_trip_with_progress() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let file = client
+        .upload_group_shared_file(
+            "42",
+            UploadSource::bytes(data.clone(), "data.bin"),
+            Some(progress_channel(tx)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(file.file_size, data.len() as u64);
+    assert_eq!(broker.seen.lock().unwrap().files[&file.file_id], data);
+    let mut last = None;
+    while let Ok(p) = rx.try_recv() {
+        last = Some(p);
+    }
+    let last = last.unwrap();
+    assert_eq!(
+        (last.done, last.total),
+        (data.len() as u64, data.len() as u64)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out.bin");
+    let got = client
+        .download_group_shared_file("42", &file.file_id, None, dest.as_path(), None)
+        .await
+        .unwrap();
+    assert_eq!(got.file_size, data.len() as u64);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert!(!dir.path().join("out.bin.part").exists());
+
+    let mut memory = Vec::new();
+    let (writer, mut reader) = tokio::io::duplex(1 << 20);
+    client
+        .download_group_shared_file(
+            "42",
+            &file.file_id,
+            Some("s"),
+            DownloadDest::writer(writer),
+            None,
+        )
+        .await
+        .unwrap();
+    tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(memory, data);
+}
+
+#[tokio::test]
+async fn transfer_refusals_and_short_downloads() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    let big = UploadSource::bytes(vec![7; 2_000_000], "big.bin");
+    let e = client
+        .upload_group_shared_file("ni", big, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotImplemented), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("x.bin");
+    let e = client
+        .download_group_shared_file("42", "nope", None, dest.as_path(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::DownloadFileError), "{e}");
+    let e = client
+        .download_group_shared_file("42", "short", None, dest.as_path(), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("50 of 100"), "{e}");
+    assert!(!dest.exists());
+    assert!(!dir.path().join("x.bin.part").exists());
+    // The control stream was never disturbed.
+    client.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_an_upload_resets_its_stream() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    // A source that yields some bytes and then stalls.
+    let (mut feed, source) = tokio::io::duplex(64 * 1024);
+    tokio::io::AsyncWriteExt::write_all(&mut feed, &[1; 10_000])
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let upload = client.upload_group_shared_file(
+        "42",
+        UploadSource::reader(source, 1_000_000, "stall.bin"),
+        Some(progress_channel(tx)),
+    );
+    let cancel = upload.cancel_handle();
+    // Wait until some bytes went out.
+    loop {
+        let p = tokio::time::timeout(SOON, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if p.done > 0 {
+            break;
+        }
+    }
+    cancel.cancel();
+    assert_eq!(upload.await.unwrap_err(), ClientError::Cancelled);
+    assert!(
+        eventually(5, || broker.seen.lock().unwrap().upload_resets == [1]).await,
+        "{:?}",
+        broker.seen.lock().unwrap()
+    );
+    client.ping().await.unwrap();
+    drop(feed);
+}
