@@ -1,0 +1,188 @@
+//! State that must survive: restarts, `kill -9` mid-traffic, offline users, timers across a
+//! restart, a panicking group actor, idle actors.
+
+use convoke_protocol::{CreateGroupData, ErrorCode, GroupEventOp as Op};
+use convoke_tests::{assert_code, eventually, group_data, peers, Broker};
+use std::collections::BTreeMap;
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let mut broker = Broker::start().await;
+    let gid = {
+        let [owner, m1, _m2] = peers(&broker, &["owner", "m1", "m2"]).await.try_into().unwrap();
+        let gid = owner.client.create_group(CreateGroupData { public: true, ..group_data("keep", &["m1", "m2"]) }).await.unwrap();
+        owner.client.set_group_admin(&gid, "m1").await.unwrap();
+        owner.client.mute_group_member(&gid, &["m2"], -1).await.unwrap();
+        owner.client.add_users_to_group_allowlist(&gid, &["m2"]).await.unwrap();
+        owner.client.update_group_announcement(&gid, "still here").await.unwrap();
+        owner.client.disable_send_group_msg(&gid).await.unwrap();
+        m1.client.set_group_member_attributes(&gid, "m1", [("nick".to_string(), "one".to_string())].into()).await.unwrap();
+        gid
+    };
+    broker.restart();
+    let owner = broker.connect("owner").await;
+    let info = owner.client.get_group_info(&[&gid]).await.unwrap().remove(0).info.unwrap();
+    assert_eq!((info.name.as_str(), info.affiliations_count, info.mute, info.public), ("keep", 3, true, true));
+    assert_eq!(owner.client.get_group_admin(&gid).await.unwrap(), vec!["m1".to_string()]);
+    assert_eq!(owner.client.get_group_mutelist(&gid).await.unwrap()[0].user, "m2");
+    assert_eq!(owner.client.get_group_allowlist(&gid).await.unwrap(), vec!["m2".to_string()]);
+    assert_eq!(owner.client.fetch_group_announcement(&gid).await.unwrap(), "still here");
+    let attrs = owner.client.get_group_member_attributes(&gid, "m1").await.unwrap();
+    assert_eq!(attrs, BTreeMap::from([("nick".to_string(), "one".to_string())]));
+    let (public, _) = owner.client.get_public_groups(10, None).await.unwrap();
+    assert_eq!(public[0].group_id, gid);
+    // And it keeps working.
+    owner.client.modify_group(&gid, Some("renamed"), None, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_on_kill_9() {
+    let mut broker = Broker::start().await;
+    let owner = broker.connect("owner").await;
+    let mut users = Vec::new();
+    for i in 0..40 {
+        let u = format!("u{i}");
+        broker.connect(&u).await.client.ping().await.unwrap();
+        users.push(u);
+    }
+    let mut groups = Vec::new();
+    for i in 0..4 {
+        groups.push(owner.client.create_group(CreateGroupData { maxusers: Some(100), invite_need_confirm: false, ..group_data(&format!("g{i}"), &[]) }).await.unwrap());
+    }
+    // Concurrent writers across groups, each recording what was acknowledged.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let mut tasks = Vec::new();
+    for (gi, gid) in groups.iter().enumerate() {
+        let client = owner.client.clone();
+        let gid = gid.clone();
+        let users = users.clone();
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            for u in users.iter().skip(gi) {
+                match client.invite_users_to_group(&gid, &[u.as_str()]).await {
+                    Ok(_) => acked.lock().unwrap().push((gid.clone(), u.clone())),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    // Kill while the writers are running.
+    eventually("some acknowledged writes", || {
+        let n = acked.lock().unwrap().len();
+        async move { (n >= 30).then_some(()) }
+    })
+    .await;
+    broker.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 30);
+    broker.restart();
+    let owner = broker.connect("owner").await;
+    for gid in &groups {
+        let members: Vec<String> = owner.client.list_group_members(gid, 1, 1000).await.unwrap().into_iter().map(|m| m.user_id).collect();
+        for (g, u) in acked.iter().filter(|(g, _)| g == gid) {
+            assert!(members.contains(u), "{u} was acknowledged in {g} but is missing after kill -9");
+        }
+        let info = owner.client.get_group_info(&[gid]).await.unwrap().remove(0).info.unwrap();
+        assert_eq!(info.affiliations_count as usize, members.len(), "member count matches the roster");
+    }
+}
+
+#[tokio::test]
+async fn offline_events_arrive_at_next_login_exactly_once() {
+    let broker = Broker::start().await;
+    let owner = broker.connect("owner").await;
+    // x and y log in once (so they exist), then go offline.
+    drop(broker.connect("x").await);
+    drop(broker.connect("y").await);
+    let gid = owner.client.create_group(group_data("g", &["y"])).await.unwrap();
+    owner.client.invite_users_to_group(&gid, &["x"]).await.unwrap();
+    owner.client.remove_group_member(&gid, "y").await.unwrap();
+    owner.client.update_group_announcement(&gid, "not kept for offline users").await.unwrap();
+
+    let mut x = broker.connect("x").await;
+    let ev = x.expect(Op::InviteToJoin).await;
+    assert_eq!(ev.group_id, gid);
+    x.expect_quiet().await;
+    let mut y = broker.connect("y").await;
+    y.expect(Op::DirectJoined).await;
+    y.expect(Op::RemoveMember).await;
+    y.expect_quiet().await;
+    drop(x);
+    drop(y);
+    // Delivered once: a second login gets nothing more.
+    let mut x = broker.connect("x").await;
+    x.expect_quiet().await;
+    let mut y = broker.connect_device("y", "other").await;
+    y.expect_quiet().await;
+    // And the invite is still there to accept.
+    x.client.accept_group_invite(&gid, "x").await.unwrap();
+}
+
+#[tokio::test]
+async fn offline_events_survive_a_crash() {
+    let mut broker = Broker::start().await;
+    drop(broker.connect("x").await);
+    let owner = broker.connect("owner").await;
+    let gid = owner.client.create_group(group_data("g", &[])).await.unwrap();
+    owner.client.invite_users_to_group(&gid, &["x"]).await.unwrap();
+    broker.crash_restart();
+    let mut x = broker.connect("x").await;
+    assert_eq!(x.expect(Op::InviteToJoin).await.group_id, gid);
+}
+
+#[tokio::test]
+async fn a_timed_mute_expires_across_a_restart() {
+    let mut broker = Broker::start().await;
+    let gid = {
+        let [owner, _m1] = peers(&broker, &["owner", "m1"]).await.try_into().unwrap();
+        let gid = owner.client.create_group(group_data("g", &["m1"])).await.unwrap();
+        owner.client.mute_group_member(&gid, &["m1"], 1500).await.unwrap();
+        gid
+    };
+    broker.crash_restart();
+    let mut m1 = broker.connect("m1").await;
+    let owner = broker.connect("owner").await;
+    // The actor was re-armed at start: the mute ends on time, with its event.
+    let ev = m1.expect(Op::UnmuteMember).await;
+    assert_eq!(ev.users, vec!["m1".to_string()]);
+    assert!(owner.client.get_group_mutelist(&gid).await.unwrap().is_empty());
+    assert!(!m1.client.is_in_group_mutelist(&gid).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_panicking_group_actor_is_restarted_and_the_group_keeps_working() {
+    let broker = Broker::start_with(&[("debug.fault_injection", "true")]).await;
+    let [owner, mut m1] = peers(&broker, &["owner", "m1"]).await.try_into().unwrap();
+    let gid = owner.client.create_group(group_data("g", &["m1"])).await.unwrap();
+    m1.expect(Op::DirectJoined).await;
+    let r = owner.client.modify_group(&gid, None, None, Some("convoke:panic")).await;
+    assert_code(r, ErrorCode::ServerBusy);
+    // Nothing of the failed request was applied; the group answers again.
+    owner.client.modify_group(&gid, Some("after"), None, None).await.unwrap();
+    assert_eq!(m1.expect(Op::UpdateInfo).await.group_name, "after");
+    let info = m1.client.get_group_info(&[&gid]).await.unwrap().remove(0).info.unwrap();
+    assert_eq!((info.name.as_str(), info.custom.as_str()), ("after", ""));
+    let (_, metrics) = broker.http_get("/metrics").await;
+    assert!(metrics.lines().any(|l| l.starts_with("convoke_group_actor_restarts_total") && !l.ends_with(" 0")), "{metrics}");
+}
+
+#[tokio::test]
+async fn idle_actors_stop_and_come_back() {
+    let broker = Broker::start_with(&[("groups.idle_stop_secs", "1")]).await;
+    let [owner, mut m1] = peers(&broker, &["owner", "m1"]).await.try_into().unwrap();
+    let gid = owner.client.create_group(group_data("g", &["m1"])).await.unwrap();
+    m1.expect(Op::DirectJoined).await;
+    eventually("an idle stop", || async {
+        let (_, m) = broker.http_get("/metrics").await;
+        m.lines()
+            .any(|l| l.starts_with("convoke_group_actor_stops_total") && !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
+    owner.client.update_group_announcement(&gid, "back").await.unwrap();
+    m1.expect(Op::UpdateAnnouncement).await;
+    assert_eq!(m1.client.fetch_group_announcement(&gid).await.unwrap(), "back");
+}
