@@ -1,11 +1,11 @@
 //! How the client decides to trust a broker, and the rustls/quinn crypto config built from it.
 //!
 //! Two ways, both for self-signed development certificates as well as real ones:
-//! - **CA file** ([`Trust::Roots`]): every certificate in a PEM file becomes a root. A server
+//! - **CA file** ([`ClientBuilder::ca_file`](crate::ClientBuilder::ca_file)): every certificate in a PEM file becomes a root. A server
 //!   certificate that is byte-identical to one of them is accepted as well (after the name
 //!   check), because webpki refuses a CA-capable certificate as an end entity and the broker's
 //!   generated development certificate is one.
-//! - **Pin** ([`Trust::Pin`]): the SHA-256 of the server's end-entity certificate must equal
+//! - **Pin** ([`ClientBuilder::pin_sha256`](crate::ClientBuilder::pin_sha256)): the SHA-256 of the server's end-entity certificate must equal
 //!   the pinned value; nothing else about the certificate is checked.
 //!
 //! Either way the TLS 1.3 handshake signatures are verified with the ring provider's

@@ -1,6 +1,11 @@
 //! `convoke-cli` as a user runs it: the real binary against the scripted broker
 //! (tests/support), checking stdout JSON, stderr and exit statuses.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 mod support;
 
 use serde_json::Value;

@@ -2,6 +2,11 @@
 //! handshake and trust, pipelined requests, pushes, every way a connection ends, and file
 //! transfers.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 mod support;
 
 use convoke_client::{progress_channel, ClientError, DownloadDest, ErrorCode, Push, UploadSource};
@@ -342,4 +347,23 @@ async fn cancelling_an_upload_resets_its_stream() {
     );
     client.ping().await.unwrap();
     drop(feed);
+}
+
+#[tokio::test]
+async fn a_silent_address_is_a_connect_error_within_the_timeout() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    let e = convoke_client::Client::builder()
+        .server_addr(silent.local_addr().unwrap())
+        .token("alice")
+        .pin_sha256("00".repeat(32))
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Connect(ref m) if m.contains("no welcome")),
+        "{e}"
+    );
+    assert!(start.elapsed() < SOON);
 }

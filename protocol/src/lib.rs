@@ -22,11 +22,13 @@ pub mod transfer;
 pub use codec::{decode_frame, encode_frame, FrameError, MAX_FRAME_LEN};
 pub use error::{ApiError, ErrorCode};
 pub use event::{EventDetail, GroupEvent, GroupEventOp, GroupMessage, Push};
-pub use handshake::{ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION};
+pub use handshake::{
+    ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
+};
 pub use request::{CreateGroupData, Request};
 pub use response::{
-    GroupInfo, GroupInfoEntry, JoinedGroup, MemberEntry, MuteEntry, PublicGroup, Response, Role,
-    SharedFile,
+    GroupInfo, GroupInfoEntry, JoinedGroup, MemberEntry, MuteEntry, PublicGroup, ReadUser,
+    Response, Role, SharedFile,
 };
 
 /// ALPN protocol identifier every Convoke QUIC connection negotiates.

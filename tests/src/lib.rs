@@ -273,6 +273,12 @@ pub struct Peer {
     pub events: EventStream,
 }
 
+impl From<Client> for Peer {
+    fn from(client: Client) -> Self {
+        Self::new(client)
+    }
+}
+
 impl Peer {
     fn new(client: Client) -> Self {
         let events = client.events();

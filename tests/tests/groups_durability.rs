@@ -9,36 +9,111 @@ use std::collections::BTreeMap;
 async fn state_survives_a_restart() {
     let mut broker = Broker::start().await;
     let gid = {
-        let [owner, m1, _m2] = peers(&broker, &["owner", "m1", "m2"]).await.try_into().unwrap();
-        let gid = owner.client.create_group(CreateGroupData { public: true, ..group_data("keep", &["m1", "m2"]) }).await.unwrap();
+        let [owner, m1, _m2] = peers(&broker, &["owner", "m1", "m2"])
+            .await
+            .try_into()
+            .unwrap();
+        let gid = owner
+            .client
+            .create_group(CreateGroupData {
+                public: true,
+                ..group_data("keep", &["m1", "m2"])
+            })
+            .await
+            .unwrap();
         owner.client.set_group_admin(&gid, "m1").await.unwrap();
-        owner.client.mute_group_member(&gid, &["m2"], -1).await.unwrap();
-        owner.client.add_users_to_group_allowlist(&gid, &["m2"]).await.unwrap();
-        owner.client.update_group_announcement(&gid, "still here").await.unwrap();
+        owner
+            .client
+            .mute_group_member(&gid, &["m2"], -1)
+            .await
+            .unwrap();
+        owner
+            .client
+            .add_users_to_group_allowlist(&gid, &["m2"])
+            .await
+            .unwrap();
+        owner
+            .client
+            .update_group_announcement(&gid, "still here")
+            .await
+            .unwrap();
         owner.client.disable_send_group_msg(&gid).await.unwrap();
-        m1.client.set_group_member_attributes(&gid, "m1", [("nick".to_string(), "one".to_string())].into()).await.unwrap();
+        m1.client
+            .set_group_member_attributes(
+                &gid,
+                "m1",
+                [("nick".to_string(), "one".to_string())].into(),
+            )
+            .await
+            .unwrap();
         gid
     };
     broker.restart();
     let owner = broker.connect("owner").await;
-    let info = owner.client.get_group_info(&[&gid]).await.unwrap().remove(0).info.unwrap();
-    assert_eq!((info.name.as_str(), info.affiliations_count, info.mute, info.public), ("keep", 3, true, true));
-    assert_eq!(owner.client.get_group_admin(&gid).await.unwrap(), vec!["m1".to_string()]);
-    assert_eq!(owner.client.get_group_mutelist(&gid).await.unwrap()[0].user, "m2");
-    assert_eq!(owner.client.get_group_allowlist(&gid).await.unwrap(), vec!["m2".to_string()]);
-    assert_eq!(owner.client.fetch_group_announcement(&gid).await.unwrap(), "still here");
-    let attrs = owner.client.get_group_member_attributes(&gid, "m1").await.unwrap();
-    assert_eq!(attrs, BTreeMap::from([("nick".to_string(), "one".to_string())]));
+    let info = owner
+        .client
+        .get_group_info(&[&gid])
+        .await
+        .unwrap()
+        .remove(0)
+        .info
+        .unwrap();
+    assert_eq!(
+        (
+            info.name.as_str(),
+            info.affiliations_count,
+            info.mute,
+            info.public
+        ),
+        ("keep", 3, true, true)
+    );
+    assert_eq!(
+        owner.client.get_group_admin(&gid).await.unwrap(),
+        vec!["m1".to_string()]
+    );
+    assert_eq!(
+        owner.client.get_group_mutelist(&gid).await.unwrap()[0].user,
+        "m2"
+    );
+    assert_eq!(
+        owner.client.get_group_allowlist(&gid).await.unwrap(),
+        vec!["m2".to_string()]
+    );
+    assert_eq!(
+        owner.client.fetch_group_announcement(&gid).await.unwrap(),
+        "still here"
+    );
+    let attrs = owner
+        .client
+        .get_group_member_attributes(&gid, "m1")
+        .await
+        .unwrap();
+    assert_eq!(
+        attrs,
+        BTreeMap::from([("nick".to_string(), "one".to_string())])
+    );
     let (public, _) = owner.client.get_public_groups(10, None).await.unwrap();
     assert_eq!(public[0].group_id, gid);
     // And it keeps working.
-    owner.client.modify_group(&gid, Some("renamed"), None, None).await.unwrap();
+    owner
+        .client
+        .modify_group(&gid, Some("renamed"), None, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn nothing_acknowledged_is_lost_on_kill_9() {
     let mut broker = Broker::start().await;
-    let owner = broker.connect("owner").await;
+    // A short request timeout: after the kill, pending calls end quickly (no close frame comes).
+    let owner = broker
+        .builder()
+        .token(broker.token("owner", false, 600))
+        .request_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let owner = convoke_tests::Peer::from(owner);
     let mut users = Vec::new();
     for i in 0..40 {
         let u = format!("u{i}");
@@ -47,7 +122,17 @@ async fn nothing_acknowledged_is_lost_on_kill_9() {
     }
     let mut groups = Vec::new();
     for i in 0..4 {
-        groups.push(owner.client.create_group(CreateGroupData { maxusers: Some(100), invite_need_confirm: false, ..group_data(&format!("g{i}"), &[]) }).await.unwrap());
+        groups.push(
+            owner
+                .client
+                .create_group(CreateGroupData {
+                    maxusers: Some(100),
+                    invite_need_confirm: false,
+                    ..group_data(&format!("g{i}"), &[])
+                })
+                .await
+                .unwrap(),
+        );
     }
     // Concurrent writers across groups, each recording what was acknowledged.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
@@ -81,12 +166,33 @@ async fn nothing_acknowledged_is_lost_on_kill_9() {
     broker.restart();
     let owner = broker.connect("owner").await;
     for gid in &groups {
-        let members: Vec<String> = owner.client.list_group_members(gid, 1, 1000).await.unwrap().into_iter().map(|m| m.user_id).collect();
+        let members: Vec<String> = owner
+            .client
+            .list_group_members(gid, 1, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect();
         for (g, u) in acked.iter().filter(|(g, _)| g == gid) {
-            assert!(members.contains(u), "{u} was acknowledged in {g} but is missing after kill -9");
+            assert!(
+                members.contains(u),
+                "{u} was acknowledged in {g} but is missing after kill -9"
+            );
         }
-        let info = owner.client.get_group_info(&[gid]).await.unwrap().remove(0).info.unwrap();
-        assert_eq!(info.affiliations_count as usize, members.len(), "member count matches the roster");
+        let info = owner
+            .client
+            .get_group_info(&[gid])
+            .await
+            .unwrap()
+            .remove(0)
+            .info
+            .unwrap();
+        assert_eq!(
+            info.affiliations_count as usize,
+            members.len(),
+            "member count matches the roster"
+        );
     }
 }
 
@@ -97,10 +203,22 @@ async fn offline_events_arrive_at_next_login_exactly_once() {
     // x and y log in once (so they exist), then go offline.
     drop(broker.connect("x").await);
     drop(broker.connect("y").await);
-    let gid = owner.client.create_group(group_data("g", &["y"])).await.unwrap();
-    owner.client.invite_users_to_group(&gid, &["x"]).await.unwrap();
+    let gid = owner
+        .client
+        .create_group(group_data("g", &["y"]))
+        .await
+        .unwrap();
+    owner
+        .client
+        .invite_users_to_group(&gid, &["x"])
+        .await
+        .unwrap();
     owner.client.remove_group_member(&gid, "y").await.unwrap();
-    owner.client.update_group_announcement(&gid, "not kept for offline users").await.unwrap();
+    owner
+        .client
+        .update_group_announcement(&gid, "not kept for offline users")
+        .await
+        .unwrap();
 
     let mut x = broker.connect("x").await;
     let ev = x.expect(Op::InviteToJoin).await;
@@ -126,8 +244,16 @@ async fn offline_events_survive_a_crash() {
     let mut broker = Broker::start().await;
     drop(broker.connect("x").await);
     let owner = broker.connect("owner").await;
-    let gid = owner.client.create_group(group_data("g", &[])).await.unwrap();
-    owner.client.invite_users_to_group(&gid, &["x"]).await.unwrap();
+    let gid = owner
+        .client
+        .create_group(group_data("g", &[]))
+        .await
+        .unwrap();
+    owner
+        .client
+        .invite_users_to_group(&gid, &["x"])
+        .await
+        .unwrap();
     broker.crash_restart();
     let mut x = broker.connect("x").await;
     assert_eq!(x.expect(Op::InviteToJoin).await.group_id, gid);
@@ -138,8 +264,16 @@ async fn a_timed_mute_expires_across_a_restart() {
     let mut broker = Broker::start().await;
     let gid = {
         let [owner, _m1] = peers(&broker, &["owner", "m1"]).await.try_into().unwrap();
-        let gid = owner.client.create_group(group_data("g", &["m1"])).await.unwrap();
-        owner.client.mute_group_member(&gid, &["m1"], 1500).await.unwrap();
+        let gid = owner
+            .client
+            .create_group(group_data("g", &["m1"]))
+            .await
+            .unwrap();
+        owner
+            .client
+            .mute_group_member(&gid, &["m1"], 1500)
+            .await
+            .unwrap();
         gid
     };
     broker.crash_restart();
@@ -148,7 +282,12 @@ async fn a_timed_mute_expires_across_a_restart() {
     // The actor was re-armed at start: the mute ends on time, with its event.
     let ev = m1.expect(Op::UnmuteMember).await;
     assert_eq!(ev.users, vec!["m1".to_string()]);
-    assert!(owner.client.get_group_mutelist(&gid).await.unwrap().is_empty());
+    assert!(owner
+        .client
+        .get_group_mutelist(&gid)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(!m1.client.is_in_group_mutelist(&gid).await.unwrap());
 }
 
@@ -156,24 +295,51 @@ async fn a_timed_mute_expires_across_a_restart() {
 async fn a_panicking_group_actor_is_restarted_and_the_group_keeps_working() {
     let broker = Broker::start_with(&[("debug.fault_injection", "true")]).await;
     let [owner, mut m1] = peers(&broker, &["owner", "m1"]).await.try_into().unwrap();
-    let gid = owner.client.create_group(group_data("g", &["m1"])).await.unwrap();
+    let gid = owner
+        .client
+        .create_group(group_data("g", &["m1"]))
+        .await
+        .unwrap();
     m1.expect(Op::DirectJoined).await;
-    let r = owner.client.modify_group(&gid, None, None, Some("convoke:panic")).await;
+    let r = owner
+        .client
+        .modify_group(&gid, None, None, Some("convoke:panic"))
+        .await;
     assert_code(r, ErrorCode::ServerBusy);
     // Nothing of the failed request was applied; the group answers again.
-    owner.client.modify_group(&gid, Some("after"), None, None).await.unwrap();
+    owner
+        .client
+        .modify_group(&gid, Some("after"), None, None)
+        .await
+        .unwrap();
     assert_eq!(m1.expect(Op::UpdateInfo).await.group_name, "after");
-    let info = m1.client.get_group_info(&[&gid]).await.unwrap().remove(0).info.unwrap();
+    let info = m1
+        .client
+        .get_group_info(&[&gid])
+        .await
+        .unwrap()
+        .remove(0)
+        .info
+        .unwrap();
     assert_eq!((info.name.as_str(), info.custom.as_str()), ("after", ""));
     let (_, metrics) = broker.http_get("/metrics").await;
-    assert!(metrics.lines().any(|l| l.starts_with("convoke_group_actor_restarts_total") && !l.ends_with(" 0")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("convoke_group_actor_restarts_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn idle_actors_stop_and_come_back() {
     let broker = Broker::start_with(&[("groups.idle_stop_secs", "1")]).await;
     let [owner, mut m1] = peers(&broker, &["owner", "m1"]).await.try_into().unwrap();
-    let gid = owner.client.create_group(group_data("g", &["m1"])).await.unwrap();
+    let gid = owner
+        .client
+        .create_group(group_data("g", &["m1"]))
+        .await
+        .unwrap();
     m1.expect(Op::DirectJoined).await;
     eventually("an idle stop", || async {
         let (_, m) = broker.http_get("/metrics").await;
@@ -182,7 +348,14 @@ async fn idle_actors_stop_and_come_back() {
             .then_some(())
     })
     .await;
-    owner.client.update_group_announcement(&gid, "back").await.unwrap();
+    owner
+        .client
+        .update_group_announcement(&gid, "back")
+        .await
+        .unwrap();
     m1.expect(Op::UpdateAnnouncement).await;
-    assert_eq!(m1.client.fetch_group_announcement(&gid).await.unwrap(), "back");
+    assert_eq!(
+        m1.client.fetch_group_announcement(&gid).await.unwrap(),
+        "back"
+    );
 }

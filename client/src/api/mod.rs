@@ -29,7 +29,6 @@ macro_rules! expect_response {
     ($response:expr, $method:literal, $pattern:pat => $value:expr) => {
         match $response {
             $pattern => Ok($value),
-            #[allow(unreachable_patterns)] // reason: some patterns bind the whole enum
             other => Err($crate::api::unexpected($method, &other)),
         }
     };

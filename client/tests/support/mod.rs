@@ -14,7 +14,10 @@
 //! - uploads to group `ni`: NOT_IMPLEMENTED outcome; other uploads are stored
 //! - downloads of `short`: announce 100 bytes, send 50; unknown files: DOWNLOAD_FILE_ERROR
 
-#![allow(dead_code)] // reason: each test file uses a different part of the support module
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the support module"
+)]
 
 use bytes::BytesMut;
 use convoke_protocol::codec::{decode_frame, encode_frame, MAX_FRAME_LEN};

@@ -24,7 +24,7 @@ pub struct Cli {
 /// How to reach and authenticate to the broker.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
-    /// Broker address as host:port ([v6]:port for IPv6).
+    /// Broker address as host:port (an IPv6 host in brackets).
     #[arg(long, env = "CONVOKE_SERVER", value_name = "ADDR")]
     pub server: String,
     /// Token from `convoke token --user NAME`.
@@ -44,7 +44,7 @@ pub struct ConnectionArgs {
     /// Name the certificate must carry [default: the host of --server if it is a name, else localhost].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
-    /// This device among the user's sessions [default: cli-<process id>].
+    /// This device among the user's sessions [default: cli-PID, this process id].
     #[arg(long, value_name = "ID")]
     pub device_id: Option<String>,
     /// Seconds to wait for each response.
