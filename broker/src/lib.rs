@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod group;
 pub mod metrics;
 pub mod node;

@@ -2,38 +2,343 @@
 //! served over HTTP on their own address: `/metrics`, `/healthz` (live) and `/readyz`
 //! (serving QUIC).
 //!
+//! [`CATALOGUE`] lists every series the broker exports, with its kind, unit and help text:
+//! [`handle`] describes each one (so `/metrics` carries `# HELP` lines) and creates the
+//! series that alerts and dashboards rely on at zero, so that a rate or an `absent()` is
+//! meaningful from the first scrape rather than from the first event. The code that counts
+//! something calls `metrics::counter!` (etc.) with the same name where it happens; a unit test
+//! keeps the catalogue within Prometheus naming conventions (`convoke_` prefix, `_total`
+//! counters, base units such as `_seconds` and `_bytes`).
+//!
 //! The HTTP side is a deliberately tiny GET-only responder on tokio: three fixed paths do not
 //! earn a web framework in the broker's dependency tree.
 
 use crate::store::Store;
+use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static READY: AtomicBool = AtomicBool::new(false);
 
-/// Marks the node as serving (or not) for `/readyz`.
-pub fn set_ready(ready: bool) {
-    READY.store(ready, Ordering::Relaxed);
+/// What kind of series a catalogue entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (resets on restart); named `..._total`.
+    Counter,
+    /// A current value.
+    Gauge,
+    /// A distribution, exported as Prometheus buckets (`_bucket`, `_sum`, `_count`).
+    Histogram,
 }
 
-/// Installs the global recorder (once per process).
+/// One exported metric.
+#[derive(Debug)]
+pub struct MetricDef {
+    /// The Prometheus name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// Its unit (base units only: seconds, bytes, a count).
+    pub unit: Unit,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// Label sets to create at zero on startup; empty when the labels are only known as
+    /// traffic arrives (method and code of a request), `&[&[]]` for the unlabelled series.
+    pub zero: &'static [&'static [(&'static str, &'static str)]],
+}
+
+const UNLABELLED: &[&[(&str, &str)]] = &[&[]];
+
+/// Every series the broker exports.
+pub const CATALOGUE: &[MetricDef] = &[
+    // ---- connections --------------------------------------------------------------------
+    MetricDef {
+        name: "convoke_connections",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "QUIC connections open now (handshaking or logged in).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_connections_opened_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "QUIC connections accepted (TLS handshake completed).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_connections_refused_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Connections refused before a session started, by reason (tls, timeout, protocol, version, device, token).",
+        zero: &[
+            &[("reason", "tls")],
+            &[("reason", "timeout")],
+            &[("reason", "protocol")],
+            &[("reason", "version")],
+            &[("reason", "device")],
+            &[("reason", "token")],
+        ],
+    },
+    MetricDef {
+        name: "convoke_connections_closed_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Connections the broker closed for a bad frame, by reason (frame_too_large, malformed_frame).",
+        zero: &[
+            &[("reason", "frame_too_large")],
+            &[("reason", "malformed_frame")],
+        ],
+    },
+    // ---- requests -----------------------------------------------------------------------
+    MetricDef {
+        name: "convoke_requests_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Requests answered, by API method and result code (\"ok\", or the API error code such as -3, 603, 605, 1 internal, 500 busy).",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_request_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time from reading a request to queueing its response, by API method.",
+        zero: &[],
+    },
+    // ---- delivery -----------------------------------------------------------------------
+    MetricDef {
+        name: "convoke_events_delivered_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Group events queued to client sessions (one per receiving session).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_messages_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Chat messages accepted (sendGroupMessage), before fan-out.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_messages_delivered_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Chat messages queued to client sessions (one per receiving session).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_fanout_recipients",
+        kind: Kind::Histogram,
+        unit: Unit::Count,
+        help: "Sessions one fan-out (one event or message to a group) was queued for.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_fanout_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time one fan-out took to queue an event for all its local sessions.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_session_queue_depth",
+        kind: Kind::Histogram,
+        unit: Unit::Count,
+        help: "Frames waiting in a session's outbound queue, sampled each time one is queued (the new frame included).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_slow_client_disconnects_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Sessions closed because their outbound queue was full (client not reading fast enough).",
+        zero: UNLABELLED,
+    },
+    // ---- group actors -------------------------------------------------------------------
+    MetricDef {
+        name: "convoke_group_actors",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Group actors running now (active groups).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_group_actor_spawns_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Group actors started (first use, after an idle stop, or a restart).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_group_actor_stops_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Group actors stopped on purpose, by reason (idle).",
+        zero: &[&[("reason", "idle")]],
+    },
+    MetricDef {
+        name: "convoke_group_actor_restarts_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Group actors that failed (panicked) and were restarted from the store.",
+        zero: UNLABELLED,
+    },
+    // ---- store and files ----------------------------------------------------------------
+    MetricDef {
+        name: "convoke_store_disk_bytes",
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        help: "Size of the sled database on disk (measured at each scrape).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_store_commits_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Flushed store commits (each may carry several write sets: group commit).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_store_write_sets_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Atomic write sets committed to the store.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_store_commit_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time one store commit (write and flush) took.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_file_bytes_total",
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Shared-file bytes transferred, by direction (up: client to broker, down: broker to client).",
+        zero: &[&[("direction", "up")], &[("direction", "down")]],
+    },
+    // ---- node and cluster ---------------------------------------------------------------
+    MetricDef {
+        name: "convoke_ready",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "1 while the node serves QUIC clients (the same as /readyz answering 200), else 0.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_build_info",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Always 1; the version label is the broker's version.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_members",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Cluster members this node sees, itself included (1 for a single node).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_forwarded_requests_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Requests forwarded to the group's owner on another node.",
+        zero: UNLABELLED,
+    },
+];
+
+/// Buckets of every `_seconds` histogram: 100 us to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Buckets of fan-out sizes: one session to a group of 100k.
+const RECIPIENT_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+    20000.0, 50000.0, 100000.0,
+];
+
+/// Buckets of queue depths: powers of two up to beyond the largest sensible queue.
+const DEPTH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+    16384.0,
+];
+
+/// How often histogram samples are folded into their buckets when nobody scrapes (the
+/// exporter keeps raw samples until then; without this they would pile up).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Marks the node as serving (or not) for `/readyz` and `convoke_ready`.
+pub fn set_ready(ready: bool) {
+    READY.store(ready, Ordering::Relaxed);
+    metrics::gauge!("convoke_ready").set(if ready { 1.0 } else { 0.0 });
+}
+
+/// Installs the global recorder (once per process), describes every metric and creates
+/// the zero series.
 pub fn handle() -> anyhow::Result<PrometheusHandle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
-    let buckets = [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    ];
     let h = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("convoke_fanout_recipients".into()),
+            RECIPIENT_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("convoke_session_queue_depth".into()),
+            DEPTH_BUCKETS,
+        )?
         .install_recorder()?;
     let _ = HANDLE.set(h.clone());
+    register_catalogue();
     Ok(HANDLE.get().cloned().unwrap_or(h))
+}
+
+fn register_catalogue() {
+    for m in CATALOGUE {
+        match m.kind {
+            Kind::Counter => {
+                metrics::describe_counter!(m.name, m.unit, m.help);
+                for labels in m.zero {
+                    metrics::counter!(m.name, *labels).increment(0);
+                }
+            }
+            Kind::Gauge => {
+                metrics::describe_gauge!(m.name, m.unit, m.help);
+                for labels in m.zero {
+                    metrics::gauge!(m.name, *labels).increment(0.0);
+                }
+            }
+            Kind::Histogram => {
+                metrics::describe_histogram!(m.name, m.unit, m.help);
+                for labels in m.zero {
+                    // Creating the handle registers the series; it renders with zero counts.
+                    let _ = metrics::histogram!(m.name, *labels);
+                }
+            }
+        }
+    }
+    metrics::gauge!("convoke_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // A single node is a cluster of one; the cluster module takes this over when it runs.
+    metrics::gauge!("convoke_cluster_members").set(1.0);
+    metrics::gauge!("convoke_ready").set(if READY.load(Ordering::Relaxed) {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Serves the metrics and health endpoints on `addr`; returns the bound address.
@@ -41,6 +346,15 @@ pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr>
     let handle = handle()?;
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    metrics::gauge!("convoke_store_disk_bytes").set(store.size_on_disk() as f64);
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let handle = handle.clone();
@@ -82,4 +396,59 @@ pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr>
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn catalogue_follows_prometheus_naming() {
+        let mut seen = HashSet::new();
+        for m in CATALOGUE {
+            assert!(seen.insert(m.name), "{} listed twice", m.name);
+            assert!(
+                m.name.starts_with("convoke_"),
+                "{}: no convoke_ prefix",
+                m.name
+            );
+            assert!(
+                m.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}: not snake_case",
+                m.name
+            );
+            assert!(!m.help.is_empty(), "{}: no help", m.name);
+            match m.kind {
+                Kind::Counter => assert!(m.name.ends_with("_total"), "{}", m.name),
+                Kind::Gauge | Kind::Histogram => {
+                    assert!(!m.name.ends_with("_total"), "{}", m.name)
+                }
+            }
+            for suffix in ["_bucket", "_sum", "_count"] {
+                assert!(!m.name.ends_with(suffix), "{}: reserved suffix", m.name);
+            }
+            match m.unit {
+                Unit::Seconds => assert!(m.name.ends_with("_seconds"), "{}", m.name),
+                Unit::Bytes => assert!(
+                    m.name.ends_with("_bytes") || m.name.ends_with("_bytes_total"),
+                    "{}",
+                    m.name
+                ),
+                Unit::Count => assert!(
+                    !m.name.contains("_seconds") && !m.name.contains("_bytes"),
+                    "{}: unit suffix without the unit",
+                    m.name
+                ),
+                other => panic!("{}: not a base unit: {other:?}", m.name),
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_ascend() {
+        for b in [SECONDS_BUCKETS, RECIPIENT_BUCKETS, DEPTH_BUCKETS] {
+            assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The node: everything a connection needs, built once at start.
 
 use crate::config::Config;
+use crate::files::Files;
 use crate::group::Groups;
 use crate::presence::Presence;
 use crate::store::Store;
@@ -14,6 +15,8 @@ pub struct Node {
     pub store: Store,
     pub presence: Presence,
     pub groups: Groups,
+    /// Shared-file blobs and quotas.
+    pub files: Files,
     /// The app secret that signs tokens.
     pub secret: Vec<u8>,
     next_session: AtomicU64,
@@ -25,6 +28,7 @@ impl Node {
         store: Store,
         presence: Presence,
         groups: Groups,
+        files: Files,
         secret: Vec<u8>,
     ) -> Self {
         Self {
@@ -32,6 +36,7 @@ impl Node {
             store,
             presence,
             groups,
+            files,
             secret,
             next_session: AtomicU64::new(1),
         }

@@ -11,6 +11,10 @@ use dashmap::DashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// `convoke_session_queue_depth`, resolved once: this is on the per-recipient fan-out path.
+static QUEUE_DEPTH: std::sync::LazyLock<metrics::Histogram> =
+    std::sync::LazyLock::new(|| metrics::histogram!("convoke_session_queue_depth"));
+
 /// One connected session, as fan-out sees it.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
@@ -25,7 +29,10 @@ impl SessionHandle {
     /// Queues one frame; closes the session if its queue is full. Returns whether queued.
     pub fn push(&self, frame: &Bytes) -> bool {
         match self.tx.try_send(frame.clone()) {
-            Ok(()) => true,
+            Ok(()) => {
+                QUEUE_DEPTH.record((self.tx.max_capacity() - self.tx.capacity()) as f64);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("convoke_slow_client_disconnects_total").increment(1);
                 tracing::info!(

@@ -87,6 +87,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         None => None,
     };
 
+    let files_dir = config.files_dir();
+    let file_limits = crate::files::FileLimits {
+        max_file_bytes: config.limits.max_file_bytes,
+        max_files_per_group: config.limits.max_files_per_group as usize,
+    };
+    let (files, sweep) = crate::files::Files::open(files_dir.clone(), file_limits, &store)
+        .with_context(|| format!("cannot open the files dir {}", files_dir.display()))?;
+    if sweep != crate::files::Sweep::default() {
+        tracing::info!(
+            temp_files = sweep.temp_files,
+            orphans = sweep.orphans,
+            "removed unfinished uploads left by the last run"
+        );
+    }
+
     let presence = Presence::default();
     let shared = Arc::new(Shared {
         store: store.clone(),
@@ -98,6 +113,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         },
         idle: Duration::from_secs(config.groups.idle_stop_secs.max(1)),
         fault_injection: config.debug.fault_injection,
+        files: files.clone(),
+        messages: crate::group::messages::MessageSettings {
+            max_bytes: config.limits.max_message_bytes as usize,
+            history_per_group: u64::from(config.messages.history_per_group),
+            history_max_age_ms: i64::try_from(
+                config.messages.history_max_age_secs.saturating_mul(1000),
+            )
+            .unwrap_or(i64::MAX),
+            rate_per_sec: config.messages.rate_limit_per_sec,
+            receipt_max_group: config.messages.read_receipt_max_group_size,
+            receipt_window_ms: i64::try_from(
+                config
+                    .messages
+                    .read_receipt_window_secs
+                    .saturating_mul(1000),
+            )
+            .unwrap_or(i64::MAX),
+        },
     });
     let (groups, _directory) = Groups::start(shared).await?;
 
@@ -125,6 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         store.clone(),
         presence,
         groups.clone(),
+        files,
         secret,
     )
     .shared();

@@ -210,6 +210,7 @@ impl Push {
                     created: 1,
                     content_type: "x/y".into(),
                     sha256: "ab".into(),
+                    secret: "s".into(),
                 },
             },
             EventDetail::FileId {

@@ -95,6 +95,9 @@ pub struct SharedFile {
     pub content_type: String,
     /// Hex SHA-256 of the content.
     pub sha256: String,
+    /// The file's download secret (random, per file). Only members ever see an entry, and
+    /// members may download without it; a download that names a secret must name this one.
+    pub secret: String,
 }
 
 /// getJoinedGroups entry. `affiliations_count` and `role` are set when asked for.
@@ -262,6 +265,7 @@ impl Response {
                     created: 3,
                     content_type: "text/plain".into(),
                     sha256: "00".into(),
+                    secret: "s".into(),
                 }],
             },
             Self::Attributes {

@@ -408,3 +408,27 @@ pub fn group_data(name: &str, members: &[&str]) -> convoke_protocol::CreateGroup
         ..Default::default()
     }
 }
+
+/// The common cast: "owner", admin "adm", members "m1" and "m2" of one group, and an
+/// outsider "out"; every setup event already consumed. Returns the group id and the peers
+/// in that order.
+pub async fn standard_group(broker: &Broker, public: bool) -> (String, [Peer; 5]) {
+    let mut all = peers(broker, &["owner", "adm", "m1", "m2", "out"]).await;
+    let gid = all[0]
+        .client
+        .create_group(convoke_protocol::CreateGroupData {
+            public,
+            ..group_data("g", &["adm", "m1", "m2"])
+        })
+        .await
+        .unwrap();
+    all[0].client.set_group_admin(&gid, "adm").await.unwrap();
+    all[1].expect(GroupEventOp::DirectJoined).await;
+    all[1].expect(GroupEventOp::SetAdmin).await;
+    all[2].expect(GroupEventOp::DirectJoined).await;
+    all[3].expect(GroupEventOp::DirectJoined).await;
+    let peers: [Peer; 5] = all
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("five peers"));
+    (gid, peers)
+}

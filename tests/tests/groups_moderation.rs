@@ -1,36 +1,14 @@
 //! Moderation end to end: mutes (timed and permanent), mute-all, the allowlist, the
 //! announcement, member attributes and message shielding.
 
-use convoke_protocol::{CreateGroupData, ErrorCode, EventDetail, GroupEventOp as Op};
-use convoke_tests::{assert_code, group_data, peers, Broker, Peer};
+use convoke_protocol::{ErrorCode, EventDetail, GroupEventOp as Op};
+use convoke_tests::{assert_code, standard_group, Broker};
 use std::collections::BTreeMap;
-
-/// owner, admin "adm", members m1 and m2; every setup event consumed.
-async fn setup(broker: &Broker, public: bool) -> (String, [Peer; 5]) {
-    let [owner, mut adm, mut m1, mut m2, out] = peers(broker, &["owner", "adm", "m1", "m2", "out"])
-        .await
-        .try_into()
-        .unwrap();
-    let gid = owner
-        .client
-        .create_group(CreateGroupData {
-            public,
-            ..group_data("g", &["adm", "m1", "m2"])
-        })
-        .await
-        .unwrap();
-    owner.client.set_group_admin(&gid, "adm").await.unwrap();
-    adm.expect(Op::DirectJoined).await;
-    adm.expect(Op::SetAdmin).await;
-    m1.expect(Op::DirectJoined).await;
-    m2.expect(Op::DirectJoined).await;
-    (gid, [owner, adm, m1, m2, out])
-}
 
 #[tokio::test]
 async fn mute_unmute_lists_and_events() {
     let broker = Broker::start().await;
-    let (gid, [mut owner, mut adm, mut m1, mut m2, mut out]) = setup(&broker, false).await;
+    let (gid, [mut owner, adm, mut m1, mut m2, mut out]) = standard_group(&broker, false).await;
     assert_code(
         m1.client.mute_group_member(&gid, &["m2"], -1).await,
         ErrorCode::PermissionDenied,
@@ -103,7 +81,7 @@ async fn mute_unmute_lists_and_events() {
 #[tokio::test]
 async fn a_timed_mute_ends_by_itself() {
     let broker = Broker::start().await;
-    let (gid, [owner, _adm, mut m1, mut m2, _out]) = setup(&broker, false).await;
+    let (gid, [owner, _adm, mut m1, mut m2, _out]) = standard_group(&broker, false).await;
     let mutes = owner
         .client
         .mute_group_member(&gid, &["m1"], 800)
@@ -130,7 +108,7 @@ async fn a_timed_mute_ends_by_itself() {
 #[tokio::test]
 async fn mute_all_on_and_off() {
     let broker = Broker::start().await;
-    let (gid, [mut owner, adm, mut m1, mut m2, mut out]) = setup(&broker, false).await;
+    let (gid, [mut owner, adm, mut m1, mut m2, mut out]) = standard_group(&broker, false).await;
     assert_code(
         m1.client.disable_send_group_msg(&gid).await,
         ErrorCode::PermissionDenied,
@@ -163,7 +141,7 @@ async fn mute_all_on_and_off() {
 #[tokio::test]
 async fn allowlist_add_remove_and_queries() {
     let broker = Broker::start().await;
-    let (gid, [mut owner, mut adm, mut m1, mut m2, out]) = setup(&broker, false).await;
+    let (gid, [mut owner, mut adm, mut m1, mut m2, out]) = standard_group(&broker, false).await;
     let root = broker.connect_admin("root").await;
     assert_code(
         m1.client.add_users_to_group_allowlist(&gid, &["m1"]).await,
@@ -230,7 +208,7 @@ async fn allowlist_add_remove_and_queries() {
 #[tokio::test]
 async fn announcement_update_fetch_delete() {
     let broker = Broker::start().await;
-    let (gid, [owner, mut adm, mut m1, mut m2, out]) = setup(&broker, false).await;
+    let (gid, [owner, mut adm, mut m1, mut m2, out]) = standard_group(&broker, false).await;
     assert_code(
         m1.client.update_group_announcement(&gid, "hi").await,
         ErrorCode::PermissionDenied,
@@ -274,7 +252,7 @@ async fn announcement_update_fetch_delete() {
 
     // Public groups: anyone may read it.
     let broker2 = Broker::start().await;
-    let (pub_gid, [o2, _, _, _, out2]) = setup(&broker2, true).await;
+    let (pub_gid, [o2, _, _, _, out2]) = standard_group(&broker2, true).await;
     o2.client
         .update_group_announcement(&pub_gid, "welcome")
         .await
@@ -298,7 +276,7 @@ fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn member_attributes_with_multi_device_event() {
     let broker = Broker::start().await;
-    let (gid, [mut owner, adm, m1, mut m2, out]) = setup(&broker, false).await;
+    let (gid, [mut owner, adm, m1, mut m2, out]) = standard_group(&broker, false).await;
     let mut m1_phone = broker.connect_device("m1", "phone").await;
     let mut m1 = m1;
     m1.client
@@ -408,7 +386,7 @@ async fn member_attributes_with_multi_device_event() {
 #[tokio::test]
 async fn block_group_messages_sets_shieldgroup() {
     let broker = Broker::start().await;
-    let (gid, [owner, adm, m1, _m2, out]) = setup(&broker, false).await;
+    let (gid, [owner, adm, m1, _m2, out]) = standard_group(&broker, false).await;
     assert_code(
         owner.client.block_group_messages(&gid).await,
         ErrorCode::PermissionDenied,
@@ -444,20 +422,4 @@ async fn block_group_messages_sets_shieldgroup() {
             .unwrap()
             .shieldgroup
     );
-}
-
-#[tokio::test]
-async fn file_and_message_methods_say_not_implemented() {
-    let broker = Broker::start().await;
-    let (gid, [owner, ..]) = setup(&broker, false).await;
-    let msg = assert_code(
-        owner.client.get_group_shared_filelist(&gid, 1, 10).await,
-        ErrorCode::NotImplemented,
-    );
-    assert!(msg.contains("getGroupSharedFilelist"), "{msg}");
-    let msg = assert_code(
-        owner.client.send_group_message(&gid, "hi", false).await,
-        ErrorCode::NotImplemented,
-    );
-    assert!(msg.contains("sendGroupMessage"), "{msg}");
 }

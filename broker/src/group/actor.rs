@@ -27,6 +27,9 @@ pub struct Shared {
     pub idle: Duration,
     /// Test hook: a modifyGroup with ext "convoke:panic" panics the actor.
     pub fault_injection: bool,
+    pub messages: super::messages::MessageSettings,
+    /// Shared-file blobs and quotas.
+    pub files: crate::files::Files,
 }
 
 /// The answer to one request.
@@ -49,6 +52,12 @@ pub enum GroupMsg {
     },
     /// Timer: end expired mutes; check idleness.
     Tick,
+    /// A shared-file transfer's admission, record or look-up (see `super::files`).
+    File {
+        caller: Caller,
+        op: super::rules::files::FileOp,
+        reply: RpcReplyPort<super::files::FileResult>,
+    },
 }
 
 impl ractor::Message for GroupMsg {}
@@ -69,9 +78,10 @@ pub struct GroupArgs {
 /// A running group actor's state.
 #[derive(Debug)]
 pub struct GroupState {
-    gid: u64,
-    group: Option<Group>,
-    shared: Arc<Shared>,
+    pub(super) gid: u64,
+    pub(super) group: Option<Group>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) msgs: super::messages::MessageState,
     directory: ActorRef<super::directory::DirectoryMsg>,
     last_active: Instant,
     /// The mute expiry the pending timer is armed for.
@@ -90,9 +100,11 @@ impl Actor for GroupActor {
         args: GroupArgs,
     ) -> Result<GroupState, ActorProcessingErr> {
         let group = args.shared.store.load_group(args.gid)?;
+        let (next_seq, first_seq) = args.shared.store.load_seq(args.gid)?;
         let mut st = GroupState {
             gid: args.gid,
             group,
+            msgs: super::messages::MessageState::new(next_seq, first_seq),
             shared: args.shared,
             directory: args.directory,
             last_active: Instant::now(),
@@ -138,7 +150,15 @@ impl Actor for GroupActor {
                         }
                     }
                 }
-                let result = handle_request(&myself, st, &caller, &request).await;
+                let result = match request {
+                    // The hot path takes the payload by value: no copy of up to 64 KiB.
+                    Request::SendGroupMessage {
+                        payload,
+                        allow_group_ack,
+                        ..
+                    } => super::messages::send(st, &caller, payload, allow_group_ack).await,
+                    request => handle_request(&myself, st, &caller, &request).await,
+                };
                 let _ = reply.send(result);
             }
             GroupMsg::Create {
@@ -150,8 +170,14 @@ impl Actor for GroupActor {
                 let result = handle_create(st, &caller, &data).await;
                 let _ = reply.send(result);
             }
+            GroupMsg::File { caller, op, reply } => {
+                st.last_active = Instant::now();
+                st.idle_reported = false;
+                let _ = reply.send(super::files::handle(st, &caller, op).await);
+            }
             GroupMsg::Tick => {
                 expire_and_arm(&myself, st).await;
+                super::messages::trim_by_age(st).await;
                 let timers_pending = st.group.as_ref().is_some_and(|g| g.next_expiry().is_some());
                 if st.group.is_none()
                     && st.last_active.elapsed() > Duration::from_secs(1)
@@ -185,6 +211,23 @@ async fn handle_request(
     request: &Request,
 ) -> Reply {
     let shared = st.shared.clone();
+    use super::messages;
+    match request {
+        Request::AckGroupMessage { msg_id, .. } => return messages::ack(st, caller, msg_id).await,
+        Request::GetGroupMsgReadUser {
+            msg_id,
+            limit,
+            cursor,
+            ..
+        } => return messages::read_users(st, caller, msg_id, *limit, cursor.as_deref()),
+        Request::GetGroupMessages {
+            before,
+            after,
+            limit,
+            ..
+        } => return messages::history(st, caller, *before, *after, *limit),
+        _ => {}
+    }
     let Some(g) = st.group.as_mut() else {
         return Err(ApiError::no_group(&st.gid.to_string()));
     };
@@ -225,7 +268,11 @@ async fn handle_create(st: &mut GroupState, caller: &Caller, data: &CreateGroupD
 }
 
 /// Persists `fx` (with inbox copies for offline recipients), then announces it.
-async fn commit_and_announce(st: &mut GroupState, origin_session: u64, fx: Effects) -> Reply {
+pub(super) async fn commit_and_announce(
+    st: &mut GroupState,
+    origin_session: u64,
+    fx: Effects,
+) -> Reply {
     let shared = st.shared.clone();
     let Some(g) = st.group.as_ref() else {
         return Err(ApiError::no_group(&st.gid.to_string()));
@@ -234,6 +281,10 @@ async fn commit_and_announce(st: &mut GroupState, origin_session: u64, fx: Effec
     shared.store.group_writes(g, &fx.dirty, &mut ws);
     if fx.destroyed {
         shared.store.destroy_writes(g, &mut ws).map_err(internal)?;
+        shared
+            .store
+            .history_destroy_writes(&mut ws, g.id)
+            .map_err(internal)?;
     }
     let mut frames = Vec::with_capacity(fx.announce.len());
     for a in &fx.announce {
@@ -260,9 +311,14 @@ async fn commit_and_announce(st: &mut GroupState, origin_session: u64, fx: Effec
     if fx.destroyed {
         st.group = None;
     }
+    super::files::after_commit(&shared, st.gid, st.group.as_ref(), &fx);
     for (a, frame) in fx.announce.iter().zip(frames) {
+        let fanout_started = Instant::now();
         let n = shared.presence.deliver(&a.to, &frame, origin_session);
         metrics::counter!("convoke_events_delivered_total").increment(n as u64);
+        metrics::histogram!("convoke_fanout_recipients").record(n as f64);
+        metrics::histogram!("convoke_fanout_duration_seconds")
+            .record(fanout_started.elapsed().as_secs_f64());
     }
     Ok(fx.response)
 }

@@ -250,6 +250,20 @@ impl Groups {
         })?
     }
 
+    /// The actor of an existing group (605 if there is no such group).
+    pub(super) async fn actor_for(&self, gid: u64) -> Result<ActorRef<GroupMsg>, ApiError> {
+        if !self.map.contains_key(&gid) && self.shared.store.meta(gid).ok().flatten().is_none() {
+            return Err(ApiError::no_group(&gid.to_string()));
+        }
+        self.actor(gid).await
+    }
+
+    /// Drops `actor` from the map if it is still the one of `gid` (it was stopping).
+    pub(super) fn forget(&self, gid: u64, actor: &ActorRef<GroupMsg>) {
+        self.map
+            .remove_if(&gid, |_, a| a.get_id() == actor.get_id());
+    }
+
     /// Queues `request` in its group's mailbox and returns the pending answer.
     ///
     /// Awaiting this queues the message; awaiting the returned [`PendingReply`] waits for the

@@ -8,6 +8,8 @@
 
 pub mod actor;
 pub mod directory;
+pub mod files;
+pub mod messages;
 pub mod model;
 pub mod rules;
 

@@ -91,6 +91,8 @@ pub struct Group {
     pub block: BTreeSet<String>,
     pub invites: BTreeMap<String, Invite>,
     pub requests: BTreeMap<String, JoinRequest>,
+    /// Shared files by id (ids grow with each upload).
+    pub files: BTreeMap<u64, crate::files::FileRec>,
 }
 
 impl Group {
@@ -108,6 +110,7 @@ impl Group {
             block: BTreeSet::new(),
             invites: BTreeMap::new(),
             requests: BTreeMap::new(),
+            files: BTreeMap::new(),
         }
     }
 

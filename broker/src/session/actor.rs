@@ -65,21 +65,15 @@ impl Actor for SessionActor {
         let node = st.node.clone();
         match request.group_id().map(parse_group_id) {
             Some(Err(e)) => respond(&responses, id, method, started, Err(e)).await,
-            Some(Ok(gid)) => {
-                if let Some(e) = not_yet_served(&request) {
-                    respond(&responses, id, method, started, Err(e)).await;
-                    return Ok(());
+            Some(Ok(gid)) => match node.groups.dispatch(gid, caller, request).await {
+                Ok(pending) => {
+                    tokio::spawn(async move {
+                        let result = pending.wait().await;
+                        respond(&responses, id, method, started, result).await;
+                    });
                 }
-                match node.groups.dispatch(gid, caller, request).await {
-                    Ok(pending) => {
-                        tokio::spawn(async move {
-                            let result = pending.wait().await;
-                            respond(&responses, id, method, started, result).await;
-                        });
-                    }
-                    Err(e) => respond(&responses, id, method, started, Err(e)).await,
-                }
-            }
+                Err(e) => respond(&responses, id, method, started, Err(e)).await,
+            },
             None => {
                 tokio::spawn(async move {
                     let result = lookup::serve(&node, &caller, request).await;
@@ -88,21 +82,6 @@ impl Actor for SessionActor {
             }
         }
         Ok(())
-    }
-}
-
-/// Methods of the contract whose capability is not built yet (messages and shared files).
-fn not_yet_served(request: &Request) -> Option<ApiError> {
-    match request {
-        Request::SendGroupMessage { .. }
-        | Request::AckGroupMessage { .. }
-        | Request::GetGroupMessages { .. }
-        | Request::GetGroupMsgReadUser { .. }
-        | Request::DeleteGroupSharedFile { .. }
-        | Request::GetGroupSharedFilelist { .. } => {
-            Some(ApiError::not_implemented(request.method()))
-        }
-        _ => None,
     }
 }
 

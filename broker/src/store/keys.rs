@@ -29,6 +29,8 @@ pub enum Kind {
     Block = 4,
     Invite = 5,
     Request = 6,
+    /// A shared file's index entry: `g <gid> 7 <file id:8 BE>`.
+    File = 7,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl Kind {
             4 => Self::Block,
             5 => Self::Invite,
             6 => Self::Request,
+            7 => Self::File,
             _ => return None,
         })
     }
@@ -57,6 +60,13 @@ pub fn group_key(gid: u64, kind: Kind, user: &str) -> Vec<u8> {
     let mut k = group_prefix(gid);
     k.push(kind as u8);
     k.extend_from_slice(user.as_bytes());
+    k
+}
+
+pub fn file_key(gid: u64, file_id: u64) -> Vec<u8> {
+    let mut k = group_prefix(gid);
+    k.push(Kind::File as u8);
+    k.extend_from_slice(&file_id.to_be_bytes());
     k
 }
 
@@ -108,4 +118,35 @@ pub fn timed_key(gid: u64) -> Vec<u8> {
 pub fn trailing_u64(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
+}
+
+/// Message history: `h <gid> <seq>` -> a message record.
+pub const HISTORY: u8 = b'h';
+/// Message id index: `x <gid> <msg id>` -> seq.
+pub const MSG_INDEX: u8 = b'x';
+/// Read receipts: `r <gid> <msg id> <user>` -> read time.
+pub const RECEIPT: u8 = b'r';
+/// A group's next message sequence number: `s <gid>` -> u64.
+pub const SEQ: u8 = b's';
+
+/// `tag <gid>`: the prefix of one group's records in a per-group space.
+pub fn space_prefix(tag: u8, gid: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(tag);
+    k.extend_from_slice(&gid.to_be_bytes());
+    k
+}
+
+/// `tag <gid> <n>`.
+pub fn space_key(tag: u8, gid: u64, n: u64) -> Vec<u8> {
+    let mut k = space_prefix(tag, gid);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// `r <gid> <msg id> <user>`.
+pub fn receipt_key(gid: u64, msg_id: u64, user: &str) -> Vec<u8> {
+    let mut k = space_key(RECEIPT, gid, msg_id);
+    k.extend_from_slice(user.as_bytes());
+    k
 }

@@ -5,10 +5,13 @@
 //! answers anyone.
 
 pub mod commit;
+pub mod history;
 pub mod keys;
 
 pub use commit::{Committer, WriteSet};
+pub use history::MessageRec;
 
+use crate::files::FileRec;
 use crate::group::model::{Group, GroupMeta, Invite, JoinRequest, MemberRec};
 use crate::group::rules::{Dirty, Env};
 use bincode::{Decode, Encode};
@@ -170,6 +173,11 @@ impl Store {
                 Kind::Request => {
                     g.requests.insert(user, decode::<JoinRequest>(&k, &v)?);
                 }
+                Kind::File => {
+                    if let Some(fid) = keys::trailing_u64(&k) {
+                        g.files.insert(fid, decode::<FileRec>(&k, &v)?);
+                    }
+                }
             }
         }
         Ok(Some(g))
@@ -235,6 +243,13 @@ impl Store {
                         None => ws.delete(key),
                     }
                 }
+                Dirty::File(fid) => {
+                    let key = keys::file_key(gid, *fid);
+                    match g.files.get(fid) {
+                        Some(f) => ws.put(key, encode(f)),
+                        None => ws.delete(key),
+                    }
+                }
             }
         }
         if dirty.iter().any(|d| matches!(d, Dirty::Mute(_))) {
@@ -254,6 +269,19 @@ impl Store {
         ws.delete(keys::public_key(g.id));
         ws.delete(keys::timed_key(g.id));
         Ok(())
+    }
+
+    /// Ids of the shared files indexed in group `gid` (the start-up sweep of orphan blobs).
+    pub fn file_ids(&self, gid: u64) -> Result<std::collections::BTreeSet<u64>> {
+        let mut prefix = keys::group_prefix(gid);
+        prefix.push(Kind::File as u8);
+        let mut out = std::collections::BTreeSet::new();
+        for k in self.db.scan_prefix(&prefix).keys() {
+            if let Some(fid) = keys::trailing_u64(&k?) {
+                out.insert(fid);
+            }
+        }
+        Ok(out)
     }
 
     /// Ids of groups that have timed mutes to re-arm.

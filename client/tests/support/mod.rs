@@ -344,6 +344,7 @@ fn entry(file_id: &str, name: &str, bytes: &[u8]) -> SharedFile {
         created: 5,
         content_type: "application/octet-stream".into(),
         sha256: hex::encode(Sha256::digest(bytes)),
+        secret: String::new(),
     }
 }
 

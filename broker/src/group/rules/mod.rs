@@ -9,6 +9,8 @@
 //! Every handler validates completely before its first mutation; that is how "a failed
 //! request changes nothing" holds.
 
+pub mod files;
+pub mod messages;
 mod moderation;
 
 pub use moderation::expire_mutes;
@@ -87,6 +89,8 @@ pub enum Dirty {
     Block(String),
     Invite(String),
     Request(String),
+    /// A shared file's index entry, by file id.
+    File(u64),
 }
 
 /// An event to deliver.
@@ -264,6 +268,12 @@ pub fn apply(g: &mut Group, caller: &Caller, req: &Request, ctx: &Ctx<'_>) -> Ou
                 }],
             }))
         }
+        R::GetGroupSharedFilelist {
+            page_num,
+            page_size,
+            ..
+        } => files::list(g, caller, *page_num, *page_size),
+        R::DeleteGroupSharedFile { file_id, .. } => files::delete(g, caller, file_id, ctx.now),
         other => Err(ApiError::not_implemented(other.method())),
     }
 }

@@ -1,0 +1,134 @@
+//! Serving a download stream (downloadGroupSharedFile).
+//!
+//! The group actor looks the file up (member, known id, right secret if one is given); the
+//! blob is opened and its length checked against the entry; then the outcome frame (the
+//! entry, whose SHA-256 lets the client verify what it got) goes out, followed by the file
+//! in 64 KiB chunks read from disk as the stream takes them, never the whole file in memory.
+//! A client that cancels (stops the stream) or stops reading ends the transfer.
+//!
+//! A file deleted between the look-up and the open is reported missing (200); one deleted
+//! while it streams is still served whole (the open handle keeps its bytes).
+
+use super::{answer, write_outcome, CHUNK};
+use crate::group::rules::files::{FileOp, FileReply};
+use crate::group::rules::Caller;
+use crate::node::Node;
+use bytes::Bytes;
+use convoke_protocol::{ids::parse_group_id, ApiError, ErrorCode, SharedFile};
+use quinn::SendStream;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// A download's header fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadRequest {
+    pub group_id: String,
+    pub file_id: String,
+    pub secret: Option<String>,
+}
+
+/// Serves one download stream.
+pub async fn serve(node: &Node, caller: &Caller, mut send: SendStream, req: DownloadRequest) {
+    let (file, entry) = match open(node, caller, &req).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(user = %caller.user, group = %req.group_id, file = %req.file_id, error = %e, "download refused");
+            answer(&mut send, Err(e)).await;
+            return;
+        }
+    };
+    if !write_outcome(&mut send, Ok(entry.clone())).await {
+        return;
+    }
+    let stall = Duration::from_secs(node.config.sessions.idle_timeout_secs.max(1));
+    match stream(file, entry.file_size, &mut send, stall).await {
+        Ok(()) => {
+            let _ = send.finish();
+            tracing::debug!(user = %caller.user, group = %req.group_id, file = %req.file_id, size = entry.file_size, "download complete");
+        }
+        Err(why) => {
+            let _ = send.reset(0u32.into());
+            tracing::debug!(user = %caller.user, group = %req.group_id, file = %req.file_id, %why, "download ended early");
+        }
+    }
+}
+
+/// The look-up and the open: everything that can still be answered with an error frame.
+async fn open(
+    node: &Node,
+    caller: &Caller,
+    req: &DownloadRequest,
+) -> Result<(tokio::fs::File, SharedFile), ApiError> {
+    let gid = parse_group_id(&req.group_id)?;
+    let op = FileOp::Fetch {
+        file_id: req.file_id.clone(),
+        secret: req.secret.clone(),
+    };
+    let (fid, rec) = match node.groups.file_op(gid, caller.clone(), op).await? {
+        FileReply::Found { file_id, rec } => (file_id, rec),
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "unexpected answer to looking up file {:?}: {other:?}",
+                    req.file_id
+                ),
+            ))
+        }
+    };
+    let path = node.files.blob_path(gid, fid);
+    let missing = |why: String| {
+        ApiError::new(
+            ErrorCode::DownloadFileError,
+            format!(
+                "file {:?} of group {gid} cannot be read: {why}",
+                req.file_id
+            ),
+        )
+    };
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::error!(path = %path.display(), error = %e, "shared file cannot be opened");
+        }
+        missing(e.to_string())
+    })?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| missing(e.to_string()))?
+        .len();
+    if len != rec.size {
+        tracing::error!(path = %path.display(), len, expected = rec.size, "shared file has the wrong size on disk");
+        return Err(missing(format!(
+            "{len} bytes on disk, {} in the index",
+            rec.size
+        )));
+    }
+    Ok((file, rec.entry(fid)))
+}
+
+/// Copies `size` bytes of `file` to `send`, chunk by chunk.
+async fn stream(
+    mut file: tokio::fs::File,
+    size: u64,
+    send: &mut SendStream,
+    stall: Duration,
+) -> Result<(), String> {
+    let mut left = size;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        let mut buf = vec![0u8; want];
+        file.read_exact(&mut buf)
+            .await
+            .map_err(|e| format!("read failed with {left} bytes to go: {e}"))?;
+        let n = buf.len() as u64;
+        match tokio::time::timeout(stall, send.write_chunk(Bytes::from(buf))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("stream closed: {e}")),
+            Err(_) => return Err(format!("client took nothing for {} s", stall.as_secs())),
+        }
+        metrics::counter!("convoke_file_bytes_total", "direction" => "down").increment(n);
+        left -= n;
+    }
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! Shared files: the index record of a file, the blobs on disk, and the transfer streams.
+//!
+//! Layout under `Config::files_dir()`: `<group id>/<file id>` holds each complete file;
+//! an upload is written to `tmp/<file id>.part`, fsynced, and renamed into place only when
+//! every declared byte has arrived. Its index entry (a [`FileRec`] among the group's store
+//! records) is committed by the group actor after the rename, like any other change of the
+//! group, and the `uploadFile` event follows that commit. So, whatever moment a crash hits:
+//! - before the rename, only a temp file exists: [`Files::open`] empties `tmp/` at start;
+//! - between the rename and the commit, a blob exists without an entry: [`Files::open`]
+//!   removes blobs that no entry names;
+//! - an entry is only ever committed for a blob that is already complete and durable.
+//!
+//! A blob is removed only after the commit that dropped its entry (deleteGroupSharedFile,
+//! destroyGroup; see `group::files::after_commit`), so a listed file is always
+//! downloadable. Files never pass through memory whole: both directions stream 64 KiB
+//! chunks ([`upload`], [`download`]).
+
+pub mod download;
+pub mod upload;
+
+use crate::store::Store;
+use bincode::{Decode, Encode};
+use convoke_protocol::codec::frame_bytes;
+use convoke_protocol::transfer::TransferOutcome;
+use convoke_protocol::{ApiError, SharedFile};
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Bytes moved per chunk, both directions.
+pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// A shared file's index entry, stored under the group's prefix (`store::keys::file_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct FileRec {
+    /// The name it was uploaded under (display only; never part of a path).
+    pub name: String,
+    /// The uploader.
+    pub owner: String,
+    /// Bytes.
+    pub size: u64,
+    /// Upload completion, ms since the Unix epoch.
+    pub created: i64,
+    pub content_type: String,
+    /// Hex SHA-256 of the content, computed while it streamed in.
+    pub sha256: String,
+    /// Hex random download secret (see `protocol::SharedFile::secret`).
+    pub secret: String,
+}
+
+impl FileRec {
+    /// The entry clients see, for file `id`.
+    pub fn entry(&self, id: u64) -> SharedFile {
+        SharedFile {
+            file_id: id.to_string(),
+            file_name: self.name.clone(),
+            file_owner: self.owner.clone(),
+            file_size: self.size,
+            created: self.created,
+            content_type: self.content_type.clone(),
+            sha256: self.sha256.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+/// The shared-file quotas (`limits.max_file_bytes`, `limits.max_files_per_group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimits {
+    pub max_file_bytes: u64,
+    pub max_files_per_group: usize,
+}
+
+/// The node's blob directory and quotas. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Files {
+    root: PathBuf,
+    tmp: PathBuf,
+    pub limits: FileLimits,
+}
+
+/// What [`Files::open`] cleaned up.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    /// Partial uploads removed from `tmp/`.
+    pub temp_files: usize,
+    /// Blobs with no index entry (crash between rename and commit), or of a group that no
+    /// longer exists.
+    pub orphans: usize,
+}
+
+impl Files {
+    /// Opens `root` (creating it and `root/tmp`), removes every leftover temp file, and
+    /// removes blobs that no index entry in `store` names. Runs before the node accepts
+    /// connections, so no upload can be between its rename and its commit.
+    pub fn open(root: PathBuf, limits: FileLimits, store: &Store) -> io::Result<(Self, Sweep)> {
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let files = Self { root, tmp, limits };
+        let mut sweep = Sweep::default();
+        for entry in std::fs::read_dir(&files.tmp)? {
+            let entry = entry?;
+            remove_path(&entry.path())?;
+            sweep.temp_files += 1;
+        }
+        for entry in std::fs::read_dir(&files.root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(gid) = name.to_str().and_then(|n| n.parse::<u64>().ok()) else {
+                continue; // tmp/, or something an operator put there: not ours to delete.
+            };
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let known = match store.meta(gid).map_err(io::Error::other)? {
+                Some(_) => store.file_ids(gid).map_err(io::Error::other)?,
+                None => BTreeSet::new(),
+            };
+            for blob in std::fs::read_dir(entry.path())? {
+                let blob = blob?;
+                let id = blob
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u64>().ok());
+                if id.is_none_or(|id| !known.contains(&id)) {
+                    remove_path(&blob.path())?;
+                    sweep.orphans += 1;
+                }
+            }
+            if known.is_empty() {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+        Ok((files, sweep))
+    }
+
+    /// Where file `fid` of group `gid` lives once complete.
+    pub fn blob_path(&self, gid: u64, fid: u64) -> PathBuf {
+        self.group_dir(gid).join(fid.to_string())
+    }
+
+    /// Where the upload of file `fid` is written until complete.
+    pub fn temp_path(&self, fid: u64) -> PathBuf {
+        self.tmp.join(format!("{fid}.part"))
+    }
+
+    /// The temp directory (empty whenever no upload is running).
+    pub fn temp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    fn group_dir(&self, gid: u64) -> PathBuf {
+        self.root.join(gid.to_string())
+    }
+
+    /// Moves a complete, fsynced temp file into place, durably (the directories that
+    /// changed are fsynced too, so the rename survives a crash once this returns).
+    pub async fn install(&self, temp: &Path, gid: u64, fid: u64) -> io::Result<PathBuf> {
+        let dir = self.group_dir(gid);
+        let blob = self.blob_path(gid, fid);
+        let root = self.root.clone();
+        let temp = temp.to_path_buf();
+        let target = blob.clone();
+        tokio::task::spawn_blocking(move || {
+            let created = !dir.is_dir();
+            std::fs::create_dir_all(&dir)?;
+            std::fs::rename(&temp, &target)?;
+            sync_dir(&dir)?;
+            if let Some(tmp) = temp.parent() {
+                sync_dir(tmp)?;
+            }
+            if created {
+                sync_dir(&root)?;
+            }
+            Ok::<_, io::Error>(())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(blob)
+    }
+
+    /// Removes one blob (after the commit that dropped its entry). Failures are logged:
+    /// the entry is already gone, and the next start sweeps what is left.
+    pub fn remove_blob(&self, gid: u64, fid: u64) {
+        let path = self.blob_path(gid, fid);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(group = gid, file = fid, path = %path.display(), error = %e, "could not remove a deleted file's blob");
+            }
+        }
+    }
+
+    /// Removes a destroyed group's blobs, in the background (a group may hold thousands).
+    pub fn remove_group(&self, gid: u64) {
+        let dir = self.group_dir(gid);
+        let work = move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(group = gid, dir = %dir.display(), error = %e, "could not remove a destroyed group's files");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(work)),
+            Err(_) => work(),
+        }
+    }
+}
+
+/// Writes a transfer's outcome frame and finishes the stream. A peer that is gone gets
+/// nothing, which is fine: it has given up on the transfer.
+pub(crate) async fn answer(send: &mut quinn::SendStream, result: Result<SharedFile, ApiError>) {
+    if write_outcome(send, result).await {
+        let _ = send.finish();
+    }
+}
+
+/// Writes a transfer's outcome frame; false if the stream is gone.
+pub(crate) async fn write_outcome(
+    send: &mut quinn::SendStream,
+    result: Result<SharedFile, ApiError>,
+) -> bool {
+    match frame_bytes(&TransferOutcome { result }) {
+        Ok(frame) => send.write_all(&frame).await.is_ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "transfer outcome could not be encoded");
+            let _ = send.reset(0u32.into());
+            false
+        }
+    }
+}
+
+fn remove_path(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// Makes a directory's entries (a rename, a new file) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_carries_every_field() {
+        let rec = FileRec {
+            name: "a.txt".into(),
+            owner: "alice".into(),
+            size: 3,
+            created: 9,
+            content_type: "text/plain".into(),
+            sha256: "ab".into(),
+            secret: "cd".into(),
+        };
+        let e = rec.entry(17);
+        assert_eq!(e.file_id, "17");
+        assert_eq!(
+            (e.file_name.as_str(), e.file_owner.as_str()),
+            ("a.txt", "alice")
+        );
+        assert_eq!((e.file_size, e.created), (3, 9));
+        assert_eq!((e.sha256.as_str(), e.secret.as_str()), ("ab", "cd"));
+    }
+
+    #[test]
+    fn open_empties_tmp_and_removes_unindexed_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), 1 << 20).expect("store");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
+        std::fs::write(root.join("tmp/5.part"), b"half").expect("write");
+        // Group 77 does not exist: its directory is an orphan.
+        std::fs::create_dir_all(root.join("77")).expect("mkdir");
+        std::fs::write(root.join("77/8"), b"blob").expect("write");
+        std::fs::write(root.join("README"), b"not ours").expect("write");
+        let limits = FileLimits {
+            max_file_bytes: 10,
+            max_files_per_group: 10,
+        };
+        let (files, sweep) = Files::open(root.clone(), limits, &store).expect("open");
+        assert_eq!(
+            sweep,
+            Sweep {
+                temp_files: 1,
+                orphans: 1
+            }
+        );
+        assert!(files.temp_dir().read_dir().expect("tmp").next().is_none());
+        assert!(!root.join("77").exists());
+        assert!(root.join("README").exists());
+        assert_eq!(files.blob_path(3, 4), root.join("3").join("4"));
+        assert_eq!(files.temp_path(4), root.join("tmp").join("4.part"));
+    }
+}
