@@ -60,6 +60,14 @@ impl Broker {
 
     /// Starts a broker with extra `section.field=value` settings.
     pub async fn start_with(settings: &[(&str, &str)]) -> Broker {
+        let mut b = Self::unstarted(settings);
+        b.launch();
+        b
+    }
+
+    /// A broker whose data dir exists but whose process is not started yet (to seed its
+    /// store first); start it with [`Broker::launch`].
+    pub fn unstarted(settings: &[(&str, &str)]) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("convoke-test")
             .tempdir()
@@ -68,7 +76,7 @@ impl Broker {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut b = Broker {
+        let b = Broker {
             child: None,
             dir,
             settings,
@@ -76,8 +84,13 @@ impl Broker {
             metrics: None,
             cert: PathBuf::new(),
         };
-        b.spawn();
+        std::fs::create_dir_all(b.data_dir()).unwrap();
         b
+    }
+
+    /// Starts the broker process.
+    pub fn launch(&mut self) {
+        self.spawn();
     }
 
     /// The data directory.

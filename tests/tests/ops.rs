@@ -113,10 +113,15 @@ fn a_bad_environment_value_exits_2_naming_the_field_and_variable() {
         "{}",
         out.stderr
     );
-    // A valid type but a value the broker refuses, and a setting that does not exist.
-    let out = serve("CONVOKE_METRICS__LISTEN", "not-an-address");
+    // A number the broker refuses (the queue must hold at least 16), and a setting that
+    // does not exist.
+    let out = serve("CONVOKE_SESSIONS__OUTBOUND_QUEUE", "3");
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains("metrics.listen"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("sessions.outbound_queue"),
+        "{}",
+        out.stderr
+    );
     let out = serve("CONVOKE_LIMITS__NO_SUCH_SETTING", "1");
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("no_such_setting"), "{}", out.stderr);

@@ -51,16 +51,30 @@ type Job = (WriteSet, oneshot::Sender<Result<(), String>>);
 #[derive(Debug, Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Job>,
+    thread: std::sync::Arc<std::sync::Mutex<Option<thread::JoinHandle<()>>>>,
 }
 
 impl Committer {
     /// Starts the committer thread for `db`.
     pub fn start(db: sled::Db) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let handle = thread::Builder::new()
             .name("convoke-commit".into())
             .spawn(move || run(db, rx))?;
-        Ok(Self { tx })
+        Ok(Self {
+            tx,
+            thread: std::sync::Arc::new(std::sync::Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Stops the thread once every other handle is gone, and waits for it (and so for its
+    /// database handle) to finish.
+    pub fn close(self) {
+        let handle = self.thread.lock().ok().and_then(|mut h| h.take());
+        drop(self.tx);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 
     /// Applies `ws` atomically and waits until it is on disk.

@@ -89,6 +89,20 @@ impl Store {
 
     // ---- users ---------------------------------------------------------------------------
 
+    /// Closes the store: waits for the committer to stop, so the database files are
+    /// released when this returns (another process may then open them). Other clones of
+    /// this store must have been dropped first.
+    pub fn close(self) {
+        let Store { db, committer } = self;
+        drop(db);
+        committer.close();
+    }
+
+    /// Adds a user record (as a first login at `now` would) to `ws`.
+    pub fn user_writes(&self, ws: &mut WriteSet, user: &str, now: i64) {
+        ws.put(keys::user_key(user), encode(&now));
+    }
+
     /// Records a login; durable before it returns.
     pub async fn record_login(&self, user: &str, now: i64) -> Result<()> {
         if self.db.contains_key(keys::user_key(user))? {
