@@ -1,6 +1,8 @@
 //! Group lifecycle end to end: create, info, modify, ownership, admins, listing, destroy,
 //! and the joined/public indexes.
 
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
 use convoke_protocol::{CreateGroupData, ErrorCode, EventDetail, GroupEventOp as Op, Role};
 use convoke_tests::{assert_code, group_data, peers, Broker};
 
@@ -332,7 +334,7 @@ async fn ownership_transfer_and_destroy() {
 #[tokio::test]
 async fn admins_set_removed_listed_with_their_events() {
     let broker = Broker::start().await;
-    let [mut owner, mut a1, mut a2, mut m1] = peers(&broker, &["owner", "a1", "a2", "m1"])
+    let [owner, mut a1, mut a2, mut m1] = peers(&broker, &["owner", "a1", "a2", "m1"])
         .await
         .try_into()
         .unwrap();
@@ -545,4 +547,48 @@ async fn public_groups_cursor_paging_is_stable() {
         reader.client.get_public_groups(10, Some("garbage")).await,
         ErrorCode::RequestParameterError,
     );
+}
+
+#[tokio::test]
+async fn an_app_admin_acts_as_owner_in_any_group() {
+    let broker = Broker::start().await;
+    let (gid, [mut owner, mut adm, mut m1, _m2, _out]) =
+        convoke_tests::standard_group(&broker, false).await;
+    let root = broker.connect_admin("root").await;
+    // Not a member, yet may do what the owner may.
+    root.client
+        .modify_group(&gid, None, Some("set by the app admin"), None)
+        .await
+        .unwrap();
+    assert_eq!(m1.expect(Op::UpdateInfo).await.from, "root");
+    root.client
+        .mute_group_member(&gid, &["adm"], -1)
+        .await
+        .unwrap();
+    owner.expect(Op::UpdateInfo).await;
+    assert_eq!(
+        owner.expect(Op::MuteMember).await.users,
+        vec!["adm".to_string()]
+    );
+    assert_eq!(root.client.get_group_mutelist(&gid).await.unwrap().len(), 1);
+    assert_eq!(
+        root.client
+            .list_group_members(&gid, 1, 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    root.client.remove_group_admin(&gid, "adm").await.unwrap();
+    assert_code(
+        root.client.remove_group_member(&gid, "owner").await,
+        ErrorCode::PermissionDenied,
+    );
+    root.client.destroy_group(&gid).await.unwrap();
+    m1.expect(Op::MuteMember).await;
+    m1.expect(Op::Destroy).await;
+    adm.expect(Op::UpdateInfo).await;
+    adm.expect(Op::MuteMember).await;
+    adm.expect(Op::RemoveAdmin).await;
+    adm.expect(Op::Destroy).await;
 }

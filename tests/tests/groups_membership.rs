@@ -1,12 +1,14 @@
 //! Membership end to end: invitations, join requests, leaving, removal and the blocklist.
 
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
 use convoke_protocol::{CreateGroupData, ErrorCode, EventDetail, GroupEventOp as Op};
 use convoke_tests::{assert_code, group_data, peers, Broker};
 
 #[tokio::test]
 async fn invite_accept_and_reject_with_confirmation() {
     let broker = Broker::start().await;
-    let [owner, mut m1, mut x, mut y, mut out] = peers(&broker, &["owner", "m1", "x", "y", "out"])
+    let [owner, mut m1, mut x, mut y, out] = peers(&broker, &["owner", "m1", "x", "y", "out"])
         .await
         .try_into()
         .unwrap();

@@ -1,6 +1,8 @@
 //! Group messages end to end: the send-permission matrix, ordering, shielding, slow clients
 //! and catch-up from history, read receipts, multi-device, durability.
 
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
 use convoke_client::ClientError;
 use convoke_protocol::{close, ErrorCode, GroupEventOp as Op};
 use convoke_tests::{assert_code, standard_group, Broker, Peer};

@@ -179,19 +179,13 @@ impl Actor for GroupActor {
                 expire_and_arm(&myself, st).await;
                 super::messages::trim_by_age(st).await;
                 let timers_pending = st.group.as_ref().is_some_and(|g| g.next_expiry().is_some());
-                if st.group.is_none()
-                    && st.last_active.elapsed() > Duration::from_secs(1)
-                    && !st.idle_reported
-                {
-                    st.idle_reported = true;
-                    let _ = st.directory.cast(super::directory::DirectoryMsg::Idle(
-                        st.gid,
-                        myself.get_id(),
-                    ));
-                } else if !timers_pending
-                    && st.last_active.elapsed() >= st.shared.idle
-                    && !st.idle_reported
-                {
+                // A group that does not exist (destroyed, or never created) goes after a second.
+                let idle_after = if st.group.is_none() {
+                    Duration::from_secs(1)
+                } else {
+                    st.shared.idle
+                };
+                if !timers_pending && st.last_active.elapsed() >= idle_after && !st.idle_reported {
                     st.idle_reported = true;
                     let _ = st.directory.cast(super::directory::DirectoryMsg::Idle(
                         st.gid,

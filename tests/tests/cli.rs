@@ -1,0 +1,176 @@
+//! The README walkthrough, as a user runs it: `convoke token` and `convoke-cli` (the real
+//! binaries) against a real broker.
+
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+use convoke_tests::{broker_bin, Broker};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn cli_bin() -> PathBuf {
+    broker_bin().with_file_name(format!("convoke-cli{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn token(broker: &Broker, user: &str) -> String {
+    let out = Command::new(broker_bin())
+        .args(["token", "--user", user, "--data-dir"])
+        .arg(broker.data_dir())
+        .env("CONVOKE_AUTH__SECRET", convoke_tests::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "only the token on stdout");
+    stdout.trim().to_string()
+}
+
+fn cli(broker: &Broker, token: &str, args: &[&str]) -> Output {
+    Command::new(cli_bin())
+        .arg("--server")
+        .arg(broker.addr.to_string())
+        .arg("--token")
+        .arg(token)
+        .arg("--ca")
+        .arg(&broker.cert)
+        .args(args)
+        .env_remove("CONVOKE_SERVER")
+        .env_remove("CONVOKE_TOKEN")
+        .env_remove("CONVOKE_CA")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_from_the_command_line() {
+    let broker = Broker::start().await;
+    let alice = token(&broker, "alice");
+    let bob = token(&broker, "bob");
+    let pong = json(&cli(&broker, &bob, &["ping"]));
+    assert!(pong.get("rtt_ms").is_some(), "{pong}");
+
+    let created = json(&cli(
+        &broker,
+        &alice,
+        &[
+            "create-group",
+            "--groupname",
+            "game night",
+            "--desc",
+            "this is my group",
+            "--members",
+            "bob",
+            "--public",
+            "true",
+            "--invite-need-confirm",
+            "false",
+        ],
+    ));
+    let gid = created
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| created["group_id"].as_str().map(str::to_string))
+        .unwrap();
+
+    let info = json(&cli(&broker, &bob, &["get-group-info", "--group-id", &gid]));
+    assert_eq!(info[0]["info"]["name"], "game night");
+    assert_eq!(info[0]["info"]["affiliations_count"], 2);
+
+    // bob watches while alice mutes him and posts.
+    wait_for_sessions(&broker, 0).await;
+    let watch = Command::new(cli_bin())
+        .arg("--server")
+        .arg(broker.addr.to_string())
+        .args(["--token", &bob, "--ca"])
+        .arg(&broker.cert)
+        .args(["watch", "--count", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_sessions(&broker, 1).await;
+    let mutes = json(&cli(
+        &broker,
+        &alice,
+        &[
+            "mute-group-member",
+            "--group-id",
+            &gid,
+            "--username",
+            "bob",
+            "--mute-duration",
+            "-1",
+        ],
+    ));
+    assert_eq!(mutes[0]["expire"], -1);
+    json(&cli(
+        &broker,
+        &alice,
+        &[
+            "send-group-message",
+            "--group-id",
+            &gid,
+            "--payload",
+            "hello bob",
+        ],
+    ));
+    let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["operation"], "muteMember");
+    assert_eq!(lines[1]["payload"], "hello bob");
+
+    // bob is muted: a clear error with the code on stderr and a non-zero exit.
+    let denied = cli(
+        &broker,
+        &bob,
+        &["send-group-message", "--group-id", &gid, "--payload", "hi"],
+    );
+    assert!(!denied.status.success());
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("507"), "{err}");
+
+    let history = json(&cli(
+        &broker,
+        &bob,
+        &["get-group-messages", "--group-id", &gid, "--limit", "10"],
+    ));
+    assert_eq!(history[0]["payload"], "hello bob");
+    let bad = cli(&broker, &bob, &["destroy-group", "--group-id", &gid]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("603 PERMISSION_DENIED"));
+}
+
+/// Waits until the broker has exactly `n` sessions past their handshake.
+async fn wait_for_sessions(broker: &Broker, n: u64) {
+    convoke_tests::eventually(&format!("{n} online sessions"), || async {
+        let (_, m) = broker.http_get("/metrics").await;
+        let v = m
+            .lines()
+            .find(|l| l.starts_with("convoke_sessions_online "))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (v as u64 == n).then_some(())
+    })
+    .await;
+}
