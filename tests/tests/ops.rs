@@ -6,7 +6,7 @@
 
 #![allow(
     clippy::unwrap_used,
-    reason = "tests: a failed step should panic with its context"
+    reason = "test code: a failed unwrap is a failed test"
 )]
 
 // The crate root of a test target resolves modules beside it, so name the folder.
