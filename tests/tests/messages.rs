@@ -1,7 +1,10 @@
 //! Group messages end to end: the send-permission matrix, ordering, shielding, slow clients
 //! and catch-up from history, read receipts, multi-device, durability.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use convoke_client::ClientError;
 use convoke_protocol::{close, ErrorCode, GroupEventOp as Op};
@@ -457,4 +460,62 @@ async fn an_acknowledged_message_survives_kill_9() {
         .await
         .unwrap();
     assert_eq!(next.seq, sent.seq + 1);
+}
+
+#[tokio::test]
+async fn pipelined_sends_acknowledged_before_kill_9_are_all_in_history() {
+    let mut broker = Broker::start().await;
+    let (gid, _peers) = standard_group(&broker, true).await;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let mut tasks = Vec::new();
+    for user in ["owner", "adm"] {
+        // A short request timeout: after the kill no close frame comes.
+        let client = broker
+            .builder()
+            .token(broker.token(user, false, 600))
+            .device_id("sender")
+            .request_timeout(std::time::Duration::from_secs(2))
+            .ignore_events()
+            .connect()
+            .await
+            .unwrap();
+        // Many sends in flight at once from each client: they share flushes.
+        for _ in 0..8 {
+            let (client, gid, acked) = (client.clone(), gid.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..100 {
+                    match client.send_group_message(&gid, b"x".to_vec(), false).await {
+                        Ok(sent) => acked.lock().unwrap().push(sent.seq),
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+    }
+    convoke_tests::eventually("some acknowledged sends", || {
+        let n = acked.lock().unwrap().len();
+        async move { (n >= 300).then_some(()) }
+    })
+    .await;
+    broker.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut acked = acked.lock().unwrap().clone();
+    acked.sort_unstable();
+    broker.restart();
+    let m1 = broker.connect("m1").await;
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = m1.client.get_group_messages(&gid, None, Some(after), 100).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        stored.extend(page.iter().map(|m| m.seq));
+    }
+    for seq in &acked {
+        assert!(stored.binary_search(seq).is_ok(), "acknowledged seq {seq} lost after kill -9");
+    }
+    // No gaps: what is stored is 1..=n.
+    assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());
 }

@@ -6,7 +6,7 @@
 //! failed write reloads the state from the store so memory never runs ahead of disk.
 
 use super::model::Group;
-use super::rules::{self, Caller, Ctx, Effects, Limits};
+use super::rules::{self, Caller, Ctx, Dirty, Effects, Limits};
 use crate::clock::now_ms;
 use crate::presence::Presence;
 use crate::store::{Store, WriteSet};
@@ -82,6 +82,8 @@ pub struct GroupState {
     pub(super) group: Option<Group>,
     pub(super) shared: Arc<Shared>,
     pub(super) msgs: super::messages::MessageState,
+    /// Answers sends and delivers messages in order, after their flush.
+    pub(super) publisher: tokio::sync::mpsc::Sender<super::messages::Publish>,
     directory: ActorRef<super::directory::DirectoryMsg>,
     last_active: Instant,
     /// The mute expiry the pending timer is armed for.
@@ -105,6 +107,7 @@ impl Actor for GroupActor {
             gid: args.gid,
             group,
             msgs: super::messages::MessageState::new(next_seq, first_seq),
+            publisher: super::messages::spawn_publisher(args.shared.presence.clone()),
             shared: args.shared,
             directory: args.directory,
             last_active: Instant::now(),
@@ -156,7 +159,11 @@ impl Actor for GroupActor {
                         payload,
                         allow_group_ack,
                         ..
-                    } => super::messages::send(st, &caller, payload, allow_group_ack).await,
+                    } => {
+                        // Answered by the publisher once durable.
+                        super::messages::send(st, &caller, payload, allow_group_ack, reply).await;
+                        return Ok(());
+                    }
                     request => handle_request(&myself, st, &caller, &request).await,
                 };
                 let _ = reply.send(result);
@@ -300,11 +307,17 @@ pub(super) async fn commit_and_announce(
     if let Err(e) = shared.store.commit(ws).await {
         tracing::error!(group = st.gid, error = %e, "commit failed; reloading group from the store");
         st.group = shared.store.load_group(st.gid).ok().flatten();
+        st.msgs.roster_changed();
         return Err(internal(e));
     }
     if fx.destroyed {
         st.group = None;
     }
+    if fx.dirty.iter().any(|d| matches!(d, Dirty::Member(_))) || fx.destroyed {
+        st.msgs.roster_changed();
+    }
+    // Messages sent before this change are delivered before its events.
+    super::messages::barrier(&st.publisher).await;
     super::files::after_commit(&shared, st.gid, st.group.as_ref(), &fx);
     for (a, frame) in fx.announce.iter().zip(frames) {
         let fanout_started = Instant::now();

@@ -8,10 +8,15 @@
 use super::actor::{GroupState, Reply};
 use super::rules::{messages as rules, Caller};
 use crate::clock::now_ms;
-use crate::store::{MessageRec, WriteSet};
+use crate::presence::Presence;
+use crate::store::{Durable, MessageRec, WriteSet};
+use bytes::Bytes;
 use convoke_protocol::{codec::frame_bytes, limits, ApiError, ErrorCode, Push, ReadUser, Response};
+use ractor::RpcReplyPort;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
 
 /// The message settings of the broker's configuration.
 #[derive(Debug, Clone)]
@@ -33,6 +38,8 @@ pub struct MessageState {
     /// The oldest seq still in history.
     pub first_seq: u64,
     buckets: HashMap<String, (f64, Instant)>,
+    /// Who receives messages, rebuilt after any change to the roster or shields.
+    receivers: Option<Arc<Vec<String>>>,
 }
 
 impl MessageState {
@@ -41,7 +48,20 @@ impl MessageState {
             next_seq,
             first_seq,
             buckets: HashMap::new(),
+            receivers: None,
         }
+    }
+
+    /// The current receivers (cached: a 100,000-member group is not walked per message).
+    fn receivers(&mut self, g: &crate::group::model::Group) -> Arc<Vec<String>> {
+        self.receivers
+            .get_or_insert_with(|| Arc::new(rules::receivers(g)))
+            .clone()
+    }
+
+    /// Forgets the cached receivers (the roster or a shield changed).
+    pub fn roster_changed(&mut self) {
+        self.receivers = None;
     }
 
     /// Token bucket: whether `user` may send one more now.
@@ -75,13 +95,111 @@ fn parse_msg_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::param(format!("msgId {id:?} is not a message id")))
 }
 
-/// sendGroupMessage.
+/// Work the publisher does, in order, once a write set is durable.
+#[derive(Debug)]
+pub enum Publish {
+    /// Answer a send and deliver the message.
+    Message {
+        durable: Durable,
+        reply: RpcReplyPort<Reply>,
+        response: Response,
+        receivers: Arc<Vec<String>>,
+        frame: Bytes,
+        origin: u64,
+    },
+    /// Signals once everything queued before it is done.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Starts a group's publisher: it waits for each message's flush in submission order, then
+/// answers the sender and fans the message out. The actor does not wait for the flush, so
+/// messages to one group share flushes (group commit within a group, not only across them)
+/// while answers and deliveries keep the sequence order.
+pub fn spawn_publisher(presence: Presence) -> mpsc::Sender<Publish> {
+    let (tx, mut rx) = mpsc::channel::<Publish>(1024);
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            match job {
+                Publish::Barrier(done) => {
+                    let _ = done.send(());
+                }
+                Publish::Message {
+                    durable,
+                    reply,
+                    response,
+                    receivers,
+                    frame,
+                    origin,
+                } => {
+                    if let Err(e) = durable.wait().await {
+                        tracing::error!(error = %e, "message not persisted; not delivered");
+                        let _ = reply.send(Err(internal(e)));
+                        continue;
+                    }
+                    let _ = reply.send(Ok(response));
+                    let started = Instant::now();
+                    let n = presence.deliver(receivers.iter(), &frame, origin);
+                    metrics::counter!("convoke_messages_total").increment(1);
+                    metrics::counter!("convoke_messages_delivered_total").increment(n as u64);
+                    metrics::histogram!("convoke_fanout_recipients").record(n as f64);
+                    metrics::histogram!("convoke_fanout_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// Waits until every message queued on `publisher` so far has been answered and delivered.
+pub async fn barrier(publisher: &mpsc::Sender<Publish>) {
+    let (tx, rx) = oneshot::channel();
+    if publisher.send(Publish::Barrier(tx)).await.is_ok() {
+        let _ = rx.await;
+    }
+}
+
+/// sendGroupMessage: checks, then queues the write and the delivery; the publisher answers.
 pub async fn send(
     st: &mut GroupState,
     caller: &Caller,
     payload: Vec<u8>,
     allow_group_ack: bool,
-) -> Reply {
+    reply: RpcReplyPort<Reply>,
+) {
+    let (durable, response, receivers, frame) = match prepare(st, caller, payload, allow_group_ack)
+    {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    let job = Publish::Message {
+        durable,
+        reply,
+        response,
+        receivers,
+        frame,
+        origin: caller.session_id,
+    };
+    if let Err(mpsc::error::SendError(job)) = st.publisher.send(job).await {
+        if let Publish::Message { reply, .. } = job {
+            let _ = reply.send(Err(ApiError::new(
+                ErrorCode::ServerBusy,
+                "the group is stopping; retry",
+            )));
+        }
+    }
+}
+
+/// Checks a send and submits its write set; the sequence advances now.
+fn prepare(
+    st: &mut GroupState,
+    caller: &Caller,
+    payload: Vec<u8>,
+    allow_group_ack: bool,
+) -> Result<(Durable, Response, Arc<Vec<String>>, Bytes), ApiError> {
     let shared = st.shared.clone();
     let settings = &shared.messages;
     let now = now_ms();
@@ -119,23 +237,16 @@ pub async fn send(
     }
     let frame = frame_bytes(&Push::Message(rec.to_wire(&g.id_str)))
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    let receivers = rules::receivers(g);
-    shared.store.commit(ws).await.map_err(internal)?;
+    let receivers = st.msgs.receivers(g);
+    let durable = shared.store.submit(ws);
     st.msgs.next_seq = rec.seq + 1;
     st.msgs.first_seq = new_first;
-    let started = Instant::now();
-    let n = shared
-        .presence
-        .deliver(&receivers, &frame, caller.session_id);
-    metrics::counter!("convoke_messages_total").increment(1);
-    metrics::counter!("convoke_messages_delivered_total").increment(n as u64);
-    metrics::histogram!("convoke_fanout_recipients").record(n as f64);
-    metrics::histogram!("convoke_fanout_duration_seconds").record(started.elapsed().as_secs_f64());
-    Ok(Response::MessageSent {
+    let response = Response::MessageSent {
         msg_id: rec.msg_id.to_string(),
         seq: rec.seq,
         timestamp: rec.timestamp,
-    })
+    };
+    Ok((durable, response, receivers, frame))
 }
 
 /// ackGroupMessage: a reader's receipt.

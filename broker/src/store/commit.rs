@@ -79,12 +79,33 @@ impl Committer {
 
     /// Applies `ws` atomically and waits until it is on disk.
     pub async fn commit(&self, ws: WriteSet) -> Result<(), String> {
+        self.submit(ws).wait().await
+    }
+
+    /// Queues `ws` now and returns a handle to wait for its durability later. Write sets
+    /// are applied in the order they are submitted.
+    pub fn submit(&self, ws: WriteSet) -> Durable {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((ws, done))
-            .map_err(|_| "store committer has stopped".to_string())?;
-        wait.await
-            .map_err(|_| "store committer dropped the write".to_string())?
+        match self.tx.send((ws, done)) {
+            Ok(()) => Durable(Some(wait)),
+            Err(_) => Durable(None),
+        }
+    }
+}
+
+/// A submitted write set; [`Durable::wait`] returns once it is on disk.
+#[derive(Debug)]
+pub struct Durable(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl Durable {
+    /// Waits until the write set is applied and flushed.
+    pub async fn wait(self) -> Result<(), String> {
+        match self.0 {
+            Some(rx) => rx
+                .await
+                .map_err(|_| "store committer dropped the write".to_string())?,
+            None => Err("store committer has stopped".to_string()),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ pub mod commit;
 pub mod history;
 pub mod keys;
 
-pub use commit::{Committer, WriteSet};
+pub use commit::{Committer, Durable, WriteSet};
 pub use history::MessageRec;
 
 use crate::files::FileRec;
@@ -75,6 +75,11 @@ impl Store {
             return Ok(());
         }
         self.committer.commit(ws).await.map_err(StoreError::Commit)
+    }
+
+    /// Queues `ws` for the committer now (in submission order) without waiting.
+    pub fn submit(&self, ws: WriteSet) -> Durable {
+        self.committer.submit(ws)
     }
 
     /// A new unique id (group ids, inbox sequence numbers). Never reused, across restarts.
