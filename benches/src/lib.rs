@@ -1,2 +1,6 @@
 //! Convoke's benchmarks. The criterion micro-benchmarks live in `benches/` (`cargo bench -p
-//! convoke-benches`); their results, with the machine and command, are in `RESULTS.md`.
+//! convoke-benches`); the load generator (`convoke-loadgen`, [`loadgen`]) drives a real
+//! broker, and nats-server as the peer, through their public clients. Results, with the
+//! machine and the commands, are in `RESULTS.md`; `run.sh` produces them.
+
+pub mod loadgen;

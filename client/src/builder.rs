@@ -42,6 +42,7 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     event_capacity: usize,
     ignore_events: bool,
+    endpoint: Option<quinn::Endpoint>,
 }
 
 impl Default for ClientBuilder {
@@ -59,6 +60,7 @@ impl Default for ClientBuilder {
             request_timeout: Duration::from_secs(30),
             event_capacity: 4096,
             ignore_events: false,
+            endpoint: None,
         }
     }
 }
@@ -149,6 +151,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Dial from this existing QUIC endpoint (its UDP socket) instead of binding a new one.
+    ///
+    /// Default: every connection binds its own endpoint on an ephemeral port. A program that
+    /// opens many connections (a load generator, a gateway) can share one endpoint between
+    /// hundreds of them: one socket and one driver task instead of one per connection. The
+    /// endpoint needs no default client config (the connection brings its own), and it must
+    /// speak the broker's address family. A shared endpoint stays open when a client closes;
+    /// [`Client::close`] then does not wait for the endpoint to become idle.
+    pub fn endpoint(mut self, endpoint: quinn::Endpoint) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
     fn trust(&self) -> Result<Trust, ClientError> {
         if let Some(pin) = &self.pin {
             return Ok(Trust::Pin(tls::parse_fingerprint(pin)?));
@@ -210,13 +225,19 @@ impl ClientBuilder {
         transport.max_idle_timeout(Some(VarInt::from_u32(60_000).into()));
         config.transport_config(Arc::new(transport));
 
-        let bind: SocketAddr = if addr.is_ipv6() {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
+        let owns_endpoint = self.endpoint.is_none();
+        let endpoint = match &self.endpoint {
+            Some(shared) => shared.clone(),
+            None => {
+                let bind: SocketAddr = if addr.is_ipv6() {
+                    (Ipv6Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (Ipv4Addr::UNSPECIFIED, 0).into()
+                };
+                quinn::Endpoint::client(bind)
+                    .map_err(|e| ClientError::Connect(format!("cannot bind UDP {bind}: {e}")))?
+            }
         };
-        let endpoint = quinn::Endpoint::client(bind)
-            .map_err(|e| ClientError::Connect(format!("cannot bind UDP {bind}: {e}")))?;
         let hello = Hello {
             versions: self.versions.clone(),
             token: self.token.clone(),
@@ -262,6 +283,7 @@ impl ClientBuilder {
             welcome,
             request_timeout: self.request_timeout,
             endpoint,
+            owns_endpoint,
             server_addr: addr,
         }))
     }

@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) welcome: Welcome,
     pub(crate) request_timeout: Duration,
     pub(crate) endpoint: quinn::Endpoint,
+    /// False when the endpoint was given to the builder and other connections may share it.
+    pub(crate) owns_endpoint: bool,
     pub(crate) server_addr: SocketAddr,
 }
 
@@ -194,8 +196,12 @@ impl Client {
             .fail(close::NORMAL, "closed by the application");
         self.inner.shared.wait_closed().await;
         // Give quinn a moment to deliver the close, so the broker sees a clean close
-        // rather than an idle timeout (matters for a CLI that exits right after).
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        // rather than an idle timeout (matters for a CLI that exits right after). A shared
+        // endpoint is driven by its owner and may never be idle: not ours to wait for.
+        if self.inner.owns_endpoint {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        }
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {

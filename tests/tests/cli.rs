@@ -1,7 +1,10 @@
 //! The README walkthrough, as a user runs it: `convoke token` and `convoke-cli` (the real
 //! binaries) against a real broker.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use convoke_tests::{broker_bin, Broker};
 use serde_json::Value;

@@ -1,6 +1,9 @@
 //! The foundation, end to end: handshake and auth, pipelining, bad frames, the CLI.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use convoke_client::ClientError;
 use convoke_protocol::codec::{encode_frame, frame_bytes};

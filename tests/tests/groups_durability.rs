@@ -1,7 +1,10 @@
 //! State that must survive: restarts, `kill -9` mid-traffic, offline users, timers across a
 //! restart, a panicking group actor, idle actors.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use convoke_protocol::{CreateGroupData, ErrorCode, GroupEventOp as Op};
 use convoke_tests::{assert_code, eventually, group_data, peers, Broker};

@@ -1,7 +1,10 @@
 //! Group lifecycle end to end: create, info, modify, ownership, admins, listing, destroy,
 //! and the joined/public indexes.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use convoke_protocol::{CreateGroupData, ErrorCode, EventDetail, GroupEventOp as Op, Role};
 use convoke_tests::{assert_code, group_data, peers, Broker};

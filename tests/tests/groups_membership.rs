@@ -1,6 +1,9 @@
 //! Membership end to end: invitations, join requests, leaving, removal and the blocklist.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use convoke_protocol::{CreateGroupData, ErrorCode, EventDetail, GroupEventOp as Op};
 use convoke_tests::{assert_code, group_data, peers, Broker};

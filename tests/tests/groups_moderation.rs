@@ -1,7 +1,10 @@
 //! Moderation end to end: mutes (timed and permanent), mute-all, the allowlist, the
 //! announcement, member attributes and message shielding.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use convoke_protocol::{ErrorCode, EventDetail, GroupEventOp as Op};
 use convoke_tests::{assert_code, standard_group, Broker};

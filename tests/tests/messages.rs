@@ -508,13 +508,20 @@ async fn pipelined_sends_acknowledged_before_kill_9_are_all_in_history() {
     let mut stored = Vec::new();
     let mut after = 0;
     loop {
-        let page = m1.client.get_group_messages(&gid, None, Some(after), 100).await.unwrap();
+        let page = m1
+            .client
+            .get_group_messages(&gid, None, Some(after), 100)
+            .await
+            .unwrap();
         let Some(last) = page.last() else { break };
         after = last.seq;
         stored.extend(page.iter().map(|m| m.seq));
     }
     for seq in &acked {
-        assert!(stored.binary_search(seq).is_ok(), "acknowledged seq {seq} lost after kill -9");
+        assert!(
+            stored.binary_search(seq).is_ok(),
+            "acknowledged seq {seq} lost after kill -9"
+        );
     }
     // No gaps: what is stored is 1..=n.
     assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());

@@ -1,7 +1,10 @@
 //! A 100,000-member group: the store is seeded directly (100,000 logins over QUIC would take
 //! minutes), then the real broker serves it: member pages, admin lists, limits and fan-out.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use convoke_broker::group::model::{Group, GroupMeta, MemberRec};
 use convoke_broker::group::rules::Dirty;

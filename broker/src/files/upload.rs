@@ -143,6 +143,12 @@ async fn receive(
                 ),
             ))
         }
+        Err(e) if e.code == ErrorCode::ServerBusy => {
+            // The actor went away mid-call: the entry may or may not be committed, so the
+            // blob stays; if no entry names it, the next start removes it.
+            tracing::warn!(group = gid, file = fid, error = %e, "upload record outcome unknown");
+            Err(e)
+        }
         Err(e) => {
             files.remove_blob(gid, fid);
             Err(e)

@@ -134,6 +134,7 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
         server_time: now_ms(),
     });
     send.write_all(&frame_bytes(&welcome)?).await?;
+    metrics::gauge!("convoke_sessions_online").increment(1.0);
     tracing::debug!(user = %caller.user, session = caller.session_id, device = %hello.device_id, "session started");
 
     deliver_inbox(&node, &caller.user, &event_tx).await;
@@ -192,6 +193,7 @@ struct PresenceGuard {
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
         self.node.presence.unregister(&self.user, self.session_id);
+        metrics::gauge!("convoke_sessions_online").decrement(1.0);
     }
 }
 

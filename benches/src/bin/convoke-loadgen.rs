@@ -1,0 +1,277 @@
+//! `convoke-loadgen`: open-loop load scenarios against a fresh `convoke` broker and, for
+//! `fanout` and `idle`, the same against nats-server (plaintext and TLS), printing each
+//! system's figures and appending them as JSON lines for `convoke-loadgen report`.
+//!
+//! Each scenario starts its own server process (pinned with `taskset` to `--server-cpu`),
+//! runs for a fixed time on loopback, and stops it. Run the load generator itself pinned to
+//! another core (`taskset -c 1 convoke-loadgen ...`); `benches/run.sh` does all of it.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use convoke_benches::loadgen::report::{self, Outcome};
+use convoke_benches::loadgen::servers::{ConvokeServer, NatsServer};
+use convoke_benches::loadgen::{convoke, nats, FleetOpts, RunSpec};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Open-loop load generator: Convoke vs nats-server")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The `convoke` binary. Default: the one beside this executable.
+    #[arg(long, global = true)]
+    convoke_bin: Option<PathBuf>,
+    /// The nats-server binary.
+    #[arg(long, global = true, default_value = "nats-server")]
+    nats_bin: PathBuf,
+    /// Core the server is pinned to with taskset; `-1` to not pin.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    server_cpu: i64,
+    /// Measured seconds per scenario.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds of the same traffic first.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    warmup: f64,
+    /// Longest wait, seconds, for the last deliveries after the measured phase.
+    #[arg(long, global = true, default_value_t = 60.0)]
+    drain: f64,
+    /// Payload bytes per message (the first 9 carry the stamp).
+    #[arg(long, global = true, default_value_t = 64)]
+    payload: usize,
+    /// Convoke connections per shared QUIC endpoint.
+    #[arg(long, global = true, default_value_t = 500)]
+    per_endpoint: usize,
+    /// Receive and send buffer of each shared UDP socket, bytes.
+    #[arg(long, global = true, default_value_t = 4 << 20)]
+    rcvbuf: usize,
+    /// Connection handshakes in flight at once.
+    #[arg(long, global = true, default_value_t = 64)]
+    concurrency: usize,
+    /// Extra broker settings, `section.key=value` (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// Systems to run, of convoke, nats, nats-tls (fanout and idle).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "convoke,nats,nats-tls"
+    )]
+    systems: Vec<String>,
+    /// Append each outcome as a JSON line to this file.
+    #[arg(long, global = true)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One group (subject) of N online members, messages at rate / N per second.
+    Fanout {
+        /// Online members (receivers).
+        #[arg(long)]
+        members: usize,
+        /// Offered deliveries per second.
+        #[arg(long)]
+        rate: f64,
+    },
+    /// M groups of k members, every member sending to its group (Convoke only).
+    Rooms {
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        #[arg(long, default_value_t = 10)]
+        size: usize,
+        /// Messages per second each member sends.
+        #[arg(long, default_value_t = 1.0)]
+        member_rate: f64,
+    },
+    /// Management requests (mute, unmute, member attributes) at a fixed rate (Convoke only).
+    Ops {
+        #[arg(long, default_value_t = 10)]
+        groups: usize,
+        #[arg(long, default_value_t = 10)]
+        size: usize,
+        /// Requests per second, over all groups.
+        #[arg(long)]
+        rate: f64,
+    },
+    /// N idle connections: server RSS per connection.
+    Idle {
+        #[arg(long)]
+        connections: usize,
+        /// Seconds to wait after the last connection before sampling.
+        #[arg(long, default_value_t = 3.0)]
+        settle: f64,
+    },
+    /// Renders JSON-line results files as the Markdown tables of RESULTS.md.
+    Report { files: Vec<PathBuf> },
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    if let Command::Report { files } = &cli.command {
+        return print_report(files);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(&cli))
+}
+
+fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut outcomes = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let o: Outcome = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not an outcome", f.display(), i + 1))?;
+            outcomes.push(o);
+        }
+    }
+    print!("{}", report::markdown(&outcomes));
+    Ok(())
+}
+
+fn convoke_bin(common: &Common) -> anyhow::Result<PathBuf> {
+    if let Some(b) = &common.convoke_bin {
+        return Ok(b.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable has no directory")?;
+    Ok(dir.join(format!("convoke{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn emit(common: &Common, o: &Outcome) -> anyhow::Result<()> {
+    println!("{}", o.summary());
+    if let Some(path) = &common.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(o)?)?;
+    }
+    Ok(())
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let c = &cli.common;
+    let pin = usize::try_from(c.server_cpu).ok();
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    let spec = RunSpec {
+        duration: secs(c.duration),
+        warmup: secs(c.warmup),
+        drain: secs(c.drain),
+        payload: c.payload,
+    };
+    let fleet = FleetOpts {
+        per_endpoint: c.per_endpoint,
+        rcvbuf: c.rcvbuf,
+        concurrency: c.concurrency,
+    };
+    let bin = convoke_bin(c)?;
+    let start_convoke = || {
+        eprintln!("starting {} (core {:?})", bin.display(), pin);
+        ConvokeServer::start(&bin, pin, &c.settings)
+    };
+    let start_nats = |tls: bool| {
+        eprintln!(
+            "starting {} tls={tls} (core {:?})",
+            c.nats_bin.display(),
+            pin
+        );
+        NatsServer::start(&c.nats_bin, pin, tls)
+    };
+    match &cli.command {
+        Command::Fanout { members, rate } => {
+            let mut outcomes = Vec::new();
+            for system in &c.systems {
+                eprintln!("fanout {system}: N={members} offered={rate}/s");
+                let o = match system.as_str() {
+                    "convoke" => {
+                        let s = start_convoke()?;
+                        let o = convoke::fanout(&s, *members, *rate, &spec, &fleet).await;
+                        o.map_err(|e| e.context(tail(&s.log())))?
+                    }
+                    "nats" | "nats-tls" => {
+                        let s = start_nats(system == "nats-tls")?;
+                        nats::fanout(&s, *members, *rate, &spec, &fleet).await?
+                    }
+                    other => anyhow::bail!("unknown system {other:?}"),
+                };
+                emit(c, &o)?;
+                outcomes.push(o);
+                settle().await;
+            }
+            print!("{}", report::markdown(&outcomes));
+        }
+        Command::Idle {
+            connections,
+            settle: wait,
+        } => {
+            for system in &c.systems {
+                eprintln!("idle {system}: N={connections}");
+                let o = match system.as_str() {
+                    "convoke" => {
+                        let s = start_convoke()?;
+                        convoke::idle(&s, *connections, secs(*wait), &fleet).await?
+                    }
+                    "nats" | "nats-tls" => {
+                        let s = start_nats(system == "nats-tls")?;
+                        nats::idle(&s, *connections, secs(*wait), &fleet).await?
+                    }
+                    other => anyhow::bail!("unknown system {other:?}"),
+                };
+                emit(c, &o)?;
+                settle().await;
+            }
+        }
+        Command::Rooms {
+            groups,
+            size,
+            member_rate,
+        } => {
+            let s = start_convoke()?;
+            let o = convoke::rooms(&s, *groups, *size, *member_rate, &spec, &fleet).await;
+            emit(c, &o.map_err(|e| e.context(tail(&s.log())))?)?;
+        }
+        Command::Ops { groups, size, rate } => {
+            let s = start_convoke()?;
+            let o = convoke::ops(&s, *groups, *size, *rate, &spec, &fleet).await;
+            emit(c, &o.map_err(|e| e.context(tail(&s.log())))?)?;
+        }
+        Command::Report { .. } => {}
+    }
+    Ok(())
+}
+
+/// Lets the previous server's sockets and this process's closed connections go away.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The end of a log, for an error message.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines.len().saturating_sub(20);
+    format!("broker log (last lines):\n{}", lines[from..].join("\n"))
+}

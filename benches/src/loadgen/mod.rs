@@ -1,0 +1,43 @@
+//! `convoke-loadgen`: open-loop load against a real `convoke` broker and, side by side,
+//! against nats-server, through their public clients.
+//!
+//! - [`servers`]: the systems under test as child processes, pinned to a core.
+//! - [`convoke`]: many member connections over shared QUIC endpoints; the `fanout`, `rooms`,
+//!   `ops` and `idle` scenarios.
+//! - [`nats`]: the same `fanout` and `idle` scenarios with async-nats.
+//! - [`pace`]: due times of an open-loop schedule.
+//! - [`measure`]: stamps, latency histograms, CPU/RSS from /proc, UDP error counters.
+//! - [`report`]: one [`report::Outcome`] per run, as JSON lines and as Markdown tables.
+
+pub mod convoke;
+pub mod measure;
+pub mod nats;
+pub mod pace;
+pub mod report;
+pub mod servers;
+
+use std::time::Duration;
+
+/// How the load generator opens its connections.
+#[derive(Debug, Clone)]
+pub struct FleetOpts {
+    /// Convoke connections per shared QUIC endpoint (UDP socket).
+    pub per_endpoint: usize,
+    /// SO_RCVBUF/SO_SNDBUF of each shared socket, bytes (the kernel caps it at rmem_max).
+    pub rcvbuf: usize,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+}
+
+/// The phases of a messaging run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Measured phase.
+    pub duration: Duration,
+    /// Unmeasured traffic at the same rate before it.
+    pub warmup: Duration,
+    /// Longest wait for the last deliveries after the measured phase.
+    pub drain: Duration,
+    /// Payload bytes per message (at least the 9-byte stamp).
+    pub payload: usize,
+}

@@ -1,0 +1,325 @@
+//! One scenario's result ([`Outcome`]): printed as a line for the operator, appended as one
+//! JSON line to a results file, and rendered with the others as the Markdown tables of
+//! `RESULTS.md` (fan-out per system and the Convoke / nats-server ratios, rooms, management
+//! requests, idle connections).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Offered rates below this share of the target count as "the system did not keep up".
+pub const KEEP_UP: f64 = 0.95;
+
+/// The result of one scenario against one system.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `fanout`, `rooms`, `ops` or `idle`.
+    pub scenario: String,
+    /// `convoke`, `nats` or `nats-tls`.
+    pub system: String,
+    /// Client connections opened.
+    pub connections: usize,
+    /// Receivers of one message (fanout: N; rooms: group size - 1) or members per group.
+    pub members: usize,
+    /// Groups used.
+    pub groups: usize,
+    /// Offered deliveries/s (fanout, rooms) or requests/s (ops).
+    pub offered_per_s: f64,
+    /// Messages (or requests) sent per second.
+    pub sends_per_s: f64,
+    /// Length of the measured phase, seconds.
+    pub duration_s: f64,
+    /// Messages or requests sent in the measured phase, and how many the server refused.
+    pub sent: u64,
+    pub send_errors: u64,
+    /// Deliveries (or successful answers) that should arrive, and that arrived.
+    pub expected: u64,
+    pub delivered: u64,
+    /// Delivered per second, from the start of the measured phase to the last delivery.
+    pub achieved_per_s: f64,
+    /// Latency from the scheduled send time, ms.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Server CPU seconds over the measured phase and its drain, and per delivery (or
+    /// request, or connection for idle), microseconds.
+    pub server_cpu_s: f64,
+    pub server_cpu_us_per_op: f64,
+    /// Server RSS at the end, MiB.
+    pub server_rss_mib: f64,
+    /// Idle: server RSS growth per connection, KiB.
+    pub rss_per_conn_kib: Option<f64>,
+    /// Connections opened per second while setting up.
+    pub connects_per_s: f64,
+    /// This load generator's CPU use over the window, percent of one core.
+    pub loadgen_cpu_pct: f64,
+    /// Kernel UDP receive-buffer and input errors during the window (whole namespace).
+    pub udp_rcvbuf_errors: u64,
+    pub udp_in_errors: u64,
+    /// Server settings beyond the defaults.
+    pub settings: Vec<String>,
+    /// Anything a reader must know (errors, drops, loss).
+    pub notes: Vec<String>,
+}
+
+/// `Some(v)` when `v` is a number.
+pub fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+impl Outcome {
+    /// Whether fewer deliveries (or answers) arrived than should have.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+
+    /// Whether the system fell short of the offered rate.
+    pub fn saturated(&self) -> bool {
+        self.offered_per_s > 0.0 && self.achieved_per_s < KEEP_UP * self.offered_per_s
+    }
+
+    /// The warnings a table shows beside the figures.
+    pub fn flags(&self) -> String {
+        let mut f = Vec::new();
+        if self.saturated() {
+            f.push(format!(
+                "saturated ({:.0}% of offered)",
+                100.0 * self.achieved_per_s / self.offered_per_s
+            ));
+        }
+        if self.lost() > 0 {
+            f.push(format!("LOSS {}", self.lost()));
+        }
+        if self.send_errors > 0 {
+            f.push(format!("{} send errors", self.send_errors));
+        }
+        if self.udp_rcvbuf_errors > 0 || self.udp_in_errors > 0 {
+            f.push(format!(
+                "UDP drops: {} rcvbuf, {} in",
+                self.udp_rcvbuf_errors, self.udp_in_errors
+            ));
+        }
+        if self.loadgen_cpu_pct > 90.0 {
+            f.push(format!("loadgen CPU {:.0}%", self.loadgen_cpu_pct));
+        }
+        f.extend(self.notes.iter().cloned());
+        f.join("; ")
+    }
+
+    /// One line for the terminal.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} {:<8} conns={} members={} groups={} offered={:.0}/s sends={:.1}/s \
+             delivered={}/{} achieved={:.0}/s p50={} p99={} p999={} max={} \
+             server_cpu={:.2}s ({:.2} us/op) rss={:.1}MiB loadgen_cpu={:.0}%",
+            self.scenario,
+            self.system,
+            self.connections,
+            self.members,
+            self.groups,
+            self.offered_per_s,
+            self.sends_per_s,
+            self.delivered,
+            self.expected,
+            self.achieved_per_s,
+            ms(self.p50_ms),
+            ms(self.p99_ms),
+            ms(self.p999_ms),
+            ms(self.max_ms),
+            self.server_cpu_s,
+            self.server_cpu_us_per_op,
+            self.server_rss_mib,
+            self.loadgen_cpu_pct,
+        );
+        if let Some(kib) = self.rss_per_conn_kib {
+            let _ = write!(
+                s,
+                " rss/conn={kib:.1}KiB connects={:.0}/s",
+                self.connects_per_s
+            );
+        }
+        let flags = self.flags();
+        if !flags.is_empty() {
+            let _ = write!(s, " [{flags}]");
+        }
+        s
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v < 10.0 => format!("{v:.2}"),
+        Some(v) => format!("{v:.0}"),
+        None => "-".to_string(),
+    }
+}
+
+fn num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The Markdown tables of a set of outcomes (in the order the scenarios first appear).
+pub fn markdown(outcomes: &[Outcome]) -> String {
+    let mut out = String::new();
+    let of = |s: &str| outcomes.iter().filter(move |o| o.scenario == s);
+    if of("fanout").next().is_some() {
+        fanout_tables(&mut out, &of("fanout").collect::<Vec<_>>());
+    }
+    if of("rooms").next().is_some() {
+        out.push_str("\n#### Rooms (M groups of k members, every member sending)\n\n");
+        out.push_str("| system | groups x members | offered deliveries/s | sends/s | delivered / expected | deliveries/s | broker us/delivery | p50 ms | p99 ms | p99.9 ms | broker RSS MiB | loadgen CPU % | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for o in of("rooms") {
+            let _ = writeln!(
+                out,
+                "| {} | {} x {} | {:.0} | {:.0} | {} / {} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+                o.system, o.groups, o.members, o.offered_per_s, o.sends_per_s, o.delivered,
+                o.expected, o.achieved_per_s, num(o.server_cpu_us_per_op), ms(o.p50_ms),
+                ms(o.p99_ms), ms(o.p999_ms), o.server_rss_mib, o.loadgen_cpu_pct, o.flags()
+            );
+        }
+    }
+    if of("ops").next().is_some() {
+        out.push_str(
+            "\n#### Management requests (mute / unmute / setGroupMemberAttributes, open loop)\n\n",
+        );
+        out.push_str("| groups x members | offered req/s | answered / sent | req/s | broker us/request | p50 ms | p99 ms | p99.9 ms | max ms | loadgen CPU % | notes |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for o in of("ops") {
+            let _ = writeln!(
+                out,
+                "| {} x {} | {:.0} | {} / {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {} |",
+                o.groups,
+                o.members,
+                o.offered_per_s,
+                o.delivered,
+                o.sent,
+                o.achieved_per_s,
+                num(o.server_cpu_us_per_op),
+                ms(o.p50_ms),
+                ms(o.p99_ms),
+                ms(o.p999_ms),
+                ms(o.max_ms),
+                o.loadgen_cpu_pct,
+                o.flags()
+            );
+        }
+    }
+    if of("idle").next().is_some() {
+        out.push_str("\n#### Idle connections (server RSS growth per connection)\n\n");
+        out.push_str("| connections | system | RSS per connection KiB | server RSS MiB | connects/s | broker CPU us/connection | notes |\n|---|---|---|---|---|---|---|\n");
+        for o in of("idle") {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {} |",
+                o.connections,
+                o.system,
+                o.rss_per_conn_kib.map(num).unwrap_or_else(|| "-".into()),
+                o.server_rss_mib,
+                o.connects_per_s,
+                num(o.server_cpu_us_per_op),
+                o.flags()
+            );
+        }
+    }
+    out
+}
+
+fn fanout_tables(out: &mut String, rows: &[&Outcome]) {
+    out.push_str("\n#### Fan-out (one group of N online members, open loop)\n\n");
+    out.push_str("| N | offered deliveries/s | system | msgs/s | delivered / expected | deliveries/s | server us/delivery | p50 ms | p99 ms | p99.9 ms | server RSS MiB | loadgen CPU % | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for o in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {} | {} / {} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+            o.members,
+            o.offered_per_s,
+            o.system,
+            num(o.sends_per_s),
+            o.delivered,
+            o.expected,
+            o.achieved_per_s,
+            num(o.server_cpu_us_per_op),
+            ms(o.p50_ms),
+            ms(o.p99_ms),
+            ms(o.p999_ms),
+            o.server_rss_mib,
+            o.loadgen_cpu_pct,
+            o.flags()
+        );
+    }
+    // Ratios per matrix point, in the order the points first appear.
+    let mut points: Vec<(usize, u64)> = Vec::new();
+    let mut by: BTreeMap<(usize, u64, &str), &Outcome> = BTreeMap::new();
+    for o in rows {
+        let key = (o.members, o.offered_per_s.round() as u64);
+        if !points.contains(&key) {
+            points.push(key);
+        }
+        by.insert((key.0, key.1, o.system.as_str()), o);
+    }
+    out.push_str("\nConvoke / nats-server, server CPU per delivery and latency (ratio > 1: Convoke costs more):\n\n");
+    out.push_str("| N | offered deliveries/s | Convoke us/delivery | nats us/delivery | Convoke / nats | nats-tls us/delivery | Convoke / nats-tls | p50 ms Convoke / nats-tls | p99 ms Convoke / nats-tls |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (n, rate) in points {
+        let get = |s: &str| by.get(&(n, rate, s)).copied();
+        let us = |o: Option<&Outcome>| o.map(|o| num(o.server_cpu_us_per_op)).unwrap_or("-".into());
+        let ratio = |a: Option<&Outcome>, b: Option<&Outcome>| match (a, b) {
+            (Some(a), Some(b)) if b.server_cpu_us_per_op > 0.0 => {
+                format!("{:.2}", a.server_cpu_us_per_op / b.server_cpu_us_per_op)
+            }
+            _ => "-".into(),
+        };
+        let lat = |a: Option<&Outcome>, b: Option<&Outcome>, f: fn(&Outcome) -> Option<f64>| {
+            let mark = |o: &Outcome| if o.saturated() { " (sat.)" } else { "" };
+            match (a, b) {
+                (Some(a), Some(b)) => format!("{}{} / {}{}", ms(f(a)), mark(a), ms(f(b)), mark(b)),
+                (Some(a), None) => format!("{}{} / -", ms(f(a)), mark(a)),
+                _ => "-".into(),
+            }
+        };
+        let (c, p, t) = (get("convoke"), get("nats"), get("nats-tls"));
+        let _ = writeln!(
+            out,
+            "| {n} | {rate} | {} | {} | {} | {} | {} | {} | {} |",
+            us(c),
+            us(p),
+            ratio(c, p),
+            us(t),
+            ratio(c, t),
+            lat(c, t, |o| o.p50_ms),
+            lat(c, t, |o| o.p99_ms),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_survive_json_and_render() {
+        let o = Outcome {
+            scenario: "fanout".into(),
+            system: "convoke".into(),
+            members: 10,
+            offered_per_s: 1000.0,
+            achieved_per_s: 500.0,
+            expected: 10,
+            delivered: 9,
+            p50_ms: finite(f64::NAN),
+            ..Outcome::default()
+        };
+        let line = serde_json::to_string(&o).unwrap_or_default();
+        let back: Outcome = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(back.delivered, 9);
+        assert!(back.saturated());
+        assert!(back.flags().contains("LOSS 1"), "{}", back.flags());
+        let md = markdown(&[back]);
+        assert!(md.contains("| 10 | 1000 | convoke |"), "{md}");
+    }
+}

@@ -1,0 +1,214 @@
+//! The systems under test as child processes: a fresh `convoke` broker or `nats-server` per
+//! scenario, on a loopback port, in a temporary directory, optionally pinned to one core with
+//! `taskset` (which execs the server, so the child's pid is the server's). Dropping one kills
+//! it and removes its directory.
+
+use anyhow::{bail, Context as _};
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// How long a server gets to become ready.
+const READY: Duration = Duration::from_secs(30);
+
+fn command(pin: Option<usize>, program: &Path) -> Command {
+    match pin {
+        Some(core) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(core.to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A running `convoke serve`.
+#[derive(Debug)]
+pub struct ConvokeServer {
+    child: Child,
+    dir: TempDir,
+    /// The app secret its tokens are signed with.
+    pub secret: String,
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Its self-signed certificate.
+    pub cert: PathBuf,
+    /// The `--set` settings it was started with (beyond data dir, ports and secret).
+    pub settings: Vec<String>,
+}
+
+impl ConvokeServer {
+    /// Starts `bin serve` on 127.0.0.1 with a new data dir and `settings` (`key=value`).
+    pub fn start(bin: &Path, pin: Option<usize>, settings: &[String]) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("convoke-loadgen")
+            .tempdir()?;
+        let secret = "convoke-loadgen-secret-0123456789abcdef".to_string();
+        let log = std::fs::File::create(dir.path().join("broker.log"))?;
+        let mut cmd = command(pin, bin);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0")
+            .args(["--set", &format!("auth.secret={secret}")])
+            .args(["--set", "log.level=warn"]);
+        for s in settings {
+            cmd.arg("--set").arg(s);
+        }
+        let mut child = cmd
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("convoke ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let Ok(line) = rx.recv_timeout(READY) else {
+            stop(&mut child);
+            let log = std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default();
+            bail!("the broker did not become ready; its log:\n{log}");
+        };
+        let mut addr = None;
+        let mut cert = None;
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("quic=") {
+                addr = v.parse().ok();
+            } else if let Some(v) = part.strip_prefix("cert=") {
+                cert = Some(PathBuf::from(v));
+            }
+        }
+        let (Some(addr), Some(cert)) = (addr, cert) else {
+            stop(&mut child);
+            bail!("cannot read the broker's ready line: {line}");
+        };
+        Ok(Self {
+            child,
+            dir,
+            secret,
+            addr,
+            cert,
+            settings: settings.to_vec(),
+        })
+    }
+
+    /// The broker's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A day-long token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        let exp = convoke_broker::clock::now_secs() + 86_400;
+        convoke_broker::auth::mint(self.secret.as_bytes(), user, false, exp)
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ConvokeServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// A running `nats-server`, plaintext or TLS.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Child,
+    _dir: TempDir,
+    /// `nats://` or `tls://` URL.
+    pub url: String,
+    /// The CA (self-signed certificate) clients must trust, with TLS.
+    pub ca: Option<PathBuf>,
+}
+
+impl NatsServer {
+    /// Starts `bin` on a free loopback port; with `tls`, on a new self-signed certificate.
+    pub fn start(bin: &Path, pin: Option<usize>, tls: bool) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("nats-loadgen").tempdir()?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut conf = format!("listen: \"127.0.0.1:{port}\"\nmax_connections: 100000\n");
+        let mut ca = None;
+        if tls {
+            let (cert, key) = self_signed(dir.path())?;
+            conf.push_str(&format!(
+                "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n}}\n",
+                cert.display(),
+                key.display()
+            ));
+            ca = Some(cert);
+        }
+        let conf_path = dir.path().join("nats.conf");
+        std::fs::write(&conf_path, conf)?;
+        let log = std::fs::File::create(dir.path().join("nats.log"))?;
+        let mut child = command(pin, bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let deadline = Instant::now() + READY;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                stop(&mut child);
+                let log = std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default();
+                bail!("nats-server did not start on port {port}; its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let scheme = if tls { "tls" } else { "nats" };
+        Ok(Self {
+            child,
+            _dir: dir,
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            ca,
+        })
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost in `dir`: (cert, key) paths.
+fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    Ok((cert_path, key_path))
+}
