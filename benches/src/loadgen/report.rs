@@ -168,7 +168,10 @@ fn num(v: f64) -> String {
 /// The Markdown tables of a set of outcomes (in the order the scenarios first appear).
 pub fn markdown(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
-    let of = |s: &str| outcomes.iter().filter(move |o| o.scenario == s);
+    fn of<'a>(all: &'a [Outcome], s: &'a str) -> impl Iterator<Item = &'a Outcome> + 'a {
+        all.iter().filter(move |o| o.scenario == s)
+    }
+    let of = |s: &'static str| of(outcomes, s);
     if of("fanout").next().is_some() {
         fanout_tables(&mut out, &of("fanout").collect::<Vec<_>>());
     }

@@ -167,30 +167,37 @@ pub async fn send(
     allow_group_ack: bool,
     reply: RpcReplyPort<Reply>,
 ) {
-    let (durable, response, receivers, frame) = match prepare(st, caller, payload, allow_group_ack)
-    {
-        Ok(parts) => parts,
+    let p = match prepare(st, caller, payload, allow_group_ack) {
+        Ok(p) => p,
         Err(e) => {
             let _ = reply.send(Err(e));
             return;
         }
     };
     let job = Publish::Message {
-        durable,
+        durable: p.durable,
         reply,
-        response,
-        receivers,
-        frame,
+        response: p.response,
+        receivers: p.receivers,
+        frame: p.frame,
         origin: caller.session_id,
     };
-    if let Err(mpsc::error::SendError(job)) = st.publisher.send(job).await {
-        if let Publish::Message { reply, .. } = job {
-            let _ = reply.send(Err(ApiError::new(
-                ErrorCode::ServerBusy,
-                "the group is stopping; retry",
-            )));
-        }
+    if let Err(mpsc::error::SendError(Publish::Message { reply, .. })) =
+        st.publisher.send(job).await
+    {
+        let _ = reply.send(Err(ApiError::new(
+            ErrorCode::ServerBusy,
+            "the group is stopping; retry",
+        )));
     }
+}
+
+/// A checked, submitted message waiting for its flush.
+struct Prepared {
+    durable: Durable,
+    response: Response,
+    receivers: Arc<Vec<String>>,
+    frame: Bytes,
 }
 
 /// Checks a send and submits its write set; the sequence advances now.
@@ -199,7 +206,7 @@ fn prepare(
     caller: &Caller,
     payload: Vec<u8>,
     allow_group_ack: bool,
-) -> Result<(Durable, Response, Arc<Vec<String>>, Bytes), ApiError> {
+) -> Result<Prepared, ApiError> {
     let shared = st.shared.clone();
     let settings = &shared.messages;
     let now = now_ms();
@@ -246,7 +253,12 @@ fn prepare(
         seq: rec.seq,
         timestamp: rec.timestamp,
     };
-    Ok((durable, response, receivers, frame))
+    Ok(Prepared {
+        durable,
+        response,
+        receivers,
+        frame,
+    })
 }
 
 /// ackGroupMessage: a reader's receipt.
