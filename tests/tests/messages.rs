@@ -526,3 +526,44 @@ async fn pipelined_sends_acknowledged_before_kill_9_are_all_in_history() {
     // No gaps: what is stored is 1..=n.
     assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn coalescing_busy_sessions_keeps_order_and_loses_nothing() {
+    let broker = Broker::start_with(&[
+        ("sessions.coalesce_busy_ms", "1000"),
+        ("sessions.coalesce_window_ms", "20"),
+    ])
+    .await;
+    let (gid, [owner, adm, mut m1, mut m2, _out]) = standard_group(&broker, true).await;
+    let mut tasks = Vec::new();
+    for c in [owner.client.clone(), adm.client.clone()] {
+        let gid = gid.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                c.send_group_message(&gid, format!("{i}").into_bytes(), false)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for p in [&mut m1, &mut m2] {
+        let seqs: Vec<u64> = {
+            let mut v = Vec::new();
+            for _ in 0..200 {
+                v.push(p.expect_message().await.seq);
+            }
+            v
+        };
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    }
+    // Events interleave in order with messages on the same stream.
+    owner
+        .client
+        .update_group_announcement(&gid, "after the burst")
+        .await
+        .unwrap();
+    m1.expect(Op::UpdateAnnouncement).await;
+}

@@ -243,6 +243,13 @@ pub struct SessionsConfig {
     /// A connection with no traffic (keep-alives included) for this long is closed, in
     /// seconds. Default `60`.
     pub idle_timeout_secs: u64,
+    /// A session that wrote to its event stream less than this long ago counts as busy, in
+    /// milliseconds; `0` turns coalescing off. Default `0`.
+    pub coalesce_busy_ms: u64,
+    /// How long a busy session holds a new event to send it with the ones that follow, in
+    /// milliseconds (fewer packets and ACKs per delivery). An idle session never waits.
+    /// Default `0` (off).
+    pub coalesce_window_ms: u64,
 }
 
 impl Default for SessionsConfig {
@@ -251,6 +258,8 @@ impl Default for SessionsConfig {
             outbound_queue: 4096,
             handshake_timeout_ms: 5000,
             idle_timeout_secs: 60,
+            coalesce_busy_ms: 0,
+            coalesce_window_ms: 0,
         }
     }
 }
@@ -261,17 +270,12 @@ impl Default for SessionsConfig {
 pub struct StoreConfig {
     /// sled's page cache, in MiB (sled's own default of 1 GiB is far too much). Default `64`.
     pub cache_capacity_mb: u64,
-    /// `0`: group commit, i.e. writes are flushed before they are acknowledged (many writes
-    /// share one flush). Above 0: flush every this many milliseconds and acknowledge before
-    /// the flush (faster; a crash can lose that window). Default `0`.
-    pub flush_interval_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             cache_capacity_mb: 64,
-            flush_interval_ms: 0,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 use convoke_protocol::codec::{decode_frame, FrameError, MAX_FRAME_LEN};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Why a frame could not be read.
@@ -32,10 +33,28 @@ pub async fn read_frame<T: bincode::Decode<()>>(
     }
 }
 
+/// How a writer groups frames into writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Coalesce {
+    /// A writer that wrote less than this long ago is busy; zero disables coalescing.
+    pub busy: Duration,
+    /// How long a busy writer holds a frame for the ones that follow.
+    pub window: Duration,
+}
+
 /// Writes frames from `rx` to `send` in order, several at a time when they queue up, until
 /// the channel closes or the stream fails.
-pub async fn write_frames(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
+///
+/// With `coalesce` set, a writer that wrote recently (a busy connection) waits up to the
+/// window for more frames before writing, so several events share a packet and its ACK;
+/// a writer that has been quiet writes at once, so an idle group's message is never delayed.
+pub async fn write_frames(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Bytes>,
+    coalesce: Coalesce,
+) {
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    let mut last_write: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < 64 {
@@ -44,6 +63,18 @@ pub async fn write_frames(mut send: quinn::SendStream, mut rx: mpsc::Receiver<By
                 Err(_) => break,
             }
         }
+        let busy =
+            !coalesce.busy.is_zero() && last_write.is_some_and(|t| t.elapsed() < coalesce.busy);
+        if busy && !coalesce.window.is_zero() {
+            let deadline = tokio::time::Instant::now() + coalesce.window;
+            while batch.len() < 64 {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(more)) => batch.push(more),
+                    _ => break,
+                }
+            }
+        }
+        last_write = Some(Instant::now());
         if send.write_all_chunks(&mut batch).await.is_err() {
             return;
         }

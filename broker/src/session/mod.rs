@@ -106,7 +106,11 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
     // The event stream and its bounded queue.
     let events = conn.open_uni().await?;
     let (event_tx, event_rx) = mpsc::channel::<Bytes>(cfg.outbound_queue);
-    tokio::spawn(write_frames(events, event_rx));
+    let coalesce = io::Coalesce {
+        busy: Duration::from_millis(cfg.coalesce_busy_ms),
+        window: Duration::from_millis(cfg.coalesce_window_ms),
+    };
+    tokio::spawn(write_frames(events, event_rx, coalesce));
     let handle = SessionHandle {
         session_id: caller.session_id,
         device_id: hello.device_id.clone(),
@@ -140,7 +144,7 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
     deliver_inbox(&node, &caller.user, &event_tx).await;
 
     let (resp_tx, resp_rx) = mpsc::channel::<Bytes>(256);
-    tokio::spawn(write_frames(send, resp_rx));
+    tokio::spawn(write_frames(send, resp_rx, io::Coalesce::default()));
     let (actor, _) = Actor::spawn(
         None,
         actor::SessionActor,
