@@ -53,7 +53,8 @@ pub async fn write_frames(
     mut rx: mpsc::Receiver<Bytes>,
     coalesce: Coalesce,
 ) {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    // Grown on demand: an idle connection keeps no batch buffer.
+    let mut batch: Vec<Bytes> = Vec::new();
     let mut last_write: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
