@@ -82,6 +82,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     )
     .with_context(|| format!("cannot open the store in {}", data_dir.join("db").display()))?;
 
+    store.set_commit_window(Duration::from_micros(config.store.group_commit_window_us));
     let metrics_addr = match config.metrics.listen {
         Some(addr) => Some(crate::metrics::serve(addr, store.clone()).await?),
         None => None,

@@ -270,12 +270,18 @@ impl Default for SessionsConfig {
 pub struct StoreConfig {
     /// sled's page cache, in MiB (sled's own default of 1 GiB is far too much). Default `64`.
     pub cache_capacity_mb: u64,
+    /// Group commit: a committer that flushed within the last 5 ms waits this many
+    /// microseconds for more writes, so that one flush serves them all (an idle one flushes
+    /// at once); `0` = never wait. Nothing is acknowledged before its flush either way.
+    /// Default `1000`.
+    pub group_commit_window_us: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             cache_capacity_mb: 64,
+            group_commit_window_us: 1000,
         }
     }
 }

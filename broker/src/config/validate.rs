@@ -110,6 +110,11 @@ impl Config {
         at_least("sessions.idle_timeout_secs", s.idle_timeout_secs, 1, "")?;
         at_most("sessions.idle_timeout_secs", s.idle_timeout_secs, 86_400)?;
         at_most("sessions.coalesce_window_ms", s.coalesce_window_ms, 1_000)?;
+        at_most(
+            "store.group_commit_window_us",
+            self.store.group_commit_window_us,
+            100_000,
+        )?;
         at_most("sessions.coalesce_busy_ms", s.coalesce_busy_ms, 60_000)?;
 
         at_least(

@@ -77,6 +77,11 @@ impl Store {
         self.committer.commit(ws).await.map_err(StoreError::Commit)
     }
 
+    /// Sets the group-commit gathering window (see [`commit::DEFAULT_WINDOW_US`]).
+    pub fn set_commit_window(&self, window: std::time::Duration) {
+        self.committer.set_window(window);
+    }
+
     /// Queues `ws` for the committer now (in submission order) without waiting.
     pub fn submit(&self, ws: WriteSet) -> Durable {
         self.committer.submit(ws)
