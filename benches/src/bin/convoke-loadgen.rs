@@ -64,7 +64,9 @@ struct Common {
     /// Extra broker settings, `section.key=value` (repeatable).
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     settings: Vec<String>,
-    /// Systems to run, of convoke, nats, nats-tls (fanout and idle).
+    /// Systems to run, of convoke, nats, nats-tls (fanout and idle). With thousands of
+    /// connections, run one system per process: async-nats may hold the sockets of closed
+    /// clients for a while, and two runs' worth may not fit under the descriptor limit.
     #[arg(
         long,
         global = true,
@@ -72,6 +74,10 @@ struct Common {
         default_value = "convoke,nats,nats-tls"
     )]
     systems: Vec<String>,
+    /// Name the Convoke results this way instead of `convoke` (e.g. `convoke+coalesce` for a
+    /// run with different `--set` settings); reports compare every `convoke*` with nats.
+    #[arg(long, global = true)]
+    label: Option<String>,
     /// Append each outcome as a JSON line to this file.
     #[arg(long, global = true)]
     json_out: Option<PathBuf>,
@@ -160,7 +166,10 @@ fn convoke_bin(common: &Common) -> anyhow::Result<PathBuf> {
     Ok(dir.join(format!("convoke{}", std::env::consts::EXE_SUFFIX)))
 }
 
-fn emit(common: &Common, o: &Outcome) -> anyhow::Result<()> {
+fn emit(common: &Common, o: &mut Outcome) -> anyhow::Result<()> {
+    if let (Some(label), true) = (&common.label, o.system == "convoke") {
+        o.system = label.clone();
+    }
     println!("{}", o.summary());
     if let Some(path) = &common.json_out {
         let mut f = std::fs::OpenOptions::new()
@@ -218,7 +227,8 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     }
                     other => anyhow::bail!("unknown system {other:?}"),
                 };
-                emit(c, &o)?;
+                let mut o = o;
+                emit(c, &mut o)?;
                 outcomes.push(o);
                 settle().await;
             }
@@ -241,7 +251,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     }
                     other => anyhow::bail!("unknown system {other:?}"),
                 };
-                emit(c, &o)?;
+                emit(c, &mut { o })?;
                 settle().await;
             }
         }
@@ -252,21 +262,30 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         } => {
             let s = start_convoke()?;
             let o = convoke::rooms(&s, *groups, *size, *member_rate, &spec, &fleet).await;
-            emit(c, &o.map_err(|e| e.context(tail(&s.log())))?)?;
+            emit(c, &mut o.map_err(|e| e.context(tail(&s.log())))?)?;
         }
         Command::Ops { groups, size, rate } => {
             let s = start_convoke()?;
             let o = convoke::ops(&s, *groups, *size, *rate, &spec, &fleet).await;
-            emit(c, &o.map_err(|e| e.context(tail(&s.log())))?)?;
+            emit(c, &mut o.map_err(|e| e.context(tail(&s.log())))?)?;
         }
         Command::Report { .. } => {}
     }
     Ok(())
 }
 
-/// Lets the previous server's sockets and this process's closed connections go away.
+/// Lets the previous server's sockets and this process's closed connections go away: the
+/// descriptor limit here may be as low as 20,000 and the next system may need 10,000.
 async fn settle() {
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let open_fds = || std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while open_fds() > 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if open_fds() > 200 {
+        eprintln!("warning: {} descriptors still open", open_fds());
+    }
 }
 
 /// The end of a log, for an error message.

@@ -1,101 +1,20 @@
-//! The Convoke side: many member connections over a few shared QUIC endpoints, groups made
-//! through the API, and the four scenarios (`fanout`, `rooms`, `ops`, `idle`).
+//! The Convoke side: members connected by [`super::fleet`], groups made through the API, and
+//! the four scenarios (`fanout`, `rooms`, `ops`, `idle`).
 
+use super::fleet::connect_all;
 use super::measure::{self, Clock, Tally, Window, PHASE_MEASURED, PHASE_WARMUP};
 use super::pace::Pacer;
 use super::report::{finite, Outcome};
 use super::servers::ConvokeServer;
 use super::{FleetOpts, RunSpec};
 use anyhow::Context as _;
-use convoke_client::{Client, ClientBuilder, CreateGroupData, Push};
-use futures::StreamExt as _;
+use convoke_client::{Client, CreateGroupData, Push};
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a delivery count may stand still before a drain gives up.
 const STALL: Duration = Duration::from_secs(5);
-
-/// A QUIC endpoint on 127.0.0.1 whose socket has a `rcvbuf`-byte receive buffer (the default
-/// ~208 KiB overflows under handshake bursts and fan-out bursts alike).
-fn udp_endpoint(rcvbuf: usize) -> anyhow::Result<quinn::Endpoint> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_recv_buffer_size(rcvbuf)?;
-    sock.set_send_buffer_size(rcvbuf)?;
-    sock.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
-    sock.set_nonblocking(true)?;
-    let runtime = quinn::default_runtime().context("quinn has no runtime for this context")?;
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        sock.into(),
-        runtime,
-    )?)
-}
-
-/// Connects one client per user, `opts.per_endpoint` of them per shared endpoint, at most
-/// `opts.concurrency` handshakes at a time. Returns the clients in `users` order.
-pub async fn connect_all(
-    server: &ConvokeServer,
-    users: &[String],
-    events: bool,
-    opts: &FleetOpts,
-) -> anyhow::Result<Vec<Client>> {
-    let per = opts.per_endpoint.max(1);
-    let endpoints = (0..users.len().div_ceil(per))
-        .map(|_| udp_endpoint(opts.rcvbuf))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let pem = std::fs::read(&server.cert)?;
-    let mut base = Client::builder()
-        .server_addr(server.addr)
-        .server_name("localhost")
-        .ca_pem(pem)
-        .connect_timeout(Duration::from_secs(20))
-        .request_timeout(Duration::from_secs(120));
-    if !events {
-        base = base.ignore_events();
-    }
-    let started = Instant::now();
-    let total = users.len();
-    let mut done = 0usize;
-    let mut out = Vec::with_capacity(total);
-    let mut stream = futures::stream::iter(users.iter().enumerate())
-        .map(|(i, user)| {
-            let b = base
-                .clone()
-                .endpoint(endpoints[i / per].clone())
-                .token(server.token(user));
-            connect_one(b, user)
-        })
-        .buffered(opts.concurrency.max(1));
-    while let Some(client) = stream.next().await {
-        out.push(client?);
-        done += 1;
-        if total >= 1000 && done % 1000 == 0 {
-            eprintln!(
-                "  connected {done}/{total} ({:.0}/s)",
-                done as f64 / started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    Ok(out)
-}
-
-async fn connect_one(builder: ClientBuilder, user: &str) -> anyhow::Result<Client> {
-    let mut last = None;
-    for _ in 0..3 {
-        match builder.clone().connect().await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(anyhow::anyhow!(
-        "{user} cannot connect: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
-}
 
 /// Feeds every stamped message pushed to `client` into `tally`, until the connection ends.
 fn receive(client: &Client, tally: Arc<Tally>) {
@@ -107,6 +26,19 @@ fn receive(client: &Client, tally: Arc<Tally>) {
             }
         }
     });
+}
+
+/// A note naming how many of `clients` the broker closed, and why the first one was closed
+/// (a healthy receiver closed as a slow consumer means the broker fell behind).
+async fn closed_note(clients: &[Client]) -> Option<String> {
+    let closed: Vec<&Client> = clients.iter().filter(|c| c.is_closed()).collect();
+    let first = closed.first()?;
+    let why = first.closed().await;
+    Some(format!(
+        "{} of {} receivers were disconnected by the broker (first: {why})",
+        closed.len(),
+        clients.len()
+    ))
 }
 
 /// Sent and refused messages (or requests) of one paced phase, with the first refusal.
@@ -183,7 +115,7 @@ async fn measure_messages(
         )
         .await;
     }
-    let window = Window::start(server.pid())?;
+    let window = Window::start(server.pid(), Some(server.addr.port()))?;
     let start_ns = clock.now_ns();
     let sent = send_paced(
         senders,
@@ -222,11 +154,14 @@ async fn measure_messages(
         p999_ms: finite(tally.quantile_ms(0.999)),
         max_ms: finite(tally.max_ms()),
         server_cpu_s: w.server_cpu_s,
+        server_cpu_pct: 100.0 * w.server_cpu_s / w.wall_s.max(1e-9),
         server_cpu_us_per_op: w.server_cpu_s * 1e6 / delivered.max(1) as f64,
         server_rss_mib: w.server_rss as f64 / (1024.0 * 1024.0),
         loadgen_cpu_pct: 100.0 * w.loadgen_cpu_s / w.wall_s.max(1e-9),
+        other_cpu_pct: 100.0 * w.other_cpu_s / w.wall_s.max(1e-9),
         udp_rcvbuf_errors: w.udp.rcvbuf_errors,
         udp_in_errors: w.udp.in_errors,
+        server_socket_drops: w.server_socket_drops,
         settings: server.settings.clone(),
         notes,
         ..Outcome::default()
@@ -277,6 +212,7 @@ pub async fn fanout(
     o.groups = 1;
     o.offered_per_s = deliveries_per_s;
     o.connects_per_s = connects_per_s;
+    o.notes.extend(closed_note(&receivers).await);
     Ok(o)
 }
 
@@ -325,6 +261,7 @@ pub async fn rooms(
     o.groups = groups;
     o.offered_per_s = rate * fan as f64;
     o.connects_per_s = connects_per_s;
+    o.notes.extend(closed_note(&clients).await);
     Ok(o)
 }
 
@@ -416,7 +353,7 @@ pub async fn ops(
     if !run.warmup.is_zero() {
         phase_run(PHASE_WARMUP, run.warmup).await;
     }
-    let window = Window::start(server.pid())?;
+    let window = Window::start(server.pid(), Some(server.addr.port()))?;
     let start_ns = clock.now_ns();
     let sent = phase_run(PHASE_MEASURED, run.duration).await;
     let w = window.end(server.pid())?;
@@ -446,11 +383,14 @@ pub async fn ops(
         p999_ms: finite(tally.quantile_ms(0.999)),
         max_ms: finite(tally.max_ms()),
         server_cpu_s: w.server_cpu_s,
+        server_cpu_pct: 100.0 * w.server_cpu_s / w.wall_s.max(1e-9),
         server_cpu_us_per_op: w.server_cpu_s * 1e6 / answered.max(1) as f64,
         server_rss_mib: w.server_rss as f64 / (1024.0 * 1024.0),
         loadgen_cpu_pct: 100.0 * w.loadgen_cpu_s / w.wall_s.max(1e-9),
+        other_cpu_pct: 100.0 * w.other_cpu_s / w.wall_s.max(1e-9),
         udp_rcvbuf_errors: w.udp.rcvbuf_errors,
         udp_in_errors: w.udp.in_errors,
+        server_socket_drops: w.server_socket_drops,
         settings: server.settings.clone(),
         notes: sent
             .first_error
@@ -472,7 +412,7 @@ pub async fn idle(
     let first = connect_all(server, &["idle-first".to_string()], false, opts).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = measure::sample(&server.pid().to_string())?;
-    let window = Window::start(server.pid())?;
+    let window = Window::start(server.pid(), Some(server.addr.port()))?;
     let names: Vec<String> = (0..connections).map(|i| format!("i{i:06}")).collect();
     let started = Instant::now();
     let clients = connect_all(server, &names, false, opts).await?;
@@ -496,13 +436,16 @@ pub async fn idle(
         expected: connections as u64,
         delivered: open as u64,
         server_cpu_s: w.server_cpu_s,
+        server_cpu_pct: 100.0 * w.server_cpu_s / w.wall_s.max(1e-9),
         server_cpu_us_per_op: w.server_cpu_s * 1e6 / connections.max(1) as f64,
         server_rss_mib: w.server_rss as f64 / (1024.0 * 1024.0),
         rss_per_conn_kib: Some(growth / 1024.0 / connections.max(1) as f64),
         connects_per_s,
         loadgen_cpu_pct: 100.0 * w.loadgen_cpu_s / w.wall_s.max(1e-9),
+        other_cpu_pct: 100.0 * w.other_cpu_s / w.wall_s.max(1e-9),
         udp_rcvbuf_errors: w.udp.rcvbuf_errors,
         udp_in_errors: w.udp.in_errors,
+        server_socket_drops: w.server_socket_drops,
         settings: server.settings.clone(),
         notes,
         ..Outcome::default()

@@ -273,12 +273,49 @@ impl UdpErrors {
     }
 }
 
+/// CPU seconds the whole machine spent busy so far (all cores; `/proc/stat`).
+pub fn machine_busy_s() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let v: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user].
+    let busy: f64 =
+        v.iter().take(8).sum::<f64>() - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0);
+    busy / clock_ticks()
+}
+
+/// Datagrams the kernel dropped on the IPv4 UDP socket bound to `port` (the `drops` column
+/// of `/proc/net/udp`, over the socket's life); 0 when there is none.
+pub fn socket_drops(port: u16) -> u64 {
+    let text = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit_once(':')?.1;
+            (u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| f.last()?.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
 /// The server's and this process's CPU, and the UDP counters, at the start of a window.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
     server: ProcSample,
     loadgen: ProcSample,
     udp: UdpErrors,
+    /// The server's UDP port (QUIC) and its socket's drops so far.
+    server_port: Option<u16>,
+    server_drops: u64,
+    machine_busy_s: f64,
 }
 
 /// What happened during a window.
@@ -289,15 +326,23 @@ pub struct WindowResult {
     pub server_rss: u64,
     pub loadgen_cpu_s: f64,
     pub udp: UdpErrors,
+    /// Datagrams dropped on the server's own UDP socket (receive buffer full).
+    pub server_socket_drops: u64,
+    /// CPU seconds used on this machine by everything except the server and this process
+    /// (other builds and tests: noise).
+    pub other_cpu_s: f64,
 }
 
 impl Window {
-    /// Starts a window on the server `pid`.
-    pub fn start(pid: u32) -> anyhow::Result<Self> {
+    /// Starts a window on the server `pid`, whose UDP socket (if any) is on `udp_port`.
+    pub fn start(pid: u32, udp_port: Option<u16>) -> anyhow::Result<Self> {
         Ok(Self {
             server: sample(&pid.to_string())?,
             loadgen: sample("self")?,
             udp: UdpErrors::read(),
+            server_port: udp_port,
+            server_drops: udp_port.map(socket_drops).unwrap_or(0),
+            machine_busy_s: machine_busy_s(),
         })
     }
 
@@ -305,12 +350,20 @@ impl Window {
     pub fn end(&self, pid: u32) -> anyhow::Result<WindowResult> {
         let server = sample(&pid.to_string())?;
         let loadgen = sample("self")?;
+        let server_cpu_s = server.cpu_s - self.server.cpu_s;
+        let loadgen_cpu_s = loadgen.cpu_s - self.loadgen.cpu_s;
+        let busy = machine_busy_s() - self.machine_busy_s;
         Ok(WindowResult {
             wall_s: server.at.duration_since(self.server.at).as_secs_f64(),
-            server_cpu_s: server.cpu_s - self.server.cpu_s,
+            server_cpu_s,
             server_rss: server.rss,
-            loadgen_cpu_s: loadgen.cpu_s - self.loadgen.cpu_s,
+            loadgen_cpu_s,
+            other_cpu_s: (busy - server_cpu_s - loadgen_cpu_s).max(0.0),
             udp: UdpErrors::read().since(&self.udp),
+            server_socket_drops: self
+                .server_port
+                .map(|p| socket_drops(p).saturating_sub(self.server_drops))
+                .unwrap_or(0),
         })
     }
 }

@@ -2,14 +2,15 @@
 //! against nats-server, through their public clients.
 //!
 //! - [`servers`]: the systems under test as child processes, pinned to a core.
-//! - [`convoke`]: many member connections over shared QUIC endpoints; the `fanout`, `rooms`,
-//!   `ops` and `idle` scenarios.
+//! - [`fleet`]: many Convoke connections over a few shared QUIC endpoints.
+//! - [`convoke`]: the `fanout`, `rooms`, `ops` and `idle` scenarios against Convoke.
 //! - [`nats`]: the same `fanout` and `idle` scenarios with async-nats.
 //! - [`pace`]: due times of an open-loop schedule.
 //! - [`measure`]: stamps, latency histograms, CPU/RSS from /proc, UDP error counters.
 //! - [`report`]: one [`report::Outcome`] per run, as JSON lines and as Markdown tables.
 
 pub mod convoke;
+pub mod fleet;
 pub mod measure;
 pub mod nats;
 pub mod pace;

@@ -50,6 +50,24 @@ async fn connect_all(
     Ok(out)
 }
 
+/// Closes `clients` and waits (at most 30 s) until they are closed: async-nats keeps a
+/// connection open after its last handle is dropped, and a drain completes only once the
+/// server has answered, so this must finish before the server is stopped, or the next run
+/// inherits thousands of sockets.
+async fn close_all(clients: Vec<async_nats::Client>) {
+    for c in &clients {
+        let _ = c.drain().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && clients
+            .iter()
+            .any(|c| c.connection_state() == async_nats::connection::State::Connected)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn system(server: &NatsServer) -> &'static str {
     if server.ca.is_some() {
         "nats-tls"
@@ -91,14 +109,15 @@ pub async fn fanout(
     let subscribers = connect_all(server, members, opts).await?;
     let connects_per_s = members as f64 / started.elapsed().as_secs_f64();
     let tally = Arc::new(Tally::new(clock));
+    let mut readers = Vec::with_capacity(members);
     for c in &subscribers {
         let mut sub = c.subscribe(SUBJECT).await?;
         let tally = tally.clone();
-        tokio::spawn(async move {
+        readers.push(tokio::spawn(async move {
             while let Some(m) = sub.next().await {
                 tally.record_payload(&m.payload);
             }
-        });
+        }));
     }
     // A flush is answered after the server has processed the SUB before it.
     for c in &subscribers {
@@ -124,7 +143,7 @@ pub async fn fanout(
         let t = tally.clone();
         measure::wait_for_count(move || t.count(PHASE_WARMUP), warm * fan, STALL, run.drain).await;
     }
-    let window = Window::start(server.pid())?;
+    let window = Window::start(server.pid(), None)?;
     let start_ns = clock.now_ns();
     let sent = publish_paced(
         &publisher,
@@ -173,10 +192,12 @@ pub async fn fanout(
         p999_ms: finite(tally.quantile_ms(0.999)),
         max_ms: finite(tally.max_ms()),
         server_cpu_s: w.server_cpu_s,
+        server_cpu_pct: 100.0 * w.server_cpu_s / w.wall_s.max(1e-9),
         server_cpu_us_per_op: w.server_cpu_s * 1e6 / delivered.max(1) as f64,
         server_rss_mib: w.server_rss as f64 / (1024.0 * 1024.0),
         connects_per_s,
         loadgen_cpu_pct: 100.0 * w.loadgen_cpu_s / w.wall_s.max(1e-9),
+        other_cpu_pct: 100.0 * w.other_cpu_s / w.wall_s.max(1e-9),
         udp_rcvbuf_errors: w.udp.rcvbuf_errors,
         udp_in_errors: w.udp.in_errors,
         notes,
@@ -194,7 +215,7 @@ pub async fn idle(
     let first = connect_all(server, 1, opts).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = measure::sample(&server.pid().to_string())?;
-    let window = Window::start(server.pid())?;
+    let window = Window::start(server.pid(), None)?;
     let started = Instant::now();
     let clients = connect_all(server, connections, opts).await?;
     let connects_per_s = connections as f64 / started.elapsed().as_secs_f64();
@@ -205,7 +226,8 @@ pub async fn idle(
         .iter()
         .filter(|c| c.connection_state() == async_nats::connection::State::Connected)
         .count();
-    drop(first);
+    close_all(clients).await;
+    close_all(first).await;
     Ok(Outcome {
         scenario: "idle".into(),
         system: system(server).into(),
@@ -213,11 +235,13 @@ pub async fn idle(
         expected: connections as u64,
         delivered: open as u64,
         server_cpu_s: w.server_cpu_s,
+        server_cpu_pct: 100.0 * w.server_cpu_s / w.wall_s.max(1e-9),
         server_cpu_us_per_op: w.server_cpu_s * 1e6 / connections.max(1) as f64,
         server_rss_mib: w.server_rss as f64 / (1024.0 * 1024.0),
         rss_per_conn_kib: Some(growth / 1024.0 / connections.max(1) as f64),
         connects_per_s,
         loadgen_cpu_pct: 100.0 * w.loadgen_cpu_s / w.wall_s.max(1e-9),
+        other_cpu_pct: 100.0 * w.other_cpu_s / w.wall_s.max(1e-9),
         udp_rcvbuf_errors: w.udp.rcvbuf_errors,
         udp_in_errors: w.udp.in_errors,
         ..Outcome::default()

@@ -10,6 +10,12 @@ use std::fmt::Write as _;
 /// Offered rates below this share of the target count as "the system did not keep up".
 pub const KEEP_UP: f64 = 0.95;
 
+/// Server CPU use (percent of one core) from which the server counts as saturated.
+pub const BUSY_PCT: f64 = 93.0;
+
+/// Other processes' CPU use (percent of one core) above which a run is marked as noisy.
+pub const NOISE_PCT: f64 = 15.0;
+
 /// The result of one scenario against one system.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Outcome {
@@ -46,6 +52,10 @@ pub struct Outcome {
     /// request, or connection for idle), microseconds.
     pub server_cpu_s: f64,
     pub server_cpu_us_per_op: f64,
+    /// Server CPU over the window, percent of one core. Near 100 the server was saturated and
+    /// its CPU per delivery is only an upper bound (a busy core is counted whole).
+    #[serde(default)]
+    pub server_cpu_pct: f64,
     /// Server RSS at the end, MiB.
     pub server_rss_mib: f64,
     /// Idle: server RSS growth per connection, KiB.
@@ -54,9 +64,16 @@ pub struct Outcome {
     pub connects_per_s: f64,
     /// This load generator's CPU use over the window, percent of one core.
     pub loadgen_cpu_pct: f64,
+    /// CPU used by other processes on the machine over the window (noise), percent of one
+    /// core.
+    #[serde(default)]
+    pub other_cpu_pct: f64,
     /// Kernel UDP receive-buffer and input errors during the window (whole namespace).
     pub udp_rcvbuf_errors: u64,
     pub udp_in_errors: u64,
+    /// Of those, datagrams dropped on the server's own socket (Convoke's QUIC socket).
+    #[serde(default)]
+    pub server_socket_drops: u64,
     /// Server settings beyond the defaults.
     pub settings: Vec<String>,
     /// Anything a reader must know (errors, drops, loss).
@@ -79,6 +96,12 @@ impl Outcome {
         self.offered_per_s > 0.0 && self.achieved_per_s < KEEP_UP * self.offered_per_s
     }
 
+    /// Whether the server's core was (nearly) always busy: its CPU per delivery then
+    /// measures the core's capacity, not the cost.
+    pub fn server_busy(&self) -> bool {
+        self.server_cpu_pct >= BUSY_PCT
+    }
+
     /// The warnings a table shows beside the figures.
     pub fn flags(&self) -> String {
         let mut f = Vec::new();
@@ -88,6 +111,9 @@ impl Outcome {
                 100.0 * self.achieved_per_s / self.offered_per_s
             ));
         }
+        if self.server_busy() {
+            f.push(format!("server core {:.0}% busy", self.server_cpu_pct));
+        }
         if self.lost() > 0 {
             f.push(format!("LOSS {}", self.lost()));
         }
@@ -96,8 +122,14 @@ impl Outcome {
         }
         if self.udp_rcvbuf_errors > 0 || self.udp_in_errors > 0 {
             f.push(format!(
-                "UDP drops: {} rcvbuf, {} in",
-                self.udp_rcvbuf_errors, self.udp_in_errors
+                "UDP drops: {} rcvbuf, {} in ({} at the broker's socket)",
+                self.udp_rcvbuf_errors, self.udp_in_errors, self.server_socket_drops
+            ));
+        }
+        if self.other_cpu_pct > NOISE_PCT {
+            f.push(format!(
+                "noise: other processes {:.0}% CPU",
+                self.other_cpu_pct
             ));
         }
         if self.loadgen_cpu_pct > 90.0 {
@@ -112,7 +144,8 @@ impl Outcome {
         let mut s = format!(
             "{} {:<8} conns={} members={} groups={} offered={:.0}/s sends={:.1}/s \
              delivered={}/{} achieved={:.0}/s p50={} p99={} p999={} max={} \
-             server_cpu={:.2}s ({:.2} us/op) rss={:.1}MiB loadgen_cpu={:.0}%",
+             server_cpu={:.2}s ({:.2} us/op, {:.0}% of a core) rss={:.1}MiB loadgen_cpu={:.0}% \
+             other_cpu={:.0}%",
             self.scenario,
             self.system,
             self.connections,
@@ -129,8 +162,10 @@ impl Outcome {
             ms(self.max_ms),
             self.server_cpu_s,
             self.server_cpu_us_per_op,
+            self.server_cpu_pct,
             self.server_rss_mib,
             self.loadgen_cpu_pct,
+            self.other_cpu_pct,
         );
         if let Some(kib) = self.rss_per_conn_kib {
             let _ = write!(
@@ -235,11 +270,11 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
 
 fn fanout_tables(out: &mut String, rows: &[&Outcome]) {
     out.push_str("\n#### Fan-out (one group of N online members, open loop)\n\n");
-    out.push_str("| N | offered deliveries/s | system | msgs/s | delivered / expected | deliveries/s | server us/delivery | p50 ms | p99 ms | p99.9 ms | server RSS MiB | loadgen CPU % | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| N | offered deliveries/s | system | msgs/s | delivered / expected | deliveries/s | server us/delivery | server CPU % | p50 ms | p99 ms | p99.9 ms | server RSS MiB | loadgen CPU % | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for o in rows {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {} | {} | {} / {} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {:.0} | {} | {} | {} / {} | {:.0} | {} | {:.0} | {} | {} | {} | {:.0} | {:.0} | {} |",
             o.members,
             o.offered_per_s,
             o.system,
@@ -248,6 +283,7 @@ fn fanout_tables(out: &mut String, rows: &[&Outcome]) {
             o.expected,
             o.achieved_per_s,
             num(o.server_cpu_us_per_op),
+            o.server_cpu_pct,
             ms(o.p50_ms),
             ms(o.p99_ms),
             ms(o.p999_ms),
@@ -256,24 +292,36 @@ fn fanout_tables(out: &mut String, rows: &[&Outcome]) {
             o.flags()
         );
     }
-    // Ratios per matrix point, in the order the points first appear.
+    // Ratios per matrix point and Convoke variant, in the order the points first appear.
     let mut points: Vec<(usize, u64)> = Vec::new();
+    let mut variants: Vec<&str> = Vec::new();
     let mut by: BTreeMap<(usize, u64, &str), &Outcome> = BTreeMap::new();
     for o in rows {
         let key = (o.members, o.offered_per_s.round() as u64);
         if !points.contains(&key) {
             points.push(key);
         }
+        if o.system.starts_with("convoke") && !variants.contains(&o.system.as_str()) {
+            variants.push(&o.system);
+        }
         by.insert((key.0, key.1, o.system.as_str()), o);
     }
-    out.push_str("\nConvoke / nats-server, server CPU per delivery and latency (ratio > 1: Convoke costs more):\n\n");
-    out.push_str("| N | offered deliveries/s | Convoke us/delivery | nats us/delivery | Convoke / nats | nats-tls us/delivery | Convoke / nats-tls | p50 ms Convoke / nats-tls | p99 ms Convoke / nats-tls |\n|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\nConvoke / nats-server, server CPU per delivery and latency (ratio > 1: Convoke costs more; \"sat.\": that system did not keep up with the offered rate):\n\n");
+    out.push_str("| N | offered deliveries/s | Convoke variant | Convoke us/delivery | nats us/delivery | Convoke / nats | nats-tls us/delivery | Convoke / nats-tls | p50 ms Convoke / nats-tls | p99 ms Convoke / nats-tls |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (n, rate) in points {
         let get = |s: &str| by.get(&(n, rate, s)).copied();
         let us = |o: Option<&Outcome>| o.map(|o| num(o.server_cpu_us_per_op)).unwrap_or("-".into());
         let ratio = |a: Option<&Outcome>, b: Option<&Outcome>| match (a, b) {
             (Some(a), Some(b)) if b.server_cpu_us_per_op > 0.0 => {
-                format!("{:.2}", a.server_cpu_us_per_op / b.server_cpu_us_per_op)
+                let busy = if a.server_busy() || b.server_busy() {
+                    " (core busy)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{:.2}{busy}",
+                    a.server_cpu_us_per_op / b.server_cpu_us_per_op
+                )
             }
             _ => "-".into(),
         };
@@ -285,18 +333,21 @@ fn fanout_tables(out: &mut String, rows: &[&Outcome]) {
                 _ => "-".into(),
             }
         };
-        let (c, p, t) = (get("convoke"), get("nats"), get("nats-tls"));
-        let _ = writeln!(
-            out,
-            "| {n} | {rate} | {} | {} | {} | {} | {} | {} | {} |",
-            us(c),
-            us(p),
-            ratio(c, p),
-            us(t),
-            ratio(c, t),
-            lat(c, t, |o| o.p50_ms),
-            lat(c, t, |o| o.p99_ms),
-        );
+        let (p, t) = (get("nats"), get("nats-tls"));
+        for v in &variants {
+            let Some(c) = get(v) else { continue };
+            let _ = writeln!(
+                out,
+                "| {n} | {rate} | {v} | {} | {} | {} | {} | {} | {} | {} |",
+                us(Some(c)),
+                us(p),
+                ratio(Some(c), p),
+                us(t),
+                ratio(Some(c), t),
+                lat(Some(c), t, |o| o.p50_ms),
+                lat(Some(c), t, |o| o.p99_ms),
+            );
+        }
     }
 }
 
