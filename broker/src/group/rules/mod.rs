@@ -454,6 +454,21 @@ pub(crate) fn announce(
     }
 }
 
+/// An event about `user`, told to that user (and the operator's other devices), and kept
+/// for the user if offline: invites, removals, unblocks.
+pub(crate) fn tell_user(
+    fx: &mut Effects,
+    g: &Group,
+    op: GroupEventOp,
+    from: &str,
+    user: &str,
+    detail: EventDetail,
+    now: i64,
+) {
+    let ev = event(g, op, from, vec![user.to_string()], detail, now);
+    fx.announce.push(announce(ev, [user.to_string()], true));
+}
+
 /// All current members.
 pub(crate) fn all_members(g: &Group) -> Vec<String> {
     g.member_ids().cloned().collect()

@@ -3,8 +3,8 @@
 
 use super::{
     all_members, announce, check_chars, check_exists, check_group_quota, check_room,
-    check_user_list, event, need_admin, need_member, need_owner, Announce, Caller, Ctx, Dirty,
-    Effects, Level, Outcome,
+    check_user_list, event, need_admin, need_member, need_owner, tell_user, Announce, Caller, Ctx,
+    Dirty, Effects, Level, Outcome,
 };
 use crate::group::model::{Group, Invite, JoinRequest, MemberRec};
 use convoke_protocol::{
@@ -251,15 +251,15 @@ pub(super) fn invite(g: &mut Group, caller: &Caller, users: &[String], ctx: &Ctx
                 },
             );
             fx.touch(Dirty::Invite(u.clone()));
-            let ev = event(
+            tell_user(
+                &mut fx,
                 g,
                 Op::InviteToJoin,
                 &caller.user,
-                vec![u.clone()],
+                u,
                 EventDetail::None,
                 ctx.now,
             );
-            fx.announce.push(announce(ev, [u.clone()], true));
         }
         fx.response = Response::Invited {
             pending: users.to_vec(),
@@ -272,15 +272,15 @@ pub(super) fn invite(g: &mut Group, caller: &Caller, users: &[String], ctx: &Ctx
         }
         let presence = admit(g, &mut fx, users, &caller.user, ctx.now);
         for u in users {
-            let ev = event(
+            tell_user(
+                &mut fx,
                 g,
                 Op::DirectJoined,
                 &caller.user,
-                vec![u.clone()],
+                u,
                 EventDetail::None,
                 ctx.now,
             );
-            fx.announce.push(announce(ev, [u.clone()], true));
         }
         fx.announce.push(presence);
         fx.response = Response::Invited {
@@ -555,15 +555,15 @@ pub(super) fn remove(
         }
     };
     for u in users {
-        let ev = event(
+        tell_user(
+            &mut fx,
             g,
             Op::RemoveMember,
             &caller.user,
-            vec![u.clone()],
+            u,
             detail(),
             ctx.now,
         );
-        fx.announce.push(announce(ev, [u.clone()], true));
     }
     for u in users {
         let ev = event(
@@ -598,15 +598,15 @@ pub(super) fn unblock(
     for u in users {
         g.block.remove(u);
         fx.touch(Dirty::Block(u.clone()));
-        let ev = event(
+        tell_user(
+            &mut fx,
             g,
             Op::UnblockMember,
             &caller.user,
-            vec![u.clone()],
+            u,
             EventDetail::None,
             ctx.now,
         );
-        fx.announce.push(announce(ev, [u.clone()], true));
     }
     Ok(fx)
 }
