@@ -14,13 +14,18 @@ use convoke_protocol::{ids::parse_group_id, ApiError, Request, Response};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 /// Messages to a session actor.
 #[derive(Debug)]
 pub enum SessionMsg {
-    /// A request read from the control stream.
-    Request { id: u64, request: Request },
+    /// A request read from the control stream, with its in-flight slot (released when the
+    /// answer is written).
+    Request {
+        id: u64,
+        request: Request,
+        slot: OwnedSemaphorePermit,
+    },
 }
 
 impl ractor::Message for SessionMsg {}
@@ -57,7 +62,7 @@ impl Actor for SessionActor {
         msg: SessionMsg,
         st: &mut SessionArgs,
     ) -> Result<(), ActorProcessingErr> {
-        let SessionMsg::Request { id, request } = msg;
+        let SessionMsg::Request { id, request, slot } = msg;
         let started = Instant::now();
         let method = request.method();
         let responses = st.responses.clone();
@@ -70,6 +75,7 @@ impl Actor for SessionActor {
                     tokio::spawn(async move {
                         let result = pending.wait().await;
                         respond(&responses, id, method, started, result).await;
+                        drop(slot);
                     });
                 }
                 Err(e) => respond(&responses, id, method, started, Err(e)).await,
@@ -78,6 +84,7 @@ impl Actor for SessionActor {
                 tokio::spawn(async move {
                     let result = lookup::serve(&node, &caller, request).await;
                     respond(&responses, id, method, started, result).await;
+                    drop(slot);
                 });
             }
         }

@@ -27,6 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Requests one session may have in flight (read but not yet answered).
+const MAX_IN_FLIGHT: usize = 256;
+
 /// Serves one incoming connection until it closes.
 pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming) {
     let conn = match incoming.await {
@@ -161,11 +164,17 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
         caller.clone(),
     ));
 
+    // Requests in flight per session are bounded: a client that pipelines without reading
+    // answers stops being read (QUIC flow control pushes back) instead of growing mailboxes.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let result = loop {
         match read_frame::<ClientFrame>(&mut recv, &mut buf).await {
             Ok(Some(ClientFrame::Request { id, request })) => {
+                let Ok(slot) = in_flight.clone().acquire_owned().await else {
+                    break Ok(());
+                };
                 if actor
-                    .cast(actor::SessionMsg::Request { id, request })
+                    .cast(actor::SessionMsg::Request { id, request, slot })
                     .is_err()
                 {
                     break Ok(());
