@@ -4,7 +4,7 @@
 use super::fleet::connect_all;
 use super::measure::{self, Clock, Tally, Window, PHASE_MEASURED, PHASE_WARMUP};
 use super::pace::Pacer;
-use super::report::{finite, Outcome};
+use super::report::Outcome;
 use super::servers::ConvokeServer;
 use super::{FleetOpts, RunSpec};
 use anyhow::Context as _;
@@ -144,28 +144,12 @@ async fn measure_messages(
         send_errors: sent.errors,
         expected,
         delivered,
-        achieved_per_s: if span_s > 0.0 {
-            delivered as f64 / span_s
-        } else {
-            0.0
-        },
-        p50_ms: finite(tally.quantile_ms(0.5)),
-        p99_ms: finite(tally.quantile_ms(0.99)),
-        p999_ms: finite(tally.quantile_ms(0.999)),
-        max_ms: finite(tally.max_ms()),
-        server_cpu_s: w.server_cpu_s,
-        server_cpu_pct: 100.0 * w.server_cpu_s / w.wall_s.max(1e-9),
-        server_cpu_us_per_op: w.server_cpu_s * 1e6 / delivered.max(1) as f64,
-        server_rss_mib: w.server_rss as f64 / (1024.0 * 1024.0),
-        loadgen_cpu_pct: 100.0 * w.loadgen_cpu_s / w.wall_s.max(1e-9),
-        other_cpu_pct: 100.0 * w.other_cpu_s / w.wall_s.max(1e-9),
-        udp_rcvbuf_errors: w.udp.rcvbuf_errors,
-        udp_in_errors: w.udp.in_errors,
-        server_socket_drops: w.server_socket_drops,
         settings: server.settings.clone(),
         notes,
         ..Outcome::default()
-    })
+    }
+    .with_window(&w, delivered as u64)
+    .with_latency(tally, delivered, span_s))
 }
 
 fn group_data(name: String, members: Vec<String>) -> CreateGroupData {
@@ -373,31 +357,15 @@ pub async fn ops(
         send_errors: sent.errors,
         expected: total,
         delivered: answered,
-        achieved_per_s: if span_s > 0.0 {
-            answered as f64 / span_s
-        } else {
-            0.0
-        },
-        p50_ms: finite(tally.quantile_ms(0.5)),
-        p99_ms: finite(tally.quantile_ms(0.99)),
-        p999_ms: finite(tally.quantile_ms(0.999)),
-        max_ms: finite(tally.max_ms()),
-        server_cpu_s: w.server_cpu_s,
-        server_cpu_pct: 100.0 * w.server_cpu_s / w.wall_s.max(1e-9),
-        server_cpu_us_per_op: w.server_cpu_s * 1e6 / answered.max(1) as f64,
-        server_rss_mib: w.server_rss as f64 / (1024.0 * 1024.0),
-        loadgen_cpu_pct: 100.0 * w.loadgen_cpu_s / w.wall_s.max(1e-9),
-        other_cpu_pct: 100.0 * w.other_cpu_s / w.wall_s.max(1e-9),
-        udp_rcvbuf_errors: w.udp.rcvbuf_errors,
-        udp_in_errors: w.udp.in_errors,
-        server_socket_drops: w.server_socket_drops,
         settings: server.settings.clone(),
         notes: sent
             .first_error
             .map(|e| vec![format!("first error: {e}")])
             .unwrap_or_default(),
         ..Outcome::default()
-    })
+    }
+    .with_window(&w, answered)
+    .with_latency(&tally, answered, span_s))
 }
 
 /// `idle`: `connections` connected sessions doing nothing; the broker's RSS growth per
@@ -435,19 +403,11 @@ pub async fn idle(
         connections,
         expected: connections as u64,
         delivered: open as u64,
-        server_cpu_s: w.server_cpu_s,
-        server_cpu_pct: 100.0 * w.server_cpu_s / w.wall_s.max(1e-9),
-        server_cpu_us_per_op: w.server_cpu_s * 1e6 / connections.max(1) as f64,
-        server_rss_mib: w.server_rss as f64 / (1024.0 * 1024.0),
         rss_per_conn_kib: Some(growth / 1024.0 / connections.max(1) as f64),
         connects_per_s,
-        loadgen_cpu_pct: 100.0 * w.loadgen_cpu_s / w.wall_s.max(1e-9),
-        other_cpu_pct: 100.0 * w.other_cpu_s / w.wall_s.max(1e-9),
-        udp_rcvbuf_errors: w.udp.rcvbuf_errors,
-        udp_in_errors: w.udp.in_errors,
-        server_socket_drops: w.server_socket_drops,
         settings: server.settings.clone(),
         notes,
         ..Outcome::default()
-    })
+    }
+    .with_window(&w, connections as u64))
 }

@@ -86,6 +86,41 @@ pub fn finite(v: f64) -> Option<f64> {
 }
 
 impl Outcome {
+    /// Fills in what the server window measured; `ops` is what its CPU is divided by
+    /// (deliveries, answered requests or connections).
+    pub fn with_window(mut self, w: &super::measure::WindowResult, ops: u64) -> Self {
+        let wall = w.wall_s.max(1e-9);
+        self.server_cpu_s = w.server_cpu_s;
+        self.server_cpu_pct = 100.0 * w.server_cpu_s / wall;
+        self.server_cpu_us_per_op = w.server_cpu_s * 1e6 / ops.max(1) as f64;
+        self.server_rss_mib = w.server_rss as f64 / (1024.0 * 1024.0);
+        self.loadgen_cpu_pct = 100.0 * w.loadgen_cpu_s / wall;
+        self.other_cpu_pct = 100.0 * w.other_cpu_s / wall;
+        self.udp_rcvbuf_errors = w.udp.rcvbuf_errors;
+        self.udp_in_errors = w.udp.in_errors;
+        self.server_socket_drops = w.server_socket_drops;
+        self
+    }
+
+    /// Fills in the latency figures, and the achieved rate of `delivered` over `span_s`.
+    pub fn with_latency(
+        mut self,
+        tally: &super::measure::Tally,
+        delivered: u64,
+        span_s: f64,
+    ) -> Self {
+        self.achieved_per_s = if span_s > 0.0 {
+            delivered as f64 / span_s
+        } else {
+            0.0
+        };
+        self.p50_ms = finite(tally.quantile_ms(0.5));
+        self.p99_ms = finite(tally.quantile_ms(0.99));
+        self.p999_ms = finite(tally.quantile_ms(0.999));
+        self.max_ms = finite(tally.max_ms());
+        self
+    }
+
     /// Whether fewer deliveries (or answers) arrived than should have.
     pub fn lost(&self) -> u64 {
         self.expected.saturating_sub(self.delivered)
