@@ -250,6 +250,31 @@ impl Broker {
         Peer::new(client)
     }
 
+    /// The value of metric `name` in a fresh scrape, summed over its labelled series (0 when
+    /// absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").await;
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let metric = series.split('{').next()?;
+                (metric == name)
+                    .then(|| value.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum()
+    }
+
+    /// Waits until the broker has exactly `n` sessions past their handshake (e.g. until a
+    /// dropped client's session is really gone, so that the user counts as offline).
+    pub async fn wait_for_sessions(&self, n: u64) {
+        eventually(&format!("{n} online sessions"), || async {
+            (self.metric("convoke_sessions_online").await as u64 == n).then_some(())
+        })
+        .await;
+    }
+
     /// Fetches `/metrics` (or another path) from the metrics endpoint.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

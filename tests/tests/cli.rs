@@ -94,7 +94,7 @@ async fn the_readme_walkthrough_works_from_the_command_line() {
     assert_eq!(info[0]["info"]["affiliations_count"], 2);
 
     // bob watches while alice mutes him and posts.
-    wait_for_sessions(&broker, 0).await;
+    broker.wait_for_sessions(0).await;
     let watch = Command::new(cli_bin())
         .arg("--server")
         .arg(broker.addr.to_string())
@@ -105,7 +105,7 @@ async fn the_readme_walkthrough_works_from_the_command_line() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_sessions(&broker, 1).await;
+    broker.wait_for_sessions(1).await;
     let mutes = json(&cli(
         &broker,
         &alice,
@@ -162,18 +162,4 @@ async fn the_readme_walkthrough_works_from_the_command_line() {
     let bad = cli(&broker, &bob, &["destroy-group", "--group-id", &gid]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("603 PERMISSION_DENIED"));
-}
-
-/// Waits until the broker has exactly `n` sessions past their handshake.
-async fn wait_for_sessions(broker: &Broker, n: u64) {
-    convoke_tests::eventually(&format!("{n} online sessions"), || async {
-        let (_, m) = broker.http_get("/metrics").await;
-        let v = m
-            .lines()
-            .find(|l| l.starts_with("convoke_sessions_online "))
-            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        (v as u64 == n).then_some(())
-    })
-    .await;
 }
