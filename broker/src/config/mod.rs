@@ -234,7 +234,8 @@ impl Default for GroupsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
     /// Events queued for one session before it counts as a slow consumer and is
-    /// disconnected (it resumes from its last sequence on reconnect); at least 16.
+    /// disconnected (after reconnecting it catches up on messages with getGroupMessages);
+    /// at least 16.
     /// Default `4096`.
     pub outbound_queue: usize,
     /// Time a new connection has to complete the login handshake, in milliseconds.
