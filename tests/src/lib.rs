@@ -27,15 +27,76 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How long to watch for something that should NOT happen.
 pub const QUIET: Duration = Duration::from_millis(400);
 
-/// Path of the `convoke` binary built alongside the tests.
+/// Path of the `convoke` binary, built (or brought up to date) on first use.
+///
+/// `cargo test` builds a package's binaries only for that package's own integration
+/// tests, so neither `convoke` nor `convoke-cli` is guaranteed to exist, or to be current,
+/// when this crate's tests run (a clean clone's `cargo test --workspace` has neither). The
+/// first call in each test process therefore runs `cargo build` for both binaries, with the
+/// profile and target directory the tests were built with; when they are current that is a
+/// no-op of a fraction of a second. `CONVOKE_BIN` names a prebuilt broker instead.
 pub fn broker_bin() -> PathBuf {
     if let Ok(p) = std::env::var("CONVOKE_BIN") {
         return PathBuf::from(p);
     }
+    built_bin("convoke")
+}
+
+/// Path of the `convoke-cli` binary, built like [`broker_bin`]'s (`CONVOKE_CLI_BIN` names a
+/// prebuilt one).
+pub fn cli_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CONVOKE_CLI_BIN") {
+        return PathBuf::from(p);
+    }
+    built_bin("convoke-cli")
+}
+
+fn built_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let profile_dir = BUILT.get_or_init(build_binaries);
+    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing after building it; build it with `cargo build --bins`",
+        path.display()
+    );
+    path
+}
+
+/// Runs `cargo build` for the broker and CLI binaries into the directory this test
+/// executable was built in (target/<profile>/deps/<test> -> target/<profile>), and returns
+/// that directory.
+fn build_binaries() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/convoke
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    dir.join(format!("convoke{}", std::env::consts::EXE_SUFFIX))
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = profile_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let profile = if profile == "debug" {
+        "dev".to_string()
+    } else {
+        profile
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let status = Command::new(&cargo)
+        .arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(["--profile", &profile])
+        .args(["-p", "convoke-broker", "--bin", "convoke"])
+        .args(["-p", "convoke-client", "--bin", "convoke-cli"])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cargo} to build the binaries: {e}"));
+    assert!(status.success(), "building convoke and convoke-cli failed");
+    profile_dir
 }
 
 /// A running broker process.

@@ -6,14 +6,9 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use convoke_tests::{broker_bin, Broker};
+use convoke_tests::{broker_bin, cli_bin, Broker};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-
-fn cli_bin() -> PathBuf {
-    broker_bin().with_file_name(format!("convoke-cli{}", std::env::consts::EXE_SUFFIX))
-}
 
 fn token(broker: &Broker, user: &str) -> String {
     let out = Command::new(broker_bin())
