@@ -1,52 +1,31 @@
-//! Presence: which users are online, with which sessions, and each session's bounded
-//! outbound queue. Group actors read it without a round trip per member and push event
-//! frames straight into the queues.
-//!
-//! A queue that is full means its client is not reading fast enough: that session is closed
-//! with [`close::SLOW_CONSUMER`] and counted, never allowed to grow memory or stall the group.
+//! Presence: which users are online, with which sessions, and each session's event stream
+//! ([`Outbox`]). Group actors read it without a round trip per member and write event
+//! frames straight into the streams.
 
+use crate::session::outbox::Outbox;
 use bytes::Bytes;
-use convoke_protocol::close;
 use dashmap::DashMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-
-/// `convoke_session_queue_depth`, resolved once: this is on the per-recipient fan-out path.
-static QUEUE_DEPTH: std::sync::LazyLock<metrics::Histogram> =
-    std::sync::LazyLock::new(|| metrics::histogram!("convoke_session_queue_depth"));
 
 /// One connected session, as fan-out sees it.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     pub session_id: u64,
     pub device_id: String,
-    /// Push frames, already encoded; bounded.
-    pub tx: mpsc::Sender<Bytes>,
-    pub conn: quinn::Connection,
+    /// The session's event stream, written to directly.
+    pub outbox: Arc<Outbox>,
 }
 
 impl SessionHandle {
-    /// Queues one frame; closes the session if its queue is full. Returns whether queued.
+    /// Sends or queues one frame; closes the session if its backlog is full. Returns whether
+    /// the frame was taken.
     pub fn push(&self, frame: &Bytes) -> bool {
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => {
-                QUEUE_DEPTH.record((self.tx.max_capacity() - self.tx.capacity()) as f64);
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("convoke_slow_client_disconnects_total").increment(1);
-                tracing::info!(
-                    session = self.session_id,
-                    "closing slow client: event queue full"
-                );
-                self.conn.close(
-                    close::SLOW_CONSUMER.into(),
-                    b"event queue full: client is not reading fast enough",
-                );
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        self.outbox.push(frame)
+    }
+
+    /// Closes the session's connection.
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        self.outbox.connection().close(code.into(), reason);
     }
 }
 

@@ -2,8 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 use convoke_protocol::codec::{decode_frame, FrameError, MAX_FRAME_LEN};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -33,53 +32,20 @@ pub async fn read_frame<T: bincode::Decode<()>>(
     }
 }
 
-/// How a writer groups frames into writes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Coalesce {
-    /// A writer that wrote less than this long ago is busy; zero disables coalescing.
-    pub busy: Duration,
-    /// How long a busy writer holds a frame for the ones that follow.
-    pub window: Duration,
-}
+/// The control stream's sending half, shared by the tasks that answer requests. Each
+/// answer is written whole under the lock; a client that stops reading answers blocks the
+/// writers (QUIC flow control), which hold their in-flight slots, which stops the session
+/// reading requests.
+#[derive(Debug, Clone)]
+pub struct Responder(Arc<tokio::sync::Mutex<quinn::SendStream>>);
 
-/// Writes frames from `rx` to `send` in order, several at a time when they queue up, until
-/// the channel closes or the stream fails.
-///
-/// With `coalesce` set, a writer that wrote recently (a busy connection) waits up to the
-/// window for more frames before writing, so several events share a packet and its ACK;
-/// a writer that has been quiet writes at once, so an idle group's message is never delayed.
-pub async fn write_frames(
-    mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<Bytes>,
-    coalesce: Coalesce,
-) {
-    // Grown on demand: an idle connection keeps no batch buffer.
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut last_write: Option<Instant> = None;
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 64 {
-            match rx.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
-            }
-        }
-        let busy =
-            !coalesce.busy.is_zero() && last_write.is_some_and(|t| t.elapsed() < coalesce.busy);
-        if busy && !coalesce.window.is_zero() {
-            let deadline = tokio::time::Instant::now() + coalesce.window;
-            while batch.len() < 64 {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(more)) => batch.push(more),
-                    _ => break,
-                }
-            }
-        }
-        last_write = Some(Instant::now());
-        if send.write_all_chunks(&mut batch).await.is_err() {
-            return;
-        }
-        batch.clear();
+impl Responder {
+    pub fn new(send: quinn::SendStream) -> Self {
+        Self(Arc::new(tokio::sync::Mutex::new(send)))
     }
-    let _ = send.finish();
+
+    /// Writes one frame; false if the stream is gone.
+    pub async fn send(&self, frame: Bytes) -> bool {
+        self.0.lock().await.write_chunk(frame).await.is_ok()
+    }
 }

@@ -1,31 +1,37 @@
 //! Sessions: one per QUIC connection.
 //!
-//! [`serve_connection`] runs the handshake on the control stream (version, token, device),
-//! registers the session in presence with its bounded event queue, delivers the offline
-//! inbox, then reads request frames and hands each to the session actor ([`actor`]), which
-//! routes it. Responses go back on the control stream, events on one server-to-client stream,
-//! shared-file transfers on streams of their own ([`transfer`]).
+//! A session is one task, the connection's actor: it owns the session state and handles one
+//! inbound frame at a time. [`serve_connection`] runs the handshake on the control stream
+//! (version, token, device), registers the session's event stream ([`outbox`]) in presence,
+//! delivers the offline inbox, then reads request frames and routes each ([`route`]) in the
+//! order sent, and accepts shared-file transfer streams ([`transfer`]). Answers go back on
+//! the control stream, written by whichever task produced them; events are written into the
+//! event stream by the group actors themselves.
+//!
+//! Nothing else runs per idle connection (quinn's connection driver aside): an idle session
+//! costs one task, which is what keeps memory per connection near quinn's own floor (a
+//! ractor actor per session would add ~9 KB of mailbox channels; see benches/RESULTS.md).
 
-pub mod actor;
 pub mod io;
 pub mod lookup;
+pub mod outbox;
+pub mod route;
 pub mod transfer;
 
 use crate::clock::{now_ms, now_secs};
 use crate::group::rules::Caller;
 use crate::node::Node;
 use crate::presence::SessionHandle;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use convoke_protocol::codec::{frame_bytes, FrameError};
 use convoke_protocol::handshake::{
     negotiate, ClientFrame, Hello, ServerFrame, Welcome, SUPPORTED_VERSIONS,
 };
 use convoke_protocol::{close, ids::check_user_id, ApiError, ErrorCode};
-use io::{read_frame, write_frames, ReadError};
-use ractor::Actor;
+use io::{read_frame, ReadError, Responder};
+use outbox::Outbox;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Requests one session may have in flight (read but not yet answered).
 const MAX_IN_FLIGHT: usize = 256;
@@ -106,24 +112,22 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
     };
     node.store.record_login(&caller.user, now_ms()).await?;
 
-    // The event stream and its bounded queue.
+    // The event stream, written to directly by whoever delivers to this session.
     let events = conn.open_uni().await?;
-    let (event_tx, event_rx) = mpsc::channel::<Bytes>(cfg.outbound_queue);
-    let coalesce = io::Coalesce {
+    let coalesce = outbox::Coalesce {
         busy: Duration::from_millis(cfg.coalesce_busy_ms),
         window: Duration::from_millis(cfg.coalesce_window_ms),
     };
-    tokio::spawn(write_frames(events, event_rx, coalesce));
+    let outbox = Outbox::new(conn.clone(), events, cfg.outbound_queue, coalesce);
     let handle = SessionHandle {
         session_id: caller.session_id,
         device_id: hello.device_id.clone(),
-        tx: event_tx.clone(),
-        conn: conn.clone(),
+        outbox: outbox.clone(),
     };
     let max_sessions = node.config.limits.max_sessions_per_user as usize;
     for old in node.presence.register(&caller.user, handle, max_sessions) {
-        old.conn.close(
-            close::SESSION_LIMIT.into(),
+        old.close(
+            close::SESSION_LIMIT,
             b"too many sessions for this user; closing the oldest",
         );
     }
@@ -131,6 +135,7 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
         node: node.clone(),
         user: caller.user.clone(),
         session_id: caller.session_id,
+        outbox: outbox.clone(),
     };
 
     let welcome = ServerFrame::Welcome(Welcome {
@@ -144,41 +149,31 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
     metrics::gauge!("convoke_sessions_online").increment(1.0);
     tracing::debug!(user = %caller.user, session = caller.session_id, device = %hello.device_id, "session started");
 
-    deliver_inbox(&node, &caller.user, &event_tx).await;
+    deliver_inbox(&node, &caller.user, &outbox).await;
 
-    let (resp_tx, resp_rx) = mpsc::channel::<Bytes>(256);
-    tokio::spawn(write_frames(send, resp_rx, io::Coalesce::default()));
-    let (actor, _) = Actor::spawn(
-        None,
-        actor::SessionActor,
-        actor::SessionArgs {
-            node: node.clone(),
-            caller: caller.clone(),
-            responses: resp_tx,
-        },
-    )
-    .await?;
-    let transfers = tokio::spawn(transfer::accept_transfers(
-        node.clone(),
-        conn.clone(),
-        caller.clone(),
-    ));
+    let responses = Responder::new(send);
 
     // Requests in flight per session are bounded: a client that pipelines without reading
     // answers stops being read (QUIC flow control pushes back) instead of growing mailboxes.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    // Shared-file transfers arrive as further bidirectional streams, accepted here too, so
+    // that an idle session is a single task.
     let result = loop {
-        match read_frame::<ClientFrame>(&mut recv, &mut buf).await {
+        let frame = tokio::select! {
+            frame = read_frame::<ClientFrame>(&mut recv, &mut buf) => frame,
+            stream = conn.accept_bi() => {
+                if let Ok((send, recv)) = stream {
+                    tokio::spawn(transfer::serve_transfer(node.clone(), caller.clone(), send, recv));
+                }
+                continue;
+            }
+        };
+        match frame {
             Ok(Some(ClientFrame::Request { id, request })) => {
                 let Ok(slot) = in_flight.clone().acquire_owned().await else {
                     break Ok(());
                 };
-                if actor
-                    .cast(actor::SessionMsg::Request { id, request, slot })
-                    .is_err()
-                {
-                    break Ok(());
-                }
+                route::route(&node, &caller, &responses, id, request, slot).await;
             }
             Ok(Some(ClientFrame::Hello(_))) => {
                 conn.close(close::PROTOCOL_VIOLATION.into(), b"hello sent twice");
@@ -191,8 +186,6 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
             }
         }
     };
-    transfers.abort();
-    actor.stop(None);
     result
 }
 
@@ -201,11 +194,13 @@ struct PresenceGuard {
     node: Arc<Node>,
     user: String,
     session_id: u64,
+    outbox: Arc<Outbox>,
 }
 
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
         self.node.presence.unregister(&self.user, self.session_id);
+        self.outbox.close();
         metrics::gauge!("convoke_sessions_online").decrement(1.0);
     }
 }
@@ -266,7 +261,7 @@ fn close_for_read_error(conn: &quinn::Connection, e: &ReadError) {
 }
 
 /// Delivers and then deletes what waited for this user while offline.
-async fn deliver_inbox(node: &Node, user: &str, tx: &mpsc::Sender<Bytes>) {
+async fn deliver_inbox(node: &Node, user: &str, outbox: &Arc<Outbox>) {
     let (frames, ws) = match node.store.inbox_pending(user) {
         Ok(x) => x,
         Err(e) => {
@@ -274,13 +269,8 @@ async fn deliver_inbox(node: &Node, user: &str, tx: &mpsc::Sender<Bytes>) {
             return;
         }
     };
-    if frames.is_empty() {
+    if frames.is_empty() || !outbox.push_wait(frames).await {
         return;
-    }
-    for f in frames {
-        if tx.send(f).await.is_err() {
-            return;
-        }
     }
     if let Err(e) = node.store.commit(ws).await {
         tracing::error!(%user, error = %e, "could not clear the offline inbox");

@@ -16,14 +16,8 @@ use convoke_protocol::ApiError;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Accepts transfer streams on `conn` until it closes.
-pub async fn accept_transfers(node: Arc<Node>, conn: quinn::Connection, caller: Caller) {
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(serve_transfer(node.clone(), caller.clone(), send, recv));
-    }
-}
-
-async fn serve_transfer(
+/// Serves one transfer stream: reads its header, then uploads or downloads.
+pub async fn serve_transfer(
     node: Arc<Node>,
     caller: Caller,
     mut send: quinn::SendStream,

@@ -1,0 +1,271 @@
+//! A session's event stream, written straight from the fan-out loop.
+//!
+//! [`Outbox::push`] is called by group actors and publishers for every receiving session.
+//! When the stream is free it writes the frame into quinn at once (`write_chunks`, polled
+//! once, never awaited), so an idle session costs no task and a delivery costs no task
+//! wake-up. Only when the stream cannot take the frame right away (flow control, or a frame
+//! already waiting) does the frame go to a bounded backlog, drained by a flusher task that
+//! exists just as long as there is a backlog.
+//!
+//! Coalescing: a session that was written to less than `busy` ago holds a new frame for
+//! `window` so the frames that follow share its packet (and its ACK); the per-packet cost is
+//! what dominates fan-out CPU. A session that has been quiet for `busy` writes at once, so an
+//! idle group's message is never delayed. `busy == 0` turns coalescing off.
+//!
+//! A backlog that reaches its capacity means the client is not reading fast enough: the
+//! connection is closed with [`close::SLOW_CONSUMER`] and counted, never allowed to grow.
+
+use bytes::Bytes;
+use convoke_protocol::close;
+use futures::FutureExt;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// `convoke_session_queue_depth`, resolved once: this is on the per-recipient fan-out path.
+static QUEUE_DEPTH: std::sync::LazyLock<metrics::Histogram> =
+    std::sync::LazyLock::new(|| metrics::histogram!("convoke_session_queue_depth"));
+
+/// How an outbox groups frames into writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Coalesce {
+    /// A session written to less than this long ago is busy; zero disables coalescing.
+    pub busy: Duration,
+    /// How long a busy session holds a frame for the ones that follow.
+    pub window: Duration,
+}
+
+impl Coalesce {
+    fn holds(&self, last_write: Option<Instant>, now: Instant) -> bool {
+        !self.busy.is_zero()
+            && !self.window.is_zero()
+            && last_write.is_some_and(|t| now.duration_since(t) < self.busy)
+    }
+}
+
+/// One session's outbound event stream.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    conn: quinn::Connection,
+    capacity: usize,
+    coalesce: Coalesce,
+    /// Woken whenever the flusher drained the backlog (for [`Outbox::push_wait`]).
+    drained: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The stream; `None` while the flusher task holds it, or once closed.
+    stream: Option<quinn::SendStream>,
+    /// Frames (or the unwritten tail of one) waiting for the flusher, in order.
+    backlog: VecDeque<Bytes>,
+    /// Whether a flusher task is running (it owns the stream meanwhile).
+    flushing: bool,
+    last_write: Option<Instant>,
+    closed: bool,
+}
+
+impl Outbox {
+    /// An outbox over `stream`, holding at most `capacity` frames that quinn has not taken.
+    pub fn new(
+        conn: quinn::Connection,
+        stream: quinn::SendStream,
+        capacity: usize,
+        coalesce: Coalesce,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                stream: Some(stream),
+                backlog: VecDeque::new(),
+                flushing: false,
+                last_write: None,
+                closed: false,
+            }),
+            conn,
+            capacity,
+            coalesce,
+            drained: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The connection this outbox writes to.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves nothing half-done that matters more than
+        // the session itself; keep serving it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends one frame, or queues it behind the ones waiting. Closes the connection if the
+    /// backlog is full. Returns whether the frame was taken.
+    pub fn push(self: &Arc<Self>, frame: &Bytes) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        if st.flushing {
+            if st.backlog.len() >= self.capacity {
+                st.closed = true;
+                st.backlog.clear();
+                drop(st);
+                self.slow_consumer();
+                return false;
+            }
+            st.backlog.push_back(frame.clone());
+            QUEUE_DEPTH.record(st.backlog.len() as f64);
+            return true;
+        }
+        let now = Instant::now();
+        if self.coalesce.holds(st.last_write, now) {
+            st.backlog.push_back(frame.clone());
+            QUEUE_DEPTH.record(1.0);
+            self.start_flusher(&mut st, Some(self.coalesce.window));
+            return true;
+        }
+        QUEUE_DEPTH.record(0.0);
+        let Some(stream) = st.stream.as_mut() else {
+            return false;
+        };
+        let mut chunk = [frame.clone()];
+        match stream.write_chunks(&mut chunk).now_or_never() {
+            Some(Ok(written)) => {
+                st.last_write = Some(now);
+                if written.chunks == 0 {
+                    // Flow control took only part of it: the flusher writes the rest.
+                    let [rest] = chunk;
+                    st.backlog.push_back(rest);
+                    self.start_flusher(&mut st, None);
+                }
+                true
+            }
+            None => {
+                st.backlog.push_back(frame.clone());
+                self.start_flusher(&mut st, None);
+                true
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "event stream failed");
+                st.closed = true;
+                false
+            }
+        }
+    }
+
+    /// Queues `frames` in order, waiting while the backlog is full instead of closing the
+    /// session (for the offline inbox, which may be larger than the backlog). Returns
+    /// whether all were taken.
+    pub async fn push_wait(self: &Arc<Self>, frames: Vec<Bytes>) -> bool {
+        for frame in frames {
+            loop {
+                let drained = self.drained.notified();
+                {
+                    let st = self.lock();
+                    if st.closed {
+                        return false;
+                    }
+                    if st.backlog.len() < self.capacity {
+                        drop(st);
+                        break;
+                    }
+                }
+                drained.await;
+            }
+            if !self.push(&frame) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stops taking frames and finishes the stream once what was taken is written.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if let Some(mut stream) = st.stream.take() {
+            let _ = stream.finish();
+        }
+        // A running flusher sees `closed`, writes what it holds and finishes.
+    }
+
+    fn start_flusher(self: &Arc<Self>, st: &mut State, delay: Option<Duration>) {
+        let Some(stream) = st.stream.take() else {
+            return;
+        };
+        st.flushing = true;
+        tokio::spawn(self.clone().flush(stream, delay));
+    }
+
+    /// Writes the backlog until it is empty, then hands the stream back.
+    async fn flush(self: Arc<Self>, mut stream: quinn::SendStream, delay: Option<Duration>) {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut batch: Vec<Bytes> = Vec::new();
+        loop {
+            {
+                let mut st = self.lock();
+                if st.backlog.is_empty() {
+                    st.flushing = false;
+                    st.last_write = Some(Instant::now());
+                    if st.closed {
+                        let _ = stream.finish();
+                    } else {
+                        st.stream = Some(stream);
+                    }
+                    drop(st);
+                    self.drained.notify_waiters();
+                    return;
+                }
+                batch.extend(st.backlog.drain(..));
+            }
+            self.drained.notify_waiters();
+            if let Err(e) = stream.write_all_chunks(&mut batch).await {
+                tracing::debug!(error = %e, "event stream failed");
+                let mut st = self.lock();
+                st.closed = true;
+                st.flushing = false;
+                st.backlog.clear();
+                drop(st);
+                self.drained.notify_waiters();
+                return;
+            }
+            batch.clear();
+        }
+    }
+
+    fn slow_consumer(&self) {
+        metrics::counter!("convoke_slow_client_disconnects_total").increment(1);
+        tracing::info!(remote = %self.conn.remote_address(), "closing slow client: event queue full");
+        self.conn.close(
+            close::SLOW_CONSUMER.into(),
+            b"event queue full: client is not reading fast enough",
+        );
+        self.drained.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Coalesce;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn only_a_recently_written_session_holds_frames() {
+        let c = Coalesce {
+            busy: Duration::from_millis(200),
+            window: Duration::from_millis(50),
+        };
+        let now = Instant::now();
+        assert!(!c.holds(None, now), "a session never written to is idle");
+        assert!(c.holds(Some(now - Duration::from_millis(10)), now));
+        assert!(!c.holds(Some(now - Duration::from_millis(250)), now));
+        let off = Coalesce::default();
+        assert!(!off.holds(Some(now), now), "zero busy turns it off");
+    }
+}
