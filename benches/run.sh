@@ -69,18 +69,16 @@ if [[ $QUICK -eq 1 ]]; then
 else
     # Each point: Convoke (defaults), nats-server, nats-server with TLS; then Convoke again
     # with adaptive event coalescing on (off by default), as its own row.
-    COALESCE="--set sessions.coalesce_busy_ms=200 --set sessions.coalesce_window_ms=50"
-    for point in "10 20000" "10 100000" "100 20000" "100 100000" "1000 20000" "1000 100000" \
-                 "5000 20000" "5000 100000" "10000 20000"; do
-        # N=10000 at 20k deliveries/s (2 messages/s) answers the messages issue.
+    # Convoke runs with its defaults (adaptive coalescing on) and once more with coalescing
+    # off; "1000 1000" is an idle group (1 message/s) to show coalescing does not delay it.
+    NOCOALESCE="--set sessions.coalesce_busy_ms=0"
+    for point in "10 20000" "10 100000" "100 20000" "100 100000" "1000 1000" "1000 20000" \
+                 "1000 100000" "5000 20000" "5000 100000" "10000 20000"; do
         read -r n rate <<<"$point"
-        # One process per system: async-nats keeps sockets of closed clients for a while,
-        # and 2 x 10,000 of them do not fit under a 20,000-descriptor limit.
         for system in convoke nats nats-tls; do
             lg --systems "$system" fanout --members "$n" --rate "$rate"
         done
-        # shellcheck disable=SC2086
-        lg --systems convoke --label convoke+coalesce $COALESCE fanout --members "$n" --rate "$rate"
+        lg --systems convoke --label convoke-nocoalesce $NOCOALESCE fanout --members "$n" --rate "$rate"
     done
     for n in 1000 10000; do
         for system in convoke nats nats-tls; do

@@ -564,3 +564,54 @@ async fn coalescing_busy_sessions_keeps_order_and_loses_nothing() {
         .unwrap();
     m1.expect(Op::UpdateAnnouncement).await;
 }
+
+#[tokio::test]
+async fn coalescing_holds_events_only_for_a_busy_session() {
+    // An exaggerated window so the two behaviours are far apart: a session written to in the
+    // last 300 ms holds new events for 1 s (the most allowed); a quieter one is written at
+    // once.
+    let broker = Broker::start_with(&[
+        ("sessions.coalesce_busy_ms", "300"),
+        ("sessions.coalesce_window_ms", "1000"),
+    ])
+    .await;
+    let (gid, [owner, _adm, mut m1, _m2, _out]) = standard_group(&broker, false).await;
+    // Let the set-up events age out of the busy time (and their own window, if held).
+    tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
+
+    let sent = std::time::Instant::now();
+    owner
+        .client
+        .send_group_message(&gid, b"to an idle session".to_vec(), false)
+        .await
+        .unwrap();
+    let first = m1.expect_message().await;
+    let idle_latency = sent.elapsed();
+    assert_eq!(first.payload, b"to an idle session");
+    assert!(
+        idle_latency < std::time::Duration::from_millis(600),
+        "an idle session's event was held: {idle_latency:?}"
+    );
+
+    // m1 was just written to, so it is busy: the next event waits for the window, and the
+    // ones sent meanwhile travel with it, in order.
+    let sent = std::time::Instant::now();
+    for i in 0..3 {
+        owner
+            .client
+            .send_group_message(&gid, format!("burst {i}").into_bytes(), false)
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(
+            m1.expect_message().await.payload,
+            format!("burst {i}").into_bytes()
+        );
+    }
+    let busy_latency = sent.elapsed();
+    assert!(
+        busy_latency >= std::time::Duration::from_millis(700),
+        "a busy session's events were not held: {busy_latency:?}"
+    );
+}

@@ -74,7 +74,7 @@ struct Common {
         default_value = "convoke,nats,nats-tls"
     )]
     systems: Vec<String>,
-    /// Name the Convoke results this way instead of `convoke` (e.g. `convoke+coalesce` for a
+    /// Name the Convoke results this way instead of `convoke` (e.g. `convoke-nocoalesce` for a
     /// run with different `--set` settings); reports compare every `convoke*` with nats.
     #[arg(long, global = true)]
     label: Option<String>,

@@ -3,7 +3,7 @@
 
 use super::fleet::connect_all;
 use super::measure::{self, Clock, Tally, Window, PHASE_MEASURED, PHASE_WARMUP};
-use super::pace::Pacer;
+use super::pace::{self, Pacer};
 use super::report::Outcome;
 use super::servers::ConvokeServer;
 use super::{FleetOpts, RunSpec};
@@ -97,6 +97,7 @@ async fn measure_messages(
     clock: Clock,
 ) -> anyhow::Result<Outcome> {
     if !run.warmup.is_zero() {
+        let warm_start = std::time::Instant::now();
         let warm = send_paced(
             senders,
             sends_per_s,
@@ -114,6 +115,7 @@ async fn measure_messages(
             run.drain,
         )
         .await;
+        pace::continue_after(warm_start, run.warmup).await;
     }
     let window = Window::start(server.pid(), Some(server.addr.port()))?;
     let start_ns = clock.now_ns();
@@ -335,7 +337,9 @@ pub async fn ops(
         }
     };
     if !run.warmup.is_zero() {
+        let warm_start = std::time::Instant::now();
         phase_run(PHASE_WARMUP, run.warmup).await;
+        pace::continue_after(warm_start, run.warmup).await;
     }
     let window = Window::start(server.pid(), Some(server.addr.port()))?;
     let start_ns = clock.now_ns();

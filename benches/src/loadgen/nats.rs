@@ -2,7 +2,7 @@
 //! the Convoke side. One subscriber connection per member, all on one subject; one publisher.
 
 use super::measure::{self, Clock, Tally, Window, PHASE_MEASURED, PHASE_WARMUP};
-use super::pace::Pacer;
+use super::pace::{self, Pacer};
 use super::report::Outcome;
 use super::servers::NatsServer;
 use super::{FleetOpts, RunSpec};
@@ -131,6 +131,7 @@ pub async fn fanout(
     let rate = deliveries_per_s / members as f64;
     let fan = members as u64;
     if !run.warmup.is_zero() {
+        let warm_start = std::time::Instant::now();
         let warm = publish_paced(
             &publisher,
             rate,
@@ -142,6 +143,7 @@ pub async fn fanout(
         .await?;
         let t = tally.clone();
         measure::wait_for_count(move || t.count(PHASE_WARMUP), warm * fan, STALL, run.drain).await;
+        pace::continue_after(warm_start, run.warmup).await;
     }
     let window = Window::start(server.pid(), None)?;
     let start_ns = clock.now_ns();

@@ -57,6 +57,15 @@ impl Pacer {
     }
 }
 
+/// Waits until the schedule of a phase that started at `started` and lasted `length` would
+/// have come to its next event, so that the next phase continues the same cadence. Without
+/// it, a measured phase that starts as soon as the warm-up's last delivery arrived sends its
+/// first event right after the warm-up's last one, which a low-rate run would see as a
+/// burst.
+pub async fn continue_after(started: Instant, length: Duration) {
+    tokio::time::sleep_until((started + length).into()).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

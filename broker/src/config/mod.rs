@@ -244,12 +244,12 @@ pub struct SessionsConfig {
     /// A connection with no traffic (keep-alives included) for this long is closed, in
     /// seconds. Default `60`.
     pub idle_timeout_secs: u64,
-    /// A session that wrote to its event stream less than this long ago counts as busy, in
-    /// milliseconds; `0` turns coalescing off. Default `0`.
+    /// A session written to less than this long ago counts as busy, in milliseconds; `0`
+    /// turns coalescing off. Default `200`.
     pub coalesce_busy_ms: u64,
     /// How long a busy session holds a new event to send it with the ones that follow, in
     /// milliseconds (fewer packets and ACKs per delivery). An idle session never waits.
-    /// Default `0` (off).
+    /// Default `50`.
     pub coalesce_window_ms: u64,
 }
 
@@ -259,8 +259,8 @@ impl Default for SessionsConfig {
             outbound_queue: 4096,
             handshake_timeout_ms: 5000,
             idle_timeout_secs: 60,
-            coalesce_busy_ms: 0,
-            coalesce_window_ms: 0,
+            coalesce_busy_ms: 200,
+            coalesce_window_ms: 50,
         }
     }
 }

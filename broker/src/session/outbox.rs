@@ -12,7 +12,9 @@
 //! what dominates fan-out CPU. A session that has been quiet for `busy` writes at once, so an
 //! idle group's message is never delayed. `busy == 0` turns coalescing off.
 //!
-//! A backlog that reaches its capacity means the client is not reading fast enough: the
+//! A held backlog is written early once it reaches [`HOLD_MAX`] frames (or half the
+//! capacity), so coalescing never fills a fast reader's backlog. A backlog that reaches its
+//! capacity while being written means the client is not reading fast enough: the
 //! connection is closed with [`close::SLOW_CONSUMER`] and counted, never allowed to grow.
 
 use bytes::Bytes;
@@ -25,6 +27,9 @@ use std::time::{Duration, Instant};
 /// `convoke_session_queue_depth`, resolved once: this is on the per-recipient fan-out path.
 static QUEUE_DEPTH: std::sync::LazyLock<metrics::Histogram> =
     std::sync::LazyLock::new(|| metrics::histogram!("convoke_session_queue_depth"));
+
+/// A held backlog this long is written without waiting for the rest of the window.
+pub const HOLD_MAX: usize = 64;
 
 /// How an outbox groups frames into writes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,6 +57,8 @@ pub struct Outbox {
     coalesce: Coalesce,
     /// Woken whenever the flusher drained the backlog (for [`Outbox::push_wait`]).
     drained: tokio::sync::Notify,
+    /// Cuts a flusher's coalescing delay short (the held backlog is long enough).
+    flush_now: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -62,6 +69,8 @@ struct State {
     backlog: VecDeque<Bytes>,
     /// Whether a flusher task is running (it owns the stream meanwhile).
     flushing: bool,
+    /// Whether that flusher is still waiting out a coalescing window.
+    holding: bool,
     last_write: Option<Instant>,
     closed: bool,
 }
@@ -79,6 +88,7 @@ impl Outbox {
                 stream: Some(stream),
                 backlog: VecDeque::new(),
                 flushing: false,
+                holding: false,
                 last_write: None,
                 closed: false,
             }),
@@ -86,6 +96,7 @@ impl Outbox {
             capacity,
             coalesce,
             drained: tokio::sync::Notify::new(),
+            flush_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -119,12 +130,17 @@ impl Outbox {
             }
             st.backlog.push_back(frame.clone());
             QUEUE_DEPTH.record(st.backlog.len() as f64);
+            if st.holding && st.backlog.len() >= HOLD_MAX.min(self.capacity / 2) {
+                st.holding = false;
+                self.flush_now.notify_one();
+            }
             return true;
         }
         let now = Instant::now();
         if self.coalesce.holds(st.last_write, now) {
             st.backlog.push_back(frame.clone());
             QUEUE_DEPTH.record(1.0);
+            st.holding = true;
             self.start_flusher(&mut st, Some(self.coalesce.window));
             return true;
         }
@@ -204,7 +220,11 @@ impl Outbox {
     /// Writes the backlog until it is empty, then hands the stream back.
     async fn flush(self: Arc<Self>, mut stream: quinn::SendStream, delay: Option<Duration>) {
         if let Some(d) = delay {
-            tokio::time::sleep(d).await;
+            tokio::select! {
+                () = tokio::time::sleep(d) => {}
+                () = self.flush_now.notified() => {}
+            }
+            self.lock().holding = false;
         }
         let mut batch: Vec<Bytes> = Vec::new();
         loop {
