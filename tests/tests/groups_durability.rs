@@ -246,6 +246,33 @@ async fn offline_events_arrive_at_next_login_exactly_once() {
 }
 
 #[tokio::test]
+async fn an_offline_inbox_longer_than_the_event_queue_arrives_whole_and_in_order() {
+    // The inbox is handed to the session with back-pressure, not pushed like live traffic:
+    // 40 waiting events with room for 16 must neither be cut short nor close the session.
+    let broker = Broker::start_with(&[("sessions.outbound_queue", "16")]).await;
+    drop(broker.connect("x").await);
+    broker.wait_for_sessions(0).await;
+    let owner = broker.connect("owner").await;
+    let mut gids = Vec::new();
+    for i in 0..40 {
+        let name = format!("g{i}");
+        gids.push(
+            owner
+                .client
+                .create_group(group_data(&name, &["x"]))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut x = broker.connect("x").await;
+    for gid in &gids {
+        assert_eq!(&x.expect(Op::DirectJoined).await.group_id, gid);
+    }
+    x.expect_quiet().await;
+    x.client.ping().await.unwrap();
+}
+
+#[tokio::test]
 async fn offline_events_survive_a_crash() {
     let mut broker = Broker::start().await;
     drop(broker.connect("x").await);

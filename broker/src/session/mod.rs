@@ -161,12 +161,13 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
     let result = loop {
         let frame = tokio::select! {
             frame = read_frame::<ClientFrame>(&mut recv, &mut buf) => frame,
-            stream = conn.accept_bi() => {
-                if let Ok((send, recv)) = stream {
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
                     tokio::spawn(transfer::serve_transfer(node.clone(), caller.clone(), send, recv));
+                    continue;
                 }
-                continue;
-            }
+                Err(_) => break Ok(()),
+            },
         };
         match frame {
             Ok(Some(ClientFrame::Request { id, request })) => {

@@ -7,9 +7,9 @@
 //! already waiting) does the frame go to a bounded backlog, drained by a flusher task that
 //! exists just as long as there is a backlog.
 //!
-//! Coalescing: a session that was written to less than `busy` ago holds a new frame for
+//! Coalescing: a session that was handed a frame less than `busy` ago holds a new frame for
 //! `window` so the frames that follow share its packet (and its ACK); the per-packet cost is
-//! what dominates fan-out CPU. A session that has been quiet for `busy` writes at once, so an
+//! what dominates fan-out CPU. A session whose frames come further apart writes at once, so an
 //! idle group's message is never delayed. `busy == 0` turns coalescing off.
 //!
 //! A held backlog is written early once it reaches [`HOLD_MAX`] frames (or half the
@@ -34,17 +34,17 @@ pub const HOLD_MAX: usize = 64;
 /// How an outbox groups frames into writes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Coalesce {
-    /// A session written to less than this long ago is busy; zero disables coalescing.
+    /// A session handed a frame less than this long ago is busy; zero disables coalescing.
     pub busy: Duration,
     /// How long a busy session holds a frame for the ones that follow.
     pub window: Duration,
 }
 
 impl Coalesce {
-    fn holds(&self, last_write: Option<Instant>, now: Instant) -> bool {
+    fn holds(&self, last_frame: Option<Instant>, now: Instant) -> bool {
         !self.busy.is_zero()
             && !self.window.is_zero()
-            && last_write.is_some_and(|t| now.duration_since(t) < self.busy)
+            && last_frame.is_some_and(|t| now.duration_since(t) < self.busy)
     }
 }
 
@@ -71,7 +71,9 @@ struct State {
     flushing: bool,
     /// Whether that flusher is still waiting out a coalescing window.
     holding: bool,
-    last_write: Option<Instant>,
+    /// When the previous frame was handed to this outbox (not when it was written: a held
+    /// frame's late write must not make a session with a slow cadence look busy).
+    last_frame: Option<Instant>,
     closed: bool,
 }
 
@@ -89,7 +91,7 @@ impl Outbox {
                 backlog: VecDeque::new(),
                 flushing: false,
                 holding: false,
-                last_write: None,
+                last_frame: None,
                 closed: false,
             }),
             conn,
@@ -117,14 +119,19 @@ impl Outbox {
     /// backlog is full. Returns whether the frame was taken.
     pub fn push(self: &Arc<Self>, frame: &Bytes) -> bool {
         let mut st = self.lock();
+        self.push_locked(&mut st, frame)
+    }
+
+    fn push_locked(self: &Arc<Self>, st: &mut MutexGuard<'_, State>, frame: &Bytes) -> bool {
         if st.closed {
             return false;
         }
+        let now = Instant::now();
+        let previous = st.last_frame.replace(now);
         if st.flushing {
             if st.backlog.len() >= self.capacity {
                 st.closed = true;
                 st.backlog.clear();
-                drop(st);
                 self.slow_consumer();
                 return false;
             }
@@ -136,12 +143,11 @@ impl Outbox {
             }
             return true;
         }
-        let now = Instant::now();
-        if self.coalesce.holds(st.last_write, now) {
+        if self.coalesce.holds(previous, now) {
             st.backlog.push_back(frame.clone());
             QUEUE_DEPTH.record(1.0);
             st.holding = true;
-            self.start_flusher(&mut st, Some(self.coalesce.window));
+            self.start_flusher(st, Some(self.coalesce.window));
             return true;
         }
         QUEUE_DEPTH.record(0.0);
@@ -151,50 +157,51 @@ impl Outbox {
         let mut chunk = [frame.clone()];
         match stream.write_chunks(&mut chunk).now_or_never() {
             Some(Ok(written)) => {
-                st.last_write = Some(now);
                 if written.chunks == 0 {
                     // Flow control took only part of it: the flusher writes the rest.
                     let [rest] = chunk;
                     st.backlog.push_back(rest);
-                    self.start_flusher(&mut st, None);
+                    self.start_flusher(st, None);
                 }
                 true
             }
             None => {
                 st.backlog.push_back(frame.clone());
-                self.start_flusher(&mut st, None);
+                self.start_flusher(st, None);
                 true
             }
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "event stream failed");
                 st.closed = true;
+                self.stream_failed(&e);
                 false
             }
         }
     }
 
-    /// Queues `frames` in order, waiting while the backlog is full instead of closing the
-    /// session (for the offline inbox, which may be larger than the backlog). Returns
-    /// whether all were taken.
+    /// Queues `frames` in order, waiting while the backlog is half full instead of closing
+    /// the session (for the offline inbox, which may be longer than the backlog); the other
+    /// half stays free for live events meanwhile. Returns whether all were taken.
     pub async fn push_wait(self: &Arc<Self>, frames: Vec<Bytes>) -> bool {
+        let room = (self.capacity / 2).max(1);
         for frame in frames {
             loop {
                 let drained = self.drained.notified();
                 {
-                    let st = self.lock();
+                    let mut st = self.lock();
                     if st.closed {
                         return false;
                     }
-                    if st.backlog.len() < self.capacity {
-                        drop(st);
+                    if st.backlog.len() < room {
+                        if !self.push_locked(&mut st, &frame) {
+                            return false;
+                        }
                         break;
                     }
                 }
                 drained.await;
             }
-            if !self.push(&frame) {
-                return false;
-            }
+            // Let the flusher (likely queued on this very worker) run between frames.
+            tokio::task::yield_now().await;
         }
         true
     }
@@ -224,7 +231,12 @@ impl Outbox {
                 () = tokio::time::sleep(d) => {}
                 () = self.flush_now.notified() => {}
             }
-            self.lock().holding = false;
+            let mut st = self.lock();
+            st.holding = false;
+            // A pusher may have asked for an early flush just as the window ended: drop that
+            // permit so it does not cut the next window short.
+            let _ = self.flush_now.notified().now_or_never();
+            drop(st);
         }
         let mut batch: Vec<Bytes> = Vec::new();
         loop {
@@ -232,7 +244,6 @@ impl Outbox {
                 let mut st = self.lock();
                 if st.backlog.is_empty() {
                     st.flushing = false;
-                    st.last_write = Some(Instant::now());
                     if st.closed {
                         let _ = stream.finish();
                     } else {
@@ -246,7 +257,7 @@ impl Outbox {
             }
             self.drained.notify_waiters();
             if let Err(e) = stream.write_all_chunks(&mut batch).await {
-                tracing::debug!(error = %e, "event stream failed");
+                self.stream_failed(&e);
                 let mut st = self.lock();
                 st.closed = true;
                 st.flushing = false;
@@ -257,6 +268,17 @@ impl Outbox {
             }
             batch.clear();
         }
+    }
+
+    /// The event stream cannot be written (the client stopped it, or the connection is
+    /// gone): close the connection, so the client reconnects and catches up, rather than
+    /// leave a session that looks online but receives nothing.
+    fn stream_failed(&self, e: &quinn::WriteError) {
+        tracing::debug!(remote = %self.conn.remote_address(), error = %e, "event stream failed");
+        self.conn.close(
+            close::PROTOCOL_VIOLATION.into(),
+            b"the event stream can no longer be written",
+        );
     }
 
     fn slow_consumer(&self) {
