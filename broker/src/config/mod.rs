@@ -244,8 +244,8 @@ pub struct SessionsConfig {
     /// A connection with no traffic (keep-alives included) for this long is closed, in
     /// seconds. Default `60`.
     pub idle_timeout_secs: u64,
-    /// A session written to less than this long ago counts as busy, in milliseconds; `0`
-    /// turns coalescing off. Default `200`.
+    /// A session handed an event less than this long ago counts as busy, in milliseconds;
+    /// `0` turns coalescing off. Default `200`.
     pub coalesce_busy_ms: u64,
     /// How long a busy session holds a new event to send it with the ones that follow, in
     /// milliseconds (fewer packets and ACKs per delivery). An idle session never waits.
