@@ -68,9 +68,8 @@ if [[ $QUICK -eq 1 ]]; then
     lg ops --rate 500
 else
     # Each point: Convoke (defaults), nats-server, nats-server with TLS; then Convoke again
-    # with adaptive event coalescing on (off by default), as its own row.
-    # Convoke runs with its defaults (adaptive coalescing on) and once more with coalescing
-    # off; "1000 1000" is an idle group (1 message/s) to show coalescing does not delay it.
+    # with coalescing off (`convoke-nocoalesce`), as its own row.
+    # "1000 1000" is an idle group (1 message/s), to show coalescing does not delay it.
     NOCOALESCE="--set sessions.coalesce_busy_ms=0"
     for point in "10 20000" "10 100000" "100 20000" "100 100000" "1000 1000" "1000 20000" \
                  "1000 100000" "5000 20000" "5000 100000" "10000 20000"; do

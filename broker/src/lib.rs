@@ -1,10 +1,10 @@
 //! The Convoke broker: a realtime group-chat broker over QUIC.
 //!
 //! A request travels: [`server`] accepts the QUIC connection -> [`session`] runs the
-//! handshake and reads request frames -> the session actor routes each to its group through
+//! handshake and reads request frames, routing each to its group through
 //! [`group::Groups`] -> the group actor applies [`group::rules`], persists through [`store`],
-//! answers, and fans events out through [`presence`] into each member session's bounded
-//! queue. ARCHITECTURE.md at the repository root traces this with file names.
+//! answers, and fans events out through [`presence`] into each member session's event
+//! stream (`session::outbox`). ARCHITECTURE.md at the repository root traces this with file names.
 
 pub mod auth;
 pub mod clock;

@@ -123,7 +123,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_events_delivered_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Group events queued to client sessions (one per receiving session).",
+        help: "Group events handed to client sessions, written or queued (one per receiving session).",
         zero: UNLABELLED,
     },
     MetricDef {
@@ -137,14 +137,14 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_messages_delivered_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Chat messages queued to client sessions (one per receiving session).",
+        help: "Chat messages handed to client sessions, written or queued (one per receiving session).",
         zero: UNLABELLED,
     },
     MetricDef {
         name: "convoke_fanout_recipients",
         kind: Kind::Histogram,
         unit: Unit::Count,
-        help: "Sessions one fan-out (one event or message to a group) was queued for.",
+        help: "Sessions one fan-out (one event or message to a group) was handed to.",
         zero: UNLABELLED,
     },
     MetricDef {
@@ -158,7 +158,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_session_queue_depth",
         kind: Kind::Histogram,
         unit: Unit::Count,
-        help: "Frames waiting in a session's event backlog (held for coalescing, or the stream could not take them), sampled per frame delivered (0: written at once).",
+        help: "Frames waiting in a session's event backlog (held for coalescing, or the stream could not take them), sampled per frame delivered (0: nothing held or waiting).",
         zero: UNLABELLED,
     },
     MetricDef {

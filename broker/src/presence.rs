@@ -1,6 +1,6 @@
 //! Presence: which users are online, with which sessions, and each session's event stream
-//! ([`Outbox`]). Group actors read it without a round trip per member and write event
-//! frames straight into the streams.
+//! ([`Outbox`]). Group actors and their publisher tasks read it without a round trip per
+//! member and write frames straight into the streams.
 
 use crate::session::outbox::Outbox;
 use bytes::Bytes;
@@ -64,7 +64,7 @@ impl Presence {
     }
 
     /// Pushes `frame` to every session of every user in `users` except `skip_session`.
-    /// Returns how many sessions it was queued for.
+    /// Returns how many sessions took it (written or queued).
     pub fn deliver<'a>(
         &self,
         users: impl IntoIterator<Item = &'a String>,

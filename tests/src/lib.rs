@@ -1,7 +1,7 @@
 //! Test support: a real `convoke` broker process on free ports with a temporary data dir
 //! (removed on drop), tokens, connected clients, and event assertions.
 //!
-//! The broker runs as a child process (the binary built by `cargo test`), so a test can
+//! The broker runs as a child process (built by this crate on first use, or `CONVOKE_BIN`), so a test can
 //! `kill -9` it and restart it on the same data dir, exactly as an operator would.
 
 #![allow(

@@ -567,8 +567,8 @@ async fn coalescing_busy_sessions_keeps_order_and_loses_nothing() {
 
 #[tokio::test]
 async fn coalescing_holds_events_only_for_a_busy_session() {
-    // An exaggerated window so the two behaviours are far apart: a session written to in the
-    // last 300 ms holds new events for 1 s (the most allowed); a quieter one is written at
+    // An exaggerated window so the two behaviours are far apart: a session handed an event in
+    // the last 300 ms holds new events for 1 s (the most allowed); a quieter one is written at
     // once.
     let broker = Broker::start_with(&[
         ("sessions.coalesce_busy_ms", "300"),
@@ -593,7 +593,7 @@ async fn coalescing_holds_events_only_for_a_busy_session() {
         "an idle session's event was held: {idle_latency:?}"
     );
 
-    // m1 was just written to, so it is busy: the next event waits for the window, and the
+    // m1 was just handed an event, so it is busy: the next event waits for the window, and the
     // ones sent meanwhile travel with it, in order.
     let sent = std::time::Instant::now();
     for i in 0..3 {

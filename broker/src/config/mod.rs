@@ -245,11 +245,11 @@ pub struct SessionsConfig {
     /// seconds. Default `60`.
     pub idle_timeout_secs: u64,
     /// A session handed an event less than this long ago counts as busy, in milliseconds;
-    /// `0` turns coalescing off. Default `200`.
+    /// `0` turns coalescing off; at most 60000. Default `200`.
     pub coalesce_busy_ms: u64,
     /// How long a busy session holds a new event to send it with the ones that follow, in
     /// milliseconds (fewer packets and ACKs per delivery). An idle session never waits.
-    /// Default `50`.
+    /// At most 1000; `0` also turns coalescing off. Default `50`.
     pub coalesce_window_ms: u64,
 }
 

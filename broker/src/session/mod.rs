@@ -5,8 +5,9 @@
 //! (version, token, device), registers the session's event stream ([`outbox`]) in presence,
 //! delivers the offline inbox, then reads request frames and routes each ([`route`]) in the
 //! order sent, and accepts shared-file transfer streams ([`transfer`]). Answers go back on
-//! the control stream, written by whichever task produced them; events are written into the
-//! event stream by the group actors themselves.
+//! the control stream, written by whichever task produced them; events and messages are
+//! written into the event stream by the group actors and their publisher tasks (the offline
+//! inbox by the session itself).
 //!
 //! Nothing else runs per idle connection (quinn's connection driver aside): an idle session
 //! costs one task, which is what keeps memory per connection near quinn's own floor (a
@@ -66,7 +67,7 @@ struct Opened {
 
 async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
     // The handshake's futures are boxed, and so is each request's routing, so that the task
-    // an idle session keeps holds only the request loop's state (~2 KB less per connection).
+    // an idle session keeps holds only the request loop's state (~1.2 KB less per connection).
     let Some(opened) = Box::pin(open(&node, conn)).await? else {
         return Ok(());
     };

@@ -12,8 +12,8 @@
 //! what dominates fan-out CPU. A session whose frames come further apart writes at once, so an
 //! idle group's message is never delayed. `busy == 0` turns coalescing off.
 //!
-//! A held backlog is written early once it reaches [`HOLD_MAX`] frames (or half the
-//! capacity), so coalescing never fills a fast reader's backlog. A backlog that reaches its
+//! A held backlog is written early once it reaches [`HOLD_MAX`] frames or half the capacity,
+//! whichever is smaller, so coalescing never fills a fast reader's backlog. A backlog that reaches its
 //! capacity while being written means the client is not reading fast enough: the
 //! connection is closed with [`close::SLOW_CONSUMER`] and counted, never allowed to grow.
 
@@ -298,13 +298,16 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
-    fn only_a_recently_written_session_holds_frames() {
+    fn only_a_session_recently_handed_a_frame_holds_frames() {
         let c = Coalesce {
             busy: Duration::from_millis(200),
             window: Duration::from_millis(50),
         };
         let now = Instant::now();
-        assert!(!c.holds(None, now), "a session never written to is idle");
+        assert!(
+            !c.holds(None, now),
+            "a session never handed a frame is idle"
+        );
         assert!(c.holds(Some(now - Duration::from_millis(10)), now));
         assert!(!c.holds(Some(now - Duration::from_millis(250)), now));
         let off = Coalesce::default();
