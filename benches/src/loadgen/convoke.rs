@@ -49,6 +49,28 @@ struct Sent {
     first_error: Option<String>,
 }
 
+impl Sent {
+    /// Waits for every request of a phase and counts the answers and refusals.
+    async fn collect<T, E: std::fmt::Display>(
+        pending: Vec<tokio::task::JoinHandle<Result<T, E>>>,
+    ) -> Self {
+        let mut sent = Self::default();
+        for p in pending {
+            let error = match p.await {
+                Ok(Ok(_)) => {
+                    sent.ok += 1;
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            sent.errors += 1;
+            sent.first_error.get_or_insert(error);
+        }
+        sent
+    }
+}
+
 /// Sends `rate` messages per second for `duration`, round-robin over `senders` (client and
 /// group), each stamped with its due time; waits for every answer.
 async fn send_paced(
@@ -68,21 +90,7 @@ async fn send_paced(
             client.send_group_message(&gid, body, false).await
         }));
     }
-    let mut sent = Sent::default();
-    for p in pending {
-        match p.await {
-            Ok(Ok(_)) => sent.ok += 1,
-            Ok(Err(e)) => {
-                sent.errors += 1;
-                sent.first_error.get_or_insert_with(|| e.to_string());
-            }
-            Err(e) => {
-                sent.errors += 1;
-                sent.first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-    sent
+    Sent::collect(pending).await
 }
 
 /// Runs warm-up then the measured phase of a messaging scenario where each message reaches
@@ -319,21 +327,7 @@ pub async fn ops(
                     r
                 }));
             }
-            let mut sent = Sent::default();
-            for p in pending {
-                match p.await {
-                    Ok(Ok(())) => sent.ok += 1,
-                    Ok(Err(e)) => {
-                        sent.errors += 1;
-                        sent.first_error.get_or_insert_with(|| e.to_string());
-                    }
-                    Err(e) => {
-                        sent.errors += 1;
-                        sent.first_error.get_or_insert_with(|| e.to_string());
-                    }
-                }
-            }
-            sent
+            Sent::collect(pending).await
         }
     };
     if !run.warmup.is_zero() {
