@@ -85,7 +85,7 @@ else
         done
     done
     lg rooms --groups 100 --size 10 --member-rate 1
-    for rate in 500 1000 2000 4000; do
+    for rate in 500 1000 2000 4000 8000; do
         lg ops --groups 10 --size 10 --rate "$rate"
     done
 fi
