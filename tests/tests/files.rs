@@ -469,6 +469,66 @@ async fn the_file_quota_is_checked_before_the_bytes() {
     assert_eq!(list(&alice, &gid, 1, 10).await.len(), 2);
 }
 
+/// Two uploads racing for the last place under the quota: the one admitted first holds the
+/// place while its bytes arrive, so the second is refused before sending any (it used to be
+/// refused only after all its bytes were in); cancelling the first gives the place back.
+#[tokio::test]
+async fn an_upload_in_progress_holds_the_last_place_under_the_quota() {
+    let broker = Broker::start_with(&[("limits.max_files_per_group", "2")]).await;
+    let (gid, alice, bob, _carol) = setup(&broker).await;
+    upload(&alice, &gid, "first", vec![1]).await.unwrap();
+    // Alice's upload stalls half-way: its source is a pipe the test feeds.
+    let (mut feed, pipe) = tokio::io::duplex(256 * 1024);
+    let (tx, mut progress) = mpsc::channel::<Progress>(1024);
+    let slow = alice.client.upload_group_shared_file(
+        &gid,
+        UploadSource::reader(pipe, 4 * MIB as u64, "slow.bin"),
+        Some(progress_channel(tx)),
+    );
+    let feeder = tokio::spawn(async move {
+        let _ = feed.write_all(&content(MIB, 9)).await;
+        std::future::pending::<()>().await;
+    });
+    while progress.recv().await.unwrap().done < MIB as u64 {}
+    // The broker has taken the first file's byte and the slow upload's first MiB.
+    let up = "convoke_file_bytes_total{direction=\"up\"}";
+    let taken = (MIB + 1) as f64;
+    eventually("the slow upload's first MiB taken", || {
+        let broker = &broker;
+        async move { (metric(broker, up).await == taken).then_some(()) }
+    })
+    .await;
+
+    let refused = upload(&bob, &gid, "late.bin", content(2 * MIB, 3)).await;
+    let msg = assert_code(refused, ErrorCode::MaxLimit);
+    assert!(msg.contains("1 more being uploaded"), "{msg}");
+    assert_eq!(
+        metric(&broker, up).await,
+        taken,
+        "bytes of the refused upload were taken"
+    );
+    assert_eq!(list(&bob, &gid, 1, 10).await.len(), 1);
+
+    slow.cancel();
+    assert!(matches!(slow.await, Err(ClientError::Cancelled)));
+    feeder.abort();
+    // The cancelled upload's place is free again.
+    let file = eventually("the cancelled upload's place given back", || {
+        let bob = &bob;
+        let gid = &gid;
+        async move { upload(bob, gid, "late.bin", vec![7]).await.ok() }
+    })
+    .await;
+    assert_eq!(file.file_name, "late.bin");
+    let names: Vec<String> = list(&alice, &gid, 1, 10)
+        .await
+        .into_iter()
+        .map(|f| f.file_name)
+        .collect();
+    assert_eq!(names, vec!["late.bin", "first"]);
+    tmp_becomes_empty(&broker).await;
+}
+
 #[tokio::test]
 async fn chat_is_not_held_up_by_a_big_transfer() {
     let broker = Broker::start().await;

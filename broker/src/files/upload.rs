@@ -1,15 +1,17 @@
 //! Serving an upload stream (uploadGroupSharedFile).
 //!
 //! 1. The header is checked (group id, name, content type) and the group actor admits the
-//!    upload (member, declared size, file quota). A refusal is answered at once and the
-//!    stream stopped: not a byte is taken.
+//!    upload (member, declared size, file quota counting the uploads in progress). A
+//!    refusal is answered at once and the stream stopped: not a byte is taken. An admitted
+//!    upload holds a place under the quota until it is recorded, or released when it fails.
 //! 2. The bytes stream into `tmp/<file id>.part`, hashed on the way, 64 KiB at a time. The
 //!    moment more bytes arrive than were declared, the stream is stopped and the upload
 //!    fails (101). A stream that ends short, is reset by the client (cancel), stalls, or
 //!    loses its connection fails too.
 //! 3. At exactly the declared count: flush, fsync, rename into place (`Files::install`),
 //!    then the group actor records the entry and announces `uploadFile`. If it refuses
-//!    (the uploader left, the quota filled meanwhile), the blob is removed.
+//!    (the uploader left; or the group actor restarted, forgetting the hold, and the quota
+//!    filled meanwhile), the blob is removed.
 //!
 //! A guard removes the partial file on every failure path, including this task being
 //! dropped, so a failed or cancelled upload leaves no entry, no event and no file.
@@ -74,11 +76,21 @@ async fn receive(
 ) -> Result<SharedFile, ApiError> {
     let gid = parse_group_id(&req.group_id)?;
     check_header(req)?;
-    let admit = FileOp::Admit { size: req.size };
+    let fid = node.store.new_id().map_err(|e| internal(req, e))?;
+    let admit = FileOp::Admit {
+        file_id: fid,
+        size: req.size,
+    };
     node.groups.file_op(gid, caller.clone(), admit).await?;
+    let mut hold = Hold {
+        node,
+        gid,
+        caller,
+        fid,
+        armed: true,
+    };
 
     let files = &node.files;
-    let fid = node.store.new_id().map_err(|e| internal(req, e))?;
     let mut part = Partial::create(files.temp_path(fid))
         .await
         .map_err(|e| internal(req, e))?;
@@ -131,6 +143,8 @@ async fn receive(
         secret: hex::encode(secret),
     };
     let record = FileOp::Record { file_id: fid, rec };
+    // The record ends the hold on the quota, whatever its outcome.
+    hold.armed = false;
     match node.groups.file_op(gid, caller.clone(), record).await {
         Ok(FileReply::Recorded(file)) => Ok(file),
         Ok(other) => {
@@ -177,6 +191,27 @@ fn check_header(req: &UploadRequest) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// An admitted upload's place under the group's file quota; given back on drop unless
+/// disarmed (the upload is being recorded). Covers every failure path, including this
+/// task being dropped.
+struct Hold<'a> {
+    node: &'a Node,
+    gid: u64,
+    caller: &'a Caller,
+    fid: u64,
+    armed: bool,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.node
+                .groups
+                .release_upload(self.gid, self.caller.clone(), self.fid);
+        }
+    }
 }
 
 /// A temp file being written; removed on drop unless disarmed (installed).

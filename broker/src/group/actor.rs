@@ -185,7 +185,12 @@ impl Actor for GroupActor {
             GroupMsg::Tick => {
                 expire_and_arm(&myself, st).await;
                 super::messages::trim_by_age(st).await;
-                let timers_pending = st.group.as_ref().is_some_and(|g| g.next_expiry().is_some());
+                // Pending mute expiries and uploads in progress (which hold quota places)
+                // keep the actor.
+                let timers_pending = st
+                    .group
+                    .as_ref()
+                    .is_some_and(|g| g.next_expiry().is_some() || !g.uploading.is_empty());
                 // A group that does not exist (destroyed, or never created) goes after a second.
                 let idle_after = if st.group.is_none() {
                     Duration::from_secs(1)

@@ -199,6 +199,11 @@ pub struct Groups {
 }
 
 impl Groups {
+    /// The running actor of `gid`, if there is one (none is started).
+    pub(super) fn running(&self, gid: u64) -> Option<ActorRef<GroupMsg>> {
+        self.map.get(&gid).map(|a| a.clone())
+    }
+
     /// Starts the directory.
     pub async fn start(
         shared: Arc<Shared>,

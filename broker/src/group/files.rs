@@ -47,6 +47,21 @@ pub(super) fn after_commit(shared: &Shared, gid: u64, group: Option<&Group>, fx:
 }
 
 impl Groups {
+    /// Gives back the quota place of an admitted upload that will not be recorded (it
+    /// failed or was cancelled). Does not wait, so it can run in a `Drop`; if the group's
+    /// actor is no longer running, the place went with it.
+    pub fn release_upload(&self, gid: u64, caller: Caller, file_id: u64) {
+        if let Some(actor) = self.running(gid) {
+            let (reply, _) = ractor::concurrency::oneshot();
+            let op = FileOp::Release { file_id };
+            let _ = actor.send_message(GroupMsg::File {
+                caller,
+                op,
+                reply: reply.into(),
+            });
+        }
+    }
+
     /// Sends a shared-file operation to the actor of `gid` and waits for its answer.
     pub async fn file_op(&self, gid: u64, caller: Caller, op: FileOp) -> FileResult {
         let (mut caller, mut op) = (caller, op);

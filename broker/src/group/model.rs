@@ -93,6 +93,10 @@ pub struct Group {
     pub requests: BTreeMap<String, JoinRequest>,
     /// Shared files by id (ids grow with each upload).
     pub files: BTreeMap<u64, crate::files::FileRec>,
+    /// Uploads admitted and not yet recorded or released, by file id. Each holds a place
+    /// under the file quota, so two uploads cannot both be admitted for the last place.
+    /// Not persisted: an upload in progress does not survive a restart either.
+    pub uploading: BTreeSet<u64>,
 }
 
 impl Group {
@@ -111,6 +115,7 @@ impl Group {
             invites: BTreeMap::new(),
             requests: BTreeMap::new(),
             files: BTreeMap::new(),
+            uploading: BTreeSet::new(),
         }
     }
 

@@ -11,8 +11,11 @@
 //! - The secret: every file gets a random one, shown to members in its entry. Members may
 //!   download without it; a download that names a secret must name the right one (200
 //!   otherwise). Non-members may not download at all, secret or not (602).
-//! - The file quota is checked at admission (before a byte is accepted) and again when the
-//!   upload is recorded, since other uploads may have completed meanwhile.
+//! - The file quota is checked at admission (before a byte is accepted), counting the
+//!   uploads still in progress: an admitted upload holds its place until it is recorded or
+//!   released, so a second upload for the last place is refused before its bytes, not
+//!   after them. It is checked again when the upload is recorded (an upload admitted by an
+//!   actor that has since restarted holds no place).
 
 use super::{all_members, announce, event, level, need_member, Caller, Dirty, Effects, Level};
 use crate::files::{FileLimits, FileRec};
@@ -25,7 +28,10 @@ use convoke_protocol::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOp {
     /// Before any byte of an upload is accepted: may the caller add a file of `size` bytes?
-    Admit { size: u64 },
+    /// If so, `file_id` holds a place under the quota until `Record` or `Release`.
+    Admit { file_id: u64, size: u64 },
+    /// The admitted upload of `file_id` failed or was cancelled: give its place back.
+    Release { file_id: u64 },
     /// The upload of `file_id` is complete and durable on disk: record it, announce it.
     Record { file_id: u64, rec: FileRec },
     /// A download: the entry of `file_id`, if the caller may fetch it.
@@ -39,12 +45,14 @@ pub enum FileOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileReply {
     Admitted,
+    Released,
     Recorded(SharedFile),
     Found { file_id: u64, rec: FileRec },
 }
 
 /// Applies `op`. Returns the reply and, when the group changed, the effects to commit
-/// before replying. On error `g` is unchanged.
+/// before replying. On error `g` is unchanged, except that `Record` always ends the
+/// upload's hold on the quota (the upload is over either way).
 pub fn apply_op(
     g: &mut Group,
     caller: &Caller,
@@ -53,13 +61,19 @@ pub fn apply_op(
     now: i64,
 ) -> Result<(FileReply, Option<Effects>), ApiError> {
     match op {
-        FileOp::Admit { size } => {
+        FileOp::Admit { file_id, size } => {
             need_member(g, caller)?;
             check_size(size, limits)?;
             check_quota(g, limits)?;
+            g.uploading.insert(file_id);
             Ok((FileReply::Admitted, None))
         }
+        FileOp::Release { file_id } => {
+            g.uploading.remove(&file_id);
+            Ok((FileReply::Released, None))
+        }
         FileOp::Record { file_id, rec } => {
+            g.uploading.remove(&file_id);
             let (file, fx) = record(g, caller, file_id, rec, limits, now)?;
             Ok((FileReply::Recorded(file), Some(fx)))
         }
@@ -187,12 +201,17 @@ fn check_size(size: u64, limits: &FileLimits) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses a new file when the group's files and the uploads in progress fill the quota.
 fn check_quota(g: &Group, limits: &FileLimits) -> Result<(), ApiError> {
-    if g.files.len() >= limits.max_files_per_group {
+    if g.files.len() + g.uploading.len() >= limits.max_files_per_group {
+        let uploading = match g.uploading.len() {
+            0 => String::new(),
+            n => format!(" and {n} more being uploaded"),
+        };
         return Err(ApiError::new(
             ErrorCode::MaxLimit,
             format!(
-                "group {:?} already has {} shared files; the limit is {}",
+                "group {:?} already has {} shared files{uploading}; the limit is {}",
                 g.id_str,
                 g.files.len(),
                 limits.max_files_per_group

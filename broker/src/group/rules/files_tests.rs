@@ -69,29 +69,74 @@ fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> i32 {
     r.expect_err("should fail").code.code()
 }
 
+fn admit(g: &mut Group, user: &str, file_id: u64, size: u64) -> Result<FileReply, ApiError> {
+    apply_op(g, &who(user), FileOp::Admit { file_id, size }, &LIMITS, 9).map(|(r, fx)| {
+        assert!(fx.is_none(), "admission commits nothing");
+        r
+    })
+}
+
 #[test]
 fn admission_checks_membership_size_and_quota() {
     let mut g = group();
-    let admit = |g: &mut Group, user: &str, size| {
-        apply_op(g, &who(user), FileOp::Admit { size }, &LIMITS, 9).map(|(r, fx)| {
-            assert!(fx.is_none(), "admission changes nothing");
-            r
-        })
-    };
-    assert_eq!(admit(&mut g, "m1", 100), Ok(FileReply::Admitted));
-    assert_eq!(code(admit(&mut g, "out", 1)), 602);
-    let e = admit(&mut g, "m1", 101).expect_err("too big");
+    assert_eq!(admit(&mut g, "m1", 100, 100), Ok(FileReply::Admitted));
+    apply_op(
+        &mut g,
+        &who("m1"),
+        FileOp::Release { file_id: 100 },
+        &LIMITS,
+        9,
+    )
+    .unwrap();
+    let before = g.clone();
+    assert_eq!(code(admit(&mut g, "out", 101, 1)), 602);
+    let e = admit(&mut g, "m1", 101, 101).expect_err("too big");
     assert_eq!(e.code, ErrorCode::UploadFileError);
     assert!(
         e.message.contains("101") && e.message.contains("100"),
         "{e}"
     );
+    assert_eq!(g, before, "a refused admission holds no place");
     for id in 1..=3 {
         upload(&mut g, "m1", id);
     }
-    let e = admit(&mut g, "m1", 1).expect_err("full");
+    let e = admit(&mut g, "m1", 102, 1).expect_err("full");
     assert_eq!(e.code, ErrorCode::MaxLimit);
     assert!(e.message.contains('3'), "{e}");
+}
+
+#[test]
+fn an_upload_in_progress_holds_its_place_until_recorded_or_released() {
+    let mut g = group();
+    upload(&mut g, "m1", 1);
+    // Quota 3, one file: two uploads may start, a third may not, before any byte.
+    assert_eq!(admit(&mut g, "m1", 10, 1), Ok(FileReply::Admitted));
+    assert_eq!(admit(&mut g, "m2", 11, 1), Ok(FileReply::Admitted));
+    let e = admit(&mut g, "adm", 12, 1).expect_err("places all held");
+    assert_eq!(e.code, ErrorCode::MaxLimit);
+    assert!(e.message.contains("2 more being uploaded"), "{e}");
+    // A failed upload gives its place back; a recorded one turns it into a file.
+    let release = FileOp::Release { file_id: 11 };
+    assert_eq!(
+        apply_op(&mut g, &who("m2"), release, &LIMITS, 9).unwrap(),
+        (FileReply::Released, None)
+    );
+    assert_eq!(admit(&mut g, "adm", 12, 1), Ok(FileReply::Admitted));
+    upload(&mut g, "m1", 10);
+    assert_eq!(g.files.len(), 2);
+    assert_eq!(g.uploading.iter().copied().collect::<Vec<_>>(), vec![12]);
+    assert_eq!(
+        admit(&mut g, "m1", 13, 1).expect_err("full").code,
+        ErrorCode::MaxLimit
+    );
+    // An upload whose record is refused is over too: its place is free again.
+    let op = FileOp::Record {
+        file_id: 12,
+        rec: rec("out", 1),
+    };
+    assert_eq!(code(apply_op(&mut g, &who("out"), op, &LIMITS, 9)), 602);
+    assert!(g.uploading.is_empty());
+    assert_eq!(admit(&mut g, "m1", 13, 1), Ok(FileReply::Admitted));
 }
 
 #[test]
