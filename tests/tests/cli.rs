@@ -84,9 +84,18 @@ async fn the_readme_walkthrough_works_from_the_command_line() {
         .or_else(|| created["group_id"].as_str().map(str::to_string))
         .unwrap();
 
-    let info = json(&cli(&broker, &bob, &["get-group-info", "--group-id", &gid]));
+    let ids = format!("{gid},999999");
+    let info = json(&cli(&broker, &bob, &["get-group-info", "--group-id", &ids]));
     assert_eq!(info[0]["info"]["name"], "game night");
     assert_eq!(info[0]["info"]["affiliations_count"], 2);
+    // An entry's error carries its numeric code, like errors on stderr.
+    assert_eq!(info[1]["group_id"], "999999");
+    assert_eq!(info[1]["error"]["code"], 605);
+    assert_eq!(info[1]["error"]["name"], "GROUP_NOT_EXIST");
+    assert!(info[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("999999"));
 
     // bob watches while alice mutes him and posts.
     broker.wait_for_sessions(0).await;

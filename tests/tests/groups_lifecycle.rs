@@ -284,6 +284,11 @@ async fn ownership_transfer_and_destroy() {
         owner.client.change_group_owner(&gid, "out").await,
         ErrorCode::GroupNotJoined,
     );
+    let msg = assert_code(
+        owner.client.change_group_owner(&gid, "nosuch").await,
+        ErrorCode::UserNotFound,
+    );
+    assert!(msg.contains("nosuch"), "{msg}");
     assert_code(
         owner.client.change_group_owner(&gid, "owner").await,
         ErrorCode::RequestParameterError,
@@ -353,6 +358,11 @@ async fn admins_set_removed_listed_with_their_events() {
         a1.client.set_group_admin(&gid, "a2").await,
         ErrorCode::PermissionDenied,
     );
+    let msg = assert_code(
+        owner.client.set_group_admin(&gid, "nosuch").await,
+        ErrorCode::UserNotFound,
+    );
+    assert!(msg.contains("nosuch"), "{msg}");
     owner.client.set_group_admin(&gid, "a1").await.unwrap();
     assert_eq!(a1.expect(Op::SetAdmin).await.users, vec!["a1".to_string()]);
     owner.client.set_group_admin(&gid, "a2").await.unwrap();
@@ -363,6 +373,8 @@ async fn admins_set_removed_listed_with_their_events() {
         owner.client.set_group_admin(&gid, "a2").await,
         ErrorCode::RequestParameterError,
     );
+    // A user who has logged in but is not a member: 602 (one who never has: 204, above).
+    let _outsider = peers(&broker, &["outsider"]).await;
     assert_code(
         owner.client.set_group_admin(&gid, "outsider").await,
         ErrorCode::GroupNotJoined,

@@ -7,7 +7,7 @@
 )]
 
 use convoke_protocol::{ErrorCode, EventDetail, GroupEventOp as Op};
-use convoke_tests::{assert_code, standard_group, Broker};
+use convoke_tests::{assert_code, standard_group, Broker, Peer};
 use std::collections::BTreeMap;
 
 #[tokio::test]
@@ -427,4 +427,60 @@ async fn block_group_messages_sets_shieldgroup() {
             .unwrap()
             .shieldgroup
     );
+}
+
+/// A member promoted to owner or admin keeps neither a mute (the owner can never be muted)
+/// nor a block of the group's messages (owners and admins may not block them).
+#[tokio::test]
+async fn promotion_ends_the_new_owners_mute_and_message_blocks() {
+    let broker = Broker::start().await;
+    let (gid, [mut owner, mut adm, mut m1, mut m2, mut out]) = standard_group(&broker, false).await;
+    owner
+        .client
+        .mute_group_member(&gid, &["m1"], -1)
+        .await
+        .unwrap();
+    for p in [&mut adm, &mut m1, &mut m2] {
+        p.expect(Op::MuteMember).await;
+    }
+    m1.client.block_group_messages(&gid).await.unwrap();
+    m2.client.block_group_messages(&gid).await.unwrap();
+    let shield = |p: &Peer| {
+        let client = p.client.clone();
+        let gid = gid.clone();
+        async move {
+            client.get_group_info(&[&gid]).await.unwrap()[0]
+                .info
+                .as_ref()
+                .unwrap()
+                .shieldgroup
+        }
+    };
+    assert!(shield(&m1).await && shield(&m2).await);
+
+    owner.client.change_group_owner(&gid, "m1").await.unwrap();
+    for p in [&mut adm, &mut m1, &mut m2] {
+        p.expect(Op::ChangeOwner).await;
+        let ev = p.expect(Op::UnmuteMember).await;
+        assert_eq!(ev.users, vec!["m1".to_string()]);
+        assert_eq!(ev.from, "owner");
+    }
+    out.expect_quiet().await;
+    assert!(!m1.client.is_in_group_mutelist(&gid).await.unwrap());
+    assert!(m1.client.get_group_mutelist(&gid).await.unwrap().is_empty());
+    assert!(!shield(&m1).await);
+
+    m1.client.set_group_admin(&gid, "m2").await.unwrap();
+    adm.expect(Op::SetAdmin).await;
+    m2.expect(Op::SetAdmin).await;
+    assert!(!shield(&m2).await);
+
+    // Both receive the group's messages again.
+    adm.client
+        .send_group_message(&gid, "hello", false)
+        .await
+        .unwrap();
+    for p in [&mut owner, &mut m1, &mut m2] {
+        assert_eq!(p.expect_message().await.payload, b"hello");
+    }
 }

@@ -44,6 +44,7 @@ pub(super) fn change_owner(
         )));
     }
     if g.role(new_owner).is_none() {
+        check_exists(ctx, new_owner)?;
         return Err(ApiError::not_member(new_owner, &g.id_str));
     }
     let old = std::mem::replace(&mut g.meta.owner, new_owner.to_string());
@@ -64,7 +65,30 @@ pub(super) fn change_owner(
         ctx.now,
     );
     fx.announce.push(announce(ev, all_members(g), true));
+    // The owner can never be muted: a mute of the new owner ends now, announced like an
+    // unmute by the caller.
+    if g.mutes.remove(new_owner).is_some() {
+        fx.touch(Dirty::Mute(new_owner.to_string()));
+        let ev = event(
+            g,
+            Op::UnmuteMember,
+            &caller.user,
+            vec![new_owner.to_string()],
+            EventDetail::None,
+            ctx.now,
+        );
+        fx.announce.push(announce(ev, all_members(g), false));
+    }
+    clear_shield(g, new_owner);
     Ok(fx)
+}
+
+/// Owners and admins may not block their group's messages (blockGroupMessages is for
+/// members only): a member who had blocked them and is promoted receives them again.
+fn clear_shield(g: &mut Group, user: &str) {
+    if let Some(m) = g.members.get_mut(user) {
+        m.shield = false;
+    }
 }
 
 pub(super) fn list_members(g: &Group, caller: &Caller, page_num: u32, page_size: u32) -> Outcome {
@@ -113,6 +137,9 @@ fn member_target(g: &Group, what: &str, user: &str) -> Result<Role, ApiError> {
 pub(super) fn set_admin(g: &mut Group, caller: &Caller, user: &str, ctx: &Ctx<'_>) -> Outcome {
     check_user_id("username", user)?;
     need_owner(g, caller)?;
+    if g.role(user).is_none() {
+        check_exists(ctx, user)?;
+    }
     match member_target(g, "username", user)? {
         Role::Owner => {
             return Err(ApiError::denied(format!(
@@ -139,6 +166,7 @@ pub(super) fn set_admin(g: &mut Group, caller: &Caller, user: &str, ctx: &Ctx<'_
         ));
     }
     g.set_role(user, Role::Admin);
+    clear_shield(g, user);
     let mut fx = Effects::done();
     fx.touch(Dirty::Member(user.to_string()));
     let ev = event(
@@ -223,8 +251,13 @@ pub(super) fn invite(g: &mut Group, caller: &Caller, users: &[String], ctx: &Ctx
     let lvl = need_member(g, caller)?;
     let members_may = !g.meta.public && g.meta.allowinvites;
     if lvl < Level::Admin && !members_may {
+        let why = if g.meta.public {
+            "the group is public"
+        } else {
+            "allowinvites is off"
+        };
         return Err(ApiError::denied(format!(
-            "members of group {:?} may not invite (only the owner and admins; allowinvites is off)",
+            "members of group {:?} may not invite (only the owner and admins: {why})",
             g.id_str
         )));
     }

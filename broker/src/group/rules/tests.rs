@@ -355,6 +355,23 @@ fn invite_with_and_without_confirmation() {
     assert!(o
         .iter()
         .any(|(op, to)| *op == Op::MemberPresence && to.len() == 5));
+
+    // In a public group members may not invite even with allowinvites on; the error says
+    // why (the group is public), not that allowinvites is off.
+    let mut g = group(
+        &w,
+        CreateGroupData {
+            public: true,
+            allowinvites: true,
+            ..data()
+        },
+    );
+    let e = apply(&mut g, &who("m1"), &inv, &w.ctx()).expect_err("public");
+    assert_eq!(e.code, ErrorCode::PermissionDenied);
+    assert!(
+        e.message.contains("public") && !e.message.contains("allowinvites"),
+        "{e}"
+    );
 }
 
 #[test]

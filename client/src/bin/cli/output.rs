@@ -5,7 +5,7 @@
 //! and `payload_encoding` says which (`"utf8"` or `"base64"`).
 
 use base64::Engine;
-use convoke_client::{ClientError, GroupMessage, Push};
+use convoke_client::{ApiError, ClientError, GroupInfoEntry, GroupMessage, Push};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
@@ -22,6 +22,28 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub fn to_json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value)
         .unwrap_or_else(|e| json!({ "error": format!("cannot render the result: {e}") }))
+}
+
+/// An error inside a result (a per-group entry of getGroupInfo): its numeric code, its name
+/// and the message, as on stderr.
+pub fn api_error_json(e: &ApiError) -> Value {
+    json!({ "code": e.code.code(), "name": e.code.name(), "message": e.message })
+}
+
+/// getGroupInfo's entries, each with its info or its error.
+pub fn group_info_json(entries: &[GroupInfoEntry]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|entry| {
+                let mut v = to_json(entry);
+                if let (Some(e), Value::Object(map)) = (&entry.error, &mut v) {
+                    map.insert("error".to_string(), api_error_json(e));
+                }
+                v
+            })
+            .collect(),
+    )
 }
 
 /// The result of a call that returns nothing.

@@ -167,7 +167,9 @@ async fn call(c: &Client, command: Command) -> Result<Value, ClientError> {
         }
         C::CreateGroup(args) => to_json(&c.create_group(args.into_data()).await?),
         C::DestroyGroup(g) => done(c.destroy_group(&g.group_id).await?),
-        C::GetGroupInfo { group_id } => to_json(&c.get_group_info(&strs(&group_id)).await?),
+        C::GetGroupInfo { group_id } => {
+            output::group_info_json(&c.get_group_info(&strs(&group_id)).await?)
+        }
         C::ModifyGroup {
             group_id,
             group_name,
