@@ -275,7 +275,8 @@ impl ClientBuilder {
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let events_rx = (!self.ignore_events).then_some(events_rx);
-        connection::spawn(&shared, send, recv, leftover, writer_rx, events_tx);
+        let acks = writer_tx.downgrade();
+        connection::spawn(&shared, send, recv, leftover, writer_rx, events_tx, acks);
         Ok(Client::from_inner(Inner {
             shared,
             writer: writer_tx,

@@ -7,7 +7,10 @@
 //!   id, in whatever order the broker answers;
 //! - the **event reader** accepts the broker's push stream and feeds a bounded channel; when
 //!   the channel is full it waits, so a slow consumer back-pressures the QUIC stream instead
-//!   of growing a buffer;
+//!   of growing a buffer. A kept event (`Push::Kept`) is handed on as a `Push::Group` and,
+//!   once it is in the channel, acknowledged through the writer (`ClientFrame::Ack`); one
+//!   that cannot be handed on (the application dropped its event stream) is not
+//!   acknowledged, so the broker keeps it for a later login;
 //! - the **supervisor** waits for the connection to end and turns the end into one
 //!   [`ClientError::Closed`] that every pending and later call receives.
 //!
@@ -16,8 +19,9 @@
 
 use crate::error::{closed_error, ClientError};
 use bytes::{Bytes, BytesMut};
+use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::codec::{decode_frame, FrameError, MAX_FRAME_LEN};
-use convoke_protocol::handshake::ServerFrame;
+use convoke_protocol::handshake::{ClientFrame, ServerFrame, MAX_ACK_IDS};
 use convoke_protocol::{close, Push, Response};
 use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use std::collections::HashMap;
@@ -168,11 +172,12 @@ pub(crate) fn spawn(
     leftover: BytesMut,
     writer_rx: mpsc::Receiver<Bytes>,
     events_tx: mpsc::Sender<Push>,
+    acks: mpsc::WeakSender<Bytes>,
 ) {
     tokio::spawn(supervise(shared.clone()));
     tokio::spawn(write_loop(shared.clone(), send, writer_rx));
     tokio::spawn(read_loop(shared.clone(), recv, leftover));
-    tokio::spawn(event_loop(shared.clone(), events_tx));
+    tokio::spawn(event_loop(shared.clone(), events_tx, acks));
 }
 
 async fn supervise(shared: Arc<Shared>) {
@@ -206,6 +211,30 @@ async fn write_loop(shared: Arc<Shared>, mut send: SendStream, mut rx: mpsc::Rec
     }
     // Every handle is gone: the connection is being closed by the last handle's drop.
     let _ = send.finish();
+}
+
+/// Tells the broker that the kept events `ids` are in the application's hands (through the
+/// writer, after any requests already queued). Nothing to do once every handle is gone:
+/// the connection is closing, and the broker sends unacknowledged events again next time.
+async fn acknowledge(acks: &mpsc::WeakSender<Bytes>, ids: &mut Vec<u64>) {
+    let Some(writer) = acks.upgrade() else {
+        ids.clear();
+        return;
+    };
+    for chunk in ids.chunks(MAX_ACK_IDS) {
+        let frame = ClientFrame::Ack {
+            ids: chunk.to_vec(),
+        };
+        match frame_bytes(&frame) {
+            Ok(bytes) => {
+                if writer.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode an acknowledgement"),
+        }
+    }
+    ids.clear();
 }
 
 /// The close code for a frame that could not be decoded.
@@ -275,7 +304,7 @@ async fn read_loop(shared: Arc<Shared>, mut recv: RecvStream, mut buf: BytesMut)
     }
 }
 
-async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>) {
+async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>, acks: mpsc::WeakSender<Bytes>) {
     // The broker opens its push stream after the welcome; nothing else is accepted.
     let mut recv = match shared.connection.accept_uni().await {
         Ok(recv) => recv,
@@ -283,15 +312,23 @@ async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>) {
     };
     let mut buf = BytesMut::new();
     let mut consumer_gone = tx.is_closed();
+    let mut received = Vec::new();
     loop {
         loop {
             match decode_frame::<Push>(&mut buf, MAX_FRAME_LEN) {
                 Ok(Some(push)) => {
+                    let (push, kept) = match push {
+                        Push::Kept { id, event } => (Push::Group(event), Some(id)),
+                        other => (other, None),
+                    };
                     // Waiting here is the back-pressure; once the stream is dropped (or events
                     // were never wanted), pushes are read and discarded to keep the
                     // connection healthy.
                     if !consumer_gone && tx.send(push).await.is_err() {
                         consumer_gone = true;
+                    }
+                    if let (Some(id), false) = (kept, consumer_gone) {
+                        received.push(id);
                     }
                 }
                 Ok(None) => break,
@@ -300,6 +337,9 @@ async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>) {
                     return;
                 }
             }
+        }
+        if !received.is_empty() {
+            acknowledge(&acks, &mut received).await;
         }
         match read_more(&mut recv, &mut buf).await {
             Ok(true) => {}

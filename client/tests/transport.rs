@@ -9,7 +9,9 @@
 
 mod support;
 
-use convoke_client::{progress_channel, ClientError, DownloadDest, ErrorCode, Push, UploadSource};
+use convoke_client::{
+    progress_channel, ClientError, DownloadDest, ErrorCode, GroupEventOp, Push, UploadSource,
+};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use support::{eventually, FakeBroker};
@@ -22,7 +24,10 @@ async fn welcome_gives_identity_and_ping_works() {
     let client = broker.client("alice").connect().await.unwrap();
     assert_eq!(client.user_id(), "alice");
     assert!(!client.app_admin());
-    assert_eq!(client.welcome().version, 1);
+    assert_eq!(
+        client.welcome().version,
+        convoke_client::protocol::PROTOCOL_VERSION
+    );
     assert!(client.session_id() >= 1);
     let rtt = client.ping().await.unwrap();
     assert!(rtt < SOON);
@@ -112,6 +117,46 @@ async fn api_errors_and_wrong_variants() {
         "{e}"
     );
     assert_eq!(client.create_group(Default::default()).await.unwrap(), "42");
+}
+
+/// A kept event reaches the application as a plain `Push::Group`, and only once it is in
+/// the application's hands is it acknowledged; a client that does not take events never
+/// acknowledges (the broker keeps the event for a later login).
+#[tokio::test]
+async fn kept_events_arrive_as_group_events_and_are_acknowledged() {
+    let broker = FakeBroker::start().await;
+    let client = broker.client("alice").connect().await.unwrap();
+    let mut events = client.events();
+    client
+        .invite_users_to_group("42", &["bob", "carol"])
+        .await
+        .unwrap();
+    for (i, user) in ["bob", "carol"].into_iter().enumerate() {
+        match tokio::time::timeout(SOON, events.next()).await.unwrap() {
+            Some(Push::Group(e)) => {
+                assert_eq!(e.operation, GroupEventOp::InviteToJoin);
+                assert_eq!((e.users, e.timestamp), (vec![user.to_string()], i as i64));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let acked = || broker.seen.lock().unwrap().acks.clone();
+    assert!(
+        eventually(5, || acked() == vec![100, 101]).await,
+        "{:?}",
+        acked()
+    );
+
+    let deaf = broker
+        .client("dave")
+        .ignore_events()
+        .connect()
+        .await
+        .unwrap();
+    deaf.invite_users_to_group("42", &["erin"]).await.unwrap();
+    deaf.ping().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(acked(), vec![100, 101]);
 }
 
 #[tokio::test]

@@ -170,6 +170,13 @@ pub enum Push {
     Message(GroupMessage),
     /// The broker is about to close this connection, and why.
     Closing { code: u32, reason: String },
+    /// An `onGroupEvent` that changes the recipient's state (an invite, a join request and
+    /// its outcome, a removal, a block, a destroy). The broker keeps it for the user until
+    /// a client acknowledges `id` (`ClientFrame::Ack`), and sends it again at the user's
+    /// next login until then, so it is delivered at least once even when the connection
+    /// that first carried it was dead. The bundled client acknowledges it and hands the
+    /// application a [`Push::Group`].
+    Kept { id: u64, event: GroupEvent },
 }
 
 impl Push {
@@ -236,6 +243,18 @@ impl Push {
         out.push(Push::Closing {
             code: crate::close::SLOW_CONSUMER,
             reason: "slow".into(),
+        });
+        out.push(Push::Kept {
+            id: u64::MAX,
+            event: GroupEvent {
+                operation: GroupEventOp::InviteToJoin,
+                group_id: "12".into(),
+                group_name: "n".into(),
+                from: "alice".into(),
+                users: vec!["bob".into()],
+                detail: EventDetail::None,
+                timestamp: 3,
+            },
         });
         out
     }

@@ -6,7 +6,9 @@
 //! [`ServerFrame::Refused`] and closes. After a welcome, the client sends
 //! [`ClientFrame::Request`]s (pipelined; each carries an id) and the broker answers each with a
 //! [`ServerFrame::Response`] carrying the same id, in any order. The broker then opens one
-//! unidirectional stream on which it pushes [`crate::Push`] frames in order.
+//! unidirectional stream on which it pushes [`crate::Push`] frames in order. Events the
+//! broker keeps until they are received ([`crate::Push::Kept`]) are acknowledged with
+//! [`ClientFrame::Ack`] once the client has them.
 
 use crate::error::ApiError;
 use crate::request::Request;
@@ -14,8 +16,8 @@ use crate::response::Response;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this crate implements.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this crate implements (2: kept events and their acknowledgements).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The versions this crate can speak, newest first.
 pub const SUPPORTED_VERSIONS: &[u32] = &[PROTOCOL_VERSION];
@@ -53,7 +55,13 @@ pub enum ClientFrame {
     Hello(Hello),
     /// A request; `id` is chosen by the client and echoed in the response.
     Request { id: u64, request: Request },
+    /// The client has these kept events ([`crate::Push::Kept`] ids); the broker stops
+    /// keeping them. No answer. At most [`MAX_ACK_IDS`] ids per frame.
+    Ack { ids: Vec<u64> },
 }
+
+/// Most ids in one [`ClientFrame::Ack`].
+pub const MAX_ACK_IDS: usize = 1024;
 
 /// Frames the broker sends on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

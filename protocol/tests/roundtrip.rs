@@ -70,6 +70,9 @@ fn handshake_and_transfer_frames_round_trip() {
         token: "tok".into(),
         device_id: "phone".into(),
     }));
+    round_trip(&ClientFrame::Ack {
+        ids: vec![0, 7, u64::MAX],
+    });
     round_trip(&ServerFrame::Welcome(Welcome {
         version: 1,
         user_id: "alice".into(),

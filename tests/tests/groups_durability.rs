@@ -7,7 +7,7 @@
 )]
 
 use convoke_protocol::{CreateGroupData, ErrorCode, GroupEventOp as Op};
-use convoke_tests::{assert_code, eventually, group_data, peers, Broker};
+use convoke_tests::{assert_code, cli_bin, eventually, group_data, peers, Broker};
 use std::collections::BTreeMap;
 
 #[tokio::test]
@@ -243,6 +243,75 @@ async fn offline_events_arrive_at_next_login_exactly_once() {
     y.expect_quiet().await;
     // And the invite is still there to accept.
     x.client.accept_group_invite(&gid, "x").await.unwrap();
+}
+
+/// A client that dies without closing its connection (kill -9, a dropped network) leaves a
+/// session that the broker counts as online until its idle timeout. A state-changing event
+/// sent to it meanwhile is not lost: it is kept until a client acknowledges it, and comes
+/// again at the next login. One that a client did receive (and so acknowledged) does not.
+#[tokio::test]
+async fn a_kept_event_sent_to_a_dead_session_comes_again_at_the_next_login() {
+    let broker = Broker::start().await;
+    let owner = broker.connect("owner").await;
+    let seen = owner
+        .client
+        .create_group(group_data("seen", &[]))
+        .await
+        .unwrap();
+    let lost = owner
+        .client
+        .create_group(group_data("lost", &[]))
+        .await
+        .unwrap();
+    // pat receives one invite on a live client: acknowledged.
+    let mut pat = broker.connect("pat").await;
+    owner
+        .client
+        .invite_users_to_group(&seen, &["pat"])
+        .await
+        .unwrap();
+    assert_eq!(pat.expect(Op::InviteToJoin).await.group_id, seen);
+    // A request answered after the event was handed on: its acknowledgement (queued
+    // before this request) has been taken.
+    pat.client.ping().await.unwrap();
+    drop(pat);
+    broker.wait_for_sessions(1).await;
+
+    // pat's next client is killed with SIGKILL: its connection is never closed.
+    let mut watch = std::process::Command::new(cli_bin())
+        .arg("--server")
+        .arg(broker.addr.to_string())
+        .args(["--token", &broker.token("pat", false, 3600), "--ca"])
+        .arg(&broker.cert)
+        .args(["--device-id", "phone", "watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    broker.wait_for_sessions(2).await;
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let invited = owner
+        .client
+        .invite_users_to_group(&lost, &["pat"])
+        .await
+        .unwrap();
+    assert_eq!(invited.pending, vec!["pat".to_string()]);
+    assert_eq!(
+        broker.metric("convoke_sessions_online").await,
+        2.0,
+        "the dead session still counts as online: the invite went to it"
+    );
+
+    let mut pat = broker.connect("pat").await;
+    assert_eq!(pat.expect(Op::InviteToJoin).await.group_id, lost);
+    pat.expect_quiet().await;
+    pat.client.ping().await.unwrap();
+    drop(pat);
+    // Acknowledged this time: the next login gets nothing.
+    let mut pat = broker.connect_device("pat", "laptop").await;
+    pat.expect_quiet().await;
+    pat.client.accept_group_invite(&lost, "pat").await.unwrap();
 }
 
 #[tokio::test]

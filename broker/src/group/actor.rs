@@ -273,7 +273,7 @@ async fn handle_create(st: &mut GroupState, caller: &Caller, data: &CreateGroupD
     result
 }
 
-/// Persists `fx` (with inbox copies for offline recipients), then announces it.
+/// Persists `fx` (with inbox copies of its state-changing events), then announces it.
 pub(super) async fn commit_and_announce(
     st: &mut GroupState,
     origin_session: u64,
@@ -294,17 +294,22 @@ pub(super) async fn commit_and_announce(
     }
     let mut frames = Vec::with_capacity(fx.announce.len());
     for a in &fx.announce {
+        // A state-changing event is kept for every recipient (online or not: a session may
+        // be dead without the broker knowing yet) until one of their clients acknowledges
+        // it, and is sent as `Push::Kept` carrying the id to acknowledge.
+        let kept = match (&a.push, a.keep_offline) {
+            (Push::Group(ev), true) => Some(Push::Kept {
+                id: shared.store.new_id().map_err(internal)?,
+                event: ev.clone(),
+            }),
+            _ => None,
+        };
+        let push = kept.as_ref().unwrap_or(&a.push);
         let frame =
-            frame_bytes(&a.push).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-        if a.keep_offline {
-            let operator = operator_of(&a.push);
-            for u in a.to.iter().filter(|u| Some(u.as_str()) != operator) {
-                if !shared.presence.is_online(u) {
-                    shared
-                        .store
-                        .inbox_put(&mut ws, u, &frame)
-                        .map_err(internal)?;
-                }
+            frame_bytes(push).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        if let Some(Push::Kept { id, event }) = &kept {
+            for u in a.to.iter().filter(|u| **u != event.from) {
+                shared.store.inbox_put(&mut ws, u, *id, &frame);
             }
         }
         frames.push(frame);
@@ -333,13 +338,6 @@ pub(super) async fn commit_and_announce(
             .record(fanout_started.elapsed().as_secs_f64());
     }
     Ok(fx.response)
-}
-
-fn operator_of(push: &Push) -> Option<&str> {
-    match push {
-        Push::Group(ev) | Push::MultiDevice(ev) => Some(ev.from.as_str()),
-        _ => None,
-    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -3,11 +3,11 @@
 //! A session is one task, the connection's actor: it owns the session state and handles one
 //! inbound frame at a time. [`serve_connection`] runs the handshake on the control stream
 //! (version, token, device), registers the session's event stream ([`outbox`]) in presence,
-//! delivers the offline inbox, then reads request frames and routes each ([`route`]) in the
-//! order sent, and accepts shared-file transfer streams ([`transfer`]). Answers go back on
-//! the control stream, written by whichever task produced them; events and messages are
-//! written into the event stream by the group actors and their publisher tasks (the offline
-//! inbox by the session itself).
+//! sends the events kept for the user (the inbox), then reads request frames and routes each
+//! ([`route`]) in the order sent, takes acknowledgements of kept events, and accepts
+//! shared-file transfer streams ([`transfer`]). Answers go back on the control stream,
+//! written by whichever task produced them; events and messages are written into the event
+//! stream by the group actors and their publisher tasks (the inbox by the session itself).
 //!
 //! Nothing else runs per idle connection (quinn's connection driver aside): an idle session
 //! costs one task, which is what keeps memory per connection near quinn's own floor (a
@@ -26,7 +26,7 @@ use crate::presence::SessionHandle;
 use bytes::BytesMut;
 use convoke_protocol::codec::{frame_bytes, FrameError};
 use convoke_protocol::handshake::{
-    negotiate, ClientFrame, Hello, ServerFrame, Welcome, SUPPORTED_VERSIONS,
+    negotiate, ClientFrame, Hello, ServerFrame, Welcome, MAX_ACK_IDS, SUPPORTED_VERSIONS,
 };
 use convoke_protocol::{close, ids::check_user_id, ApiError, ErrorCode};
 use io::{read_frame, ReadError, Responder};
@@ -99,7 +99,7 @@ async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Opti
     .await
     {
         Ok(Ok(Some(ClientFrame::Hello(h)))) => h,
-        Ok(Ok(Some(ClientFrame::Request { .. }))) => {
+        Ok(Ok(Some(ClientFrame::Request { .. } | ClientFrame::Ack { .. }))) => {
             refuse(
                 conn,
                 &mut send,
@@ -214,6 +214,18 @@ async fn serve(node: &Arc<Node>, conn: &quinn::Connection, opened: Opened) -> an
                 };
                 Box::pin(route::route(node, &caller, &responses, id, request, slot)).await;
             }
+            Ok(Some(ClientFrame::Ack { ids })) => {
+                if ids.len() > MAX_ACK_IDS {
+                    conn.close(
+                        close::PROTOCOL_VIOLATION.into(),
+                        format!("{} ids in one ack; at most {MAX_ACK_IDS}", ids.len()).as_bytes(),
+                    );
+                    break Ok(());
+                }
+                if let Err(e) = node.store.inbox_ack(&caller.user, &ids) {
+                    tracing::error!(user = %caller.user, error = %e, "could not drop acknowledged events");
+                }
+            }
             Ok(Some(ClientFrame::Hello(_))) => {
                 conn.close(close::PROTOCOL_VIOLATION.into(), b"hello sent twice");
                 break Ok(());
@@ -299,19 +311,17 @@ fn close_for_read_error(conn: &quinn::Connection, e: &ReadError) {
     conn.close(code.into(), &msg);
 }
 
-/// Delivers and then deletes what waited for this user while offline.
+/// Sends the events kept for this user (not yet acknowledged by any of their clients: they
+/// were offline, or the connection that carried them died). They stay kept until acked.
 async fn deliver_inbox(node: &Node, user: &str, outbox: &Arc<Outbox>) {
-    let (frames, ws) = match node.store.inbox_pending(user) {
+    let frames = match node.store.inbox_pending(user) {
         Ok(x) => x,
         Err(e) => {
-            tracing::error!(%user, error = %e, "could not read the offline inbox");
+            tracing::error!(%user, error = %e, "could not read the kept events");
             return;
         }
     };
-    if frames.is_empty() || !outbox.push_wait(frames).await {
-        return;
-    }
-    if let Err(e) = node.store.commit(ws).await {
-        tracing::error!(%user, error = %e, "could not clear the offline inbox");
+    if !frames.is_empty() {
+        outbox.push_wait(frames).await;
     }
 }

@@ -15,6 +15,7 @@ use crate::files::FileRec;
 use crate::group::model::{Group, GroupMeta, Invite, JoinRequest, MemberRec};
 use crate::group::rules::{Dirty, Env};
 use bincode::{Decode, Encode};
+use convoke_protocol::Push;
 use keys::Kind;
 use std::path::Path;
 
@@ -322,23 +323,47 @@ impl Store {
 
     // ---- offline inbox -----------------------------------------------------------------------
 
-    /// Adds an encoded push frame to `user`'s inbox, as part of `ws`.
-    pub fn inbox_put(&self, ws: &mut WriteSet, user: &str, frame: &[u8]) -> Result<()> {
-        let seq = self.new_id()?;
-        ws.put(keys::inbox_key(user, seq), frame.to_vec());
-        Ok(())
+    /// Keeps the encoded frame of kept event `id` for `user`, as part of `ws`, until a
+    /// client of theirs acknowledges `id`.
+    pub fn inbox_put(&self, ws: &mut WriteSet, user: &str, id: u64, frame: &[u8]) {
+        ws.put(keys::inbox_key(user, id), frame.to_vec());
     }
 
-    /// The frames waiting in `user`'s inbox, oldest first, with the write set that removes them.
-    pub fn inbox_pending(&self, user: &str) -> Result<(Vec<bytes::Bytes>, WriteSet)> {
+    /// The events kept for `user`, oldest first, each as a `Push::Kept` frame. An entry
+    /// written before kept events had ids on the wire (a plain `Push::Group` frame) is sent
+    /// as a `Push::Kept` whose id is its key, so that it can be acknowledged too.
+    pub fn inbox_pending(&self, user: &str) -> Result<Vec<bytes::Bytes>> {
         let mut frames = Vec::new();
-        let mut ws = WriteSet::default();
         for kv in self.db.scan_prefix(keys::inbox_prefix(user)) {
             let (k, v) = kv?;
-            frames.push(bytes::Bytes::copy_from_slice(&v));
-            ws.delete(k.to_vec());
+            let legacy = match convoke_protocol::decode_frame::<Push>(
+                &mut bytes::BytesMut::from(&v[..]),
+                convoke_protocol::codec::MAX_FRAME_LEN,
+            ) {
+                Ok(Some(Push::Group(event))) => {
+                    keys::trailing_u64(&k).map(|id| Push::Kept { id, event })
+                }
+                _ => None,
+            };
+            match legacy.map(|p| convoke_protocol::codec::frame_bytes(&p)) {
+                Some(Ok(frame)) => frames.push(frame),
+                _ => frames.push(bytes::Bytes::copy_from_slice(&v)),
+            }
         }
-        Ok((frames, ws))
+        Ok(frames)
+    }
+
+    /// Stops keeping the acknowledged events `ids` for `user` (ids not kept for them are
+    /// ignored). Applied at once, so that the user's next login no longer sees them, but
+    /// not flushed: an acknowledgement lost in a crash only means the event is sent once
+    /// more. (Plain removes, not a batch: a sled batch costs a log-buffer write of its own,
+    /// and each removal stands alone.) A client can only acknowledge an event it received,
+    /// i.e. after the commit that kept it, so a removal never overtakes its insertion.
+    pub fn inbox_ack(&self, user: &str, ids: &[u64]) -> Result<()> {
+        for id in ids {
+            self.db.remove(keys::inbox_key(user, *id))?;
+        }
+        Ok(())
     }
 }
 

@@ -2,11 +2,13 @@
 //! client's transport (handshake, pipelining, pushes, closes, transfers) is tested without
 //! the broker crate. Behaviour is keyed on request contents:
 //!
-//! - token `bad`: refused with TOKEN_NOT_ASSIGNED; a hello without version 1: UNSUPPORTED_VERSION
+//! - token `bad`: refused with TOKEN_NOT_ASSIGNED; a hello without the protocol version: UNSUPPORTED_VERSION
 //! - `ping`: pong; `createGroup`: group "42"
 //! - `getGroupAdmin{g}`: answers `[g]` after `g` milliseconds (out-of-order answers)
 //! - `updateGroupAnnouncement{n}`: pushes `n` updateAnnouncement events, then Done
 //! - `sendGroupMessage`: pushes the message to every session, answers MessageSent
+//! - `inviteUsersToGroup{users}`: pushes one kept inviteToJoin per user (ids 100, 101, ...),
+//!   answers them as pending; acknowledgements are recorded in `Seen::acks`
 //! - `fetchGroupAnnouncement`: answers Done (a wrong variant)
 //! - `leaveGroup`: never answered
 //! - `destroyGroup{code}`: closes the connection with that code and reason "you are too slow"
@@ -21,7 +23,7 @@
 
 use bytes::BytesMut;
 use convoke_protocol::codec::{decode_frame, encode_frame, MAX_FRAME_LEN};
-use convoke_protocol::handshake::{negotiate, ClientFrame, ServerFrame, Welcome};
+use convoke_protocol::handshake::{negotiate, ClientFrame, ServerFrame, Welcome, PROTOCOL_VERSION};
 use convoke_protocol::transfer::{TransferHeader, TransferOutcome};
 use convoke_protocol::{
     ApiError, ErrorCode, EventDetail, GroupEvent, GroupEventOp, GroupMessage, Push, Request,
@@ -47,6 +49,8 @@ pub struct Seen {
     pub closes: Vec<String>,
     /// The push queue of every welcomed session (messages go to all of them).
     pub sessions: Vec<mpsc::Sender<Push>>,
+    /// Kept-event ids the clients acknowledged, in arrival order.
+    pub acks: Vec<u64>,
 }
 
 pub struct FakeBroker {
@@ -186,7 +190,7 @@ async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
             "token \"bad\" is not valid",
         ))
     } else {
-        negotiate(&hello.versions, &[1]).err()
+        negotiate(&hello.versions, &[PROTOCOL_VERSION]).err()
     };
     if let Some(err) = refusal {
         let _ = send
@@ -199,7 +203,7 @@ async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
         return;
     }
     let welcome = Welcome {
-        version: 1,
+        version: PROTOCOL_VERSION,
         user_id: hello.token.clone(),
         app_admin: false,
         session_id,
@@ -233,9 +237,15 @@ async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
     });
     seen.lock().unwrap().sessions.push(push_tx.clone());
     tokio::spawn(transfers(conn.clone(), seen.clone()));
-    while let Some(ClientFrame::Request { id, request }) =
-        read_client_frame(&mut recv, &mut buf).await
-    {
+    loop {
+        let (id, request) = match read_client_frame(&mut recv, &mut buf).await {
+            Some(ClientFrame::Request { id, request }) => (id, request),
+            Some(ClientFrame::Ack { ids }) => {
+                seen.lock().unwrap().acks.extend(ids);
+                continue;
+            }
+            _ => break,
+        };
         let (conn, push_tx, resp_tx) = (conn.clone(), push_tx.clone(), resp_tx.clone());
         let user = hello.token.clone();
         let seen = seen.clone();
@@ -281,6 +291,29 @@ async fn answer(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Response::Users {
                 users: vec![group_id],
+            }
+        }
+        Request::InviteUsersToGroup { users, group_id } => {
+            for (i, u) in users.iter().enumerate() {
+                let kept = Push::Kept {
+                    id: 100 + i as u64,
+                    event: GroupEvent {
+                        operation: GroupEventOp::InviteToJoin,
+                        group_id: group_id.clone(),
+                        group_name: "g".into(),
+                        from: user.into(),
+                        users: vec![u.clone()],
+                        detail: EventDetail::None,
+                        timestamp: i as i64,
+                    },
+                };
+                if push.send(kept).await.is_err() {
+                    break;
+                }
+            }
+            Response::Invited {
+                pending: users,
+                joined: vec![],
             }
         }
         Request::UpdateGroupAnnouncement { announcement, .. } => {
