@@ -168,6 +168,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         help: "Sessions closed because their event backlog was full (client not reading fast enough).",
         zero: UNLABELLED,
     },
+    MetricDef {
+        name: "convoke_kept_events_dropped_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Unacknowledged state-changing events dropped at a login because more than sessions.kept_events_max were kept for the user (oldest first).",
+        zero: UNLABELLED,
+    },
     // ---- group actors -------------------------------------------------------------------
     MetricDef {
         name: "convoke_group_actors",

@@ -341,6 +341,39 @@ async fn an_offline_inbox_longer_than_the_event_queue_arrives_whole_and_in_order
     x.client.ping().await.unwrap();
 }
 
+/// Kept events are bounded per user: at a login with more than `sessions.kept_events_max`
+/// waiting, the newest are sent, the oldest dropped and counted.
+#[tokio::test]
+async fn kept_events_over_the_limit_drop_the_oldest_at_login() {
+    let broker = Broker::start_with(&[("sessions.kept_events_max", "3")]).await;
+    drop(broker.connect("x").await);
+    broker.wait_for_sessions(0).await;
+    let owner = broker.connect("owner").await;
+    let mut gids = Vec::new();
+    for i in 0..5 {
+        let name = format!("g{i}");
+        let gid = owner
+            .client
+            .create_group(group_data(&name, &["x"]))
+            .await
+            .unwrap();
+        gids.push(gid);
+    }
+    let mut x = broker.connect("x").await;
+    for gid in &gids[2..] {
+        assert_eq!(&x.expect(Op::DirectJoined).await.group_id, gid);
+    }
+    x.expect_quiet().await;
+    assert_eq!(
+        broker.metric("convoke_kept_events_dropped_total").await,
+        2.0
+    );
+    // x is still a member of all five: only the notices were dropped.
+    for gid in &gids {
+        x.client.list_group_members(gid, 1, 10).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn offline_events_survive_a_crash() {
     let mut broker = Broker::start().await;

@@ -251,6 +251,12 @@ pub struct SessionsConfig {
     /// milliseconds (fewer packets and ACKs per delivery). An idle session never waits.
     /// At most 1000; `0` also turns coalescing off. Default `50`.
     pub coalesce_window_ms: u64,
+    /// State-changing events kept for one user until a client of theirs acknowledges them;
+    /// at a login with more waiting, the oldest beyond this many are dropped (and counted in
+    /// `convoke_kept_events_dropped_total`). Bounds what a user whose clients never take
+    /// events (`ignore_events`, one-shot CLI commands) accumulates. At least 1.
+    /// Default `10000`.
+    pub kept_events_max: usize,
 }
 
 impl Default for SessionsConfig {
@@ -261,6 +267,7 @@ impl Default for SessionsConfig {
             idle_timeout_secs: 60,
             coalesce_busy_ms: 200,
             coalesce_window_ms: 50,
+            kept_events_max: 10_000,
         }
     }
 }

@@ -108,6 +108,7 @@ impl Config {
             "",
         )?;
         at_least("sessions.idle_timeout_secs", s.idle_timeout_secs, 1, "")?;
+        at_least("sessions.kept_events_max", s.kept_events_max, 1, "")?;
         at_most("sessions.idle_timeout_secs", s.idle_timeout_secs, 86_400)?;
         at_most("sessions.coalesce_window_ms", s.coalesce_window_ms, 1_000)?;
         at_most(

@@ -314,8 +314,14 @@ fn close_for_read_error(conn: &quinn::Connection, e: &ReadError) {
 /// Sends the events kept for this user (not yet acknowledged by any of their clients: they
 /// were offline, or the connection that carried them died). They stay kept until acked.
 async fn deliver_inbox(node: &Node, user: &str, outbox: &Arc<Outbox>) {
-    let frames = match node.store.inbox_pending(user) {
-        Ok(x) => x,
+    let max = node.config.sessions.kept_events_max;
+    let frames = match node.store.inbox_pending(user, max) {
+        Ok((frames, 0)) => frames,
+        Ok((frames, dropped)) => {
+            tracing::warn!(%user, dropped, max, "dropped the oldest kept events over the limit");
+            metrics::counter!("convoke_kept_events_dropped_total").increment(dropped as u64);
+            frames
+        }
         Err(e) => {
             tracing::error!(%user, error = %e, "could not read the kept events");
             return;

@@ -329,13 +329,21 @@ impl Store {
         ws.put(keys::inbox_key(user, id), frame.to_vec());
     }
 
-    /// The events kept for `user`, oldest first, each as a `Push::Kept` frame. An entry
-    /// written before kept events had ids on the wire (a plain `Push::Group` frame) is sent
-    /// as a `Push::Kept` whose id is its key, so that it can be acknowledged too.
-    pub fn inbox_pending(&self, user: &str) -> Result<Vec<bytes::Bytes>> {
-        let mut frames = Vec::new();
+    /// The events kept for `user`, oldest first, each as a `Push::Kept` frame, and how many
+    /// older ones were dropped because more than `max` were waiting. An entry written
+    /// before kept events had ids on the wire (a plain `Push::Group` frame) is sent as a
+    /// `Push::Kept` whose id is its key, so that it can be acknowledged too.
+    pub fn inbox_pending(&self, user: &str, max: usize) -> Result<(Vec<bytes::Bytes>, usize)> {
+        let mut entries = Vec::new();
         for kv in self.db.scan_prefix(keys::inbox_prefix(user)) {
-            let (k, v) = kv?;
+            entries.push(kv?);
+        }
+        let dropped = entries.len().saturating_sub(max);
+        for (k, _) in entries.drain(..dropped) {
+            self.db.remove(k)?;
+        }
+        let mut frames = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
             let legacy = match convoke_protocol::decode_frame::<Push>(
                 &mut bytes::BytesMut::from(&v[..]),
                 convoke_protocol::codec::MAX_FRAME_LEN,
@@ -350,7 +358,7 @@ impl Store {
                 _ => frames.push(bytes::Bytes::copy_from_slice(&v)),
             }
         }
-        Ok(frames)
+        Ok((frames, dropped))
     }
 
     /// Stops keeping the acknowledged events `ids` for `user` (ids not kept for them are
