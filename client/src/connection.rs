@@ -213,6 +213,32 @@ async fn write_loop(shared: Arc<Shared>, mut send: SendStream, mut rx: mpsc::Rec
     let _ = send.finish();
 }
 
+/// The ids of the kept events this connection handed on lately.
+#[derive(Debug, Default)]
+struct RecentIds {
+    set: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl RecentIds {
+    /// How many ids are remembered.
+    const CAPACITY: usize = 4096;
+
+    /// Remembers `id`; false if it was already there.
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 /// Tells the broker that the kept events `ids` are in the application's hands (through the
 /// writer, after any requests already queued). Nothing to do once every handle is gone:
 /// the connection is closing, and the broker sends unacknowledged events again next time.
@@ -313,11 +339,15 @@ async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>, acks: mpsc::Wea
     let mut buf = BytesMut::new();
     let mut consumer_gone = tx.is_closed();
     let mut received = Vec::new();
+    let mut recent = RecentIds::default();
     loop {
         loop {
             match decode_frame::<Push>(&mut buf, MAX_FRAME_LEN) {
                 Ok(Some(push)) => {
                     let (push, kept) = match push {
+                        // A kept event made while this connection was logging in comes both
+                        // live and from the login's replay: hand it on once.
+                        Push::Kept { id, .. } if !recent.insert(id) => continue,
                         Push::Kept { id, event } => (Push::Group(event), Some(id)),
                         other => (other, None),
                     };

@@ -7,8 +7,9 @@
 //! State-changing events (invites, join requests and their outcome, removal, block,
 //! destroy) are delivered at least once: the broker keeps each until a client of the user
 //! has put it in this channel (the client then acknowledges it), and sends it again at every
-//! login until then. An application that crashes right after receiving one may see it again
-//! after reconnecting. A client built with `ignore_events` never acknowledges, so those
+//! login until then. One connection hands each on once (a login's replay may repeat one
+//! that also came live); an application that crashes right after receiving one may see it
+//! again after reconnecting. A client built with `ignore_events` never acknowledges, so those
 //! events wait for a client that takes them.
 
 use convoke_protocol::Push;

@@ -119,8 +119,8 @@ async fn api_errors_and_wrong_variants() {
     assert_eq!(client.create_group(Default::default()).await.unwrap(), "42");
 }
 
-/// A kept event reaches the application as a plain `Push::Group`, and only once it is in
-/// the application's hands is it acknowledged; a client that does not take events never
+/// A kept event reaches the application as a plain `Push::Group`, once per connection, and
+/// only once it is in the application's hands is it acknowledged; a client that does not take events never
 /// acknowledges (the broker keeps the event for a later login).
 #[tokio::test]
 async fn kept_events_arrive_as_group_events_and_are_acknowledged() {
@@ -145,6 +145,18 @@ async fn kept_events_arrive_as_group_events_and_are_acknowledged() {
         eventually(5, || acked() == vec![100, 101]).await,
         "{:?}",
         acked()
+    );
+    // The same kept events again (a login's replay can repeat live ones): one connection
+    // hands each on once.
+    client
+        .invite_users_to_group("42", &["bob", "carol"])
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.next())
+            .await
+            .is_err()
     );
 
     let deaf = broker
