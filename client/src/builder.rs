@@ -275,11 +275,20 @@ impl ClientBuilder {
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let events_rx = (!self.ignore_events).then_some(events_rx);
-        let acks = writer_tx.downgrade();
-        connection::spawn(&shared, send, recv, leftover, writer_rx, events_tx, acks);
+        let (acks, acks_rx) = mpsc::unbounded_channel();
+        connection::spawn(
+            &shared,
+            send,
+            recv,
+            leftover,
+            (writer_tx.downgrade(), writer_rx),
+            events_tx,
+            acks_rx,
+        );
         Ok(Client::from_inner(Inner {
             shared,
             writer: writer_tx,
+            acks,
             events: Mutex::new(events_rx),
             welcome,
             request_timeout: self.request_timeout,

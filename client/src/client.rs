@@ -11,7 +11,7 @@ use crate::events::EventStream;
 use bytes::Bytes;
 use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::handshake::{ClientFrame, Welcome};
-use convoke_protocol::{close, Push, Request, Response};
+use convoke_protocol::{close, Request, Response};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,9 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) writer: mpsc::Sender<Bytes>,
-    pub(crate) events: Mutex<Option<mpsc::Receiver<Push>>>,
+    pub(crate) events: Mutex<Option<mpsc::Receiver<crate::events::Delivery>>>,
+    /// Ids of kept events the application took, for the acknowledgement task.
+    pub(crate) acks: mpsc::UnboundedSender<u64>,
     pub(crate) welcome: Welcome,
     pub(crate) request_timeout: Duration,
     pub(crate) endpoint: quinn::Endpoint,
@@ -136,7 +138,9 @@ impl Client {
     /// called, up to the builder's `event_capacity` pushes are kept; when the buffer is full
     /// the connection stops reading pushes (the broker eventually disconnects a client that
     /// never catches up). Dropping the stream discards later pushes. The stream ends, after
-    /// the buffered pushes, when the connection closes.
+    /// the buffered pushes, when the connection closes. A state-changing event is
+    /// acknowledged to the broker when it is taken from this stream, not before: one left
+    /// in the buffer comes again at the next login.
     pub fn events(&self) -> EventStream {
         let rx = self
             .inner
@@ -144,7 +148,8 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        EventStream::new(rx)
+        let acks = rx.is_some().then(|| self.inner.acks.clone());
+        EventStream::new(rx, acks)
     }
 
     /// The broker's welcome: protocol version, user id, admin flag, session id, server time.

@@ -7,10 +7,11 @@
 //!   id, in whatever order the broker answers;
 //! - the **event reader** accepts the broker's push stream and feeds a bounded channel; when
 //!   the channel is full it waits, so a slow consumer back-pressures the QUIC stream instead
-//!   of growing a buffer. A kept event (`Push::Kept`) is handed on as a `Push::Group` and,
-//!   once it is in the channel, acknowledged through the writer (`ClientFrame::Ack`); one
-//!   that cannot be handed on (the application dropped its event stream) is not
-//!   acknowledged, so the broker keeps it for a later login;
+//!   of growing a buffer. A kept event (`Push::Kept`) is buffered as a `Push::Group` with its
+//!   id (once per connection); [`crate::EventStream`] sends the id here when the
+//!   application takes the event;
+//! - the **acknowledger** turns those ids into `ClientFrame::Ack` frames for the writer, so
+//!   the broker stops keeping exactly the events the application has;
 //! - the **supervisor** waits for the connection to end and turns the end into one
 //!   [`ClientError::Closed`] that every pending and later call receives.
 //!
@@ -18,6 +19,7 @@
 //! the one place that observes the end, so there is exactly one reason for everyone.
 
 use crate::error::{closed_error, ClientError};
+use crate::events::Delivery;
 use bytes::{Bytes, BytesMut};
 use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::codec::{decode_frame, FrameError, MAX_FRAME_LEN};
@@ -170,14 +172,15 @@ pub(crate) fn spawn(
     send: SendStream,
     recv: RecvStream,
     leftover: BytesMut,
-    writer_rx: mpsc::Receiver<Bytes>,
-    events_tx: mpsc::Sender<Push>,
-    acks: mpsc::WeakSender<Bytes>,
+    (writer, writer_rx): (mpsc::WeakSender<Bytes>, mpsc::Receiver<Bytes>),
+    events_tx: mpsc::Sender<Delivery>,
+    acks_rx: mpsc::UnboundedReceiver<u64>,
 ) {
     tokio::spawn(supervise(shared.clone()));
     tokio::spawn(write_loop(shared.clone(), send, writer_rx));
     tokio::spawn(read_loop(shared.clone(), recv, leftover));
-    tokio::spawn(event_loop(shared.clone(), events_tx, acks));
+    tokio::spawn(event_loop(shared.clone(), events_tx));
+    tokio::spawn(acknowledge(writer, acks_rx));
 }
 
 async fn supervise(shared: Arc<Shared>) {
@@ -239,28 +242,28 @@ impl RecentIds {
     }
 }
 
-/// Tells the broker that the kept events `ids` are in the application's hands (through the
-/// writer, after any requests already queued). Nothing to do once every handle is gone:
-/// the connection is closing, and the broker sends unacknowledged events again next time.
-async fn acknowledge(acks: &mpsc::WeakSender<Bytes>, ids: &mut Vec<u64>) {
-    let Some(writer) = acks.upgrade() else {
-        ids.clear();
-        return;
-    };
-    for chunk in ids.chunks(MAX_ACK_IDS) {
+/// Tells the broker which kept events the application has taken, through the writer (after
+/// any requests already queued), several ids per frame when they pile up. Ends with the last
+/// event stream and client handle; what was not sent by then is sent again by the broker at
+/// the next login.
+async fn acknowledge(writer: mpsc::WeakSender<Bytes>, mut ids: mpsc::UnboundedReceiver<u64>) {
+    let mut batch = Vec::new();
+    while ids.recv_many(&mut batch, MAX_ACK_IDS).await > 0 {
+        let Some(writer) = writer.upgrade() else {
+            return;
+        };
         let frame = ClientFrame::Ack {
-            ids: chunk.to_vec(),
+            ids: std::mem::take(&mut batch),
         };
         match frame_bytes(&frame) {
             Ok(bytes) => {
                 if writer.send(bytes).await.is_err() {
-                    break;
+                    return;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot encode an acknowledgement"),
         }
     }
-    ids.clear();
 }
 
 /// The close code for a frame that could not be decoded.
@@ -330,7 +333,7 @@ async fn read_loop(shared: Arc<Shared>, mut recv: RecvStream, mut buf: BytesMut)
     }
 }
 
-async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>, acks: mpsc::WeakSender<Bytes>) {
+async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Delivery>) {
     // The broker opens its push stream after the welcome; nothing else is accepted.
     let mut recv = match shared.connection.accept_uni().await {
         Ok(recv) => recv,
@@ -338,7 +341,6 @@ async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>, acks: mpsc::Wea
     };
     let mut buf = BytesMut::new();
     let mut consumer_gone = tx.is_closed();
-    let mut received = Vec::new();
     let mut recent = RecentIds::default();
     loop {
         loop {
@@ -354,11 +356,8 @@ async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>, acks: mpsc::Wea
                     // Waiting here is the back-pressure; once the stream is dropped (or events
                     // were never wanted), pushes are read and discarded to keep the
                     // connection healthy.
-                    if !consumer_gone && tx.send(push).await.is_err() {
+                    if !consumer_gone && tx.send((push, kept)).await.is_err() {
                         consumer_gone = true;
-                    }
-                    if let (Some(id), false) = (kept, consumer_gone) {
-                        received.push(id);
                     }
                 }
                 Ok(None) => break,
@@ -367,9 +366,6 @@ async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Push>, acks: mpsc::Wea
                     return;
                 }
             }
-        }
-        if !received.is_empty() {
-            acknowledge(&acks, &mut received).await;
         }
         match read_more(&mut recv, &mut buf).await {
             Ok(true) => {}

@@ -6,8 +6,10 @@
 //!
 //! State-changing events (invites, join requests and their outcome, removal, block,
 //! destroy) are delivered at least once: the broker keeps each until a client of the user
-//! has put it in this channel (the client then acknowledges it), and sends it again at every
-//! login until then. One connection hands each on once (a login's replay may repeat one
+//! has handed it to the application through this stream (the client then acknowledges it),
+//! and sends it again at every login until then. Events still buffered when the stream or
+//! the client is dropped, or never taken because `events()` was never called, are not
+//! acknowledged. One connection hands each on once (a login's replay may repeat one
 //! that also came live); an application that crashes right after receiving one may see it
 //! again after reconnecting. A client built with `ignore_events` never acknowledges, so those
 //! events wait for a client that takes them.
@@ -19,14 +21,31 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
+/// A push as the connection's event task buffers it: with the id to acknowledge once the
+/// application takes it, for a kept event.
+pub(crate) type Delivery = (Push, Option<u64>);
+
 /// The pushes of one connection. See [`crate::Client::events`].
 pub struct EventStream {
-    rx: Option<mpsc::Receiver<Push>>,
+    rx: Option<mpsc::Receiver<Delivery>>,
+    /// Where the ids of kept events go once taken (the connection's acknowledgement task).
+    acks: Option<mpsc::UnboundedSender<u64>>,
 }
 
 impl EventStream {
-    pub(crate) fn new(rx: Option<mpsc::Receiver<Push>>) -> Self {
-        Self { rx }
+    pub(crate) fn new(
+        rx: Option<mpsc::Receiver<Delivery>>,
+        acks: Option<mpsc::UnboundedSender<u64>>,
+    ) -> Self {
+        Self { rx, acks }
+    }
+
+    /// Hands `delivery` to the application, acknowledging it first if it was kept.
+    fn take(&self, delivery: Delivery) -> Push {
+        if let (Some(id), Some(acks)) = (delivery.1, &self.acks) {
+            let _ = acks.send(id);
+        }
+        delivery.0
     }
 
     /// Whether this stream receives the connection's pushes (false for a second
@@ -42,10 +61,8 @@ impl EventStream {
 
     /// The next push, or `None` once the connection has closed and the buffer is empty.
     pub async fn recv(&mut self) -> Option<Push> {
-        match &mut self.rx {
-            Some(rx) => rx.recv().await,
-            None => None,
-        }
+        let delivery = self.rx.as_mut()?.recv().await?;
+        Some(self.take(delivery))
     }
 }
 
@@ -53,9 +70,13 @@ impl Stream for EventStream {
     type Item = Push;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Push>> {
-        match &mut self.get_mut().rx {
-            Some(rx) => rx.poll_recv(cx),
-            None => Poll::Ready(None),
+        let this = self.get_mut();
+        let Some(rx) = &mut this.rx else {
+            return Poll::Ready(None);
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(delivery)) => Poll::Ready(Some(this.take(delivery))),
+            other => other.map(|_| None),
         }
     }
 }
@@ -76,19 +97,29 @@ mod tests {
 
     #[tokio::test]
     async fn inactive_stream_ends_at_once_and_active_one_drains_after_close() {
-        let mut empty = EventStream::new(None);
+        let mut empty = EventStream::new(None, None);
         assert!(!empty.is_active());
         assert_eq!(empty.next().await, None);
 
         let (tx, rx) = mpsc::channel(4);
-        let mut events = EventStream::new(Some(rx));
+        let (acks, mut acked) = mpsc::unbounded_channel();
+        let mut events = EventStream::new(Some(rx), Some(acks));
         let pushes = Push::examples();
-        tx.send(pushes[0].clone()).await.unwrap();
-        tx.send(pushes[1].clone()).await.unwrap();
+        tx.send((pushes[0].clone(), Some(7))).await.unwrap();
+        tx.send((pushes[1].clone(), None)).await.unwrap();
+        tx.send((pushes[2].clone(), Some(9))).await.unwrap();
         drop(tx);
-        assert_eq!(events.queued(), 2);
+        assert_eq!(events.queued(), 3);
+        assert!(
+            acked.try_recv().is_err(),
+            "nothing acknowledged before it is taken"
+        );
         assert_eq!(events.next().await.as_ref(), Some(&pushes[0]));
+        assert_eq!(acked.try_recv().ok(), Some(7));
         assert_eq!(events.recv().await.as_ref(), Some(&pushes[1]));
+        assert!(acked.try_recv().is_err());
+        assert_eq!(events.next().await.as_ref(), Some(&pushes[2]));
+        assert_eq!(acked.try_recv().ok(), Some(9));
         assert_eq!(events.next().await, None);
     }
 }

@@ -120,7 +120,7 @@ async fn api_errors_and_wrong_variants() {
 }
 
 /// A kept event reaches the application as a plain `Push::Group`, once per connection, and
-/// only once it is in the application's hands is it acknowledged; a client that does not take events never
+/// only once the application takes it is it acknowledged; a client that does not take events never
 /// acknowledges (the broker keeps the event for a later login).
 #[tokio::test]
 async fn kept_events_arrive_as_group_events_and_are_acknowledged() {
@@ -167,6 +167,10 @@ async fn kept_events_arrive_as_group_events_and_are_acknowledged() {
         .unwrap();
     deaf.invite_users_to_group("42", &["erin"]).await.unwrap();
     deaf.ping().await.unwrap();
+    // Nor does one whose application never takes its events from the stream.
+    let lazy = broker.client("fred").connect().await.unwrap();
+    lazy.invite_users_to_group("42", &["gina"]).await.unwrap();
+    lazy.ping().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(acked(), vec![100, 101]);
 }
