@@ -363,6 +363,10 @@ async fn admins_set_removed_listed_with_their_events() {
         ErrorCode::UserNotFound,
     );
     assert!(msg.contains("nosuch"), "{msg}");
+    assert_code(
+        owner.client.remove_group_admin(&gid, "nosuch").await,
+        ErrorCode::UserNotFound,
+    );
     owner.client.set_group_admin(&gid, "a1").await.unwrap();
     assert_eq!(a1.expect(Op::SetAdmin).await.users, vec!["a1".to_string()]);
     owner.client.set_group_admin(&gid, "a2").await.unwrap();

@@ -141,6 +141,8 @@ async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Opti
         window: Duration::from_millis(cfg.coalesce_window_ms),
     };
     let outbox = Outbox::new(conn.clone(), events, cfg.outbound_queue, coalesce);
+    // Live events wait until the kept ones (older) are queued.
+    outbox.gate();
     let handle = SessionHandle {
         session_id: caller.session_id,
         device_id: hello.device_id.clone(),
@@ -171,7 +173,13 @@ async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Opti
     metrics::gauge!("convoke_sessions_online").increment(1.0);
     tracing::debug!(user = %caller.user, session = caller.session_id, device = %hello.device_id, "session started");
 
-    deliver_inbox(node, &caller.user, &outbox).await;
+    // Requests are served while the replay runs; a client that is slow to take its events
+    // does not hold up its requests.
+    tokio::spawn(deliver_inbox(
+        node.clone(),
+        caller.user.clone(),
+        outbox.clone(),
+    ));
 
     Ok(Some(Opened {
         caller,
@@ -312,10 +320,11 @@ fn close_for_read_error(conn: &quinn::Connection, e: &ReadError) {
 }
 
 /// Sends the events kept for this user (not yet acknowledged by any of their clients: they
-/// were offline, or the connection that carried them died). They stay kept until acked.
-async fn deliver_inbox(node: &Node, user: &str, outbox: &Arc<Outbox>) {
+/// were offline, or the connection that carried them died), then the live events held
+/// meanwhile. They stay kept until acked.
+async fn deliver_inbox(node: Arc<Node>, user: String, outbox: Arc<Outbox>) {
     let max = node.config.sessions.kept_events_max;
-    let frames = match node.store.inbox_pending(user, max) {
+    let frames = match node.store.inbox_pending(&user, max) {
         Ok((frames, 0)) => frames,
         Ok((frames, dropped)) => {
             tracing::warn!(%user, dropped, max, "dropped the oldest kept events over the limit");
@@ -324,10 +333,8 @@ async fn deliver_inbox(node: &Node, user: &str, outbox: &Arc<Outbox>) {
         }
         Err(e) => {
             tracing::error!(%user, error = %e, "could not read the kept events");
-            return;
+            Vec::new()
         }
     };
-    if !frames.is_empty() {
-        outbox.push_wait(frames).await;
-    }
+    outbox.replay(frames).await;
 }

@@ -75,6 +75,9 @@ struct State {
     /// frame's late write must not make a session with a slow cadence look busy).
     last_frame: Option<Instant>,
     closed: bool,
+    /// While the login's replay of kept events runs, live frames wait here (see
+    /// [`Outbox::gate`]), so that nothing overtakes an older kept event.
+    gated: Option<Vec<Bytes>>,
 }
 
 impl Outbox {
@@ -93,6 +96,7 @@ impl Outbox {
                 holding: false,
                 last_frame: None,
                 closed: false,
+                gated: None,
             }),
             conn,
             capacity,
@@ -119,7 +123,46 @@ impl Outbox {
     /// backlog is full. Returns whether the frame was taken.
     pub fn push(self: &Arc<Self>, frame: &Bytes) -> bool {
         let mut st = self.lock();
+        if !st.closed {
+            if let Some(held) = st.gated.as_mut() {
+                if held.len() < self.capacity {
+                    held.push(frame.clone());
+                    return true;
+                }
+                st.closed = true;
+                st.gated = None;
+                self.slow_consumer();
+                return false;
+            }
+        }
         self.push_locked(&mut st, frame)
+    }
+
+    /// Holds live frames back (at most the capacity; more closes the session as a slow
+    /// consumer) until [`Outbox::replay`] has queued the frames it is given.
+    pub fn gate(&self) {
+        self.lock().gated.get_or_insert_with(Vec::new);
+    }
+
+    /// Queues `frames` (the login's replay) with [`Outbox::push_wait`], then the live frames
+    /// held since [`Outbox::gate`], in arrival order, and lets live frames through again.
+    /// Returns whether all were taken.
+    pub async fn replay(self: &Arc<Self>, frames: Vec<Bytes>) -> bool {
+        let mut next = frames;
+        loop {
+            if !next.is_empty() && !self.push_wait(next).await {
+                self.lock().gated = None;
+                return false;
+            }
+            let mut st = self.lock();
+            match st.gated.as_mut() {
+                Some(held) if !held.is_empty() => next = std::mem::take(held),
+                _ => {
+                    st.gated = None;
+                    return !st.closed;
+                }
+            }
+        }
     }
 
     fn push_locked(self: &Arc<Self>, st: &mut MutexGuard<'_, State>, frame: &Bytes) -> bool {

@@ -184,6 +184,9 @@ pub(super) fn set_admin(g: &mut Group, caller: &Caller, user: &str, ctx: &Ctx<'_
 pub(super) fn remove_admin(g: &mut Group, caller: &Caller, user: &str, ctx: &Ctx<'_>) -> Outcome {
     check_user_id("username", user)?;
     need_owner(g, caller)?;
+    if g.role(user).is_none() {
+        check_exists(ctx, user)?;
+    }
     if member_target(g, "username", user)? != Role::Admin {
         return Err(ApiError::param(format!(
             "username {user:?} is not an admin of group {:?}",
