@@ -81,7 +81,8 @@ async fn receive(
         file_id: fid,
         size: req.size,
     };
-    node.groups.file_op(gid, caller.clone(), admit).await?;
+    // Armed before asking, so that a task dropped while waiting for the answer still gives
+    // the place back (releasing a place never taken is harmless).
     let mut hold = Hold {
         node,
         gid,
@@ -89,6 +90,10 @@ async fn receive(
         fid,
         armed: true,
     };
+    if let Err(e) = node.groups.file_op(gid, caller.clone(), admit).await {
+        hold.armed = false;
+        return Err(e);
+    }
 
     let files = &node.files;
     let mut part = Partial::create(files.temp_path(fid))

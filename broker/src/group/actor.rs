@@ -280,6 +280,62 @@ pub(super) async fn commit_and_announce(
     fx: Effects,
 ) -> Reply {
     let shared = st.shared.clone();
+    // The rule already changed the group in memory: if the change cannot be made durable,
+    // the memory goes back to what the store has.
+    let (ws, frames) = match write_set_and_frames(st, &fx) {
+        Ok(x) => x,
+        Err(e) => {
+            reload(st);
+            return Err(e);
+        }
+    };
+    if let Err(e) = shared.store.commit(ws).await {
+        tracing::error!(group = st.gid, error = %e, "commit failed; reloading group from the store");
+        reload(st);
+        return Err(internal(e));
+    }
+    if fx.destroyed {
+        st.group = None;
+    }
+    if fx.dirty.iter().any(|d| matches!(d, Dirty::Member(_))) || fx.destroyed {
+        st.msgs.roster_changed();
+    }
+    // Messages sent before this change are delivered before its events.
+    super::messages::barrier(&st.publisher).await;
+    super::files::after_commit(&shared, st.gid, st.group.as_ref(), &fx);
+    for (a, frame) in fx.announce.iter().zip(frames) {
+        let fanout_started = Instant::now();
+        let n = shared.presence.deliver(&a.to, &frame, origin_session);
+        metrics::counter!("convoke_events_delivered_total").increment(n as u64);
+        metrics::histogram!("convoke_fanout_recipients").record(n as f64);
+        metrics::histogram!("convoke_fanout_duration_seconds")
+            .record(fanout_started.elapsed().as_secs_f64());
+    }
+    Ok(fx.response)
+}
+
+/// Replaces the group in memory with what the store holds, after a change could not be
+/// made durable. Uploads in progress keep their places under the quota.
+fn reload(st: &mut GroupState) {
+    let uploading = st
+        .group
+        .as_mut()
+        .map(|g| std::mem::take(&mut g.uploading))
+        .unwrap_or_default();
+    st.group = st.shared.store.load_group(st.gid).ok().flatten();
+    if let Some(g) = st.group.as_mut() {
+        g.uploading = uploading;
+    }
+    st.msgs.roster_changed();
+}
+
+/// The write set that persists `fx` (records, destroy, kept-event copies) and the encoded
+/// frames of its announcements.
+fn write_set_and_frames(
+    st: &GroupState,
+    fx: &Effects,
+) -> Result<(WriteSet, Vec<bytes::Bytes>), ApiError> {
+    let shared = &st.shared;
     let Some(g) = st.group.as_ref() else {
         return Err(ApiError::no_group(&st.gid.to_string()));
     };
@@ -314,30 +370,7 @@ pub(super) async fn commit_and_announce(
         }
         frames.push(frame);
     }
-    if let Err(e) = shared.store.commit(ws).await {
-        tracing::error!(group = st.gid, error = %e, "commit failed; reloading group from the store");
-        st.group = shared.store.load_group(st.gid).ok().flatten();
-        st.msgs.roster_changed();
-        return Err(internal(e));
-    }
-    if fx.destroyed {
-        st.group = None;
-    }
-    if fx.dirty.iter().any(|d| matches!(d, Dirty::Member(_))) || fx.destroyed {
-        st.msgs.roster_changed();
-    }
-    // Messages sent before this change are delivered before its events.
-    super::messages::barrier(&st.publisher).await;
-    super::files::after_commit(&shared, st.gid, st.group.as_ref(), &fx);
-    for (a, frame) in fx.announce.iter().zip(frames) {
-        let fanout_started = Instant::now();
-        let n = shared.presence.deliver(&a.to, &frame, origin_session);
-        metrics::counter!("convoke_events_delivered_total").increment(n as u64);
-        metrics::histogram!("convoke_fanout_recipients").record(n as f64);
-        metrics::histogram!("convoke_fanout_duration_seconds")
-            .record(fanout_started.elapsed().as_secs_f64());
-    }
-    Ok(fx.response)
+    Ok((ws, frames))
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

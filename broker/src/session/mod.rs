@@ -74,7 +74,7 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
     serve(&node, conn, opened).await
 }
 
-/// The handshake, up to a registered session with its offline inbox delivered; `None` if the
+/// The handshake, up to a registered session whose replay of kept events has started; `None` if the
 /// connection was refused (it is closed with the reason).
 async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Option<Opened>> {
     let cfg = &node.config.sessions;

@@ -222,7 +222,7 @@ impl Outbox {
     }
 
     /// Queues `frames` in order, waiting while the backlog is half full instead of closing
-    /// the session (for the offline inbox, which may be longer than the backlog); the other
+    /// the session (for the login replay of kept events, which may be longer than the backlog); the other
     /// half stays free for live events meanwhile. Returns whether all were taken.
     pub async fn push_wait(self: &Arc<Self>, frames: Vec<Bytes>) -> bool {
         let room = (self.capacity / 2).max(1);

@@ -153,9 +153,12 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Job>, window_us: &std::sync::atomic::Ato
         // Measured (sled 0.34.7 `Tree::apply_batch`): every batch seals and writes sled's
         // in-memory log buffer twice, on its I/O threads, whatever its size. At 2,000
         // write sets/s one batch each cost more CPU than everything else the broker did.
-        // So all waiting write sets go in one batch, applied in submission order (a later
-        // write to a key wins, as if applied one after another). A batch is all or
-        // nothing, and so is each write set inside it.
+        // So all waiting write sets go in one batch. The batch keeps the last write to
+        // each key, so the result is that of applying them one after another in
+        // submission order. Crash recovery replays a batch whole or not at all, so each
+        // write set in it is recovered whole or not at all. A write error (disk failure)
+        // fails every write set of the round, and sled may keep part of the batch in
+        // memory; callers reload what they hold from the store.
         let mut waiters = Vec::with_capacity(jobs.len());
         let mut batch = sled::Batch::default();
         for (ws, done) in jobs {

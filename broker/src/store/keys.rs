@@ -13,7 +13,8 @@ pub const USER: u8 = b'u';
 pub const JOINED: u8 = b'j';
 /// Public-group index: `p <gid>` -> group name.
 pub const PUBLIC: u8 = b'p';
-/// Offline inbox: `i <user> 0 <seq>` -> an encoded push frame.
+/// Kept events: `i <user> 0 <id>` -> the encoded `Push::Kept` frame of event `id`, until a
+/// client of the user acknowledges it.
 pub const INBOX: u8 = b'i';
 /// Groups with timed mutes, re-armed at start: `t <gid>` -> ().
 pub const TIMED: u8 = b't';

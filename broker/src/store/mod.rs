@@ -321,7 +321,7 @@ impl Store {
         Ok(out)
     }
 
-    // ---- offline inbox -----------------------------------------------------------------------
+    // ---- kept events -------------------------------------------------------------------------
 
     /// Keeps the encoded frame of kept event `id` for `user`, as part of `ws`, until a
     /// client of theirs acknowledges `id`.
@@ -334,14 +334,19 @@ impl Store {
     /// before kept events had ids on the wire (a plain `Push::Group` frame) is sent as a
     /// `Push::Kept` whose id is its key, so that it can be acknowledged too.
     pub fn inbox_pending(&self, user: &str, max: usize) -> Result<(Vec<bytes::Bytes>, usize)> {
+        // Newest first, so that only `max` entries are ever held; older ones are dropped.
         let mut entries = Vec::new();
-        for kv in self.db.scan_prefix(keys::inbox_prefix(user)) {
-            entries.push(kv?);
+        let mut dropped = 0;
+        for kv in self.db.scan_prefix(keys::inbox_prefix(user)).rev() {
+            let (k, v) = kv?;
+            if entries.len() < max {
+                entries.push((k, v));
+            } else {
+                self.db.remove(k)?;
+                dropped += 1;
+            }
         }
-        let dropped = entries.len().saturating_sub(max);
-        for (k, _) in entries.drain(..dropped) {
-            self.db.remove(k)?;
-        }
+        entries.reverse();
         let mut frames = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             let legacy = match convoke_protocol::decode_frame::<Push>(

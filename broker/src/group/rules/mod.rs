@@ -100,7 +100,8 @@ pub struct Announce {
     /// Users whose sessions get it (deduplicated), the operator's other devices included
     /// where the multi-device rule applies. The request's own session never gets it.
     pub to: Vec<String>,
-    /// Users in `to` (other than the operator) who are offline get it at their next login.
+    /// A state-changing event: kept for the users in `to` (other than the operator) until
+    /// a client of theirs acknowledges it, and sent again at each login until then.
     pub keep_offline: bool,
 }
 
