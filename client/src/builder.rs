@@ -144,8 +144,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Discard every push: for clients that only make requests, so that unread events
-    /// never fill the buffer. [`Client::events`] then returns an empty stream.
+    /// Take no pushes: for clients that only make requests. The broker sends this session
+    /// none (kept events wait for a session that takes them), and [`Client::events`]
+    /// returns an empty stream.
     pub fn ignore_events(mut self) -> Self {
         self.ignore_events = true;
         self
@@ -242,6 +243,7 @@ impl ClientBuilder {
             versions: self.versions.clone(),
             token: self.token.clone(),
             device_id: self.device_id.clone(),
+            events: !self.ignore_events,
         };
         let dial = async {
             let connecting = endpoint

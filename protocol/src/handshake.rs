@@ -31,6 +31,10 @@ pub struct Hello {
     pub token: String,
     /// Identifies this device among the user's sessions (1-64 bytes).
     pub device_id: String,
+    /// Whether this session takes pushes. A session that does not (a client that only makes
+    /// requests) gets none: no live events, messages or kept-event replay, and it never
+    /// acknowledges kept events, which wait for a session that does.
+    pub events: bool,
 }
 
 /// The broker's acceptance of a hello.

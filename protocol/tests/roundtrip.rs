@@ -69,6 +69,7 @@ fn handshake_and_transfer_frames_round_trip() {
         versions: vec![1, 2],
         token: "tok".into(),
         device_id: "phone".into(),
+        events: true,
     }));
     round_trip(&ClientFrame::Ack {
         ids: vec![0, 7, u64::MAX],

@@ -116,6 +116,7 @@ async fn hello(conn: &quinn::Connection, token: String) -> (quinn::SendStream, q
         versions: SUPPORTED_VERSIONS.to_vec(),
         token,
         device_id: "raw".into(),
+        events: true,
     });
     send.write_all(&frame_bytes(&hello).unwrap()).await.unwrap();
     let mut buf = bytes::BytesMut::new();

@@ -103,6 +103,7 @@ async fn hello(conn: &quinn::Connection, token: String) -> (quinn::SendStream, q
         versions: SUPPORTED_VERSIONS.to_vec(),
         token,
         device_id: "raw".into(),
+        events: true,
     }))
     .unwrap();
     send.write_all(&frame).await.unwrap();

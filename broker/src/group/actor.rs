@@ -364,7 +364,10 @@ fn write_set_and_frames(
         let frame =
             frame_bytes(push).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         if let Some(Push::Kept { id, event }) = &kept {
-            for u in a.to.iter().filter(|u| **u != event.from) {
+            // Not for the operator, who made the change, unless it is about them (an app
+            // admin removing themself, say).
+            let keep_for = |u: &&String| **u != event.from || event.users.contains(u);
+            for u in a.to.iter().filter(keep_for) {
                 shared.store.inbox_put(&mut ws, u, *id, &frame);
             }
         }

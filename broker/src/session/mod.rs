@@ -141,8 +141,12 @@ async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Opti
         window: Duration::from_millis(cfg.coalesce_window_ms),
     };
     let outbox = Outbox::new(conn.clone(), events, cfg.outbound_queue, coalesce);
-    // Live events wait until the kept ones (older) are queued.
-    outbox.gate();
+    if hello.events {
+        // Live events wait until the kept ones (older) are queued.
+        outbox.gate();
+    } else {
+        outbox.refuse_all();
+    }
     let handle = SessionHandle {
         session_id: caller.session_id,
         device_id: hello.device_id.clone(),
@@ -175,11 +179,13 @@ async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Opti
 
     // Requests are served while the replay runs; a client that is slow to take its events
     // does not hold up its requests.
-    tokio::spawn(deliver_inbox(
-        node.clone(),
-        caller.user.clone(),
-        outbox.clone(),
-    ));
+    if hello.events {
+        tokio::spawn(deliver_inbox(
+            node.clone(),
+            caller.user.clone(),
+            outbox.clone(),
+        ));
+    }
 
     Ok(Some(Opened {
         caller,

@@ -138,6 +138,13 @@ impl Outbox {
         self.push_locked(&mut st, frame)
     }
 
+    /// Takes no frames from now on (a session that asked for no pushes): [`Outbox::push`]
+    /// returns false. The stream stays open, unused (a finished push stream would tell the
+    /// client the session is over).
+    pub fn refuse_all(&self) {
+        self.lock().closed = true;
+    }
+
     /// Holds live frames back (at most the capacity; more closes the session as a slow
     /// consumer) until [`Outbox::replay`] has queued the frames it is given.
     pub fn gate(&self) {
