@@ -32,7 +32,10 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) writer: mpsc::Sender<Bytes>,
     pub(crate) events: Mutex<Option<mpsc::Receiver<crate::events::Delivery>>>,
-    /// Ids of kept events the application took, for the acknowledgement task.
+    /// Ids of kept events the application took, for the acknowledgement task. Unbounded
+    /// because it is fed from `EventStream::poll_next`, which cannot wait; each id is one
+    /// state-changing event the application took (through the bounded event channel), and
+    /// the task sends them on in frames of up to `MAX_ACK_IDS`.
     pub(crate) acks: mpsc::UnboundedSender<u64>,
     pub(crate) welcome: Welcome,
     pub(crate) request_timeout: Duration,

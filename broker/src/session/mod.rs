@@ -7,7 +7,8 @@
 //! ([`route`]) in the order sent, takes acknowledgements of kept events, and accepts
 //! shared-file transfer streams ([`transfer`]). Answers go back on the control stream,
 //! written by whichever task produced them; events and messages are written into the event
-//! stream by the group actors and their publisher tasks (the inbox by the session itself).
+//! stream by the group actors and their publisher tasks (the kept events by a replay task
+//! started at login).
 //!
 //! Nothing else runs per idle connection (quinn's connection driver aside): an idle session
 //! costs one task, which is what keeps memory per connection near quinn's own floor (a
