@@ -28,6 +28,9 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// Longest [`Client::close`] waits for the broker to have the acknowledgements.
+const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) writer: mpsc::Sender<Bytes>,
@@ -36,7 +39,7 @@ pub(crate) struct Inner {
     /// because it is fed from `EventStream::poll_next`, which cannot wait; each id is one
     /// state-changing event the application took (through the bounded event channel), and
     /// the task sends them on in frames of up to `MAX_ACK_IDS`.
-    pub(crate) acks: mpsc::UnboundedSender<u64>,
+    pub(crate) acks: mpsc::UnboundedSender<crate::events::AckMsg>,
     pub(crate) welcome: Welcome,
     pub(crate) request_timeout: Duration,
     pub(crate) endpoint: quinn::Endpoint,
@@ -199,6 +202,22 @@ impl Client {
     /// Closes the connection (close code 0) and waits, briefly, until the broker has been
     /// told. Pending calls fail with [`ClientError::Closed`].
     pub async fn close(&self) {
+        // Acknowledgements of events the application took go out first (a round trip
+        // proves the broker has them), so they are not sent again at the next login.
+        let (flushed, sent_any) = tokio::sync::oneshot::channel();
+        if self
+            .inner
+            .acks
+            .send(crate::events::AckMsg::Flush(flushed))
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(ACK_FLUSH_TIMEOUT, async {
+                if sent_any.await.unwrap_or(false) {
+                    let _ = self.ping().await;
+                }
+            })
+            .await;
+        }
         self.inner
             .shared
             .fail(close::NORMAL, "closed by the application");

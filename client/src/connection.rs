@@ -19,7 +19,7 @@
 //! the one place that observes the end, so there is exactly one reason for everyone.
 
 use crate::error::{closed_error, ClientError};
-use crate::events::Delivery;
+use crate::events::{AckMsg, Delivery};
 use bytes::{Bytes, BytesMut};
 use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::codec::{decode_frame, FrameError, MAX_FRAME_LEN};
@@ -174,7 +174,7 @@ pub(crate) fn spawn(
     leftover: BytesMut,
     (writer, writer_rx): (mpsc::WeakSender<Bytes>, mpsc::Receiver<Bytes>),
     events_tx: mpsc::Sender<Delivery>,
-    acks_rx: mpsc::UnboundedReceiver<u64>,
+    acks_rx: mpsc::UnboundedReceiver<AckMsg>,
 ) {
     tokio::spawn(supervise(shared.clone()));
     tokio::spawn(write_loop(shared.clone(), send, writer_rx));
@@ -246,22 +246,45 @@ impl RecentIds {
 /// any requests already queued), several ids per frame when they pile up. Ends with the last
 /// event stream and client handle; what was not sent by then is sent again by the broker at
 /// the next login.
-async fn acknowledge(writer: mpsc::WeakSender<Bytes>, mut ids: mpsc::UnboundedReceiver<u64>) {
-    let mut batch = Vec::new();
-    while ids.recv_many(&mut batch, MAX_ACK_IDS).await > 0 {
-        let Some(writer) = writer.upgrade() else {
-            return;
-        };
-        let frame = ClientFrame::Ack {
-            ids: std::mem::take(&mut batch),
-        };
-        match frame_bytes(&frame) {
-            Ok(bytes) => {
-                if writer.send(bytes).await.is_err() {
-                    return;
+async fn acknowledge(writer: mpsc::WeakSender<Bytes>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
+    let mut msgs = Vec::new();
+    let mut sent_since_flush = false;
+    while rx.recv_many(&mut msgs, MAX_ACK_IDS).await > 0 {
+        let mut ids = Vec::new();
+        for msg in msgs.drain(..) {
+            match msg {
+                AckMsg::Taken(id) => ids.push(id),
+                AckMsg::Flush(done) => {
+                    // Everything taken before the flush goes to the writer first.
+                    if !ids.is_empty() {
+                        if !send_acks(&writer, std::mem::take(&mut ids)).await {
+                            return;
+                        }
+                        sent_since_flush = true;
+                    }
+                    let _ = done.send(std::mem::take(&mut sent_since_flush));
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot encode an acknowledgement"),
+        }
+        if !ids.is_empty() {
+            if !send_acks(&writer, ids).await {
+                return;
+            }
+            sent_since_flush = true;
+        }
+    }
+}
+
+/// Queues one `ClientFrame::Ack` on the writer; false once the connection's handles are gone.
+async fn send_acks(writer: &mpsc::WeakSender<Bytes>, ids: Vec<u64>) -> bool {
+    let Some(writer) = writer.upgrade() else {
+        return false;
+    };
+    match frame_bytes(&ClientFrame::Ack { ids }) {
+        Ok(bytes) => writer.send(bytes).await.is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode an acknowledgement");
+            true
         }
     }
 }

@@ -25,17 +25,27 @@ use tokio::sync::mpsc;
 /// application takes it, for a kept event.
 pub(crate) type Delivery = (Push, Option<u64>);
 
+/// What the connection's acknowledgement task is told.
+#[derive(Debug)]
+pub(crate) enum AckMsg {
+    /// The application took kept event `id`.
+    Taken(u64),
+    /// Hand everything taken so far to the writer, then answer whether anything was
+    /// handed on since the previous flush.
+    Flush(tokio::sync::oneshot::Sender<bool>),
+}
+
 /// The pushes of one connection. See [`crate::Client::events`].
 pub struct EventStream {
     rx: Option<mpsc::Receiver<Delivery>>,
     /// Where the ids of kept events go once taken (the connection's acknowledgement task).
-    acks: Option<mpsc::UnboundedSender<u64>>,
+    acks: Option<mpsc::UnboundedSender<AckMsg>>,
 }
 
 impl EventStream {
     pub(crate) fn new(
         rx: Option<mpsc::Receiver<Delivery>>,
-        acks: Option<mpsc::UnboundedSender<u64>>,
+        acks: Option<mpsc::UnboundedSender<AckMsg>>,
     ) -> Self {
         Self { rx, acks }
     }
@@ -43,7 +53,7 @@ impl EventStream {
     /// Hands `delivery` to the application, acknowledging it first if it was kept.
     fn take(&self, delivery: Delivery) -> Push {
         if let (Some(id), Some(acks)) = (delivery.1, &self.acks) {
-            let _ = acks.send(id);
+            let _ = acks.send(AckMsg::Taken(id));
         }
         delivery.0
     }
@@ -114,12 +124,16 @@ mod tests {
             acked.try_recv().is_err(),
             "nothing acknowledged before it is taken"
         );
+        let taken = |m: Result<AckMsg, _>| match m {
+            Ok(AckMsg::Taken(id)) => Some(id),
+            _ => None,
+        };
         assert_eq!(events.next().await.as_ref(), Some(&pushes[0]));
-        assert_eq!(acked.try_recv().ok(), Some(7));
+        assert_eq!(taken(acked.try_recv()), Some(7));
         assert_eq!(events.recv().await.as_ref(), Some(&pushes[1]));
         assert!(acked.try_recv().is_err());
         assert_eq!(events.next().await.as_ref(), Some(&pushes[2]));
-        assert_eq!(acked.try_recv().ok(), Some(9));
+        assert_eq!(taken(acked.try_recv()), Some(9));
         assert_eq!(events.next().await, None);
     }
 }
