@@ -141,20 +141,19 @@ pub(super) fn unmute(g: &mut Group, caller: &Caller, users: &[String], ctx: &Ctx
         )));
     }
     let mut fx = Effects::done();
-    for u in users {
+    end_mutes(g, &mut fx, &caller.user, users.to_vec(), ctx.now);
+    Ok(fx)
+}
+
+/// Ends the mutes of `users` as part of `fx`, announcing unmuteMember from `from` (empty
+/// when the broker itself ends them) to all members.
+pub(super) fn end_mutes(g: &mut Group, fx: &mut Effects, from: &str, users: Vec<String>, now: i64) {
+    for u in &users {
         g.mutes.remove(u);
         fx.touch(Dirty::Mute(u.clone()));
     }
-    let ev = event(
-        g,
-        Op::UnmuteMember,
-        &caller.user,
-        users.to_vec(),
-        EventDetail::None,
-        ctx.now,
-    );
+    let ev = event(g, Op::UnmuteMember, from, users, EventDetail::None, now);
     fx.announce.push(announce(ev, all_members(g), false));
-    Ok(fx)
 }
 
 /// Ends every mute that has expired at `now`; `None` if none has.
@@ -169,13 +168,8 @@ pub fn expire_mutes(g: &mut Group, now: i64) -> Option<Effects> {
         return None;
     }
     let mut fx = Effects::done();
-    for u in &expired {
-        g.mutes.remove(u);
-        fx.touch(Dirty::Mute(u.clone()));
-    }
     // The broker itself ends the mute: `from` is empty.
-    let ev = event(g, Op::UnmuteMember, "", expired, EventDetail::None, now);
-    fx.announce.push(announce(ev, all_members(g), false));
+    end_mutes(g, &mut fx, "", expired, now);
     Some(fx)
 }
 

@@ -67,17 +67,9 @@ pub(super) fn change_owner(
     fx.announce.push(announce(ev, all_members(g), true));
     // The owner can never be muted: a mute of the new owner ends now, announced like an
     // unmute by the caller.
-    if g.mutes.remove(new_owner).is_some() {
-        fx.touch(Dirty::Mute(new_owner.to_string()));
-        let ev = event(
-            g,
-            Op::UnmuteMember,
-            &caller.user,
-            vec![new_owner.to_string()],
-            EventDetail::None,
-            ctx.now,
-        );
-        fx.announce.push(announce(ev, all_members(g), false));
+    if g.mutes.contains_key(new_owner) {
+        let users = vec![new_owner.to_string()];
+        super::moderation::end_mutes(g, &mut fx, &caller.user, users, ctx.now);
     }
     clear_shield(g, new_owner);
     Ok(fx)
