@@ -231,6 +231,16 @@ impl Client {
         }
     }
 
+    /// The live QUIC connection, for opening transfer streams. While the client reconnects
+    /// this waits (up to the request timeout) for the next connection; it fails with
+    /// [`ClientError::Closed`] once the client is closed for good.
+    pub(crate) async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        match self.inner.shared.closed_error() {
+            Some(err) => Err(err),
+            None => Ok(self.inner.shared.connection.clone()),
+        }
+    }
+
     pub(crate) fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
     }

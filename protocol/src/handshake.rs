@@ -16,8 +16,9 @@ use crate::response::Response;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this crate implements (2: kept events and their acknowledgements).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The protocol version this crate implements (2: kept events and their acknowledgements;
+/// 3: idempotent sends, resumable transfers).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The versions this crate can speak, newest first.
 pub const SUPPORTED_VERSIONS: &[u32] = &[PROTOCOL_VERSION];

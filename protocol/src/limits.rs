@@ -23,6 +23,8 @@ pub const MAX_ATTRIBUTE_USERS: usize = 10;
 pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
 /// Shared files per group.
 pub const MAX_FILES_PER_GROUP: usize = 10_000;
+/// A sendGroupMessage's client message id, in bytes.
+pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
 /// Message payload, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Groups one user may be a member of.

@@ -236,10 +236,16 @@ pub enum Request {
         limit: u32,
         cursor: Option<String>,
     },
+    /// `client_msg_id` (1 to [`crate::limits::MAX_CLIENT_MSG_ID_BYTES`] bytes) makes the
+    /// send idempotent: the broker remembers it per group and sender for its dedup window
+    /// and answers a repeated send with the original message's id, seq and timestamp,
+    /// storing nothing new. A client retries with the same id when it cannot know whether
+    /// an earlier attempt was stored (the connection dropped before the answer).
     SendGroupMessage {
         group_id: String,
         payload: Vec<u8>,
         allow_group_ack: bool,
+        client_msg_id: Option<String>,
     },
     AckGroupMessage {
         group_id: String,
@@ -542,6 +548,7 @@ impl Request {
                 group_id: g(),
                 payload: b"hi".to_vec(),
                 allow_group_ack: true,
+                client_msg_id: Some(u("c-1")),
             },
             Self::AckGroupMessage {
                 group_id: g(),

@@ -21,6 +21,7 @@ impl Client {
                 group_id: group_id.into(),
                 payload: payload.into(),
                 allow_group_ack,
+                client_msg_id: None,
             })
             .await?;
         expect_response!(r, "sendGroupMessage", Response::MessageSent { msg_id, seq, timestamp } => MessageSent { msg_id, seq, timestamp })

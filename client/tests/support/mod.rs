@@ -329,6 +329,7 @@ async fn answer(
             group_id,
             payload,
             allow_group_ack,
+            ..
         } => {
             let message = Push::Message(GroupMessage {
                 group_id,
