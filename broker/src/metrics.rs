@@ -134,6 +134,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         zero: UNLABELLED,
     },
     MetricDef {
+        name: "convoke_messages_deduplicated_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Sends answered with an earlier message because their client message id was already used (client retries); nothing was stored or delivered again.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
         name: "convoke_messages_delivered_total",
         kind: Kind::Counter,
         unit: Unit::Count,

@@ -131,6 +131,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
                     .saturating_mul(1000),
             )
             .unwrap_or(i64::MAX),
+            dedup_window_ms: i64::try_from(config.messages.dedup_window_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
         },
     });
     let (groups, _directory) = Groups::start(shared).await?;

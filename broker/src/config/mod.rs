@@ -311,6 +311,11 @@ pub struct MessagesConfig {
     /// Read receipts are accepted for messages younger than this, in seconds. Default
     /// `259200` (3 days).
     pub read_receipt_window_secs: u64,
+    /// Idempotent sends: for this long a send's client message id answers a repeat of it
+    /// (same sender and group) with the original message instead of storing a new one, in
+    /// seconds. Ids are dropped with their messages' history, whichever comes first.
+    /// 1 to 2592000 (30 days). Default `600`.
+    pub dedup_window_secs: u64,
 }
 
 impl Default for MessagesConfig {
@@ -321,6 +326,7 @@ impl Default for MessagesConfig {
             rate_limit_per_sec: 0,
             read_receipt_max_group_size: 500,
             read_receipt_window_secs: 259_200,
+            dedup_window_secs: 600,
         }
     }
 }
@@ -338,8 +344,11 @@ pub struct FilesConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DebugConfig {
-    /// Lets tests crash a group actor on purpose (a modifyGroup with ext `"convoke:panic"`
-    /// panics it) to exercise supervision and restart. Default `false`.
+    /// Lets tests crash on purpose: a modifyGroup with ext `"convoke:panic"` panics the
+    /// group actor (supervision and restart); a sendGroupMessage whose client message id
+    /// starts with `"fault:abort-after-commit"` aborts the broker process right after the
+    /// message is durable, before it is answered or delivered (a crash between the write and
+    /// the answer). Default `false`.
     pub fault_injection: bool,
 }
 

@@ -304,3 +304,21 @@ fn env_vars_reads_only_the_prefix() {
     // Only checks the filter: the process environment is shared by parallel tests.
     assert!(env_vars().iter().all(|(k, _)| k.starts_with(ENV_PREFIX)));
 }
+
+#[test]
+fn dedup_window_is_checked_and_named() {
+    assert_eq!(Config::default().messages.dedup_window_secs, 600);
+    let config = load_file("[messages]\ndedup_window_secs = 1\n").unwrap();
+    assert_eq!(config.messages.dedup_window_secs, 1);
+    for (value, bound) in [("0", "at least 1"), ("2592001", "at most 2592000")] {
+        let err = load_file(&format!("[messages]\ndedup_window_secs = {value}\n")).unwrap_err();
+        assert_eq!(err.field(), Some("messages.dedup_window_secs"), "{err}");
+        assert!(err.to_string().contains(bound), "{err}");
+    }
+    let err = Config::load(None, env(&[("CONVOKE_MESSAGES__DEDUP_WINDOW_SECS", "0")])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("CONVOKE_MESSAGES__DEDUP_WINDOW_SECS"),
+        "{err}"
+    );
+}

@@ -13,6 +13,10 @@ const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 /// Room a message frame needs besides its payload (ids, group, sender, sequence).
 const MESSAGE_ENVELOPE_BYTES: usize = 64 * 1024;
 
+/// Longest dedup window (30 days): ids are kept no longer than their messages' history
+/// anyway.
+const MAX_DEDUP_WINDOW_SECS: u64 = 30 * 86_400;
+
 /// Shortest configured app secret: anything shorter can be guessed.
 pub(super) const MIN_SECRET_BYTES: usize = 16;
 
@@ -143,6 +147,17 @@ impl Config {
             m.read_receipt_window_secs,
             1,
             "",
+        )?;
+        at_least(
+            "messages.dedup_window_secs",
+            m.dedup_window_secs,
+            1,
+            "0 would store a client's retries as new messages",
+        )?;
+        at_most(
+            "messages.dedup_window_secs",
+            m.dedup_window_secs,
+            MAX_DEDUP_WINDOW_SECS,
         )?;
         Ok(())
     }

@@ -25,7 +25,9 @@ pub struct Shared {
     pub limits: Limits,
     /// Stop an actor after this long without requests (and without pending timers).
     pub idle: Duration,
-    /// Test hook: a modifyGroup with ext "convoke:panic" panics the actor.
+    /// Test hooks: a modifyGroup with ext "convoke:panic" panics the actor; a send whose
+    /// client message id starts with [`super::messages::ABORT_AFTER_COMMIT`] aborts the
+    /// process once its message is durable, before the answer.
     pub fault_injection: bool,
     pub messages: super::messages::MessageSettings,
     /// Shared-file blobs and quotas.
@@ -103,10 +105,11 @@ impl Actor for GroupActor {
     ) -> Result<GroupState, ActorProcessingErr> {
         let group = args.shared.store.load_group(args.gid)?;
         let (next_seq, first_seq) = args.shared.store.load_seq(args.gid)?;
+        let first_client_id_seq = args.shared.store.first_client_id_seq(args.gid, 0)?;
         let mut st = GroupState {
             gid: args.gid,
             group,
-            msgs: super::messages::MessageState::new(next_seq, first_seq),
+            msgs: super::messages::MessageState::new(next_seq, first_seq, first_client_id_seq),
             publisher: super::messages::spawn_publisher(args.shared.presence.clone()),
             shared: args.shared,
             directory: args.directory,
@@ -158,10 +161,19 @@ impl Actor for GroupActor {
                     Request::SendGroupMessage {
                         payload,
                         allow_group_ack,
+                        client_msg_id,
                         ..
                     } => {
                         // Answered by the publisher once durable.
-                        super::messages::send(st, &caller, payload, allow_group_ack, reply).await;
+                        super::messages::send(
+                            st,
+                            &caller,
+                            payload,
+                            allow_group_ack,
+                            client_msg_id,
+                            reply,
+                        )
+                        .await;
                         return Ok(());
                     }
                     request => handle_request(&myself, st, &caller, &request).await,
@@ -185,6 +197,7 @@ impl Actor for GroupActor {
             GroupMsg::Tick => {
                 expire_and_arm(&myself, st).await;
                 super::messages::trim_by_age(st).await;
+                st.msgs.tidy();
                 // Pending mute expiries and uploads in progress (which hold quota places)
                 // keep the actor.
                 let timers_pending = st

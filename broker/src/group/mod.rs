@@ -2,11 +2,13 @@
 //!
 //! - [`model`]: the group's records and in-memory shape.
 //! - [`rules`]: what each request may do and causes, as plain Rust (tested without a runtime).
+//! - [`dedup`]: idempotent sends: matching a send's client message id with an earlier one.
 //! - [`actor`]: the thin driver: apply a rule, persist, answer, fan out; mute-expiry timers.
 //! - [`directory`]: the supervisor that spawns group actors on first use, restarts them after
 //!   a panic, stops them when idle, and never lets two actors own one group.
 
 pub mod actor;
+pub mod dedup;
 pub mod directory;
 pub mod files;
 pub mod messages;

@@ -122,6 +122,14 @@ impl Durable {
     }
 }
 
+#[cfg(test)]
+impl Durable {
+    /// A write set whose committer had stopped: waiting for it fails.
+    pub(crate) fn stopped() -> Self {
+        Self(None)
+    }
+}
+
 /// The default gathering window of a busy committer, in microseconds.
 pub const DEFAULT_WINDOW_US: u64 = 1_000;
 

@@ -2,6 +2,12 @@
 //! counter. History lives outside the group's own prefix so that loading a group actor
 //! never reads its messages.
 
+//!
+//! Client message ids (idempotent sends) are a key space of their own beside the records,
+//! whose encoding they leave unchanged: `c` maps (group, sender, client id) to the seq the
+//! id stored, `k` maps the seq back, so that trimming a message also drops its id and the
+//! ids stay bounded by history.
+
 use super::{decode, encode, keys, Result, Store, WriteSet};
 use bincode::{Decode, Encode};
 
@@ -29,6 +35,15 @@ impl MessageRec {
             allow_group_ack: self.allow_group_ack,
         }
     }
+}
+
+/// What [`Store::client_id_trim_writes`] released.
+#[derive(Debug, Default)]
+pub struct ClientIdTrim {
+    /// The (sender, client id) pairs of the trimmed messages.
+    pub released: Vec<(String, String)>,
+    /// The lowest seq past the trimmed ones that still has a client id record.
+    pub next_seq: Option<u64>,
 }
 
 impl Store {
@@ -177,9 +192,124 @@ impl Store {
         Ok((total, page))
     }
 
-    /// Adds to `ws` the deletion of a group's history, index, receipts and counter.
+    /// Adds to `ws` that `sender`'s client message id `client_id` stored message `seq`.
+    pub fn client_id_writes(
+        &self,
+        ws: &mut WriteSet,
+        gid: u64,
+        seq: u64,
+        sender: &str,
+        client_id: &str,
+    ) {
+        ws.put(keys::client_id_key(gid, sender, client_id), encode(&seq));
+        ws.put(
+            keys::space_key(keys::CLIENT_ID_BY_SEQ, gid, seq),
+            encode(&(sender, client_id)),
+        );
+    }
+
+    /// Adds to `ws` the removal of message `seq`'s client id record; the id itself is
+    /// released too when `owns_id` (no later message took it over).
+    pub fn client_id_release_writes(
+        &self,
+        ws: &mut WriteSet,
+        gid: u64,
+        seq: u64,
+        sender: &str,
+        client_id: &str,
+        owns_id: bool,
+    ) {
+        ws.delete(keys::space_key(keys::CLIENT_ID_BY_SEQ, gid, seq));
+        if owns_id {
+            ws.delete(keys::client_id_key(gid, sender, client_id));
+        }
+    }
+
+    /// The message that `sender`'s client message id `client_id` stored, if it is still in
+    /// history.
+    pub fn message_by_client_id(
+        &self,
+        gid: u64,
+        sender: &str,
+        client_id: &str,
+    ) -> Result<Option<MessageRec>> {
+        let key = keys::client_id_key(gid, sender, client_id);
+        let Some(v) = self.db.get(&key)? else {
+            return Ok(None);
+        };
+        let seq: u64 = decode(&key, &v)?;
+        let key = keys::space_key(keys::HISTORY, gid, seq);
+        let rec: Option<MessageRec> = self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()?;
+        Ok(rec.filter(|r| r.from == sender))
+    }
+
+    /// The lowest seq at or after `from` that has a client message id record.
+    pub fn first_client_id_seq(&self, gid: u64, from: u64) -> Result<Option<u64>> {
+        let prefix = keys::space_prefix(keys::CLIENT_ID_BY_SEQ, gid);
+        let start = keys::space_key(keys::CLIENT_ID_BY_SEQ, gid, from);
+        match self.db.range(start..).next() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                Ok(k.starts_with(&prefix)
+                    .then(|| keys::trailing_u64(&k))
+                    .flatten())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Adds to `ws` the removal of the client id records of messages `from..to` (the
+    /// history being trimmed), and of each id unless a later message took it over.
+    pub fn client_id_trim_writes(
+        &self,
+        ws: &mut WriteSet,
+        gid: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<ClientIdTrim> {
+        let prefix = keys::space_prefix(keys::CLIENT_ID_BY_SEQ, gid);
+        let start = keys::space_key(keys::CLIENT_ID_BY_SEQ, gid, from);
+        let mut released = Vec::new();
+        for kv in self.db.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Some(seq) = keys::trailing_u64(&k) else {
+                continue;
+            };
+            if seq >= to {
+                return Ok(ClientIdTrim {
+                    released,
+                    next_seq: Some(seq),
+                });
+            }
+            let (sender, client_id): (String, String) = decode(&k, &v)?;
+            let id_key = keys::client_id_key(gid, &sender, &client_id);
+            let owns_id = match self.db.get(&id_key)? {
+                Some(v) => decode::<u64>(&id_key, &v)? == seq,
+                None => false,
+            };
+            self.client_id_release_writes(ws, gid, seq, &sender, &client_id, owns_id);
+            released.push((sender, client_id));
+        }
+        Ok(ClientIdTrim {
+            released,
+            next_seq: None,
+        })
+    }
+
+    /// Adds to `ws` the deletion of a group's history, index, receipts, client message ids
+    /// and counter.
     pub fn history_destroy_writes(&self, ws: &mut WriteSet, gid: u64) -> Result<()> {
-        for tag in [keys::HISTORY, keys::MSG_INDEX, keys::RECEIPT, keys::SEQ] {
+        for tag in [
+            keys::HISTORY,
+            keys::MSG_INDEX,
+            keys::RECEIPT,
+            keys::CLIENT_ID,
+            keys::CLIENT_ID_BY_SEQ,
+            keys::SEQ,
+        ] {
             for kv in self.db.scan_prefix(keys::space_prefix(tag, gid)) {
                 ws.delete(kv?.0.to_vec());
             }

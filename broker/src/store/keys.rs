@@ -129,6 +129,13 @@ pub const MSG_INDEX: u8 = b'x';
 pub const RECEIPT: u8 = b'r';
 /// A group's next message sequence number: `s <gid>` -> u64.
 pub const SEQ: u8 = b's';
+/// Client message ids of idempotent sends: `c <gid> <sender> 0 <client id>` -> the seq of
+/// the message that id stored. The sender's id never contains 0x00; the client id is the
+/// rest of the key.
+pub const CLIENT_ID: u8 = b'c';
+/// The reverse of [`CLIENT_ID`], so that trimming a message finds its client id:
+/// `k <gid> <seq>` -> (sender, client id).
+pub const CLIENT_ID_BY_SEQ: u8 = b'k';
 
 /// `tag <gid>`: the prefix of one group's records in a per-group space.
 pub fn space_prefix(tag: u8, gid: u64) -> Vec<u8> {
@@ -149,5 +156,14 @@ pub fn space_key(tag: u8, gid: u64, n: u64) -> Vec<u8> {
 pub fn receipt_key(gid: u64, msg_id: u64, user: &str) -> Vec<u8> {
     let mut k = space_key(RECEIPT, gid, msg_id);
     k.extend_from_slice(user.as_bytes());
+    k
+}
+
+/// `c <gid> <sender> 0 <client id>`.
+pub fn client_id_key(gid: u64, sender: &str, client_id: &str) -> Vec<u8> {
+    let mut k = space_prefix(CLIENT_ID, gid);
+    k.extend_from_slice(sender.as_bytes());
+    k.push(0);
+    k.extend_from_slice(client_id.as_bytes());
     k
 }

@@ -5,10 +5,42 @@
 //! allowlisted (507), mute-all is on and the sender is not allowlisted (506), the payload
 //! size (511); the rate limit (509) is the driver's, last. Owner and admins are implicitly
 //! allowlisted.
+//!
+//! A send that carries a client message id is checked for the id first (-3 when it is empty
+//! or too long); a repeat of an id stored within the dedup window is answered with the
+//! original message before any other check, since that message was stored.
 
 use super::{need_member, Caller};
 use crate::group::model::Group;
-use convoke_protocol::{ApiError, ErrorCode, Role};
+use convoke_protocol::{limits, ApiError, ErrorCode, Role};
+
+/// Characters of a refused client message id echoed in the error.
+const SHOWN_ID_CHARS: usize = 16;
+
+/// Checks a sendGroupMessage's client message id: 1 to
+/// [`limits::MAX_CLIENT_MSG_ID_BYTES`] bytes.
+pub fn check_client_msg_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() {
+        return Err(ApiError::param(format!(
+            "clientMsgId \"\" is empty; give 1 to {} bytes, or no id",
+            limits::MAX_CLIENT_MSG_ID_BYTES
+        )));
+    }
+    if id.len() > limits::MAX_CLIENT_MSG_ID_BYTES {
+        let shown: String = id.chars().take(SHOWN_ID_CHARS).collect();
+        return Err(ApiError::param(format!(
+            "clientMsgId {shown:?}... is {} bytes; at most {}",
+            id.len(),
+            limits::MAX_CLIENT_MSG_ID_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a message stored at `sent` still answers a repeat of its client id at `now`.
+pub fn within_dedup_window(sent: i64, now: i64, window_ms: i64) -> bool {
+    now.saturating_sub(sent) < window_ms
+}
 
 /// Checks that `caller` may send `len` payload bytes to `g` at `now`.
 pub fn check_send(
@@ -113,6 +145,33 @@ mod tests {
 
     fn code(g: &Group, u: &str, len: usize) -> Option<ErrorCode> {
         check_send(g, &who(u), len, 10, 5).err().map(|e| e.code)
+    }
+
+    #[test]
+    fn client_msg_ids_are_one_to_64_bytes_and_refusals_echo_a_short_prefix() {
+        assert!(check_client_msg_id("a").is_ok());
+        assert!(check_client_msg_id(&"é".repeat(32)).is_ok(), "64 bytes");
+        let e = check_client_msg_id("").unwrap_err();
+        assert_eq!(e.code, ErrorCode::RequestParameterError);
+        assert!(e.message.contains("clientMsgId \"\""), "{}", e.message);
+        let long = format!("{}{}", "x".repeat(60), "é".repeat(3));
+        let e = check_client_msg_id(&long).unwrap_err();
+        assert_eq!(e.code, ErrorCode::RequestParameterError);
+        assert!(e.message.contains("66 bytes"), "{}", e.message);
+        assert!(e.message.contains(&"x".repeat(16)), "{}", e.message);
+        assert!(!e.message.contains(&"x".repeat(17)), "{}", e.message);
+    }
+
+    #[test]
+    fn the_dedup_window_excludes_its_end() {
+        assert!(within_dedup_window(1_000, 1_000, 1_000));
+        assert!(within_dedup_window(1_000, 1_999, 1_000));
+        assert!(!within_dedup_window(1_000, 2_000, 1_000));
+        assert!(within_dedup_window(1_000, 900, 1_000), "clock stepped back");
+        assert!(
+            !within_dedup_window(i64::MIN, i64::MAX, 1_000),
+            "no overflow"
+        );
     }
 
     #[test]
