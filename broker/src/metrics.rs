@@ -76,7 +76,14 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_connections_opened_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "QUIC connections accepted (TLS handshake completed).",
+        help: "QUIC connections accepted (TLS handshake started; ended handshakes are counted as refused with reason tls).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_sessions_early_data_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Sessions welcomed before their TLS handshake completed (0.5-RTT): their hello came in 0-RTT early data. A lower bound of 0-RTT reconnects (an early hello read after the handshake is not counted).",
         zero: UNLABELLED,
     },
     MetricDef {
@@ -246,6 +253,20 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Bytes,
         help: "Shared-file bytes transferred, by direction (up: client to broker, down: broker to client).",
         zero: &[&[("direction", "up")], &[("direction", "down")]],
+    },
+    MetricDef {
+        name: "convoke_file_resumes_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Shared-file transfers resumed, by direction (up: a resumed upload that found its kept partial file or its completed entry; down: a download from a byte offset past 0).",
+        zero: &[&[("direction", "up")], &[("direction", "down")]],
+    },
+    MetricDef {
+        name: "convoke_file_partials_expired_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Interrupted uploads not resumed within files.resume_keep_secs: their partial file was deleted and their place under the group's file quota released.",
+        zero: UNLABELLED,
     },
     // ---- node and cluster ---------------------------------------------------------------
     MetricDef {

@@ -137,7 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     });
     let (groups, _directory) = Groups::start(shared).await?;
 
-    let crypto = crate::tls::server_crypto(&tls)?;
+    let crypto = crate::tls::server_crypto(&tls, config.tls.early_data)?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
         quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?,
     ));
@@ -154,10 +154,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         .receive_window((2 * 1024 * 1024u32).into())
         .send_window(2 * 1024 * 1024);
     server_config.transport_config(Arc::new(transport));
+    // Connection migration stays on (quinn's default, said here so that nobody turns it
+    // off): sessions are keyed by connection, not by address, so a client whose address
+    // changes (a phone moving from Wi-Fi to cellular, a NAT giving it a new port) keeps its
+    // session, its event stream and the requests in flight. The remote address is only ever
+    // logged. tests/tests/migration.rs moves a receiving client both ways mid-stream.
+    server_config.migration(true);
     let socket = udp_socket(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config(&secret),
         Some(server_config),
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -210,6 +216,34 @@ async fn accept_loop(
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     node.groups.stop();
     tracing::info!("convoke stopped");
+}
+
+/// The QUIC endpoint's keys, derived from the app secret so that they survive a restart: a
+/// client of this node from before a crash gets a stateless reset it can verify on its next
+/// packet and reconnects at once, instead of waiting for its idle timeout. quinn's defaults
+/// are random per process: the new process would drop the old connection ids as invalid
+/// (the id generator's hash key) and a reset would carry a token the client rejects (the
+/// reset key).
+fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
+    let derive = |label: &[u8]| {
+        ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            label,
+        )
+    };
+    let reset = derive(b"convoke quic stateless reset key v1");
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset.as_ref(),
+    )));
+    let cid = derive(b"convoke quic connection id key v1");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// Socket buffer size asked for the QUIC socket. Measured here: handshake bursts and

@@ -141,7 +141,10 @@ fn provider() -> rustls::crypto::CryptoProvider {
 /// certificates (clients authenticate with a token in the handshake), ALPN `convoke/1`.
 ///
 /// Wrap it with `quinn::crypto::rustls::QuicServerConfig::try_from`.
-pub fn server_crypto(material: &TlsMaterial) -> anyhow::Result<rustls::ServerConfig> {
+pub fn server_crypto(
+    material: &TlsMaterial,
+    early_data: bool,
+) -> anyhow::Result<rustls::ServerConfig> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("the ring provider does not support TLS 1.3")?
@@ -154,8 +157,19 @@ pub fn server_crypto(material: &TlsMaterial) -> anyhow::Result<rustls::ServerCon
             )
         })?;
     config.alpn_protocols = vec![convoke_protocol::ALPN.to_vec()];
+    // Resumption tickets are stateful (rustls takes each out of this cache when used, so a
+    // ticket admits early data once): rustls accepts 0-RTT only so. QUIC wants either no
+    // early data or u32::MAX.
+    // One ticket per connection is enough: every reconnect brings a new one.
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.send_tls13_tickets = 1;
+    config.max_early_data_size = if early_data { u32::MAX } else { 0 };
     Ok(config)
 }
+
+/// Resumption tickets kept (~0.3 KB each, ~3 MB in all); beyond this older ones are dropped
+/// and those clients reconnect in 1-RTT.
+const SESSION_CACHE: usize = 10_000;
 
 /// Lower-case hex SHA-256 of a certificate's DER bytes, as clients pin it.
 pub fn fingerprint_sha256(cert: &CertificateDer<'_>) -> String {
@@ -214,6 +228,7 @@ mod tests {
         let cfg = TlsConfig {
             cert: Some(dir.path().join("elsewhere/tls/cert.pem")),
             key: Some(dir.path().join("elsewhere/tls/key.pem")),
+            ..TlsConfig::default()
         };
         let loaded = load_or_generate(&cfg, &dir.path().join("data")).unwrap();
         assert!(!loaded.generated);
@@ -230,6 +245,7 @@ mod tests {
         let cfg = TlsConfig {
             cert: Some(missing.clone()),
             key: Some(made.join("tls/key.pem")),
+            ..TlsConfig::default()
         };
         let err = format!("{:#}", load_or_generate(&cfg, dir.path()).unwrap_err());
         assert!(err.contains(&missing.display().to_string()), "{err}");
@@ -238,6 +254,7 @@ mod tests {
         let cfg = TlsConfig {
             cert: Some(made.join("tls/cert.pem")),
             key: Some(made.join("tls/cert.pem")),
+            ..TlsConfig::default()
         };
         let err = format!("{:#}", load_or_generate(&cfg, dir.path()).unwrap_err());
         assert!(err.contains("private key"), "{err}");
@@ -249,6 +266,7 @@ mod tests {
         let cfg = TlsConfig {
             cert: Some(made.join("tls/cert.pem")),
             key: Some(other.join("tls/key.pem")),
+            ..TlsConfig::default()
         };
         let err = format!("{:#}", load_or_generate(&cfg, dir.path()).unwrap_err());
         assert!(err.contains("does not fit"), "{err}");
@@ -256,6 +274,7 @@ mod tests {
         let half = TlsConfig {
             cert: Some(made.join("tls/cert.pem")),
             key: None,
+            ..TlsConfig::default()
         };
         assert!(load_or_generate(&half, dir.path()).is_err());
     }
@@ -272,7 +291,7 @@ mod tests {
     #[test]
     fn works_as_quic_server_config() {
         let dir = tempfile::tempdir().unwrap();
-        let crypto = server_crypto(&generated(dir.path())).unwrap();
+        let crypto = server_crypto(&generated(dir.path()), true).unwrap();
         assert_eq!(crypto.alpn_protocols, vec![b"convoke/1".to_vec()]);
         quinn::crypto::rustls::QuicServerConfig::try_from(crypto).unwrap();
     }
@@ -283,7 +302,7 @@ mod tests {
     fn self_signed_cert_is_its_own_root() {
         let dir = tempfile::tempdir().unwrap();
         let material = generated(dir.path());
-        let server = Arc::new(server_crypto(&material).unwrap());
+        let server = Arc::new(server_crypto(&material, false).unwrap());
         let roots = {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(&material.cert_path).unwrap() {

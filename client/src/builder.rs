@@ -1,23 +1,46 @@
-//! [`ClientBuilder`]: the options of a connection, and `connect()`, which dials the broker
-//! over QUIC, performs the hello/welcome handshake and starts the connection's tasks.
+//! [`ClientBuilder`]: the options of a client, and `connect()`, which dials the broker over
+//! QUIC, performs the hello/welcome handshake and starts the client's tasks. `Dial` keeps
+//! what every later reconnect needs (servers, trust and its TLS session cache, token
+//! provider) and performs one dial + handshake, in 0-RTT when it can.
 
 use crate::client::{Client, Inner};
-use crate::connection::{self, Shared};
+use crate::connection::{self, Link, Opened};
 use crate::error::{closed_error, ClientError};
+use crate::events::AckMsg;
+use crate::reconnect::{Core, ReconnectPolicy};
+use crate::resume::{self, Control};
 use crate::tls::{self, Trust};
 use bytes::BytesMut;
 use convoke_protocol::codec::{decode_frame, frame_bytes, MAX_FRAME_LEN};
 use convoke_protocol::handshake::{ClientFrame, Hello, ServerFrame, Welcome, SUPPORTED_VERSIONS};
 use convoke_protocol::{close, ApiError, ErrorCode};
+use futures::future::BoxFuture;
 use quinn::{ReadError, RecvStream, SendStream, VarInt};
+use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Requests queued for the writer before `request()` waits.
-const WRITER_QUEUE: usize = 1024;
+/// Gives a fresh token for each connection attempt (see [`ClientBuilder::token_provider`]).
+pub type TokenProvider = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
+/// Where the token of each connection comes from.
+#[derive(Clone)]
+enum TokenSource {
+    Fixed(String),
+    Provider(TokenProvider),
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(_) => f.write_str("Fixed(..)"),
+            Self::Provider(_) => f.write_str("Provider(..)"),
+        }
+    }
+}
 
 /// Where the broker is.
 #[derive(Debug, Clone)]
@@ -26,13 +49,13 @@ enum Target {
     HostPort(String),
 }
 
-/// Options of a connection; ends in [`ClientBuilder::connect`]. Get one from
+/// Options of a client; ends in [`ClientBuilder::connect`]. Get one from
 /// [`Client::builder`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    target: Option<Target>,
+    targets: Vec<Target>,
     server_name: Option<String>,
-    token: String,
+    token: TokenSource,
     device_id: String,
     ca_pem: Option<Vec<u8>>,
     ca_file: Option<PathBuf>,
@@ -43,14 +66,18 @@ pub struct ClientBuilder {
     event_capacity: usize,
     ignore_events: bool,
     endpoint: Option<quinn::Endpoint>,
+    reconnect: ReconnectPolicy,
+    zero_rtt: bool,
+    keep_alive: Duration,
+    idle_timeout: Duration,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
         Self {
-            target: None,
+            targets: Vec::new(),
             server_name: None,
-            token: String::new(),
+            token: TokenSource::Fixed(String::new()),
             device_id: "default".to_string(),
             ca_pem: None,
             ca_file: None,
@@ -61,22 +88,40 @@ impl Default for ClientBuilder {
             event_capacity: 4096,
             ignore_events: false,
             endpoint: None,
+            reconnect: ReconnectPolicy::default(),
+            zero_rtt: true,
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
 
 impl ClientBuilder {
-    /// The broker's UDP address.
+    /// The broker's UDP address (replaces any servers set before).
     pub fn server_addr(mut self, addr: SocketAddr) -> Self {
-        self.target = Some(Target::Addr(addr));
+        self.targets = vec![Target::Addr(addr)];
         self
     }
 
-    /// The broker as `host:port` (`[v6]:port` for IPv6), resolved at connect time. When
-    /// `host` is a DNS name and no [`server_name`](Self::server_name) is set, it is also
-    /// the TLS server name.
+    /// The broker as `host:port` (`[v6]:port` for IPv6), resolved at each connect (replaces
+    /// any servers set before). When `host` is a DNS name and no
+    /// [`server_name`](Self::server_name) is set, it is also the TLS server name.
     pub fn server(mut self, host_port: impl Into<String>) -> Self {
-        self.target = Some(Target::HostPort(host_port.into()));
+        self.targets = vec![Target::HostPort(host_port.into())];
+        self
+    }
+
+    /// Several brokers (a cluster's nodes) as `host:port`: the first is dialled first;
+    /// after a drop the client tries the server it was on, then the next ones in turn.
+    pub fn servers<I, S>(mut self, host_ports: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.targets = host_ports
+            .into_iter()
+            .map(|hp| Target::HostPort(hp.into()))
+            .collect();
         self
     }
 
@@ -87,9 +132,49 @@ impl ClientBuilder {
         self
     }
 
-    /// The token this session authenticates with (`convoke token --user NAME`).
+    /// The token every connection of this client authenticates with (`convoke token --user
+    /// NAME`).
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = token.into();
+        self.token = TokenSource::Fixed(token.into());
+        self
+    }
+
+    /// Asks `provider` for a token before each connection attempt (the first and every
+    /// reconnect), so an expired token can be refreshed. An error from the provider counts
+    /// as a failed attempt (retried with back-off); a token the broker refuses ends the
+    /// client. Every token must be for the same user.
+    pub fn token_provider<F, Fut>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.token = TokenSource::Provider(Arc::new(move || Box::pin(provider())));
+        self
+    }
+
+    /// When and how often to reconnect after the connection drops. Default: reconnect,
+    /// forever, backing off from 100 ms to 5 s.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// How often to send a keep-alive when nothing else is sent, and how long without a
+    /// packet from the broker ends the connection (then the client reconnects). A network
+    /// that silently drops everything is noticed after `idle_timeout` (or the broker's own
+    /// idle timeout, if shorter). Defaults: 10 s and 60 s. `keep_alive` must be shorter
+    /// than both timeouts.
+    pub fn keep_alive(mut self, keep_alive: Duration, idle_timeout: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Whether to send the hello in TLS 0-RTT early data to a broker this client connected
+    /// to before (one round trip less per reconnect). Default: true. The broker may refuse
+    /// early data; then the hello goes again after the handshake.
+    pub fn zero_rtt(mut self, enabled: bool) -> Self {
+        self.zero_rtt = enabled;
         self
     }
 
@@ -183,53 +268,35 @@ impl ClientBuilder {
         ))
     }
 
-    async fn resolve(&self) -> Result<(SocketAddr, String), ClientError> {
-        let default_name = |host: Option<&str>| {
-            self.server_name.clone().unwrap_or_else(|| match host {
-                Some(h) if h.parse::<std::net::IpAddr>().is_err() => h.to_string(),
-                _ => "localhost".to_string(),
-            })
-        };
-        match &self.target {
-            None => Err(ClientError::Connect(
-                "no server address: call server_addr or server".to_string(),
-            )),
-            Some(Target::Addr(addr)) => Ok((*addr, default_name(None))),
-            Some(Target::HostPort(hp)) => {
-                let host = hp
-                    .rsplit_once(':')
-                    .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'));
-                let addr = tokio::net::lookup_host(hp.as_str())
-                    .await
-                    .map_err(|e| ClientError::Connect(format!("cannot resolve {hp:?}: {e}")))?
-                    .next()
-                    .ok_or_else(|| {
-                        ClientError::Connect(format!("{hp:?} resolves to no address"))
-                    })?;
-                Ok((addr, default_name(host)))
-            }
-        }
-    }
-
-    /// Dials the broker, performs the handshake and starts the connection.
+    /// Dials the broker, performs the handshake and starts the client.
     ///
-    /// Errors: [`ClientError::Api`] when the broker refuses the hello (e.g.
-    /// `TokenNotAssigned`, `UnsupportedVersion`), [`ClientError::Tls`] for a certificate the
-    /// trust rejects, [`ClientError::Connect`] for anything else that prevents a connection
-    /// within the connect timeout.
+    /// The first connection is not retried: its failure is returned. Errors:
+    /// [`ClientError::Api`] when the broker refuses the hello (e.g. `TokenNotAssigned`,
+    /// `UnsupportedVersion`), [`ClientError::Tls`] for a certificate the trust rejects,
+    /// [`ClientError::Connect`] for anything else that prevents a connection within the
+    /// connect timeout.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let crypto = tls::quic_crypto(&self.trust()?)?;
-        let (addr, server_name) = self.resolve().await?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let crypto = tls::quic_crypto(&self.trust()?, self.zero_rtt)?;
+        if self.targets.is_empty() {
+            return Err(ClientError::Connect(
+                "no server address: call server_addr, server or servers".to_string(),
+            ));
+        }
+        let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(10)));
-        transport.max_idle_timeout(Some(VarInt::from_u32(60_000).into()));
-        config.transport_config(Arc::new(transport));
+        transport.keep_alive_interval(Some(self.keep_alive));
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout).map_err(|_| {
+            ClientError::Connect(format!("idle timeout {:?} is too long", self.idle_timeout))
+        })?;
+        transport.max_idle_timeout(Some(idle));
+        quic.transport_config(Arc::new(transport));
 
         let owns_endpoint = self.endpoint.is_none();
         let endpoint = match &self.endpoint {
             Some(shared) => shared.clone(),
             None => {
+                // The address family of the first server decides the socket's.
+                let (addr, _) = resolve(&self.targets[0], self.server_name.as_deref()).await?;
                 let bind: SocketAddr = if addr.is_ipv6() {
                     (Ipv6Addr::UNSPECIFIED, 0).into()
                 } else {
@@ -239,65 +306,193 @@ impl ClientBuilder {
                     .map_err(|e| ClientError::Connect(format!("cannot bind UDP {bind}: {e}")))?
             }
         };
+        let events = !self.ignore_events;
+        let dial = Dial {
+            targets: self.targets,
+            server_name: self.server_name,
+            token: self.token,
+            device_id: self.device_id,
+            versions: self.versions,
+            events,
+            quic,
+            endpoint: endpoint.clone(),
+            connect_timeout: self.connect_timeout,
+            policy: self.reconnect,
+        };
+        // The first connection tries each server once, in order.
+        let mut first = Err(ClientError::Connect("no server".to_string()));
+        let mut target = 0;
+        for i in 0..dial.targets.len() {
+            target = i;
+            first = dial.connect(i).await;
+            if first.as_ref().err().is_none_or(|e| !e.is_retryable()) {
+                break;
+            }
+        }
+        let first = Link::start(first?);
+        tracing::debug!(user = %first.welcome.user_id, session = first.welcome.session_id, server = %first.server, "connected");
+
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (pushes_tx, pushes_rx) = mpsc::channel(self.event_capacity);
+        let (app_tx, app_rx) = mpsc::channel(self.event_capacity);
+        let (acks, acks_rx) = mpsc::unbounded_channel::<AckMsg>();
+        let core = Core::new(
+            dial,
+            first.clone(),
+            self.request_timeout,
+            control_tx.clone(),
+            pushes_tx,
+        );
+        resume::spawn(
+            core.clone(),
+            pushes_rx,
+            control_rx,
+            events.then_some(app_tx),
+            acks.clone(),
+        );
+        tokio::spawn(resume::acknowledge(core.clone(), acks_rx));
+        let _ = control_tx.send(Control::Up {
+            link: first.clone(),
+            reconnect: false,
+        });
+        core.read_pushes(&first);
+        tokio::spawn(crate::reconnect::supervise(core.clone(), first, target));
+        Ok(Client::from_inner(Inner {
+            core,
+            acks,
+            events: Mutex::new(events.then_some(app_rx)),
+            endpoint,
+            owns_endpoint,
+        }))
+    }
+}
+
+/// Everything a connection attempt needs, kept for the reconnects.
+#[derive(Debug)]
+pub(crate) struct Dial {
+    targets: Vec<Target>,
+    server_name: Option<String>,
+    token: TokenSource,
+    device_id: String,
+    versions: Vec<u32>,
+    /// Whether sessions take pushes.
+    pub(crate) events: bool,
+    /// Shared by every attempt: its rustls config holds the session tickets for 0-RTT.
+    quic: quinn::ClientConfig,
+    endpoint: quinn::Endpoint,
+    connect_timeout: Duration,
+    pub(crate) policy: ReconnectPolicy,
+}
+
+impl Dial {
+    /// The server to try after `target`.
+    pub(crate) fn next_target(&self, target: usize) -> usize {
+        (target + 1) % self.targets.len()
+    }
+
+    /// One attempt: dial server `target`, send the hello (in 0-RTT early data when a ticket
+    /// from an earlier connection allows), and wait for the welcome.
+    pub(crate) async fn connect(&self, target: usize) -> Result<Opened, ClientError> {
+        let target = &self.targets[target % self.targets.len()];
+        let token = match &self.token {
+            TokenSource::Fixed(t) => t.clone(),
+            TokenSource::Provider(p) => p()
+                .await
+                .map_err(|e| ClientError::Connect(format!("the token provider failed: {e}")))?,
+        };
         let hello = Hello {
             versions: self.versions.clone(),
-            token: self.token.clone(),
+            token,
             device_id: self.device_id.clone(),
-            events: !self.ignore_events,
+            events: self.events,
         };
-        let dial = async {
-            let connecting = endpoint
-                .connect_with(config, addr, &server_name)
+        let attempt = async {
+            let (addr, server_name) = resolve(target, self.server_name.as_deref()).await?;
+            let connecting = self
+                .endpoint
+                .connect_with(self.quic.clone(), addr, &server_name)
                 .map_err(|e| ClientError::Connect(format!("cannot dial {addr}: {e}")))?;
-            let connection = connecting
-                .await
-                .map_err(|e| dial_error(&e, addr, &server_name))?;
-            let shake = handshake(&connection, hello, &self.versions).await;
+            let (connection, early) = match connecting.into_0rtt() {
+                Ok((connection, accepted)) => (connection, Some(accepted)),
+                Err(connecting) => (
+                    connecting
+                        .await
+                        .map_err(|e| dial_error(&e, addr, &server_name))?,
+                    None,
+                ),
+            };
+            let mut shake = handshake(&connection, hello.clone(), &self.versions).await;
+            let mut zero_rtt = false;
+            if let Some(accepted) = early {
+                zero_rtt = accepted.await;
+                if shake.is_err() && !zero_rtt && connection.close_reason().is_none() {
+                    // The broker refused the early data, and with it the hello: again,
+                    // now that the handshake is complete.
+                    shake = handshake(&connection, hello, &self.versions).await;
+                }
+            }
             if shake.is_err() {
                 connection.close(
                     VarInt::from_u32(close::HANDSHAKE_REFUSED),
                     b"handshake failed",
                 );
             }
-            Ok::<_, ClientError>((connection, shake?))
+            let (send, recv, welcome, leftover) = shake?;
+            Ok::<_, ClientError>(Opened {
+                connection,
+                send,
+                recv,
+                leftover,
+                welcome,
+                server: addr,
+                zero_rtt,
+            })
         };
-        let (connection, (send, recv, welcome, leftover)) =
-            match tokio::time::timeout(self.connect_timeout, dial).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    return Err(ClientError::Connect(format!(
-                        "no welcome from {addr} within {:?}",
-                        self.connect_timeout
-                    )))
-                }
-            };
-        tracing::debug!(user = %welcome.user_id, session = welcome.session_id, %addr, "connected");
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Connect(format!(
+                "no welcome from {target} within {:?}",
+                self.connect_timeout
+            ))),
+        }
+    }
+}
 
-        let shared = Shared::new(connection);
-        let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
-        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
-        let events_rx = (!self.ignore_events).then_some(events_rx);
-        let (acks, acks_rx) = mpsc::unbounded_channel();
-        connection::spawn(
-            &shared,
-            send,
-            recv,
-            leftover,
-            (writer_tx.downgrade(), writer_rx),
-            events_tx,
-            acks_rx,
-        );
-        Ok(Client::from_inner(Inner {
-            shared,
-            writer: writer_tx,
-            acks,
-            events: Mutex::new(events_rx),
-            welcome,
-            request_timeout: self.request_timeout,
-            endpoint,
-            owns_endpoint,
-            server_addr: addr,
-        }))
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Addr(a) => write!(f, "{a}"),
+            Self::HostPort(hp) => f.write_str(hp),
+        }
+    }
+}
+
+/// The address to dial and the TLS name to verify for `target`.
+async fn resolve(
+    target: &Target,
+    server_name: Option<&str>,
+) -> Result<(SocketAddr, String), ClientError> {
+    let name = |host: Option<&str>| {
+        server_name
+            .map(str::to_string)
+            .unwrap_or_else(|| match host {
+                Some(h) if h.parse::<std::net::IpAddr>().is_err() => h.to_string(),
+                _ => "localhost".to_string(),
+            })
+    };
+    match target {
+        Target::Addr(addr) => Ok((*addr, name(None))),
+        Target::HostPort(hp) => {
+            let host = hp
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'));
+            let addr = tokio::net::lookup_host(hp.as_str())
+                .await
+                .map_err(|e| ClientError::Connect(format!("cannot resolve {hp:?}: {e}")))?
+                .next()
+                .ok_or_else(|| ClientError::Connect(format!("{hp:?} resolves to no address")))?;
+            Ok((addr, name(host)))
+        }
     }
 }
 

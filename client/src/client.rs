@@ -5,12 +5,11 @@
 //! [`crate::transfer`].
 
 use crate::builder::ClientBuilder;
-use crate::connection::Shared;
+use crate::connection::Exchange;
 use crate::error::ClientError;
-use crate::events::EventStream;
-use bytes::Bytes;
-use convoke_protocol::codec::frame_bytes;
-use convoke_protocol::handshake::{ClientFrame, Welcome};
+use crate::events::{AckMsg, EventStream};
+use crate::reconnect::{Core, State};
+use convoke_protocol::handshake::Welcome;
 use convoke_protocol::{close, Request, Response};
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,10 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A connection to a Convoke broker. Clone it freely: every clone shares the connection.
+/// A client of a Convoke broker. Clone it freely: every clone shares the connection.
 ///
-/// The connection closes when [`close`](Self::close) is called, when the broker or the
-/// network ends it, or when the last clone is dropped.
+/// It stays usable across connection drops: it reconnects by itself (see
+/// [`crate::ReconnectPolicy`]) and its event stream says so. It is closed for good when
+/// [`close`](Self::close) is called, when the broker refuses it in a way retrying cannot
+/// fix, when reconnecting is off or gives up, or when the last clone is dropped.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -32,27 +33,23 @@ pub struct Client {
 const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Inner {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) writer: mpsc::Sender<Bytes>,
+    pub(crate) core: Arc<Core>,
     pub(crate) events: Mutex<Option<mpsc::Receiver<crate::events::Delivery>>>,
     /// Ids of kept events the application took, for the acknowledgement task. Unbounded
     /// because it is fed from `EventStream::poll_next`, which cannot wait; each id is one
     /// state-changing event the application took (through the bounded event channel), and
     /// the task sends them on in frames of up to `MAX_ACK_IDS`.
-    pub(crate) acks: mpsc::UnboundedSender<crate::events::AckMsg>,
-    pub(crate) welcome: Welcome,
-    pub(crate) request_timeout: Duration,
+    pub(crate) acks: mpsc::UnboundedSender<AckMsg>,
     pub(crate) endpoint: quinn::Endpoint,
     /// False when the endpoint was given to the builder and other connections may share it.
     pub(crate) owns_endpoint: bool,
-    pub(crate) server_addr: SocketAddr,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.shared.closed_error().is_none() {
-            self.shared
-                .fail(close::NORMAL, "every client handle was dropped");
+        self.core.begin_close();
+        if let Some(link) = self.core.link() {
+            link.fail(close::NORMAL, "every client handle was dropped");
         }
     }
 }
@@ -60,28 +57,45 @@ impl Drop for Inner {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("server", &self.inner.server_addr)
-            .field("user_id", &self.inner.welcome.user_id)
-            .field("session_id", &self.inner.welcome.session_id)
+            .field("user_id", &self.inner.core.user_id)
+            .field("connected", &self.is_connected())
             .field("closed", &self.is_closed())
             .finish()
     }
 }
 
-/// Removes a request's slot if its caller stops waiting (timeout, or the future dropped).
-struct SlotGuard<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        self.shared.forget(self.id);
+/// Whether a request may be sent again when the connection it went out on dropped before
+/// its answer: reads, and sends that carry a client message id (the broker answers a
+/// repeat with the original). Other changes fail with the connection's error instead: the
+/// application decides, since the first attempt may have taken effect.
+fn retry_safe(request: &Request) -> bool {
+    use Request as R;
+    match request {
+        R::SendGroupMessage { client_msg_id, .. } => client_msg_id.is_some(),
+        R::Ping { .. }
+        | R::GetGroupInfo { .. }
+        | R::ListGroupMembers { .. }
+        | R::GetGroupAdmin { .. }
+        | R::GetGroupMutelist { .. }
+        | R::IsInGroupMutelist { .. }
+        | R::GetGroupBlocklist { .. }
+        | R::GetGroupAllowlist { .. }
+        | R::IsInGroupAllowlist { .. }
+        | R::FetchGroupAnnouncement { .. }
+        | R::GetGroupSharedFilelist { .. }
+        | R::GetGroupMemberAttributes { .. }
+        | R::GetGroupMembersAttributes { .. }
+        | R::GetJoinedGroups { .. }
+        | R::GetPublicGroups { .. }
+        | R::GetGroupMsgReadUser { .. }
+        | R::GetGroupMessages { .. }
+        | R::AckGroupMessage { .. } => true,
+        _ => false,
     }
 }
 
 impl Client {
-    /// Options for a new connection.
+    /// Options for a new client.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
@@ -92,33 +106,35 @@ impl Client {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.inner.shared
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.inner.core
     }
 
     /// Sends one request and waits for its response, however many others are in flight.
     ///
-    /// An error response becomes [`ClientError::Api`]; no answer within the request timeout
-    /// [`ClientError::Timeout`]; a connection that is or becomes closed
-    /// [`ClientError::Closed`], at once. Dropping the future abandons the wait (the request
-    /// may still take effect).
+    /// While the client is reconnecting the request waits for the new connection. An
+    /// error response becomes [`ClientError::Api`]; no connection within the request
+    /// timeout [`ClientError::Disconnected`]; no answer within it [`ClientError::Timeout`]; a
+    /// connection that drops after the request went out [`ClientError::Closed`], unless the
+    /// request is safe to repeat (reads, and sends with a client message id), which go
+    /// out again on the next connection. A client closed for good fails at once with
+    /// [`ClientError::Closed`]. Dropping the future abandons the wait (the request may
+    /// still take effect).
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
-        let method = request.method();
-        let shared = &self.inner.shared;
-        let (id, rx) = shared.register()?;
-        let _slot = SlotGuard { shared, id };
-        let frame = frame_bytes(&ClientFrame::Request { id, request })
-            .map_err(|e| ClientError::Protocol(format!("cannot encode {method}: {e}")))?;
+        let core = &self.inner.core;
+        let deadline = tokio::time::Instant::now() + core.request_timeout;
         let exchange = async {
-            if self.inner.writer.send(frame).await.is_err() {
-                return Err(shared.wait_closed().await);
-            }
-            match rx.await {
-                Ok(result) => result,
-                Err(_) => Err(shared.wait_closed().await),
+            loop {
+                let link = core.wait_link(deadline).await?;
+                match link.exchange(&request).await {
+                    Exchange::Answered(result) => return result.map_err(ClientError::Api),
+                    Exchange::NotSent => continue,
+                    Exchange::Lost(_) if retry_safe(&request) && !core.is_closing() => continue,
+                    Exchange::Lost(err) => return Err(err),
+                }
             }
         };
-        tokio::time::timeout(self.inner.request_timeout, exchange)
+        tokio::time::timeout_at(deadline, exchange)
             .await
             .unwrap_or(Err(ClientError::Timeout))
     }
@@ -137,16 +153,18 @@ impl Client {
         }
     }
 
-    /// The pushes (group events, multi-device events, messages) in delivery order.
+    /// The events (the broker's pushes and the connection's state changes) in delivery
+    /// order, across reconnects.
     ///
     /// Only the first call gets them; later calls (and every call on a client built with
     /// [`ClientBuilder::ignore_events`]) return a stream that ends immediately. Until this is
-    /// called, up to the builder's `event_capacity` pushes are kept; when the buffer is full
-    /// the connection stops reading pushes (the broker eventually disconnects a client that
-    /// never catches up). Dropping the stream discards later pushes. The stream ends, after
-    /// the buffered pushes, when the connection closes. A state-changing event is
-    /// acknowledged to the broker when it is taken from this stream, not before: one left
-    /// in the buffer comes again at the next login.
+    /// called, up to the builder's `event_capacity` events are kept; when the buffer is full
+    /// the client stops reading pushes (the broker eventually disconnects a client that
+    /// never catches up, and the client reconnects and catches up). Dropping the stream
+    /// discards later events. The stream ends, after the buffered events, when the client
+    /// is closed for good. A state-changing event is acknowledged to the broker when it is
+    /// taken from this stream, not before: one left in the buffer comes again at the next
+    /// login.
     pub fn events(&self) -> EventStream {
         let rx = self
             .inner
@@ -158,59 +176,82 @@ impl Client {
         EventStream::new(rx, acks)
     }
 
-    /// The broker's welcome: protocol version, user id, admin flag, session id, server time.
-    pub fn welcome(&self) -> &Welcome {
-        &self.inner.welcome
+    /// Resume `group_id` after message `seq`: after the next reconnect (or at the next gap)
+    /// the client fetches the group's messages after `seq` and hands them on. For an
+    /// application that keeps its position (e.g. across restarts); a group is tracked by
+    /// itself from the first message the client hands on.
+    pub fn track_group(&self, group_id: &str, seq: u64) {
+        let _ = self.inner.core.control.send(crate::resume::Control::Track {
+            group_id: group_id.to_string(),
+            seq,
+        });
     }
 
-    /// The user id this session acts as (from the token).
+    pub(crate) fn note_created(&self, group_id: &str) {
+        let _ = self
+            .inner
+            .core
+            .control
+            .send(crate::resume::Control::Created {
+                group_id: group_id.to_string(),
+            });
+    }
+
+    /// The broker's welcome on the current (or, while reconnecting, the last) connection:
+    /// protocol version, user id, admin flag, session id, server time.
+    pub fn welcome(&self) -> Option<Welcome> {
+        self.inner.core.link().map(|l| l.welcome.clone())
+    }
+
+    /// The user id this client acts as (from the token).
     pub fn user_id(&self) -> &str {
-        &self.inner.welcome.user_id
+        &self.inner.core.user_id
     }
 
-    /// This connection's session id on the broker.
+    /// The current connection's session id on the broker (0 while not connected).
     pub fn session_id(&self) -> u64 {
-        self.inner.welcome.session_id
+        self.inner.core.link().map_or(0, |l| l.welcome.session_id)
     }
 
     /// Whether the token carries the app-admin claim.
     pub fn app_admin(&self) -> bool {
-        self.inner.welcome.app_admin
+        self.inner.core.app_admin
     }
 
-    /// The broker's address.
-    pub fn server_addr(&self) -> SocketAddr {
-        self.inner.server_addr
+    /// The address of the broker this client is (or was last) connected to.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        self.inner.core.link().map(|l| l.server)
     }
 
     /// The current round-trip estimate of the QUIC connection.
-    pub fn rtt(&self) -> Duration {
-        self.inner.shared.connection.rtt()
+    pub fn rtt(&self) -> Option<Duration> {
+        self.inner.core.link().map(|l| l.connection.rtt())
     }
 
-    /// Whether the connection has ended.
+    /// Whether a connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.core.link().is_some_and(|l| !l.is_closed())
+    }
+
+    /// Whether the client is closed for good (it will not reconnect).
     pub fn is_closed(&self) -> bool {
-        self.inner.shared.closed_error().is_some()
-            || self.inner.shared.connection.close_reason().is_some()
+        matches!(self.inner.core.state(), State::Closed(_))
     }
 
-    /// Waits until the connection ends and returns why (a [`ClientError::Closed`]).
+    /// Waits until the client is closed for good and returns why.
     pub async fn closed(&self) -> ClientError {
-        self.inner.shared.wait_closed().await
+        self.inner.core.wait_closed().await
     }
 
-    /// Closes the connection (close code 0) and waits, briefly, until the broker has been
-    /// told. Pending calls fail with [`ClientError::Closed`].
+    /// Closes the client (close code 0) and waits, briefly, until the broker has been
+    /// told. Pending calls fail with [`ClientError::Closed`]; the event stream ends after
+    /// what it holds.
     pub async fn close(&self) {
+        let core = &self.inner.core;
         // Acknowledgements of events the application took go out first (a round trip
         // proves the broker has them), so they are not sent again at the next login.
         let (flushed, sent_any) = tokio::sync::oneshot::channel();
-        if self
-            .inner
-            .acks
-            .send(crate::events::AckMsg::Flush(flushed))
-            .is_ok()
-        {
+        if core.link().is_some() && self.inner.acks.send(AckMsg::Flush(flushed)).is_ok() {
             let _ = tokio::time::timeout(ACK_FLUSH_TIMEOUT, async {
                 if sent_any.await.unwrap_or(false) {
                     let _ = self.ping().await;
@@ -218,10 +259,11 @@ impl Client {
             })
             .await;
         }
-        self.inner
-            .shared
-            .fail(close::NORMAL, "closed by the application");
-        self.inner.shared.wait_closed().await;
+        core.begin_close();
+        if let Some(link) = core.link() {
+            link.fail(close::NORMAL, "closed by the application");
+        }
+        core.wait_closed().await;
         // Give quinn a moment to deliver the close, so the broker sees a clean close
         // rather than an idle timeout (matters for a CLI that exits right after). A shared
         // endpoint is driven by its owner and may never be idle: not ours to wait for.
@@ -235,13 +277,17 @@ impl Client {
     /// this waits (up to the request timeout) for the next connection; it fails with
     /// [`ClientError::Closed`] once the client is closed for good.
     pub(crate) async fn connection(&self) -> Result<quinn::Connection, ClientError> {
-        match self.inner.shared.closed_error() {
-            Some(err) => Err(err),
-            None => Ok(self.inner.shared.connection.clone()),
-        }
+        let deadline = tokio::time::Instant::now() + self.inner.core.request_timeout;
+        Ok(self
+            .inner
+            .core
+            .wait_link(deadline)
+            .await?
+            .connection
+            .clone())
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
-        self.inner.request_timeout
+        self.inner.core.request_timeout
     }
 }

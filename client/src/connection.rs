@@ -1,32 +1,32 @@
-//! The background side of a connection: the state shared with the [`crate::Client`] handles,
-//! and the four tasks that drive one QUIC connection.
+//! One QUIC connection to the broker ([`Link`]) and the tasks that drive it. A
+//! [`crate::Client`] has one link at a time; when it ends, [`crate::reconnect`] dials the
+//! next one and the client's handles, event stream and pending calls carry over.
 //!
 //! - the **writer** owns the control stream's send half and writes request frames, several
 //!   queued frames per write when requests pile up (fewer packets);
 //! - the **reader** owns the control stream's receive half and completes pending requests by
 //!   id, in whatever order the broker answers;
-//! - the **event reader** accepts the broker's push stream and feeds a bounded channel; when
-//!   the channel is full it waits, so a slow consumer back-pressures the QUIC stream instead
-//!   of growing a buffer. A kept event (`Push::Kept`) is buffered as a `Push::Group` with its
-//!   id (once per connection); [`crate::EventStream`] sends the id here when the
-//!   application takes the event;
-//! - the **acknowledger** turns those ids into `ClientFrame::Ack` frames for the writer, so
-//!   the broker stops keeping exactly the events the application has;
+//! - the **push reader** accepts the broker's push stream and hands each push, in order, to
+//!   the client's sequencer ([`crate::resume`]) through a bounded channel; when the channel
+//!   is full it waits, so a slow consumer back-pressures the QUIC stream instead of growing
+//!   a buffer;
 //! - the **supervisor** waits for the connection to end and turns the end into one
-//!   [`ClientError::Closed`] that every pending and later call receives.
+//!   [`ClientError::Closed`] that every pending call on this link receives.
 //!
 //! A task that finds a fault closes the QUIC connection (recording why); the supervisor is
 //! the one place that observes the end, so there is exactly one reason for everyone.
 
 use crate::error::{closed_error, ClientError};
-use crate::events::{AckMsg, Delivery};
+use crate::resume::Incoming;
 use bytes::{Bytes, BytesMut};
 use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::codec::{decode_frame, FrameError, MAX_FRAME_LEN};
-use convoke_protocol::handshake::{ClientFrame, ServerFrame, MAX_ACK_IDS};
-use convoke_protocol::{close, Push, Response};
+use convoke_protocol::handshake::{ClientFrame, ServerFrame, Welcome};
+use convoke_protocol::{close, ApiError, Push, Request, Response};
 use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -35,9 +35,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 const READ_CHUNK: usize = 64 * 1024;
 /// Frames coalesced into one write at most.
 const WRITE_BATCH: usize = 64;
+/// Requests queued for the writer before `request()` waits.
+const WRITER_QUEUE: usize = 1024;
 /// How long to wait for the broker's own close after it ended a stream, so that its reason
 /// (e.g. shutting down) wins over ours.
 const GRACE: Duration = Duration::from_millis(500);
+
+/// Link generations, so the sequencer can tell an old link's pushes from a new one's.
+static NEXT_GEN: AtomicU64 = AtomicU64::new(1);
 
 type Reply = oneshot::Sender<Result<Response, ClientError>>;
 
@@ -49,13 +54,33 @@ struct Pending {
     closed: Option<ClientError>,
 }
 
-/// State shared by the handles and the tasks of one connection.
+/// What became of one request sent on a link.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) enum Exchange {
+    /// The broker answered.
+    Answered(Result<Response, ApiError>),
+    /// The link was gone before the request was handed to it: it never reached the broker.
+    NotSent,
+    /// The link ended after the request was handed to it: it may or may not have taken
+    /// effect.
+    Lost(ClientError),
+}
+
+/// One connection: its QUIC connection, the requests in flight on it, its writer and the
+/// broker's welcome.
+#[derive(Debug)]
+pub(crate) struct Link {
     pub(crate) connection: quinn::Connection,
     pending: Mutex<Pending>,
     local_close: Mutex<Option<(u32, String)>>,
     closed_tx: watch::Sender<Option<ClientError>>,
+    writer: mpsc::Sender<Bytes>,
+    pub(crate) welcome: Welcome,
+    pub(crate) server: SocketAddr,
+    /// Whether the hello went in 0-RTT early data.
+    pub(crate) zero_rtt: bool,
+    /// This link's number among the process's links (newer links have larger ones).
+    pub(crate) gen: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,37 +89,106 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Shared {
-    pub(crate) fn new(connection: quinn::Connection) -> Arc<Self> {
-        Arc::new(Self {
-            connection,
+/// Removes a request's slot if its caller stops waiting (timeout, or the future dropped).
+struct SlotGuard<'a> {
+    link: &'a Link,
+    id: u64,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.link.pending).waiters.remove(&self.id);
+    }
+}
+
+/// What a freshly handshaken connection brings to [`Link::start`].
+pub(crate) struct Opened {
+    pub(crate) connection: quinn::Connection,
+    pub(crate) send: SendStream,
+    pub(crate) recv: RecvStream,
+    /// Control stream bytes read past the welcome frame.
+    pub(crate) leftover: BytesMut,
+    pub(crate) welcome: Welcome,
+    pub(crate) server: SocketAddr,
+    pub(crate) zero_rtt: bool,
+}
+
+impl Link {
+    /// Starts the request tasks of a connection whose handshake succeeded (the push
+    /// reader is started by [`Link::read_pushes`], once the sequencer knows the link).
+    pub(crate) fn start(opened: Opened) -> Arc<Self> {
+        let (writer, writer_rx) = mpsc::channel(WRITER_QUEUE);
+        let link = Arc::new(Self {
+            connection: opened.connection,
             pending: Mutex::new(Pending {
                 next_id: 1,
                 ..Pending::default()
             }),
             local_close: Mutex::new(None),
             closed_tx: watch::channel(None).0,
-        })
+            writer,
+            welcome: opened.welcome,
+            server: opened.server,
+            zero_rtt: opened.zero_rtt,
+            gen: NEXT_GEN.fetch_add(1, Ordering::Relaxed),
+        });
+        tokio::spawn(supervise(link.clone()));
+        tokio::spawn(write_loop(link.clone(), opened.send, writer_rx));
+        tokio::spawn(read_loop(link.clone(), opened.recv, opened.leftover));
+        link
     }
 
-    /// Reserves a request id and the slot its response will be delivered to.
-    pub(crate) fn register(
-        &self,
-    ) -> Result<(u64, oneshot::Receiver<Result<Response, ClientError>>), ClientError> {
-        let mut p = lock(&self.pending);
-        if let Some(err) = &p.closed {
-            return Err(err.clone());
+    /// Starts reading the broker's push stream into the sequencer's channel.
+    pub(crate) fn read_pushes(self: &Arc<Self>, tx: mpsc::Sender<Incoming>) {
+        tokio::spawn(push_loop(self.clone(), tx));
+    }
+
+    /// Sends one request and waits for its answer or the end of the link.
+    pub(crate) async fn exchange(&self, request: &Request) -> Exchange {
+        let (id, rx) = {
+            let mut p = lock(&self.pending);
+            if p.closed.is_some() {
+                return Exchange::NotSent;
+            }
+            let id = p.next_id;
+            p.next_id += 1;
+            let (tx, rx) = oneshot::channel();
+            p.waiters.insert(id, tx);
+            (id, rx)
+        };
+        let _slot = SlotGuard { link: self, id };
+        let frame = match frame_bytes(&ClientFrame::Request {
+            id,
+            request: request.clone(),
+        }) {
+            Ok(f) => f,
+            Err(e) => {
+                return Exchange::Answered(Err(ApiError::param(format!(
+                    "cannot encode {}: {e}",
+                    request.method()
+                ))))
+            }
+        };
+        if self.writer.send(frame).await.is_err() {
+            return Exchange::NotSent;
         }
-        let id = p.next_id;
-        p.next_id += 1;
-        let (tx, rx) = oneshot::channel();
-        p.waiters.insert(id, tx);
-        Ok((id, rx))
+        match rx.await {
+            Ok(Ok(response)) => Exchange::Answered(Ok(response)),
+            Ok(Err(ClientError::Api(e))) => Exchange::Answered(Err(e)),
+            Ok(Err(e)) => Exchange::Lost(e),
+            Err(_) => Exchange::Lost(self.wait_closed().await),
+        }
     }
 
-    /// Drops the slot of a request nobody waits for any more (timed out or cancelled).
-    pub(crate) fn forget(&self, id: u64) {
-        lock(&self.pending).waiters.remove(&id);
+    /// Queues acknowledgement ids for the broker; false if the link is gone.
+    pub(crate) async fn send_acks(&self, ids: Vec<u64>) -> bool {
+        match frame_bytes(&ClientFrame::Ack { ids }) {
+            Ok(bytes) => self.writer.send(bytes).await.is_ok() && !self.is_closed(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode an acknowledgement");
+                true
+            }
+        }
     }
 
     fn resolve(&self, id: u64, result: Result<Response, ClientError>) {
@@ -134,9 +228,9 @@ impl Shared {
         self.closed_tx.send_replace(Some(err));
     }
 
-    /// Why the connection ended, if it has.
-    pub(crate) fn closed_error(&self) -> Option<ClientError> {
-        lock(&self.pending).closed.clone()
+    /// Whether the connection has ended (or is ending).
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.pending).closed.is_some() || self.connection.close_reason().is_some()
     }
 
     /// Waits until the connection has ended, and returns why.
@@ -165,35 +259,23 @@ impl Shared {
     }
 }
 
-/// Starts the tasks of a connection whose handshake succeeded. `leftover` holds control
-/// stream bytes read past the welcome frame.
-pub(crate) fn spawn(
-    shared: &Arc<Shared>,
-    send: SendStream,
-    recv: RecvStream,
-    leftover: BytesMut,
-    (writer, writer_rx): (mpsc::WeakSender<Bytes>, mpsc::Receiver<Bytes>),
-    events_tx: mpsc::Sender<Delivery>,
-    acks_rx: mpsc::UnboundedReceiver<AckMsg>,
-) {
-    tokio::spawn(supervise(shared.clone()));
-    tokio::spawn(write_loop(shared.clone(), send, writer_rx));
-    tokio::spawn(read_loop(shared.clone(), recv, leftover));
-    tokio::spawn(event_loop(shared.clone(), events_tx));
-    tokio::spawn(acknowledge(writer, acks_rx));
-}
-
-async fn supervise(shared: Arc<Shared>) {
-    let end = shared.connection.closed().await;
-    let local = lock(&shared.local_close).take();
+async fn supervise(link: Arc<Link>) {
+    let end = link.connection.closed().await;
+    let local = lock(&link.local_close).take();
     let err = closed_error(&end, local);
     tracing::debug!(%err, "connection ended");
-    shared.finish(err);
+    link.finish(err);
 }
 
-async fn write_loop(shared: Arc<Shared>, mut send: SendStream, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop(link: Arc<Link>, mut send: SendStream, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            frame = rx.recv() => frame,
+            // The link holds the writer's sender, so the queue never ends by itself.
+            _ = link.connection.closed() => return,
+        };
+        let Some(first) = first else { break };
         batch.push(first);
         while batch.len() < WRITE_BATCH {
             match rx.try_recv() {
@@ -203,7 +285,7 @@ async fn write_loop(shared: Arc<Shared>, mut send: SendStream, mut rx: mpsc::Rec
         }
         if let Err(e) = send.write_all_chunks(&mut batch).await {
             if !matches!(e, quinn::WriteError::ConnectionLost(_)) {
-                shared.fail(
+                link.fail(
                     close::PROTOCOL_VIOLATION,
                     &format!("cannot write the control stream: {e}"),
                 );
@@ -212,81 +294,7 @@ async fn write_loop(shared: Arc<Shared>, mut send: SendStream, mut rx: mpsc::Rec
         }
         batch.clear();
     }
-    // Every handle is gone: the connection is being closed by the last handle's drop.
     let _ = send.finish();
-}
-
-/// The ids of the kept events this connection handed on lately.
-#[derive(Debug, Default)]
-struct RecentIds {
-    set: std::collections::HashSet<u64>,
-    order: std::collections::VecDeque<u64>,
-}
-
-impl RecentIds {
-    /// How many ids are remembered.
-    const CAPACITY: usize = 4096;
-
-    /// Remembers `id`; false if it was already there.
-    fn insert(&mut self, id: u64) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-}
-
-/// Tells the broker which kept events the application has taken, through the writer (after
-/// any requests already queued), several ids per frame when they pile up. Ends with the last
-/// event stream and client handle; what was not sent by then is sent again by the broker at
-/// the next login.
-async fn acknowledge(writer: mpsc::WeakSender<Bytes>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
-    let mut msgs = Vec::new();
-    let mut sent_since_flush = false;
-    while rx.recv_many(&mut msgs, MAX_ACK_IDS).await > 0 {
-        let mut ids = Vec::new();
-        for msg in msgs.drain(..) {
-            match msg {
-                AckMsg::Taken(id) => ids.push(id),
-                AckMsg::Flush(done) => {
-                    // Everything taken before the flush goes to the writer first.
-                    if !ids.is_empty() {
-                        if !send_acks(&writer, std::mem::take(&mut ids)).await {
-                            return;
-                        }
-                        sent_since_flush = true;
-                    }
-                    let _ = done.send(std::mem::take(&mut sent_since_flush));
-                }
-            }
-        }
-        if !ids.is_empty() {
-            if !send_acks(&writer, ids).await {
-                return;
-            }
-            sent_since_flush = true;
-        }
-    }
-}
-
-/// Queues one `ClientFrame::Ack` on the writer; false once the connection's handles are gone.
-async fn send_acks(writer: &mpsc::WeakSender<Bytes>, ids: Vec<u64>) -> bool {
-    let Some(writer) = writer.upgrade() else {
-        return false;
-    };
-    match frame_bytes(&ClientFrame::Ack { ids }) {
-        Ok(bytes) => writer.send(bytes).await.is_ok(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot encode an acknowledgement");
-            true
-        }
-    }
 }
 
 /// The close code for a frame that could not be decoded.
@@ -311,19 +319,19 @@ pub(crate) async fn read_more(
     }
 }
 
-async fn read_loop(shared: Arc<Shared>, mut recv: RecvStream, mut buf: BytesMut) {
+async fn read_loop(link: Arc<Link>, mut recv: RecvStream, mut buf: BytesMut) {
     loop {
         loop {
             match decode_frame::<ServerFrame>(&mut buf, MAX_FRAME_LEN) {
                 Ok(Some(ServerFrame::Response { id, result })) => {
-                    shared.resolve(id, result.map_err(ClientError::Api));
+                    link.resolve(id, result.map_err(ClientError::Api));
                 }
                 Ok(Some(other)) => {
                     let what = match other {
                         ServerFrame::Welcome(_) => "a second Welcome",
                         _ => "a Refused frame after the Welcome",
                     };
-                    shared.fail(
+                    link.fail(
                         close::PROTOCOL_VIOLATION,
                         &format!("the broker sent {what} on the control stream"),
                     );
@@ -331,7 +339,7 @@ async fn read_loop(shared: Arc<Shared>, mut recv: RecvStream, mut buf: BytesMut)
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    shared.fail(frame_close_code(&e), &format!("control stream: {e}"));
+                    link.fail(frame_close_code(&e), &format!("control stream: {e}"));
                     return;
                 }
             }
@@ -339,53 +347,50 @@ async fn read_loop(shared: Arc<Shared>, mut recv: RecvStream, mut buf: BytesMut)
         match read_more(&mut recv, &mut buf).await {
             Ok(true) => {}
             Ok(false) => {
-                shared
-                    .fail_after_grace(
-                        close::PROTOCOL_VIOLATION,
-                        "the broker ended the control stream",
-                    )
-                    .await;
+                link.fail_after_grace(
+                    close::PROTOCOL_VIOLATION,
+                    "the broker ended the control stream",
+                )
+                .await;
                 return;
             }
             Err(ReadError::ConnectionLost(_)) => return,
             Err(e) => {
-                shared.fail(close::PROTOCOL_VIOLATION, &format!("control stream: {e}"));
+                link.fail(close::PROTOCOL_VIOLATION, &format!("control stream: {e}"));
                 return;
             }
         }
     }
 }
 
-async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Delivery>) {
+/// Reads the broker's push stream and hands each push, in order, to the sequencer.
+async fn push_loop(link: Arc<Link>, tx: mpsc::Sender<Incoming>) {
     // The broker opens its push stream after the welcome; nothing else is accepted.
-    let mut recv = match shared.connection.accept_uni().await {
+    let mut recv = match link.connection.accept_uni().await {
         Ok(recv) => recv,
         Err(_) => return,
     };
     let mut buf = BytesMut::new();
-    let mut consumer_gone = tx.is_closed();
-    let mut recent = RecentIds::default();
     loop {
         loop {
             match decode_frame::<Push>(&mut buf, MAX_FRAME_LEN) {
                 Ok(Some(push)) => {
-                    let (push, kept) = match push {
-                        // A kept event made while this connection was logging in comes both
-                        // live and from the login's replay: hand it on once.
-                        Push::Kept { id, .. } if !recent.insert(id) => continue,
-                        Push::Kept { id, event } => (Push::Group(event), Some(id)),
-                        other => (other, None),
-                    };
-                    // Waiting here is the back-pressure; once the stream is dropped (or events
-                    // were never wanted), pushes are read and discarded to keep the
-                    // connection healthy.
-                    if !consumer_gone && tx.send((push, kept)).await.is_err() {
-                        consumer_gone = true;
+                    // Waiting here is the back-pressure. The sequencer outlives every link
+                    // but ends with the client; then the link is closing too.
+                    if tx
+                        .send(Incoming {
+                            gen: link.gen,
+                            push,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    shared.fail(frame_close_code(&e), &format!("push stream: {e}"));
+                    link.fail(frame_close_code(&e), &format!("push stream: {e}"));
                     return;
                 }
             }
@@ -393,17 +398,16 @@ async fn event_loop(shared: Arc<Shared>, tx: mpsc::Sender<Delivery>) {
         match read_more(&mut recv, &mut buf).await {
             Ok(true) => {}
             Ok(false) => {
-                shared
-                    .fail_after_grace(
-                        close::PROTOCOL_VIOLATION,
-                        "the broker ended the push stream",
-                    )
-                    .await;
+                link.fail_after_grace(
+                    close::PROTOCOL_VIOLATION,
+                    "the broker ended the push stream",
+                )
+                .await;
                 return;
             }
             Err(ReadError::ConnectionLost(_)) => return,
             Err(e) => {
-                shared.fail(close::PROTOCOL_VIOLATION, &format!("push stream: {e}"));
+                link.fail(close::PROTOCOL_VIOLATION, &format!("push stream: {e}"));
                 return;
             }
         }

@@ -32,6 +32,13 @@ pub enum ClientError {
         /// Who closed it and why, e.g. `closed by the broker with code 3 (slow consumer): ...`.
         reason: String,
     },
+    /// No connection to the broker within the request timeout: the client is reconnecting
+    /// (or gave up). The request was not sent.
+    #[error("disconnected: {reason}")]
+    Disconnected {
+        /// Why there is no connection (the last drop's or attempt's reason).
+        reason: String,
+    },
     /// No response within the request timeout. The request may still take effect.
     #[error("request timed out")]
     Timeout,
@@ -71,7 +78,9 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Api(e) => e.code.is_retryable(),
-            Self::Timeout | Self::Closed { .. } | Self::Connect(_) => true,
+            Self::Timeout | Self::Closed { .. } | Self::Connect(_) | Self::Disconnected { .. } => {
+                true
+            }
             _ => false,
         }
     }

@@ -103,6 +103,7 @@ pub(crate) fn verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, Cli
 /// The QUIC client crypto config: TLS 1.3 only, ring, ALPN `convoke/1`.
 pub(crate) fn quic_crypto(
     trust: &Trust,
+    zero_rtt: bool,
 ) -> Result<quinn::crypto::rustls::QuicClientConfig, ClientError> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -111,6 +112,9 @@ pub(crate) fn quic_crypto(
         .with_custom_certificate_verifier(verifier(trust)?)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![convoke_protocol::ALPN.to_vec()];
+    // Session tickets are kept in this config's in-memory cache (rustls's default), which
+    // every reconnect of one client shares: a broker seen before takes the hello in 0-RTT.
+    cfg.enable_early_data = zero_rtt;
     quinn::crypto::rustls::QuicClientConfig::try_from(cfg)
         .map_err(|e| ClientError::Tls(format!("TLS config unusable for QUIC: {e}")))
 }
@@ -309,7 +313,7 @@ mod tests {
     fn quic_crypto_builds_for_both_trusts() {
         let c = cert(true, &["localhost"]);
         let roots = Trust::Roots(parse_pem_certs(c.cert.pem().as_bytes()).unwrap());
-        assert!(quic_crypto(&roots).is_ok());
-        assert!(quic_crypto(&Trust::Pin([0; 32])).is_ok());
+        assert!(quic_crypto(&roots, true).is_ok());
+        assert!(quic_crypto(&Trust::Pin([0; 32]), false).is_ok());
     }
 }

@@ -227,10 +227,10 @@ async fn watch_prints_one_json_line_per_push() {
 }
 
 #[tokio::test]
-async fn watch_ends_with_status_3_when_the_broker_goes_away() {
+async fn watch_without_reconnect_ends_with_status_3_when_the_broker_goes_away() {
     let cli = Cli::start().await;
     let watcher = cli
-        .command("bob", &["watch"])
+        .command("bob", &["--no-reconnect", "watch"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

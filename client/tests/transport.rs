@@ -10,7 +10,8 @@
 mod support;
 
 use convoke_client::{
-    progress_channel, ClientError, DownloadDest, ErrorCode, GroupEventOp, Push, UploadSource,
+    progress_channel, ClientError, ConnectionEvent, DownloadDest, ErrorCode, Event, GroupEventOp,
+    Push, UploadSource,
 };
 use futures::StreamExt;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ async fn welcome_gives_identity_and_ping_works() {
     assert_eq!(client.user_id(), "alice");
     assert!(!client.app_admin());
     assert_eq!(
-        client.welcome().version,
+        client.welcome().unwrap().version,
         convoke_client::protocol::PROTOCOL_VERSION
     );
     assert!(client.session_id() >= 1);
@@ -132,7 +133,10 @@ async fn kept_events_arrive_as_group_events_and_are_acknowledged() {
         .await
         .unwrap();
     for (i, user) in ["bob", "carol"].into_iter().enumerate() {
-        match tokio::time::timeout(SOON, events.next()).await.unwrap() {
+        match tokio::time::timeout(SOON, events.next_push())
+            .await
+            .unwrap()
+        {
             Some(Push::Group(e)) => {
                 assert_eq!(e.operation, GroupEventOp::InviteToJoin);
                 assert_eq!((e.users, e.timestamp), (vec![user.to_string()], i as i64));
@@ -154,7 +158,7 @@ async fn kept_events_arrive_as_group_events_and_are_acknowledged() {
         .unwrap();
     client.ping().await.unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(200), events.next())
+        tokio::time::timeout(Duration::from_millis(200), events.next_push())
             .await
             .is_err()
     );
@@ -190,7 +194,10 @@ async fn pushes_arrive_in_order_and_only_once() {
     // More than the buffer holds: the broker is back-pressured, nothing is lost.
     client.update_group_announcement("42", "50").await.unwrap();
     for i in 0..50u64 {
-        match tokio::time::timeout(SOON, events.next()).await.unwrap() {
+        match tokio::time::timeout(SOON, events.next_push())
+            .await
+            .unwrap()
+        {
             Some(Push::Group(e)) => assert_eq!(e.timestamp, i as i64),
             other => panic!("{other:?}"),
         }
@@ -200,7 +207,10 @@ async fn pushes_arrive_in_order_and_only_once() {
         .await
         .unwrap();
     assert_eq!((sent.msg_id.as_str(), sent.seq), ("m1", 1));
-    match tokio::time::timeout(SOON, events.next()).await.unwrap() {
+    match tokio::time::timeout(SOON, events.next_push())
+        .await
+        .unwrap()
+    {
         Some(Push::Message(m)) => {
             assert_eq!(m.payload, "héllo".as_bytes());
             assert!(m.allow_group_ack);
@@ -235,6 +245,15 @@ async fn a_broker_close_fails_pending_and_later_calls_and_ends_events() {
     assert_eq!(client.ping().await.unwrap_err(), closer);
     assert_eq!(client.closed().await, closer);
     assert!(client.is_closed());
+    // The connection's end, then the end of the stream.
+    assert!(matches!(
+        events.next().await,
+        Some(Event::Connection(ConnectionEvent::Connected { .. }))
+    ));
+    assert!(matches!(
+        tokio::time::timeout(SOON, events.next()).await.unwrap(),
+        Some(Event::Connection(ConnectionEvent::GaveUp { reason })) if reason.contains("slow consumer")
+    ));
     assert_eq!(
         tokio::time::timeout(SOON, events.next()).await.unwrap(),
         None
@@ -279,7 +298,7 @@ async fn closing_and_dropping_the_client() {
         "{e}"
     );
     assert!(client.is_closed());
-    assert_eq!(events.next().await, None);
+    assert_eq!(events.next_push().await, None);
     assert!(eventually(5, || broker.seen.lock().unwrap().closes.len() == 1).await);
 
     let dropped = broker.client("bob").connect().await.unwrap();

@@ -4,8 +4,8 @@
 use bytes::BytesMut;
 use convoke_protocol::codec::{decode_frame, encode_frame, MAX_FRAME_LEN};
 use convoke_protocol::handshake::{ClientFrame, Hello, ServerFrame, Welcome};
-use convoke_protocol::transfer::{TransferHeader, TransferOutcome};
-use convoke_protocol::{ApiError, ErrorCode, Push, Request, Response};
+use convoke_protocol::transfer::{TransferHeader, TransferReply};
+use convoke_protocol::{ApiError, ErrorCode, Push, Request, Response, SharedFile};
 use proptest::prelude::*;
 
 fn round_trip<T>(value: &T)
@@ -81,20 +81,39 @@ fn handshake_and_transfer_frames_round_trip() {
         session_id: 4,
         server_time: 5,
     }));
-    round_trip(&TransferHeader::Upload {
-        group_id: "1".into(),
-        file_name: "a.bin".into(),
-        size: 10,
-        content_type: "application/octet-stream".into(),
-    });
-    round_trip(&TransferHeader::Download {
-        group_id: "1".into(),
-        file_id: "2".into(),
-        secret: Some("s".into()),
-    });
-    round_trip(&TransferOutcome {
-        result: Err(ApiError::param("x")),
-    });
+    for resume in [false, true] {
+        round_trip(&TransferHeader::Upload {
+            group_id: "1".into(),
+            file_name: "a.bin".into(),
+            size: 10,
+            content_type: "application/octet-stream".into(),
+            upload_id: u64::MAX,
+            resume,
+        });
+    }
+    for offset in [0, 7, u64::MAX] {
+        round_trip(&TransferHeader::Download {
+            group_id: "1".into(),
+            file_id: "2".into(),
+            secret: Some("s".into()),
+            offset,
+        });
+    }
+    round_trip(&TransferReply::Outcome(Err(ApiError::param("x"))));
+    let file = SharedFile {
+        file_id: "1".into(),
+        file_name: "a.txt".into(),
+        file_owner: "a".into(),
+        file_size: 10,
+        created: 3,
+        content_type: "text/plain".into(),
+        sha256: "00".into(),
+        secret: "s".into(),
+    };
+    round_trip(&TransferReply::Outcome(Ok(file)));
+    for offset in [0, 1 << 20, u64::MAX] {
+        round_trip(&TransferReply::ResumeAt { offset });
+    }
 }
 
 proptest! {
@@ -110,6 +129,8 @@ proptest! {
         let _ = decode_frame::<Push>(&mut buf, MAX_FRAME_LEN);
         let mut buf = BytesMut::from(&bytes[..]);
         let _ = decode_frame::<TransferHeader>(&mut buf, MAX_FRAME_LEN);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let _ = decode_frame::<TransferReply>(&mut buf, MAX_FRAME_LEN);
     }
 
     #[test]

@@ -3,11 +3,18 @@
 //!
 //! The broker runs as a child process (built by this crate on first use, or `CONVOKE_BIN`), so a test can
 //! `kill -9` it and restart it on the same data dir, exactly as an operator would.
+//!
+//! [`relay`] puts a userspace UDP relay between clients and a broker (delay, loss,
+//! reordering, cuts, NAT rebinding), where this kernel has no netem.
 
 #![allow(
     clippy::unwrap_used,
     reason = "test support: a failed setup step should panic the test"
 )]
+
+pub mod relay;
+
+pub use relay::{Relay, RelayOptions};
 
 use convoke_client::{Client, ClientError, EventStream};
 use convoke_protocol::{GroupEvent, GroupEventOp, GroupMessage, Push};
@@ -82,7 +89,28 @@ fn build_binaries() -> PathBuf {
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let status = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // `cargo test` describes the test's own package to the test process (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, ...). ring's build script tracks those variables, so passing them
+    // on made every test process rebuild ring, rustls and quinn for the binaries, and the
+    // next plain `cargo build` rebuild them back (~2 min on 2 cores).
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
         .arg("build")
         .arg("--quiet")
         .arg("--manifest-path")
@@ -105,6 +133,8 @@ pub struct Broker {
     child: Option<Child>,
     dir: TempDir,
     settings: Vec<(String, String)>,
+    /// The QUIC address to listen on at the next start (`None`: a free port).
+    listen: Option<SocketAddr>,
     /// QUIC address.
     pub addr: SocketAddr,
     /// Metrics/health HTTP address.
@@ -141,6 +171,7 @@ impl Broker {
             child: None,
             dir,
             settings,
+            listen: None,
             addr: "127.0.0.1:1".parse().unwrap(),
             metrics: None,
             cert: PathBuf::new(),
@@ -175,7 +206,10 @@ impl Broker {
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(
+                self.listen
+                    .map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string()),
+            )
             .arg("--metrics-listen")
             .arg("127.0.0.1:0")
             .arg("--set")
@@ -225,6 +259,13 @@ impl Broker {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
+    /// Whether the broker process has exited by itself (e.g. a fault-injection abort).
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// SIGKILL, like `kill -9`: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -264,6 +305,13 @@ impl Broker {
     /// `kill -9`, then start again on the same data dir (new ports).
     pub fn crash_restart(&mut self) {
         self.kill9();
+        self.spawn();
+    }
+
+    /// Starts the broker again (after [`Broker::kill9`] or [`Broker::stop`]) on the same
+    /// data dir and the same QUIC address, so that its clients can reconnect.
+    pub fn start_again_in_place(&mut self) {
+        self.listen = Some(self.addr);
         self.spawn();
     }
 
@@ -386,7 +434,7 @@ impl Peer {
 
     /// The next push, within [`WAIT`].
     pub async fn next_push(&mut self) -> Push {
-        match tokio::time::timeout(WAIT, self.events.recv()).await {
+        match tokio::time::timeout(WAIT, self.events.next_push()).await {
             Ok(Some(p)) => p,
             Ok(None) => panic!("{}: event stream ended", self.client.user_id()),
             Err(_) => panic!("{}: no event within {WAIT:?}", self.client.user_id()),
@@ -423,9 +471,9 @@ impl Peer {
         }
     }
 
-    /// Asserts that nothing arrives within [`QUIET`].
+    /// Asserts that no push arrives within [`QUIET`] (connection states are not pushes).
     pub async fn expect_quiet(&mut self) {
-        if let Ok(Some(p)) = tokio::time::timeout(QUIET, self.events.recv()).await {
+        if let Ok(Some(p)) = tokio::time::timeout(QUIET, self.events.next_push()).await {
             panic!("{}: expected no event, got {p:?}", self.client.user_id());
         }
     }

@@ -170,3 +170,60 @@ async fn the_readme_walkthrough_works_from_the_command_line() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("603 PERMISSION_DENIED"));
 }
+
+#[tokio::test]
+async fn watch_keeps_watching_across_a_broker_crash_and_restart() {
+    let mut broker = Broker::start().await;
+    let (alice, bob) = (token(&broker, "alice"), token(&broker, "bob"));
+    json(&cli(&broker, &bob, &["ping"]));
+    let gid = json(&cli(
+        &broker,
+        &alice,
+        &["create-group", "--groupname", "g", "--members", "bob"],
+    ));
+    let gid = gid.as_str().unwrap().to_string();
+    broker.wait_for_sessions(0).await;
+    let watch = Command::new(cli_bin())
+        .arg("--server")
+        .arg(broker.addr.to_string())
+        .args(["--token", &bob, "--ca"])
+        .arg(&broker.cert)
+        .args(["watch", "--count", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    broker.wait_for_sessions(1).await;
+    let send = |broker: &Broker, text: &str| {
+        json(&cli(
+            broker,
+            &alice,
+            &["send-group-message", "--group-id", &gid, "--payload", text],
+        ))
+    };
+    send(&broker, "before");
+    broker.kill9();
+    broker.start_again_in_place();
+    // Sent before the watch has reconnected, or after: the watch prints it either way.
+    send(&broker, "after");
+    let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{:?} {stderr}\nstdout: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["operation"], "directJoined");
+    assert_eq!(lines[1]["payload"], "before");
+    assert_eq!(lines[2]["payload"], "after");
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+}

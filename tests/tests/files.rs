@@ -10,7 +10,7 @@
 use convoke_client::{progress_channel, ClientError, Progress, SharedFile, UploadSource};
 use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::handshake::{ClientFrame, Hello, ServerFrame, SUPPORTED_VERSIONS};
-use convoke_protocol::transfer::{TransferHeader, TransferOutcome};
+use convoke_protocol::transfer::{TransferHeader, TransferReply};
 use convoke_protocol::{decode_frame, ApiError, ErrorCode, EventDetail, GroupEventOp as Op};
 use convoke_tests::{assert_code, eventually, group_data, peers, raw_connection, Broker, Peer};
 use sha2::{Digest, Sha256};
@@ -146,6 +146,8 @@ async fn raw_upload(
         file_name: "forged.bin".into(),
         size: declared,
         content_type: "application/octet-stream".into(),
+        upload_id: 1,
+        resume: false,
     };
     send.write_all(&frame_bytes(&header).unwrap())
         .await
@@ -155,8 +157,13 @@ async fn raw_upload(
     let _ = send.finish();
     let mut buf = bytes::BytesMut::new();
     loop {
-        if let Some(o) = decode_frame::<TransferOutcome>(&mut buf, 1 << 20).unwrap() {
-            return o.result.expect_err("a forged upload must fail");
+        if let Some(o) = decode_frame::<TransferReply>(&mut buf, 1 << 20).unwrap() {
+            match o {
+                TransferReply::Outcome(result) => {
+                    return result.expect_err("a forged upload must fail")
+                }
+                other => panic!("{other:?}"),
+            }
         }
         let chunk = recv.read_chunk(4096, true).await.unwrap().unwrap();
         buf.extend_from_slice(&chunk.bytes);
@@ -671,4 +678,351 @@ async fn kill_9_mid_upload_leaves_no_trace_of_it() {
         assert_eq!(sha(&got), sha(data));
     }
     assert_eq!(entries(&files_dir(&broker).join(&gid)).len(), 2);
+}
+
+// ---- resumable transfers ------------------------------------------------------------------
+
+/// Total bytes of the partial uploads in `files/tmp`.
+fn tmp_bytes(broker: &Broker) -> u64 {
+    entries(&files_dir(broker).join("tmp"))
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Starts an upload of `len` bytes from `client` whose source yields `fed` of `data` and
+/// then blocks; returns once the broker has written them all to its temp file. The
+/// caller then closes `client` to cut the upload off mid-stream.
+async fn upload_cut_short(
+    broker: &Broker,
+    client: &convoke_client::Client,
+    gid: &str,
+    source_name: &str,
+    data: &[u8],
+    fed: usize,
+    upload_id: Option<u64>,
+) -> (convoke_client::Transfer, tokio::task::JoinHandle<()>) {
+    let before = tmp_bytes(broker);
+    let (mut feed, pipe) = tokio::io::duplex(256 * 1024);
+    let mut source = UploadSource::reader(pipe, data.len() as u64, source_name);
+    if let Some(id) = upload_id {
+        source = source.upload_id(id);
+    }
+    let transfer = client.upload_group_shared_file(gid, source, None);
+    let head = data[..fed].to_vec();
+    let feeder = tokio::spawn(async move {
+        if feed.write_all(&head).await.is_ok() {
+            // Hold the pipe open, with no more bytes, until the test is done.
+            std::future::pending::<()>().await;
+        }
+    });
+    let want = before + fed as u64;
+    eventually("the first bytes on the broker's disk", || {
+        let size = tmp_bytes(broker);
+        async move { (size == want).then_some(()) }
+    })
+    .await;
+    (transfer, feeder)
+}
+
+/// Collects the progress reports sent so far.
+fn drain(rx: &mut mpsc::Receiver<Progress>) -> Vec<Progress> {
+    let mut seen = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        seen.push(p);
+    }
+    seen
+}
+
+/// An upload cut off by its connection's end (the client closed mid-stream) is kept by the
+/// broker with its quota place; a new connection of the same user resumes it from the last
+/// durable byte: the stored file is byte-identical, no byte is taken twice, there is one
+/// entry, and resuming the completed id again answers the same entry (a lost final answer
+/// never makes a second file).
+#[tokio::test]
+async fn an_interrupted_upload_resumes_from_a_new_connection() {
+    let broker = Broker::start_with(&[("limits.max_files_per_group", "2")]).await;
+    let (gid, alice, mut bob, _carol) = setup(&broker).await;
+    upload(&alice, &gid, "first", vec![1]).await.unwrap();
+    bob.expect(Op::UploadFile).await;
+
+    let data = content(4 * MIB, 31);
+    let first = broker.connect_device("alice", "laptop").await;
+    let (transfer, feeder) = upload_cut_short(
+        &broker,
+        &first.client,
+        &gid,
+        "big.bin",
+        &data,
+        MIB + 5,
+        None,
+    )
+    .await;
+    let upload_id = transfer.upload_id().unwrap();
+    first.client.close().await;
+    let e = transfer.await.unwrap_err();
+    assert!(e.is_closed(), "{e}");
+    feeder.abort();
+
+    // The partial upload is kept, and so is its place under the quota.
+    assert_eq!(tmp_bytes(&broker), (MIB + 5) as u64);
+    let msg = assert_code(
+        upload(&bob, &gid, "late.bin", vec![2]).await,
+        ErrorCode::MaxLimit,
+    );
+    assert!(msg.contains("1 more being uploaded"), "{msg}");
+
+    let second = broker.connect_device("alice", "phone").await;
+    let (tx, mut progress) = mpsc::channel::<Progress>(1024);
+    let source = UploadSource::bytes(data.clone(), "big.bin").resume(upload_id);
+    let file = second
+        .client
+        .upload_group_shared_file(&gid, source, Some(progress_channel(tx)))
+        .await
+        .unwrap();
+    assert_eq!(file.file_size, data.len() as u64);
+    assert_eq!(file.sha256, sha(&data));
+    let seen = drain(&mut progress);
+    assert_eq!(seen[0].resumed_at, Some((MIB + 5) as u64), "{:?}", seen[0]);
+    assert_eq!(seen[0].done, (MIB + 5) as u64);
+    assert!(seen.windows(2).all(|w| w[0].done <= w[1].done));
+    assert_eq!(seen.last().unwrap().done, data.len() as u64);
+    // Not a byte was taken twice: the first file's one, then each of this file's once.
+    let up = metric(&broker, "convoke_file_bytes_total{direction=\"up\"}").await;
+    assert_eq!(up, (1 + data.len()) as f64);
+    assert_eq!(
+        metric(&broker, "convoke_file_resumes_total{direction=\"up\"}").await,
+        1.0
+    );
+
+    let ev = bob.expect(Op::UploadFile).await;
+    assert_eq!(ev.detail, EventDetail::File { file: file.clone() });
+    assert_eq!(
+        download(&bob, &gid, &file.file_id, None).await.unwrap(),
+        data
+    );
+    let names: Vec<String> = list(&bob, &gid, 1, 10)
+        .await
+        .into_iter()
+        .map(|f| f.file_name)
+        .collect();
+    assert_eq!(names, ["big.bin", "first"]);
+    tmp_becomes_empty(&broker).await;
+
+    // The final answer got lost, say: resuming again answers the same entry, stores nothing.
+    let again = UploadSource::bytes(data.clone(), "big.bin").resume(upload_id);
+    let same = second
+        .client
+        .upload_group_shared_file(&gid, again, None)
+        .await
+        .unwrap();
+    assert_eq!(same, file);
+    assert_eq!(list(&bob, &gid, 1, 10).await.len(), 2);
+    bob.expect_quiet().await;
+    let up = metric(&broker, "convoke_file_bytes_total{direction=\"up\"}").await;
+    assert_eq!(up, (1 + data.len()) as f64);
+}
+
+/// A kept upload that nobody resumes within `files.resume_keep_secs` is released: its
+/// partial file deleted, its quota place given back, counted; a late resume starts over
+/// (and passes admission again).
+#[tokio::test]
+async fn an_unresumed_upload_is_released_after_the_keep_time() {
+    let broker = Broker::start_with(&[
+        ("limits.max_files_per_group", "2"),
+        ("files.resume_keep_secs", "1"),
+    ])
+    .await;
+    let (gid, alice, bob, _carol) = setup(&broker).await;
+    upload(&alice, &gid, "first", vec![1]).await.unwrap();
+    let data = content(MIB, 32);
+    let first = broker.connect_device("alice", "laptop").await;
+    let (transfer, feeder) = upload_cut_short(
+        &broker,
+        &first.client,
+        &gid,
+        "big.bin",
+        &data,
+        300_000,
+        Some(77),
+    )
+    .await;
+    first.client.close().await;
+    assert!(transfer.await.is_err());
+    feeder.abort();
+
+    // Held for about a second, then the place is free for bob and the file is gone.
+    let late = eventually("the kept upload's place given back", || {
+        let (bob, gid) = (&bob, &gid);
+        async move { upload(bob, gid, "late.bin", vec![2]).await.ok() }
+    })
+    .await;
+    assert_eq!(late.file_owner, "bob");
+    tmp_becomes_empty(&broker).await;
+    assert_eq!(
+        metric(&broker, "convoke_file_partials_expired_total").await,
+        1.0
+    );
+
+    // Resuming now is a new upload: admitted again, and the group is full.
+    let second = broker.connect_device("alice", "phone").await;
+    let (tx, mut progress) = mpsc::channel::<Progress>(1024);
+    let source = UploadSource::bytes(data, "big.bin").resume(77);
+    let r = second
+        .client
+        .upload_group_shared_file(&gid, source, Some(progress_channel(tx)))
+        .await;
+    assert_code(r, ErrorCode::MaxLimit);
+    assert!(drain(&mut progress).iter().all(|p| p.resumed_at.is_none()));
+    assert_eq!(
+        metric(&broker, "convoke_file_resumes_total{direction=\"up\"}").await,
+        0.0
+    );
+    tmp_becomes_empty(&broker).await;
+}
+
+/// Upload ids are per user: another user resuming the same id gets a fresh upload of their
+/// own and nothing of the kept one. A resume describing a different file (size, name) is
+/// refused naming the difference, and the kept upload survives it.
+#[tokio::test]
+async fn a_resume_reaches_only_its_users_upload_of_the_same_file() {
+    let broker = Broker::start().await;
+    let (gid, alice, mut bob, _carol) = setup(&broker).await;
+    let data = content(2 * MIB, 33);
+    let first = broker.connect_device("alice", "laptop").await;
+    let (transfer, feeder) = upload_cut_short(
+        &broker,
+        &first.client,
+        &gid,
+        "a.bin",
+        &data,
+        700_000,
+        Some(5),
+    )
+    .await;
+    first.client.close().await;
+    assert!(transfer.await.is_err());
+    feeder.abort();
+
+    // Bob, same id, same name and size: a new upload of his bytes from byte 0.
+    let bobs = content(2 * MIB, 34);
+    let (tx, mut progress) = mpsc::channel::<Progress>(1024);
+    let source = UploadSource::bytes(bobs.clone(), "a.bin").resume(5);
+    let file = bob
+        .client
+        .upload_group_shared_file(&gid, source, Some(progress_channel(tx)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (file.file_owner.as_str(), file.sha256.clone()),
+        ("bob", sha(&bobs))
+    );
+    assert_eq!(drain(&mut progress)[0].resumed_at, Some(0));
+    assert_eq!(
+        download(&alice, &gid, &file.file_id, None).await.unwrap(),
+        bobs
+    );
+    assert_eq!(
+        tmp_bytes(&broker),
+        700_000,
+        "alice's partial upload is untouched"
+    );
+
+    // Alice, with a different size or name: refused, naming what differs.
+    let bigger = UploadSource::bytes(content(2 * MIB + 1, 33), "a.bin").resume(5);
+    let r = alice
+        .client
+        .upload_group_shared_file(&gid, bigger, None)
+        .await;
+    let msg = assert_code(r, ErrorCode::RequestParameterError);
+    assert!(
+        msg.contains("size") && msg.contains(&(2 * MIB).to_string()),
+        "{msg}"
+    );
+    let renamed = UploadSource::bytes(data.clone(), "b.bin").resume(5);
+    let r = alice
+        .client
+        .upload_group_shared_file(&gid, renamed, None)
+        .await;
+    let msg = assert_code(r, ErrorCode::RequestParameterError);
+    assert!(msg.contains("file name") && msg.contains("b.bin"), "{msg}");
+    assert_eq!(tmp_bytes(&broker), 700_000);
+
+    // Alice, the same file: resumed where it stopped.
+    let source = UploadSource::bytes(data.clone(), "a.bin").resume(5);
+    let mine = alice
+        .client
+        .upload_group_shared_file(&gid, source, None)
+        .await
+        .unwrap();
+    assert_eq!(mine.sha256, sha(&data));
+    assert_eq!(
+        download(&bob, &gid, &mine.file_id, None).await.unwrap(),
+        data
+    );
+    bob.expect(Op::UploadFile).await;
+    tmp_becomes_empty(&broker).await;
+}
+
+/// A download from a byte offset gets the tail (and the whole entry); at the end nothing
+/// follows; past the end is refused naming both numbers.
+#[tokio::test]
+async fn a_download_resumes_from_an_offset() {
+    let broker = Broker::start().await;
+    let (gid, alice, bob, _carol) = setup(&broker).await;
+    let data = content(MIB + 123, 35);
+    let file = upload(&alice, &gid, "t.bin", data.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tail.bin");
+    let offset = 700_001u64;
+    let (tx, mut progress) = mpsc::channel::<Progress>(1024);
+    let got = bob
+        .client
+        .download_group_shared_file_from(
+            &gid,
+            &file.file_id,
+            None,
+            offset,
+            path.as_path(),
+            Some(progress_channel(tx)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, file, "the whole entry, size included");
+    assert!(std::fs::read(&path).unwrap() == data[offset as usize..]);
+    let seen = drain(&mut progress);
+    assert_eq!((seen[0].done, seen[0].resumed_at), (offset, Some(offset)));
+    assert_eq!(seen.last().unwrap().done, data.len() as u64);
+    assert_eq!(
+        metric(&broker, "convoke_file_resumes_total{direction=\"down\"}").await,
+        1.0
+    );
+
+    let end = data.len() as u64;
+    let (writer, mut reader) = tokio::io::duplex(1024);
+    bob.client
+        .download_group_shared_file_from(
+            &gid,
+            &file.file_id,
+            None,
+            end,
+            convoke_client::DownloadDest::writer(writer),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+
+    let r = bob
+        .client
+        .download_group_shared_file_from(&gid, &file.file_id, None, end + 1, path.as_path(), None)
+        .await;
+    let msg = assert_code(r, ErrorCode::RequestParameterError);
+    assert!(
+        msg.contains(&format!("offset {}", end + 1)) && msg.contains(&format!("{end} bytes")),
+        "{msg}"
+    );
 }

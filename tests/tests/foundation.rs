@@ -172,10 +172,17 @@ async fn oversized_frame_closes_only_that_connection() {
 #[tokio::test]
 async fn a_dropped_connection_is_an_error_not_a_hang() {
     let mut broker = Broker::start().await;
-    // Graceful shutdown: the broker closes connections with a reason.
-    let alice = broker.connect("alice").await;
+    // Graceful shutdown: the broker closes connections with a reason (a client that
+    // does not reconnect sees it on every call).
+    let alice = broker
+        .builder()
+        .token(broker.token("alice", false, 60))
+        .reconnect(convoke_client::ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
     broker.stop();
-    match tokio::time::timeout(convoke_tests::WAIT, alice.client.ping()).await {
+    match tokio::time::timeout(convoke_tests::WAIT, alice.ping()).await {
         Ok(Err(ClientError::Closed { code, reason })) => {
             assert_eq!(code, Some(close::SHUTDOWN), "{reason}");
         }
@@ -183,7 +190,7 @@ async fn a_dropped_connection_is_an_error_not_a_hang() {
     }
     // Later calls fail at once with the same error.
     assert!(matches!(
-        alice.client.ping().await,
+        alice.ping().await,
         Err(ClientError::Closed { .. })
     ));
 
@@ -199,7 +206,12 @@ async fn a_dropped_connection_is_an_error_not_a_hang() {
     broker.kill9();
     match tokio::time::timeout(std::time::Duration::from_secs(20), bob.ping()).await {
         Ok(Err(e)) => assert!(
-            matches!(e, ClientError::Closed { .. } | ClientError::Timeout),
+            matches!(
+                e,
+                ClientError::Closed { .. }
+                    | ClientError::Timeout
+                    | ClientError::Disconnected { .. }
+            ),
             "{e:?}"
         ),
         Ok(Ok(_)) => panic!("ping answered by a dead broker"),

@@ -6,7 +6,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use convoke_client::ClientError;
+use convoke_client::{ClientError, ReconnectPolicy};
 use convoke_protocol::{close, ErrorCode, GroupEventOp as Op};
 use convoke_tests::{assert_code, standard_group, Broker, Peer};
 
@@ -210,6 +210,7 @@ async fn a_slow_client_is_disconnected_and_catches_up_from_history() {
         .token(broker.token("m1", false, 600))
         .device_id("slow")
         .event_capacity(1)
+        .reconnect(ReconnectPolicy::disabled())
         .connect()
         .await
         .unwrap();

@@ -8,6 +8,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use convoke_benches::loadgen::migration::{self, MigrationOutcome};
 use convoke_benches::loadgen::report::{self, Outcome};
 use convoke_benches::loadgen::servers::{ConvokeServer, NatsServer};
 use convoke_benches::loadgen::{convoke, nats, FleetOpts, RunSpec};
@@ -114,6 +115,17 @@ enum Command {
         #[arg(long)]
         rate: f64,
     },
+    /// Two receivers of the same group messages, one rebinding its UDP socket every
+    /// `--rebind-every` seconds (QUIC connection migration), one staying: lost and repeated
+    /// messages and latency of both (Convoke only).
+    Migration {
+        /// Messages per second into the group.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Seconds between two rebinds of the moving receiver.
+        #[arg(long, default_value_t = 1.0)]
+        rebind_every: f64,
+    },
     /// N idle connections: server RSS per connection.
     Idle {
         #[arg(long)]
@@ -140,6 +152,7 @@ fn main() -> anyhow::Result<()> {
 
 fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
+    let mut migrations = Vec::new();
     for f in files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -148,12 +161,19 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            let o: Outcome = serde_json::from_str(line)
-                .with_context(|| format!("{}:{}: not an outcome", f.display(), i + 1))?;
-            outcomes.push(o);
+            let what = || format!("{}:{}: not an outcome", f.display(), i + 1);
+            let value: serde_json::Value = serde_json::from_str(line).with_context(what)?;
+            if value.get("scenario").and_then(|s| s.as_str()) == Some("migration") {
+                let o: MigrationOutcome = serde_json::from_value(value).with_context(what)?;
+                migrations.push(o);
+            } else {
+                let o: Outcome = serde_json::from_value(value).with_context(what)?;
+                outcomes.push(o);
+            }
         }
     }
     print!("{}", report::markdown(&outcomes));
+    print!("{}", migration::markdown(&migrations));
     Ok(())
 }
 
@@ -268,6 +288,21 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             let s = start_convoke()?;
             let o = convoke::ops(&s, *groups, *size, *rate, &spec, &fleet).await;
             emit(c, &mut o.map_err(|e| e.context(tail(&s.log())))?)?;
+        }
+        Command::Migration { rate, rebind_every } => {
+            let s = start_convoke()?;
+            let o = migration::migration(&s, *rate, secs(*rebind_every), &spec).await;
+            let o = o.map_err(|e| e.context(tail(&s.log())))?;
+            println!("{}", o.summary());
+            if let Some(path) = &c.json_out {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                writeln!(f, "{}", serde_json::to_string(&o)?)?;
+            }
+            print!("{}", migration::markdown(&[o]));
         }
         Command::Report { .. } => {}
     }

@@ -20,7 +20,7 @@ const STALL: Duration = Duration::from_secs(5);
 fn receive(client: &Client, tally: Arc<Tally>) {
     let mut events = client.events();
     tokio::spawn(async move {
-        while let Some(push) = events.recv().await {
+        while let Some(push) = events.next_push().await {
             if let Push::Message(m) = push {
                 tally.record_payload(&m.payload);
             }

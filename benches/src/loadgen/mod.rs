@@ -5,6 +5,7 @@
 //! - [`fleet`]: many Convoke connections over a few shared QUIC endpoints.
 //! - [`convoke`]: the `fanout`, `rooms`, `ops` and `idle` scenarios against Convoke.
 //! - [`nats`]: the same `fanout` and `idle` scenarios with async-nats.
+//! - [`migration`]: a receiver that keeps changing its UDP address against one that stays.
 //! - [`pace`]: due times of an open-loop schedule.
 //! - [`measure`]: stamps, latency histograms, CPU/RSS from /proc, UDP error counters.
 //! - [`report`]: one [`report::Outcome`] per run, as JSON lines and as Markdown tables.
@@ -12,6 +13,7 @@
 pub mod convoke;
 pub mod fleet;
 pub mod measure;
+pub mod migration;
 pub mod nats;
 pub mod pace;
 pub mod report;

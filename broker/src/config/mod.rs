@@ -91,9 +91,14 @@ impl Default for ServerConfig {
 }
 
 /// `[tls]`: the certificate of the QUIC endpoint. Set both files or neither.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
+    /// Whether a client reconnecting to this broker may send its hello in TLS 0-RTT early
+    /// data (one round trip less). Only the hello is taken from early data, and nothing
+    /// happens for it before the handshake completes, so a replayed hello changes nothing
+    /// (ARCHITECTURE.md, "0-RTT"). Default `true`.
+    pub early_data: bool,
     /// PEM certificate chain, leaf first. Default unset (`""`): a self-signed certificate
     /// is generated into `DATA_DIR/tls/` on first start and reused afterwards.
     #[serde(with = "empty_is_none")]
@@ -101,6 +106,16 @@ pub struct TlsConfig {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`. Default unset (`""`).
     #[serde(with = "empty_is_none")]
     pub key: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            early_data: true,
+            cert: None,
+            key: None,
+        }
+    }
 }
 
 /// `[auth]`: the secret that signs login tokens.
@@ -332,12 +347,27 @@ impl Default for MessagesConfig {
 }
 
 /// `[files]`: shared-file storage.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilesConfig {
     /// Directory of shared-file blobs. Default unset (`""`): `DATA_DIR/files`.
     #[serde(with = "empty_is_none")]
     pub dir: Option<PathBuf>,
+    /// Seconds an upload interrupted by a broken stream (connection lost) is kept for the
+    /// same user to resume it: its partial file stays in `tmp/` and its place under the
+    /// group's file quota stays taken; then both are released. A completed upload's id is
+    /// remembered as long, so that a resume whose final answer was lost gets the entry.
+    /// `0` = nothing is kept (a resume starts over). At most `86400`. Default `300`.
+    pub resume_keep_secs: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            resume_keep_secs: 300,
+        }
+    }
 }
 
 /// `[debug]`: test hooks, off by default; never for production.

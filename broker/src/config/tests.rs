@@ -240,6 +240,12 @@ fn semantic_errors_name_field_and_origin() {
 
     let err = load_file("[limits]\nmax_message_bytes = 4194304\n").unwrap_err();
     assert_eq!(err.field(), Some("limits.max_message_bytes"), "{err}");
+
+    let err = load_file("[files]\nresume_keep_secs = 86401\n").unwrap_err();
+    assert_eq!(err.field(), Some("files.resume_keep_secs"), "{err}");
+    assert!(err.to_string().contains("at most 86400"), "{err}");
+    let zero = load_file("[files]\nresume_keep_secs = 0\n").unwrap();
+    assert_eq!(zero.files.resume_keep_secs, 0);
 }
 
 #[test]

@@ -159,6 +159,11 @@ impl Config {
             m.dedup_window_secs,
             MAX_DEDUP_WINDOW_SECS,
         )?;
+        at_most(
+            "files.resume_keep_secs",
+            self.files.resume_keep_secs,
+            86_400,
+        )?;
         Ok(())
     }
 }

@@ -6,6 +6,10 @@
 //! in 64 KiB chunks read from disk as the stream takes them, never the whole file in memory.
 //! A client that cancels (stops the stream) or stops reading ends the transfer.
 //!
+//! A download may start at a byte offset (a resume): the outcome still carries the whole
+//! entry (its full size and SHA-256), and the bytes from the offset to the end follow. An
+//! offset past the end is -3 naming both.
+//!
 //! A file deleted between the look-up and the open is reported missing (200); one deleted
 //! while it streams is still served whole (the open handle keeps its bytes).
 
@@ -17,7 +21,7 @@ use bytes::Bytes;
 use convoke_protocol::{ids::parse_group_id, ApiError, ErrorCode, SharedFile};
 use quinn::SendStream;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// A download's header fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +29,8 @@ pub struct DownloadRequest {
     pub group_id: String,
     pub file_id: String,
     pub secret: Option<String>,
+    /// The first byte to send.
+    pub offset: u64,
 }
 
 /// Serves one download stream.
@@ -40,11 +46,15 @@ pub async fn serve(node: &Node, caller: &Caller, mut send: SendStream, req: Down
     if !write_outcome(&mut send, Ok(entry.clone())).await {
         return;
     }
+    if req.offset > 0 {
+        metrics::counter!("convoke_file_resumes_total", "direction" => "down").increment(1);
+    }
     let stall = Duration::from_secs(node.config.sessions.idle_timeout_secs.max(1));
-    match stream(file, entry.file_size, &mut send, stall).await {
+    let left = entry.file_size - req.offset;
+    match stream(file, left, &mut send, stall).await {
         Ok(()) => {
             let _ = send.finish();
-            tracing::debug!(user = %caller.user, group = %req.group_id, file = %req.file_id, size = entry.file_size, "download complete");
+            tracing::debug!(user = %caller.user, group = %req.group_id, file = %req.file_id, size = entry.file_size, offset = req.offset, "download complete");
         }
         Err(why) => {
             let _ = send.reset(0u32.into());
@@ -86,7 +96,8 @@ async fn open(
             ),
         )
     };
-    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+    check_offset(req, rec.size)?;
+    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::error!(path = %path.display(), error = %e, "shared file cannot be opened");
         }
@@ -104,10 +115,26 @@ async fn open(
             rec.size
         )));
     }
+    if req.offset > 0 {
+        file.seek(std::io::SeekFrom::Start(req.offset))
+            .await
+            .map_err(|e| missing(e.to_string()))?;
+    }
     Ok((file, rec.entry(fid)))
 }
 
-/// Copies `size` bytes of `file` to `send`, chunk by chunk.
+/// A download may start anywhere up to the end of the file (at the end: no bytes follow).
+fn check_offset(req: &DownloadRequest, size: u64) -> Result<(), ApiError> {
+    if req.offset > size {
+        return Err(ApiError::param(format!(
+            "offset {} is past the end of file {:?} ({size} bytes)",
+            req.offset, req.file_id
+        )));
+    }
+    Ok(())
+}
+
+/// Copies `size` bytes of `file` (from where it stands) to `send`, chunk by chunk.
 async fn stream(
     mut file: tokio::fs::File,
     size: u64,
@@ -131,4 +158,32 @@ async fn stream(
         left -= n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_up_to_the_end_is_accepted_and_past_it_is_named() {
+        let mut req = DownloadRequest {
+            group_id: "1".into(),
+            file_id: "9".into(),
+            secret: None,
+            offset: 0,
+        };
+        assert!(check_offset(&req, 0).is_ok());
+        req.offset = 10;
+        assert!(
+            check_offset(&req, 10).is_ok(),
+            "at the end: nothing follows"
+        );
+        req.offset = 11;
+        let e = check_offset(&req, 10).expect_err("past the end");
+        assert_eq!(e.code, ErrorCode::RequestParameterError);
+        assert!(
+            e.message.contains("offset 11") && e.message.contains("10 bytes"),
+            "{e}"
+        );
+    }
 }

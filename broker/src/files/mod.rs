@@ -14,18 +14,25 @@
 //! destroyGroup; see `group::files::after_commit`), so a listed file is always
 //! downloadable. Files never pass through memory whole: both directions stream 64 KiB
 //! chunks ([`upload`], [`download`]).
+//!
+//! An upload whose stream breaks (connection lost) is kept in `tmp/`, fsynced, with its
+//! place under the quota, for `files.resume_keep_secs`, so that its user can resume it
+//! from the last durable byte ([`resume`]); a download can start at a byte offset.
 
 pub mod download;
+pub mod resume;
 pub mod upload;
 
 use crate::store::Store;
 use bincode::{Decode, Encode};
 use convoke_protocol::codec::frame_bytes;
-use convoke_protocol::transfer::TransferOutcome;
+use convoke_protocol::transfer::TransferReply;
 use convoke_protocol::{ApiError, SharedFile};
+use resume::Resumes;
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bytes moved per chunk, both directions.
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -71,12 +78,14 @@ pub struct FileLimits {
     pub max_files_per_group: usize,
 }
 
-/// The node's blob directory and quotas. Cheap to clone.
+/// The node's blob directory, quotas and resumable uploads. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Files {
     root: PathBuf,
     tmp: PathBuf,
     pub limits: FileLimits,
+    /// Uploads being received, kept for a resume, or recently completed.
+    pub uploads: Arc<Resumes<upload::Kept>>,
 }
 
 /// What [`Files::open`] cleaned up.
@@ -96,7 +105,12 @@ impl Files {
     pub fn open(root: PathBuf, limits: FileLimits, store: &Store) -> io::Result<(Self, Sweep)> {
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp)?;
-        let files = Self { root, tmp, limits };
+        let files = Self {
+            root,
+            tmp,
+            limits,
+            uploads: Arc::default(),
+        };
         let mut sweep = Sweep::default();
         for entry in std::fs::read_dir(&files.tmp)? {
             let entry = entry?;
@@ -210,7 +224,7 @@ impl Files {
 /// Writes a transfer's outcome frame and finishes the stream. A peer that is gone gets
 /// nothing, which is fine: it has given up on the transfer.
 pub(crate) async fn answer(send: &mut quinn::SendStream, result: Result<SharedFile, ApiError>) {
-    if write_outcome(send, result).await {
+    if write_reply(send, TransferReply::Outcome(result)).await {
         let _ = send.finish();
     }
 }
@@ -220,10 +234,15 @@ pub(crate) async fn write_outcome(
     send: &mut quinn::SendStream,
     result: Result<SharedFile, ApiError>,
 ) -> bool {
-    match frame_bytes(&TransferOutcome { result }) {
+    write_reply(send, TransferReply::Outcome(result)).await
+}
+
+/// Writes one frame on a transfer stream; false if the stream is gone.
+pub(crate) async fn write_reply(send: &mut quinn::SendStream, reply: TransferReply) -> bool {
+    match frame_bytes(&reply) {
         Ok(frame) => send.write_all(&frame).await.is_ok(),
         Err(e) => {
-            tracing::error!(error = %e, "transfer outcome could not be encoded");
+            tracing::error!(error = %e, "transfer reply could not be encoded");
             let _ = send.reset(0u32.into());
             false
         }

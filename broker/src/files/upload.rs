@@ -1,27 +1,40 @@
 //! Serving an upload stream (uploadGroupSharedFile).
 //!
-//! 1. The header is checked (group id, name, content type) and the group actor admits the
-//!    upload (member, declared size, file quota counting the uploads in progress). A
+//! 1. The header is checked (group id, name, content type) and its upload id claimed
+//!    ([`super::resume`]). A new upload is admitted by the group actor (member, declared
+//!    size, file quota counting the uploads in progress and those kept for a resume). A
 //!    refusal is answered at once and the stream stopped: not a byte is taken. An admitted
-//!    upload holds a place under the quota until it is recorded, or released when it fails.
+//!    upload holds a place under the quota until it is recorded, or released.
+//!    A resume (`resume: true`) takes over the partial file kept under its id (the same
+//!    group, name, size and content type, else -3 naming the difference) and answers
+//!    `ResumeAt` with its length; an id the broker does not know is admitted afresh and
+//!    answered `ResumeAt { offset: 0 }`; an id that completed is answered its entry.
 //! 2. The bytes stream into `tmp/<file id>.part`, hashed on the way, 64 KiB at a time. The
 //!    moment more bytes arrive than were declared, the stream is stopped and the upload
-//!    fails (101). A stream that ends short, is reset by the client (cancel), stalls, or
-//!    loses its connection fails too.
+//!    fails (101); so does a stream that ends short or that the client cancels (reset with
+//!    `CANCELLED`): the partial file is deleted and the place released at once. A stream
+//!    that breaks (connection lost, reset with another code, no bytes for the idle timeout,
+//!    or taken over by a resume on another stream) keeps the partial file, fsynced, and its
+//!    place for `files.resume_keep_secs`; then both are released.
 //! 3. At exactly the declared count: flush, fsync, rename into place (`Files::install`),
 //!    then the group actor records the entry and announces `uploadFile`. If it refuses
 //!    (the uploader left; or the group actor restarted, forgetting the hold, and the quota
-//!    filled meanwhile), the blob is removed.
+//!    filled meanwhile), the blob is removed. The completed id is remembered for the keep
+//!    time, so a resume whose final answer was lost gets the entry, not a second file.
 //!
-//! A guard removes the partial file on every failure path, including this task being
-//! dropped, so a failed or cancelled upload leaves no entry, no event and no file.
+//! Guards remove the partial file and give the place back on every failure path, including
+//! this task being dropped, so a failed or cancelled upload leaves no entry, no event and
+//! no file.
 
-use super::{answer, FileRec, CHUNK};
+use super::resume::{Claim, Lease, UploadKey};
+use super::{answer, write_reply, FileRec, CHUNK};
 use crate::clock::now_ms;
+use crate::group::directory::Groups;
 use crate::group::rules::files::{FileOp, FileReply};
 use crate::group::rules::Caller;
 use crate::node::Node;
 use bytes::BytesMut;
+use convoke_protocol::transfer::{TransferReply, CANCELLED};
 use convoke_protocol::{ids::parse_group_id, ApiError, ErrorCode, SharedFile};
 use quinn::{ReadError, RecvStream, SendStream};
 use rand::RngCore as _;
@@ -42,6 +55,19 @@ pub struct UploadRequest {
     pub file_name: String,
     pub size: u64,
     pub content_type: String,
+    /// The client's id for this upload, the same for every attempt.
+    pub upload_id: u64,
+    /// Whether this stream continues an earlier attempt.
+    pub resume: bool,
+}
+
+/// An upload in progress or kept for a resume: its temp file and its place under the quota.
+/// Dropping it deletes the file and gives the place back.
+#[derive(Debug)]
+pub struct Kept {
+    fid: u64,
+    part: Partial,
+    hold: Hold,
 }
 
 /// Serves one upload stream; `head` holds bytes that arrived with the header.
@@ -53,13 +79,13 @@ pub async fn serve(
     head: BytesMut,
     req: UploadRequest,
 ) {
-    let result = receive(node, caller, &mut recv, head, &req).await;
+    let result = receive(node, caller, &mut send, &mut recv, head, &req).await;
     match &result {
         Ok(f) => {
-            tracing::debug!(user = %caller.user, group = %req.group_id, file = %f.file_id, size = f.file_size, "upload complete");
+            tracing::debug!(user = %caller.user, group = %req.group_id, file = %f.file_id, size = f.file_size, upload_id = req.upload_id, "upload complete");
         }
         Err(e) => {
-            tracing::debug!(user = %caller.user, group = %req.group_id, error = %e, "upload failed");
+            tracing::debug!(user = %caller.user, group = %req.group_id, upload_id = req.upload_id, error = %e, "upload failed");
             // Take no more bytes; the client hears why on the send side.
             let _ = recv.stop(0u32.into());
         }
@@ -67,74 +93,71 @@ pub async fn serve(
     answer(&mut send, result).await;
 }
 
+/// Why the bytes stopped coming.
+enum Stop {
+    /// The stream broke: keep what arrived for a resume.
+    Broken(String),
+    /// The upload failed for good: release it.
+    Failed(ApiError),
+}
+
 async fn receive(
     node: &Node,
     caller: &Caller,
+    send: &mut SendStream,
     recv: &mut RecvStream,
     head: BytesMut,
     req: &UploadRequest,
 ) -> Result<SharedFile, ApiError> {
     let gid = parse_group_id(&req.group_id)?;
     check_header(req)?;
-    let fid = node.store.new_id().map_err(|e| internal(req, e))?;
-    let admit = FileOp::Admit {
-        file_id: fid,
-        size: req.size,
+    let key = UploadKey {
+        user: caller.user.clone(),
+        upload_id: req.upload_id,
     };
-    // Armed before asking, so that a task dropped while waiting for the answer still gives
-    // the place back (releasing a place never taken is harmless).
-    let mut hold = Hold {
-        node,
-        gid,
-        caller,
-        fid,
-        armed: true,
+    let (lease, mut kept) = match node.files.uploads.claim(key, req).await? {
+        Claim::Completed(file) => {
+            metrics::counter!("convoke_file_resumes_total", "direction" => "up").increment(1);
+            return Ok(file);
+        }
+        Claim::Kept(lease, kept) => {
+            metrics::counter!("convoke_file_resumes_total", "direction" => "up").increment(1);
+            (lease, kept)
+        }
+        Claim::Fresh(lease) => (lease, admit(node, caller, gid, req).await?),
     };
-    if let Err(e) = node.groups.file_op(gid, caller.clone(), admit).await {
-        hold.armed = false;
-        return Err(e);
+    let keep = Duration::from_secs(node.config.files.resume_keep_secs);
+    if req.resume {
+        if !head.is_empty() {
+            return Err(ApiError::param(format!(
+                "a resumed upload sends its bytes after the broker's ResumeAt; {} came with the header",
+                head.len()
+            )));
+        }
+        kept.part.reopen().await.map_err(|e| internal(req, e))?;
+        let offset = kept.part.got;
+        if !write_reply(send, TransferReply::ResumeAt { offset }).await {
+            let why = "broke before its resume offset was sent".to_string();
+            return Err(interrupt(lease, req, kept, why, keep).await);
+        }
+        tracing::debug!(user = %caller.user, group = %req.group_id, upload_id = req.upload_id, offset, "upload resumed");
+    }
+
+    let stall = Duration::from_secs(node.config.sessions.idle_timeout_secs.max(1));
+    match receive_bytes(recv, head, req, &mut kept.part, &lease, stall).await {
+        Ok(()) => {}
+        Err(Stop::Failed(e)) => return Err(e),
+        Err(Stop::Broken(why)) => return Err(interrupt(lease, req, kept, why, keep).await),
     }
 
     let files = &node.files;
-    let mut part = Partial::create(files.temp_path(fid))
-        .await
-        .map_err(|e| internal(req, e))?;
-    let stall = Duration::from_secs(node.config.sessions.idle_timeout_secs.max(1));
-    part.take(&head, req).await?;
-    loop {
-        let chunk = match tokio::time::timeout(stall, recv.read_chunk(CHUNK, true)).await {
-            Ok(Ok(Some(chunk))) => chunk.bytes,
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => return Err(stream_failed(req, part.got, e)),
-            Err(_) => {
-                return Err(upload_error(
-                    req,
-                    format!(
-                        "stalled: no bytes for {} s after {} of the declared {} bytes",
-                        stall.as_secs(),
-                        part.got,
-                        req.size
-                    ),
-                ))
-            }
-        };
-        part.take(&chunk, req).await?;
-    }
-    if part.got != req.size {
-        return Err(upload_error(
-            req,
-            format!(
-                "ended after {} of the declared {} bytes",
-                part.got, req.size
-            ),
-        ));
-    }
-    let sha256 = part.finish().await.map_err(|e| internal(req, e))?;
-    if let Err(e) = files.install(&part.path, gid, fid).await {
+    let sha256 = kept.part.finish().await.map_err(|e| internal(req, e))?;
+    let fid = kept.fid;
+    if let Err(e) = files.install(&kept.part.path, gid, fid).await {
         files.remove_blob(gid, fid);
         return Err(internal(req, e));
     }
-    part.armed = false;
+    kept.part.armed = false;
 
     let mut secret = [0u8; 16];
     rand::rng().fill_bytes(&mut secret);
@@ -149,9 +172,12 @@ async fn receive(
     };
     let record = FileOp::Record { file_id: fid, rec };
     // The record ends the hold on the quota, whatever its outcome.
-    hold.armed = false;
+    kept.hold.armed = false;
     match node.groups.file_op(gid, caller.clone(), record).await {
-        Ok(FileReply::Recorded(file)) => Ok(file),
+        Ok(FileReply::Recorded(file)) => {
+            lease.complete(req.clone(), file.clone(), keep);
+            Ok(file)
+        }
         Ok(other) => {
             files.remove_blob(gid, fid);
             Err(ApiError::new(
@@ -173,6 +199,129 @@ async fn receive(
             Err(e)
         }
     }
+}
+
+/// A new upload: the group actor admits it (its place under the quota is held from now on)
+/// and its temp file is created.
+async fn admit(
+    node: &Node,
+    caller: &Caller,
+    gid: u64,
+    req: &UploadRequest,
+) -> Result<Kept, ApiError> {
+    let fid = node.store.new_id().map_err(|e| internal(req, e))?;
+    let admit = FileOp::Admit {
+        file_id: fid,
+        size: req.size,
+    };
+    // Armed before asking, so that a task dropped while waiting for the answer still gives
+    // the place back (releasing a place never taken is harmless).
+    let mut hold = Hold {
+        groups: node.groups.clone(),
+        gid,
+        caller: caller.clone(),
+        fid,
+        armed: true,
+    };
+    if let Err(e) = node.groups.file_op(gid, caller.clone(), admit).await {
+        hold.armed = false;
+        return Err(e);
+    }
+    let part = Partial::create(node.files.temp_path(fid))
+        .await
+        .map_err(|e| internal(req, e))?;
+    Ok(Kept { fid, part, hold })
+}
+
+/// Takes the stream's bytes into `part` until the declared size, the end of the stream, or
+/// a break.
+async fn receive_bytes(
+    recv: &mut RecvStream,
+    head: BytesMut,
+    req: &UploadRequest,
+    part: &mut Partial,
+    lease: &Lease<Kept>,
+    stall: Duration,
+) -> Result<(), Stop> {
+    part.take(&head, req).await.map_err(Stop::Failed)?;
+    loop {
+        // Only the wait for bytes is cut short by a takeover, never a write in progress,
+        // so the kept file always holds exactly `part.got` bytes.
+        let read = tokio::select! {
+            biased;
+            () = lease.stop_requested() => {
+                return Err(Stop::Broken("was taken over by a resume on another stream".into()));
+            }
+            read = tokio::time::timeout(stall, recv.read_chunk(CHUNK, true)) => read,
+        };
+        match read {
+            Ok(Ok(Some(chunk))) => part.take(&chunk.bytes, req).await.map_err(Stop::Failed)?,
+            Ok(Ok(None)) => break,
+            Ok(Err(ReadError::Reset(code))) if code.into_inner() == u64::from(CANCELLED) => {
+                return Err(Stop::Failed(upload_error(
+                    req,
+                    format!(
+                        "was cancelled by the client (stream reset with code {code}) after {} of {} bytes",
+                        part.got, req.size
+                    ),
+                )));
+            }
+            Ok(Err(e @ (ReadError::Reset(_) | ReadError::ConnectionLost(_)))) => {
+                return Err(Stop::Broken(format!("broke ({e})")));
+            }
+            Ok(Err(e)) => {
+                return Err(Stop::Failed(upload_error(
+                    req,
+                    format!("failed after {} of {} bytes: {e}", part.got, req.size),
+                )));
+            }
+            Err(_) => {
+                return Err(Stop::Broken(format!(
+                    "stalled: no bytes for {} s",
+                    stall.as_secs()
+                )));
+            }
+        }
+    }
+    if part.got != req.size {
+        return Err(Stop::Failed(upload_error(
+            req,
+            format!(
+                "ended after {} of the declared {} bytes",
+                part.got, req.size
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// The stream broke: makes what arrived durable and keeps it for a resume (or releases it
+/// when nothing is kept). Returns the error the stream is answered with, if it still can be.
+async fn interrupt(
+    lease: Lease<Kept>,
+    req: &UploadRequest,
+    mut kept: Kept,
+    why: String,
+    keep: Duration,
+) -> ApiError {
+    let got = kept.part.got;
+    let what = format!("{why} after {got} of the declared {} bytes", req.size);
+    if keep.is_zero() {
+        return upload_error(req, format!("{what}; nothing was kept"));
+    }
+    if let Err(e) = kept.part.park().await {
+        return internal(req, format!("{what}, and could not be kept: {e}"));
+    }
+    tracing::debug!(group = %req.group_id, upload_id = req.upload_id, got, keep_secs = keep.as_secs(), "upload interrupted: kept for a resume");
+    lease.keep(req.clone(), kept, keep);
+    upload_error(
+        req,
+        format!(
+            "{what}; resume upload id {} within {} s",
+            req.upload_id,
+            keep.as_secs()
+        ),
+    )
 }
 
 fn check_header(req: &UploadRequest) -> Result<(), ApiError> {
@@ -200,30 +349,33 @@ fn check_header(req: &UploadRequest) -> Result<(), ApiError> {
 
 /// An admitted upload's place under the group's file quota; given back on drop unless
 /// disarmed (the upload is being recorded). Covers every failure path, including this
-/// task being dropped.
-struct Hold<'a> {
-    node: &'a Node,
+/// task being dropped and a kept upload expiring.
+#[derive(Debug)]
+struct Hold {
+    groups: Groups,
     gid: u64,
-    caller: &'a Caller,
+    caller: Caller,
     fid: u64,
     armed: bool,
 }
 
-impl Drop for Hold<'_> {
+impl Drop for Hold {
     fn drop(&mut self) {
         if self.armed {
-            self.node
-                .groups
+            self.groups
                 .release_upload(self.gid, self.caller.clone(), self.fid);
         }
     }
 }
 
 /// A temp file being written; removed on drop unless disarmed (installed).
+#[derive(Debug)]
 struct Partial {
     path: PathBuf,
+    /// Open while bytes arrive; closed while kept for a resume.
     file: Option<tokio::fs::File>,
     hasher: Sha256,
+    /// Bytes written to the file.
     got: u64,
     armed: bool,
 }
@@ -247,19 +399,49 @@ impl Partial {
         }
         metrics::counter!("convoke_file_bytes_total", "direction" => "up")
             .increment(bytes.len() as u64);
-        self.got = self.got.saturating_add(bytes.len() as u64);
-        if self.got > req.size {
+        if self.got.saturating_add(bytes.len() as u64) > req.size {
             return Err(upload_error(
                 req,
                 format!("sent more than the declared {} bytes", req.size),
             ));
         }
-        self.hasher.update(bytes);
         let file = self
             .file
             .as_mut()
             .ok_or_else(|| internal(req, "file closed"))?;
-        file.write_all(bytes).await.map_err(|e| internal(req, e))
+        file.write_all(bytes).await.map_err(|e| internal(req, e))?;
+        self.hasher.update(bytes);
+        self.got += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes what arrived durable and closes the file (kept for a resume).
+    async fn park(&mut self) -> std::io::Result<()> {
+        if let Some(mut file) = self.file.take() {
+            file.flush().await?;
+            file.sync_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Opens a kept file again to append to it; it must hold exactly the bytes counted.
+    async fn reopen(&mut self) -> std::io::Result<()> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .await?;
+        let len = file.metadata().await?.len();
+        if len != self.got {
+            return Err(std::io::Error::other(format!(
+                "the kept partial file holds {len} bytes, {} were received",
+                self.got
+            )));
+        }
+        self.file = Some(file);
+        Ok(())
     }
 
     /// Makes the content durable and returns its hex SHA-256.
@@ -296,17 +478,6 @@ fn upload_error(req: &UploadRequest, what: String) -> ApiError {
     )
 }
 
-fn stream_failed(req: &UploadRequest, got: u64, e: ReadError) -> ApiError {
-    let what = match e {
-        ReadError::Reset(code) => format!(
-            "was cancelled by the client (stream reset with code {code}) after {got} of {} bytes",
-            req.size
-        ),
-        other => format!("failed after {got} of {} bytes: {other}", req.size),
-    };
-    upload_error(req, what)
-}
-
 fn internal(req: &UploadRequest, e: impl std::fmt::Display) -> ApiError {
     tracing::error!(file = %req.file_name, group = %req.group_id, error = %e, "upload could not be stored");
     ApiError::new(
@@ -328,6 +499,8 @@ mod tests {
             file_name: name.into(),
             size: 1,
             content_type: ct.into(),
+            upload_id: 1,
+            resume: false,
         }
     }
 
@@ -365,5 +538,34 @@ mod tests {
         p.armed = false;
         drop(p);
         assert!(path.exists(), "an installed file stays");
+    }
+
+    #[tokio::test]
+    async fn a_kept_file_is_durable_and_continues_where_it_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("2.part");
+        let mut r = req("a", "x");
+        r.size = 6;
+        let mut p = Partial::create(path.clone()).await.expect("create");
+        p.take(b"abc", &r).await.expect("fits");
+        p.park().await.expect("park");
+        assert!(p.file.is_none(), "a kept file is closed");
+        assert_eq!(std::fs::read(&path).expect("read"), b"abc");
+        p.reopen().await.expect("reopen");
+        p.take(b"def", &r).await.expect("fits");
+        assert!(p.take(b"g", &r).await.is_err(), "over the declared size");
+        assert_eq!(p.got, 6);
+        let digest = p.finish().await.expect("finish");
+        assert_eq!(digest, hex::encode(Sha256::digest(b"abcdef")));
+        assert_eq!(std::fs::read(&path).expect("read"), b"abcdef");
+
+        // A kept file that lost or gained bytes behind the broker's back is not continued.
+        let other = dir.path().join("3.part");
+        let mut q = Partial::create(other.clone()).await.expect("create");
+        q.take(b"abc", &r).await.expect("fits");
+        q.park().await.expect("park");
+        std::fs::write(&other, b"ab").expect("truncate");
+        let e = q.reopen().await.expect_err("length differs");
+        assert!(e.to_string().contains("2 bytes"), "{e}");
     }
 }

@@ -30,6 +30,7 @@ use convoke_protocol::handshake::{
     negotiate, ClientFrame, Hello, ServerFrame, Welcome, MAX_ACK_IDS, SUPPORTED_VERSIONS,
 };
 use convoke_protocol::{close, ids::check_user_id, ApiError, ErrorCode};
+use futures::FutureExt;
 use io::{read_frame, ReadError, Responder};
 use outbox::Outbox;
 use std::sync::Arc;
@@ -40,17 +41,27 @@ const MAX_IN_FLIGHT: usize = 256;
 
 /// Serves one incoming connection until it closes.
 pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming) {
-    let conn = match Box::pin(std::future::IntoFuture::into_future(incoming)).await {
+    let refused_tls = |e: &dyn std::fmt::Display| {
+        tracing::debug!(error = %e, "connection failed during the QUIC handshake");
+        metrics::counter!("convoke_connections_refused_total", "reason" => "tls").increment(1);
+    };
+    let connecting = match incoming.accept() {
         Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "connection failed during the QUIC handshake");
-            metrics::counter!("convoke_connections_refused_total", "reason" => "tls").increment(1);
-            return;
-        }
+        Err(e) => return refused_tls(&e),
+    };
+    // A server-side connection is usable before its handshake completes (0.5-RTT): a hello
+    // that came in 0-RTT early data is answered with the handshake's own flight. `open`
+    // waits for `established` before the session does anything else.
+    let (conn, established) = match connecting.into_0rtt() {
+        Ok((conn, established)) => (conn, Some(established)),
+        Err(connecting) => match Box::pin(connecting).await {
+            Ok(conn) => (conn, None),
+            Err(e) => return refused_tls(&e),
+        },
     };
     metrics::counter!("convoke_connections_opened_total").increment(1);
     metrics::gauge!("convoke_connections").increment(1.0);
-    if let Err(e) = run(node, &conn).await {
+    if let Err(e) = run(node, &conn, established).await {
         tracing::debug!(remote = %conn.remote_address(), error = %e, "session ended");
     }
     metrics::gauge!("convoke_connections").decrement(1.0);
@@ -66,10 +77,14 @@ struct Opened {
     _presence: PresenceGuard,
 }
 
-async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
+async fn run(
+    node: Arc<Node>,
+    conn: &quinn::Connection,
+    established: Option<quinn::ZeroRttAccepted>,
+) -> anyhow::Result<()> {
     // The handshake's futures are boxed, and so is each request's routing, so that the task
     // an idle session keeps holds only the request loop's state (~1.2 KB less per connection).
-    let Some(opened) = Box::pin(open(&node, conn)).await? else {
+    let Some(opened) = Box::pin(open(&node, conn, established)).await? else {
         return Ok(());
     };
     serve(&node, conn, opened).await
@@ -77,7 +92,17 @@ async fn run(node: Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<()> {
 
 /// The handshake, up to a registered session whose replay of kept events has started; `None` if the
 /// connection was refused (it is closed with the reason).
-async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Option<Opened>> {
+///
+/// The hello may come in 0-RTT early data, which an attacker could replay. So the hello is
+/// only checked (the token, a pure function) and answered; everything with an effect
+/// (recording the login, registering the session, closing the user's oldest session, the
+/// replay of kept events, serving requests) waits until the TLS handshake has completed,
+/// which a replayer cannot do.
+async fn open(
+    node: &Arc<Node>,
+    conn: &quinn::Connection,
+    established: Option<quinn::ZeroRttAccepted>,
+) -> anyhow::Result<Option<Opened>> {
     let cfg = &node.config.sessions;
     let handshake_timeout = Duration::from_millis(cfg.handshake_timeout_ms);
     let (mut send, mut recv) = match tokio::time::timeout(handshake_timeout, conn.accept_bi()).await
@@ -133,6 +158,35 @@ async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Opti
             return Ok(None);
         }
     };
+    let welcome = frame_bytes(&ServerFrame::Welcome(Welcome {
+        version,
+        user_id: caller.user.clone(),
+        app_admin: caller.app_admin,
+        session_id: caller.session_id,
+        server_time: now_ms(),
+    }))?;
+    // A hello that arrives before the handshake completed came in 0-RTT: answer it at
+    // once (the point of 0-RTT), then wait for the handshake. Any other hello is answered
+    // after the session is registered, so that a client holding its welcome receives
+    // every event from then on.
+    let early = established.and_then(|mut e| (&mut e).now_or_never().is_none().then_some(e));
+    let welcomed_early = early.is_some();
+    if let Some(established) = early {
+        send.write_all(&welcome).await?;
+        if tokio::time::timeout(handshake_timeout, established)
+            .await
+            .is_err()
+            || conn.close_reason().is_some()
+        {
+            refused(conn, "timeout");
+            conn.close(
+                close::HANDSHAKE_REFUSED.into(),
+                b"the TLS handshake did not complete in time",
+            );
+            return Ok(None);
+        }
+        metrics::counter!("convoke_sessions_early_data_total").increment(1);
+    }
     node.store.record_login(&caller.user, now_ms()).await?;
 
     // The event stream, written to directly by whoever delivers to this session.
@@ -166,17 +220,11 @@ async fn open(node: &Arc<Node>, conn: &quinn::Connection) -> anyhow::Result<Opti
         session_id: caller.session_id,
         outbox: outbox.clone(),
     };
-
-    let welcome = ServerFrame::Welcome(Welcome {
-        version,
-        user_id: caller.user.clone(),
-        app_admin: caller.app_admin,
-        session_id: caller.session_id,
-        server_time: now_ms(),
-    });
-    send.write_all(&frame_bytes(&welcome)?).await?;
+    if !welcomed_early {
+        send.write_all(&welcome).await?;
+    }
     metrics::gauge!("convoke_sessions_online").increment(1.0);
-    tracing::debug!(user = %caller.user, session = caller.session_id, device = %hello.device_id, "session started");
+    tracing::debug!(user = %caller.user, session = caller.session_id, device = %hello.device_id, early_data = welcomed_early, "session started");
 
     // Requests are served while the replay runs; a client that is slow to take its events
     // does not hold up its requests.

@@ -53,12 +53,16 @@ pub async fn serve_transfer(
             file_name,
             size,
             content_type,
+            upload_id,
+            resume,
         } => {
             let req = UploadRequest {
                 group_id,
                 file_name,
                 size,
                 content_type,
+                upload_id,
+                resume,
             };
             files::upload::serve(&node, &caller, send, recv, buf, req).await;
         }
@@ -66,12 +70,14 @@ pub async fn serve_transfer(
             group_id,
             file_id,
             secret,
+            offset,
         } => {
             drop(recv);
             let req = DownloadRequest {
                 group_id,
                 file_id,
                 secret,
+                offset,
             };
             files::download::serve(&node, &caller, send, req).await;
         }

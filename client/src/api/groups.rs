@@ -13,7 +13,11 @@ impl Client {
     /// are added directly (they receive `directJoined`).
     pub async fn create_group(&self, data: CreateGroupData) -> Result<String, ClientError> {
         let r = self.request(Request::CreateGroup { data }).await?;
-        expect_response!(r, "createGroup", Response::GroupCreated { group_id } => group_id)
+        let group_id =
+            expect_response!(r, "createGroup", Response::GroupCreated { group_id } => group_id)?;
+        // Its messages are resumed after a reconnect from the first one.
+        self.note_created(&group_id);
+        Ok(group_id)
     }
 
     /// destroyGroup (owner): members receive `destroy`.

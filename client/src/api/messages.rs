@@ -10,21 +10,45 @@ impl Client {
     /// sendGroupMessage (member, not muted unless allowlisted): at most 64 KiB of payload.
     /// `allow_group_ack` asks readers for read receipts. Returns the message id, its
     /// sequence number in the group and the broker's timestamp.
+    ///
+    /// The send carries a fresh client message id, so when the connection drops before
+    /// the answer the client sends it again on the next connection and the broker answers
+    /// with the original instead of storing it twice (exactly once, within the broker's
+    /// dedup window).
     pub async fn send_group_message(
         &self,
         group_id: &str,
         payload: impl Into<Vec<u8>>,
         allow_group_ack: bool,
     ) -> Result<MessageSent, ClientError> {
+        let id = format!("{:016x}", rand::random::<u64>());
+        self.send_group_message_with_id(group_id, payload, allow_group_ack, &id)
+            .await
+    }
+
+    /// Like [`send_group_message`](Self::send_group_message) with the application's own
+    /// client message id (1-64 bytes; the SDK's local message id), for an application that
+    /// retries sends itself, e.g. after a restart: a repeat within the broker's dedup window
+    /// answers the original message's id, seq and timestamp and stores nothing.
+    pub async fn send_group_message_with_id(
+        &self,
+        group_id: &str,
+        payload: impl Into<Vec<u8>>,
+        allow_group_ack: bool,
+        client_msg_id: &str,
+    ) -> Result<MessageSent, ClientError> {
+        let mut track = SendGuard::begin(self, group_id);
         let r = self
             .request(Request::SendGroupMessage {
                 group_id: group_id.into(),
                 payload: payload.into(),
                 allow_group_ack,
-                client_msg_id: None,
+                client_msg_id: Some(client_msg_id.into()),
             })
             .await?;
-        expect_response!(r, "sendGroupMessage", Response::MessageSent { msg_id, seq, timestamp } => MessageSent { msg_id, seq, timestamp })
+        let sent = expect_response!(r, "sendGroupMessage", Response::MessageSent { msg_id, seq, timestamp } => MessageSent { msg_id, seq, timestamp })?;
+        track.seq = Some(sent.seq);
+        Ok(sent)
     }
 
     /// ackGroupMessage: the caller's read receipt for a message.
@@ -75,4 +99,37 @@ impl Client {
             .await?;
         expect_response!(r, "getGroupMsgReadUser", Response::ReadUsers { total, users, cursor } => ReadUsers { total, users, cursor })
     }
+}
+
+/// Tells the event sequencer about a send of this client while it is in flight and, once
+/// answered, its seq (so the message is not handed back as missed). Ends on drop, so a
+/// cancelled send is not waited for.
+struct SendGuard<'a> {
+    client: &'a Client,
+    group_id: &'a str,
+    seq: Option<u64>,
+}
+
+impl<'a> SendGuard<'a> {
+    fn begin(client: &'a Client, group_id: &'a str) -> Self {
+        lock(&client.core().sends).begin(group_id);
+        Self {
+            client,
+            group_id,
+            seq: None,
+        }
+    }
+}
+
+impl Drop for SendGuard<'_> {
+    fn drop(&mut self) {
+        let core = self.client.core();
+        lock(&core.sends).end(self.group_id, self.seq);
+        core.sends_changed.notify_waiters();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Single inserts and removals: a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -9,8 +9,19 @@
 //! optional callback ([`ProgressFn`], see [`progress_channel`] for a channel instead).
 //!
 //! Stream layout (protocol `transfer` module): one `TransferHeader` frame; for an upload the
-//! raw bytes and the end of the stream, then one `TransferOutcome` frame back; for a download
-//! one `TransferOutcome` frame back followed by the raw bytes to the end of the stream.
+//! raw bytes and the end of the stream, then one `TransferReply::Outcome` back; for a
+//! download one `Outcome` back followed by the raw bytes to the end of the stream.
+//!
+//! **Resume.** A transfer whose connection is lost mid-way (or whose final answer does not
+//! come within the request timeout) carries on by itself: it asks the client for its
+//! connection again ([`Client::connection`](crate::Client), which waits while the client
+//! reconnects) and opens a new stream. An upload says `resume: true` with its upload id;
+//! the broker answers how many bytes it holds durably and only the rest is sent (an upload
+//! that had completed is answered its entry: it is never recorded twice). A download asks
+//! for the bytes from what its destination already holds. This goes on while the client
+//! yields connections, for up to [`RESUME_WITHIN`] after the last interruption that
+//! followed progress; progress never goes backwards and [`Progress::resumed_at`] says
+//! where the broker picked up.
 
 mod download;
 mod source;
@@ -19,39 +30,55 @@ mod upload;
 pub use download::DownloadDest;
 pub use source::UploadSource;
 
-use crate::connection::{read_more, Shared};
+use crate::client::Client;
 use crate::error::ClientError;
 use bytes::BytesMut;
 use convoke_protocol::codec::{decode_frame, MAX_FRAME_LEN};
-use convoke_protocol::transfer::TransferOutcome;
+use convoke_protocol::transfer::TransferReply;
 use convoke_protocol::SharedFile;
-use quinn::{ReadError, RecvStream, SendStream, VarInt};
+use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use serde::Serialize;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-/// The application error code a cancelled transfer's stream is reset (and stopped) with.
-pub const CANCELLED: u32 = 1;
+/// The application error code a cancelled transfer's stream is reset (and stopped) with;
+/// the broker then drops a partial upload at once instead of keeping it for a resume.
+pub const CANCELLED: u32 = convoke_protocol::transfer::CANCELLED;
+
+/// How long a transfer keeps trying to resume after an interruption (counted from the last
+/// interruption that followed progress). The broker keeps an interrupted upload for
+/// `files.resume_keep_secs`, 300 s by default.
+pub const RESUME_WITHIN: Duration = Duration::from_secs(300);
 
 /// Bytes moved per chunk.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
+/// Longest pause between two attempts to resume.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
 /// How far a transfer has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Progress {
-    /// Bytes sent or received so far.
+    /// Bytes sent or received so far. Never goes down, even when a resume sends again
+    /// bytes the broker had not made durable.
     pub done: u64,
     /// The file's size.
     pub total: u64,
+    /// Set once the transfer resumed (after a lost connection, or when asked to resume):
+    /// the byte offset it resumed at, the latest one if it resumed several times. An
+    /// upload resumed at 0 started over (the broker no longer had its partial file).
+    pub resumed_at: Option<u64>,
 }
 
-/// A progress callback, called after every chunk (and once with `done == 0` at the start).
-/// It runs on the transfer's task: keep it quick.
+/// A progress callback, called after every chunk (and once with `done == 0` at the start,
+/// and once when the transfer resumes). It runs on the transfer's task: keep it quick.
 pub type ProgressFn = Box<dyn FnMut(Progress) + Send + 'static>;
 
 /// A [`ProgressFn`] that forwards to a channel. Updates are dropped while the channel is
@@ -63,9 +90,45 @@ pub fn progress_channel(tx: mpsc::Sender<Progress>) -> ProgressFn {
     })
 }
 
-pub(crate) fn report(progress: &mut Option<ProgressFn>, done: u64, total: u64) {
-    if let Some(f) = progress.as_mut() {
-        f(Progress { done, total });
+/// Feeds a [`ProgressFn`], never backwards.
+pub(crate) struct Reporter {
+    f: Option<ProgressFn>,
+    total: u64,
+    /// The most ever reported.
+    high: u64,
+    resumed_at: Option<u64>,
+}
+
+impl Reporter {
+    pub(crate) fn new(f: Option<ProgressFn>, total: u64) -> Self {
+        Self {
+            f,
+            total,
+            high: 0,
+            resumed_at: None,
+        }
+    }
+
+    pub(crate) fn set_total(&mut self, total: u64) {
+        self.total = total;
+    }
+
+    /// `done` bytes are through (reported as no less than anything reported before).
+    pub(crate) fn report(&mut self, done: u64) {
+        self.high = self.high.max(done);
+        if let Some(f) = self.f.as_mut() {
+            f(Progress {
+                done: self.high,
+                total: self.total,
+                resumed_at: self.resumed_at,
+            });
+        }
+    }
+
+    /// The transfer resumed at byte `offset`.
+    pub(crate) fn resumed(&mut self, offset: u64) {
+        self.resumed_at = Some(offset);
+        self.report(offset);
     }
 }
 
@@ -102,10 +165,11 @@ pub(crate) async fn cancelled(rx: &mut watch::Receiver<bool>) {
 pub struct Transfer {
     task: JoinHandle<Result<SharedFile, ClientError>>,
     cancel: CancelHandle,
+    upload_id: Option<u64>,
 }
 
 impl Transfer {
-    pub(crate) fn spawn<F, Fut>(start: F) -> Self
+    pub(crate) fn spawn<F, Fut>(upload_id: Option<u64>, start: F) -> Self
     where
         F: FnOnce(watch::Receiver<bool>) -> Fut,
         Fut: Future<Output = Result<SharedFile, ClientError>> + Send + 'static,
@@ -114,7 +178,15 @@ impl Transfer {
         Self {
             task: tokio::spawn(start(rx)),
             cancel: CancelHandle { tx: Arc::new(tx) },
+            upload_id,
         }
+    }
+
+    /// An upload's id (`None` for a download): give it to
+    /// [`UploadSource::resume`] to continue this upload from another connection of the same
+    /// user (e.g. after the application restarted) while the broker still keeps it.
+    pub fn upload_id(&self) -> Option<u64> {
+        self.upload_id
     }
 
     /// A handle that cancels this transfer from elsewhere.
@@ -153,54 +225,89 @@ impl Drop for Transfer {
 impl fmt::Debug for Transfer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transfer")
+            .field("upload_id", &self.upload_id)
             .field("finished", &self.task.is_finished())
             .field("cancelled", &self.cancel.is_cancelled())
             .finish()
     }
 }
 
-/// Opens a transfer stream, or says why the connection cannot.
-pub(crate) async fn open_stream(shared: &Shared) -> Result<(SendStream, RecvStream), ClientError> {
-    if let Some(err) = shared.closed_error() {
-        return Err(err);
+/// How one attempt of a transfer (one stream) ended, when not with the file's entry.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// The connection was lost, the broker did not answer in time, or it was briefly busy:
+    /// try again on the client's next connection, resuming.
+    Lost(String),
+    /// The transfer is over with this error.
+    Fatal(ClientError),
+}
+
+impl From<ClientError> for Attempt {
+    fn from(e: ClientError) -> Self {
+        Self::Fatal(e)
     }
-    match shared.connection.open_bi().await {
-        Ok(streams) => Ok(streams),
-        Err(_) => Err(shared.wait_closed().await),
+}
+
+/// A broker refusal: final, unless the broker says to retry (busy, restarting).
+pub(crate) fn refused(e: convoke_protocol::ApiError) -> Attempt {
+    if e.code.is_retryable() {
+        Attempt::Lost(e.to_string())
+    } else {
+        Attempt::Fatal(ClientError::Api(e))
+    }
+}
+
+/// Opens a transfer stream on `conn`.
+pub(crate) async fn open_stream(
+    conn: &quinn::Connection,
+) -> Result<(SendStream, RecvStream), Attempt> {
+    conn.open_bi()
+        .await
+        .map_err(|e| Attempt::Lost(format!("cannot open a transfer stream: {e}")))
+}
+
+/// Maps a failed write on a transfer stream.
+pub(crate) fn write_failed(e: WriteError) -> Attempt {
+    match e {
+        WriteError::ConnectionLost(e) => Attempt::Lost(e.to_string()),
+        other => Attempt::Fatal(ClientError::Io(format!("transfer stream: {other}"))),
     }
 }
 
 /// Maps a failed read on a transfer stream.
-pub(crate) async fn read_error(e: ReadError, shared: &Shared) -> ClientError {
+pub(crate) fn read_failed(e: ReadError) -> Attempt {
     match e {
-        ReadError::ConnectionLost(_) => shared.wait_closed().await,
-        ReadError::Reset(code) => ClientError::Io(format!(
+        ReadError::ConnectionLost(e) => Attempt::Lost(e.to_string()),
+        ReadError::Reset(code) => Attempt::Fatal(ClientError::Io(format!(
             "the broker reset the transfer stream (code {code})"
-        )),
-        other => ClientError::Io(format!("transfer stream: {other}")),
+        ))),
+        other => Attempt::Fatal(ClientError::Io(format!("transfer stream: {other}"))),
     }
 }
 
-/// Reads the one [`TransferOutcome`] frame; bytes after it stay in `buf`.
-pub(crate) async fn read_outcome(
+/// Reads one [`TransferReply`] frame; bytes after it stay in `buf`.
+pub(crate) async fn read_reply(
     recv: &mut RecvStream,
     buf: &mut BytesMut,
-    shared: &Shared,
-) -> Result<SharedFile, ClientError> {
+) -> Result<TransferReply, Attempt> {
     loop {
-        match decode_frame::<TransferOutcome>(buf, MAX_FRAME_LEN) {
-            Ok(Some(outcome)) => return outcome.result.map_err(ClientError::Api),
+        match decode_frame::<TransferReply>(buf, MAX_FRAME_LEN) {
+            Ok(Some(reply)) => return Ok(reply),
             Ok(None) => {}
-            Err(e) => return Err(ClientError::Protocol(format!("transfer outcome: {e}"))),
-        }
-        match read_more(recv, buf).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(ClientError::Protocol(
-                    "the transfer stream ended without an outcome".to_string(),
-                ))
+            Err(e) => {
+                return Err(Attempt::Fatal(ClientError::Protocol(format!(
+                    "transfer reply: {e}"
+                ))))
             }
-            Err(e) => return Err(read_error(e, shared).await),
+        }
+        match recv.read_chunk(CHUNK, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(Attempt::Fatal(ClientError::Protocol(
+                    "the transfer stream ended without an outcome".to_string(),
+                )))
+            }
+            Err(e) => return Err(read_failed(e)),
         }
     }
 }
@@ -209,4 +316,129 @@ pub(crate) async fn read_outcome(
 pub(crate) fn abort(send: &mut SendStream, recv: &mut RecvStream) {
     let _ = send.reset(VarInt::from_u32(CANCELLED));
     let _ = recv.stop(VarInt::from_u32(CANCELLED));
+}
+
+/// When and how a transfer tries again after interruptions.
+pub(crate) struct Retry {
+    /// No new attempt starts after this: [`RESUME_WITHIN`] after the first interruption,
+    /// renewed by every interruption that followed progress.
+    deadline: Option<Instant>,
+    /// Pause before the next attempt (0 after an attempt that made progress).
+    backoff: Duration,
+    /// Why the last attempt stopped.
+    last: String,
+}
+
+impl Retry {
+    pub(crate) fn new() -> Self {
+        Self {
+            deadline: None,
+            backoff: Duration::ZERO,
+            last: String::new(),
+        }
+    }
+
+    /// An attempt stopped for `why`; `progressed` if it moved bytes.
+    pub(crate) fn interrupted(&mut self, why: String, progressed: bool) {
+        if progressed || self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + RESUME_WITHIN);
+        }
+        self.backoff = if progressed {
+            Duration::ZERO
+        } else {
+            (self.backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF)
+        };
+        self.last = why;
+    }
+
+    /// The connection to try again on: the client's live connection (waiting while it
+    /// reconnects). The client closed for good is its [`ClientError::Closed`]; no live
+    /// connection before the deadline is an I/O error saying what was interrupted.
+    pub(crate) async fn next_connection(
+        &mut self,
+        client: &Client,
+        what: &str,
+    ) -> Result<quinn::Connection, ClientError> {
+        let gave_up = |last: &str| {
+            ClientError::Io(format!(
+                "{what} was interrupted ({last}) and could not resume within {} s",
+                RESUME_WITHIN.as_secs()
+            ))
+        };
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| Instant::now() + RESUME_WITHIN);
+        if !self.backoff.is_zero() {
+            if Instant::now() + self.backoff > deadline {
+                return Err(gave_up(&self.last));
+            }
+            tokio::time::sleep(self.backoff).await;
+        }
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match tokio::time::timeout_at(deadline, client.connection()).await {
+                Err(_elapsed) => return Err(gave_up(&self.last)),
+                Ok(Err(e)) if e.is_closed() => return Err(e),
+                Ok(Err(e)) => self.last = e.to_string(),
+                // A connection that is already closed: the client has not noticed the loss
+                // yet, or has not reconnected yet.
+                Ok(Ok(conn)) if conn.close_reason().is_some() => {}
+                Ok(Ok(conn)) => return Ok(conn),
+            }
+            if Instant::now() + pause > deadline {
+                return Err(gave_up(&self.last));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// A random upload id (not a secret: the broker keys uploads by user and id).
+pub(crate) fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded from the OS's randomness once per thread and differs per value.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn progress_never_goes_backwards_and_says_where_it_resumed() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let f: ProgressFn = Box::new(move |p| sink.lock().expect("lock").push(p));
+        let mut rep = Reporter::new(Some(f), 100);
+        rep.report(0);
+        rep.report(60);
+        // The broker had only 40 durably: the resume sends bytes 40.. again.
+        rep.resumed(40);
+        rep.report(50);
+        rep.report(100);
+        let seen = seen.lock().expect("lock");
+        let done: Vec<u64> = seen.iter().map(|p| p.done).collect();
+        assert_eq!(done, [0, 60, 60, 60, 100]);
+        assert_eq!(seen[1].resumed_at, None);
+        assert_eq!(seen[2].resumed_at, Some(40));
+        assert_eq!(seen[4].resumed_at, Some(40));
+    }
+
+    #[test]
+    fn random_ids_differ() {
+        let ids: std::collections::HashSet<u64> = (0..1000).map(|_| random_id()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
 }

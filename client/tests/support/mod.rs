@@ -24,7 +24,7 @@
 use bytes::BytesMut;
 use convoke_protocol::codec::{decode_frame, encode_frame, MAX_FRAME_LEN};
 use convoke_protocol::handshake::{negotiate, ClientFrame, ServerFrame, Welcome, PROTOCOL_VERSION};
-use convoke_protocol::transfer::{TransferHeader, TransferOutcome};
+use convoke_protocol::transfer::{TransferHeader, TransferReply};
 use convoke_protocol::{
     ApiError, ErrorCode, EventDetail, GroupEvent, GroupEventOp, GroupMessage, Push, Request,
     Response, SharedFile,
@@ -41,6 +41,8 @@ use tokio::sync::mpsc;
 /// What the fake saw, for assertions.
 #[derive(Debug, Default)]
 pub struct Seen {
+    /// Messages sent so far (the last seq given).
+    pub messages: u64,
     /// Files stored by uploads: id -> bytes.
     pub files: HashMap<String, Vec<u8>>,
     /// Reset codes of upload streams the client abandoned.
@@ -121,11 +123,14 @@ impl FakeBroker {
     }
 
     /// A client builder for this broker, trusting its certificate, as `user`.
+    /// A builder for `user`. The scripted broker keeps no state across connections, so
+    /// these clients do not reconnect (reconnecting is tested against the real broker).
     pub fn client(&self, user: &str) -> convoke_client::ClientBuilder {
         convoke_client::Client::builder()
             .server_addr(self.addr)
             .token(user)
             .ca_pem(self.cert_pem.clone().into_bytes())
+            .reconnect(convoke_client::ReconnectPolicy::disabled())
     }
 
     pub fn fingerprint(&self) -> String {
@@ -173,7 +178,7 @@ macro_rules! framer {
 }
 framer!(server_frame, ServerFrame);
 framer!(push_frame, Push);
-framer!(outcome_frame, TransferOutcome);
+framer!(outcome_frame, TransferReply);
 
 async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
     let Ok((mut send, mut recv)) = conn.accept_bi().await else {
@@ -331,10 +336,16 @@ async fn answer(
             allow_group_ack,
             ..
         } => {
+            // Each send gets the next seq, as on the real broker (clients drop repeats).
+            let seq = {
+                let mut seen = seen.lock().unwrap();
+                seen.messages += 1;
+                seen.messages
+            };
             let message = Push::Message(GroupMessage {
                 group_id,
-                msg_id: "m1".into(),
-                seq: 1,
+                msg_id: format!("m{seq}"),
+                seq,
                 from: user.into(),
                 payload,
                 timestamp: 3,
@@ -345,8 +356,8 @@ async fn answer(
                 let _ = session.send(message.clone()).await;
             }
             Response::MessageSent {
-                msg_id: "m1".into(),
-                seq: 1,
+                msg_id: format!("m{seq}"),
+                seq,
                 timestamp: 3,
             }
         }
@@ -395,9 +406,8 @@ async fn transfer(mut send: SendStream, mut recv: RecvStream, seen: Arc<Mutex<Se
             ..
         } => {
             if group_id == "ni" {
-                let outcome = TransferOutcome {
-                    result: Err(ApiError::not_implemented("uploadGroupSharedFile")),
-                };
+                let outcome =
+                    TransferReply::Outcome(Err(ApiError::not_implemented("uploadGroupSharedFile")));
                 let _ = send.write_all(&outcome_frame(&outcome)).await;
                 let _ = send.finish();
                 let _ = recv.stop(VarInt::from_u32(0));
@@ -424,7 +434,7 @@ async fn transfer(mut send: SendStream, mut recv: RecvStream, seen: Arc<Mutex<Se
                 Err(ApiError::new(ErrorCode::UploadFileError, "size mismatch"))
             };
             let _ = send
-                .write_all(&outcome_frame(&TransferOutcome { result }))
+                .write_all(&outcome_frame(&TransferReply::Outcome(result)))
                 .await;
             let _ = send.finish();
         }
@@ -433,7 +443,7 @@ async fn transfer(mut send: SendStream, mut recv: RecvStream, seen: Arc<Mutex<Se
                 let mut file = entry("short", "short.bin", &[0; 100]);
                 file.file_size = 100;
                 let _ = send
-                    .write_all(&outcome_frame(&TransferOutcome { result: Ok(file) }))
+                    .write_all(&outcome_frame(&TransferReply::Outcome(Ok(file))))
                     .await;
                 let _ = send.write_all(&[0; 50]).await;
                 let _ = send.finish();
@@ -441,19 +451,17 @@ async fn transfer(mut send: SendStream, mut recv: RecvStream, seen: Arc<Mutex<Se
             }
             let stored = seen.lock().unwrap().files.get(&file_id).cloned();
             let Some(bytes) = stored else {
-                let outcome = TransferOutcome {
-                    result: Err(ApiError::new(
-                        ErrorCode::DownloadFileError,
-                        format!("no file {file_id:?}"),
-                    )),
-                };
+                let outcome = TransferReply::Outcome(Err(ApiError::new(
+                    ErrorCode::DownloadFileError,
+                    format!("no file {file_id:?}"),
+                )));
                 let _ = send.write_all(&outcome_frame(&outcome)).await;
                 let _ = send.finish();
                 return;
             };
             let file = entry(&file_id, "stored.bin", &bytes);
             let _ = send
-                .write_all(&outcome_frame(&TransferOutcome { result: Ok(file) }))
+                .write_all(&outcome_frame(&TransferReply::Outcome(Ok(file))))
                 .await;
             let _ = send.write_all(&bytes).await;
             let _ = send.finish();

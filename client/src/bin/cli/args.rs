@@ -53,6 +53,10 @@ pub struct ConnectionArgs {
     /// Seconds to wait for the connection and handshake.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Do not reconnect when the connection drops (by default `watch` keeps watching across
+    /// broker restarts and network loss, and a command waits for the reconnect up to --timeout).
+    #[arg(long)]
+    pub no_reconnect: bool,
 }
 
 /// A member-attribute map given as `key=value,key2=` or as a JSON object.

@@ -69,7 +69,7 @@ pub enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
     },
-    /// Print every push (group events, multi-device events, messages) as one JSON line, until Ctrl-C or the connection closes.
+    /// Print every push (group events, multi-device events, messages) as one JSON line, until Ctrl-C or the client gives up; reconnects by itself (connection states go to stderr) and hands on the messages missed meanwhile.
     Watch {
         /// Exit after this many pushes.
         #[arg(long)]

@@ -5,7 +5,7 @@
 //! and `payload_encoding` says which (`"utf8"` or `"base64"`).
 
 use base64::Engine;
-use convoke_client::{ApiError, ClientError, GroupInfoEntry, GroupMessage, Push};
+use convoke_client::{ApiError, ClientError, ConnectionEvent, GroupInfoEntry, GroupMessage, Push};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
@@ -109,6 +109,30 @@ pub fn print_result(value: &Value) {
 pub fn print_line(value: &Value) -> bool {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{value}").and_then(|()| out.flush()).is_ok()
+}
+
+/// Reports a change of the connection's state on stderr, one line each.
+pub fn connection_state(state: &ConnectionEvent) {
+    match state {
+        ConnectionEvent::Connected {
+            server,
+            session_id,
+            zero_rtt,
+        } => eprintln!(
+            "connected to {server} (session {session_id}{})",
+            if *zero_rtt { ", 0-RTT" } else { "" }
+        ),
+        ConnectionEvent::Reconnecting {
+            reason,
+            attempt,
+            delay,
+        } => eprintln!("reconnecting (attempt {attempt}, in {delay:?}): {reason}"),
+        ConnectionEvent::Resumed { recovered } => {
+            eprintln!("resumed: {recovered} missed message(s) fetched")
+        }
+        ConnectionEvent::GaveUp { reason } => eprintln!("gave up: {reason}"),
+        other => eprintln!("{other:?}"),
+    }
 }
 
 /// Reports an error on stderr and gives the exit status for it.

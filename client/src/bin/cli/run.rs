@@ -4,7 +4,7 @@ use super::args::{Cli, ConnectionArgs};
 use super::commands::Command;
 use super::output::{self, message_json, ok, to_json, EXIT_TRANSPORT};
 use super::progress;
-use convoke_client::{Client, ClientError, Transfer, UploadSource};
+use convoke_client::{Client, ClientError, Event, ReconnectPolicy, Transfer, UploadSource};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -86,6 +86,9 @@ async fn connect(conn: &ConnectionArgs, watching: bool) -> Result<Client, Client
     if !watching {
         builder = builder.ignore_events();
     }
+    if conn.no_reconnect {
+        builder = builder.reconnect(ReconnectPolicy::disabled());
+    }
     builder.connect().await
 }
 
@@ -119,13 +122,16 @@ async fn watch(client: &Client, count: Option<u64>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         tokio::select! {
-            push = events.next() => match push {
-                Some(push) => {
+            event = events.next() => match event {
+                Some(Event::Push(push)) => {
                     seen += 1;
                     if !output::print_line(&output::push_json(&push)) {
                         return ExitCode::SUCCESS;
                     }
                 }
+                // Connection states go to stderr: stdout stays one JSON push per line.
+                Some(Event::Connection(state)) => output::connection_state(&state),
+                Some(_) => {}
                 None => {
                     let why = client.closed().await;
                     return match &why {

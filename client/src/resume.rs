@@ -1,0 +1,608 @@
+//! The sequencer: the one task between the broker's pushes (from whichever link is up) and
+//! the application's [`crate::EventStream`]. It makes the stream gap-free and
+//! duplicate-free across reconnects.
+//!
+//! - **Messages**: it remembers, per group, the last sequence number it handed on. A live
+//!   message at or below it is a duplicate and dropped; one further ahead than the next
+//!   means messages were missed (a slow-consumer cut, a push lost to a dying session): they
+//!   are fetched from the group's history (`getGroupMessages`) and handed on first. After a
+//!   reconnect, every group it tracks is caught up the same way before any push of the new
+//!   link, then `Resumed` is announced. History is fetched in pages of 100, pipelined: two
+//!   round trips for a catch-up of any length (the newest seq and the first page, then the
+//!   remaining pages at once). This client's own sends are not handed back: the send path
+//!   records their seqs ([`SendTrack`]) and the sequencer skips them, waiting for sends still
+//!   in flight to a group before it decides that a seq is missing.
+//! - **Kept events** (`Push::Kept`): handed on once per client, whatever link they come
+//!   on; a copy that comes again on a later link (the broker did not get the
+//!   acknowledgement before the old link dropped) is acknowledged again, not handed on.
+//!
+//! A group is tracked from the first message the client hands on, from its creation by this
+//! client (from seq 0), from [`crate::Client::track_group`] (a resume point the application
+//! kept, e.g. across restarts), or, for a group the client has received an event about but
+//! no message yet (a join, an invite accepted), from that event's time: a resume fetches
+//! its messages stamped since then. A group the client never heard of in this process is
+//! not resumed (the application can `track_group` it). Messages older than the group's
+//! retained history cannot be recovered.
+
+use crate::connection::{Exchange, Link};
+use crate::events::{AckMsg, ConnectionEvent, Delivery, Event};
+use crate::reconnect::Core;
+use convoke_protocol::handshake::MAX_ACK_IDS;
+use convoke_protocol::{limits, ErrorCode, GroupMessage, Push, Request, Response};
+use futures::StreamExt;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A push as a link's reader hands it on: with the generation of the link it came on.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) gen: u64,
+    pub(crate) push: Push,
+}
+
+/// What the supervisor and the handles tell the sequencer.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// A link is up (`reconnect`: not the client's first).
+    Up { link: Arc<Link>, reconnect: bool },
+    /// A connection state to hand on.
+    State(ConnectionEvent),
+    /// Resume `group_id` after `seq`.
+    Track { group_id: String, seq: u64 },
+    /// This client is in `group_id` (it created it): if not tracked yet, track it from
+    /// its first message.
+    Created { group_id: String },
+    /// The client is closed for good: end the event stream after what is queued.
+    End,
+}
+
+/// Own sends the sequencer must not hand back: those in flight per group, and the seqs of
+/// those answered (until the sequencer has passed them).
+#[derive(Debug, Default)]
+pub(crate) struct SendTrack {
+    in_flight: HashMap<String, usize>,
+    own: HashMap<String, BTreeSet<u64>>,
+}
+
+/// Own seqs remembered per group at most (a group whose messages this client never
+/// receives would otherwise collect them).
+const OWN_PER_GROUP: usize = 4096;
+
+impl SendTrack {
+    /// A send to `group` is about to go out.
+    pub(crate) fn begin(&mut self, group: &str) {
+        *self.in_flight.entry(group.to_string()).or_default() += 1;
+    }
+
+    /// A send to `group` ended; `seq` if the broker stored it.
+    pub(crate) fn end(&mut self, group: &str, seq: Option<u64>) {
+        if let Some(n) = self.in_flight.get_mut(group) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(group);
+            }
+        }
+        if let Some(seq) = seq {
+            let own = self.own.entry(group.to_string()).or_default();
+            own.insert(seq);
+            if own.len() > OWN_PER_GROUP {
+                own.pop_first();
+            }
+        }
+    }
+
+    fn in_flight(&self, group: &str) -> bool {
+        self.in_flight.contains_key(group)
+    }
+
+    fn is_own(&self, group: &str, seq: u64) -> bool {
+        self.own.get(group).is_some_and(|s| s.contains(&seq))
+    }
+
+    /// Moves `last` past own seqs that follow it, and forgets own seqs at or below it.
+    fn skip_own(&mut self, group: &str, mut last: u64) -> u64 {
+        if let Some(own) = self.own.get_mut(group) {
+            while own.contains(&(last + 1)) {
+                last += 1;
+            }
+            *own = own.split_off(&(last + 1));
+            if own.is_empty() {
+                self.own.remove(group);
+            }
+        }
+        last
+    }
+}
+
+/// The ids of kept events handed on lately, with the link generation each came on.
+#[derive(Debug, Default)]
+struct RecentIds {
+    gens: HashMap<u64, u64>,
+    order: VecDeque<u64>,
+}
+
+impl RecentIds {
+    /// How many ids are remembered.
+    const CAPACITY: usize = 4096;
+
+    /// The generation `id` was handed on in, if it was.
+    fn get(&self, id: u64) -> Option<u64> {
+        self.gens.get(&id).copied()
+    }
+
+    fn insert(&mut self, id: u64, gen: u64) {
+        if self.gens.insert(id, gen).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.gens.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Why a history fetch did not complete.
+enum FillError {
+    /// The link failed: the next link's catch-up will fetch it.
+    Lost,
+    /// The group is gone or the user is no longer a member: stop tracking it.
+    Gone,
+}
+
+struct Sequencer {
+    core: Arc<Core>,
+    app: Option<mpsc::Sender<Delivery>>,
+    acks: mpsc::UnboundedSender<AckMsg>,
+    /// Per tracked group, the last seq handed on (or passed as this client's own).
+    last: HashMap<String, u64>,
+    /// Groups an event was received about but no message yet, with that event's (broker)
+    /// time: their messages from then on are fetched at the next resume.
+    known: HashMap<String, i64>,
+    kept: RecentIds,
+    link: Option<Arc<Link>>,
+    gen: u64,
+    stash: Option<Incoming>,
+}
+
+/// Starts the sequencer.
+pub(crate) fn spawn(
+    core: Arc<Core>,
+    pushes: mpsc::Receiver<Incoming>,
+    control: mpsc::UnboundedReceiver<Control>,
+    app: Option<mpsc::Sender<Delivery>>,
+    acks: mpsc::UnboundedSender<AckMsg>,
+) {
+    let seq = Sequencer {
+        core,
+        app,
+        acks,
+        last: HashMap::new(),
+        known: HashMap::new(),
+        kept: RecentIds::default(),
+        link: None,
+        gen: 0,
+        stash: None,
+    };
+    tokio::spawn(seq.run(pushes, control));
+}
+
+impl Sequencer {
+    async fn run(
+        mut self,
+        mut pushes: mpsc::Receiver<Incoming>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        loop {
+            if let Some(stashed) = self.stash.take() {
+                self.on_push(stashed).await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                c = control.recv() => match c {
+                    Some(Control::Up { link, reconnect }) => self.on_up(link, reconnect, &mut pushes).await,
+                    Some(Control::State(ev)) => self.deliver(Event::Connection(ev), None).await,
+                    Some(Control::Track { group_id, seq }) => {
+                        self.known.remove(&group_id);
+                        self.last.insert(group_id, seq);
+                    }
+                    Some(Control::Created { group_id }) => {
+                        self.known.remove(&group_id);
+                        self.last.entry(group_id).or_insert(0);
+                    }
+                    Some(Control::End) | None => break,
+                },
+                inc = pushes.recv() => match inc {
+                    Some(inc) => self.on_push(inc).await,
+                    None => break,
+                },
+            }
+        }
+        // What the last link delivered before it closed is still handed on.
+        while let Ok(inc) = pushes.try_recv() {
+            self.on_push(inc).await;
+        }
+    }
+
+    async fn deliver(&mut self, event: Event, kept: Option<u64>) {
+        if let Some(app) = &self.app {
+            if app.send((event, kept)).await.is_err() {
+                // The stream was dropped (or never taken and its buffer dropped).
+                self.app = None;
+            }
+        }
+    }
+
+    async fn on_up(
+        &mut self,
+        link: Arc<Link>,
+        reconnect: bool,
+        pushes: &mut mpsc::Receiver<Incoming>,
+    ) {
+        // Pushes of older links still queued come first; the first of the new link waits.
+        while let Ok(inc) = pushes.try_recv() {
+            if inc.gen >= link.gen {
+                self.stash = Some(inc);
+                break;
+            }
+            self.on_push(inc).await;
+        }
+        self.gen = link.gen;
+        self.link = Some(link.clone());
+        self.deliver(
+            Event::Connection(ConnectionEvent::Connected {
+                server: link.server,
+                session_id: link.welcome.session_id,
+                zero_rtt: link.zero_rtt,
+            }),
+            None,
+        )
+        .await;
+        if reconnect {
+            let recovered = self.catch_up().await;
+            self.deliver(
+                Event::Connection(ConnectionEvent::Resumed { recovered }),
+                None,
+            )
+            .await;
+        }
+    }
+
+    async fn on_push(&mut self, inc: Incoming) {
+        match inc.push {
+            Push::Kept { id, event } => match self.kept.get(id) {
+                // Live and in the login's replay on one link: hand it on once.
+                Some(gen) if gen == inc.gen => {}
+                // Again on a later link: the old link's acknowledgement was lost.
+                Some(_) => {
+                    self.kept.insert(id, inc.gen);
+                    let _ = self.acks.send(AckMsg::Taken(id));
+                }
+                None => {
+                    self.kept.insert(id, inc.gen);
+                    self.learn(&event);
+                    self.deliver(Event::Push(Push::Group(event)), Some(id))
+                        .await;
+                }
+            },
+            Push::Message(m) => self.on_message(m).await,
+            Push::Group(event) => {
+                self.learn(&event);
+                self.deliver(Event::Push(Push::Group(event)), None).await;
+            }
+            other => self.deliver(Event::Push(other), None).await,
+        }
+    }
+
+    /// Remembers a group this client heard of, so a resume also fetches its messages.
+    fn learn(&mut self, event: &convoke_protocol::GroupEvent) {
+        if !self.last.contains_key(&event.group_id) {
+            self.known
+                .entry(event.group_id.clone())
+                .or_insert(event.timestamp);
+        }
+    }
+
+    /// Moves the group's position past this client's own sends that follow it.
+    fn skip_own(&mut self, group: &str, last: u64) -> u64 {
+        let last = lock(&self.core.sends).skip_own(group, last);
+        self.last.insert(group.to_string(), last);
+        last
+    }
+
+    /// Waits (up to the request timeout) until no send of this client to `group` is in
+    /// flight, so their seqs are known before gaps are judged.
+    async fn wait_sends(&self, group: &str) {
+        let deadline = tokio::time::Instant::now() + self.core.request_timeout;
+        loop {
+            let changed = self.core.sends_changed.notified();
+            if !lock(&self.core.sends).in_flight(group) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn on_message(&mut self, m: GroupMessage) {
+        let Some(&last) = self.last.get(&m.group_id) else {
+            self.known.remove(&m.group_id);
+            self.last.insert(m.group_id.clone(), m.seq);
+            self.deliver(Event::Push(Push::Message(m)), None).await;
+            return;
+        };
+        if m.seq <= last {
+            return;
+        }
+        let mut last = self.skip_own(&m.group_id, last);
+        if m.seq > last + 1 {
+            self.wait_sends(&m.group_id).await;
+            last = self.skip_own(&m.group_id, last);
+        }
+        if m.seq <= last {
+            return;
+        }
+        if m.seq > last + 1 {
+            let Some(link) = self.link.clone() else {
+                return;
+            };
+            match self.fetch(&link, &m.group_id, last, Some(m.seq)).await {
+                Ok(missed) => {
+                    self.hand_on(&m.group_id, missed).await;
+                }
+                // Dropped: the next link's catch-up fetches it with the rest.
+                Err(FillError::Lost) => return,
+                Err(FillError::Gone) => {}
+            }
+        }
+        self.last.insert(m.group_id.clone(), m.seq);
+        self.deliver(Event::Push(Push::Message(m)), None).await;
+    }
+
+    /// Hands on fetched messages in order (skipping own sends and anything already
+    /// handed on); returns how many.
+    async fn hand_on(&mut self, group: &str, messages: Vec<GroupMessage>) -> u64 {
+        let mut n = 0;
+        for m in messages {
+            let last = self.last.get(group).copied().unwrap_or(0);
+            if m.seq <= last {
+                continue;
+            }
+            let own = lock(&self.core.sends).is_own(group, m.seq);
+            self.last.insert(group.to_string(), m.seq);
+            if !own {
+                n += 1;
+                self.deliver(Event::Push(Push::Message(m)), None).await;
+            }
+        }
+        n
+    }
+
+    /// After a reconnect: every tracked group's messages after its position.
+    async fn catch_up(&mut self) -> u64 {
+        let Some(link) = self.link.clone() else {
+            return 0;
+        };
+        let groups: Vec<(String, u64)> = self.last.iter().map(|(g, s)| (g.clone(), *s)).collect();
+        for (g, _) in &groups {
+            self.wait_sends(g).await;
+        }
+        let this = &*self;
+        let fetched: Vec<_> = futures::stream::iter(groups)
+            .map(|(g, last)| {
+                let link = link.clone();
+                async move {
+                    let r = this.fetch(&link, &g, last, None).await;
+                    (g, r)
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut recovered = 0;
+        for (g, r) in fetched {
+            match r {
+                Ok(messages) => recovered += self.hand_on(&g, messages).await,
+                Err(FillError::Gone) => {
+                    self.last.remove(&g);
+                }
+                Err(FillError::Lost) => {}
+            }
+        }
+        // Groups heard of but with no message yet: what was sent since the client heard of
+        // them (newest first, back to that time).
+        let known: Vec<(String, i64)> = self.known.iter().map(|(g, t)| (g.clone(), *t)).collect();
+        for (g, since) in known {
+            match self.fetch_since(&link, &g, since).await {
+                Ok(messages) => {
+                    self.known.remove(&g);
+                    self.last.insert(g.clone(), 0);
+                    recovered += self.hand_on(&g, messages).await;
+                }
+                Err(FillError::Gone) => {
+                    self.known.remove(&g);
+                }
+                Err(FillError::Lost) => {}
+            }
+        }
+        recovered
+    }
+
+    /// The messages of `group` stamped at or after `since` (broker time), in order.
+    async fn fetch_since(
+        &self,
+        link: &Link,
+        group: &str,
+        since: i64,
+    ) -> Result<Vec<GroupMessage>, FillError> {
+        let page = u64::from(limits::MAX_HISTORY_PAGE);
+        let mut out: Vec<GroupMessage> = Vec::new();
+        let mut before = None;
+        loop {
+            let batch = self.history(link, group, before, None, page).await?;
+            let full = batch.len() as u64 == page;
+            before = batch.first().map(|m| m.seq);
+            let older = batch.iter().any(|m| m.timestamp < since);
+            out.extend(batch.into_iter().filter(|m| m.timestamp >= since));
+            if older || !full || before.is_none_or(|b| b <= 1) {
+                break;
+            }
+        }
+        out.sort_by_key(|m| m.seq);
+        Ok(out)
+    }
+
+    /// The messages of `group` after `after` (and before `until`, if given), in order.
+    async fn fetch(
+        &self,
+        link: &Link,
+        group: &str,
+        after: u64,
+        until: Option<u64>,
+    ) -> Result<Vec<GroupMessage>, FillError> {
+        let page = u64::from(limits::MAX_HISTORY_PAGE);
+        let (mut out, head) = match until {
+            Some(until) => (Vec::new(), until.saturating_sub(1)),
+            None => {
+                // The first page and the newest seq in one round trip.
+                let (first, newest) = futures::join!(
+                    self.history(link, group, None, Some(after), page),
+                    self.history(link, group, None, None, 1)
+                );
+                let first = first?;
+                let head = newest?.last().map_or(after, |m| m.seq);
+                let start = first.last().map_or(after, |m| m.seq);
+                if head <= start {
+                    return Ok(first);
+                }
+                (first, head)
+            }
+        };
+        let start = out.last().map_or(after, |m| m.seq);
+        let afters: Vec<u64> = (start..head).step_by(page as usize).collect();
+        let pages: Vec<_> = futures::stream::iter(afters)
+            .map(|a| self.history(link, group, None, Some(a), page.min(head - a)))
+            .buffered(16)
+            .collect()
+            .await;
+        for p in pages {
+            out.extend(p?);
+        }
+        if let Some(until) = until {
+            out.retain(|m| m.seq < until);
+        }
+        out.sort_by_key(|m| m.seq);
+        out.dedup_by_key(|m| m.seq);
+        Ok(out)
+    }
+
+    async fn history(
+        &self,
+        link: &Link,
+        group: &str,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: u64,
+    ) -> Result<Vec<GroupMessage>, FillError> {
+        let request = Request::GetGroupMessages {
+            group_id: group.to_string(),
+            before,
+            after,
+            limit: u32::try_from(limit.max(1)).unwrap_or(limits::MAX_HISTORY_PAGE),
+        };
+        match tokio::time::timeout(self.core.request_timeout, link.exchange(&request)).await {
+            Ok(Exchange::Answered(Ok(Response::Messages { messages }))) => Ok(messages),
+            Ok(Exchange::Answered(Err(e)))
+                if matches!(e.code, ErrorCode::GroupNotJoined | ErrorCode::GroupNotExist) =>
+            {
+                tracing::debug!(group, error = %e, "no longer resuming this group");
+                Err(FillError::Gone)
+            }
+            Ok(Exchange::Answered(other)) => {
+                tracing::warn!(group, ?other, "cannot fetch missed messages");
+                Err(FillError::Gone)
+            }
+            _ => Err(FillError::Lost),
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Single inserts and removals: a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Tells the broker which kept events the application has taken, on whichever link is up
+/// (after any requests already queued on it), several ids per frame when they pile up.
+/// Ids taken while no link is up are not sent: the broker sends those events again at the
+/// next login, and the sequencer acknowledges the copies. Ends with the last event stream
+/// and client handle.
+pub(crate) async fn acknowledge(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
+    let mut msgs = Vec::new();
+    let mut sent_since_flush = false;
+    while rx.recv_many(&mut msgs, MAX_ACK_IDS).await > 0 {
+        let mut ids = Vec::new();
+        for msg in msgs.drain(..) {
+            match msg {
+                AckMsg::Taken(id) => ids.push(id),
+                AckMsg::Flush(done) => {
+                    // Everything taken before the flush goes to the writer first.
+                    if !ids.is_empty() {
+                        sent_since_flush |= send_acks(&core, std::mem::take(&mut ids)).await;
+                    }
+                    let _ = done.send(std::mem::take(&mut sent_since_flush));
+                }
+            }
+        }
+        if !ids.is_empty() {
+            sent_since_flush |= send_acks(&core, ids).await;
+        }
+    }
+}
+
+async fn send_acks(core: &Core, ids: Vec<u64>) -> bool {
+    match core.link() {
+        Some(link) => link.send_acks(ids).await,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_sends_are_skipped_and_forgotten_once_passed() {
+        let mut t = SendTrack::default();
+        t.begin("g");
+        assert!(t.in_flight("g"));
+        t.end("g", Some(5));
+        t.begin("g");
+        t.end("g", Some(6));
+        t.begin("g");
+        t.end("g", None);
+        assert!(!t.in_flight("g"));
+        assert_eq!(t.skip_own("g", 3), 3, "4 is missing: nothing to skip");
+        assert!(t.is_own("g", 5));
+        assert_eq!(t.skip_own("g", 4), 6);
+        assert!(!t.is_own("g", 5), "passed seqs are forgotten");
+        assert_eq!(t.skip_own("other", 9), 9);
+    }
+
+    #[test]
+    fn recent_ids_remember_the_generation_and_forget_the_oldest() {
+        let mut r = RecentIds::default();
+        r.insert(1, 1);
+        assert_eq!(r.get(1), Some(1));
+        r.insert(1, 2);
+        assert_eq!(r.get(1), Some(2));
+        for id in 2..=(RecentIds::CAPACITY as u64 + 1) {
+            r.insert(id, 3);
+        }
+        assert_eq!(r.get(1), None);
+        assert_eq!(r.get(2), Some(3));
+    }
+}

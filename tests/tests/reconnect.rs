@@ -1,0 +1,636 @@
+//! Client resilience end to end: automatic reconnect after a broker crash, a graceful
+//! shutdown and a slow-consumer cut; gap-free, duplicate-free message resume; calls made
+//! while reconnecting; idempotent sends retried across a crash; kept events handed on once
+//! across reconnects; 0-RTT reconnects; what does not reconnect (close, refused tokens);
+//! `convoke-cli watch` across a restart.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use convoke_client::{
+    Client, ClientError, ConnectionEvent, Event, EventStream, GroupMessage, Push, ReconnectPolicy,
+};
+use convoke_protocol::{close, ErrorCode, GroupEventOp, Request, Response};
+use convoke_tests::relay::{Relay, RelayOptions};
+use convoke_tests::{eventually, group_data, Broker, WAIT};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Reconnect quickly in tests.
+fn fast() -> ReconnectPolicy {
+    ReconnectPolicy {
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        ..ReconnectPolicy::default()
+    }
+}
+
+/// Everything one client's event stream delivered, recorded by a background task.
+#[derive(Debug, Default)]
+struct Seen {
+    messages: Vec<GroupMessage>,
+    states: Vec<ConnectionEvent>,
+    groups: Vec<convoke_protocol::GroupEvent>,
+    ended: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Recorder(Arc<Mutex<Seen>>);
+
+impl Recorder {
+    fn start(mut events: EventStream) -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let s = seen.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                let mut s = s.lock().unwrap();
+                match ev {
+                    Event::Push(Push::Message(m)) => s.messages.push(m),
+                    Event::Push(Push::Group(g)) => s.groups.push(g),
+                    Event::Connection(c) => s.states.push(c),
+                    _ => {}
+                }
+            }
+            s.lock().unwrap().ended = true;
+        });
+        Self(seen)
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        self.0
+            .lock()
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.seq)
+            .collect()
+    }
+
+    fn states(&self) -> Vec<ConnectionEvent> {
+        self.0.lock().unwrap().states.clone()
+    }
+
+    async fn wait_seqs(&self, n: u64) {
+        eventually(&format!("{n} messages"), || async {
+            (self.seqs().len() as u64 >= n).then_some(())
+        })
+        .await;
+    }
+
+    async fn wait_state(&self, what: &str, f: impl Fn(&ConnectionEvent) -> bool) {
+        eventually(what, || async {
+            self.states().iter().any(&f).then_some(())
+        })
+        .await;
+    }
+}
+
+/// A client that reconnects quickly. Its keep-alive is short, so that even while idle it
+/// sends a packet soon after a broker restart and gets the stateless reset that tells it.
+async fn client(broker: &Broker, user: &str, device: &str) -> Client {
+    broker
+        .builder()
+        .token(broker.token(user, false, 3600))
+        .device_id(device)
+        .keep_alive(Duration::from_millis(500), Duration::from_secs(10))
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Every seq in the group's history, paged.
+async fn history(c: &Client, gid: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = c
+            .get_group_messages(gid, None, Some(after), 100)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else {
+            return out;
+        };
+        after = last.seq;
+        out.extend(page.iter().map(|m| m.seq));
+    }
+}
+
+/// alice owns a group with bob; returns its id.
+async fn pair(alice: &Client, bob_events: &Recorder) -> String {
+    let gid = alice.create_group(group_data("g", &["bob"])).await.unwrap();
+    eventually("bob's join", || async {
+        (!bob_events.0.lock().unwrap().groups.is_empty()).then_some(())
+    })
+    .await;
+    gid
+}
+
+/// Sends `n` messages from `c` (one at a time, retrying only what the client itself does
+/// not), returning the acknowledged seqs.
+fn spawn_sender(
+    c: Client,
+    gid: String,
+    n: usize,
+    pace: Duration,
+    size: usize,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..n {
+            let mut payload = format!("m{i}").into_bytes();
+            payload.resize(size.max(payload.len()), b'.');
+            let sent = c
+                .send_group_message(&gid, payload, false)
+                .await
+                .unwrap_or_else(|e| panic!("send {i} failed: {e}"));
+            acked.push(sent.seq);
+            tokio::time::sleep(pace).await;
+        }
+        acked
+    })
+}
+
+#[tokio::test]
+async fn a_crashed_broker_is_rejoined_and_no_message_is_lost_or_repeated() {
+    let mut broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    let bob = client(&broker, "bob", "b").await;
+    let seen = Recorder::start(bob.events());
+    let gid = pair(&alice, &seen).await;
+
+    let sender = spawn_sender(
+        alice.clone(),
+        gid.clone(),
+        300,
+        Duration::from_millis(2),
+        16,
+    );
+    seen.wait_seqs(50).await;
+    broker.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.start_again_in_place();
+    let acked = tokio::time::timeout(WAIT * 3, sender)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.len(), 300);
+
+    // The sender's acknowledged sends are each in history once, gap-free, and bob handed
+    // on exactly the history, in order.
+    let hist = history(&alice, &gid).await;
+    assert_eq!(
+        hist,
+        (1..=hist.len() as u64).collect::<Vec<_>>(),
+        "gap-free history"
+    );
+    let mut sorted = acked.clone();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        acked.len(),
+        "no acknowledged seq twice: {acked:?}"
+    );
+    assert!(acked.iter().all(|s| hist.contains(s)));
+    assert_eq!(hist.len(), 300, "exactly one stored message per send");
+    seen.wait_seqs(300).await;
+    assert_eq!(seen.seqs(), hist, "bob's messages equal the history");
+
+    let states = seen.states();
+    assert!(
+        matches!(states.first(), Some(ConnectionEvent::Connected { .. })),
+        "{states:?}"
+    );
+    assert!(
+        states
+            .iter()
+            .any(|s| matches!(s, ConnectionEvent::Reconnecting { attempt: 1, .. })),
+        "{states:?}"
+    );
+    assert!(
+        states
+            .iter()
+            .any(|s| matches!(s, ConnectionEvent::Resumed { .. })),
+        "{states:?}"
+    );
+    assert!(!bob.is_closed());
+    bob.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_consumer_cut_reconnects_and_hands_on_every_message_once() {
+    let broker = Broker::start_with(&[("sessions.outbound_queue", "16")]).await;
+    let alice = client(&broker, "alice", "a").await;
+    let bob = broker
+        .builder()
+        .token(broker.token("bob", false, 3600))
+        .device_id("b")
+        .event_capacity(1)
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    let mut events = bob.events();
+    let gid = alice.create_group(group_data("g", &["bob"])).await.unwrap();
+    let total = 600u64;
+    let sender = spawn_sender(
+        alice.clone(),
+        gid.clone(),
+        total as usize,
+        Duration::ZERO,
+        8 * 1024,
+    );
+    // Read nothing until the broker has cut bob at least once.
+    eventually("a slow-consumer cut", || async {
+        (broker.metric("convoke_slow_client_disconnects_total").await >= 1.0).then_some(())
+    })
+    .await;
+    sender.await.unwrap();
+    let mut seqs = Vec::new();
+    let mut cut_seen = false;
+    while seqs.len() < total as usize {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Push(Push::Message(m)) => seqs.push(m.seq),
+            Event::Push(Push::Closing { code, .. }) => cut_seen |= code == close::SLOW_CONSUMER,
+            Event::Connection(ConnectionEvent::Reconnecting { reason, .. }) => {
+                cut_seen |= reason.contains("slow consumer");
+            }
+            _ => {}
+        }
+    }
+    assert!(cut_seen, "the application was told about the cut");
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_is_announced_and_survived() {
+    let mut broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    let bob = client(&broker, "bob", "b").await;
+    let seen = Recorder::start(bob.events());
+    let gid = pair(&alice, &seen).await;
+    alice
+        .send_group_message(&gid, "before", false)
+        .await
+        .unwrap();
+    seen.wait_seqs(1).await;
+    broker.stop();
+    seen.wait_state("reconnecting after shutdown", |s| {
+        matches!(s, ConnectionEvent::Reconnecting { reason, .. } if reason.contains("shutting down"))
+    })
+    .await;
+    broker.start_again_in_place();
+    // alice's send waits for her reconnect; bob gets it.
+    alice
+        .send_group_message(&gid, "after", false)
+        .await
+        .unwrap();
+    seen.wait_seqs(2).await;
+    assert_eq!(seen.seqs(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn calls_wait_for_the_reconnect_and_fail_retryably_when_it_does_not_come() {
+    let mut broker = Broker::start().await;
+    let bob = broker
+        .builder()
+        .token(broker.token("bob", false, 3600))
+        .request_timeout(Duration::from_secs(2))
+        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    broker.kill9();
+    eventually("bob notices", || async {
+        (!bob.is_connected()).then_some(())
+    })
+    .await;
+    let err = bob.ping().await.unwrap_err();
+    assert!(matches!(err, ClientError::Disconnected { .. }), "{err}");
+    assert!(err.is_retryable());
+    // A call made while down goes out once the broker is back.
+    let waiting = {
+        let bob = bob.clone();
+        tokio::spawn(async move { bob.get_joined_groups(1, 10, false, false).await })
+    };
+    broker.start_again_in_place();
+    waiting.await.unwrap().unwrap();
+    assert!(bob.is_connected());
+}
+
+#[tokio::test]
+async fn an_interrupted_send_is_stored_once_when_retried_after_the_crash() {
+    let mut broker = Broker::start_with(&[("debug.fault_injection", "true")]).await;
+    let alice = client(&broker, "alice", "a").await;
+    let bob = client(&broker, "bob", "b").await;
+    let seen = Recorder::start(bob.events());
+    let gid = pair(&alice, &seen).await;
+    alice.send_group_message(&gid, "one", false).await.unwrap();
+    // The broker aborts after this send is durable and before it answers.
+    let pending = {
+        let alice = alice.clone();
+        let gid = gid.clone();
+        tokio::spawn(async move {
+            alice
+                .send_group_message_with_id(&gid, "two", false, "fault:abort-after-commit-1")
+                .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !broker.has_exited() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker did not abort"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.kill9();
+    broker.start_again_in_place();
+    let sent = tokio::time::timeout(WAIT * 2, pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.seq, 2, "the retry answers the stored message");
+    let hist = alice
+        .get_group_messages(&gid, None, Some(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(hist.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(hist[1].payload, b"two");
+    assert_eq!(hist[1].msg_id, sent.msg_id);
+    // bob gets it once (from history after his own reconnect).
+    seen.wait_seqs(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.seqs(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn a_kept_event_is_handed_on_once_across_reconnects() {
+    let mut broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    let bob = client(&broker, "bob", "b").await;
+    let mut events = bob.events();
+    let gid = alice
+        .create_group(convoke_protocol::CreateGroupData {
+            invite_need_confirm: true,
+            ..group_data("g", &[])
+        })
+        .await
+        .unwrap();
+    alice.invite_users_to_group(&gid, &["bob"]).await.unwrap();
+    let invite = loop {
+        match tokio::time::timeout(WAIT, events.next_push())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Push::Group(g) if g.operation == GroupEventOp::InviteToJoin => break g,
+            _ => {}
+        }
+    };
+    assert_eq!(invite.group_id, gid);
+    // Crash right after taking it: the acknowledgement may or may not have arrived.
+    broker.kill9();
+    broker.start_again_in_place();
+    for _ in 0..2 {
+        let resumed = loop {
+            match tokio::time::timeout(WAIT, events.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Event::Connection(ConnectionEvent::Resumed { .. }) => break true,
+                Event::Push(p) => panic!("no push expected, got {p:?}"),
+                _ => {}
+            }
+        };
+        assert!(resumed);
+        // Whatever the broker replays was handed on already: nothing comes.
+        if let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(500), events.next_push()).await
+        {
+            panic!("the invite came twice: {ev:?}");
+        }
+        broker.kill9();
+        broker.start_again_in_place();
+    }
+}
+
+#[tokio::test]
+async fn a_reconnect_after_a_network_cut_uses_0rtt() {
+    // The broker notices the dead path after 2 s; bob's client after 1.5 s.
+    let broker = Broker::start_with(&[("sessions.idle_timeout_secs", "2")]).await;
+    let relay = Relay::start(broker.addr, RelayOptions::default())
+        .await
+        .unwrap();
+    let alice = client(&broker, "alice", "a").await;
+    let bob = broker
+        .builder()
+        .server_addr(relay.addr())
+        .token(broker.token("bob", false, 3600))
+        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    let seen = Recorder::start(bob.events());
+    let gid = pair(&alice, &seen).await;
+    alice.send_group_message(&gid, "1", false).await.unwrap();
+    seen.wait_seqs(1).await;
+    relay.cut();
+    seen.wait_state("bob notices the cut", |s| {
+        matches!(s, ConnectionEvent::Reconnecting { .. })
+    })
+    .await;
+    // Sent while bob is away: lost on his dead session, fetched at the resume.
+    for i in 2..=5 {
+        alice
+            .send_group_message(&gid, i.to_string(), false)
+            .await
+            .unwrap();
+    }
+    relay.heal();
+    seen.wait_state("0-RTT reconnect", |s| {
+        matches!(s, ConnectionEvent::Connected { zero_rtt: true, .. })
+    })
+    .await;
+    seen.wait_seqs(5).await;
+    assert_eq!(seen.seqs(), vec![1, 2, 3, 4, 5]);
+    let resumed = seen
+        .states()
+        .iter()
+        .find_map(|s| match s {
+            ConnectionEvent::Resumed { recovered } => Some(*recovered),
+            _ => None,
+        })
+        .unwrap();
+    assert!(resumed >= 1, "missed messages came from history");
+}
+
+#[tokio::test]
+async fn a_broker_without_early_data_is_rejoined_in_1rtt() {
+    let broker = Broker::start_with(&[
+        ("sessions.idle_timeout_secs", "2"),
+        ("tls.early_data", "false"),
+    ])
+    .await;
+    let relay = Relay::start(broker.addr, RelayOptions::default())
+        .await
+        .unwrap();
+    let bob = broker
+        .builder()
+        .server_addr(relay.addr())
+        .token(broker.token("bob", false, 3600))
+        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    let seen = Recorder::start(bob.events());
+    relay.cut();
+    seen.wait_state("bob notices the cut", |s| {
+        matches!(s, ConnectionEvent::Reconnecting { .. })
+    })
+    .await;
+    relay.heal();
+    seen.wait_state("reconnect", |s| {
+        matches!(s, ConnectionEvent::Resumed { .. })
+    })
+    .await;
+    assert!(seen
+        .states()
+        .iter()
+        .all(|s| !matches!(s, ConnectionEvent::Connected { zero_rtt: true, .. })));
+    assert_eq!(
+        broker.metric("convoke_sessions_early_data_total").await,
+        0.0
+    );
+    bob.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn close_and_refused_tokens_end_the_client_without_retrying() {
+    let mut broker = Broker::start().await;
+    // close(): no reconnect, the stream ends.
+    let bob = client(&broker, "bob", "b").await;
+    let seen = Recorder::start(bob.events());
+    bob.close().await;
+    eventually("stream end", || async {
+        seen.0.lock().unwrap().ended.then_some(())
+    })
+    .await;
+    assert!(seen
+        .states()
+        .iter()
+        .all(|s| !matches!(s, ConnectionEvent::Reconnecting { .. })));
+    assert!(bob.is_closed());
+    assert!(matches!(bob.ping().await, Err(ClientError::Closed { .. })));
+
+    // A token provider: a good token first, then an expired one after the restart.
+    let calls = Arc::new(Mutex::new(0u32));
+    let (good, expired) = (
+        broker.token("carol", false, 3600),
+        broker.token("carol", false, -10),
+    );
+    let c2 = calls.clone();
+    let carol = broker
+        .builder()
+        .token_provider(move || {
+            let n = {
+                let mut n = c2.lock().unwrap();
+                *n += 1;
+                *n
+            };
+            let t = if n == 1 {
+                good.clone()
+            } else {
+                expired.clone()
+            };
+            async move { Ok(t) }
+        })
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    let seen = Recorder::start(carol.events());
+    broker.kill9();
+    broker.start_again_in_place();
+    seen.wait_state("gave up", |s| matches!(s, ConnectionEvent::GaveUp { .. }))
+        .await;
+    let why = carol.closed().await;
+    assert_eq!(why.code(), Some(ErrorCode::TokenNotAssigned), "{why}");
+    eventually("stream end", || async {
+        seen.0.lock().unwrap().ended.then_some(())
+    })
+    .await;
+    let attempts = *calls.lock().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        *calls.lock().unwrap(),
+        attempts,
+        "no attempt after giving up"
+    );
+    assert!(
+        attempts >= 2,
+        "the provider was asked again for the reconnect"
+    );
+}
+
+#[tokio::test]
+async fn the_next_server_of_the_list_is_tried() {
+    // Two brokers sharing the app secret; bob lists a dead address first.
+    let mut first = Broker::start().await;
+    let second = Broker::start().await;
+    let bob = Client::builder()
+        .servers([first.addr.to_string(), second.addr.to_string()])
+        .server_name("localhost")
+        .ca_pem(
+            [
+                std::fs::read(&first.cert).unwrap(),
+                std::fs::read(&second.cert).unwrap(),
+            ]
+            .concat(),
+        )
+        .token(first.token("bob", false, 3600))
+        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(bob.server_addr(), Some(first.addr));
+    let seen = Recorder::start(bob.events());
+    first.kill9();
+    seen.wait_state(
+        "moved to the second broker",
+        |s| matches!(s, ConnectionEvent::Connected { server, .. } if *server == second.addr),
+    )
+    .await;
+    assert_eq!(bob.server_addr(), Some(second.addr));
+    bob.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_raw_repeat_of_a_pending_read_is_answered_after_the_reconnect() {
+    // Reads in flight when the connection drops go out again on the next one.
+    let mut broker = Broker::start().await;
+    let bob = client(&broker, "bob", "b").await;
+    broker.stop();
+    let read = {
+        let bob = bob.clone();
+        tokio::spawn(async move { bob.request(Request::Ping { nonce: 7 }).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker.start_again_in_place();
+    match read.await.unwrap().unwrap() {
+        Response::Pong { nonce, .. } => assert_eq!(nonce, 7),
+        other => panic!("{other:?}"),
+    }
+}
