@@ -393,6 +393,7 @@ impl Dial {
     /// One attempt: dial server `target`, send the hello (in 0-RTT early data when a ticket
     /// from an earlier connection allows), and wait for the welcome.
     pub(crate) async fn connect(&self, target: usize) -> Result<Opened, ClientError> {
+        let started = std::time::Instant::now();
         let target = &self.targets[target % self.targets.len()];
         let token = match &self.token {
             TokenSource::Fixed(t) => t.clone(),
@@ -446,6 +447,7 @@ impl Dial {
                 welcome,
                 server: addr,
                 zero_rtt,
+                took: started.elapsed(),
             })
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {

@@ -79,6 +79,8 @@ pub(crate) struct Link {
     pub(crate) server: SocketAddr,
     /// Whether the hello went in 0-RTT early data.
     pub(crate) zero_rtt: bool,
+    /// From the start of the attempt to the welcome.
+    pub(crate) took: Duration,
     /// This link's number among the process's links (newer links have larger ones).
     pub(crate) gen: u64,
 }
@@ -111,6 +113,7 @@ pub(crate) struct Opened {
     pub(crate) welcome: Welcome,
     pub(crate) server: SocketAddr,
     pub(crate) zero_rtt: bool,
+    pub(crate) took: Duration,
 }
 
 impl Link {
@@ -130,6 +133,7 @@ impl Link {
             welcome: opened.welcome,
             server: opened.server,
             zero_rtt: opened.zero_rtt,
+            took: opened.took,
             gen: NEXT_GEN.fetch_add(1, Ordering::Relaxed),
         });
         tokio::spawn(supervise(link.clone()));

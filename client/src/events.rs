@@ -73,6 +73,9 @@ pub enum ConnectionEvent {
         /// Whether the hello went in TLS 0-RTT early data (a reconnect to a broker seen
         /// before, one round trip sooner).
         zero_rtt: bool,
+        /// From the start of this connection attempt (name resolution, QUIC and TLS
+        /// handshakes, hello) to the broker's welcome.
+        took: Duration,
     },
     /// The connection dropped; attempt `attempt` to connect again starts after `delay`.
     Reconnecting {

@@ -256,6 +256,7 @@ impl Sequencer {
                 server: link.server,
                 session_id: link.welcome.session_id,
                 zero_rtt: link.zero_rtt,
+                took: link.took,
             }),
             None,
         )

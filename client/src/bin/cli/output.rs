@@ -118,8 +118,9 @@ pub fn connection_state(state: &ConnectionEvent) {
             server,
             session_id,
             zero_rtt,
+            took,
         } => eprintln!(
-            "connected to {server} (session {session_id}{})",
+            "connected to {server} in {took:?} (session {session_id}{})",
             if *zero_rtt { ", 0-RTT" } else { "" }
         ),
         ConnectionEvent::Reconnecting {
