@@ -28,7 +28,7 @@ mod source;
 mod upload;
 
 pub use download::DownloadDest;
-pub use source::UploadSource;
+pub use source::{UploadSource, REPLAY_BYTES};
 
 use crate::client::Client;
 use crate::error::ClientError;
