@@ -176,20 +176,36 @@ pub fn load_or_create_secret(
         anyhow::ensure!(!secret.is_empty(), "auth.secret is set but empty");
         return Ok((secret.as_bytes().to_vec(), false));
     }
-    let dir = data_dir.join("auth");
-    let path = dir.join("secret");
+    load_or_create_key(
+        &data_dir.join("auth"),
+        "secret",
+        "token secret",
+        "which invalidates every token issued so far",
+    )
+}
+
+/// Reads the hex key in `dir/file`, or generates 32 random bytes and saves them there (the
+/// same way as the token secret above); true when it was generated. `what` names the key in
+/// errors, `loss` says what deleting it costs.
+pub(crate) fn load_or_create_key(
+    dir: &Path,
+    file: &str,
+    what: &str,
+    loss: &str,
+) -> anyhow::Result<(Vec<u8>, bool)> {
+    let path = dir.join(file);
     match fs::read_to_string(&path) {
         Ok(text) => {
             let secret = hex::decode(text.trim()).with_context(|| {
                 format!(
-                    "token secret file {} is not hex text; fix it, or delete it to generate a \
-                     new secret (which invalidates every token issued so far)",
+                    "{what} file {} is not hex text; fix it, or delete it to generate a \
+                     new one ({loss})",
                     path.display()
                 )
             })?;
             anyhow::ensure!(
                 secret.len() >= 16,
-                "token secret file {} holds {} bytes; at least 16 are needed",
+                "{what} file {} holds {} bytes; at least 16 are needed",
                 path.display(),
                 secret.len()
             );
@@ -199,15 +215,13 @@ pub fn load_or_create_secret(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut secret = vec![0u8; GENERATED_SECRET_BYTES];
             rand::rng().fill_bytes(&mut secret);
-            create_private_dir(&dir)?;
+            create_private_dir(dir)?;
             let mut text = hex::encode(&secret);
             text.push('\n');
             write_atomically(&path, text.as_bytes(), true)?;
             Ok((secret, true))
         }
-        Err(e) => {
-            Err(e).with_context(|| format!("cannot read token secret file {}", path.display()))
-        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {what} file {}", path.display())),
     }
 }
 

@@ -37,7 +37,9 @@ pub struct Presence {
 
 impl Presence {
     /// Registers a session; returns the sessions to close if the user now has more than
-    /// `max_per_user` (the oldest go first).
+    /// `max_per_user`: first older sessions of the same device (a device that reconnected
+    /// leaves its old session behind until the idle timeout, and must not push the user's
+    /// other devices out), then the oldest.
     pub fn register(
         &self,
         user: &str,
@@ -45,9 +47,22 @@ impl Presence {
         max_per_user: usize,
     ) -> Vec<SessionHandle> {
         let mut entry = self.users.entry(user.to_string()).or_default();
+        let device = handle.device_id.clone();
         entry.push(handle);
-        let excess = entry.len().saturating_sub(max_per_user.max(1));
-        entry.drain(..excess).collect()
+        let mut excess = entry.len().saturating_sub(max_per_user.max(1));
+        let mut closed = Vec::new();
+        let mut i = 0;
+        // The newcomer is last and stays.
+        while excess > 0 && i + 1 < entry.len() {
+            if entry[i].device_id == device {
+                closed.push(entry.remove(i));
+                excess -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        closed.extend(entry.drain(..excess));
+        closed
     }
 
     /// Removes a session.

@@ -160,10 +160,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     // session, its event stream and the requests in flight. The remote address is only ever
     // logged. tests/tests/migration.rs moves a receiving client both ways mid-stream.
     server_config.migration(true);
+    let (quic_key, _) = crate::auth::load_or_create_key(
+        &data_dir.join("tls"),
+        "quic.key",
+        "QUIC endpoint key",
+        "clients of this node reconnect only after their idle timeout, once",
+    )?;
     let socket = udp_socket(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let endpoint = quinn::Endpoint::new(
-        endpoint_config(&secret),
+        endpoint_config(&quic_key),
         Some(server_config),
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -218,12 +224,14 @@ async fn accept_loop(
     tracing::info!("convoke stopped");
 }
 
-/// The QUIC endpoint's keys, derived from the app secret so that they survive a restart: a
-/// client of this node from before a crash gets a stateless reset it can verify on its next
-/// packet and reconnects at once, instead of waiting for its idle timeout. quinn's defaults
-/// are random per process: the new process would drop the old connection ids as invalid
-/// (the id generator's hash key) and a reset would carry a token the client rejects (the
-/// reset key).
+/// The QUIC endpoint's keys, derived from this node's own random key in
+/// `DATA_DIR/tls/quic.key` so that they survive a restart: a client of this node from
+/// before a crash gets a stateless reset it can verify on its next packet and reconnects at
+/// once, instead of waiting for its idle timeout. quinn's defaults are random per process:
+/// the new process would drop the old connection ids as invalid (the id generator's hash
+/// key) and a reset would carry a token the client rejects (the reset key). The key is per
+/// node and not the app secret: nodes must not be able to reset each other's connections
+/// (RFC 9000 21.11), and reset tokens must not leak anything about the token key.
 fn endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
     let derive = |label: &[u8]| {
         ring::hmac::sign(

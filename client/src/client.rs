@@ -197,8 +197,8 @@ impl Client {
             });
     }
 
-    /// The broker's welcome on the current (or, while reconnecting, the last) connection:
-    /// protocol version, user id, admin flag, session id, server time.
+    /// The broker's welcome on the current connection (protocol version, user id, admin
+    /// flag, session id, server time); `None` while the client is reconnecting or closed.
     pub fn welcome(&self) -> Option<Welcome> {
         self.inner.core.link().map(|l| l.welcome.clone())
     }
@@ -218,12 +218,14 @@ impl Client {
         self.inner.core.app_admin
     }
 
-    /// The address of the broker this client is (or was last) connected to.
+    /// The address of the broker this client is connected to; `None` while reconnecting or
+    /// closed.
     pub fn server_addr(&self) -> Option<SocketAddr> {
         self.inner.core.link().map(|l| l.server)
     }
 
-    /// The current round-trip estimate of the QUIC connection.
+    /// The current round-trip estimate of the QUIC connection; `None` while reconnecting or
+    /// closed.
     pub fn rtt(&self) -> Option<Duration> {
         self.inner.core.link().map(|l| l.connection.rtt())
     }

@@ -142,9 +142,14 @@ impl Link {
         link
     }
 
-    /// Starts reading the broker's push stream into the sequencer's channel.
+    /// Starts reading the broker's push stream into the sequencer's channel; the last item
+    /// is [`Incoming::End`], once the stream (or the connection) has ended.
     pub(crate) fn read_pushes(self: &Arc<Self>, tx: mpsc::Sender<Incoming>) {
-        tokio::spawn(push_loop(self.clone(), tx));
+        let link = self.clone();
+        tokio::spawn(async move {
+            push_loop(link.clone(), &tx).await;
+            let _ = tx.send(Incoming::End { gen: link.gen }).await;
+        });
     }
 
     /// Sends one request and waits for its answer or the end of the link.
@@ -368,7 +373,7 @@ async fn read_loop(link: Arc<Link>, mut recv: RecvStream, mut buf: BytesMut) {
 }
 
 /// Reads the broker's push stream and hands each push, in order, to the sequencer.
-async fn push_loop(link: Arc<Link>, tx: mpsc::Sender<Incoming>) {
+async fn push_loop(link: Arc<Link>, tx: &mpsc::Sender<Incoming>) {
     // The broker opens its push stream after the welcome; nothing else is accepted.
     let mut recv = match link.connection.accept_uni().await {
         Ok(recv) => recv,
@@ -382,7 +387,7 @@ async fn push_loop(link: Arc<Link>, tx: mpsc::Sender<Incoming>) {
                     // Waiting here is the back-pressure. The sequencer outlives every link
                     // but ends with the client; then the link is closing too.
                     if tx
-                        .send(Incoming {
+                        .send(Incoming::Push {
                             gen: link.gen,
                             push,
                         })

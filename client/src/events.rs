@@ -65,6 +65,7 @@ impl Event {
 #[non_exhaustive]
 pub enum ConnectionEvent {
     /// A connection is up and logged in (the first one, or a new one after a drop).
+    #[non_exhaustive]
     Connected {
         /// The broker's address.
         server: SocketAddr,
@@ -78,6 +79,7 @@ pub enum ConnectionEvent {
         took: Duration,
     },
     /// The connection dropped; attempt `attempt` to connect again starts after `delay`.
+    #[non_exhaustive]
     Reconnecting {
         /// Why the last connection (or the last attempt) ended.
         reason: String,
@@ -88,13 +90,17 @@ pub enum ConnectionEvent {
     },
     /// After a reconnect: every message missed while away has been handed on (in order,
     /// before this event), and live ones follow.
+    #[non_exhaustive]
     Resumed {
         /// Messages fetched from history because they were missed.
         recovered: u64,
     },
     /// The client stopped trying: the broker refused it in a way retrying cannot fix (bad
-    /// or expired token, unsupported version, too many sessions), or the configured
-    /// attempts ran out. The stream ends after this.
+    /// or expired token, unsupported version, a bad hello, too many sessions of the user, a
+    /// protocol violation), the token provider gave a token for another user, reconnecting
+    /// is off ([`crate::ReconnectPolicy::disabled`]), or the configured attempts ran out.
+    /// The stream ends after this. (A [`crate::Client::close`] ends the stream without it.)
+    #[non_exhaustive]
     GaveUp {
         /// Why.
         reason: String,
@@ -110,6 +116,9 @@ pub(crate) type Delivery = (Event, Option<u64>);
 pub(crate) enum AckMsg {
     /// The application took kept event `id`.
     Taken(u64),
+    /// Kept event `id` came again on a later connection: acknowledge it again if the
+    /// application has taken it.
+    Repeat(u64),
     /// Hand everything taken so far to the writer, then answer whether anything was
     /// handed on since the previous flush.
     Flush(tokio::sync::oneshot::Sender<bool>),

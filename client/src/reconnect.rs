@@ -213,11 +213,12 @@ fn final_reason(err: &ClientError) -> Option<String> {
             Some(format!("refused: {e}"))
         }
         ClientError::Tls(_) | ClientError::Protocol(_) => Some(err.to_string()),
+        // HANDSHAKE_REFUSED without a refusal the client could read is a handshake that
+        // timed out (a slow network): retried. Refusals come as `Api` errors.
         ClientError::Closed {
             code:
                 Some(
-                    close::HANDSHAKE_REFUSED
-                    | close::PROTOCOL_VIOLATION
+                    close::PROTOCOL_VIOLATION
                     | close::MALFORMED_FRAME
                     | close::FRAME_TOO_LARGE
                     | close::SESSION_LIMIT,
@@ -234,7 +235,11 @@ pub(crate) async fn supervise(core: Arc<Core>, mut link: Arc<Link>, mut target: 
     loop {
         let err = tokio::select! {
             err = link.wait_closed() => err,
-            _ = until_closing(&mut closing) => link.wait_closed().await,
+            _ = until_closing(&mut closing) => {
+                // close() may have found no link to close (it ran while this one was dialled).
+                link.fail(close::NORMAL, "closed by the application");
+                link.wait_closed().await
+            }
         };
         if core.is_closing() {
             finish(&core, err);

@@ -34,12 +34,30 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// A push as a link's reader hands it on: with the generation of the link it came on.
+/// What a link's push reader hands on, with the generation of the link.
 #[derive(Debug)]
-pub(crate) struct Incoming {
-    pub(crate) gen: u64,
-    pub(crate) push: Push,
+pub(crate) enum Incoming {
+    /// A push, in the order the broker sent it.
+    Push { gen: u64, push: Push },
+    /// The link's push stream has ended: nothing more comes from it.
+    End { gen: u64 },
 }
+
+impl Incoming {
+    fn gen(&self) -> u64 {
+        match self {
+            Self::Push { gen, .. } | Self::End { gen } => *gen,
+        }
+    }
+}
+
+/// Longest a new link waits for the old link's remaining pushes (its reader ends as soon
+/// as the old connection is gone; this only bounds a reader that never started).
+const DRAIN_OLD_LINK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often a gap fill is tried on a live link before the message that showed the gap is
+/// left for the next gap or reconnect.
+const FILL_ATTEMPTS: u32 = 3;
 
 /// What the supervisor and the handles tell the sequencer.
 #[derive(Debug)]
@@ -61,7 +79,9 @@ pub(crate) enum Control {
 /// those answered (until the sequencer has passed them).
 #[derive(Debug, Default)]
 pub(crate) struct SendTrack {
-    in_flight: HashMap<String, usize>,
+    /// Every send gets the next ticket, so "sends begun before now" is a ticket range.
+    next_ticket: u64,
+    in_flight: HashMap<String, BTreeSet<u64>>,
     own: HashMap<String, BTreeSet<u64>>,
 }
 
@@ -70,16 +90,22 @@ pub(crate) struct SendTrack {
 const OWN_PER_GROUP: usize = 4096;
 
 impl SendTrack {
-    /// A send to `group` is about to go out.
-    pub(crate) fn begin(&mut self, group: &str) {
-        *self.in_flight.entry(group.to_string()).or_default() += 1;
+    /// A send to `group` is about to go out; returns its ticket for [`SendTrack::end`].
+    pub(crate) fn begin(&mut self, group: &str) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.in_flight
+            .entry(group.to_string())
+            .or_default()
+            .insert(ticket);
+        ticket
     }
 
-    /// A send to `group` ended; `seq` if the broker stored it.
-    pub(crate) fn end(&mut self, group: &str, seq: Option<u64>) {
-        if let Some(n) = self.in_flight.get_mut(group) {
-            *n -= 1;
-            if *n == 0 {
+    /// The send with `ticket` to `group` ended; `seq` if the broker stored it.
+    pub(crate) fn end(&mut self, group: &str, ticket: u64, seq: Option<u64>) {
+        if let Some(set) = self.in_flight.get_mut(group) {
+            set.remove(&ticket);
+            if set.is_empty() {
                 self.in_flight.remove(group);
             }
         }
@@ -92,8 +118,12 @@ impl SendTrack {
         }
     }
 
-    fn in_flight(&self, group: &str) -> bool {
-        self.in_flight.contains_key(group)
+    /// Whether a send to `group` begun before ticket `before` is still in flight.
+    fn in_flight_before(&self, group: &str, before: u64) -> bool {
+        self.in_flight
+            .get(group)
+            .and_then(|s| s.first())
+            .is_some_and(|t| *t < before)
     }
 
     fn is_own(&self, group: &str, seq: u64) -> bool {
@@ -162,8 +192,10 @@ struct Sequencer {
     known: HashMap<String, i64>,
     kept: RecentIds,
     link: Option<Arc<Link>>,
-    gen: u64,
-    stash: Option<Incoming>,
+    /// The newest link whose push stream has ended.
+    ended: u64,
+    /// Pushes of a new link that came while the old one was drained.
+    stash: VecDeque<Incoming>,
 }
 
 /// Starts the sequencer.
@@ -182,8 +214,8 @@ pub(crate) fn spawn(
         known: HashMap::new(),
         kept: RecentIds::default(),
         link: None,
-        gen: 0,
-        stash: None,
+        ended: 0,
+        stash: VecDeque::new(),
     };
     tokio::spawn(seq.run(pushes, control));
 }
@@ -195,7 +227,7 @@ impl Sequencer {
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
         loop {
-            if let Some(stashed) = self.stash.take() {
+            if let Some(stashed) = self.stash.pop_front() {
                 self.on_push(stashed).await;
                 continue;
             }
@@ -241,15 +273,20 @@ impl Sequencer {
         reconnect: bool,
         pushes: &mut mpsc::Receiver<Incoming>,
     ) {
-        // Pushes of older links still queued come first; the first of the new link waits.
-        while let Ok(inc) = pushes.try_recv() {
-            if inc.gen >= link.gen {
-                self.stash = Some(inc);
-                break;
+        // Everything the old link delivered comes first, up to its end (its reader may be
+        // blocked on a full channel with more to give); the new link's pushes wait.
+        if let Some(old) = self.link.take() {
+            if self.core.dial.events && self.ended < old.gen {
+                let deadline = tokio::time::Instant::now() + DRAIN_OLD_LINK;
+                while self.ended < old.gen {
+                    match tokio::time::timeout_at(deadline, pushes.recv()).await {
+                        Ok(Some(inc)) if inc.gen() >= link.gen => self.stash.push_back(inc),
+                        Ok(Some(inc)) => self.on_push(inc).await,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
             }
-            self.on_push(inc).await;
         }
-        self.gen = link.gen;
         self.link = Some(link.clone());
         self.deliver(
             Event::Connection(ConnectionEvent::Connected {
@@ -272,17 +309,26 @@ impl Sequencer {
     }
 
     async fn on_push(&mut self, inc: Incoming) {
-        match inc.push {
+        let (gen, push) = match inc {
+            Incoming::Push { gen, push } => (gen, push),
+            Incoming::End { gen } => {
+                self.ended = self.ended.max(gen);
+                return;
+            }
+        };
+        match push {
             Push::Kept { id, event } => match self.kept.get(id) {
                 // Live and in the login's replay on one link: hand it on once.
-                Some(gen) if gen == inc.gen => {}
-                // Again on a later link: the old link's acknowledgement was lost.
+                Some(seen) if seen == gen => {}
+                // Again on a later link: the old link's acknowledgement may have been lost.
+                // Acknowledged again if the application has taken it (else it will be, on
+                // this link, when taken).
                 Some(_) => {
-                    self.kept.insert(id, inc.gen);
-                    let _ = self.acks.send(AckMsg::Taken(id));
+                    self.kept.insert(id, gen);
+                    let _ = self.acks.send(AckMsg::Repeat(id));
                 }
                 None => {
-                    self.kept.insert(id, inc.gen);
+                    self.kept.insert(id, gen);
                     self.learn(&event);
                     self.deliver(Event::Push(Push::Group(event)), Some(id))
                         .await;
@@ -317,9 +363,11 @@ impl Sequencer {
     /// flight, so their seqs are known before gaps are judged.
     async fn wait_sends(&self, group: &str) {
         let deadline = tokio::time::Instant::now() + self.core.request_timeout;
+        // Only sends begun before now: a steady stream of new ones does not hold this up.
+        let before = lock(&self.core.sends).next_ticket;
         loop {
             let changed = self.core.sends_changed.notified();
-            if !lock(&self.core.sends).in_flight(group) {
+            if !lock(&self.core.sends).in_flight_before(group, before) {
                 return;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -350,13 +398,25 @@ impl Sequencer {
             let Some(link) = self.link.clone() else {
                 return;
             };
-            match self.fetch(&link, &m.group_id, last, Some(m.seq)).await {
-                Ok(missed) => {
-                    self.hand_on(&m.group_id, missed).await;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.fetch(&link, &m.group_id, last, Some(m.seq)).await {
+                    Ok(missed) => {
+                        self.hand_on(&m.group_id, missed).await;
+                        break;
+                    }
+                    Err(FillError::Gone) => return,
+                    // Not handed on: the next gap (a later message) or the next link's
+                    // catch-up fetches it with the rest.
+                    Err(FillError::Lost) if link.is_closed() || attempt >= FILL_ATTEMPTS => {
+                        return
+                    }
+                    Err(FillError::Lost) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                            .await;
+                    }
                 }
-                // Dropped: the next link's catch-up fetches it with the rest.
-                Err(FillError::Lost) => return,
-                Err(FillError::Gone) => {}
             }
         }
         self.last.insert(m.group_id.clone(), m.seq);
@@ -418,9 +478,12 @@ impl Sequencer {
         let known: Vec<(String, i64)> = self.known.iter().map(|(g, t)| (g.clone(), *t)).collect();
         for (g, since) in known {
             match self.fetch_since(&link, &g, since).await {
-                Ok(messages) => {
+                Ok((messages, newest)) => {
                     self.known.remove(&g);
-                    self.last.insert(g.clone(), 0);
+                    // Tracked from here on: after the newest message, or before the first
+                    // fetched one (older history is not this client's to hand on).
+                    let start = messages.first().map_or(newest, |m| m.seq - 1);
+                    self.last.insert(g.clone(), start);
                     recovered += self.hand_on(&g, messages).await;
                 }
                 Err(FillError::Gone) => {
@@ -432,18 +495,21 @@ impl Sequencer {
         recovered
     }
 
-    /// The messages of `group` stamped at or after `since` (broker time), in order.
+    /// The messages of `group` stamped at or after `since` (broker time), in order, and
+    /// the newest seq in its history (0 if none).
     async fn fetch_since(
         &self,
         link: &Link,
         group: &str,
         since: i64,
-    ) -> Result<Vec<GroupMessage>, FillError> {
+    ) -> Result<(Vec<GroupMessage>, u64), FillError> {
         let page = u64::from(limits::MAX_HISTORY_PAGE);
         let mut out: Vec<GroupMessage> = Vec::new();
         let mut before = None;
+        let mut newest = None;
         loop {
             let batch = self.history(link, group, before, None, page).await?;
+            newest = newest.or_else(|| batch.last().map(|m| m.seq));
             let full = batch.len() as u64 == page;
             before = batch.first().map(|m| m.seq);
             let older = batch.iter().any(|m| m.timestamp < since);
@@ -453,7 +519,7 @@ impl Sequencer {
             }
         }
         out.sort_by_key(|m| m.seq);
-        Ok(out)
+        Ok((out, newest.unwrap_or(0)))
     }
 
     /// The messages of `group` after `after` (and before `until`, if given), in order.
@@ -522,9 +588,11 @@ impl Sequencer {
                 tracing::debug!(group, error = %e, "no longer resuming this group");
                 Err(FillError::Gone)
             }
+            // A busy or failing broker, or an answer this client does not expect: try
+            // again later, never skip the messages.
             Ok(Exchange::Answered(other)) => {
-                tracing::warn!(group, ?other, "cannot fetch missed messages");
-                Err(FillError::Gone)
+                tracing::warn!(group, ?other, "cannot fetch missed messages yet");
+                Err(FillError::Lost)
             }
             _ => Err(FillError::Lost),
         }
@@ -544,11 +612,22 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) async fn acknowledge(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
     let mut msgs = Vec::new();
     let mut sent_since_flush = false;
+    // What the application has taken lately: a repeat of one of these is acknowledged
+    // again; a repeat of one still in the buffer is acknowledged when it is taken.
+    let mut taken = RecentIds::default();
     while rx.recv_many(&mut msgs, MAX_ACK_IDS).await > 0 {
         let mut ids = Vec::new();
         for msg in msgs.drain(..) {
             match msg {
-                AckMsg::Taken(id) => ids.push(id),
+                AckMsg::Taken(id) => {
+                    taken.insert(id, 0);
+                    ids.push(id);
+                }
+                AckMsg::Repeat(id) => {
+                    if taken.get(id).is_some() {
+                        ids.push(id);
+                    }
+                }
                 AckMsg::Flush(done) => {
                     // Everything taken before the flush goes to the writer first.
                     if !ids.is_empty() {
@@ -578,14 +657,15 @@ mod tests {
     #[test]
     fn own_sends_are_skipped_and_forgotten_once_passed() {
         let mut t = SendTrack::default();
-        t.begin("g");
-        assert!(t.in_flight("g"));
-        t.end("g", Some(5));
-        t.begin("g");
-        t.end("g", Some(6));
-        t.begin("g");
-        t.end("g", None);
-        assert!(!t.in_flight("g"));
+        let a = t.begin("g");
+        assert!(t.in_flight_before("g", a + 1));
+        assert!(!t.in_flight_before("g", a), "only sends begun before count");
+        t.end("g", a, Some(5));
+        let b = t.begin("g");
+        t.end("g", b, Some(6));
+        let c = t.begin("g");
+        t.end("g", c, None);
+        assert!(!t.in_flight_before("g", u64::MAX));
         assert_eq!(t.skip_own("g", 3), 3, "4 is missing: nothing to skip");
         assert!(t.is_own("g", 5));
         assert_eq!(t.skip_own("g", 4), 6);

@@ -468,7 +468,7 @@ async fn a_reconnect_after_a_network_cut_uses_0rtt() {
         .states()
         .iter()
         .find_map(|s| match s {
-            ConnectionEvent::Resumed { recovered } => Some(*recovered),
+            ConnectionEvent::Resumed { recovered, .. } => Some(*recovered),
             _ => None,
         })
         .unwrap();
@@ -586,7 +586,7 @@ async fn close_and_refused_tokens_end_the_client_without_retrying() {
 
 #[tokio::test]
 async fn the_next_server_of_the_list_is_tried() {
-    // Two brokers sharing the app secret; bob lists a dead address first.
+    // Two brokers sharing the app secret; bob is on the first, which then dies.
     let mut first = Broker::start().await;
     let second = Broker::start().await;
     let bob = Client::builder()
@@ -618,8 +618,8 @@ async fn the_next_server_of_the_list_is_tried() {
 }
 
 #[tokio::test]
-async fn a_raw_repeat_of_a_pending_read_is_answered_after_the_reconnect() {
-    // Reads in flight when the connection drops go out again on the next one.
+async fn a_call_made_while_the_broker_is_down_is_answered_once_it_is_back() {
+    // The call waits for the next connection instead of failing.
     let mut broker = Broker::start().await;
     let bob = client(&broker, "bob", "b").await;
     broker.stop();
@@ -633,4 +633,170 @@ async fn a_raw_repeat_of_a_pending_read_is_answered_after_the_reconnect() {
         Response::Pong { nonce, .. } => assert_eq!(nonce, 7),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_member_who_joined_a_busy_group_gets_only_what_was_sent_after_joining() {
+    let mut broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    let gid = alice
+        .create_group(convoke_protocol::CreateGroupData {
+            invite_need_confirm: false,
+            ..group_data("g", &[])
+        })
+        .await
+        .unwrap();
+    for i in 0..5 {
+        alice
+            .send_group_message(&gid, format!("old {i}"), false)
+            .await
+            .unwrap();
+    }
+    let bob = client(&broker, "bob", "b").await;
+    let seen = Recorder::start(bob.events());
+    let invited = alice.invite_users_to_group(&gid, &["bob"]).await.unwrap();
+    assert!(format!("{invited:?}").contains("bob"), "{invited:?}");
+    eventually("bob's join", || async {
+        (!seen.0.lock().unwrap().groups.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        bob.get_joined_groups(1, 10, false, false)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "bob is a member"
+    );
+    // bob reconnects before anyone posts: nothing from before his join is handed on.
+    broker.kill9();
+    broker.start_again_in_place();
+    seen.wait_state("resumed", |s| matches!(s, ConnectionEvent::Resumed { .. }))
+        .await;
+    alice.send_group_message(&gid, "new", false).await.unwrap();
+    seen.wait_seqs(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.seqs(), vec![6]);
+}
+
+#[tokio::test]
+async fn a_reconnecting_device_pushes_out_its_own_stale_session_not_another_device() {
+    let broker = Broker::start_with(&[("limits.max_sessions_per_user", "2")]).await;
+    let laptop = client(&broker, "bob", "laptop").await;
+    let phone = client(&broker, "bob", "phone").await;
+    // The phone reconnects while the broker still holds its old session (a network change
+    // it has not noticed yet): its old session goes, the laptop stays.
+    let phone_again = client(&broker, "bob", "phone").await;
+    eventually("the old phone session is closed", || async {
+        (!phone.is_connected()).then_some(())
+    })
+    .await;
+    laptop.ping().await.unwrap();
+    phone_again.ping().await.unwrap();
+    assert!(!laptop.is_closed());
+}
+
+/// Deterministic pseudo-random bytes.
+fn content(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_upload_and_a_download_cut_off_mid_way_resume_by_themselves() {
+    use convoke_client::{progress_channel, Progress, UploadSource};
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
+
+    let broker = Broker::start_with(&[("sessions.idle_timeout_secs", "30")]).await;
+    let relay = Relay::start(broker.addr, RelayOptions::default())
+        .await
+        .unwrap();
+    let alice = broker
+        .builder()
+        .server_addr(relay.addr())
+        .token(broker.token("alice", false, 3600))
+        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    let gid = alice.create_group(group_data("g", &[])).await.unwrap();
+
+    // Upload 6 MiB from a stream; cut the network after 2 MiB, for longer than the
+    // client's idle timeout (it reconnects), then let the rest flow.
+    let data = content(6 << 20, 7);
+    let (mut feed, pipe) = tokio::io::duplex(256 * 1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Progress>(100_000);
+    let upload = alice.upload_group_shared_file(
+        &gid,
+        UploadSource::reader(pipe, data.len() as u64, "x.bin"),
+        Some(progress_channel(tx)),
+    );
+    let rest = data.clone();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let feeder = tokio::spawn(async move {
+        feed.write_all(&rest[..2 << 20]).await.unwrap();
+        go_rx.await.unwrap();
+        feed.write_all(&rest[2 << 20..]).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    while rx.recv().await.unwrap().done < (2 << 20) as u64 {}
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.heal();
+    go.send(()).unwrap();
+    let file = tokio::time::timeout(WAIT * 6, upload)
+        .await
+        .unwrap()
+        .unwrap();
+    feeder.abort();
+    let mut last = None;
+    while let Ok(p) = rx.try_recv() {
+        last = Some(p);
+    }
+    assert_eq!(file.sha256, hex::encode(Sha256::digest(&data)));
+    assert!(last.unwrap().resumed_at.is_some(), "the upload resumed");
+    let files = alice.get_group_shared_filelist(&gid, 1, 10).await.unwrap();
+    assert_eq!(files.len(), 1, "recorded once: {files:?}");
+
+    // Download it, slowed down so the cut lands mid-way.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.bin");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Progress>(100_000);
+    relay.set_delay(
+        convoke_tests::relay::Direction::ToClient,
+        Duration::from_millis(20),
+    );
+    let download = alice.download_group_shared_file(
+        &gid,
+        &file.file_id,
+        None,
+        path.as_path(),
+        Some(progress_channel(tx)),
+    );
+    while rx.recv().await.unwrap().done < (1 << 20) as u64 {}
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.heal();
+    relay.set_delay(convoke_tests::relay::Direction::ToClient, Duration::ZERO);
+    let got = tokio::time::timeout(WAIT * 6, download)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut last = None;
+    while let Ok(p) = rx.try_recv() {
+        last = Some(p);
+    }
+    assert_eq!(got, file);
+    assert!(std::fs::read(&path).unwrap() == data, "same bytes");
+    assert!(last.unwrap().resumed_at.is_some(), "the download resumed");
+    assert!(broker.metric("convoke_file_resumes_total").await >= 2.0);
 }

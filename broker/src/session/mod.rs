@@ -145,7 +145,8 @@ async fn open(
                 conn,
                 &mut send,
                 "timeout",
-                ApiError::param("no hello received in time"),
+                // A slow network, not a bad client: retryable.
+                ApiError::new(ErrorCode::ServerBusy, "no hello received in time; try again"),
             )
             .await;
             return Ok(None);

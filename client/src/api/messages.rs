@@ -107,15 +107,17 @@ impl Client {
 struct SendGuard<'a> {
     client: &'a Client,
     group_id: &'a str,
+    ticket: u64,
     seq: Option<u64>,
 }
 
 impl<'a> SendGuard<'a> {
     fn begin(client: &'a Client, group_id: &'a str) -> Self {
-        lock(&client.core().sends).begin(group_id);
+        let ticket = lock(&client.core().sends).begin(group_id);
         Self {
             client,
             group_id,
+            ticket,
             seq: None,
         }
     }
@@ -124,7 +126,7 @@ impl<'a> SendGuard<'a> {
 impl Drop for SendGuard<'_> {
     fn drop(&mut self) {
         let core = self.client.core();
-        lock(&core.sends).end(self.group_id, self.seq);
+        lock(&core.sends).end(self.group_id, self.ticket, self.seq);
         core.sends_changed.notify_waiters();
     }
 }

@@ -119,6 +119,7 @@ pub fn connection_state(state: &ConnectionEvent) {
             session_id,
             zero_rtt,
             took,
+            ..
         } => eprintln!(
             "connected to {server} in {took:?} (session {session_id}{})",
             if *zero_rtt { ", 0-RTT" } else { "" }
@@ -127,11 +128,12 @@ pub fn connection_state(state: &ConnectionEvent) {
             reason,
             attempt,
             delay,
+            ..
         } => eprintln!("reconnecting (attempt {attempt}, in {delay:?}): {reason}"),
-        ConnectionEvent::Resumed { recovered } => {
+        ConnectionEvent::Resumed { recovered, .. } => {
             eprintln!("resumed: {recovered} missed message(s) fetched")
         }
-        ConnectionEvent::GaveUp { reason } => eprintln!("gave up: {reason}"),
+        ConnectionEvent::GaveUp { reason, .. } => eprintln!("gave up: {reason}"),
         other => eprintln!("{other:?}"),
     }
 }
