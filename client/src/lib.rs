@@ -29,7 +29,7 @@
 //!         Event::Connection(ConnectionEvent::Reconnecting { reason, attempt, .. }) => {
 //!             println!("offline ({reason}), attempt {attempt}")
 //!         }
-//!         Event::Connection(ConnectionEvent::Resumed { recovered }) => {
+//!         Event::Connection(ConnectionEvent::Resumed { recovered, .. }) => {
 //!             println!("back; {recovered} missed messages were fetched and handed on above")
 //!         }
 //!         Event::Connection(state) => println!("{state:?}"),

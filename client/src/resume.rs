@@ -409,12 +409,12 @@ impl Sequencer {
                     Err(FillError::Gone) => return,
                     // Not handed on: the next gap (a later message) or the next link's
                     // catch-up fetches it with the rest.
-                    Err(FillError::Lost) if link.is_closed() || attempt >= FILL_ATTEMPTS => {
-                        return
-                    }
+                    Err(FillError::Lost) if link.is_closed() || attempt >= FILL_ATTEMPTS => return,
                     Err(FillError::Lost) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
-                            .await;
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            100 * u64::from(attempt),
+                        ))
+                        .await;
                     }
                 }
             }

@@ -146,7 +146,10 @@ async fn open(
                 &mut send,
                 "timeout",
                 // A slow network, not a bad client: retryable.
-                ApiError::new(ErrorCode::ServerBusy, "no hello received in time; try again"),
+                ApiError::new(
+                    ErrorCode::ServerBusy,
+                    "no hello received in time; try again",
+                ),
             )
             .await;
             return Ok(None);
