@@ -164,7 +164,8 @@ pub fn server_crypto(
     // also an attempt that never reached the broker: with 4, a reconnect after up to 3
     // failed attempts is still 0-RTT. A successful connection brings 4 new ones.
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-    config.send_tls13_tickets = TICKETS_PER_CONNECTION;
+    // Without early data, no tickets at all: nothing kept per client.
+    config.send_tls13_tickets = if early_data { TICKETS_PER_CONNECTION } else { 0 };
     config.max_early_data_size = if early_data { u32::MAX } else { 0 };
     Ok(config)
 }
