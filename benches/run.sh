@@ -66,6 +66,7 @@ if [[ $QUICK -eq 1 ]]; then
     lg idle --connections 1000
     lg rooms --groups 20 --size 10 --member-rate 1
     lg ops --rate 500
+    lg migration --rate 100 --rebind-every 1
 else
     # Each point: Convoke (defaults), nats-server, nats-server with TLS; then Convoke again
     # with coalescing off (`convoke-nocoalesce`), as its own row.
@@ -88,6 +89,9 @@ else
     for rate in 500 1000 2000 4000 8000; do
         lg ops --groups 10 --size 10 --rate "$rate"
     done
+    # A receiver moving to a new UDP socket every second beside one that stays (QUIC
+    # connection migration); RESULTS.md's "Client resilience" has a 30 s run.
+    lg migration --rate 100 --rebind-every 1
 fi
 ELAPSED=$(( $(date +%s) - T0 ))
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

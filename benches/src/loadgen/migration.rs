@@ -5,7 +5,7 @@
 //! the event stream is reliable and ordered across a migration) and the send-to-receive
 //! latency, and the moving receiver's latency relative to the still one's.
 
-use super::measure::{self, Clock, Tally, PHASE_MEASURED, PHASE_WARMUP};
+use super::measure::{self, Clock, Tally, Window, PHASE_MEASURED, PHASE_WARMUP};
 use super::pace::{self, Pacer};
 use super::report::finite;
 use super::servers::ConvokeServer;
@@ -63,6 +63,10 @@ pub struct MigrationOutcome {
     pub send_errors: u64,
     /// The moving receiver, then the still one.
     pub receivers: Vec<ReceiverFigures>,
+    /// Broker CPU over the measured phase and its drain, percent of one core.
+    pub server_cpu_pct: f64,
+    /// CPU used meanwhile by other processes on the machine (noise), percent of one core.
+    pub other_cpu_pct: f64,
     /// Broker settings beyond the defaults.
     pub settings: Vec<String>,
     pub notes: Vec<String>,
@@ -273,6 +277,7 @@ pub async fn migration(
         first_error = first_error.or(f);
         pace::continue_after(started, run.warmup).await;
     }
+    let window = Window::start(server.pid(), Some(server.addr.port()))?;
     let (s, e, f) = send_phase(
         &sender,
         &gid,
@@ -290,6 +295,8 @@ pub async fn migration(
         let r = r.clone();
         measure::wait_for_count(move || r.count(), sent.len() as u64, STALL, run.drain).await;
     }
+    let w = window.end(server.pid())?;
+    let wall = w.wall_s.max(1e-9);
     moving.abort();
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), moving).await {
         anyhow::bail!("cannot rebind the moving receiver: {e}");
@@ -319,6 +326,8 @@ pub async fn migration(
         sent: sent.len() as u64 + send_errors,
         send_errors,
         receivers,
+        server_cpu_pct: 100.0 * w.server_cpu_s / wall,
+        other_cpu_pct: 100.0 * w.other_cpu_s / wall,
         settings: server.settings.clone(),
         notes: first_error
             .map(|e| vec![format!("first send error: {e}")])
@@ -353,8 +362,15 @@ impl MigrationOutcome {
     /// One line per receiver and the ratios, for the terminal.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "migration rate={}/s rebind_every={}s duration={}s sent={} send_errors={}",
-            self.rate, self.rebind_every_s, self.duration_s, self.sent, self.send_errors
+            "migration rate={}/s rebind_every={}s duration={}s sent={} send_errors={} \
+             server_cpu={:.0}% other_cpu={:.0}%",
+            self.rate,
+            self.rebind_every_s,
+            self.duration_s,
+            self.sent,
+            self.send_errors,
+            self.server_cpu_pct,
+            self.other_cpu_pct
         );
         for r in &self.receivers {
             let _ = write!(
@@ -398,6 +414,12 @@ pub fn markdown(runs: &[MigrationOutcome]) -> String {
         let (p50, p99) = o.ratios();
         for (i, r) in o.receivers.iter().enumerate() {
             let mut notes: Vec<String> = o.notes.clone();
+            if o.other_cpu_pct > super::report::NOISE_PCT {
+                notes.push(format!(
+                    "noise: other processes {:.0}% CPU",
+                    o.other_cpu_pct
+                ));
+            }
             notes.extend(r.closed.as_ref().map(|c| format!("closed: {c}")));
             let _ = writeln!(
                 out,
