@@ -165,7 +165,11 @@ pub fn server_crypto(
     // failed attempts is still 0-RTT. A successful connection brings 4 new ones.
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
     // Without early data, no tickets at all: nothing kept per client.
-    config.send_tls13_tickets = if early_data { TICKETS_PER_CONNECTION } else { 0 };
+    config.send_tls13_tickets = if early_data {
+        TICKETS_PER_CONNECTION
+    } else {
+        0
+    };
     config.max_early_data_size = if early_data { u32::MAX } else { 0 };
     Ok(config)
 }

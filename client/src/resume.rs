@@ -36,6 +36,10 @@ use tokio::sync::mpsc;
 
 /// What a link's push reader hands on, with the generation of the link.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "pushes are nearly every item: boxing them would allocate once per push"
+)]
 pub(crate) enum Incoming {
     /// A push, in the order the broker sent it.
     Push { gen: u64, push: Push },
