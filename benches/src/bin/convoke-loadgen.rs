@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use convoke_benches::loadgen::migration::{self, MigrationOutcome};
 use convoke_benches::loadgen::report::{self, Outcome};
+use convoke_benches::loadgen::resilience::{self, ReconnectOutcome, ResumeOutcome};
 use convoke_benches::loadgen::servers::{ConvokeServer, NatsServer};
 use convoke_benches::loadgen::{convoke, nats, FleetOpts, RunSpec};
 use std::io::Write as _;
@@ -126,6 +127,40 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         rebind_every: f64,
     },
+    /// A receiver behind a relay with `--delay-ms` each way, its path cut until it reports
+    /// `Reconnecting` and healed, `--rounds` times per mode: heal to `Connected`, to
+    /// `Resumed` and to the next message, the attempt's own time, and no message lost or
+    /// repeated (Convoke only).
+    Reconnect {
+        /// Cut / heal rounds per mode.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// One-way delay of the receiver's path, ms.
+        #[arg(long, default_value_t = 25.0)]
+        delay_ms: f64,
+        /// Messages per second into the group.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Reconnect modes: `0rtt` (the hello in early data), `1rtt` (the client's 0-RTT off).
+        #[arg(long, value_delimiter = ',', default_value = "0rtt,1rtt")]
+        modes: Vec<String>,
+    },
+    /// A receiver behind a relay cut for `--cut` seconds while messages arrive at `--rate`
+    /// (the broker drops its session; `--warmup` seconds of live traffic before, `--duration`
+    /// after): heal to `Resumed`, to caught up with live traffic, messages recovered and
+    /// getGroupMessages requests, and no message lost or repeated (Convoke only). Adds
+    /// `sessions.idle_timeout_secs=2` and `messages.history_per_group=100000` unless set.
+    Resume {
+        /// Messages per second into the group.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds the receiver's path is cut (at least).
+        #[arg(long, default_value_t = 10.0)]
+        cut: f64,
+        /// One-way delay of the receiver's path, ms.
+        #[arg(long, default_value_t = 0.0)]
+        delay_ms: f64,
+    },
     /// N idle connections: server RSS per connection.
     Idle {
         #[arg(long)]
@@ -153,6 +188,7 @@ fn main() -> anyhow::Result<()> {
 fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     let mut migrations = Vec::new();
+    let (mut reconnects, mut resumes) = (Vec::new(), Vec::new());
     for f in files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -163,7 +199,14 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
         {
             let what = || format!("{}:{}: not an outcome", f.display(), i + 1);
             let value: serde_json::Value = serde_json::from_str(line).with_context(what)?;
-            if value.get("scenario").and_then(|s| s.as_str()) == Some("migration") {
+            let scenario = value.get("scenario").and_then(|s| s.as_str());
+            if scenario == Some("reconnect") {
+                let o: ReconnectOutcome = serde_json::from_value(value).with_context(what)?;
+                reconnects.push(o);
+            } else if scenario == Some("resume") {
+                let o: ResumeOutcome = serde_json::from_value(value).with_context(what)?;
+                resumes.push(o);
+            } else if scenario == Some("migration") {
                 let o: MigrationOutcome = serde_json::from_value(value).with_context(what)?;
                 migrations.push(o);
             } else {
@@ -174,6 +217,8 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
     }
     print!("{}", report::markdown(&outcomes));
     print!("{}", migration::markdown(&migrations));
+    print!("{}", resilience::reconnect_markdown(&reconnects));
+    print!("{}", resilience::resume_markdown(&resumes));
     Ok(())
 }
 
@@ -304,7 +349,54 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             print!("{}", migration::markdown(&[o]));
         }
+        Command::Reconnect {
+            rounds,
+            delay_ms,
+            rate,
+            modes,
+        } => {
+            let s = start_convoke()?;
+            let delay = secs(delay_ms / 1e3);
+            let o = resilience::reconnect(&s, modes, *rounds, delay, *rate, &spec);
+            let o = o.await.map_err(|e| e.context(tail(&s.log())))?;
+            for o in &o {
+                append_json(c, o)?;
+            }
+            print!("{}", resilience::reconnect_markdown(&o));
+        }
+        Command::Resume {
+            rate,
+            cut,
+            delay_ms,
+        } => {
+            let settings = resilience::resume_settings(&c.settings);
+            eprintln!(
+                "starting {} (core {:?}) with {settings:?}",
+                bin.display(),
+                pin
+            );
+            let s = ConvokeServer::start(&bin, pin, &settings)?;
+            let delay = secs(delay_ms / 1e3);
+            let o = resilience::resume(&s, *rate, delay, secs(*cut), &spec);
+            let o = o.await.map_err(|e| e.context(tail(&s.log())))?;
+            println!("{}", o.summary());
+            append_json(c, &o)?;
+            print!("{}", resilience::resume_markdown(&[o]));
+        }
         Command::Report { .. } => {}
+    }
+    Ok(())
+}
+
+/// Appends `o` as a JSON line to `--json-out`, if given.
+fn append_json(common: &Common, o: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = &common.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(o)?)?;
     }
     Ok(())
 }

@@ -74,7 +74,7 @@ pub struct MigrationOutcome {
 
 /// Which messages one receiver got, and the latency of the measured ones.
 #[derive(Debug)]
-struct Receipts {
+pub(super) struct Receipts {
     tally: Tally,
     seen: Mutex<Seen>,
 }
@@ -88,14 +88,14 @@ struct Seen {
 }
 
 impl Receipts {
-    fn new(clock: Clock) -> Self {
+    pub(super) fn new(clock: Clock) -> Self {
         Self {
             tally: Tally::new(clock),
             seen: Mutex::new(Seen::default()),
         }
     }
 
-    fn record(&self, seq: u64, payload: &[u8]) {
+    pub(super) fn record(&self, seq: u64, payload: &[u8]) {
         let first = {
             let mut s = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if seq < s.highest {
@@ -114,11 +114,11 @@ impl Receipts {
         }
     }
 
-    fn count(&self) -> u64 {
+    pub(super) fn count(&self) -> u64 {
         self.tally.count(PHASE_WARMUP) + self.tally.count(PHASE_MEASURED)
     }
 
-    fn figures(&self, receiver: &str, sent: &[u64], rebinds: u64) -> ReceiverFigures {
+    pub(super) fn figures(&self, receiver: &str, sent: &[u64], rebinds: u64) -> ReceiverFigures {
         let s = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         ReceiverFigures {
             receiver: receiver.into(),
@@ -194,7 +194,7 @@ fn keep_moving(
 
 /// Sends `rate` stamped messages per second for `duration`; the sequence numbers of those
 /// the broker accepted, the refusals and the first refusal.
-async fn send_phase(
+pub(super) async fn send_phase(
     sender: &Client,
     gid: &Arc<str>,
     rate: f64,

@@ -6,6 +6,7 @@
 //! - [`convoke`]: the `fanout`, `rooms`, `ops` and `idle` scenarios against Convoke.
 //! - [`nats`]: the same `fanout` and `idle` scenarios with async-nats.
 //! - [`migration`]: a receiver that keeps changing its UDP address against one that stays.
+//! - [`resilience`]: a receiver whose network is cut and healed: reconnect and resume times.
 //! - [`pace`]: due times of an open-loop schedule.
 //! - [`measure`]: stamps, latency histograms, CPU/RSS from /proc, UDP error counters.
 //! - [`report`]: one [`report::Outcome`] per run, as JSON lines and as Markdown tables.
@@ -17,6 +18,7 @@ pub mod migration;
 pub mod nats;
 pub mod pace;
 pub mod report;
+pub mod resilience;
 pub mod servers;
 
 use std::time::Duration;

@@ -39,6 +39,8 @@ pub struct ConvokeServer {
     pub secret: String,
     /// QUIC address.
     pub addr: SocketAddr,
+    /// Address of its Prometheus endpoint (`/metrics`), if on.
+    pub metrics: Option<SocketAddr>,
     /// Its self-signed certificate.
     pub cert: PathBuf,
     /// The `--set` settings it was started with (beyond data dir, ports and secret).
@@ -89,9 +91,12 @@ impl ConvokeServer {
         };
         let mut addr = None;
         let mut cert = None;
+        let mut metrics = None;
         for part in line.split_whitespace() {
             if let Some(v) = part.strip_prefix("quic=") {
                 addr = v.parse().ok();
+            } else if let Some(v) = part.strip_prefix("metrics=") {
+                metrics = v.parse().ok();
             } else if let Some(v) = part.strip_prefix("cert=") {
                 cert = Some(PathBuf::from(v));
             }
@@ -105,9 +110,26 @@ impl ConvokeServer {
             dir,
             secret,
             addr,
+            metrics,
             cert,
             settings: settings.to_vec(),
         })
+    }
+
+    /// The sum of every series of counter `name` whose labels include `label` (e.g.
+    /// `method="getGroupMessages"`), scraped from `/metrics` now.
+    pub async fn counter(&self, name: &str, label: &str) -> anyhow::Result<u64> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = self
+            .metrics
+            .context("the broker's metrics endpoint is off")?;
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        Ok(sum_counter(&text, name, label))
     }
 
     /// The broker's pid.
@@ -125,6 +147,18 @@ impl ConvokeServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
+}
+
+/// The sum of the series of `name` in a Prometheus text exposition whose labels include
+/// `label`.
+fn sum_counter(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| l.rsplit_once('}'))
+        .filter(|(labels, _)| labels.split(',').any(|l| l == label))
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }
 
 impl Drop for ConvokeServer {
@@ -211,4 +245,22 @@ fn self_signed(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::write(&cert_path, cert.pem())?;
     std::fs::write(&key_path, key.serialize_pem())?;
     Ok((cert_path, key_path))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counter_sums_the_series_with_the_label() {
+        let text = "# TYPE convoke_requests_total counter\n\
+            convoke_requests_total{method=\"getGroupMessages\",code=\"ok\"} 101\n\
+            convoke_requests_total{method=\"getGroupMessages\",code=\"603\"} 2\n\
+            convoke_requests_total{method=\"sendGroupMessage\",code=\"ok\"} 7\n\
+            convoke_requests_total_x{method=\"getGroupMessages\"} 5\n";
+        let n = super::sum_counter(
+            text,
+            "convoke_requests_total",
+            "method=\"getGroupMessages\"",
+        );
+        assert_eq!(n, 103);
+    }
 }
