@@ -7,9 +7,11 @@
 //!   means messages were missed (a slow-consumer cut, a push lost to a dying session): they
 //!   are fetched from the group's history (`getGroupMessages`) and handed on first. After a
 //!   reconnect, every group it tracks is caught up the same way before any push of the new
-//!   link, then `Resumed` is announced. History is fetched in pages of 100, pipelined: two
-//!   round trips for a catch-up of any length (the newest seq and the first page, then the
-//!   remaining pages at once). This client's own sends are not handed back: the send path
+//!   link, then `Resumed` is announced. History is fetched in pages of 100: the newest seq
+//!   and the first page in one round trip, then the remaining pages pipelined
+//!   ([`PAGES_IN_FLIGHT`] at a time). A long catch-up is bound by the new connection's
+//!   congestion window more than by round trips (benches/RESULTS.md, "Resume": 10,000
+//!   messages in ~0.64 s at 50 ms RTT, ~13 round trips). This client's own sends are not handed back: the send path
 //!   records their seqs ([`SendTrack`]) and the sequencer skips them, waiting for sends still
 //!   in flight to a group before it decides that a seq is missing.
 //! - **Kept events** (`Push::Kept`): handed on once per client, whatever link they come
@@ -58,6 +60,10 @@ impl Incoming {
 /// Longest a new link waits for the old link's remaining pushes (its reader ends as soon
 /// as the old connection is gone; this only bounds a reader that never started).
 const DRAIN_OLD_LINK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// History pages one catch-up requests at a time (of the broker's 256 requests in flight
+/// per session, leaving room for the application's).
+const PAGES_IN_FLIGHT: usize = 16;
 
 /// How often a gap fill is tried on a live link before the message that showed the gap is
 /// left for the next gap or reconnect.
@@ -556,7 +562,7 @@ impl Sequencer {
         let afters: Vec<u64> = (start..head).step_by(page as usize).collect();
         let pages: Vec<_> = futures::stream::iter(afters)
             .map(|a| self.history(link, group, None, Some(a), page.min(head - a)))
-            .buffered(16)
+            .buffered(PAGES_IN_FLIGHT)
             .collect()
             .await;
         for p in pages {
