@@ -433,6 +433,15 @@ impl Dial {
                 }
             }
             if shake.is_err() {
+                // The broker's own close (e.g. it is shutting down) says more than the
+                // stream error it caused (such as "0-RTT rejected").
+                if let Some(end) = connection.close_reason() {
+                    if !matches!(end, quinn::ConnectionError::LocallyClosed) {
+                        shake =
+                            Err(refusal_from_close(&end)
+                                .unwrap_or_else(|| closed_error(&end, None)));
+                    }
+                }
                 connection.close(
                     VarInt::from_u32(close::HANDSHAKE_REFUSED),
                     b"handshake failed",

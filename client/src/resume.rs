@@ -19,12 +19,14 @@
 //!   acknowledgement before the old link dropped) is acknowledged again, not handed on.
 //!
 //! A group is tracked from the first message the client hands on, from its creation by this
-//! client (from seq 0), from [`crate::Client::track_group`] (a resume point the application
-//! kept, e.g. across restarts), or, for a group the client has received an event about but
-//! no message yet (a join, an invite accepted), from that event's time: a resume fetches
-//! its messages stamped since then. A group the client never heard of in this process is
-//! not resumed (the application can `track_group` it). Messages older than the group's
-//! retained history cannot be recovered.
+//! client (from seq 0), or from [`crate::Client::track_group`] (a resume point the
+//! application kept, e.g. across restarts). Every other group the user is in is caught up
+//! by time: at each connection the client lists the joined groups (getJoinedGroups), and a
+//! resume fetches the messages of those it has no position in that are stamped since it
+//! learnt of them (the first welcome's time; after a reconnect, the newest broker time it
+//! had seen, so a group joined while away may bring a few messages from just before the
+//! join; a group it hears of by an event, from that event's time). Messages older than the
+//! group's retained history cannot be recovered.
 
 use crate::connection::{Exchange, Link};
 use crate::events::{AckMsg, ConnectionEvent, Delivery, Event};
@@ -204,6 +206,9 @@ struct Sequencer {
     link: Option<Arc<Link>>,
     /// The newest link whose push stream has ended.
     ended: u64,
+    /// The newest broker time this client knows of (welcomes, events, messages): a group
+    /// found in the joined list after a reconnect is caught up from here.
+    clock: i64,
     /// Pushes of a new link that came while the old one was drained.
     stash: VecDeque<Incoming>,
 }
@@ -225,6 +230,7 @@ pub(crate) fn spawn(
         kept: RecentIds::default(),
         link: None,
         ended: 0,
+        clock: 0,
         stash: VecDeque::new(),
     };
     tokio::spawn(seq.run(pushes, control));
@@ -298,6 +304,17 @@ impl Sequencer {
             }
         }
         self.link = Some(link.clone());
+        // The first link: every joined group is caught up from now on. Later links: groups
+        // joined while away, from the last time this client knew of.
+        let since = if reconnect {
+            self.clock
+        } else {
+            link.welcome.server_time
+        };
+        self.clock = self.clock.max(link.welcome.server_time);
+        if self.app.is_some() {
+            self.learn_joined(&link, since).await;
+        }
         self.deliver(
             Event::Connection(ConnectionEvent::Connected {
                 server: link.server,
@@ -353,8 +370,38 @@ impl Sequencer {
         }
     }
 
+    /// Remembers every group the user is in that is not tracked yet (from `since`, broker
+    /// time), so that a resume fetches their messages too: one getJoinedGroups per 500
+    /// groups, at each connection.
+    async fn learn_joined(&mut self, link: &Link, since: i64) {
+        const PAGE: u32 = limits::MAX_JOINED_PAGE;
+        for page_num in 1.. {
+            let request = Request::GetJoinedGroups {
+                page_num,
+                page_size: PAGE,
+                need_affiliations: false,
+                need_role: false,
+            };
+            let answer =
+                tokio::time::timeout(self.core.request_timeout, link.exchange(&request)).await;
+            let Ok(Exchange::Answered(Ok(Response::JoinedGroups { groups }))) = answer else {
+                tracing::debug!("cannot list joined groups; resuming the tracked ones only");
+                return;
+            };
+            for g in &groups {
+                if !self.last.contains_key(&g.group_id) {
+                    self.known.entry(g.group_id.clone()).or_insert(since);
+                }
+            }
+            if groups.len() < PAGE as usize {
+                return;
+            }
+        }
+    }
+
     /// Remembers a group this client heard of, so a resume also fetches its messages.
     fn learn(&mut self, event: &convoke_protocol::GroupEvent) {
+        self.clock = self.clock.max(event.timestamp);
         if !self.last.contains_key(&event.group_id) {
             self.known
                 .entry(event.group_id.clone())
@@ -387,6 +434,7 @@ impl Sequencer {
     }
 
     async fn on_message(&mut self, m: GroupMessage) {
+        self.clock = self.clock.max(m.timestamp);
         let Some(&last) = self.last.get(&m.group_id) else {
             self.known.remove(&m.group_id);
             self.last.insert(m.group_id.clone(), m.seq);

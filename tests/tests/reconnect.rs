@@ -800,3 +800,35 @@ async fn an_upload_and_a_download_cut_off_mid_way_resume_by_themselves() {
     assert!(last.unwrap().resumed_at.is_some(), "the download resumed");
     assert!(broker.metric("convoke_file_resumes_total").await >= 2.0);
 }
+
+#[tokio::test]
+async fn a_joined_group_this_client_has_no_message_of_yet_is_caught_up_too() {
+    let mut broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    // bob takes his join event on one client and closes it ...
+    let first = client(&broker, "bob", "b").await;
+    let gid = alice.create_group(group_data("g", &["bob"])).await.unwrap();
+    let mut events = first.events();
+    loop {
+        if let Some(Push::Group(g)) = tokio::time::timeout(WAIT, events.next_push())
+            .await
+            .unwrap()
+        {
+            assert_eq!(g.group_id, gid);
+            break;
+        }
+    }
+    drop(events);
+    first.close().await;
+    // ... so his next client knows the group only from the joined-groups list.
+    let bob = client(&broker, "bob", "b").await;
+    let seen = Recorder::start(bob.events());
+    broker.kill9();
+    broker.start_again_in_place();
+    alice
+        .send_group_message(&gid, "while bob was away", false)
+        .await
+        .unwrap();
+    seen.wait_seqs(1).await;
+    assert_eq!(seen.seqs(), vec![1]);
+}

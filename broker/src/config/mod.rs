@@ -258,7 +258,8 @@ pub struct SessionsConfig {
     /// Default `5000`.
     pub handshake_timeout_ms: u64,
     /// A connection with no traffic (keep-alives included) for this long is closed, in
-    /// seconds. Default `60`.
+    /// seconds. Keep it well above the clients' keep-alive interval (the bundled client's
+    /// default is 10 s), or idle clients reconnect over and over. Default `60`.
     pub idle_timeout_secs: u64,
     /// A session handed an event less than this long ago counts as busy, in milliseconds;
     /// `0` turns coalescing off; at most 60000. Default `200`.

@@ -54,7 +54,9 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
     /// Do not reconnect when the connection drops (by default `watch` keeps watching across
-    /// broker restarts and network loss, and a command waits for the reconnect up to --timeout).
+    /// broker restarts and network loss, and a command whose connection drops waits for the
+    /// reconnect up to --timeout). The first connection is tried once either way, within
+    /// --connect-timeout.
     #[arg(long)]
     pub no_reconnect: bool,
 }

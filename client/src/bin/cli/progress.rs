@@ -34,9 +34,15 @@ pub fn bar(label: &'static str) -> (Option<ProgressBar>, Option<ProgressFn>) {
     (Some(bar), Some(callback))
 }
 
-/// The bar's label once the transfer resumed at byte `at`.
+/// The bar's label once the transfer resumed at byte `at` (0: the broker had nothing
+/// kept, e.g. it restarted, so the transfer started over; the bar holds its place until
+/// the new attempt passes it).
 fn resumed_label(label: &str, at: u64) -> String {
-    format!("{label} (resumed at {})", HumanBytes(at))
+    if at == 0 {
+        format!("{label} (started over)")
+    } else {
+        format!("{label} (resumed at {})", HumanBytes(at))
+    }
 }
 
 #[cfg(test)]
@@ -47,5 +53,6 @@ mod tests {
             super::resumed_label("upload", 3_355_443),
             "upload (resumed at 3.20 MiB)"
         );
+        assert_eq!(super::resumed_label("upload", 0), "upload (started over)");
     }
 }

@@ -2,7 +2,7 @@
 
 use super::args::{Cli, ConnectionArgs};
 use super::commands::Command;
-use super::output::{self, message_json, ok, to_json, EXIT_TRANSPORT};
+use super::output::{self, message_json, ok, to_json};
 use super::progress;
 use convoke_client::{Client, ClientError, Event, ReconnectPolicy, Transfer, UploadSource};
 use futures::StreamExt;
@@ -136,10 +136,8 @@ async fn watch(client: &Client, count: Option<u64>) -> ExitCode {
                     let why = client.closed().await;
                     return match &why {
                         ClientError::Closed { code: Some(0), .. } => ExitCode::SUCCESS,
-                        _ => {
-                            eprintln!("error: {why}");
-                            ExitCode::from(EXIT_TRANSPORT)
-                        }
+                        // A refused token is 1 (the broker refused), as at the start.
+                        _ => output::fail(&why),
                     };
                 }
             },
