@@ -484,6 +484,19 @@ impl Peer {
     }
 }
 
+/// Deterministic, non-repeating-looking bytes (xorshift from `seed`), for file contents.
+pub fn pattern_bytes(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 /// Asserts that `r` failed with `code`; returns the message.
 #[track_caller]
 pub fn assert_code<T: std::fmt::Debug>(

@@ -44,6 +44,20 @@ fn cli(broker: &Broker, token: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `convoke-cli watch --count N` for the user of `token`, running, with its output piped.
+fn watch(broker: &Broker, token: &str, count: u32) -> std::process::Child {
+    Command::new(cli_bin())
+        .arg("--server")
+        .arg(broker.addr.to_string())
+        .args(["--token", token, "--ca"])
+        .arg(&broker.cert)
+        .args(["watch", "--count", &count.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn json(out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -99,16 +113,7 @@ async fn the_readme_walkthrough_works_from_the_command_line() {
 
     // bob watches while alice mutes him and posts.
     broker.wait_for_sessions(0).await;
-    let watch = Command::new(cli_bin())
-        .arg("--server")
-        .arg(broker.addr.to_string())
-        .args(["--token", &bob, "--ca"])
-        .arg(&broker.cert)
-        .args(["watch", "--count", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let watch = watch(&broker, &bob, 3);
     broker.wait_for_sessions(1).await;
     let mutes = json(&cli(
         &broker,
@@ -183,16 +188,7 @@ async fn watch_keeps_watching_across_a_broker_crash_and_restart() {
     ));
     let gid = gid.as_str().unwrap().to_string();
     broker.wait_for_sessions(0).await;
-    let watch = Command::new(cli_bin())
-        .arg("--server")
-        .arg(broker.addr.to_string())
-        .args(["--token", &bob, "--ca"])
-        .arg(&broker.cert)
-        .args(["watch", "--count", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let watch = watch(&broker, &bob, 3);
     broker.wait_for_sessions(1).await;
     let send = |broker: &Broker, text: &str| {
         json(&cli(

@@ -21,18 +21,7 @@ use tokio::sync::mpsc;
 
 const MIB: usize = 1024 * 1024;
 
-/// Deterministic, non-repeating-looking bytes.
-fn content(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+use convoke_tests::pattern_bytes as content;
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -27,6 +27,24 @@ fn fast() -> ReconnectPolicy {
     }
 }
 
+/// A client of `user` that reaches `broker` through a relay the test can cut: it notices a
+/// dead path after 1.5 s.
+async fn relayed(broker: &Broker, user: &str) -> (Relay, Client) {
+    let relay = Relay::start(broker.addr, RelayOptions::default())
+        .await
+        .unwrap();
+    let client = broker
+        .builder()
+        .server_addr(relay.addr())
+        .token(broker.token(user, false, 3600))
+        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    (relay, client)
+}
+
 /// Everything one client's event stream delivered, recorded by a background task.
 #[derive(Debug, Default)]
 struct Seen {
@@ -428,19 +446,8 @@ async fn a_kept_event_is_handed_on_once_across_reconnects() {
 async fn a_reconnect_after_a_network_cut_uses_0rtt() {
     // The broker notices the dead path after 2 s; bob's client after 1.5 s.
     let broker = Broker::start_with(&[("sessions.idle_timeout_secs", "2")]).await;
-    let relay = Relay::start(broker.addr, RelayOptions::default())
-        .await
-        .unwrap();
     let alice = client(&broker, "alice", "a").await;
-    let bob = broker
-        .builder()
-        .server_addr(relay.addr())
-        .token(broker.token("bob", false, 3600))
-        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
-        .reconnect(fast())
-        .connect()
-        .await
-        .unwrap();
+    let (relay, bob) = relayed(&broker, "bob").await;
     let seen = Recorder::start(bob.events());
     let gid = pair(&alice, &seen).await;
     alice.send_group_message(&gid, "1", false).await.unwrap();
@@ -482,18 +489,7 @@ async fn a_broker_without_early_data_is_rejoined_in_1rtt() {
         ("tls.early_data", "false"),
     ])
     .await;
-    let relay = Relay::start(broker.addr, RelayOptions::default())
-        .await
-        .unwrap();
-    let bob = broker
-        .builder()
-        .server_addr(relay.addr())
-        .token(broker.token("bob", false, 3600))
-        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
-        .reconnect(fast())
-        .connect()
-        .await
-        .unwrap();
+    let (relay, bob) = relayed(&broker, "bob").await;
     let seen = Recorder::start(bob.events());
     relay.cut();
     seen.wait_state("bob notices the cut", |s| {
@@ -696,19 +692,6 @@ async fn a_reconnecting_device_pushes_out_its_own_stale_session_not_another_devi
     assert!(!laptop.is_closed());
 }
 
-/// Deterministic pseudo-random bytes.
-fn content(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn an_upload_and_a_download_cut_off_mid_way_resume_by_themselves() {
     use convoke_client::{progress_channel, Progress, UploadSource};
@@ -716,23 +699,12 @@ async fn an_upload_and_a_download_cut_off_mid_way_resume_by_themselves() {
     use tokio::io::AsyncWriteExt;
 
     let broker = Broker::start_with(&[("sessions.idle_timeout_secs", "30")]).await;
-    let relay = Relay::start(broker.addr, RelayOptions::default())
-        .await
-        .unwrap();
-    let alice = broker
-        .builder()
-        .server_addr(relay.addr())
-        .token(broker.token("alice", false, 3600))
-        .keep_alive(Duration::from_millis(300), Duration::from_millis(1500))
-        .reconnect(fast())
-        .connect()
-        .await
-        .unwrap();
+    let (relay, alice) = relayed(&broker, "alice").await;
     let gid = alice.create_group(group_data("g", &[])).await.unwrap();
 
     // Upload 6 MiB from a stream; cut the network after 2 MiB, for longer than the
     // client's idle timeout (it reconnects), then let the rest flow.
-    let data = content(6 << 20, 7);
+    let data = convoke_tests::pattern_bytes(6 << 20, 7);
     let (mut feed, pipe) = tokio::io::duplex(256 * 1024);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Progress>(100_000);
     let upload = alice.upload_group_shared_file(
