@@ -434,9 +434,12 @@ impl Dial {
             }
             if shake.is_err() {
                 // The broker's own close (e.g. it is shutting down) says more than the
-                // stream error it caused (such as "0-RTT rejected").
-                if let Some(end) = connection.close_reason() {
-                    if !matches!(end, quinn::ConnectionError::LocallyClosed) {
+                // stream error it caused (such as "0-RTT rejected"); a refusal it sent
+                // (an `Api` error) is kept as it is.
+                if let (Some(end), Err(e)) = (connection.close_reason(), &shake) {
+                    if !matches!(e, ClientError::Api(_))
+                        && !matches!(end, quinn::ConnectionError::LocallyClosed)
+                    {
                         shake =
                             Err(refusal_from_close(&end)
                                 .unwrap_or_else(|| closed_error(&end, None)));
