@@ -83,7 +83,8 @@ pub enum ConnectionEvent {
     Reconnecting {
         /// Why the last connection (or the last attempt) ended.
         reason: String,
-        /// 1 for the first attempt after a drop.
+        /// 1 for the first attempt after a drop; a link that dropped within 10 s of coming
+        /// up continues the count (and the back-off) of the attempts before it.
         attempt: u32,
         /// The back-off before this attempt.
         delay: Duration,

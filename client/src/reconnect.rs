@@ -22,6 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 
+/// How long a link must stay up before the next drop starts the back-off afresh.
+const STABLE: Duration = Duration::from_secs(10);
+
 /// When and how often a client reconnects after its connection drops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconnectPolicy {
@@ -232,6 +235,11 @@ fn final_reason(err: &ClientError) -> Option<String> {
 /// Replaces `link` whenever it drops, until the client closes or gives up.
 pub(crate) async fn supervise(core: Arc<Core>, mut link: Arc<Link>, mut target: usize) {
     let mut closing = core.closing.subscribe();
+    // Attempts since the last link that stayed up for `STABLE`: a link that drops soon
+    // after it came (a broker that keeps cutting a client that does not read its events)
+    // does not reset the back-off, so such a client does not redial every 100 ms.
+    let mut attempt = 0u32;
+    let mut up_since = tokio::time::Instant::now();
     loop {
         let err = tokio::select! {
             err = link.wait_closed() => err,
@@ -255,11 +263,20 @@ pub(crate) async fn supervise(core: Arc<Core>, mut link: Arc<Link>, mut target: 
         tracing::info!(reason = %err, "connection lost; reconnecting");
         let mut reason = err.to_string();
         core.state.send_replace(State::Down(reason.clone()));
-        let mut attempt = 0u32;
+        if up_since.elapsed() >= STABLE {
+            attempt = 0;
+        }
+        let failed_before = attempt;
         let next = loop {
             attempt += 1;
-            if policy.max_attempts.is_some_and(|max| attempt > max) {
-                let why = format!("gave up after {} attempts: {reason}", attempt - 1);
+            if policy
+                .max_attempts
+                .is_some_and(|max| attempt - failed_before > max)
+            {
+                let why = format!(
+                    "gave up after {} attempts: {reason}",
+                    attempt - failed_before - 1
+                );
                 give_up(
                     &core,
                     ClientError::Disconnected {
@@ -324,6 +341,7 @@ pub(crate) async fn supervise(core: Arc<Core>, mut link: Arc<Link>, mut target: 
         };
         tracing::info!(server = %next.server, attempt, zero_rtt = next.zero_rtt, "reconnected");
         link = next;
+        up_since = tokio::time::Instant::now();
         if core.is_closing() {
             link.fail(close::NORMAL, "closed by the application");
             continue;
