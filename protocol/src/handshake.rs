@@ -82,6 +82,26 @@ pub enum ServerFrame {
     },
 }
 
+/// The close reason a broker gives with [`crate::close::HANDSHAKE_REFUSED`] (after a
+/// [`ServerFrame::Refused`], which a close can overtake) and with
+/// [`crate::close::TOKEN_EXPIRED`]: the refusal as `error <code> <NAME>: <message>` (the
+/// `Display` of [`ApiError`]), cut to [`crate::close::MAX_REASON_BYTES`]. The client reads
+/// it back with [`parse_refusal`], so a refusal survives even when only the close arrives.
+pub fn refusal_reason(err: &ApiError) -> Vec<u8> {
+    crate::close::reason_bytes(&err.to_string())
+}
+
+/// Reads a close reason written by [`refusal_reason`] back into the refusal; `None` for any
+/// other text (a code or name this crate does not know, or no `error ` form at all).
+pub fn parse_refusal(reason: &[u8]) -> Option<ApiError> {
+    let text = std::str::from_utf8(reason).ok()?;
+    let rest = text.strip_prefix("error ")?;
+    let (num, rest) = rest.split_once(' ')?;
+    let code = crate::ErrorCode::from_code(num.parse().ok()?)?;
+    let (name, message) = rest.split_once(": ")?;
+    (name == code.name()).then(|| ApiError::new(code, message))
+}
+
 /// Picks the version to speak: the highest in both lists.
 pub fn negotiate(client: &[u32], server: &[u32]) -> Result<u32, ApiError> {
     client
@@ -102,6 +122,30 @@ pub fn negotiate(client: &[u32], server: &[u32]) -> Result<u32, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn refusals_survive_the_close_reason() {
+        for code in ErrorCode::ALL {
+            let e = ApiError::new(code, "token expired at 5: get a new one");
+            assert_eq!(parse_refusal(&refusal_reason(&e)), Some(e));
+        }
+        let e = ApiError::new(ErrorCode::TokenNotAssigned, "x".repeat(500));
+        let reason = refusal_reason(&e);
+        assert_eq!(reason.len(), crate::close::MAX_REASON_BYTES);
+        let back = parse_refusal(&reason).unwrap();
+        assert_eq!(back.code, ErrorCode::TokenNotAssigned);
+        assert!(e.message.starts_with(&back.message));
+        for other in [
+            &b"bye"[..],
+            b"error 99999 X: y",
+            b"error 28 GROUP_NOT_EXIST: wrong name for the code",
+            b"error 28 TOKEN_NOT_ASSIGNED no colon",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(parse_refusal(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn negotiation_picks_highest_common() {

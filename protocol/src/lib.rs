@@ -15,6 +15,7 @@ pub mod event;
 pub mod handshake;
 pub mod ids;
 pub mod limits;
+pub mod pin;
 pub mod request;
 pub mod response;
 pub mod transfer;
@@ -52,4 +53,92 @@ pub mod close {
     pub const PROTOCOL_VIOLATION: u32 = 6;
     /// The user has too many sessions open; the oldest is closed.
     pub const SESSION_LIMIT: u32 = 7;
+    /// The session's token expired: log in again with a new token. The reason is a refusal
+    /// in the form of [`crate::handshake::refusal_reason`] (`error 28 TOKEN_NOT_ASSIGNED:
+    /// ...`).
+    pub const TOKEN_EXPIRED: u32 = 8;
+
+    /// A readable name for a close code (`"unknown code"` for one this crate does not know).
+    pub fn name(code: u32) -> &'static str {
+        match code {
+            NORMAL => "normal",
+            MALFORMED_FRAME => "malformed frame",
+            FRAME_TOO_LARGE => "frame too large",
+            SLOW_CONSUMER => "slow consumer",
+            SHUTDOWN => "broker shutting down",
+            HANDSHAKE_REFUSED => "handshake refused",
+            PROTOCOL_VIOLATION => "protocol violation",
+            SESSION_LIMIT => "session limit",
+            TOKEN_EXPIRED => "token expired",
+            _ => "unknown code",
+        }
+    }
+
+    /// The close code for a frame that could not be decoded, the same on both sides: too
+    /// large ([`FRAME_TOO_LARGE`]) or anything else ([`MALFORMED_FRAME`]).
+    pub fn for_frame_error(e: &crate::FrameError) -> u32 {
+        match e {
+            crate::FrameError::TooLarge { .. } => FRAME_TOO_LARGE,
+            _ => MALFORMED_FRAME,
+        }
+    }
+
+    /// The longest close reason either side sends, in bytes: a QUIC CONNECTION_CLOSE frame
+    /// must fit in one packet with its headers.
+    pub const MAX_REASON_BYTES: usize = 200;
+
+    /// `text` cut to at most [`MAX_REASON_BYTES`] bytes on a character boundary, as bytes
+    /// for `Connection::close`.
+    pub fn reason_bytes(text: &str) -> Vec<u8> {
+        let mut end = text.len().min(MAX_REASON_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.as_bytes()[..end].to_vec()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn codes_have_distinct_names() {
+            let codes = [
+                NORMAL,
+                MALFORMED_FRAME,
+                FRAME_TOO_LARGE,
+                SLOW_CONSUMER,
+                SHUTDOWN,
+                HANDSHAKE_REFUSED,
+                PROTOCOL_VIOLATION,
+                SESSION_LIMIT,
+                TOKEN_EXPIRED,
+            ];
+            let names: std::collections::HashSet<_> = codes.iter().map(|c| name(*c)).collect();
+            assert_eq!(names.len(), codes.len());
+            assert!(!names.contains("unknown code"));
+            assert_eq!(name(9999), "unknown code");
+        }
+
+        #[test]
+        fn reasons_are_cut_on_a_character_boundary() {
+            assert_eq!(reason_bytes("short"), b"short");
+            let long = "é".repeat(150); // 300 bytes, 2 per character
+            let cut = reason_bytes(&long);
+            assert_eq!(cut.len(), MAX_REASON_BYTES);
+            assert!(std::str::from_utf8(&cut).is_ok());
+            let odd = format!("x{}", "é".repeat(150));
+            let cut = reason_bytes(&odd);
+            assert_eq!(cut.len(), MAX_REASON_BYTES - 1);
+            assert!(std::str::from_utf8(&cut).is_ok());
+        }
+
+        #[test]
+        fn frame_errors_map_to_their_codes() {
+            let big = crate::FrameError::TooLarge { len: 9, max: 1 };
+            assert_eq!(for_frame_error(&big), FRAME_TOO_LARGE);
+            let bad = crate::FrameError::Trailing { unread: 1 };
+            assert_eq!(for_frame_error(&bad), MALFORMED_FRAME);
+        }
+    }
 }

@@ -26,6 +26,12 @@ use serde::{Deserialize, Serialize};
 /// it for a resume.
 pub const CANCELLED: u32 = 1;
 
+/// Bytes moved per read or write of a file's raw bytes, by the broker and the client alike
+/// (the broker's upload reads and download writes, the client's upload writes and download
+/// reads): large enough to amortise a syscall and a task wake-up, small enough that a
+/// transfer holds little memory per stream.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
 /// The first frame on a transfer stream.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub enum TransferHeader {
