@@ -1,12 +1,13 @@
 //! Identifier rules: user ids, group ids, attribute keys.
 
-use crate::error::ApiError;
+use crate::error::{shown, ApiError};
 
 /// Checks a user id: 1-64 bytes of `[A-Za-z0-9_.@-]`. `what` names the parameter in errors.
 pub fn check_user_id(what: &str, id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 64 {
         return Err(ApiError::param(format!(
-            "{what} {id:?} must be 1 to 64 bytes, got {}",
+            "{what} {} must be 1 to 64 bytes, got {}",
+            shown(id),
             id.len()
         )));
     }
@@ -15,7 +16,8 @@ pub fn check_user_id(what: &str, id: &str) -> Result<(), ApiError> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-')))
     {
         return Err(ApiError::param(format!(
-            "{what} {id:?} contains {bad:?}; allowed are A-Z a-z 0-9 _ . @ -"
+            "{what} {} contains {bad:?}; allowed are A-Z a-z 0-9 _ . @ -",
+            shown(id)
         )));
     }
     Ok(())
@@ -26,7 +28,8 @@ pub fn parse_group_id(id: &str) -> Result<u64, ApiError> {
     match id.parse::<u64>() {
         Ok(n) if n > 0 && !id.starts_with('+') && !id.starts_with('0') => Ok(n),
         _ => Err(ApiError::param(format!(
-            "groupId {id:?} is not a group id (a decimal number)"
+            "groupId {} is not a group id (a decimal number)",
+            shown(id)
         ))),
     }
 }
@@ -48,6 +51,8 @@ mod tests {
         let e = check_user_id("username", "").unwrap_err();
         assert!(e.message.contains("username"));
         assert!(check_user_id("username", &"x".repeat(65)).is_err());
+        let e = check_user_id("username", &"y".repeat(100_000)).unwrap_err();
+        assert!(e.message.len() < 200, "a short prefix: {}", e.message);
         let e = check_user_id("users", "bad name").unwrap_err();
         assert!(e.message.contains("\"bad name\""), "{}", e.message);
     }

@@ -53,3 +53,13 @@ pub const MAX_HISTORY_PAGE: u32 = 100;
 pub const MAX_READ_USERS_PAGE: u32 = 100;
 /// Join-request message and rejection reason length, in characters.
 pub const MAX_REASON_CHARS: usize = 512;
+/// Keys named in one getGroupMembersAttributes call (`keys`; empty = all keys). A member
+/// has at most [`MAX_ATTRIBUTES_BYTES_PER_MEMBER`] of attributes, so a longer filter could
+/// only name keys nobody has.
+pub const MAX_ATTRIBUTE_KEYS: usize = 100;
+/// Page size of the paged mute, block and allow lists (getGroupMutelistPage,
+/// getGroupBlocklistPage, getGroupAllowlistPage). The unpaged calls answer at most this
+/// many entries too: the first page.
+pub const MAX_LIST_PAGE: u32 = 1000;
+/// Characters of a refused value an error message echoes (see [`crate::error::shown`]).
+pub const MAX_ECHO_CHARS: usize = 32;

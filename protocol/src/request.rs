@@ -258,6 +258,28 @@ pub enum Request {
         after: Option<u64>,
         limit: u32,
     },
+    /// getGroupMutelist, paged: at most `limit` (1 to [`crate::limits::MAX_LIST_PAGE`])
+    /// muted users ordered by user id, after `cursor` (the last user id of the previous
+    /// page; None = first page). Answered with [`crate::Response::MutesPage`].
+    GetGroupMutelistPage {
+        group_id: String,
+        limit: u32,
+        cursor: Option<String>,
+    },
+    /// getGroupBlocklist, paged like [`Request::GetGroupMutelistPage`]; answered with
+    /// [`crate::Response::UsersPage`].
+    GetGroupBlocklistPage {
+        group_id: String,
+        limit: u32,
+        cursor: Option<String>,
+    },
+    /// getGroupAllowlist, paged like [`Request::GetGroupMutelistPage`]; answered with
+    /// [`crate::Response::UsersPage`].
+    GetGroupAllowlistPage {
+        group_id: String,
+        limit: u32,
+        cursor: Option<String>,
+    },
 }
 
 impl Request {
@@ -313,6 +335,9 @@ impl Request {
             Self::SendGroupMessage { .. } => "sendGroupMessage",
             Self::AckGroupMessage { .. } => "ackGroupMessage",
             Self::GetGroupMessages { .. } => "getGroupMessages",
+            Self::GetGroupMutelistPage { .. } => "getGroupMutelistPage",
+            Self::GetGroupBlocklistPage { .. } => "getGroupBlocklistPage",
+            Self::GetGroupAllowlistPage { .. } => "getGroupAllowlistPage",
         }
     }
 
@@ -370,7 +395,10 @@ impl Request {
             | Self::GetGroupMsgReadUser { group_id, .. }
             | Self::SendGroupMessage { group_id, .. }
             | Self::AckGroupMessage { group_id, .. }
-            | Self::GetGroupMessages { group_id, .. } => Some(group_id),
+            | Self::GetGroupMessages { group_id, .. }
+            | Self::GetGroupMutelistPage { group_id, .. }
+            | Self::GetGroupBlocklistPage { group_id, .. }
+            | Self::GetGroupAllowlistPage { group_id, .. } => Some(group_id),
         }
     }
 
@@ -559,6 +587,21 @@ impl Request {
                 before: None,
                 after: Some(3),
                 limit: 100,
+            },
+            Self::GetGroupMutelistPage {
+                group_id: g(),
+                limit: 100,
+                cursor: None,
+            },
+            Self::GetGroupBlocklistPage {
+                group_id: g(),
+                limit: 100,
+                cursor: Some(u("a")),
+            },
+            Self::GetGroupAllowlistPage {
+                group_id: g(),
+                limit: 1,
+                cursor: None,
             },
         ]
     }

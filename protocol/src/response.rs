@@ -186,6 +186,17 @@ pub enum Response {
     Messages {
         messages: Vec<crate::event::GroupMessage>,
     },
+    /// getGroupMutelistPage, by user id; `cursor` is None on the last page.
+    MutesPage {
+        mutes: Vec<MuteEntry>,
+        cursor: Option<String>,
+    },
+    /// getGroupBlocklistPage, getGroupAllowlistPage, by user id; `cursor` is None on the
+    /// last page.
+    UsersPage {
+        users: Vec<String>,
+        cursor: Option<String>,
+    },
 }
 
 impl Response {
@@ -304,6 +315,17 @@ impl Response {
             },
             Self::Messages {
                 messages: vec![crate::event::GroupMessage::example()],
+            },
+            Self::MutesPage {
+                mutes: vec![MuteEntry {
+                    user: "a".into(),
+                    expire: 7,
+                }],
+                cursor: Some("a".into()),
+            },
+            Self::UsersPage {
+                users: vec!["a".into()],
+                cursor: None,
             },
         ]
     }

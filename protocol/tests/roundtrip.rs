@@ -24,8 +24,9 @@ where
 #[test]
 fn every_request_round_trips() {
     let examples = Request::examples();
-    // One example per method of the contract plus ping.
-    assert_eq!(examples.len(), 49);
+    // One example per method of the contract plus ping, plus the paged mute, block and
+    // allow lists.
+    assert_eq!(examples.len(), 52);
     let mut methods: Vec<_> = examples.iter().map(|r| r.method()).collect();
     methods.sort();
     methods.dedup();
@@ -143,7 +144,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_frames_never_panic(idx in 0usize..49, pos in any::<usize>(), val in any::<u8>()) {
+    fn mutated_valid_frames_never_panic(idx in 0usize..52, pos in any::<usize>(), val in any::<u8>()) {
         let request = Request::examples().swap_remove(idx);
         let mut buf = BytesMut::new();
         encode_frame(&ClientFrame::Request { id: 1, request }, &mut buf).unwrap();
