@@ -207,6 +207,17 @@ impl ApiError {
     }
 }
 
+/// A value as an error message echoes it: quoted, at most [`crate::limits::MAX_ECHO_CHARS`]
+/// characters of it, and its length in bytes when it was cut. A refused value can be as
+/// long as a frame; the answer that names it should not be.
+pub fn shown(value: &str) -> String {
+    let max = crate::limits::MAX_ECHO_CHARS;
+    match value.char_indices().nth(max) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +231,15 @@ mod tests {
         }
         assert_eq!(ErrorCode::GroupNotExist.code(), 605);
         assert_eq!(ErrorCode::RequestParameterError.code(), -3);
+    }
+
+    #[test]
+    fn shown_values_are_short_prefixes() {
+        assert_eq!(shown("alice"), "\"alice\"");
+        let long = "é".repeat(1000);
+        let s = shown(&long);
+        assert!(s.starts_with(&format!("{:?}", "é".repeat(32)).trim_end_matches('"')));
+        assert!(s.ends_with("... (2000 bytes)"), "{s}");
+        assert!(s.len() < 100, "{s}");
     }
 }
