@@ -14,6 +14,7 @@ pub mod group;
 pub mod metrics;
 pub mod node;
 pub mod presence;
+pub mod quota;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -19,6 +19,8 @@ pub struct Node {
     pub files: Files,
     /// The app secret that signs tokens.
     pub secret: Vec<u8>,
+    /// Per-user rate limits and the free-disk watermark.
+    pub quotas: crate::quota::Quotas,
     next_session: AtomicU64,
 }
 
@@ -31,7 +33,13 @@ impl Node {
         files: Files,
         secret: Vec<u8>,
     ) -> Self {
+        let quotas = crate::quota::Quotas::new(
+            &crate::quota::QuotaSettings::from_config(&config),
+            &config.server.data_dir,
+            &config.files_dir(),
+        );
         Self {
+            quotas,
             config,
             store,
             presence,

@@ -83,6 +83,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     .with_context(|| format!("cannot open the store in {}", data_dir.join("db").display()))?;
 
     store.set_commit_window(Duration::from_micros(config.store.group_commit_window_us));
+    store.set_kept_limits(
+        config.sessions.kept_events_max,
+        config.sessions.kept_events_per_sender_max,
+    );
     let metrics_addr = match config.metrics.listen {
         Some(addr) => Some(crate::metrics::serve(addr, store.clone()).await?),
         None => None,
@@ -111,6 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
             server_max_users: config.limits.server_max_users,
             max_admins: config.limits.max_admins as usize,
             max_groups_per_user: config.limits.max_groups_per_user as usize,
+            members_as_invitations: config.groups.create_members_as_invitations,
         },
         idle: Duration::from_secs(config.groups.idle_stop_secs.max(1)),
         fault_injection: config.debug.fault_injection,

@@ -26,7 +26,7 @@ pub use event::{EventDetail, GroupEvent, GroupEventOp, GroupMessage, Push};
 pub use handshake::{
     ClientFrame, Hello, ServerFrame, Welcome, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
 };
-pub use request::{CreateGroupData, Request};
+pub use request::{CreateGroupData, Request, RequestClass};
 pub use response::{
     GroupInfo, GroupInfoEntry, JoinedGroup, MemberEntry, MuteEntry, PublicGroup, ReadUser,
     Response, Role, SharedFile,

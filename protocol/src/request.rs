@@ -44,6 +44,17 @@ impl Default for CreateGroupData {
     }
 }
 
+/// How a request counts against a user's rate limits ([`Request::class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestClass {
+    /// Changes nothing: not rate limited.
+    Read,
+    /// Changes state (management, membership, attributes, receipts, file deletion).
+    Change,
+    /// sendGroupMessage.
+    Message,
+}
+
 /// One request of the group API. Each has a client method of the same name in snake_case.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "camelCase")]
@@ -338,6 +349,35 @@ impl Request {
             Self::GetGroupMutelistPage { .. } => "getGroupMutelistPage",
             Self::GetGroupBlocklistPage { .. } => "getGroupBlocklistPage",
             Self::GetGroupAllowlistPage { .. } => "getGroupAllowlistPage",
+        }
+    }
+
+    /// What the request does, for per-user rate limits: reads are not limited, sends are
+    /// limited as messages, everything else as a state-changing request.
+    pub fn class(&self) -> RequestClass {
+        match self {
+            Self::SendGroupMessage { .. } => RequestClass::Message,
+            Self::Ping { .. }
+            | Self::GetGroupInfo { .. }
+            | Self::ListGroupMembers { .. }
+            | Self::GetGroupAdmin { .. }
+            | Self::GetGroupMutelist { .. }
+            | Self::IsInGroupMutelist { .. }
+            | Self::GetGroupBlocklist { .. }
+            | Self::GetGroupAllowlist { .. }
+            | Self::IsInGroupAllowlist { .. }
+            | Self::FetchGroupAnnouncement { .. }
+            | Self::GetGroupSharedFilelist { .. }
+            | Self::GetGroupMemberAttributes { .. }
+            | Self::GetGroupMembersAttributes { .. }
+            | Self::GetJoinedGroups { .. }
+            | Self::GetPublicGroups { .. }
+            | Self::GetGroupMsgReadUser { .. }
+            | Self::GetGroupMessages { .. }
+            | Self::GetGroupMutelistPage { .. }
+            | Self::GetGroupBlocklistPage { .. }
+            | Self::GetGroupAllowlistPage { .. } => RequestClass::Read,
+            _ => RequestClass::Change,
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Config {
     pub messages: MessagesConfig,
     /// `[files]`: shared-file storage.
     pub files: FilesConfig,
+    /// `[quotas]`: per-user rate limits and the free-disk watermark.
+    pub quotas: QuotasConfig,
     /// `[debug]`: test hooks, off by default; never for production.
     pub debug: DebugConfig,
 }
@@ -235,12 +237,17 @@ pub struct GroupsConfig {
     /// A group actor with no traffic for this long is stopped (its state stays in the
     /// store and is re-read on next use), in seconds. Default `300`.
     pub idle_stop_secs: u64,
+    /// createGroup's `members` are invited (each gets a pending invitation to accept or
+    /// reject) instead of being added without being asked. Default `false` (the seed's
+    /// behaviour: added directly, told by `directJoined`).
+    pub create_members_as_invitations: bool,
 }
 
 impl Default for GroupsConfig {
     fn default() -> Self {
         Self {
             idle_stop_secs: 300,
+            create_members_as_invitations: false,
         }
     }
 }
@@ -274,6 +281,12 @@ pub struct SessionsConfig {
     /// events (`ignore_events`, one-shot CLI commands) accumulates. At least 1.
     /// Default `10000`.
     pub kept_events_max: usize,
+    /// Of the events kept for one user, how many one operator's actions may fill; beyond it
+    /// that operator's oldest event for the user is dropped when a new one is written, so
+    /// that one user flooding another's kept events (groups created with them as a member,
+    /// then destroyed, over and over) pushes out only their own. At least 1.
+    /// Default `1000`.
+    pub kept_events_per_sender_max: usize,
 }
 
 impl Default for SessionsConfig {
@@ -285,6 +298,7 @@ impl Default for SessionsConfig {
             coalesce_busy_ms: 200,
             coalesce_window_ms: 50,
             kept_events_max: 10_000,
+            kept_events_per_sender_max: 1000,
         }
     }
 }
@@ -344,6 +358,43 @@ impl Default for MessagesConfig {
             read_receipt_max_group_size: 500,
             read_receipt_window_secs: 259_200,
             dedup_window_secs: 600,
+        }
+    }
+}
+
+/// `[quotas]`: what one user may cost the others: per-user token buckets (over all their
+/// sessions on this node) and the node's free-disk watermark. Over a rate, a request is
+/// answered 509 (MESSAGE_CURRENT_LIMITING) naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasConfig {
+    /// State-changing requests (everything but reads and sends: management, membership,
+    /// attributes, receipts, createGroup) one user may make per second; `0` = no limit.
+    /// Default `50`.
+    pub requests_per_sec: u32,
+    /// State-changing requests one user may make at once before the rate applies; at
+    /// least 1. Default `500`.
+    pub requests_burst: u32,
+    /// Messages one user may send per second, over all groups; `0` = no limit (see also
+    /// `messages.rate_limit_per_sec`, per group). Default `100`.
+    pub messages_per_sec: u32,
+    /// Messages one user may send at once before the rate applies; at least 1.
+    /// Default `1000`.
+    pub messages_burst: u32,
+    /// Sends and uploads are refused while the data (or files) directory has less than
+    /// this many MiB free, so that the disk never fills under the store; `0` = never.
+    /// Default `256`.
+    pub min_free_disk_mb: u64,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_sec: 50,
+            requests_burst: 500,
+            messages_per_sec: 100,
+            messages_burst: 1000,
+            min_free_disk_mb: 256,
         }
     }
 }

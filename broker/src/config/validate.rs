@@ -113,6 +113,14 @@ impl Config {
         )?;
         at_least("sessions.idle_timeout_secs", s.idle_timeout_secs, 1, "")?;
         at_least("sessions.kept_events_max", s.kept_events_max, 1, "")?;
+        at_least(
+            "sessions.kept_events_per_sender_max",
+            s.kept_events_per_sender_max,
+            1,
+            "",
+        )?;
+        at_least("quotas.requests_burst", self.quotas.requests_burst, 1, "")?;
+        at_least("quotas.messages_burst", self.quotas.messages_burst, 1, "")?;
         at_most("sessions.idle_timeout_secs", s.idle_timeout_secs, 86_400)?;
         at_most("sessions.coalesce_window_ms", s.coalesce_window_ms, 1_000)?;
         at_most(

@@ -109,8 +109,12 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn parse_msg_id(id: &str) -> Result<u64, ApiError> {
-    id.parse::<u64>()
-        .map_err(|_| ApiError::param(format!("msgId {id:?} is not a message id")))
+    id.parse::<u64>().map_err(|_| {
+        ApiError::param(format!(
+            "msgId {} is not a message id",
+            convoke_protocol::error::shown(id)
+        ))
+    })
 }
 
 /// Work the publisher does, in order, once a write set is durable.

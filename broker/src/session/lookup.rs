@@ -4,11 +4,11 @@
 
 use crate::clock::now_ms;
 use crate::group::model::info_from_meta;
-use crate::group::rules::Caller;
+use crate::group::rules::{check_members_size, Caller};
 use crate::node::Node;
 use convoke_protocol::{
-    ids::parse_group_id, limits, ApiError, ErrorCode, GroupInfoEntry, JoinedGroup, PublicGroup,
-    Request, Response,
+    error::shown, ids::parse_group_id, limits, ApiError, ErrorCode, GroupInfoEntry, JoinedGroup,
+    PublicGroup, Request, Response,
 };
 
 type Reply = Result<Response, ApiError>;
@@ -19,7 +19,15 @@ pub async fn serve(node: &Node, caller: &Caller, request: Request) -> Reply {
             nonce,
             server_time: now_ms(),
         }),
-        Request::CreateGroup { data } => node.groups.create(caller.clone(), data).await,
+        Request::CreateGroup { data } => {
+            // Before a group id is taken and an actor started: an oversized `members` is
+            // refused for the cost of its decoding (the rule checks it again, first).
+            let maxusers = data.maxusers.unwrap_or(limits::DEFAULT_MAX_USERS);
+            if maxusers <= node.config.limits.server_max_users {
+                check_members_size(data.members.len(), maxusers)?;
+            }
+            node.groups.create(caller.clone(), data).await
+        }
         Request::GetGroupInfo { group_ids } => group_info(node, caller, &group_ids),
         Request::GetJoinedGroups {
             page_num,
@@ -162,7 +170,8 @@ fn public(node: &Node, limit: u32, cursor: Option<&str>) -> Reply {
         None | Some("") => None,
         Some(c) => Some(c.parse::<u64>().map_err(|_| {
             ApiError::param(format!(
-                "cursor {c:?} is not a cursor returned by getPublicGroups"
+                "cursor {} is not a cursor returned by getPublicGroups",
+                shown(c)
             ))
         })?),
     };

@@ -9,9 +9,10 @@ use super::io::Responder;
 use super::lookup;
 use crate::group::rules::Caller;
 use crate::node::Node;
+use crate::quota::{Admitted, Disk};
 use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::handshake::ServerFrame;
-use convoke_protocol::{ids::parse_group_id, ApiError, Request, Response};
+use convoke_protocol::{ids::parse_group_id, ApiError, ErrorCode, Request, RequestClass, Response};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
@@ -29,28 +30,60 @@ pub async fn route(
 ) {
     let started = Instant::now();
     let method = request.method();
+    let admitted = match admit(node, caller, &request) {
+        Ok(a) => a,
+        Err(e) => return respond(responses, id, method, started, Err(e)).await,
+    };
     match request.group_id().map(parse_group_id) {
-        Some(Err(e)) => respond(responses, id, method, started, Err(e)).await,
+        Some(Err(e)) => {
+            admitted.refused(&node.quotas, &caller.user);
+            respond(responses, id, method, started, Err(e)).await;
+        }
         Some(Ok(gid)) => match node.groups.dispatch(gid, caller.clone(), request).await {
             Ok(pending) => {
                 let responses = responses.clone();
+                let (quotas, user) = (node.quotas.clone(), caller.user.clone());
                 tokio::spawn(async move {
                     let result = pending.wait().await;
+                    if result.is_err() {
+                        admitted.refused(&quotas, &user);
+                    }
                     respond(&responses, id, method, started, result).await;
                     drop(slot);
                 });
             }
-            Err(e) => respond(responses, id, method, started, Err(e)).await,
+            Err(e) => {
+                admitted.refused(&node.quotas, &caller.user);
+                respond(responses, id, method, started, Err(e)).await;
+            }
         },
         None => {
             let (node, caller, responses) = (node.clone(), caller.clone(), responses.clone());
             tokio::spawn(async move {
                 let result = lookup::serve(&node, &caller, request).await;
+                if result.is_err() {
+                    admitted.refused(&node.quotas, &caller.user);
+                }
                 respond(&responses, id, method, started, result).await;
                 drop(slot);
             });
         }
     }
+}
+
+/// The caller's rate limits and, for a send, the disk watermark (see [`crate::quota`]).
+/// App admins (the operator's own tools) are not rate limited.
+fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<Admitted, ApiError> {
+    let class = request.class();
+    if class == RequestClass::Message {
+        node.quotas.check_disk(Disk::Data, ErrorCode::ServerBusy)?;
+    }
+    let class = if caller.app_admin {
+        RequestClass::Read
+    } else {
+        class
+    };
+    node.quotas.admit(&caller.user, class)
 }
 
 async fn respond(

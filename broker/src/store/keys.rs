@@ -16,6 +16,11 @@ pub const PUBLIC: u8 = b'p';
 /// Kept events: `i <user> 0 <id>` -> the encoded `Push::Kept` frame of event `id`, until a
 /// client of the user acknowledges it.
 pub const INBOX: u8 = b'i';
+/// Kept events by group: `e <user> 0 <gid:8> <id:8>` -> the event's operator (see
+/// `store::kept`).
+pub const KEPT_BY_GROUP: u8 = b'e';
+/// Kept events by operator: `f <user> 0 <operator> 0 <id:8>` -> the gid (see `store::kept`).
+pub const KEPT_BY_SENDER: u8 = b'f';
 /// Groups with timed mutes, re-armed at start: `t <gid>` -> ().
 pub const TIMED: u8 = b't';
 

@@ -7,6 +7,7 @@
 pub mod commit;
 pub mod history;
 pub mod keys;
+pub mod kept;
 
 pub use commit::{Committer, Durable, WriteSet};
 pub use history::MessageRec;
@@ -15,7 +16,6 @@ use crate::files::FileRec;
 use crate::group::model::{Group, GroupMeta, Invite, JoinRequest, MemberRec};
 use crate::group::rules::{Dirty, Env};
 use bincode::{Decode, Encode};
-use convoke_protocol::Push;
 use keys::Kind;
 use std::path::Path;
 
@@ -56,6 +56,8 @@ fn decode<T: Decode<()>>(key: &[u8], bytes: &[u8]) -> Result<T> {
 pub struct Store {
     db: sled::Db,
     committer: Committer,
+    /// The bounds on kept events ([`kept`]).
+    kept: std::sync::Arc<kept::KeptLimits>,
 }
 
 impl Store {
@@ -67,7 +69,11 @@ impl Store {
             .open()?;
         let committer =
             Committer::start(db.clone()).map_err(|e| StoreError::Commit(e.to_string()))?;
-        Ok(Self { db, committer })
+        Ok(Self {
+            db,
+            committer,
+            kept: std::sync::Arc::default(),
+        })
     }
 
     /// Applies `ws` atomically and returns once it is durable.
@@ -104,7 +110,7 @@ impl Store {
     /// released when this returns (another process may then open them). Other clones of
     /// this store must have been dropped first.
     pub fn close(self) {
-        let Store { db, committer } = self;
+        let Store { db, committer, .. } = self;
         drop(db);
         committer.close();
     }
@@ -321,63 +327,7 @@ impl Store {
         Ok(out)
     }
 
-    // ---- kept events -------------------------------------------------------------------------
-
-    /// Keeps the encoded frame of kept event `id` for `user`, as part of `ws`, until a
-    /// client of theirs acknowledges `id`.
-    pub fn inbox_put(&self, ws: &mut WriteSet, user: &str, id: u64, frame: &[u8]) {
-        ws.put(keys::inbox_key(user, id), frame.to_vec());
-    }
-
-    /// The events kept for `user`, oldest first, each as a `Push::Kept` frame, and how many
-    /// older ones were dropped because more than `max` were waiting. An entry written
-    /// before kept events had ids on the wire (a plain `Push::Group` frame) is sent as a
-    /// `Push::Kept` whose id is its key, so that it can be acknowledged too.
-    pub fn inbox_pending(&self, user: &str, max: usize) -> Result<(Vec<bytes::Bytes>, usize)> {
-        // Newest first, so that only `max` entries are ever held; older ones are dropped.
-        let mut entries = Vec::new();
-        let mut dropped = 0;
-        for kv in self.db.scan_prefix(keys::inbox_prefix(user)).rev() {
-            let (k, v) = kv?;
-            if entries.len() < max {
-                entries.push((k, v));
-            } else {
-                self.db.remove(k)?;
-                dropped += 1;
-            }
-        }
-        entries.reverse();
-        let mut frames = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            let legacy = match convoke_protocol::decode_frame::<Push>(
-                &mut bytes::BytesMut::from(&v[..]),
-                convoke_protocol::codec::MAX_FRAME_LEN,
-            ) {
-                Ok(Some(Push::Group(event))) => {
-                    keys::trailing_u64(&k).map(|id| Push::Kept { id, event })
-                }
-                _ => None,
-            };
-            match legacy.map(|p| convoke_protocol::codec::frame_bytes(&p)) {
-                Some(Ok(frame)) => frames.push(frame),
-                _ => frames.push(bytes::Bytes::copy_from_slice(&v)),
-            }
-        }
-        Ok((frames, dropped))
-    }
-
-    /// Stops keeping the acknowledged events `ids` for `user` (ids not kept for them are
-    /// ignored). Applied at once, so that the user's next login no longer sees them, but
-    /// not flushed: an acknowledgement lost in a crash only means the event is sent once
-    /// more. (Plain removes, not a batch: a sled batch costs a log-buffer write of its own,
-    /// and each removal stands alone.) A client can only acknowledge an event it received,
-    /// i.e. after the commit that kept it, so a removal never overtakes its insertion.
-    pub fn inbox_ack(&self, user: &str, ids: &[u64]) -> Result<()> {
-        for id in ids {
-            self.db.remove(keys::inbox_key(user, *id))?;
-        }
-        Ok(())
-    }
+    // Kept events: see [`kept`].
 }
 
 fn set_flag(ws: &mut WriteSet, key: Vec<u8>, on: bool) {

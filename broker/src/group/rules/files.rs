@@ -183,7 +183,11 @@ fn find(g: &Group, file_id: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::DownloadFileError,
-                format!("file {file_id:?} does not exist in group {:?}", g.id_str),
+                format!(
+                    "file {} does not exist in group {:?}",
+                    convoke_protocol::error::shown(file_id),
+                    g.id_str
+                ),
             )
         })
 }

@@ -10,13 +10,15 @@
 //! request changes nothing" holds.
 
 pub mod files;
+mod lists;
 pub mod messages;
 mod moderation;
+pub mod rate;
 
 pub use moderation::expire_mutes;
 mod roster;
 
-pub use roster::create;
+pub use roster::{check_members_size, create};
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +44,9 @@ pub struct Limits {
     pub server_max_users: u32,
     pub max_admins: usize,
     pub max_groups_per_user: usize,
+    /// createGroup's `members` are invited (pending invitations the users accept or
+    /// reject) instead of added: `groups.create_members_as_invitations`.
+    pub members_as_invitations: bool,
 }
 
 impl Default for Limits {
@@ -51,6 +56,7 @@ impl Default for Limits {
             server_max_users: l::DEFAULT_SERVER_MAX_USERS,
             max_admins: l::MAX_ADMINS,
             max_groups_per_user: l::MAX_GROUPS_PER_USER,
+            members_as_invitations: false,
         }
     }
 }
@@ -201,19 +207,32 @@ pub fn apply(g: &mut Group, caller: &Caller, req: &Request, ctx: &Ctx<'_>) -> Ou
         R::UnblockGroupMembers { usernames, .. } => {
             roster::unblock(g, caller, usernames, "usernames", ctx)
         }
-        R::GetGroupBlocklist { .. } => {
-            need_admin(g, caller)?;
-            Ok(Effects::read(Response::Users {
-                users: g.block.iter().cloned().collect(),
-            }))
-        }
+        R::GetGroupBlocklist { .. } => unpaged(g, caller, lists::List::Block, ctx),
+        R::GetGroupBlocklistPage { limit, cursor, .. } => lists::page(
+            g,
+            caller,
+            lists::List::Block,
+            *limit,
+            cursor.as_deref(),
+            true,
+            ctx,
+        ),
         R::MuteGroupMember {
             username,
             mute_duration,
             ..
         } => moderation::mute(g, caller, username, *mute_duration, ctx),
         R::UnmuteGroupMember { username, .. } => moderation::unmute(g, caller, username, ctx),
-        R::GetGroupMutelist { .. } => moderation::mutelist(g, caller, ctx),
+        R::GetGroupMutelist { .. } => unpaged(g, caller, lists::List::Mute, ctx),
+        R::GetGroupMutelistPage { limit, cursor, .. } => lists::page(
+            g,
+            caller,
+            lists::List::Mute,
+            *limit,
+            cursor.as_deref(),
+            true,
+            ctx,
+        ),
         R::IsInGroupMutelist { .. } => {
             need_member(g, caller)?;
             Ok(Effects::read(Response::Bool {
@@ -226,12 +245,16 @@ pub fn apply(g: &mut Group, caller: &Caller, req: &Request, ctx: &Ctx<'_>) -> Ou
         R::RemoveGroupAllowlistMember { user_name, .. } => {
             moderation::allow_remove(g, caller, user_name, ctx)
         }
-        R::GetGroupAllowlist { .. } => {
-            need_admin(g, caller)?;
-            Ok(Effects::read(Response::Users {
-                users: g.allow.iter().cloned().collect(),
-            }))
-        }
+        R::GetGroupAllowlist { .. } => unpaged(g, caller, lists::List::Allow, ctx),
+        R::GetGroupAllowlistPage { limit, cursor, .. } => lists::page(
+            g,
+            caller,
+            lists::List::Allow,
+            *limit,
+            cursor.as_deref(),
+            true,
+            ctx,
+        ),
         R::IsInGroupAllowlist { user_name, .. } => moderation::is_allowed(g, caller, user_name),
         R::FetchGroupAnnouncement { .. } => {
             if !g.meta.public {
@@ -277,6 +300,12 @@ pub fn apply(g: &mut Group, caller: &Caller, req: &Request, ctx: &Ctx<'_>) -> Ou
         R::DeleteGroupSharedFile { file_id, .. } => files::delete(g, caller, file_id, ctx.now),
         other => Err(ApiError::not_implemented(other.method())),
     }
+}
+
+/// An unpaged list call of the contract: its first page.
+fn unpaged(g: &Group, caller: &Caller, list: lists::List, ctx: &Ctx<'_>) -> Outcome {
+    let max = convoke_protocol::limits::MAX_LIST_PAGE;
+    lists::page(g, caller, list, max, None, false, ctx)
 }
 
 // ---- shared checks -------------------------------------------------------------------

@@ -7,10 +7,11 @@ use super::{
 };
 use crate::group::model::{Group, FOREVER};
 use convoke_protocol::{
+    error::shown,
     ids::{check_user_id, is_valid_attribute_key},
     limits, ApiError, ErrorCode, EventDetail, GroupEventOp as Op, MuteEntry, Push, Response, Role,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn modify(
     g: &mut Group,
@@ -173,20 +174,6 @@ pub fn expire_mutes(g: &mut Group, now: i64) -> Option<Effects> {
     Some(fx)
 }
 
-pub(super) fn mutelist(g: &Group, caller: &Caller, ctx: &Ctx<'_>) -> Outcome {
-    need_admin(g, caller)?;
-    let mutes = g
-        .mutes
-        .iter()
-        .filter(|(u, _)| g.is_muted(u, ctx.now))
-        .map(|(u, &expire)| MuteEntry {
-            user: u.clone(),
-            expire,
-        })
-        .collect();
-    Ok(Effects::read(Response::Mutes { mutes }))
-}
-
 pub(super) fn mute_all(g: &mut Group, caller: &Caller, on: bool, ctx: &Ctx<'_>) -> Outcome {
     need_admin(g, caller)?;
     g.meta.mute_all = on;
@@ -316,10 +303,18 @@ pub(super) fn set_attributes(
             "memberAttributes must set at least one key",
         ));
     }
+    if attrs.len() > limits::MAX_ATTRIBUTE_KEYS {
+        return Err(attr_error(format!(
+            "memberAttributes sets {} keys; at most {} per call",
+            attrs.len(),
+            limits::MAX_ATTRIBUTE_KEYS
+        )));
+    }
     for (k, v) in attrs {
         if !is_valid_attribute_key(k) {
             return Err(attr_error(format!(
-                "attribute key {k:?} must be 1 to 16 bytes of A-Z a-z 0-9 _"
+                "attribute key {} must be 1 to 16 bytes of A-Z a-z 0-9 _",
+                shown(k)
             )));
         }
         if v.len() > limits::MAX_ATTRIBUTE_VALUE_BYTES {
@@ -399,24 +394,39 @@ pub(super) fn get_attributes(
     single: bool,
 ) -> Outcome {
     let what = if single { "userId" } else { "userIds" };
+    // Sizes first: nothing is looked at per entry of an oversized list.
+    if keys.len() > limits::MAX_ATTRIBUTE_KEYS {
+        return Err(ApiError::param(format!(
+            "keys names {} keys; at most {} per call",
+            keys.len(),
+            limits::MAX_ATTRIBUTE_KEYS
+        )));
+    }
     check_user_list(what, users, limits::MAX_ATTRIBUTE_USERS)?;
     if let Some(k) = keys.iter().find(|k| !is_valid_attribute_key(k)) {
         return Err(ApiError::param(format!(
-            "keys: {k:?} is not an attribute key (1 to 16 bytes of A-Z a-z 0-9 _)"
+            "keys: {} is not an attribute key (1 to 16 bytes of A-Z a-z 0-9 _)",
+            shown(k)
         )));
     }
     need_member(g, caller)?;
+    // A set, so each member costs one look-up per key asked for (or one pass over their
+    // own attributes when all are asked for), never a scan of `keys` per attribute.
+    let wanted: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
     let mut out = BTreeMap::new();
     for u in users {
         let Some(rec) = g.members.get(u) else {
             return Err(ApiError::not_member(u, &g.id_str));
         };
-        let attrs: BTreeMap<String, String> = rec
-            .attributes
-            .iter()
-            .filter(|(k, _)| keys.is_empty() || keys.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let attrs: BTreeMap<String, String> = if wanted.is_empty() {
+            rec.attributes.clone()
+        } else {
+            wanted
+                .iter()
+                .filter_map(|k| rec.attributes.get_key_value(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
         out.insert(u.clone(), attrs);
     }
     if single {

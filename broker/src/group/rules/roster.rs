@@ -639,6 +639,20 @@ pub(super) fn unblock(
     Ok(fx)
 }
 
+/// createGroup's `members` against `maxusers` (the owner takes one place): checked before
+/// anything is done per member, so an oversized list costs nothing but its decoding.
+pub fn check_members_size(members: usize, maxusers: u32) -> Result<(), ApiError> {
+    if members.saturating_add(1) > maxusers as usize {
+        return Err(ApiError::new(
+            ErrorCode::GroupMembersFull,
+            format!(
+                "members lists {members} users; with the owner that exceeds maxusers {maxusers}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// createGroup: validates `data` and builds the new group with its effects.
 pub fn create(
     id: u64,
@@ -676,6 +690,7 @@ pub fn create(
             limits::MIN_MAX_USERS
         )));
     }
+    check_members_size(data.members.len(), maxusers)?;
     if !data.members.is_empty() {
         check_user_list("members", &data.members, usize::MAX)?;
     }
@@ -685,18 +700,12 @@ pub fn create(
             caller.user
         )));
     }
-    if data.members.len() + 1 > maxusers as usize {
-        return Err(ApiError::new(
-            ErrorCode::GroupMembersFull,
-            format!(
-                "members lists {} users; with the owner that exceeds maxusers {maxusers}",
-                data.members.len()
-            ),
-        ));
-    }
+    let invite = ctx.limits.members_as_invitations;
     for u in &data.members {
         check_exists(ctx, u)?;
-        check_group_quota(ctx, u)?;
+        if !invite {
+            check_group_quota(ctx, u)?;
+        }
     }
     check_group_quota(ctx, &caller.user)?;
     let meta = crate::group::model::GroupMeta {
@@ -721,14 +730,35 @@ pub fn create(
     });
     fx.touch(Dirty::Meta);
     fx.touch(Dirty::Member(caller.user.clone()));
-    for u in &data.members {
-        g.insert_member(u, MemberRec::new(Role::Member, ctx.now));
-        fx.touch(Dirty::Member(u.clone()));
+    if invite {
+        // Consent: each listed user gets a pending invitation from the creator (answered
+        // with acceptGroupInvite / rejectGroupInvite, whatever inviteNeedConfirm says),
+        // not a membership.
+        for u in &data.members {
+            g.invites.insert(
+                u.clone(),
+                Invite {
+                    inviter: caller.user.clone(),
+                    at: ctx.now,
+                },
+            );
+            fx.touch(Dirty::Invite(u.clone()));
+        }
+    } else {
+        for u in &data.members {
+            g.insert_member(u, MemberRec::new(Role::Member, ctx.now));
+            fx.touch(Dirty::Member(u.clone()));
+        }
     }
+    let op = if invite {
+        Op::InviteToJoin
+    } else {
+        Op::DirectJoined
+    };
     for u in &data.members {
         let ev = event(
             &g,
-            Op::DirectJoined,
+            op,
             &caller.user,
             vec![u.clone()],
             EventDetail::None,

@@ -1,0 +1,139 @@
+//! Token buckets: how many requests of one kind a user may make, as plain arithmetic over a
+//! `now` the driver passes in (ms since the Unix epoch), so it is tested without a clock.
+//!
+//! A bucket holds up to `burst` tokens and gains `per_sec` tokens a second; a request takes
+//! one. A request refused for another reason gives its token back ([`Bucket::give_back`]),
+//! so only what was done counts.
+
+/// One user's bucket for one kind of request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    tokens: f64,
+    /// When `tokens` was last brought up to date, ms since the Unix epoch.
+    at_ms: i64,
+}
+
+/// A rate: `per_sec` tokens a second, at most `burst` held. `per_sec` 0 = no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// Whether this rate limits anything.
+    pub fn is_limited(self) -> bool {
+        self.per_sec > 0
+    }
+
+    fn capacity(self) -> f64 {
+        f64::from(self.burst.max(1))
+    }
+}
+
+impl Bucket {
+    /// A full bucket at `now_ms`.
+    pub fn full(rate: Rate, now_ms: i64) -> Self {
+        Self {
+            tokens: rate.capacity(),
+            at_ms: now_ms,
+        }
+    }
+
+    /// Refills for the time since the last call (a clock that stepped back adds nothing).
+    fn refill(&mut self, rate: Rate, now_ms: i64) {
+        let elapsed = now_ms.saturating_sub(self.at_ms).max(0);
+        let gained = elapsed as f64 / 1000.0 * f64::from(rate.per_sec);
+        self.tokens = (self.tokens + gained).min(rate.capacity());
+        self.at_ms = self.at_ms.max(now_ms);
+    }
+
+    /// Takes one token at `now_ms`; false (and nothing taken) when the bucket is empty.
+    pub fn take(&mut self, rate: Rate, now_ms: i64) -> bool {
+        if !rate.is_limited() {
+            return true;
+        }
+        self.refill(rate, now_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Returns a token taken for a request that was then refused for another reason.
+    pub fn give_back(&mut self, rate: Rate) {
+        self.tokens = (self.tokens + 1.0).min(rate.capacity());
+    }
+
+    /// Whether the bucket is full at `now_ms`: it then says nothing a fresh one would not,
+    /// and can be forgotten.
+    pub fn is_full(&self, rate: Rate, now_ms: i64) -> bool {
+        let mut b = *self;
+        b.refill(rate, now_ms);
+        b.tokens >= rate.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: Rate = Rate {
+        per_sec: 10,
+        burst: 3,
+    };
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let mut b = Bucket::full(R, 0);
+        assert!(b.take(R, 0) && b.take(R, 0) && b.take(R, 0));
+        assert!(!b.take(R, 0), "the burst is spent");
+        assert!(!b.take(R, 99), "0.99 of a token after 99 ms at 10/s");
+        assert!(b.take(R, 100), "one token after 100 ms");
+        assert!(!b.take(R, 100));
+        assert!(b.is_full(R, 100 + 300));
+        assert!(!b.is_full(R, 100 + 299));
+    }
+
+    #[test]
+    fn refills_never_exceed_the_burst_and_the_clock_stepping_back_adds_nothing() {
+        let mut b = Bucket::full(R, 1_000);
+        for _ in 0..3 {
+            assert!(b.take(R, 1_000_000));
+        }
+        assert!(
+            !b.take(R, 1_000_000),
+            "an hour idle still holds only the burst"
+        );
+        assert!(!b.take(R, 0), "clock stepped back");
+        assert!(b.take(R, 1_000_100));
+    }
+
+    #[test]
+    fn a_refused_request_gives_its_token_back() {
+        let mut b = Bucket::full(R, 0);
+        for _ in 0..3 {
+            assert!(b.take(R, 0));
+        }
+        b.give_back(R);
+        assert!(b.take(R, 0));
+        for _ in 0..10 {
+            b.give_back(R);
+        }
+        assert!(b.is_full(R, 0), "never above the burst");
+    }
+
+    #[test]
+    fn a_zero_rate_is_no_limit() {
+        let off = Rate {
+            per_sec: 0,
+            burst: 0,
+        };
+        let mut b = Bucket::full(off, 0);
+        for _ in 0..10_000 {
+            assert!(b.take(off, 0));
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! Kept events: state-changing events stored for a user until a client of theirs
+//! acknowledges them (`i <user> 0 <id>` -> the encoded `Push::Kept` frame).
+//!
+//! Bounded when written, not only at login, so that nobody can grow another user's kept
+//! events without limit or push out the ones that matter to them:
+//! - **Superseded**: a `destroy` of a group, or a `removeMember` of the user, makes every
+//!   older event of that group kept for the user moot (whatever they said, the user is out
+//!   now): those are dropped as the new one is written. A user who creates groups with
+//!   someone as a member and destroys them leaves that someone one event per group.
+//! - **Per operator**: at most `sessions.kept_events_per_sender_max` of a user's kept events
+//!   come from one operator (the event's `from`); writing one more drops that operator's
+//!   oldest. A flood from one user pushes out only that user's own events.
+//! - **Per user**: at most `sessions.kept_events_max` in all; writing one more drops the
+//!   oldest (the login replay keeps the same bound for stores written before).
+//!
+//! Two index spaces make this cheap: `e <user> 0 <gid> <id>` -> the operator (a group's
+//! events for a user) and `f <user> 0 <operator> 0 <id>` -> the gid (an operator's events
+//! for a user). They are written and removed with their event; an index entry whose event is
+//! gone (an acknowledgement cut short by a crash) is removed when it is next met.
+
+use super::{keys, Result, Store, WriteSet};
+use bytes::{Bytes, BytesMut};
+use convoke_protocol::codec::{frame_bytes, MAX_FRAME_LEN};
+use convoke_protocol::{decode_frame, GroupEvent, GroupEventOp, Push};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The bounds on kept events (`sessions.kept_events_max`, `kept_events_per_sender_max`).
+#[derive(Debug)]
+pub struct KeptLimits {
+    max: AtomicUsize,
+    per_sender: AtomicUsize,
+}
+
+impl Default for KeptLimits {
+    fn default() -> Self {
+        Self {
+            max: AtomicUsize::new(10_000),
+            per_sender: AtomicUsize::new(1_000),
+        }
+    }
+}
+
+/// The event inside a kept frame (`Push::Kept`, or a plain `Push::Group` of older stores).
+fn event_of(frame: &[u8]) -> Option<GroupEvent> {
+    match decode_frame::<Push>(&mut BytesMut::from(frame), MAX_FRAME_LEN) {
+        Ok(Some(Push::Kept { event, .. } | Push::Group(event))) => Some(event),
+        _ => None,
+    }
+}
+
+/// Whether `ev`, kept for `user`, makes the user's older events of its group moot.
+fn supersedes(ev: &GroupEvent, user: &str) -> bool {
+    match ev.operation {
+        GroupEventOp::Destroy => true,
+        GroupEventOp::RemoveMember => ev.users.iter().any(|u| u == user),
+        _ => false,
+    }
+}
+
+fn by_group_prefix(user: &str, gid: u64) -> Vec<u8> {
+    let mut k = vec![keys::KEPT_BY_GROUP];
+    k.extend_from_slice(user.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&gid.to_be_bytes());
+    k
+}
+
+fn by_group_key(user: &str, gid: u64, id: u64) -> Vec<u8> {
+    let mut k = by_group_prefix(user, gid);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn by_sender_prefix(user: &str, from: &str) -> Vec<u8> {
+    let mut k = vec![keys::KEPT_BY_SENDER];
+    k.extend_from_slice(user.as_bytes());
+    k.push(0);
+    k.extend_from_slice(from.as_bytes());
+    k.push(0);
+    k
+}
+
+fn by_sender_key(user: &str, from: &str, id: u64) -> Vec<u8> {
+    let mut k = by_sender_prefix(user, from);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn gid_of(ev: &GroupEvent) -> u64 {
+    ev.group_id.parse().unwrap_or(0)
+}
+
+/// Adds to `ws` the removal of kept event `id` of `user` and its index entries.
+fn drop_writes(ws: &mut WriteSet, user: &str, id: u64, gid: u64, from: &str) {
+    ws.delete(keys::inbox_key(user, id));
+    ws.delete(by_group_key(user, gid, id));
+    ws.delete(by_sender_key(user, from, id));
+}
+
+impl Store {
+    /// Sets the bounds on kept events (from the configuration; both at least 1).
+    pub fn set_kept_limits(&self, max: usize, per_sender: usize) {
+        self.kept.max.store(max.max(1), Ordering::Relaxed);
+        self.kept
+            .per_sender
+            .store(per_sender.max(1), Ordering::Relaxed);
+    }
+
+    /// Keeps the encoded frame of kept event `id` for `user`, as part of `ws`, until a
+    /// client of theirs acknowledges `id`; drops (in `ws` too) what it supersedes and what
+    /// goes over the bounds (see the module doc).
+    pub fn inbox_put(&self, ws: &mut WriteSet, user: &str, id: u64, frame: &[u8]) {
+        if let Some(ev) = event_of(frame) {
+            if let Err(e) = self.bound_writes(ws, user, &ev) {
+                // Reading the index failed: keep the event all the same (nothing is lost;
+                // the login replay still bounds the total).
+                tracing::warn!(%user, error = %e, "could not bound the kept events");
+            }
+            let (gid, from) = (gid_of(&ev), ev.from.as_str());
+            ws.put(by_group_key(user, gid, id), from.as_bytes().to_vec());
+            ws.put(by_sender_key(user, from, id), gid.to_be_bytes().to_vec());
+        }
+        ws.put(keys::inbox_key(user, id), frame.to_vec());
+    }
+
+    /// The drops that make room for `ev` among `user`'s kept events.
+    fn bound_writes(&self, ws: &mut WriteSet, user: &str, ev: &GroupEvent) -> Result<()> {
+        let gid = gid_of(ev);
+        let mut dropped = std::collections::BTreeSet::new();
+        if supersedes(ev, user) {
+            let prefix = by_group_prefix(user, gid);
+            for kv in self.db.scan_prefix(&prefix) {
+                let (k, from) = kv?;
+                let Some(old) = keys::trailing_u64(&k) else {
+                    continue;
+                };
+                drop_writes(ws, user, old, gid, &String::from_utf8_lossy(&from));
+                dropped.insert(old);
+            }
+            if !dropped.is_empty() {
+                metrics::counter!("convoke_kept_events_superseded_total")
+                    .increment(dropped.len() as u64);
+            }
+        }
+        let mut over = 0u64;
+        // One operator's share.
+        let per_sender = self.kept.per_sender.load(Ordering::Relaxed);
+        let mine: Vec<(u64, u64)> = self
+            .db
+            .scan_prefix(by_sender_prefix(user, &ev.from))
+            .filter_map(|kv| {
+                let (k, v) = kv.ok()?;
+                let id = keys::trailing_u64(&k)?;
+                Some((id, keys::trailing_u64(&v).unwrap_or(0)))
+            })
+            .filter(|(id, _)| !dropped.contains(id))
+            .collect();
+        let excess = (mine.len() + 1).saturating_sub(per_sender);
+        for &(old, g) in mine.iter().take(excess) {
+            drop_writes(ws, user, old, g, &ev.from);
+            dropped.insert(old);
+            over += 1;
+        }
+        // The user's total: the oldest go first.
+        let max = self.kept.max.load(Ordering::Relaxed);
+        let all: Vec<sled::IVec> = self
+            .db
+            .scan_prefix(keys::inbox_prefix(user))
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| keys::trailing_u64(k).is_none_or(|id| !dropped.contains(&id)))
+            .collect();
+        let excess = (all.len() + 1).saturating_sub(max);
+        for k in all.iter().take(excess) {
+            let Some(old) = keys::trailing_u64(k) else {
+                continue;
+            };
+            match self.db.get(k)?.and_then(|v| event_of(&v)) {
+                Some(e) => drop_writes(ws, user, old, gid_of(&e), &e.from),
+                None => ws.delete(k.to_vec()),
+            }
+            over += 1;
+        }
+        if over > 0 {
+            metrics::counter!("convoke_kept_events_dropped_total").increment(over);
+            tracing::info!(%user, dropped = over, operator = %ev.from, "kept events over their bounds dropped as a new one was kept");
+        }
+        Ok(())
+    }
+
+    /// The events kept for `user`, oldest first, each as a `Push::Kept` frame, and how many
+    /// older ones were dropped because more than `max` were waiting. An entry written
+    /// before kept events had ids on the wire (a plain `Push::Group` frame) is sent as a
+    /// `Push::Kept` whose id is its key, so that it can be acknowledged too.
+    pub fn inbox_pending(&self, user: &str, max: usize) -> Result<(Vec<Bytes>, usize)> {
+        // Newest first, so that only `max` entries are ever held; older ones are dropped.
+        let mut entries = Vec::new();
+        let mut dropped = 0;
+        for kv in self.db.scan_prefix(keys::inbox_prefix(user)).rev() {
+            let (k, v) = kv?;
+            if entries.len() < max {
+                entries.push((k, v));
+            } else {
+                self.remove_kept(user, &k, &v)?;
+                dropped += 1;
+            }
+        }
+        entries.reverse();
+        let mut frames = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let legacy = match decode_frame::<Push>(&mut BytesMut::from(&v[..]), MAX_FRAME_LEN) {
+                Ok(Some(Push::Group(event))) => {
+                    keys::trailing_u64(&k).map(|id| Push::Kept { id, event })
+                }
+                _ => None,
+            };
+            match legacy.map(|p| frame_bytes(&p)) {
+                Some(Ok(frame)) => frames.push(frame),
+                _ => frames.push(Bytes::copy_from_slice(&v)),
+            }
+        }
+        Ok((frames, dropped))
+    }
+
+    /// Removes one kept event (its key `k`, its frame `v`) and its index entries, now.
+    fn remove_kept(&self, user: &str, k: &[u8], v: &[u8]) -> Result<()> {
+        self.db.remove(k)?;
+        if let (Some(id), Some(ev)) = (keys::trailing_u64(k), event_of(v)) {
+            self.db.remove(by_group_key(user, gid_of(&ev), id))?;
+            self.db.remove(by_sender_key(user, &ev.from, id))?;
+        }
+        Ok(())
+    }
+
+    /// One page of the events kept for `user`, oldest first from after the kept id `after`
+    /// (`None`: the oldest), as `Push::Kept` frames like [`Store::inbox_pending`]: at most
+    /// `max` frames and about `max_bytes` (always at least one). Returns the cursor for the
+    /// next page, `None` when this was the last. The login replay reads page by page, so a
+    /// user with many kept events never has them all in memory at once.
+    pub fn inbox_page(
+        &self,
+        user: &str,
+        after: Option<u64>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Bytes>, Option<u64>)> {
+        let prefix = keys::inbox_prefix(user);
+        let start = match after {
+            Some(id) => keys::inbox_key(user, id.saturating_add(1)),
+            None => prefix.clone(),
+        };
+        let mut frames = Vec::new();
+        let mut bytes = 0usize;
+        let mut last = None;
+        for kv in self.db.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                return Ok((frames, None));
+            }
+            if frames.len() >= max || (!frames.is_empty() && bytes + v.len() > max_bytes) {
+                return Ok((frames, last));
+            }
+            bytes += v.len();
+            last = keys::trailing_u64(&k);
+            let legacy = match decode_frame::<Push>(&mut BytesMut::from(&v[..]), MAX_FRAME_LEN) {
+                Ok(Some(Push::Group(event))) => last.map(|id| Push::Kept { id, event }),
+                _ => None,
+            };
+            match legacy.map(|p| frame_bytes(&p)) {
+                Some(Ok(frame)) => frames.push(frame),
+                _ => frames.push(Bytes::copy_from_slice(&v)),
+            }
+        }
+        Ok((frames, None))
+    }
+
+    /// Drops the oldest of `user`'s kept events beyond the newest `max` (stores written
+    /// before kept events were bounded when written); returns how many. Reads keys only.
+    pub fn inbox_trim(&self, user: &str, max: usize) -> Result<usize> {
+        let prefix = keys::inbox_prefix(user);
+        let total = self.db.scan_prefix(&prefix).keys().count();
+        let excess = total.saturating_sub(max);
+        let mut dropped = 0;
+        for kv in self.db.scan_prefix(&prefix).take(excess) {
+            let (k, v) = kv?;
+            self.remove_kept(user, &k, &v)?;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+
+    /// Stops keeping the acknowledged events `ids` for `user` (ids not kept for them are
+    /// ignored). Applied at once, so that the user's next login no longer sees them, but
+    /// not flushed: an acknowledgement lost in a crash only means the event is sent once
+    /// more. (Plain removes, not a batch: a sled batch costs a log-buffer write of its own,
+    /// and each removal stands alone; an index entry left by a crash between them is
+    /// removed when next met.) A client can only acknowledge an event it received, i.e.
+    /// after the commit that kept it, so a removal never overtakes its insertion.
+    pub fn inbox_ack(&self, user: &str, ids: &[u64]) -> Result<()> {
+        for id in ids {
+            let k = keys::inbox_key(user, *id);
+            if let Some(v) = self.db.get(&k)? {
+                self.remove_kept(user, &k, &v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convoke_protocol::EventDetail;
+
+    fn ev(op: GroupEventOp, gid: u64, from: &str, users: &[&str]) -> GroupEvent {
+        GroupEvent {
+            operation: op,
+            group_id: gid.to_string(),
+            group_name: "g".into(),
+            from: from.into(),
+            users: users.iter().map(|u| u.to_string()).collect(),
+            detail: EventDetail::None,
+            timestamp: 0,
+        }
+    }
+
+    async fn keep(store: &Store, user: &str, e: GroupEvent) -> u64 {
+        let id = store.new_id().unwrap();
+        let frame = frame_bytes(&Push::Kept { id, event: e }).unwrap();
+        let mut ws = WriteSet::default();
+        store.inbox_put(&mut ws, user, id, &frame);
+        store.commit(ws).await.unwrap();
+        id
+    }
+
+    fn kept(store: &Store, user: &str) -> Vec<(GroupEventOp, String, String)> {
+        let (frames, _) = store.inbox_pending(user, usize::MAX).unwrap();
+        frames
+            .iter()
+            .filter_map(|f| event_of(f))
+            .map(|e| (e.operation, e.group_id, e.from))
+            .collect()
+    }
+
+    fn index_len(store: &Store) -> usize {
+        [keys::KEPT_BY_GROUP, keys::KEPT_BY_SENDER]
+            .iter()
+            .map(|t| store.db.scan_prefix([*t]).count())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_destroy_or_removal_supersedes_the_older_events_of_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        keep(
+            &store,
+            "v",
+            ev(GroupEventOp::InviteToJoin, 1, "friend", &["v"]),
+        )
+        .await;
+        keep(&store, "v", ev(GroupEventOp::DirectJoined, 2, "x", &["v"])).await;
+        keep(&store, "v", ev(GroupEventOp::ChangeOwner, 2, "y", &["y"])).await;
+        keep(&store, "v", ev(GroupEventOp::Destroy, 2, "y", &[])).await;
+        keep(&store, "v", ev(GroupEventOp::DirectJoined, 3, "x", &["v"])).await;
+        keep(&store, "v", ev(GroupEventOp::RemoveMember, 3, "x", &["v"])).await;
+        keep(
+            &store,
+            "v",
+            ev(GroupEventOp::RemoveMember, 1, "x", &["other"]),
+        )
+        .await;
+        assert_eq!(
+            kept(&store, "v"),
+            vec![
+                (GroupEventOp::InviteToJoin, "1".into(), "friend".into()),
+                (GroupEventOp::Destroy, "2".into(), "y".into()),
+                (GroupEventOp::RemoveMember, "3".into(), "x".into()),
+                (GroupEventOp::RemoveMember, "1".into(), "x".into()),
+            ],
+            "a removal of someone else supersedes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_operator_fills_only_their_share_and_the_total_is_bounded_when_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        store.set_kept_limits(5, 2);
+        keep(
+            &store,
+            "v",
+            ev(GroupEventOp::InviteToJoin, 1, "friend", &["v"]),
+        )
+        .await;
+        for gid in 10..20 {
+            keep(
+                &store,
+                "v",
+                ev(GroupEventOp::InviteToJoin, gid, "flood", &["v"]),
+            )
+            .await;
+        }
+        assert_eq!(
+            kept(&store, "v"),
+            vec![
+                (GroupEventOp::InviteToJoin, "1".into(), "friend".into()),
+                (GroupEventOp::InviteToJoin, "18".into(), "flood".into()),
+                (GroupEventOp::InviteToJoin, "19".into(), "flood".into()),
+            ]
+        );
+        for (i, from) in ["a", "b", "c", "d"].iter().enumerate() {
+            keep(
+                &store,
+                "v",
+                ev(GroupEventOp::InviteToJoin, 30 + i as u64, from, &["v"]),
+            )
+            .await;
+        }
+        let now = kept(&store, "v");
+        assert_eq!(now.len(), 5, "{now:?}");
+        assert_eq!(now[0].1, "19", "the oldest went first: {now:?}");
+        assert_eq!(
+            index_len(&store),
+            2 * 5,
+            "index entries go with their events"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_removes_the_event_and_its_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let a = keep(&store, "v", ev(GroupEventOp::InviteToJoin, 1, "x", &["v"])).await;
+        let b = keep(&store, "v", ev(GroupEventOp::InviteToJoin, 2, "x", &["v"])).await;
+        store.inbox_ack("v", &[a, 999]).unwrap();
+        assert_eq!(kept(&store, "v").len(), 1);
+        assert_eq!(index_len(&store), 2);
+        store.inbox_ack("v", &[b]).unwrap();
+        assert_eq!(index_len(&store), 0);
+    }
+}
