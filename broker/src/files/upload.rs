@@ -116,6 +116,7 @@ async fn receive(
         upload_id: req.upload_id,
     };
     let (lease, mut kept) = match node.files.uploads.claim(key, req).await? {
+    node.quotas.check_disk(crate::quota::Disk::Files, ErrorCode::UploadFileError)?;
         Claim::Completed(file) => {
             metrics::counter!("convoke_file_resumes_total", "direction" => "up").increment(1);
             return Ok(file);
