@@ -11,18 +11,27 @@
 //! Tokens are bearer credentials: they cannot be revoked before they expire, so mint them
 //! short-lived.
 //!
-//! [`load_or_create_secret`] finds the secret: the configured one, else the one saved in the
-//! data directory, else a new random one saved there (owner-only file permissions).
+//! [`app_secret`] finds the secret: the file `auth.secret_file` names, else the configured
+//! one (`auth.secret`), else the one saved in the data directory, else a new random one
+//! saved there (owner-only file permissions).
+//!
+//! A session lives as long as its token ([`until_expiry`], [`expired_reason`]): the broker
+//! closes it at expiry with `close::TOKEN_EXPIRED`. Requests that change state under the
+//! app-admin claim are logged at info ([`audit_app_admin`]).
 
 #![warn(missing_docs)]
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
+use crate::config::AuthConfig;
+use crate::group::rules::Caller;
 use anyhow::Context as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use convoke_protocol::{ApiError, ErrorCode, Request};
 use hmac::{Hmac, Mac};
 use rand::RngCore as _;
 use sha2::Sha256;
@@ -153,12 +162,114 @@ pub fn verify(secret: &[u8], token: &str, now_unix_secs: u64) -> Result<Claims, 
     })
 }
 
+/// The longest a session waits for its token's expiry in one sleep (tokio's timer wheel
+/// does not take much more than two years); a later expiry is waited for in steps.
+const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How long from now until a token valid until `expires_at` (unix seconds) expires, at most
+/// [`MAX_EXPIRY_WAIT`]; zero if it already has.
+pub fn until_expiry(expires_at: u64) -> Duration {
+    Duration::from_secs(expires_at.saturating_sub(crate::clock::now_secs())).min(MAX_EXPIRY_WAIT)
+}
+
+/// If a token valid until `expires_at` has expired, the reason its session is closed with
+/// (with [`convoke_protocol::close::TOKEN_EXPIRED`]): a `TOKEN_NOT_ASSIGNED` refusal in the
+/// one form clients read back ([`convoke_protocol::handshake::refusal_reason`]).
+pub fn expired_reason(expires_at: u64) -> Option<Vec<u8>> {
+    let now = crate::clock::now_secs();
+    (now >= expires_at).then(|| {
+        let err = ApiError::new(
+            ErrorCode::TokenNotAssigned,
+            format!(
+                "{}; the session ended with its token: log in again",
+                AuthError::Expired {
+                    expired_at: expires_at
+                }
+            ),
+        );
+        convoke_protocol::handshake::refusal_reason(&err)
+    })
+}
+
+/// Logs, at info, a request that may change state made under the app-admin claim: app
+/// admins may do what any owner may in any group, so what they do is kept in the log
+/// (who, which method, which group). Reads are not logged; nor are ordinary users' requests.
+pub fn audit_app_admin(caller: &Caller, request: &Request) {
+    if caller.app_admin && changes_state(request) {
+        tracing::info!(
+            admin = %caller.user,
+            session = caller.session_id,
+            method = request.method(),
+            group = request.group_id().unwrap_or("-"),
+            "app-admin request"
+        );
+    }
+}
+
+/// Whether `request` may change state (everything but reads and pings).
+fn changes_state(request: &Request) -> bool {
+    use Request as R;
+    !matches!(
+        request,
+        R::Ping { .. }
+            | R::GetGroupInfo { .. }
+            | R::ListGroupMembers { .. }
+            | R::GetGroupAdmin { .. }
+            | R::GetGroupMutelist { .. }
+            | R::IsInGroupMutelist { .. }
+            | R::GetGroupBlocklist { .. }
+            | R::GetGroupAllowlist { .. }
+            | R::IsInGroupAllowlist { .. }
+            | R::FetchGroupAnnouncement { .. }
+            | R::GetGroupSharedFilelist { .. }
+            | R::GetGroupMemberAttributes { .. }
+            | R::GetGroupMembersAttributes { .. }
+            | R::GetJoinedGroups { .. }
+            | R::GetPublicGroups { .. }
+            | R::GetGroupMsgReadUser { .. }
+            | R::GetGroupMessages { .. }
+    )
+}
+
 fn mac(secret: &[u8], signed: &str) -> HmacSha256 {
     // HMAC is defined for keys of any length (long ones are hashed, short ones padded).
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(signed.as_bytes());
     mac
 }
+
+/// Finds the app secret as `[auth]` says: `auth.secret_file`'s contents if set, else as
+/// [`load_or_create_secret`]. Returns the key bytes and whether it was generated just now.
+pub fn app_secret(auth: &AuthConfig, data_dir: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
+    match &auth.secret_file {
+        Some(path) => Ok((read_secret_file(path)?, false)),
+        None => load_or_create_secret(data_dir, auth.secret.as_deref()),
+    }
+}
+
+/// The key in an `auth.secret_file`: its bytes less one trailing newline (`\n` or `\r\n`),
+/// at least 16 of them.
+fn read_secret_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut secret = fs::read(path)
+        .with_context(|| format!("cannot read auth.secret_file {}", path.display()))?;
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+        if secret.last() == Some(&b'\r') {
+            secret.pop();
+        }
+    }
+    anyhow::ensure!(
+        secret.len() >= MIN_SECRET_BYTES,
+        "auth.secret_file {} holds {} bytes; the app secret must be at least {MIN_SECRET_BYTES}",
+        path.display(),
+        secret.len()
+    );
+    warn_if_readable_by_others(path);
+    Ok(secret)
+}
+
+/// The shortest app secret accepted, in bytes.
+const MIN_SECRET_BYTES: usize = 16;
 
 /// Finds the token secret. Returns the key bytes and whether it was generated just now
 /// (then the caller should say where it is and how to mint tokens).
@@ -470,6 +581,46 @@ mod tests {
             let claims = verify(SECRET, &token, NOW).unwrap();
             prop_assert_eq!(claims, Claims { user, admin, expires_at: NOW + ttl });
         }
+    }
+
+    #[test]
+    fn secret_file_is_read_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "configured-secret-value\r\n").unwrap();
+        let auth = AuthConfig {
+            secret: None,
+            secret_file: Some(file.clone()),
+        };
+        let (secret, generated) = app_secret(&auth, dir.path()).unwrap();
+        assert_eq!(secret, b"configured-secret-value");
+        assert!(!generated);
+        assert!(!dir.path().join("auth").exists(), "nothing generated");
+        std::fs::write(&file, "short\n").unwrap();
+        let err = format!("{:#}", app_secret(&auth, dir.path()).unwrap_err());
+        assert!(
+            err.contains("auth.secret_file") && err.contains("5 bytes"),
+            "{err}"
+        );
+        let missing = AuthConfig {
+            secret: None,
+            secret_file: Some(dir.path().join("nope")),
+        };
+        let err = format!("{:#}", app_secret(&missing, dir.path()).unwrap_err());
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn expiry_waits_and_reasons() {
+        let now = crate::clock::now_secs();
+        assert_eq!(until_expiry(now.saturating_sub(5)), Duration::ZERO);
+        assert!(until_expiry(now + 100) <= Duration::from_secs(100));
+        assert_eq!(until_expiry(u64::MAX), MAX_EXPIRY_WAIT);
+        assert!(expired_reason(now + 100).is_none());
+        let reason = expired_reason(now.saturating_sub(1)).unwrap();
+        let back = convoke_protocol::handshake::parse_refusal(&reason).unwrap();
+        assert_eq!(back.code, ErrorCode::TokenNotAssigned);
+        assert!(back.message.contains("log in again"), "{}", back.message);
     }
 
     #[test]

@@ -49,9 +49,11 @@ enum Command {
         /// Grant the app-admin claim (may do what an owner may, in every group).
         #[arg(long)]
         admin: bool,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 86_400)]
-        ttl: u64,
+        /// Lifetime: seconds, or a number with s, m, h or d (`90m`, `24h`). Default 24h, and
+        /// 1h with --admin: an app-admin token opens every group and cannot be revoked
+        /// before it expires. The broker ends a session when its token expires.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
     },
     /// Print the commented default configuration file.
     GenerateConfig,
@@ -77,6 +79,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            let ttl = ttl.unwrap_or(if admin {
+                ADMIN_TOKEN_TTL_SECS
+            } else {
+                USER_TOKEN_TTL_SECS
+            });
             match token(&cfg, &user, admin, ttl) {
                 Ok(t) => {
                     println!("{t}");
@@ -133,6 +140,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Default lifetime of a user token: a day.
+const USER_TOKEN_TTL_SECS: u64 = 86_400;
+/// Default lifetime of an app-admin token: an hour (it may do anything in any group).
+const ADMIN_TOKEN_TTL_SECS: u64 = 3_600;
+
+/// `--ttl`: seconds, or a number with a unit (s, m, h, d).
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a lifetime: use seconds or e.g. 90m, 24h, 7d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use s, m, h or d"
+            ))
+        }
+    };
+    match n.checked_mul(unit) {
+        Some(0) | None => Err(format!("{text:?}: the lifetime must be at least 1 s")),
+        Some(secs) => Ok(secs),
+    }
+}
+
 fn load(
     file: Option<&std::path::Path>,
     flags: impl IntoIterator<Item = FlagSetting>,
@@ -145,16 +183,13 @@ fn load(
 
 fn token(cfg: &Config, user: &str, admin: bool, ttl: u64) -> anyhow::Result<String> {
     convoke_protocol::ids::check_user_id("--user", user).map_err(|e| anyhow::anyhow!(e.message))?;
-    let (secret, generated) = convoke_broker::auth::load_or_create_secret(
-        &cfg.server.data_dir,
-        cfg.auth.secret.as_deref(),
-    )
-    .with_context(|| {
-        format!(
-            "reading the app secret in {}",
-            cfg.server.data_dir.display()
-        )
-    })?;
+    let (secret, generated) = convoke_broker::auth::app_secret(&cfg.auth, &cfg.server.data_dir)
+        .with_context(|| {
+            format!(
+                "reading the app secret in {}",
+                cfg.server.data_dir.display()
+            )
+        })?;
     if generated {
         eprintln!(
             "convoke token: generated a new app secret in {}; a broker using this data dir will accept the token",
@@ -187,7 +222,11 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         let data_dir = cfg.server.data_dir.clone();
         let broker = convoke_broker::start(cfg).await?;
         if broker.cert_generated {
-            eprintln!("convoke: generated a self-signed certificate: {}", broker.cert_path.display());
+            eprintln!(
+                "convoke: generated a self-signed certificate: {} (public-key pin {}; set tls.allow_generated = false to refuse this in production)",
+                broker.cert_path.display(),
+                broker.public_key_pin
+            );
         }
         if broker.secret_generated {
             eprintln!(
@@ -205,4 +244,24 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         );
         broker.run_until_signal().await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttl_takes_seconds_and_units() {
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("90m"), Ok(5_400));
+        assert_eq!(parse_ttl("24h"), Ok(86_400));
+        assert_eq!(parse_ttl("7d"), Ok(604_800));
+        for bad in ["", "h", "0", "0h", "5y", "-1", "99999999999999999999d"] {
+            let e = parse_ttl(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) || e.contains("unit"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

@@ -104,11 +104,26 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_connections_closed_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Connections the broker closed for a bad frame, by reason (frame_too_large, malformed_frame).",
+        help: "Connections the broker closed, by reason (frame_too_large, malformed_frame: a bad frame; token_expired: the session's token expired).",
         zero: &[
             &[("reason", "frame_too_large")],
             &[("reason", "malformed_frame")],
+            &[("reason", "token_expired")],
         ],
+    },
+    MetricDef {
+        name: "convoke_tls_reloads_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Reloads of the TLS certificate and key (SIGHUP, or a change seen by tls.reload_check_secs), by result: ok (new connections get the new pair), error (the files did not load; the previous pair is still served).",
+        zero: &[&[("result", "ok")], &[("result", "error")]],
+    },
+    MetricDef {
+        name: "convoke_metrics_accept_errors_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Connections to this metrics endpoint that could not be accepted (e.g. out of file descriptors); it keeps serving.",
+        zero: UNLABELLED,
     },
     // ---- requests -----------------------------------------------------------------------
     MetricDef {
@@ -383,6 +398,9 @@ fn register_catalogue() {
     });
 }
 
+/// The pause after a failed accept of the metrics endpoint.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Serves the metrics and health endpoints on `addr`; returns the bound address.
 pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr> {
     let handle = handle()?;
@@ -398,7 +416,19 @@ pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr>
         }
     });
     tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
+        loop {
+            let mut sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // Out of descriptors or memory, or a connection reset before it was
+                    // accepted: none of it is a reason to stop serving. A short pause lets
+                    // descriptors free up instead of spinning on a pending connection.
+                    metrics::counter!("convoke_metrics_accept_errors_total").increment(1);
+                    tracing::warn!(error = %e, "metrics endpoint: cannot accept a connection; retrying");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            };
             let handle = handle.clone();
             let store = store.clone();
             tokio::spawn(async move {

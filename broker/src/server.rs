@@ -28,6 +28,8 @@ pub struct RunningBroker {
     pub cert_path: PathBuf,
     /// Whether this start generated the certificate.
     pub cert_generated: bool,
+    /// The served certificate's public-key pin (`sha256/<base64>`), for clients to pin.
+    pub public_key_pin: String,
     /// Whether this start generated the app secret.
     pub secret_generated: bool,
     shutdown: watch::Sender<bool>,
@@ -74,8 +76,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
 
     let tls = crate::tls::load_or_generate(&config.tls, &data_dir)?;
-    let (secret, secret_generated) =
-        crate::auth::load_or_create_secret(&data_dir, config.auth.secret.as_deref())?;
+    let (secret, secret_generated) = crate::auth::app_secret(&config.auth, &data_dir)?;
     let store = Store::open(
         &data_dir.join("db"),
         config.store.cache_capacity_mb * 1024 * 1024,
@@ -142,7 +143,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     });
     let (groups, _directory) = Groups::start(shared).await?;
 
-    let crypto = crate::tls::server_crypto(&tls, config.tls.early_data)?;
+    let served = Arc::new(crate::tls::ServedCert::new(&tls, &config.tls, &data_dir)?);
+    crate::tls::spawn_reloader(
+        &served,
+        (config.tls.reload_check_secs > 0)
+            .then(|| Duration::from_secs(config.tls.reload_check_secs)),
+    );
+    let crypto = crate::tls::server_crypto(served, config.tls.early_data)?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
         quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?,
     ));
@@ -195,12 +202,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let task = tokio::spawn(accept_loop(endpoint, node, shutdown_rx, grace));
     crate::metrics::set_ready(true);
-    tracing::info!(%quic_addr, ?metrics_addr, cert = %tls.cert_path.display(), fingerprint = %tls.fingerprint(), "convoke listening");
+    tracing::info!(%quic_addr, ?metrics_addr, cert = %tls.cert_path.display(), fingerprint = %tls.fingerprint(), public_key_pin = %tls.public_key_pin(), "convoke listening");
     Ok(RunningBroker {
         quic_addr,
         metrics_addr,
         cert_path: tls.cert_path.clone(),
         cert_generated: tls.generated,
+        public_key_pin: tls.public_key_pin(),
         secret_generated,
         shutdown: shutdown_tx,
         task,

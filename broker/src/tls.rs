@@ -3,7 +3,15 @@
 //! An operator either configures PEM files (`tls.cert`, `tls.key`) or lets the broker
 //! generate a self-signed certificate for `localhost`, `127.0.0.1` and `::1` into
 //! `DATA_DIR/tls/` on first start, reused on later starts so that clients that pinned it
-//! (by trusting it as a root, or by its SHA-256 fingerprint) keep connecting.
+//! (by trusting it as a root, by its SHA-256 fingerprint or its public-key pin) keep
+//! connecting. `tls.allow_generated = false` refuses the generated one (production).
+//!
+//! The endpoint serves whatever [`ServedCert`] holds, and that can be swapped while the
+//! broker runs: [`spawn_reloader`] loads the files again on SIGHUP (and, with
+//! `tls.reload_check_secs`, when they change), so a renewed certificate is served to new
+//! connections without a restart while open connections keep theirs. A pair that does not
+//! load (unreadable, or a key that does not fit) is refused with an error in the log and
+//! the old one stays served.
 //!
 //! The rustls config is built with an explicit crypto provider (ring) because both of
 //! rustls's providers are compiled into this binary, and the implicit
@@ -12,12 +20,14 @@
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest as _, Sha256};
 
 use crate::auth::{create_private_dir, warn_if_readable_by_others, write_atomically};
 use crate::config::TlsConfig;
@@ -39,12 +49,47 @@ pub struct TlsMaterial {
 }
 
 impl TlsMaterial {
-    /// SHA-256 fingerprint of the leaf certificate, for logs and client pinning.
+    /// SHA-256 fingerprint of the leaf certificate, for logs and client pinning
+    /// ([`convoke_protocol::pin::cert_fingerprint`]).
     pub fn fingerprint(&self) -> String {
         self.certs
             .first()
-            .map(fingerprint_sha256)
+            .map(|c| convoke_protocol::pin::cert_fingerprint(c))
             .unwrap_or_default()
+    }
+
+    /// The leaf's public-key pin (`sha256/<base64>` of its SPKI,
+    /// [`convoke_protocol::pin::spki_pin`]): what clients pin to survive a renewal that
+    /// keeps the key. Empty if the leaf does not parse (it was loaded, so it does).
+    pub fn public_key_pin(&self) -> String {
+        self.certs
+            .first()
+            .and_then(|c| webpki::EndEntityCert::try_from(c).ok())
+            .map(|c| convoke_protocol::pin::spki_pin(c.subject_public_key_info().as_ref()))
+            .unwrap_or_default()
+    }
+
+    fn certified_key(&self) -> anyhow::Result<CertifiedKey> {
+        CertifiedKey::from_der(self.certs.clone(), self.key.clone_key(), &provider()).with_context(
+            || {
+                format!(
+                    "cannot use the certificate {} with its key",
+                    self.cert_path.display()
+                )
+            },
+        )
+    }
+}
+
+/// The certificate and key files `cfg` names: the configured ones, or the generated pair
+/// in `DATA_DIR/tls/`.
+fn paths(cfg: &TlsConfig, data_dir: &Path) -> (PathBuf, PathBuf) {
+    match (&cfg.cert, &cfg.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let dir = data_dir.join("tls");
+            (dir.join("cert.pem"), dir.join("key.pem"))
+        }
     }
 }
 
@@ -53,6 +98,11 @@ impl TlsMaterial {
 pub fn load_or_generate(cfg: &TlsConfig, data_dir: &Path) -> anyhow::Result<TlsMaterial> {
     match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => load(cert, key, false),
+        (None, None) if !cfg.allow_generated => anyhow::bail!(
+            "tls.allow_generated is false and tls.cert/tls.key are unset: set them to a \
+             certificate and key from your CA (this broker refuses to serve a generated \
+             self-signed certificate)"
+        ),
         (None, None) => {
             let dir = data_dir.join("tls");
             let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -137,25 +187,142 @@ fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+/// The certificate the endpoint serves to each new connection; [`ServedCert::reload`]
+/// swaps it while the broker runs (a connection keeps the certificate it was opened with).
+#[derive(Debug)]
+pub struct ServedCert {
+    current: RwLock<Arc<CertifiedKey>>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+}
+
+impl ServedCert {
+    /// Serves `material` first; reloads read the files `cfg` names (the generated pair in
+    /// `DATA_DIR/tls/` when none are configured: a reload never generates one).
+    pub fn new(material: &TlsMaterial, cfg: &TlsConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        let (cert_path, key_path) = paths(cfg, data_dir);
+        Ok(Self {
+            current: RwLock::new(Arc::new(material.certified_key()?)),
+            cert_path,
+            key_path,
+        })
+    }
+
+    /// Loads the certificate and key files again and serves them to new connections. On an
+    /// error (unreadable, not PEM, a key that does not fit), the served pair is unchanged.
+    pub fn reload(&self) -> anyhow::Result<TlsMaterial> {
+        let material = load(&self.cert_path, &self.key_path, false)?;
+        let key = Arc::new(material.certified_key()?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(material)
+    }
+
+    /// The files' modification times and sizes, to notice a change.
+    fn stamp(&self) -> Option<[(SystemTime, u64); 2]> {
+        let one = |p: &Path| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        };
+        Some([one(&self.cert_path)?, one(&self.key_path)?])
+    }
+}
+
+impl ResolvesServerCert for ServedCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// Reloads `served` on SIGHUP and, every `check_every` (if any), when its files' times or
+/// sizes changed; logs (info) each reload with the new fingerprint and public-key pin, or
+/// (error) why the files were refused. Counted in `convoke_tls_reloads_total{result}`.
+/// Ends when `served` is dropped (noticed at the next signal or check).
+pub fn spawn_reloader(served: &Arc<ServedCert>, check_every: Option<Duration>) {
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the certificate reloads only by tls.reload_check_secs");
+            None
+        }
+    };
+    #[cfg(not(unix))]
+    let mut hangup: Option<()> = None;
+    let weak: Weak<ServedCert> = Arc::downgrade(served);
+    let mut seen = served.stamp();
+    tokio::spawn(async move {
+        let mut ticks = check_every.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            let why = tokio::select! {
+                Some(()) = hangup_recv(&mut hangup) => "SIGHUP",
+                Some(_) = async { Some(ticks.as_mut()?.tick().await) } => "files changed",
+                else => return,
+            };
+            let Some(served) = weak.upgrade() else { return };
+            if why != "SIGHUP" {
+                let now = served.stamp();
+                if now == seen {
+                    continue;
+                }
+                // Tried once per change: a half-written pair is tried again when it changes.
+                seen = now;
+            }
+            match served.reload() {
+                Ok(m) => {
+                    seen = served.stamp();
+                    metrics::counter!("convoke_tls_reloads_total", "result" => "ok").increment(1);
+                    tracing::info!(trigger = why, cert = %m.cert_path.display(), fingerprint = %m.fingerprint(), public_key_pin = %m.public_key_pin(), "TLS certificate reloaded; new connections get it");
+                }
+                Err(e) => {
+                    metrics::counter!("convoke_tls_reloads_total", "result" => "error")
+                        .increment(1);
+                    tracing::error!(
+                        trigger = why,
+                        error = format_args!("{e:#}"),
+                        "TLS certificate not reloaded; still serving the previous one"
+                    );
+                }
+            }
+        }
+    });
+}
+
+#[cfg(unix)]
+async fn hangup_recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn hangup_recv(_: &mut Option<()>) -> Option<()> {
+    std::future::pending().await
+}
+
 /// The rustls server config of the QUIC endpoint: TLS 1.3 only, ring, no client
-/// certificates (clients authenticate with a token in the handshake), ALPN `convoke/1`.
+/// certificates (clients authenticate with a token in the handshake), ALPN `convoke/1`,
+/// the certificate from `served` (swappable).
 ///
 /// Wrap it with `quinn::crypto::rustls::QuicServerConfig::try_from`.
 pub fn server_crypto(
-    material: &TlsMaterial,
+    served: Arc<ServedCert>,
     early_data: bool,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("the ring provider does not support TLS 1.3")?
         .with_no_client_auth()
-        .with_single_cert(material.certs.clone(), material.key.clone_key())
-        .with_context(|| {
-            format!(
-                "cannot use the certificate {} with its key",
-                material.cert_path.display()
-            )
-        })?;
+        .with_cert_resolver(served);
     config.alpn_protocols = vec![convoke_protocol::ALPN.to_vec()];
     // Resumption tickets are stateful (rustls takes each out of this cache when used, so a
     // ticket admits early data once): rustls accepts 0-RTT only so. QUIC wants either no
@@ -179,11 +346,6 @@ pub fn server_crypto(
 const SESSION_CACHE: usize = 40_000;
 /// Tickets issued per connection.
 const TICKETS_PER_CONNECTION: usize = 4;
-
-/// Lower-case hex SHA-256 of a certificate's DER bytes, as clients pin it.
-pub fn fingerprint_sha256(cert: &CertificateDer<'_>) -> String {
-    hex::encode(Sha256::digest(cert.as_ref()))
-}
 
 #[cfg(test)]
 mod tests {
@@ -288,19 +450,89 @@ mod tests {
         assert!(load_or_generate(&half, dir.path()).is_err());
     }
 
+    fn served(material: &TlsMaterial, dir: &Path) -> Arc<ServedCert> {
+        Arc::new(ServedCert::new(material, &TlsConfig::default(), dir).unwrap())
+    }
+
     #[test]
-    fn fingerprint_is_lower_hex_sha256() {
-        let cert = CertificateDer::from(b"abc".to_vec());
+    fn generated_can_be_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TlsConfig {
+            allow_generated: false,
+            ..TlsConfig::default()
+        };
+        let err = format!("{:#}", load_or_generate(&cfg, dir.path()).unwrap_err());
+        assert!(err.contains("tls.allow_generated"), "{err}");
+        assert!(!dir.path().join("tls").exists(), "nothing generated");
+        // A generated pair left from before is refused too.
+        generated(dir.path());
+        assert!(load_or_generate(&cfg, dir.path()).is_err());
+    }
+
+    #[test]
+    fn pins_name_the_leaf() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = generated(dir.path());
         assert_eq!(
-            fingerprint_sha256(&cert),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            m.fingerprint(),
+            convoke_protocol::pin::cert_fingerprint(&m.certs[0])
         );
+        let pin = m.public_key_pin();
+        assert!(pin.starts_with("sha256/"), "{pin}");
+        convoke_protocol::pin::parse_spki_pin(&pin).unwrap();
+        // A new certificate for the same key keeps the public-key pin, not the fingerprint.
+        let key = rcgen::KeyPair::from_pem(
+            &std::fs::read_to_string(dir.path().join("tls/key.pem")).unwrap(),
+        )
+        .unwrap();
+        let again = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("tls/cert.pem"), again.pem()).unwrap();
+        let renewed = generated(dir.path());
+        assert_ne!(renewed.fingerprint(), m.fingerprint());
+        assert_eq!(renewed.public_key_pin(), pin);
+    }
+
+    #[test]
+    fn reload_swaps_the_served_pair_and_keeps_it_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = generated(dir.path());
+        let served = served(&first, dir.path());
+        let hello_cert = |s: &ServedCert| s.current.read().unwrap().cert[0].clone();
+        assert_eq!(hello_cert(&served), first.certs[0]);
+        // Another pair in the same place.
+        let other = tempfile::tempdir().unwrap();
+        generated(other.path());
+        for f in ["cert.pem", "key.pem"] {
+            std::fs::copy(
+                other.path().join("tls").join(f),
+                dir.path().join("tls").join(f),
+            )
+            .unwrap();
+        }
+        let second = served.reload().unwrap();
+        assert_ne!(second.certs, first.certs);
+        assert_eq!(hello_cert(&served), second.certs[0]);
+        // A key that does not fit: refused, the second pair stays.
+        let third = tempfile::tempdir().unwrap();
+        generated(third.path());
+        std::fs::copy(
+            third.path().join("tls/key.pem"),
+            dir.path().join("tls/key.pem"),
+        )
+        .unwrap();
+        let err = format!("{:#}", served.reload().unwrap_err());
+        assert!(err.contains("does not fit"), "{err}");
+        assert_eq!(hello_cert(&served), second.certs[0]);
     }
 
     #[test]
     fn works_as_quic_server_config() {
         let dir = tempfile::tempdir().unwrap();
-        let crypto = server_crypto(&generated(dir.path()), true).unwrap();
+        let material = generated(dir.path());
+        let crypto = server_crypto(served(&material, dir.path()), true).unwrap();
         assert_eq!(crypto.alpn_protocols, vec![b"convoke/1".to_vec()]);
         quinn::crypto::rustls::QuicServerConfig::try_from(crypto).unwrap();
     }
@@ -311,7 +543,7 @@ mod tests {
     fn self_signed_cert_is_its_own_root() {
         let dir = tempfile::tempdir().unwrap();
         let material = generated(dir.path());
-        let server = Arc::new(server_crypto(&material, false).unwrap());
+        let server = Arc::new(server_crypto(served(&material, dir.path()), false).unwrap());
         let roots = {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(&material.cert_path).unwrap() {

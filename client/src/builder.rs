@@ -11,9 +11,11 @@ use crate::reconnect::{Core, ReconnectPolicy};
 use crate::resume::{self, Control};
 use crate::tls::{self, Trust};
 use bytes::BytesMut;
+use convoke_protocol::close;
 use convoke_protocol::codec::{decode_frame, frame_bytes, MAX_FRAME_LEN};
-use convoke_protocol::handshake::{ClientFrame, Hello, ServerFrame, Welcome, SUPPORTED_VERSIONS};
-use convoke_protocol::{close, ApiError, ErrorCode};
+use convoke_protocol::handshake::{
+    parse_refusal, ClientFrame, Hello, ServerFrame, Welcome, SUPPORTED_VERSIONS,
+};
 use futures::future::BoxFuture;
 use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use std::fmt;
@@ -59,7 +61,9 @@ pub struct ClientBuilder {
     device_id: String,
     ca_pem: Option<Vec<u8>>,
     ca_file: Option<PathBuf>,
-    pin: Option<String>,
+    cert_pins: Vec<String>,
+    key_pins: Vec<String>,
+    system_roots: bool,
     versions: Vec<u32>,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -81,7 +85,9 @@ impl Default for ClientBuilder {
             device_id: "default".to_string(),
             ca_pem: None,
             ca_file: None,
-            pin: None,
+            cert_pins: Vec::new(),
+            key_pins: Vec::new(),
+            system_roots: false,
             versions: SUPPORTED_VERSIONS.to_vec(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -197,10 +203,31 @@ impl ClientBuilder {
         self
     }
 
-    /// Accept exactly the server certificate with this SHA-256 fingerprint (64 hex digits,
-    /// `:` separators and a `sha256:` prefix allowed). Takes precedence over a CA.
+    /// Accept the server certificate with this SHA-256 fingerprint (64 hex digits, `:`
+    /// separators and a `sha256:` prefix allowed; the broker logs it as `fingerprint`). May
+    /// be called several times (and with [`pin_public_key`](Self::pin_public_key)): a
+    /// certificate matching any pin is accepted. Pins take precedence over a CA and the
+    /// system roots.
     pub fn pin_sha256(mut self, fingerprint: impl Into<String>) -> Self {
-        self.pin = Some(fingerprint.into());
+        self.cert_pins.push(fingerprint.into());
+        self
+    }
+
+    /// Accept a server certificate whose public key has this pin: `sha256/<base64>` of
+    /// its SubjectPublicKeyInfo, as the broker logs it (`public_key_pin`) and as
+    /// [`crate::tls::public_key_pin`] computes it. Unlike a certificate fingerprint, it
+    /// survives a renewal that keeps the key. May be called several times: pin the current
+    /// key and the next one before a key rotation, and drop the old pin after it. Pins take
+    /// precedence over a CA and the system roots.
+    pub fn pin_public_key(mut self, pin: impl Into<String>) -> Self {
+        self.key_pins.push(pin.into());
+        self
+    }
+
+    /// Trust the operating system's root certificates (for a broker whose certificate comes
+    /// from a public or company CA). Used when no pin and no CA is given.
+    pub fn system_roots(mut self) -> Self {
+        self.system_roots = true;
         self
     }
 
@@ -251,8 +278,20 @@ impl ClientBuilder {
     }
 
     fn trust(&self) -> Result<Trust, ClientError> {
-        if let Some(pin) = &self.pin {
-            return Ok(Trust::Pin(tls::parse_fingerprint(pin)?));
+        let pins = tls::Pins {
+            certs: self
+                .cert_pins
+                .iter()
+                .map(|p| tls::parse_fingerprint(p))
+                .collect::<Result<_, _>>()?,
+            keys: self
+                .key_pins
+                .iter()
+                .map(|p| tls::parse_public_key_pin(p))
+                .collect::<Result<_, _>>()?,
+        };
+        if !pins.is_empty() {
+            return Ok(Trust::Pins(pins));
         }
         if let Some(pem) = &self.ca_pem {
             return Ok(Trust::Roots(tls::parse_pem_certs(pem)?));
@@ -263,8 +302,13 @@ impl ClientBuilder {
             })?;
             return Ok(Trust::Roots(tls::parse_pem_certs(&pem)?));
         }
+        if self.system_roots {
+            return Ok(Trust::System);
+        }
         Err(ClientError::Tls(
-            "no trust configured: call ca_pem, ca_file or pin_sha256".to_string(),
+            "no trust configured: call ca_pem, ca_file, pin_public_key, pin_sha256 or \
+             system_roots"
+                .to_string(),
         ))
     }
 
@@ -385,6 +429,12 @@ pub(crate) struct Dial {
 }
 
 impl Dial {
+    /// Whether each connection asks a token provider for its token (so an expired token
+    /// can be replaced by reconnecting).
+    pub(crate) fn refreshes_token(&self) -> bool {
+        matches!(self.token, TokenSource::Provider(_))
+    }
+
     /// The server to try after `target`.
     pub(crate) fn next_target(&self, target: usize) -> usize {
         (target + 1) % self.targets.len()
@@ -579,9 +629,9 @@ async fn handshake(
     }
 }
 
-/// A broker that closes with HANDSHAKE_REFUSED and a reason written like an [`ApiError`]
-/// (`error 28 TOKEN_NOT_ASSIGNED: ...`) refused us, even if its Refused frame was lost to the
-/// close.
+/// A broker that closes with HANDSHAKE_REFUSED and a refusal as its reason
+/// ([`convoke_protocol::handshake::refusal_reason`]) refused us, even if its Refused frame
+/// was lost to the close.
 fn refusal_from_close(e: &quinn::ConnectionError) -> Option<ClientError> {
     let quinn::ConnectionError::ApplicationClosed(app) = e else {
         return None;
@@ -589,29 +639,12 @@ fn refusal_from_close(e: &quinn::ConnectionError) -> Option<ClientError> {
     if app.error_code != VarInt::from_u32(close::HANDSHAKE_REFUSED) {
         return None;
     }
-    parse_api_error(&String::from_utf8_lossy(&app.reason)).map(ClientError::Api)
-}
-
-/// Parses `error <code> <NAME>: <message>` (the Display of [`ApiError`]).
-pub(crate) fn parse_api_error(text: &str) -> Option<ApiError> {
-    let rest = text.strip_prefix("error ")?;
-    let (num, rest) = rest.split_once(' ')?;
-    let code = ErrorCode::from_code(num.parse().ok()?)?;
-    let (_name, message) = rest.split_once(": ")?;
-    Some(ApiError::new(code, message))
+    parse_refusal(&app.reason).map(ClientError::Api)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn api_error_text_parses_back() {
-        let e = ApiError::new(ErrorCode::TokenNotAssigned, "token expired: at 5");
-        assert_eq!(parse_api_error(&e.to_string()), Some(e));
-        assert_eq!(parse_api_error("bye"), None);
-        assert_eq!(parse_api_error("error 99999 X: y"), None);
-    }
 
     #[tokio::test]
     async fn missing_trust_or_address_fail_before_dialing() {

@@ -306,12 +306,9 @@ async fn write_loop(link: Arc<Link>, mut send: SendStream, mut rx: mpsc::Receive
     let _ = send.finish();
 }
 
-/// The close code for a frame that could not be decoded.
+/// The close code for a frame that could not be decoded ([`close::for_frame_error`]).
 pub(crate) fn frame_close_code(e: &FrameError) -> u32 {
-    match e {
-        FrameError::TooLarge { .. } => close::FRAME_TOO_LARGE,
-        _ => close::MALFORMED_FRAME,
-    }
+    close::for_frame_error(e)
 }
 
 /// Reads one more chunk into `buf`. `Ok(false)` at the end of the stream.

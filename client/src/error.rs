@@ -74,6 +74,20 @@ impl ClientError {
         matches!(self, Self::Closed { .. })
     }
 
+    /// Whether the broker ended the session because its token expired
+    /// ([`close::TOKEN_EXPIRED`]): the application should log in again (get a new token).
+    /// A client built with a [`crate::ClientBuilder::token_provider`] does so by itself: it
+    /// reconnects with a token from the provider.
+    pub fn is_token_expired(&self) -> bool {
+        matches!(
+            self,
+            Self::Closed {
+                code: Some(close::TOKEN_EXPIRED),
+                ..
+            }
+        )
+    }
+
     /// Whether retrying the same call later (on the same or a new connection) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -90,19 +104,9 @@ impl ClientError {
     }
 }
 
-/// A readable name for a Convoke close code.
+/// A readable name for a Convoke close code ([`close::name`]).
 pub fn close_code_name(code: u32) -> &'static str {
-    match code {
-        close::NORMAL => "normal",
-        close::MALFORMED_FRAME => "malformed frame",
-        close::FRAME_TOO_LARGE => "frame too large",
-        close::SLOW_CONSUMER => "slow consumer",
-        close::SHUTDOWN => "broker shutting down",
-        close::HANDSHAKE_REFUSED => "handshake refused",
-        close::PROTOCOL_VIOLATION => "protocol violation",
-        close::SESSION_LIMIT => "session limit",
-        _ => "unknown code",
-    }
+    close::name(code)
 }
 
 /// Turns the way a connection ended into the error every caller sees.
@@ -183,5 +187,16 @@ mod tests {
             }
         );
         assert!(e.is_closed() && e.code().is_none());
+        assert!(!e.is_token_expired());
+    }
+
+    #[test]
+    fn token_expiry_is_recognised() {
+        let e = ClientError::Closed {
+            code: Some(close::TOKEN_EXPIRED),
+            reason: "closed by the broker with code 8 (token expired)".into(),
+        };
+        assert!(e.is_token_expired() && e.is_closed() && e.is_retryable());
+        assert_eq!(close_code_name(close::TOKEN_EXPIRED), "token expired");
     }
 }

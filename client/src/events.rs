@@ -89,6 +89,18 @@ pub enum ConnectionEvent {
         /// The back-off before this attempt.
         delay: Duration,
     },
+    /// The broker ended the session because its token expired (the session lives as long
+    /// as its token). With a [`crate::ClientBuilder::token_provider`] (`refreshing`), the
+    /// client reconnects with a token from the provider (`Reconnecting`, `Connected`,
+    /// `Resumed` follow); with a fixed token it cannot, and `GaveUp` follows: log in again
+    /// (a new client with a new token).
+    #[non_exhaustive]
+    TokenExpired {
+        /// The broker's reason (when the token expired).
+        reason: String,
+        /// Whether the client is reconnecting with a token from its provider.
+        refreshing: bool,
+    },
     /// After a reconnect: every message missed while away has been handed on (in order,
     /// before this event), and live ones follow.
     #[non_exhaustive]
@@ -97,7 +109,8 @@ pub enum ConnectionEvent {
         recovered: u64,
     },
     /// The client stopped trying: the broker refused it in a way retrying cannot fix (bad
-    /// or expired token, unsupported version, a bad hello, too many sessions of the user, a
+    /// or expired token, a session ended by its token's expiry without a token provider,
+    /// unsupported version, a bad hello, too many sessions of the user, a
     /// protocol violation), the token provider gave a token for another user, reconnecting
     /// is off ([`crate::ReconnectPolicy::disabled`]), or the configured attempts ran out.
     /// The stream ends after this. (A [`crate::Client::close`] ends the stream without it.)

@@ -10,7 +10,9 @@
 //! (`resume`), which fetches what was missed before any newer push. Calls made
 //! meanwhile wait for the new link (up to their timeout). A clean [`crate::Client::close`]
 //! or a refusal that retrying cannot fix (bad or expired token, unsupported version, too
-//! many sessions, a protocol violation) ends the client instead (`GaveUp`).
+//! many sessions, a protocol violation) ends the client instead (`GaveUp`). A session the
+//! broker ends because its token expired is reported (`TokenExpired`) and replaced with a
+//! token from the provider, or, with a fixed token, ends the client.
 
 use crate::builder::Dial;
 use crate::connection::Link;
@@ -254,6 +256,22 @@ pub(crate) async fn supervise(core: Arc<Core>, mut link: Arc<Link>, mut target: 
             return;
         }
         let policy = &core.dial.policy;
+        if err.is_token_expired() {
+            // Surfaced on its own, so that an application can log in again; a token provider
+            // gives the reconnect a new token.
+            let refreshing = policy.enabled && core.dial.refreshes_token();
+            let _ = core
+                .control
+                .send(Control::State(ConnectionEvent::TokenExpired {
+                    reason: err.to_string(),
+                    refreshing,
+                }));
+            if !refreshing {
+                let why = format!("token expired: log in again with a new token ({err})");
+                give_up(&core, err, why);
+                return;
+            }
+        }
         if let Some(why) = final_reason(&err).or_else(|| {
             (!policy.enabled).then(|| format!("connection lost ({err}); reconnecting is off"))
         }) {

@@ -1,12 +1,24 @@
 //! How the client decides to trust a broker, and the rustls/quinn crypto config built from it.
 //!
-//! Two ways, both for self-signed development certificates as well as real ones:
+//! Three ways:
 //! - **CA file** ([`ClientBuilder::ca_file`](crate::ClientBuilder::ca_file)): every certificate in a PEM file becomes a root. A server
 //!   certificate that is byte-identical to one of them is accepted as well (after the name
 //!   check), because webpki refuses a CA-capable certificate as an end entity and the broker's
 //!   generated development certificate is one.
-//! - **Pin** ([`ClientBuilder::pin_sha256`](crate::ClientBuilder::pin_sha256)): the SHA-256 of the server's end-entity certificate must equal
-//!   the pinned value; nothing else about the certificate is checked.
+//! - **System roots** ([`ClientBuilder::system_roots`](crate::ClientBuilder::system_roots)):
+//!   the operating system's trust store, read with `rustls-native-certs`, for a broker with a
+//!   certificate from a public (or company) CA. The OS store rather than a list compiled into
+//!   the client (`webpki-roots`): it follows the CAs the machine's administrator adds or
+//!   removes, and CA removals arrive with OS updates rather than a rebuild of every app.
+//!   On Linux `SSL_CERT_FILE` / `SSL_CERT_DIR` point it elsewhere.
+//! - **Pins** ([`ClientBuilder::pin_public_key`](crate::ClientBuilder::pin_public_key),
+//!   [`ClientBuilder::pin_sha256`](crate::ClientBuilder::pin_sha256)): the server's
+//!   end-entity certificate must match one of the pins: the SHA-256 of its public key (SPKI,
+//!   `sha256/<base64>`, survives renewals that keep the key; give the next key's pin too
+//!   before rotating it) or of the whole certificate. Nothing else about the certificate is
+//!   checked (a pin is the trust). Pins take precedence over a CA file and system roots.
+//!
+//! The forms of both pins are [`convoke_protocol::pin`]'s, which the broker logs.
 //!
 //! Either way the TLS 1.3 handshake signatures are verified with the ring provider's
 //! algorithms. The config is always built with `builder_with_provider`: with both rustls
@@ -20,7 +32,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// What the client trusts.
@@ -28,13 +39,41 @@ use std::sync::Arc;
 pub(crate) enum Trust {
     /// Certificates from a PEM file, each a root (and each acceptable as-is).
     Roots(Vec<CertificateDer<'static>>),
-    /// The SHA-256 of the one end-entity certificate to accept.
-    Pin([u8; 32]),
+    /// The operating system's trust store.
+    System,
+    /// Pins: an end-entity certificate matching any one of them is accepted.
+    Pins(Pins),
+}
+
+/// The pins of [`Trust::Pins`]: SHA-256 hashes of accepted certificates and public keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Pins {
+    /// Whole-certificate hashes.
+    pub(crate) certs: Vec<[u8; 32]>,
+    /// Public-key (SPKI) hashes.
+    pub(crate) keys: Vec<[u8; 32]>,
+}
+
+impl Pins {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.certs.is_empty() && self.keys.is_empty()
+    }
 }
 
 /// The lowercase hex SHA-256 fingerprint of a DER certificate, as [`crate::ClientBuilder::pin_sha256`] takes it.
 pub fn fingerprint_sha256(cert_der: &[u8]) -> String {
-    hex::encode(Sha256::digest(cert_der))
+    convoke_protocol::pin::cert_fingerprint(cert_der)
+}
+
+/// The public-key pin (`sha256/<base64>` of its SPKI) of a DER certificate, as
+/// [`crate::ClientBuilder::pin_public_key`] takes it and the broker logs it.
+pub fn public_key_pin(cert_der: &[u8]) -> Result<String, ClientError> {
+    let der = CertificateDer::from(cert_der);
+    let cert = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| ClientError::Tls(format!("cannot parse the certificate: {e}")))?;
+    Ok(convoke_protocol::pin::spki_pin(
+        cert.subject_public_key_info().as_ref(),
+    ))
 }
 
 /// Every certificate in a PEM document.
@@ -53,20 +92,33 @@ pub(crate) fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>
 /// Parses a SHA-256 fingerprint: 64 hex digits, optionally with `:` separators and a
 /// `sha256:` prefix, any case.
 pub(crate) fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
-    let trimmed = text.trim();
-    let body = trimmed
-        .strip_prefix("sha256:")
-        .or_else(|| trimmed.strip_prefix("SHA256:"))
-        .unwrap_or(trimmed);
-    let digits: String = body.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(&digits)
-        .map_err(|e| ClientError::Tls(format!("fingerprint {text:?} is not hex: {e}")))?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        ClientError::Tls(format!(
-            "fingerprint {text:?} has {} bytes, a SHA-256 has 32",
-            bytes.len()
-        ))
-    })
+    convoke_protocol::pin::parse_sha256(text).map_err(ClientError::Tls)
+}
+
+/// Parses a public-key pin, `sha256/<base64>`.
+pub(crate) fn parse_public_key_pin(text: &str) -> Result<[u8; 32], ClientError> {
+    convoke_protocol::pin::parse_spki_pin(text).map_err(ClientError::Tls)
+}
+
+/// The operating system's root certificates. An error when there are none (a minimal
+/// container without a CA bundle), naming what was tried.
+fn system_roots() -> Result<rustls::RootCertStore, ClientError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        return Err(ClientError::Tls(format!(
+            "no usable root certificate in the system's trust store{}; install the CA \
+             bundle (ca-certificates), set SSL_CERT_FILE, or use ca_file / a pin",
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", errors.join("; "))
+            }
+        )));
+    }
+    Ok(roots)
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -77,10 +129,16 @@ fn provider() -> Arc<CryptoProvider> {
 pub(crate) fn verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, ClientError> {
     let provider = provider();
     match trust {
-        Trust::Pin(fingerprint) => Ok(Arc::new(PinnedCert {
-            fingerprint: *fingerprint,
+        Trust::Pins(pins) => Ok(Arc::new(PinnedCert {
+            pins: pins.clone(),
             algorithms: provider.signature_verification_algorithms,
         })),
+        Trust::System => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(system_roots()?), provider)
+                .build()
+                .map(|v| v as Arc<dyn ServerCertVerifier>)
+                .map_err(|e| ClientError::Tls(format!("cannot build the verifier: {e}")))
+        }
         Trust::Roots(certs) => {
             let mut roots = rustls::RootCertStore::empty();
             let (added, ignored) = roots.add_parsable_certificates(certs.iter().cloned());
@@ -119,10 +177,10 @@ pub(crate) fn quic_crypto(
         .map_err(|e| ClientError::Tls(format!("TLS config unusable for QUIC: {e}")))
 }
 
-/// Accepts exactly the certificate with the pinned SHA-256.
+/// Accepts an end-entity certificate whose SHA-256, or whose public key's, is pinned.
 #[derive(Debug)]
 struct PinnedCert {
-    fingerprint: [u8; 32],
+    pins: Pins,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -135,16 +193,27 @@ impl ServerCertVerifier for PinnedCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "server certificate sha256 {} does not match the pinned {}",
-                hex::encode(got),
-                hex::encode(self.fingerprint)
-            )))
+        let cert = convoke_protocol::pin::cert_sha256(end_entity.as_ref());
+        if self.pins.certs.contains(&cert) {
+            return Ok(ServerCertVerified::assertion());
         }
+        // The key the handshake signature is then checked with is this same parse's.
+        let parsed = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+        let spki = parsed.subject_public_key_info();
+        if self
+            .pins
+            .keys
+            .contains(&convoke_protocol::pin::spki_sha256(spki.as_ref()))
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        Err(rustls::Error::General(format!(
+            "server certificate matches none of the {} pin(s): its sha256 is {}, its public-key pin {}",
+            self.pins.certs.len() + self.pins.keys.len(),
+            hex::encode(cert),
+            convoke_protocol::pin::spki_pin(spki.as_ref())
+        )))
     }
 
     fn verify_tls12_signature(
@@ -241,12 +310,55 @@ mod tests {
             .is_ok()
     }
 
+    fn cert_pin(der: &[u8]) -> Trust {
+        Trust::Pins(Pins {
+            certs: vec![parse_fingerprint(&fingerprint_sha256(der)).unwrap()],
+            keys: vec![],
+        })
+    }
+
+    #[test]
+    fn public_key_pins_accept_any_certificate_for_a_pinned_key() {
+        let a = cert(false, &["localhost"]);
+        let b = cert(false, &["localhost"]);
+        let stranger = cert(false, &["localhost"]);
+        // A renewal of `a`: another certificate for the same key.
+        let a2 = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&a.signing_key)
+            .unwrap();
+        assert_ne!(a.cert.der(), a2.der());
+        let pin_a = public_key_pin(a.cert.der()).unwrap();
+        assert_eq!(public_key_pin(a2.der()).unwrap(), pin_a);
+        let pins = Pins {
+            certs: vec![],
+            keys: vec![
+                parse_public_key_pin(&pin_a).unwrap(),
+                parse_public_key_pin(&public_key_pin(b.cert.der()).unwrap()).unwrap(),
+            ],
+        };
+        let v = verifier(&Trust::Pins(pins)).unwrap();
+        for ok in [a.cert.der(), &a2.der().clone(), b.cert.der()] {
+            assert!(check(v.as_ref(), ok, "localhost"));
+        }
+        let name = ServerName::try_from("localhost").unwrap();
+        let err = v
+            .verify_server_cert(stranger.cert.der(), &[], &name, &[], UnixTime::now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("none of the 2 pin(s)"), "{err}");
+        assert!(
+            err.contains(&public_key_pin(stranger.cert.der()).unwrap()),
+            "names the key it saw: {err}"
+        );
+        assert!(public_key_pin(b"not a certificate").is_err());
+    }
+
     #[test]
     fn pin_accepts_only_the_pinned_certificate() {
         let good = cert(false, &["localhost"]);
         let other = cert(false, &["localhost"]);
-        let fp = fingerprint_sha256(good.cert.der());
-        let v = verifier(&Trust::Pin(parse_fingerprint(&fp).unwrap())).unwrap();
+        let v = verifier(&cert_pin(good.cert.der())).unwrap();
         assert!(check(v.as_ref(), good.cert.der(), "localhost"));
         // The name does not matter for a pin, the bytes do.
         assert!(check(v.as_ref(), good.cert.der(), "elsewhere.example"));
@@ -266,6 +378,10 @@ mod tests {
         );
         let short = parse_fingerprint("abcd").unwrap_err();
         assert!(short.to_string().contains("2 bytes"), "{short}");
+        assert!(matches!(
+            parse_public_key_pin("abcd"),
+            Err(ClientError::Tls(_))
+        ));
         assert!(matches!(parse_fingerprint("zz"), Err(ClientError::Tls(_))));
     }
 
@@ -314,6 +430,10 @@ mod tests {
         let c = cert(true, &["localhost"]);
         let roots = Trust::Roots(parse_pem_certs(c.cert.pem().as_bytes()).unwrap());
         assert!(quic_crypto(&roots, true).is_ok());
-        assert!(quic_crypto(&Trust::Pin([0; 32]), false).is_ok());
+        let pins = Trust::Pins(Pins {
+            certs: vec![[0; 32]],
+            keys: vec![[1; 32]],
+        });
+        assert!(quic_crypto(&pins, false).is_ok());
     }
 }

@@ -109,6 +109,14 @@ pub struct TlsConfig {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`. Default unset (`""`).
     #[serde(with = "empty_is_none")]
     pub key: Option<PathBuf>,
+    /// Whether the broker may serve a generated self-signed certificate (when `cert` and
+    /// `key` are unset). `false` (production): it refuses to start without them, rather
+    /// than serve a certificate that clients can only trust by pinning. Default `true`.
+    pub allow_generated: bool,
+    /// How often to look at the certificate and key files for a change, in seconds; a
+    /// change is loaded like on SIGHUP (new connections get the new certificate, open ones
+    /// keep theirs). `0`: only on SIGHUP. At most 86400. Default `0`.
+    pub reload_check_secs: u64,
 }
 
 impl Default for TlsConfig {
@@ -117,6 +125,8 @@ impl Default for TlsConfig {
             early_data: true,
             cert: None,
             key: None,
+            allow_generated: true,
+            reload_check_secs: 0,
         }
     }
 }
@@ -129,6 +139,12 @@ pub struct AuthConfig {
     /// (`""`): a random secret is generated into `DATA_DIR/auth/secret` on first start.
     #[serde(with = "empty_is_none")]
     pub secret: Option<String>,
+    /// A file holding the app secret (its contents, less a trailing newline, are the key,
+    /// as if given in `secret`): for secrets mounted as files (systemd credentials,
+    /// container secrets), so that the secret is in neither argv nor the environment. Read
+    /// at start. Not together with `secret`. Default unset (`""`).
+    #[serde(with = "empty_is_none")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// Hand-written so that logging the config never prints the secret.
@@ -136,6 +152,7 @@ impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
             .finish()
     }
 }

@@ -51,6 +51,35 @@ impl Config {
             }
             _ => {}
         }
+        if self.tls.cert.is_none() && !self.tls.allow_generated {
+            return Err(ConfigError::invalid(
+                "tls.cert",
+                "\"\"",
+                "must be set (with tls.key) when tls.allow_generated is false: this broker \
+                 refuses to serve a generated self-signed certificate",
+            ));
+        }
+        if self.tls.reload_check_secs > 86_400 {
+            return Err(ConfigError::invalid(
+                "tls.reload_check_secs",
+                self.tls.reload_check_secs,
+                "must be at most 86400 (0 = reload only on SIGHUP)",
+            ));
+        }
+        if self.auth.secret.is_some() && self.auth.secret_file.is_some() {
+            return Err(ConfigError::invalid(
+                "auth.secret_file",
+                format_args!(
+                    "{:?}",
+                    self.auth
+                        .secret_file
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+                "must not be set together with auth.secret (set one)",
+            ));
+        }
         if let Some(secret) = &self.auth.secret {
             if secret.len() < MIN_SECRET_BYTES {
                 return Err(ConfigError::invalid(

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Bytes moved per chunk, both directions.
-pub(crate) const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = convoke_protocol::transfer::CHUNK_BYTES;
 
 /// A shared file's index entry, stored under the group's prefix (`store::keys::file_key`).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]

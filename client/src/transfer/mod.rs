@@ -58,7 +58,7 @@ pub const CANCELLED: u32 = convoke_protocol::transfer::CANCELLED;
 pub const RESUME_WITHIN: Duration = Duration::from_secs(300);
 
 /// Bytes moved per chunk.
-pub(crate) const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = convoke_protocol::transfer::CHUNK_BYTES;
 
 /// Longest pause between two attempts to resume.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
