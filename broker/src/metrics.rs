@@ -223,8 +223,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_group_actor_stops_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Group actors stopped on purpose, by reason (idle).",
-        zero: &[&[("reason", "idle")]],
+        help: "Group actors stopped on purpose, by reason (idle; refused: loaded for a request that was refused and nothing else; evicted: the least recently used, to stay within groups.max_resident; store: after a commit whose outcome is unknown, so that the group is re-read from the store).",
+        zero: &[
+            &[("reason", "idle")],
+            &[("reason", "refused")],
+            &[("reason", "evicted")],
+            &[("reason", "store")],
+        ],
     },
     MetricDef {
         name: "convoke_group_actor_restarts_total",
@@ -240,6 +245,19 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Bytes,
         help: "Size of the sled database on disk (measured at each scrape).",
         zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_store_errors_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Store failures, by kind: write (a write or flush failed: outcome unknown, later writes refused, the node stops), deadline (a commit not confirmed within store.commit_deadline_ms: outcome unknown, /readyz false until it completes), queue_full (a change refused, nothing written: the commit queue was over store.commit_queue_mb), corrupt (a record that does not decode, skipped), encode (a record that could not be encoded: its write set refused).",
+        zero: &[
+            &[("kind", "write")],
+            &[("kind", "deadline")],
+            &[("kind", "queue_full")],
+            &[("kind", "corrupt")],
+            &[("kind", "encode")],
+        ],
     },
     MetricDef {
         name: "convoke_store_commits_total",
@@ -445,12 +463,21 @@ pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr>
                     "/metrics" => {
                         metrics::gauge!("convoke_store_disk_bytes")
                             .set(store.size_on_disk() as f64);
+                        let ready = READY.load(Ordering::Relaxed) && store.healthy();
+                        metrics::gauge!("convoke_ready").set(if ready { 1.0 } else { 0.0 });
                         ("200 OK", "text/plain; version=0.0.4", handle.render())
                     }
                     "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                    "/readyz" if READY.load(Ordering::Relaxed) => {
+                    // Serving QUIC, and the store takes writes (none failed, none past
+                    // its commit deadline).
+                    "/readyz" if READY.load(Ordering::Relaxed) && store.healthy() => {
                         ("200 OK", "text/plain", "ready\n".to_string())
                     }
+                    "/readyz" if READY.load(Ordering::Relaxed) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "not ready: store failing\n".to_string(),
+                    ),
                     "/readyz" => (
                         "503 Service Unavailable",
                         "text/plain",

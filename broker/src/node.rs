@@ -1,4 +1,10 @@
 //! The node: everything a connection needs, built once at start.
+//!
+//! It also decides what a failed store means: after a write or flush fails, the store
+//! refuses every later write (see `store::commit`) and the node stops, with exit code
+//! [`STORE_FAILED_EXIT`], once the 500 answers of the failed writes have had a moment to
+//! leave. A restart runs sled's recovery, the only way back to a state known to be on disk;
+//! a service manager restarts the node (ops/convoke.service: `Restart=on-failure`).
 
 use crate::config::Config;
 use crate::files::Files;
@@ -38,6 +44,7 @@ impl Node {
             &config.server.data_dir,
             &config.files_dir(),
         );
+        watch_store(&store);
         Self {
             quotas,
             config,
@@ -59,4 +66,26 @@ impl Node {
     pub fn shared(self) -> Arc<Self> {
         Arc::new(self)
     }
+}
+
+/// The exit code of a node stopped by a failed store write.
+pub const STORE_FAILED_EXIT: i32 = 3;
+
+/// How long a failed store leaves the node running (answers of the failed writes, 500,
+/// go out; /readyz is already false).
+const STORE_FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Stops the process once the store has failed (no-op outside a tokio runtime).
+fn watch_store(store: &Store) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let store = store.clone();
+    rt.spawn(async move {
+        let why = store.failed().await;
+        tracing::error!(error = %why, exit_code = STORE_FAILED_EXIT, "the store failed; the node stops (restart it: sled recovers what reached the disk)");
+        crate::metrics::set_ready(false);
+        tokio::time::sleep(STORE_FAILED_GRACE).await;
+        std::process::exit(STORE_FAILED_EXIT);
+    });
 }

@@ -88,6 +88,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         config.sessions.kept_events_max,
         config.sessions.kept_events_per_sender_max,
     );
+    store.set_commit_limits(
+        Duration::from_millis(config.store.commit_deadline_ms),
+        usize::try_from(config.store.commit_queue_mb.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
+    );
     let metrics_addr = match config.metrics.listen {
         Some(addr) => Some(crate::metrics::serve(addr, store.clone()).await?),
         None => None,
@@ -119,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
             members_as_invitations: config.groups.create_members_as_invitations,
         },
         idle: Duration::from_secs(config.groups.idle_stop_secs.max(1)),
+        max_resident: usize::try_from(config.groups.max_resident).unwrap_or(usize::MAX),
         fault_injection: config.debug.fault_injection,
         files: files.clone(),
         messages: crate::group::messages::MessageSettings {

@@ -258,6 +258,10 @@ pub struct GroupsConfig {
     /// reject) instead of being added without being asked. Default `false` (the seed's
     /// behaviour: added directly, told by `directJoined`).
     pub create_members_as_invitations: bool,
+    /// At most this many group actors are resident (loaded) at once; to load another, the
+    /// least recently used one idle for at least a second is stopped, and if there is none
+    /// the request is answered 500 (retry). At least 1. Default `100000`.
+    pub max_resident: u64,
 }
 
 impl Default for GroupsConfig {
@@ -265,6 +269,7 @@ impl Default for GroupsConfig {
         Self {
             idle_stop_secs: 300,
             create_members_as_invitations: false,
+            max_resident: 100_000,
         }
     }
 }
@@ -331,6 +336,13 @@ pub struct StoreConfig {
     /// at once); `0` = never wait. Nothing is acknowledged before its flush either way.
     /// Default `1000`.
     pub group_commit_window_us: u64,
+    /// A change whose commit is not confirmed within this many milliseconds (a hung disk)
+    /// is answered 500 "outcome unknown" instead of waiting, and `/readyz` turns false until
+    /// the store catches up. At least 100. Default `10000`.
+    pub commit_deadline_ms: u64,
+    /// Bytes of write sets waiting for the committer, in MiB, beyond which changes are
+    /// refused with 500 (nothing changed) instead of queued. At least 1. Default `64`.
+    pub commit_queue_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -338,6 +350,8 @@ impl Default for StoreConfig {
         Self {
             cache_capacity_mb: 64,
             group_commit_window_us: 1000,
+            commit_deadline_ms: 10_000,
+            commit_queue_mb: 64,
         }
     }
 }
@@ -445,10 +459,14 @@ impl Default for FilesConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DebugConfig {
     /// Lets tests crash on purpose: a modifyGroup with ext `"convoke:panic"` panics the
-    /// group actor (supervision and restart); a sendGroupMessage whose client message id
-    /// starts with `"fault:abort-after-commit"` aborts the broker process right after the
-    /// message is durable, before it is answered or delivered (a crash between the write and
-    /// the answer). Default `false`.
+    /// group actor (supervision and restart), `"convoke:fail-flush"` fails its commit after
+    /// the change was applied (a disk error: the node stops), `"convoke:hang-commit:<ms>"`
+    /// holds the committer that long (a hung disk), each only once the request passed its
+    /// permission check; a sendGroupMessage whose client message id starts with
+    /// `"fault:abort-after-commit"` aborts the broker process right after the message is
+    /// durable, before it is answered or delivered (a crash between the write and the
+    /// answer). Only debug builds (tests) accept `true`; a release build refuses to start
+    /// with it. Default `false`.
     pub fault_injection: bool,
 }
 

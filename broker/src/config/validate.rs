@@ -126,6 +126,22 @@ impl Config {
         at_least("limits.max_files_per_group", l.max_files_per_group, 1, "")?;
 
         at_least("groups.idle_stop_secs", self.groups.idle_stop_secs, 1, "")?;
+        at_least("groups.max_resident", self.groups.max_resident, 1, "")?;
+        at_least(
+            "store.commit_deadline_ms",
+            self.store.commit_deadline_ms,
+            100,
+            "a shorter deadline fails ordinary flushes",
+        )?;
+        at_least("store.commit_queue_mb", self.store.commit_queue_mb, 1, "")?;
+        at_most("store.commit_queue_mb", self.store.commit_queue_mb, 1 << 20)?;
+        if self.debug.fault_injection && !cfg!(debug_assertions) {
+            return Err(ConfigError::invalid(
+                "debug.fault_injection",
+                true,
+                "is a test hook: only debug builds (tests) accept it, never a release build",
+            ));
+        }
 
         let s = &self.sessions;
         at_least(

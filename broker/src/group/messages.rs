@@ -172,7 +172,7 @@ pub fn spawn_publisher(presence: Presence) -> mpsc::Sender<Publish> {
                     }
                     if let Err(e) = result {
                         tracing::error!(error = %e, "message not persisted; not delivered");
-                        let _ = reply.send(Err(internal(e)));
+                        let _ = reply.send(Err(super::actor::commit_failure(&e)));
                         continue;
                     }
                     if abort_after_commit {
@@ -208,7 +208,7 @@ fn duplicate_answer(outcome: &Outcome, response: Response) -> Reply {
             metrics::counter!("convoke_messages_deduplicated_total").increment(1);
             Ok(response)
         }
-        Some(Err(e)) => Err(internal(e)),
+        Some(Err(e)) => Err(super::actor::commit_failure(e)),
         // Only if the original never reached the publisher (the group is stopping).
         None => Err(ApiError::new(
             ErrorCode::ServerBusy,
@@ -491,7 +491,11 @@ pub async fn ack(st: &mut GroupState, caller: &Caller, msg_id: &str) -> Reply {
     shared
         .store
         .receipt_writes(&mut ws, st.gid, id, &caller.user, now);
-    shared.store.commit(ws).await.map_err(internal)?;
+    shared
+        .store
+        .commit(ws)
+        .await
+        .map_err(|e| super::actor::store_failure(&e))?;
     Ok(Response::Done)
 }
 
@@ -675,7 +679,9 @@ mod tests {
         assert_eq!(original_answer.await.unwrap(), Ok(sent(1)));
         assert_eq!(dup_answer.await.unwrap(), Ok(sent(1)));
         let e = original2_answer.await.unwrap().unwrap_err();
-        assert_eq!(e.code, ErrorCode::Internal);
+        // A store failure is 500 (retryable; this one says nothing was written).
+        assert_eq!(e.code, ErrorCode::ServerBusy);
+        assert!(e.message.contains("nothing changed"), "{}", e.message);
         assert_eq!(dup2_answer.await.unwrap(), Err(e));
     }
 

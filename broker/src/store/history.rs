@@ -8,7 +8,7 @@
 //! id stored, `k` maps the seq back, so that trimming a message also drops its id and the
 //! ids stay bounded by history.
 
-use super::{decode, encode, keys, Result, Store, WriteSet};
+use super::{decode, decode_or_skip, keys, Result, Store, WriteSet};
 use bincode::{Decode, Encode};
 
 /// A stored group message.
@@ -47,13 +47,24 @@ pub struct ClientIdTrim {
 }
 
 impl Store {
-    /// The group's next sequence number and its oldest retained one.
+    /// The group's next sequence number and its oldest retained one. The next is never at
+    /// or below a seq in history, even if the counter record is missing or unreadable, so a
+    /// stored message is never overwritten.
     pub fn load_seq(&self, gid: u64) -> Result<(u64, u64)> {
         let key = keys::space_prefix(keys::SEQ, gid);
-        let next = match self.db.get(&key)? {
-            Some(v) => decode::<u64>(&key, &v)?,
+        let counter = match self.db.get(&key)? {
+            Some(v) => decode_or_skip::<u64>(&key, &v)?.unwrap_or(1),
             None => 1,
         };
+        let after_last = match self
+            .db
+            .scan_prefix(keys::space_prefix(keys::HISTORY, gid))
+            .next_back()
+        {
+            Some(kv) => keys::trailing_u64(&kv?.0).map_or(1, |s| s.saturating_add(1)),
+            None => 1,
+        };
+        let next = counter.max(after_last);
         let first = match self
             .db
             .scan_prefix(keys::space_prefix(keys::HISTORY, gid))
@@ -67,12 +78,9 @@ impl Store {
 
     /// Adds a message (its record, id index and the advanced counter) to `ws`.
     pub fn message_writes(&self, ws: &mut WriteSet, gid: u64, rec: &MessageRec) {
-        ws.put(keys::space_key(keys::HISTORY, gid, rec.seq), encode(rec));
-        ws.put(
-            keys::space_key(keys::MSG_INDEX, gid, rec.msg_id),
-            encode(&rec.seq),
-        );
-        ws.put(keys::space_prefix(keys::SEQ, gid), encode(&(rec.seq + 1)));
+        ws.put_record(keys::space_key(keys::HISTORY, gid, rec.seq), rec);
+        ws.put_record(keys::space_key(keys::MSG_INDEX, gid, rec.msg_id), &rec.seq);
+        ws.put_record(keys::space_prefix(keys::SEQ, gid), &(rec.seq + 1));
     }
 
     /// Adds to `ws` the removal of messages with seq in `from..to` (and their receipts).
@@ -81,8 +89,12 @@ impl Store {
         let end = keys::space_key(keys::HISTORY, gid, to);
         for kv in self.db.range(start..end) {
             let (k, v) = kv?;
-            let rec: MessageRec = decode(&k, &v)?;
             ws.delete(k.to_vec());
+            // An unreadable record goes too; its id index entry (unknown) stays behind and
+            // leads nowhere.
+            let Some(rec) = decode_or_skip::<MessageRec>(&k, &v)? else {
+                continue;
+            };
             ws.delete(keys::space_key(keys::MSG_INDEX, gid, rec.msg_id));
             for r in self
                 .db
@@ -106,7 +118,9 @@ impl Store {
         let end = keys::space_key(keys::HISTORY, gid, next);
         for kv in self.db.range(start..end) {
             let (k, v) = kv?;
-            let rec: MessageRec = decode(&k, &v)?;
+            let Some(rec) = decode_or_skip::<MessageRec>(&k, &v)? else {
+                continue;
+            };
             if rec.timestamp >= min_ts {
                 return Ok(rec.seq);
             }
@@ -166,7 +180,7 @@ impl Store {
 
     /// Adds a read receipt to `ws`.
     pub fn receipt_writes(&self, ws: &mut WriteSet, gid: u64, msg_id: u64, user: &str, at: i64) {
-        ws.put(keys::receipt_key(gid, msg_id, user), encode(&at));
+        ws.put_record(keys::receipt_key(gid, msg_id, user), &at);
     }
 
     /// Readers of `msg_id`: the total, and up to `limit` after the user id `cursor`.
@@ -201,10 +215,10 @@ impl Store {
         sender: &str,
         client_id: &str,
     ) {
-        ws.put(keys::client_id_key(gid, sender, client_id), encode(&seq));
-        ws.put(
+        ws.put_record(keys::client_id_key(gid, sender, client_id), &seq);
+        ws.put_record(
             keys::space_key(keys::CLIENT_ID_BY_SEQ, gid, seq),
-            encode(&(sender, client_id)),
+            &(sender, client_id),
         );
     }
 

@@ -21,7 +21,8 @@ pub const INBOX: u8 = b'i';
 pub const KEPT_BY_GROUP: u8 = b'e';
 /// Kept events by operator: `f <user> 0 <operator> 0 <id:8>` -> the gid (see `store::kept`).
 pub const KEPT_BY_SENDER: u8 = b'f';
-/// Groups with timed mutes, re-armed at start: `t <gid>` -> ().
+/// Groups with timed mutes, re-armed at start: `t <gid>` -> the earliest expiry (ms since
+/// the epoch, an i64 record; empty in stores written before it was kept).
 pub const TIMED: u8 = b't';
 
 /// Kinds of group record.
@@ -118,6 +119,22 @@ pub fn timed_key(gid: u64) -> Vec<u8> {
     let mut k = vec![TIMED];
     k.extend_from_slice(&gid.to_be_bytes());
     k
+}
+
+/// `key` for a log line: printable bytes as they are, others as `\xNN`, at most 96 bytes.
+pub fn describe(key: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in key.iter().take(96) {
+        if b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if key.len() > 96 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// The big-endian u64 at the end of `key`, if it is long enough.

@@ -6,10 +6,10 @@
 
 pub mod commit;
 pub mod history;
-pub mod keys;
 pub mod kept;
+pub mod keys;
 
-pub use commit::{Committer, Durable, WriteSet};
+pub use commit::{CommitError, Committer, Durable, Fault, WriteSet};
 pub use history::MessageRec;
 
 use crate::files::FileRec;
@@ -26,8 +26,10 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record under key {key}: {reason}")]
     Corrupt { key: String, reason: String },
-    #[error("commit failed: {0}")]
-    Commit(String),
+    #[error("{0}")]
+    Commit(#[from] CommitError),
+    #[error("cannot start the store committer: {0}")]
+    Start(String),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -36,19 +38,36 @@ fn cfg() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ 16 * 1024 * 1024 }>()
 }
 
-/// Encodes a record.
-pub fn encode<T: Encode>(v: &T) -> Vec<u8> {
-    // Encoding into a Vec cannot fail for our plain record types.
-    bincode::encode_to_vec(v, cfg()).unwrap_or_default()
+/// Encodes a record. Write sets use it through [`WriteSet::put_record`], which refuses the
+/// whole write set when this fails, so that a failure never stores an empty record.
+pub(crate) fn encode<T: Encode>(v: &T) -> std::result::Result<Vec<u8>, String> {
+    bincode::encode_to_vec(v, cfg()).map_err(|e| e.to_string())
 }
 
+/// Decodes a record. A record that does not decode is counted and logged here; callers
+/// skip it where they can (it costs that record, not the group or the node).
 fn decode<T: Decode<()>>(key: &[u8], bytes: &[u8]) -> Result<T> {
     bincode::decode_from_slice(bytes, cfg())
         .map(|(v, _)| v)
-        .map_err(|e| StoreError::Corrupt {
-            key: String::from_utf8_lossy(key).into_owned(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            let key = keys::describe(key);
+            metrics::counter!("convoke_store_errors_total", "kind" => "corrupt").increment(1);
+            tracing::error!(%key, error = %e, "corrupt record in the store; skipped where possible");
+            StoreError::Corrupt {
+                key,
+                reason: e.to_string(),
+            }
         })
+}
+
+/// `Ok(Some(v))` for a record that decodes, `Ok(None)` (counted and logged by [`decode`])
+/// for one that does not: the caller goes on without it.
+fn decode_or_skip<T: Decode<()>>(key: &[u8], bytes: &[u8]) -> Result<Option<T>> {
+    match decode(key, bytes) {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::Corrupt { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The node's store. Cheap to clone.
@@ -68,7 +87,7 @@ impl Store {
             .cache_capacity(cache_capacity_bytes)
             .open()?;
         let committer =
-            Committer::start(db.clone()).map_err(|e| StoreError::Commit(e.to_string()))?;
+            Committer::start(db.clone()).map_err(|e| StoreError::Start(e.to_string()))?;
         Ok(Self {
             db,
             committer,
@@ -76,12 +95,20 @@ impl Store {
         })
     }
 
-    /// Applies `ws` atomically and returns once it is durable.
+    /// Applies `ws` atomically and returns once it is durable. Refused without writing
+    /// anything while the committer's queue is over its byte budget.
     pub async fn commit(&self, ws: WriteSet) -> Result<()> {
         if ws.is_empty() {
             return Ok(());
         }
-        self.committer.commit(ws).await.map_err(StoreError::Commit)
+        if self.committer.overloaded() {
+            metrics::counter!("convoke_store_errors_total", "kind" => "queue_full").increment(1);
+            return Err(CommitError::NotWritten(
+                "the store's write queue is full (store.commit_queue_mb); retry".into(),
+            )
+            .into());
+        }
+        Ok(self.committer.commit(ws).await?)
     }
 
     /// Sets the group-commit gathering window (see [`commit::DEFAULT_WINDOW_US`]).
@@ -89,9 +116,54 @@ impl Store {
         self.committer.set_window(window);
     }
 
-    /// Queues `ws` for the committer now (in submission order) without waiting.
+    /// Sets the commit deadline and the byte budget of the committer's queue.
+    pub fn set_commit_limits(&self, deadline: std::time::Duration, queue_bytes: usize) {
+        self.committer.set_limits(deadline, queue_bytes);
+    }
+
+    /// Queues `ws` for the committer now (in submission order) without waiting. Callers
+    /// that may refuse check [`Store::overloaded`] first (before they assign anything, such
+    /// as a message's seq); this never refuses for a full queue, so the queue's bound is its
+    /// budget plus the write sets of the actors running at that moment.
     pub fn submit(&self, ws: WriteSet) -> Durable {
         self.committer.submit(ws)
+    }
+
+    /// Whether the committer's queue is over its byte budget: refuse new changes (nothing
+    /// changed) rather than queue more.
+    pub fn overloaded(&self) -> bool {
+        let over = self.committer.overloaded();
+        if over {
+            metrics::counter!("convoke_store_errors_total", "kind" => "queue_full").increment(1);
+        }
+        over
+    }
+
+    /// How many write sets have been submitted so far (see [`Store::settle`]).
+    pub fn submitted(&self) -> u64 {
+        self.committer.submitted()
+    }
+
+    /// Whether the first `ticket` write sets are committed (or failed).
+    pub fn settled(&self, ticket: u64) -> bool {
+        self.committer.settled(ticket)
+    }
+
+    /// Waits, at most for the commit deadline, until the first `ticket` write sets are
+    /// committed (or failed): a group actor that replaces another waits for everything its
+    /// predecessor submitted before it reads the group. False if the deadline passed.
+    pub async fn settle(&self, ticket: u64) -> bool {
+        self.committer.settle(ticket).await
+    }
+
+    /// False once a write failed (for good) and while a commit is past its deadline.
+    pub fn healthy(&self) -> bool {
+        self.committer.healthy()
+    }
+
+    /// Resolves when a write or flush has failed (the node then stops).
+    pub async fn failed(&self) -> std::sync::Arc<str> {
+        self.committer.failed().await
     }
 
     /// A new unique id (group ids, inbox sequence numbers). Never reused, across restarts.
@@ -117,7 +189,7 @@ impl Store {
 
     /// Adds a user record (as a first login at `now` would) to `ws`.
     pub fn user_writes(&self, ws: &mut WriteSet, user: &str, now: i64) {
-        ws.put(keys::user_key(user), encode(&now));
+        ws.put_record(keys::user_key(user), &now);
     }
 
     /// Records a login; durable before it returns.
@@ -126,7 +198,7 @@ impl Store {
             return Ok(());
         }
         let mut ws = WriteSet::default();
-        ws.put(keys::user_key(user), encode(&now));
+        ws.put_record(keys::user_key(user), &now);
         self.commit(ws).await
     }
 
@@ -152,8 +224,8 @@ impl Store {
             if k.first() != Some(&keys::PUBLIC) || out.len() >= limit {
                 break;
             }
-            if let Some(gid) = keys::trailing_u64(&k) {
-                out.push((gid, decode::<String>(&k, &v)?));
+            if let (Some(gid), Some(name)) = (keys::trailing_u64(&k), decode_or_skip(&k, &v)?) {
+                out.push((gid, name));
             }
         }
         Ok(out)
@@ -186,11 +258,19 @@ impl Store {
                 continue;
             };
             let user = String::from_utf8_lossy(&k[prefix.len() + 1..]).into_owned();
+            // A record that does not decode costs that record (counted and logged), not
+            // the group: the rest of the group loads.
             match kind {
                 Kind::Meta => {}
-                Kind::Member => g.insert_member(&user, decode::<MemberRec>(&k, &v)?),
+                Kind::Member => {
+                    if let Some(rec) = decode_or_skip::<MemberRec>(&k, &v)? {
+                        g.insert_member(&user, rec);
+                    }
+                }
                 Kind::Mute => {
-                    g.mutes.insert(user, decode::<i64>(&k, &v)?);
+                    if let Some(exp) = decode_or_skip::<i64>(&k, &v)? {
+                        g.mutes.insert(user, exp);
+                    }
                 }
                 Kind::Allow => {
                     g.allow.insert(user);
@@ -199,14 +279,20 @@ impl Store {
                     g.block.insert(user);
                 }
                 Kind::Invite => {
-                    g.invites.insert(user, decode::<Invite>(&k, &v)?);
+                    if let Some(inv) = decode_or_skip::<Invite>(&k, &v)? {
+                        g.invites.insert(user, inv);
+                    }
                 }
                 Kind::Request => {
-                    g.requests.insert(user, decode::<JoinRequest>(&k, &v)?);
+                    if let Some(r) = decode_or_skip::<JoinRequest>(&k, &v)? {
+                        g.requests.insert(user, r);
+                    }
                 }
                 Kind::File => {
                     if let Some(fid) = keys::trailing_u64(&k) {
-                        g.files.insert(fid, decode::<FileRec>(&k, &v)?);
+                        if let Some(f) = decode_or_skip::<FileRec>(&k, &v)? {
+                            g.files.insert(fid, f);
+                        }
                     }
                 }
             }
@@ -223,9 +309,9 @@ impl Store {
         for d in &dirty {
             match d {
                 Dirty::Meta => {
-                    ws.put(keys::group_key(gid, Kind::Meta, ""), encode(&g.meta));
+                    ws.put_record(keys::group_key(gid, Kind::Meta, ""), &g.meta);
                     if g.meta.public {
-                        ws.put(keys::public_key(gid), encode(&g.meta.name));
+                        ws.put_record(keys::public_key(gid), &g.meta.name);
                     } else {
                         ws.delete(keys::public_key(gid));
                     }
@@ -234,7 +320,7 @@ impl Store {
                     let key = keys::group_key(gid, Kind::Member, u);
                     match g.members.get(u) {
                         Some(rec) => {
-                            ws.put(key, encode(rec));
+                            ws.put_record(key, rec);
                             ws.put(keys::joined_key(u, gid), Vec::new());
                         }
                         None => {
@@ -246,7 +332,7 @@ impl Store {
                 Dirty::Mute(u) => {
                     let key = keys::group_key(gid, Kind::Mute, u);
                     match g.mutes.get(u) {
-                        Some(exp) => ws.put(key, encode(exp)),
+                        Some(exp) => ws.put_record(key, exp),
                         None => ws.delete(key),
                     }
                 }
@@ -263,28 +349,31 @@ impl Store {
                 Dirty::Invite(u) => {
                     let key = keys::group_key(gid, Kind::Invite, u);
                     match g.invites.get(u) {
-                        Some(inv) => ws.put(key, encode(inv)),
+                        Some(inv) => ws.put_record(key, inv),
                         None => ws.delete(key),
                     }
                 }
                 Dirty::Request(u) => {
                     let key = keys::group_key(gid, Kind::Request, u);
                     match g.requests.get(u) {
-                        Some(r) => ws.put(key, encode(r)),
+                        Some(r) => ws.put_record(key, r),
                         None => ws.delete(key),
                     }
                 }
                 Dirty::File(fid) => {
                     let key = keys::file_key(gid, *fid);
                     match g.files.get(fid) {
-                        Some(f) => ws.put(key, encode(f)),
+                        Some(f) => ws.put_record(key, f),
                         None => ws.delete(key),
                     }
                 }
             }
         }
         if dirty.iter().any(|d| matches!(d, Dirty::Mute(_))) {
-            set_flag(ws, keys::timed_key(gid), g.next_expiry().is_some());
+            match g.next_expiry() {
+                Some(at) => ws.put_record(keys::timed_key(gid), &at),
+                None => ws.delete(keys::timed_key(gid)),
+            }
         }
     }
 
@@ -315,13 +404,18 @@ impl Store {
         Ok(out)
     }
 
-    /// Ids of groups that have timed mutes to re-arm.
-    pub fn timed_groups(&self) -> Result<Vec<u64>> {
+    /// Groups that have timed mutes, with their earliest expiry (`None` when the store does
+    /// not say: an index entry written before expiries were kept in it, or an unreadable one;
+    /// load such a group to find out).
+    pub fn timed_groups(&self) -> Result<Vec<(u64, Option<i64>)>> {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix([keys::TIMED]) {
-            let (k, _) = kv?;
+            let (k, v) = kv?;
             if let Some(gid) = keys::trailing_u64(&k) {
-                out.push(gid);
+                let at = bincode::decode_from_slice::<i64, _>(&v, cfg())
+                    .ok()
+                    .map(|(at, _)| at);
+                out.push((gid, at));
             }
         }
         Ok(out)
