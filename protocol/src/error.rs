@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(shown("alice"), "\"alice\"");
         let long = "é".repeat(1000);
         let s = shown(&long);
-        assert!(s.starts_with(&format!("{:?}", "é".repeat(32)).trim_end_matches('"')));
+        assert!(s.starts_with(format!("{:?}", "é".repeat(32)).trim_end_matches('"')));
         assert!(s.ends_with("... (2000 bytes)"), "{s}");
         assert!(s.len() < 100, "{s}");
     }

@@ -176,6 +176,24 @@ impl Client {
         .await
     }
 
+    /// getGroupBlocklistPage (owner, admin): paged like
+    /// [`get_group_mutelist_page`](Self::get_group_mutelist_page).
+    pub async fn get_group_blocklist_page(
+        &self,
+        group_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), ClientError> {
+        let r = self
+            .request(Request::GetGroupBlocklistPage {
+                group_id: group_id.into(),
+                limit,
+                cursor: cursor.map(Into::into),
+            })
+            .await?;
+        expect_response!(r, "getGroupBlocklistPage", Response::UsersPage { users, cursor } => (users, cursor))
+    }
+
     /// getGroupBlocklist (owner, admin).
     pub async fn get_group_blocklist(&self, group_id: &str) -> Result<Vec<String>, ClientError> {
         self.users(Request::GetGroupBlocklist {

@@ -49,6 +49,26 @@ impl Client {
         expect_response!(r, "getGroupMutelist", Response::Mutes { mutes } => mutes)
     }
 
+    /// getGroupMutelistPage (owner, admin): at most `limit` (1 to 1000) muted users by user
+    /// id, after `cursor` (`None` = the first page), and the cursor of the next page
+    /// (`None` on the last). The unpaged [`get_group_mutelist`](Self::get_group_mutelist)
+    /// answers the first page of at most 1000.
+    pub async fn get_group_mutelist_page(
+        &self,
+        group_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<MuteEntry>, Option<String>), ClientError> {
+        let r = self
+            .request(Request::GetGroupMutelistPage {
+                group_id: group_id.into(),
+                limit,
+                cursor: cursor.map(Into::into),
+            })
+            .await?;
+        expect_response!(r, "getGroupMutelistPage", Response::MutesPage { mutes, cursor } => (mutes, cursor))
+    }
+
     /// isInGroupMutelist: whether the caller is muted in the group.
     pub async fn is_in_group_mutelist(&self, group_id: &str) -> Result<bool, ClientError> {
         self.boolean(Request::IsInGroupMutelist {
@@ -107,6 +127,24 @@ impl Client {
             group_id: group_id.into(),
         })
         .await
+    }
+
+    /// getGroupAllowlistPage (owner, admin): paged like
+    /// [`get_group_mutelist_page`](Self::get_group_mutelist_page).
+    pub async fn get_group_allowlist_page(
+        &self,
+        group_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), ClientError> {
+        let r = self
+            .request(Request::GetGroupAllowlistPage {
+                group_id: group_id.into(),
+                limit,
+                cursor: cursor.map(Into::into),
+            })
+            .await?;
+        expect_response!(r, "getGroupAllowlistPage", Response::UsersPage { users, cursor } => (users, cursor))
     }
 
     /// isInGroupAllowlist: app admins may ask about anyone, others only about themselves.

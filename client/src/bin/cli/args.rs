@@ -95,6 +95,20 @@ pub struct GroupId {
     pub group_id: String,
 }
 
+/// `--group-id`, `--limit` and `--cursor`: one page of a mute, block or allow list.
+#[derive(Debug, Clone, Args)]
+pub struct GroupListPage {
+    /// The group's id.
+    #[arg(long)]
+    pub group_id: String,
+    /// Entries per page, 1-1000.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Cursor from the previous page (the answer's `cursor`; null on the last page).
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
 /// `--group-id` and `--username`.
 #[derive(Debug, Clone, Args)]
 pub struct GroupUser {

@@ -4,8 +4,8 @@
 //! value (`--public`, `--public true`, `--invite-need-confirm false`).
 
 use super::args::{
-    parse_attributes, Attributes, GroupApplicant, GroupFile, GroupId, GroupInvitee, GroupUser,
-    GroupUsernames, GroupUsers,
+    parse_attributes, Attributes, GroupApplicant, GroupFile, GroupId, GroupInvitee, GroupListPage,
+    GroupUser, GroupUsernames, GroupUsers,
 };
 use clap::{ArgAction, Args, Subcommand};
 use convoke_protocol::CreateGroupData;
@@ -183,8 +183,10 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         username: Vec<String>,
     },
-    /// List muted members with their expiry (owner, admin).
+    /// List muted members with their expiry (owner, admin): the first 1000.
     GetGroupMutelist(GroupId),
+    /// List muted members with their expiry, a page at a time (owner, admin).
+    GetGroupMutelistPage(GroupListPage),
     /// Whether you are muted.
     IsInGroupMutelist(GroupId),
     /// Turn mute-all on (owner, admin).
@@ -199,8 +201,10 @@ pub enum Command {
     UnblockGroupMember(GroupUser),
     /// Unblock several users (owner, admin).
     UnblockGroupMembers(GroupUsernames),
-    /// List blocked users (owner, admin).
+    /// List blocked users (owner, admin): the first 1000.
     GetGroupBlocklist(GroupId),
+    /// List blocked users, a page at a time (owner, admin).
+    GetGroupBlocklistPage(GroupListPage),
     /// Add users to the allowlist (owner, admin).
     AddUsersToGroupAllowlist(GroupUsers),
     /// Remove a user from the allowlist (owner, admin).
@@ -212,8 +216,10 @@ pub enum Command {
         #[arg(long)]
         user_name: String,
     },
-    /// List the allowlist (owner, admin).
+    /// List the allowlist (owner, admin): the first 1000.
     GetGroupAllowlist(GroupId),
+    /// List the allowlist, a page at a time (owner, admin).
+    GetGroupAllowlistPage(GroupListPage),
     /// Whether a user is on the allowlist.
     IsInGroupAllowlist {
         /// The group's id.

@@ -241,6 +241,12 @@ async fn call(c: &Client, command: Command) -> Result<Value, ClientError> {
         C::UnmuteGroupMember { group_id, username } => {
             done(c.unmute_group_member(&group_id, &strs(&username)).await?)
         }
+        C::GetGroupMutelistPage(g) => {
+            let (mutes, cursor) = c
+                .get_group_mutelist_page(&g.group_id, g.limit, g.cursor.as_deref())
+                .await?;
+            json!({ "mutes": to_json(&mutes), "cursor": cursor })
+        }
         C::GetGroupMutelist(g) => to_json(&c.get_group_mutelist(&g.group_id).await?),
         C::IsInGroupMutelist(g) => to_json(&c.is_in_group_mutelist(&g.group_id).await?),
         C::DisableSendGroupMsg(g) => done(c.disable_send_group_msg(&g.group_id).await?),
@@ -255,6 +261,12 @@ async fn call(c: &Client, command: Command) -> Result<Value, ClientError> {
             c.unblock_group_members(&a.group_id, &strs(&a.usernames))
                 .await?,
         ),
+        C::GetGroupBlocklistPage(g) => {
+            let (users, cursor) = c
+                .get_group_blocklist_page(&g.group_id, g.limit, g.cursor.as_deref())
+                .await?;
+            json!({ "users": users, "cursor": cursor })
+        }
         C::GetGroupBlocklist(g) => to_json(&c.get_group_blocklist(&g.group_id).await?),
         C::AddUsersToGroupAllowlist(a) => done(
             c.add_users_to_group_allowlist(&a.group_id, &strs(&a.users))
@@ -267,6 +279,12 @@ async fn call(c: &Client, command: Command) -> Result<Value, ClientError> {
             c.remove_group_allowlist_member(&group_id, &user_name)
                 .await?,
         ),
+        C::GetGroupAllowlistPage(g) => {
+            let (users, cursor) = c
+                .get_group_allowlist_page(&g.group_id, g.limit, g.cursor.as_deref())
+                .await?;
+            json!({ "users": users, "cursor": cursor })
+        }
         C::GetGroupAllowlist(g) => to_json(&c.get_group_allowlist(&g.group_id).await?),
         C::IsInGroupAllowlist {
             group_id,
