@@ -286,13 +286,22 @@ async fn closing_and_dropping_the_client() {
     let broker = FakeBroker::start().await;
     let client = broker.client("alice").connect().await.unwrap();
     let mut events = client.events();
-    let hanging = tokio::spawn({
-        let client = client.clone();
-        async move { client.leave_group("1").await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    client.close().await;
-    let e = hanging.await.unwrap().unwrap_err();
+    // leaveGroup is never answered. It is polled first (biased) until it waits for its
+    // answer, having been queued for the writer; a ping queued after it and answered proves
+    // the broker has read it: it is in flight, not merely started.
+    let mut hanging = std::pin::pin!(client.leave_group("1"));
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut hanging => panic!("leaveGroup was answered: {r:?}"),
+            r = client.ping() => {
+                r.unwrap();
+                break;
+            }
+        }
+    }
+    let (e, ()) = tokio::join!(hanging, client.close());
+    let e = e.unwrap_err();
     assert!(
         matches!(e, ClientError::Closed { code: Some(0), .. }),
         "{e}"

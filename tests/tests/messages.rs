@@ -569,33 +569,44 @@ async fn coalescing_busy_sessions_keeps_order_and_loses_nothing() {
 #[tokio::test]
 async fn coalescing_holds_events_only_for_a_busy_session() {
     // An exaggerated window so the two behaviours are far apart: a session handed an event in
-    // the last 300 ms holds new events for 1 s (the most allowed); a quieter one is written at
-    // once.
+    // the last 60 s is busy and holds new events for 1 s (the most allowed); a session never
+    // handed one is idle and written to at once. No sleep decides who is busy: "out" joins
+    // by itself (its own join pushes it nothing) and stays idle, while m1 has just been
+    // handed events (the set-up, and out's arrival).
     let broker = Broker::start_with(&[
-        ("sessions.coalesce_busy_ms", "300"),
+        ("sessions.coalesce_busy_ms", "60000"),
         ("sessions.coalesce_window_ms", "1000"),
     ])
     .await;
-    let (gid, [owner, _adm, mut m1, _m2, _out]) = standard_group(&broker, false).await;
-    // Let the set-up events age out of the busy time (and their own window, if held).
-    tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
+    let (gid, [owner, _adm, mut m1, _m2, mut out]) = standard_group(&broker, true).await;
+    assert!(out.client.join_group(&gid, "").await.unwrap());
+    m1.expect(Op::MemberPresence).await;
 
     let sent = std::time::Instant::now();
     owner
         .client
-        .send_group_message(&gid, b"to an idle session".to_vec(), false)
+        .send_group_message(&gid, b"one message".to_vec(), false)
         .await
         .unwrap();
-    let first = m1.expect_message().await;
+    let idle = out.expect_message().await;
     let idle_latency = sent.elapsed();
-    assert_eq!(first.payload, b"to an idle session");
+    assert_eq!(idle.payload, b"one message");
+    let busy = m1.expect_message().await;
+    let busy_latency = sent.elapsed();
+    assert_eq!(busy.payload, b"one message");
+    // Compared with each other, not with a wall-clock budget: load slows both alike, while
+    // only the busy session's copy waits out the window.
     assert!(
-        idle_latency < std::time::Duration::from_millis(600),
-        "an idle session's event was held: {idle_latency:?}"
+        busy_latency >= std::time::Duration::from_millis(700),
+        "a busy session's event was not held: {busy_latency:?}"
+    );
+    assert!(
+        idle_latency + std::time::Duration::from_millis(500) < busy_latency,
+        "an idle session's event was held like a busy one's: idle {idle_latency:?}, busy {busy_latency:?}"
     );
 
-    // m1 was just handed an event, so it is busy: the next event waits for the window, and the
-    // ones sent meanwhile travel with it, in order.
+    // m1 was just handed an event, so it is still busy: the next event waits for the window,
+    // and the ones sent meanwhile travel with it, in order.
     let sent = std::time::Instant::now();
     for i in 0..3 {
         owner
