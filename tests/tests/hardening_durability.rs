@@ -63,11 +63,16 @@ async fn assert_history_holds(reader: &Client, gid: &str, acked: &[(String, u64)
     let mut by_seq: BTreeMap<u64, &str> = BTreeMap::new();
     for (payload, seq) in acked {
         if let Some(other) = by_seq.insert(*seq, payload) {
-            panic!("seq {seq} acknowledged twice: {other:?} and {payload:?}");
+            panic!(
+                "seq {seq} acknowledged twice: {:?} and {:?}",
+                &other[..other.len().min(16)],
+                &payload[..payload.len().min(16)]
+            );
         }
     }
     let mut history = BTreeMap::new();
-    let mut after = None;
+    // From the oldest (a page may hold fewer than asked: pages are capped in bytes).
+    let mut after = Some(0);
     loop {
         let page = reader
             .get_group_messages(gid, None, after, 100)
@@ -80,10 +85,12 @@ async fn assert_history_holds(reader: &Client, gid: &str, acked: &[(String, u64)
         }
     }
     for (seq, payload) in &by_seq {
-        assert_eq!(
-            history.get(seq).map(String::as_str),
-            Some(*payload),
-            "acknowledged message {payload:?} (seq {seq}) is not in history as acknowledged"
+        let short = |p: &str| p.chars().take(16).collect::<String>();
+        assert!(
+            history.get(seq).map(String::as_str) == Some(*payload),
+            "acknowledged message {:?} (seq {seq}) is not in history as acknowledged (found {:?})",
+            short(payload),
+            history.get(seq).map(|p| short(p))
         );
     }
     let seqs: Vec<u64> = history.keys().copied().collect();
@@ -232,4 +239,206 @@ async fn the_panic_hook_needs_the_permission_to_modify() {
         broker.metric("convoke_group_actor_restarts_total").await,
         0.0
     );
+}
+
+/// Item 2, failed flush: the change reached sled's memory but the flush failed. The client
+/// hears 500 "outcome unknown" (not "nothing changed"), /readyz turns false, the failure
+/// is counted, later changes are refused without being written, and the node stops (exit
+/// code 3) so that a restart recovers what reached the disk; after it the group works.
+#[tokio::test]
+async fn a_failed_flush_is_answered_outcome_unknown_and_the_node_stops() {
+    let mut broker = Broker::start_with(&[("debug.fault_injection", "true")]).await;
+    let owner = broker.connect("owner").await;
+    let gid = owner
+        .client
+        .create_group(group_data("chat", &[]))
+        .await
+        .unwrap();
+    assert_eq!(broker.http_get("/readyz").await.0, 200);
+    let r = owner
+        .client
+        .modify_group(&gid, None, None, Some("convoke:fail-flush"))
+        .await;
+    let msg = assert_code(r, ErrorCode::ServerBusy);
+    assert!(msg.contains("outcome is unknown"), "{msg}");
+    assert!(msg.contains("read the state and retry"), "{msg}");
+    let (status, body) = broker.http_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(broker.metric("convoke_store_errors_total").await >= 1.0);
+    let r = owner
+        .client
+        .send_group_message(&gid, b"after".to_vec(), false)
+        .await;
+    let msg = assert_code(r, ErrorCode::ServerBusy);
+    assert!(msg.contains("nothing changed"), "{msg}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !broker.has_exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not stop after a failed flush"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(broker.log().contains("the node stops"), "{}", broker.log());
+
+    broker.restart();
+    let owner = broker.connect("owner").await;
+    let info = owner
+        .client
+        .get_group_info(&[&gid])
+        .await
+        .unwrap()
+        .remove(0)
+        .info
+        .unwrap();
+    // Either outcome is allowed; that is what "unknown" means.
+    assert!(
+        ["", "convoke:fail-flush"].contains(&info.custom.as_str()),
+        "{:?}",
+        info.custom
+    );
+    assert!(
+        owner
+            .client
+            .get_group_messages(&gid, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the send refused after the failure was not stored"
+    );
+    owner
+        .client
+        .modify_group(&gid, Some("works"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(broker.http_get("/readyz").await.0, 200);
+}
+
+/// Item 2, hung disk: a commit not confirmed within `store.commit_deadline_ms` is answered
+/// 500 "outcome unknown" at the deadline instead of hanging, for every group waiting on
+/// the committer; /readyz is false until the committer catches up, then true again. The
+/// write landed late, and the group (its actor restarted) shows it.
+#[tokio::test]
+async fn a_hung_commit_is_answered_at_the_deadline_and_readyz_recovers() {
+    let broker = Broker::start_with(&[
+        ("debug.fault_injection", "true"),
+        ("store.commit_deadline_ms", "500"),
+    ])
+    .await;
+    let [owner, a] = peers(&broker, &["owner", "a"]).await.try_into().unwrap();
+    let gid = owner
+        .client
+        .create_group(group_data("chat", &["a"]))
+        .await
+        .unwrap();
+    let other = owner
+        .client
+        .create_group(group_data("other", &["a"]))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (c, g) = (a.client.clone(), other.clone());
+    let send = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.send_group_message(&g, b"behind the hung commit".to_vec(), false)
+            .await
+    });
+    let r = owner
+        .client
+        .modify_group(&gid, None, None, Some("convoke:hang-commit:2500"))
+        .await;
+    let msg = assert_code(r, ErrorCode::ServerBusy);
+    assert!(msg.contains("outcome is unknown"), "{msg}");
+    assert!(msg.contains("500 ms"), "{msg}");
+    let msg = assert_code(send.await.unwrap(), ErrorCode::ServerBusy);
+    assert!(msg.contains("outcome is unknown"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2_000),
+        "answered at the deadline, not after the hang: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(broker.http_get("/readyz").await.0, 503);
+    eventually("/readyz once the committer caught up", || async {
+        (broker.http_get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let info = a
+        .client
+        .get_group_info(&[&gid])
+        .await
+        .unwrap()
+        .remove(0)
+        .info
+        .unwrap();
+    assert_eq!(
+        info.custom, "convoke:hang-commit:2500",
+        "the late write landed"
+    );
+    let history = a
+        .client
+        .get_group_messages(&other, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1, "the late send landed too");
+    owner
+        .client
+        .modify_group(&gid, Some("works"), None, None)
+        .await
+        .unwrap();
+}
+
+/// Item 2, bounded queue: while the committer is held, sends beyond `store.commit_queue_mb`
+/// of queued writes are refused at once with 500 "nothing changed" (before a seq is given
+/// out); those accepted are stored, with no gap in history.
+#[tokio::test]
+async fn a_full_commit_queue_refuses_changes_without_a_gap() {
+    let broker = Broker::start_with(&[
+        ("debug.fault_injection", "true"),
+        ("store.commit_queue_mb", "1"),
+    ])
+    .await;
+    let [owner, a] = peers(&broker, &["owner", "a"]).await.try_into().unwrap();
+    let gid = owner
+        .client
+        .create_group(group_data("chat", &["a"]))
+        .await
+        .unwrap();
+    let hold = owner
+        .client
+        .create_group(group_data("hold", &[]))
+        .await
+        .unwrap();
+    let held = hold_committer(&owner.client, &hold, 2_000).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (c, g) = (a.client.clone(), gid.clone());
+        let payload = format!("{i:08}{}", "x".repeat(60_000));
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .send_group_message(&g, payload.clone().into_bytes(), false)
+                .await;
+            (payload, r)
+        }));
+    }
+    held.await.unwrap();
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (tag, Ok(sent)) => acked.push((tag, sent.seq)),
+            (_, Err(e)) => {
+                let msg = assert_code::<()>(Err(e), ErrorCode::ServerBusy);
+                assert!(msg.contains("nothing changed"), "{msg}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the 1 MiB queue refused none of 2.4 MB");
+    assert!(acked.len() >= 10, "only {} accepted", acked.len());
+    assert!(broker.metric("convoke_store_errors_total").await >= 1.0);
+    // Accepted sends are stored, seqs 1..n without a gap.
+    let mut seqs: Vec<u64> = acked.iter().map(|(_, s)| *s).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>());
+    assert_history_holds(&owner.client, &gid, &acked).await;
 }
