@@ -90,25 +90,16 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_connections_refused_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Connections refused before a session started, by reason (tls, timeout, protocol, version, device, token).",
+        help: "Connections refused before a session started, by reason (tls, timeout: not logged in within sessions.handshake_timeout_ms, protocol, version, device, token, connection_limit: sessions.max_connections, ip_limit: sessions.max_connections_per_ip).",
         zero: &[
+            &[("reason", "connection_limit")],
+            &[("reason", "ip_limit")],
             &[("reason", "tls")],
             &[("reason", "timeout")],
             &[("reason", "protocol")],
             &[("reason", "version")],
             &[("reason", "device")],
             &[("reason", "token")],
-        ],
-    },
-    MetricDef {
-        name: "convoke_connections_closed_total",
-        kind: Kind::Counter,
-        unit: Unit::Count,
-        help: "Connections the broker closed, by reason (frame_too_large, malformed_frame: a bad frame; token_expired: the session's token expired).",
-        zero: &[
-            &[("reason", "frame_too_large")],
-            &[("reason", "malformed_frame")],
-            &[("reason", "token_expired")],
         ],
     },
     MetricDef {
@@ -124,6 +115,24 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Count,
         help: "Connections to this metrics endpoint that could not be accepted (e.g. out of file descriptors); it keeps serving.",
         zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_connections_retried_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Connection attempts answered with a QUIC Retry (address validation) because many connections were logging in (sessions.retry_above_logins) or the attempt would reach a connection cap.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_connections_closed_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Connections the broker closed, by reason (frame_too_large, malformed_frame: a bad frame; token_expired: the session's token expired).",
+        zero: &[
+            &[("reason", "frame_too_large")],
+            &[("reason", "malformed_frame")],
+            &[("reason", "token_expired")],
+        ],
     },
     // ---- requests -----------------------------------------------------------------------
     MetricDef {
@@ -194,8 +203,19 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_slow_client_disconnects_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Sessions closed because their event backlog was full (client not reading fast enough).",
-        zero: UNLABELLED,
+        help: "Sessions closed as slow consumers, by queue: events (event backlog full in frames or bytes, or no progress for sessions.write_timeout_ms) or answers (answers waiting over sessions.answer_queue_bytes, or none taken for sessions.write_timeout_ms).",
+        zero: &[&[("queue", "events")], &[("queue", "answers")]],
+    },
+    MetricDef {
+        name: "convoke_transfers_stopped_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Shared-file transfers refused or stopped for their pace, by reason: user_limit (files.max_transfers_per_user in progress already), slow (under files.transfer_min_bytes_per_sec over a rate window), deadline (past files.transfer_max_secs).",
+        zero: &[
+            &[("reason", "user_limit")],
+            &[("reason", "slow")],
+            &[("reason", "deadline")],
+        ],
     },
     MetricDef {
         name: "convoke_kept_events_dropped_total",
@@ -293,6 +313,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Count,
         help: "Shared-file transfers resumed, by direction (up: a resumed upload that found its kept partial file or its completed entry; down: a download from a byte offset past 0).",
         zero: &[&[("direction", "up")], &[("direction", "down")]],
+    },
+    MetricDef {
+        name: "convoke_file_orphans_quarantined_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Blobs without an index entry that the start-up sweep moved to files.dir/quarantine (never deleted).",
+        zero: UNLABELLED,
     },
     MetricDef {
         name: "convoke_file_partials_expired_total",

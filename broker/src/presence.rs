@@ -1,6 +1,7 @@
 //! Presence: which users are online, with which sessions, and each session's event stream
 //! ([`Outbox`]). Group actors and their publisher tasks read it without a round trip per
-//! member and write frames straight into the streams.
+//! member and write frames straight into the streams. It also counts each user's shared-file
+//! transfers in progress over all their sessions ([`Presence::begin_transfer`]).
 
 use crate::session::outbox::Outbox;
 use bytes::Bytes;
@@ -33,6 +34,24 @@ impl SessionHandle {
 #[derive(Debug, Clone, Default)]
 pub struct Presence {
     users: Arc<DashMap<String, Vec<SessionHandle>>>,
+    /// Transfers in progress per user (absent: none).
+    transfers: Arc<DashMap<String, u32>>,
+}
+
+/// One transfer's place under its user's cap, given back on drop.
+#[derive(Debug)]
+pub struct TransferSlot {
+    transfers: Arc<DashMap<String, u32>>,
+    user: String,
+}
+
+impl Drop for TransferSlot {
+    fn drop(&mut self) {
+        self.transfers.remove_if_mut(&self.user, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
 }
 
 impl Presence {
@@ -97,6 +116,21 @@ impl Presence {
             }
         }
         n
+    }
+
+    /// Takes a place for one more transfer of `user`, or `None` when they already have
+    /// `max` in progress.
+    pub fn begin_transfer(&self, user: &str, max: u32) -> Option<TransferSlot> {
+        let mut n = self.transfers.entry(user.to_string()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(TransferSlot {
+            transfers: self.transfers.clone(),
+            user: user.to_string(),
+        })
     }
 
     /// Online users right now (for gauges).

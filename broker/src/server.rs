@@ -7,6 +7,7 @@ use crate::group::rules::Limits;
 use crate::group::Groups;
 use crate::node::Node;
 use crate::presence::Presence;
+use crate::session::admission::{Admission, Caps, Decision};
 use crate::store::Store;
 use anyhow::Context;
 use convoke_protocol::close;
@@ -145,6 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
             .unwrap_or(i64::MAX),
             dedup_window_ms: i64::try_from(config.messages.dedup_window_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
+            history_page_bytes: config.messages.history_page_bytes as usize,
         },
     });
     let (groups, _directory) = Groups::start(shared).await?;
@@ -178,6 +180,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     // session, its event stream and the requests in flight. The remote address is only ever
     // logged. tests/tests/migration.rs moves a receiving client both ways mid-stream.
     server_config.migration(true);
+    // Connection attempts not yet judged by the accept loop (which judges each at once):
+    // quinn's defaults buffer up to 100 MiB of their packets; a hello fits in far less.
+    server_config
+        .incoming_buffer_size(64 * 1024)
+        .incoming_buffer_size_total(16 * 1024 * 1024);
     let (quic_key, _) = crate::auth::load_or_create_key(
         &data_dir.join("tls"),
         "quic.key",
@@ -227,10 +234,16 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let s = &node.config.sessions;
+    let admission = Admission::new(Caps {
+        max: s.max_connections,
+        per_ip: s.max_connections_per_ip,
+        retry_above_logins: s.retry_above_logins,
+    });
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
-                Some(incoming) => { tokio::spawn(crate::session::serve_connection(node.clone(), incoming)); }
+                Some(incoming) => admit(&node, &admission, incoming),
                 None => break,
             },
             _ = shutdown.changed() => break,
@@ -241,6 +254,40 @@ async fn accept_loop(
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     node.groups.stop();
     tracing::info!("convoke stopped");
+}
+
+/// Judges one connection attempt under the caps ([`crate::session::admission`]) and hands it
+/// to its task, or answers it here (Retry, refusal) without spending a task on it.
+fn admit(node: &Arc<Node>, admission: &Admission, incoming: quinn::Incoming) {
+    match admission.judge(&incoming) {
+        (Decision::Admit, Some(admitted)) => {
+            tokio::spawn(crate::session::serve_connection(
+                node.clone(),
+                incoming,
+                admitted,
+            ));
+        }
+        (Decision::RefuseAfterHandshake(why), Some(admitted)) => {
+            tokio::spawn(crate::session::refuse_connection(
+                node.clone(),
+                incoming,
+                admitted,
+                why,
+            ));
+        }
+        (Decision::Retry, _) => {
+            metrics::counter!("convoke_connections_retried_total").increment(1);
+            if let Err(e) = incoming.retry() {
+                // Already validated after all: it goes through the caps on its next try.
+                e.into_incoming().ignore();
+            }
+        }
+        (Decision::RefuseNow, _) | (_, None) => {
+            metrics::counter!("convoke_connections_refused_total", "reason" => "connection_limit")
+                .increment(1);
+            incoming.refuse();
+        }
+    }
 }
 
 /// The QUIC endpoint's keys, derived from this node's own random key in

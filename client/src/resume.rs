@@ -568,11 +568,12 @@ impl Sequencer {
         loop {
             let batch = self.history(link, group, before, None, page).await?;
             newest = newest.or_else(|| batch.last().map(|m| m.seq));
-            let full = batch.len() as u64 == page;
             before = batch.first().map(|m| m.seq);
             let older = batch.iter().any(|m| m.timestamp < since);
             out.extend(batch.into_iter().filter(|m| m.timestamp >= since));
-            if older || !full || before.is_none_or(|b| b <= 1) {
+            // A page shorter than asked is not the end: the broker caps pages in bytes
+            // (`messages.history_page_bytes`); only an empty one is.
+            if older || before.is_none_or(|b| b <= 1) {
                 break;
             }
         }
@@ -609,7 +610,7 @@ impl Sequencer {
         let start = out.last().map_or(after, |m| m.seq);
         let afters: Vec<u64> = (start..head).step_by(page as usize).collect();
         let pages: Vec<_> = futures::stream::iter(afters)
-            .map(|a| self.history(link, group, None, Some(a), page.min(head - a)))
+            .map(|a| self.span_after(link, group, a, page.min(head - a)))
             .buffered(PAGES_IN_FLIGHT)
             .collect()
             .await;
@@ -621,6 +622,32 @@ impl Sequencer {
         }
         out.sort_by_key(|m| m.seq);
         out.dedup_by_key(|m| m.seq);
+        Ok(out)
+    }
+
+    /// The messages with seq in `after + 1 ..= after + span`: one page, or more when the
+    /// broker's byte cap on a page (`messages.history_page_bytes`) cut it short.
+    async fn span_after(
+        &self,
+        link: &Link,
+        group: &str,
+        after: u64,
+        span: u64,
+    ) -> Result<Vec<GroupMessage>, FillError> {
+        let end = after.saturating_add(span);
+        let mut out = self.history(link, group, None, Some(after), span).await?;
+        while let Some(last) = out.last().map(|m| m.seq) {
+            if out.len() as u64 >= span || last >= end {
+                break;
+            }
+            let more = self
+                .history(link, group, None, Some(last), end - last)
+                .await?;
+            if more.is_empty() {
+                break;
+            }
+            out.extend(more);
+        }
         Ok(out)
     }
 

@@ -16,15 +16,25 @@ use bytes::{Buf, BufMut, BytesMut};
 /// each), small enough that a hostile peer cannot make us buffer much.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
 
+/// The largest frame body read before a peer is authenticated (the hello, a transfer
+/// header), in bytes (4 KiB): a hello is a token, a device id and a few versions. Decoded
+/// with a bincode limit this size too, so a forged length inside a small frame cannot make
+/// the decoder allocate more (with [`MAX_FRAME_LEN`] it could claim 4 MiB).
+pub const MAX_HELLO_LEN: usize = 4 * 1024;
+
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 4;
 
-type Config = Configuration<BigEndian, Varint, Limit<MAX_FRAME_LEN>>;
+type Config<const L: usize> = Configuration<BigEndian, Varint, Limit<L>>;
 
-fn config() -> Config {
+fn config() -> Config<MAX_FRAME_LEN> {
+    config_with::<MAX_FRAME_LEN>()
+}
+
+fn config_with<const L: usize>() -> Config<L> {
     bincode::config::standard()
         .with_big_endian()
-        .with_limit::<MAX_FRAME_LEN>()
+        .with_limit::<L>()
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -93,7 +103,20 @@ pub fn decode_frame<T: Decode<()>>(
     src: &mut BytesMut,
     max: usize,
 ) -> Result<Option<T>, FrameError> {
-    let max = max.min(MAX_FRAME_LEN);
+    decode_limited::<T, MAX_FRAME_LEN>(src, max)
+}
+
+/// [`decode_frame`] for frames read before authentication: at most [`MAX_HELLO_LEN`]
+/// bytes, and bincode limited to as much, so nothing larger is ever buffered or allocated.
+pub fn decode_hello_frame<T: Decode<()>>(src: &mut BytesMut) -> Result<Option<T>, FrameError> {
+    decode_limited::<T, MAX_HELLO_LEN>(src, MAX_HELLO_LEN)
+}
+
+fn decode_limited<T: Decode<()>, const L: usize>(
+    src: &mut BytesMut,
+    max: usize,
+) -> Result<Option<T>, FrameError> {
+    let max = max.min(L);
     let Some(len) = peek_len(src) else {
         return Ok(None);
     };
@@ -105,7 +128,7 @@ pub fn decode_frame<T: Decode<()>>(
         return Ok(None);
     }
     let body = &src[HEADER_LEN..HEADER_LEN + len];
-    let (value, used) = bincode::decode_from_slice::<T, _>(body, config())
+    let (value, used) = bincode::decode_from_slice::<T, _>(body, config_with::<L>())
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
     if used != len {
         return Err(FrameError::Trailing { unread: len - used });
@@ -187,6 +210,33 @@ mod tests {
             decode_frame::<u8>(&mut buf, MAX_FRAME_LEN),
             Err(FrameError::Trailing { unread: 2 })
         ));
+    }
+
+    #[test]
+    fn a_hello_frame_is_small_and_its_inner_lengths_too() {
+        let mut buf = BytesMut::new();
+        buf.put_u32((MAX_HELLO_LEN + 1) as u32);
+        let err = decode_hello_frame::<Vec<u8>>(&mut buf).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { max, .. } if max == MAX_HELLO_LEN));
+        assert!(
+            buf.capacity() < MAX_HELLO_LEN,
+            "nothing reserved for the body"
+        );
+        // A small frame whose string claims 1 MiB: a clean error, no 1 MiB allocation.
+        let mut buf = BytesMut::new();
+        let body = [252u8, 0x00, 0x10, 0x00, 0x00];
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(&body);
+        assert!(matches!(
+            decode_hello_frame::<String>(&mut buf),
+            Err(FrameError::Malformed(_))
+        ));
+        let mut buf = BytesMut::new();
+        encode_frame(&String::from("hello"), &mut buf).unwrap();
+        assert_eq!(
+            decode_hello_frame::<String>(&mut buf).unwrap().as_deref(),
+            Some("hello")
+        );
     }
 
     #[test]

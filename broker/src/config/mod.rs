@@ -309,6 +309,32 @@ pub struct SessionsConfig {
     /// then destroyed, over and over) pushes out only their own. At least 1.
     /// Default `1000`.
     pub kept_events_per_sender_max: usize,
+    /// Bytes of events one session may have queued (held for coalescing or not yet taken
+    /// by its stream) before it counts as a slow consumer, like `outbound_queue` in frames;
+    /// at least 65536. Default `16777216` (16 MiB).
+    pub outbound_queue_bytes: usize,
+    /// Bytes of encoded answers one session may have waiting to be written before it is
+    /// closed as a slow consumer (one answer is always let through, however large); at
+    /// least 65536. Default `16777216` (16 MiB).
+    pub answer_queue_bytes: usize,
+    /// A session whose answers or events make no progress into its streams for this long
+    /// (the client stopped reading) is closed as a slow consumer, in milliseconds; at least
+    /// 100. Default `30000`.
+    pub write_timeout_ms: u64,
+    /// QUIC connections open at once (logging in or logged in); over it new connection
+    /// attempts are refused at once (QUIC CONNECTION_REFUSED). At least 1.
+    /// Default `100000`.
+    pub max_connections: usize,
+    /// QUIC connections open at once from one IP address; over it a new one is refused
+    /// after the QUIC handshake with a 500 naming the address. `0` = no limit. Clients
+    /// behind one NAT share an address: keep it well above one user's sessions.
+    /// Default `1000`.
+    pub max_connections_per_ip: usize,
+    /// Connections still logging in above which a new connection attempt from an address
+    /// not yet validated must first answer a QUIC Retry (proving it receives at the address
+    /// it claims, one round trip more) before it counts against the caps; `0` = always.
+    /// Attempts that would reach a cap are always retried first. Default `256`.
+    pub retry_above_logins: usize,
 }
 
 impl Default for SessionsConfig {
@@ -321,6 +347,12 @@ impl Default for SessionsConfig {
             coalesce_window_ms: 50,
             kept_events_max: 10_000,
             kept_events_per_sender_max: 1000,
+            outbound_queue_bytes: 16 * 1024 * 1024,
+            answer_queue_bytes: 16 * 1024 * 1024,
+            write_timeout_ms: 30_000,
+            max_connections: 100_000,
+            max_connections_per_ip: 1000,
+            retry_above_logins: 256,
         }
     }
 }
@@ -378,6 +410,11 @@ pub struct MessagesConfig {
     /// seconds. Ids are dropped with their messages' history, whichever comes first.
     /// 1 to 2592000 (30 days). Default `600`.
     pub dedup_window_secs: u64,
+    /// Largest getGroupMessages answer, in bytes of messages: a page that would be larger
+    /// holds fewer messages than asked (at least one); the client continues from the last
+    /// (or first) seq it got. At least `limits.max_message_bytes`, at most 3 MiB (a frame
+    /// is 4 MiB). Default `524288` (512 KiB).
+    pub history_page_bytes: u32,
 }
 
 impl Default for MessagesConfig {
@@ -389,6 +426,7 @@ impl Default for MessagesConfig {
             read_receipt_max_group_size: 500,
             read_receipt_window_secs: 259_200,
             dedup_window_secs: 600,
+            history_page_bytes: 512 * 1024,
         }
     }
 }
@@ -416,6 +454,9 @@ pub struct QuotasConfig {
     /// this many MiB free, so that the disk never fills under the store; `0` = never.
     /// Default `256`.
     pub min_free_disk_mb: u64,
+    /// Shared files one user may own on this node (all groups), in MiB; an upload that
+    /// would go over is refused with error 50 (MAX_LIMIT). `0` = no limit. Default `1024`.
+    pub file_mb_per_user: u64,
 }
 
 impl Default for QuotasConfig {
@@ -426,6 +467,7 @@ impl Default for QuotasConfig {
             messages_per_sec: 100,
             messages_burst: 1000,
             min_free_disk_mb: 256,
+            file_mb_per_user: 1024,
         }
     }
 }
@@ -443,6 +485,20 @@ pub struct FilesConfig {
     /// remembered as long, so that a resume whose final answer was lost gets the entry.
     /// `0` = nothing is kept (a resume starts over). At most `86400`. Default `300`.
     pub resume_keep_secs: u64,
+    /// Shared-file transfers (uploads and downloads) one user may have in progress at
+    /// once, over all their sessions; one more is refused with 50 (MAX_LIMIT). At least 1.
+    /// Default `8`.
+    pub max_transfers_per_user: u32,
+    /// Slowest a transfer may be, in bytes per second, averaged over each
+    /// `transfer_rate_window_ms`: a slower one is stopped (an upload is kept for a resume
+    /// as if its connection broke). `0` = no minimum. Default `1024`.
+    pub transfer_min_bytes_per_sec: u64,
+    /// The window over which `transfer_min_bytes_per_sec` is measured, in milliseconds;
+    /// 100 to 600000. Default `30000`.
+    pub transfer_rate_window_ms: u64,
+    /// Longest one transfer stream may take, header to last byte, in seconds; a resumed
+    /// upload gets a new stream and a new deadline. At least 1. Default `3600`.
+    pub transfer_max_secs: u64,
 }
 
 impl Default for FilesConfig {
@@ -450,6 +506,10 @@ impl Default for FilesConfig {
         Self {
             dir: None,
             resume_keep_secs: 300,
+            max_transfers_per_user: 8,
+            transfer_min_bytes_per_sec: 1024,
+            transfer_rate_window_ms: 30_000,
+            transfer_max_secs: 3600,
         }
     }
 }

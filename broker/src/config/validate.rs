@@ -17,6 +17,10 @@ const MESSAGE_ENVELOPE_BYTES: usize = 64 * 1024;
 /// anyway.
 const MAX_DEDUP_WINDOW_SECS: u64 = 30 * 86_400;
 
+/// Largest `messages.history_page_bytes`: a page's messages plus their envelopes must fit
+/// in one protocol frame (4 MiB).
+const MAX_HISTORY_PAGE_BYTES: u32 = 3 * 1024 * 1024;
+
 /// Shortest configured app secret: anything shorter can be guessed.
 pub(super) const MIN_SECRET_BYTES: usize = 16;
 
@@ -174,6 +178,20 @@ impl Config {
             100_000,
         )?;
         at_most("sessions.coalesce_busy_ms", s.coalesce_busy_ms, 60_000)?;
+        at_least(
+            "sessions.outbound_queue_bytes",
+            s.outbound_queue_bytes,
+            65_536,
+            "a smaller queue disconnects clients on any burst of large messages",
+        )?;
+        at_least(
+            "sessions.answer_queue_bytes",
+            s.answer_queue_bytes,
+            65_536,
+            "a smaller budget disconnects clients that pipeline reads",
+        )?;
+        at_least("sessions.write_timeout_ms", s.write_timeout_ms, 100, "")?;
+        at_least("sessions.max_connections", s.max_connections, 1, "")?;
 
         at_least(
             "store.cache_capacity_mb",
@@ -216,6 +234,36 @@ impl Config {
             "files.resume_keep_secs",
             self.files.resume_keep_secs,
             86_400,
+        )?;
+        let f = &self.files;
+        at_least(
+            "files.max_transfers_per_user",
+            f.max_transfers_per_user,
+            1,
+            "",
+        )?;
+        at_least(
+            "files.transfer_rate_window_ms",
+            f.transfer_rate_window_ms,
+            100,
+            "",
+        )?;
+        at_most(
+            "files.transfer_rate_window_ms",
+            f.transfer_rate_window_ms,
+            600_000,
+        )?;
+        at_least("files.transfer_max_secs", f.transfer_max_secs, 1, "")?;
+        at_least(
+            "messages.history_page_bytes",
+            m.history_page_bytes,
+            l.max_message_bytes,
+            "limits.max_message_bytes: a page holds at least one message",
+        )?;
+        at_most(
+            "messages.history_page_bytes",
+            m.history_page_bytes,
+            MAX_HISTORY_PAGE_BYTES,
         )?;
         Ok(())
     }

@@ -4,7 +4,10 @@
 //! blob is opened and its length checked against the entry; then the outcome frame (the
 //! entry, whose SHA-256 lets the client verify what it got) goes out, followed by the file
 //! in 64 KiB chunks read from disk as the stream takes them, never the whole file in memory.
-//! A client that cancels (stops the stream) or stops reading ends the transfer.
+//! A client that cancels (stops the stream) or stops reading ends the transfer, and so does
+//! one that reads slower than `files.transfer_min_bytes_per_sec` over a rate window or for
+//! longer than `files.transfer_max_secs` (the stream is reset; the client may resume from
+//! an offset).
 //!
 //! A download may start at a byte offset (a resume): the outcome still carries the whole
 //! entry (its full size and SHA-256), and the bytes from the offset to the end follow. An
@@ -17,6 +20,7 @@ use super::{answer, write_outcome, CHUNK};
 use crate::group::rules::files::{FileOp, FileReply};
 use crate::group::rules::Caller;
 use crate::node::Node;
+use crate::session::transfer::Pace;
 use bytes::Bytes;
 use convoke_protocol::{ids::parse_group_id, ApiError, ErrorCode, SharedFile};
 use quinn::SendStream;
@@ -34,7 +38,13 @@ pub struct DownloadRequest {
 }
 
 /// Serves one download stream.
-pub async fn serve(node: &Node, caller: &Caller, mut send: SendStream, req: DownloadRequest) {
+pub async fn serve(
+    node: &Node,
+    caller: &Caller,
+    mut send: SendStream,
+    req: DownloadRequest,
+    pace: &mut Pace,
+) {
     let (file, entry) = match open(node, caller, &req).await {
         Ok(found) => found,
         Err(e) => {
@@ -51,7 +61,7 @@ pub async fn serve(node: &Node, caller: &Caller, mut send: SendStream, req: Down
     }
     let stall = Duration::from_secs(node.config.sessions.idle_timeout_secs.max(1));
     let left = entry.file_size - req.offset;
-    match stream(file, left, &mut send, stall).await {
+    match stream(file, left, &mut send, stall, pace).await {
         Ok(()) => {
             let _ = send.finish();
             tracing::debug!(user = %caller.user, group = %req.group_id, file = %req.file_id, size = entry.file_size, offset = req.offset, "download complete");
@@ -140,6 +150,7 @@ async fn stream(
     size: u64,
     send: &mut SendStream,
     stall: Duration,
+    pace: &mut Pace,
 ) -> Result<(), String> {
     let mut left = size;
     while left > 0 {
@@ -149,10 +160,25 @@ async fn stream(
             .await
             .map_err(|e| format!("read failed with {left} bytes to go: {e}"))?;
         let n = buf.len() as u64;
-        match tokio::time::timeout(stall, send.write_chunk(Bytes::from(buf))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("stream closed: {e}")),
-            Err(_) => return Err(format!("client took nothing for {} s", stall.as_secs())),
+        // `write_chunks` is cancel-safe (it advances the chunk by what it took), so a pace
+        // check at a window's end that passes loses nothing.
+        let mut chunk = [Bytes::from(buf)];
+        while !chunk[0].is_empty() {
+            let wrote = tokio::time::timeout_at(
+                pace.next_check(),
+                tokio::time::timeout(stall, send.write_chunks(&mut chunk)),
+            )
+            .await;
+            match wrote {
+                Err(_) => {}
+                Ok(Ok(Ok(w))) => pace.moved(w.bytes as u64),
+                Ok(Ok(Err(e))) => return Err(format!("stream closed: {e}")),
+                Ok(Err(_)) => return Err(format!("client took nothing for {} s", stall.as_secs())),
+            }
+            pace.check(tokio::time::Instant::now()).map_err(|e| {
+                Pace::count(&e);
+                e.to_string()
+            })?;
         }
         metrics::counter!("convoke_file_bytes_total", "direction" => "down").increment(n);
         left -= n;

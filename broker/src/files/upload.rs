@@ -14,8 +14,10 @@
 //!    fails (101); so does a stream that ends short or that the client cancels (reset with
 //!    `CANCELLED`): the partial file is deleted and the place released at once. A stream
 //!    that breaks (connection lost, reset with another code, no bytes for the idle timeout,
-//!    or taken over by a resume on another stream) keeps the partial file, fsynced, and its
-//!    place for `files.resume_keep_secs`; then both are released.
+//!    slower than `files.transfer_min_bytes_per_sec` over a rate window, past
+//!    `files.transfer_max_secs`, or taken over by a resume on another stream) keeps the
+//!    partial file, fsynced, and its place for `files.resume_keep_secs`; then both are
+//!    released.
 //! 3. At exactly the declared count: flush, fsync, rename into place (`Files::install`),
 //!    then the group actor records the entry and announces `uploadFile`. If it refuses
 //!    (the uploader left; or the group actor restarted, forgetting the hold, and the quota
@@ -33,6 +35,7 @@ use crate::group::directory::Groups;
 use crate::group::rules::files::{FileOp, FileReply};
 use crate::group::rules::Caller;
 use crate::node::Node;
+use crate::session::transfer::Pace;
 use bytes::BytesMut;
 use convoke_protocol::transfer::{TransferReply, CANCELLED};
 use convoke_protocol::{ids::parse_group_id, ApiError, ErrorCode, SharedFile};
@@ -78,8 +81,9 @@ pub async fn serve(
     mut recv: RecvStream,
     head: BytesMut,
     req: UploadRequest,
+    pace: &mut Pace,
 ) {
-    let result = receive(node, caller, &mut send, &mut recv, head, &req).await;
+    let result = receive(node, caller, &mut send, &mut recv, head, &req, pace).await;
     match &result {
         Ok(f) => {
             tracing::debug!(user = %caller.user, group = %req.group_id, file = %f.file_id, size = f.file_size, upload_id = req.upload_id, "upload complete");
@@ -108,15 +112,18 @@ async fn receive(
     recv: &mut RecvStream,
     head: BytesMut,
     req: &UploadRequest,
+    pace: &mut Pace,
 ) -> Result<SharedFile, ApiError> {
     let gid = parse_group_id(&req.group_id)?;
     check_header(req)?;
+    node.quotas
+        .check_disk(crate::quota::Disk::Files, ErrorCode::UploadFileError)?;
+    node.quotas.check_file_bytes(&caller.user, req.size)?;
     let key = UploadKey {
         user: caller.user.clone(),
         upload_id: req.upload_id,
     };
     let (lease, mut kept) = match node.files.uploads.claim(key, req).await? {
-    node.quotas.check_disk(crate::quota::Disk::Files, ErrorCode::UploadFileError)?;
         Claim::Completed(file) => {
             metrics::counter!("convoke_file_resumes_total", "direction" => "up").increment(1);
             return Ok(file);
@@ -145,7 +152,7 @@ async fn receive(
     }
 
     let stall = Duration::from_secs(node.config.sessions.idle_timeout_secs.max(1));
-    match receive_bytes(recv, head, req, &mut kept.part, &lease, stall).await {
+    match receive_bytes(recv, head, req, &mut kept.part, &lease, stall, pace).await {
         Ok(()) => {}
         Err(Stop::Failed(e)) => return Err(e),
         Err(Stop::Broken(why)) => return Err(interrupt(lease, req, kept, why, keep).await),
@@ -176,6 +183,7 @@ async fn receive(
     kept.hold.armed = false;
     match node.groups.file_op(gid, caller.clone(), record).await {
         Ok(FileReply::Recorded(file)) => {
+            node.quotas.file_recorded(&caller.user, file.file_size);
             lease.complete(req.clone(), file.clone(), keep);
             Ok(file)
         }
@@ -243,20 +251,37 @@ async fn receive_bytes(
     part: &mut Partial,
     lease: &Lease<Kept>,
     stall: Duration,
+    pace: &mut Pace,
 ) -> Result<(), Stop> {
     part.take(&head, req).await.map_err(Stop::Failed)?;
+    pace.moved(head.len() as u64);
     loop {
-        // Only the wait for bytes is cut short by a takeover, never a write in progress,
-        // so the kept file always holds exactly `part.got` bytes.
+        let slow = |e: crate::session::transfer::TooSlow| {
+            Pace::count(&e);
+            Stop::Broken(e.to_string())
+        };
+        // Only the wait for bytes is cut short by a takeover or a pace check, never a write
+        // in progress, so the kept file always holds exactly `part.got` bytes.
         let read = tokio::select! {
             biased;
             () = lease.stop_requested() => {
                 return Err(Stop::Broken("was taken over by a resume on another stream".into()));
             }
-            read = tokio::time::timeout(stall, recv.read_chunk(CHUNK, true)) => read,
+            read = tokio::time::timeout_at(
+                pace.next_check(),
+                tokio::time::timeout(stall, recv.read_chunk(CHUNK, true)),
+            ) => read,
+        };
+        pace.check(tokio::time::Instant::now()).map_err(slow)?;
+        let Ok(read) = read else {
+            // The pace was checked at the end of its window, and passed.
+            continue;
         };
         match read {
-            Ok(Ok(Some(chunk))) => part.take(&chunk.bytes, req).await.map_err(Stop::Failed)?,
+            Ok(Ok(Some(chunk))) => {
+                part.take(&chunk.bytes, req).await.map_err(Stop::Failed)?;
+                pace.moved(chunk.bytes.len() as u64);
+            }
             Ok(Ok(None)) => break,
             Ok(Err(ReadError::Reset(code))) if code.into_inner() == u64::from(CANCELLED) => {
                 return Err(Stop::Failed(upload_error(

@@ -33,6 +33,8 @@ pub struct MessageSettings {
     pub receipt_window_ms: i64,
     /// How long a client message id answers repeats with its message.
     pub dedup_window_ms: i64,
+    /// Largest getGroupMessages page, in bytes of messages (`messages.history_page_bytes`).
+    pub history_page_bytes: usize,
 }
 
 /// Test hook (with `debug.fault_injection`): a send whose client message id starts with
@@ -574,7 +576,13 @@ pub fn history(
     let recs = st
         .shared
         .store
-        .history(st.gid, before, after, limit as usize)
+        .history(
+            st.gid,
+            before,
+            after,
+            limit as usize,
+            st.shared.messages.history_page_bytes,
+        )
         .map_err(internal)?;
     Ok(Response::Messages {
         messages: recs.iter().map(|r| r.to_wire(&g.id_str)).collect(),

@@ -14,6 +14,7 @@
 //! costs one task, which is what keeps memory per connection near quinn's own floor (a
 //! ractor actor per session would add ~9 KB of mailbox channels; see benches/RESULTS.md).
 
+pub mod admission;
 pub mod io;
 pub mod lookup;
 pub mod outbox;
@@ -24,14 +25,16 @@ use crate::clock::{now_ms, now_secs};
 use crate::group::rules::Caller;
 use crate::node::Node;
 use crate::presence::SessionHandle;
+use admission::Admitted;
 use bytes::BytesMut;
-use convoke_protocol::codec::{frame_bytes, FrameError};
+use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::handshake::{
-    negotiate, ClientFrame, Hello, ServerFrame, Welcome, MAX_ACK_IDS, SUPPORTED_VERSIONS,
+    negotiate, refusal_reason, ClientFrame, Hello, ServerFrame, Welcome, MAX_ACK_IDS,
+    SUPPORTED_VERSIONS,
 };
 use convoke_protocol::{close, ids::check_user_id, ApiError, ErrorCode};
 use futures::FutureExt;
-use io::{read_frame, ReadError, Responder};
+use io::{read_frame, read_small_frame, ReadError, Responder};
 use outbox::Outbox;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +42,19 @@ use std::time::Duration;
 /// Requests one session may have in flight (read but not yet answered).
 const MAX_IN_FLIGHT: usize = 256;
 
-/// Serves one incoming connection until it closes.
-pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming) {
+/// Serves one incoming connection until it closes. `admitted` holds its places under the
+/// connection caps ([`admission`]) until then.
+///
+/// Everything before the session is logged in runs under ONE deadline,
+/// `sessions.handshake_timeout_ms` from the first packet: the TLS handshake, the hello
+/// (however slowly it trickles in; at most
+/// [`MAX_HELLO_LEN`](convoke_protocol::codec::MAX_HELLO_LEN) bytes), the refusal or the
+/// welcome, the event stream's opening. A client that does not get through in time is
+/// closed with a retryable 500, so a connection that has not logged in costs at most that
+/// long, whatever the client does or does not read.
+pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming, mut admitted: Admitted) {
+    let login_time = Duration::from_millis(node.config.sessions.handshake_timeout_ms);
+    let deadline = tokio::time::Instant::now() + login_time;
     let refused_tls = |e: &dyn std::fmt::Display| {
         tracing::debug!(error = %e, "connection failed during the QUIC handshake");
         metrics::counter!("convoke_connections_refused_total", "reason" => "tls").increment(1);
@@ -52,24 +66,60 @@ pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming) {
     // A server-side connection is usable before its handshake completes (0.5-RTT): a hello
     // that came in 0-RTT early data is answered with the handshake's own flight. `open`
     // waits for `established` before the session does anything else.
-    let (conn, established) = match connecting.into_0rtt() {
-        Ok((conn, established)) => (conn, Some(established)),
-        Err(connecting) => match Box::pin(connecting).await {
-            Ok(conn) => (conn, None),
-            Err(e) => return refused_tls(&e),
-        },
+    let handshake = async {
+        match connecting.into_0rtt() {
+            Ok((conn, established)) => Ok((conn, Some(established))),
+            Err(connecting) => Box::pin(connecting).await.map(|conn| (conn, None)),
+        }
+    };
+    // Dropping an unfinished handshake abandons the connection.
+    let (conn, established) = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return refused_tls(&e),
+        Err(_) => {
+            metrics::counter!("convoke_connections_refused_total", "reason" => "timeout")
+                .increment(1);
+            return;
+        }
     };
     metrics::counter!("convoke_connections_opened_total").increment(1);
     metrics::gauge!("convoke_connections").increment(1.0);
-    if let Err(e) = run(node, &conn, established).await {
+    if let Err(e) = run(node, &conn, established, deadline, &mut admitted).await {
         tracing::debug!(remote = %conn.remote_address(), error = %e, "session ended");
     }
     metrics::gauge!("convoke_connections").decrement(1.0);
 }
 
+/// A connection over its address's cap ([`admission`]): completes the QUIC handshake (a
+/// close sent earlier would reach the client without its reason) and closes with a
+/// refusal the client reads as an [`ApiError`] (500, retryable).
+pub async fn refuse_connection(
+    node: Arc<Node>,
+    incoming: quinn::Incoming,
+    admitted: Admitted,
+    why: String,
+) {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(node.config.sessions.handshake_timeout_ms);
+    metrics::counter!("convoke_connections_refused_total", "reason" => "ip_limit").increment(1);
+    let Ok(connecting) = incoming.accept() else {
+        return;
+    };
+    if let Ok(Ok(conn)) = tokio::time::timeout_at(deadline, connecting).await {
+        tracing::debug!(remote = %conn.remote_address(), %why, "connection refused");
+        conn.close(
+            close::HANDSHAKE_REFUSED.into(),
+            &refusal_reason(&ApiError::new(ErrorCode::ServerBusy, why)),
+        );
+    }
+    drop(admitted);
+}
+
 /// A session past its handshake: what the request loop needs.
 struct Opened {
     caller: Caller,
+    /// When the session's token expires (unix seconds): the session ends then.
+    expires_at: u64,
     recv: quinn::RecvStream,
     buf: BytesMut,
     responses: Responder,
@@ -81,10 +131,28 @@ async fn run(
     node: Arc<Node>,
     conn: &quinn::Connection,
     established: Option<quinn::ZeroRttAccepted>,
+    deadline: tokio::time::Instant,
+    admitted: &mut Admitted,
 ) -> anyhow::Result<()> {
     // The handshake's futures are boxed, and so is each request's routing, so that the task
     // an idle session keeps holds only the request loop's state (~1.2 KB less per connection).
-    let Some(opened) = Box::pin(open(&node, conn, established)).await? else {
+    let login = Box::pin(open(&node, conn, established, deadline));
+    let opened = match tokio::time::timeout_at(deadline, login).await {
+        Ok(opened) => opened,
+        Err(_) => {
+            refused(conn, "timeout");
+            let ms = node.config.sessions.handshake_timeout_ms;
+            // A slow network, not a bad client: retryable.
+            let err = ApiError::new(
+                ErrorCode::ServerBusy,
+                format!("not logged in within {ms} ms; try again"),
+            );
+            conn.close(close::HANDSHAKE_REFUSED.into(), &refusal_reason(&err));
+            return Ok(());
+        }
+    };
+    admitted.logged_in();
+    let Some(opened) = opened? else {
         return Ok(());
     };
     serve(&node, conn, opened).await
@@ -98,67 +166,41 @@ async fn run(
 /// (recording the login, registering the session, closing the user's oldest session, the
 /// replay of kept events, serving requests) waits until the TLS handshake has completed,
 /// which a replayer cannot do.
+///
+/// Runs under the login deadline ([`serve_connection`]); `deadline` lets a refusal end
+/// with its own reason rather than the deadline's.
 async fn open(
     node: &Arc<Node>,
     conn: &quinn::Connection,
     established: Option<quinn::ZeroRttAccepted>,
+    deadline: tokio::time::Instant,
 ) -> anyhow::Result<Option<Opened>> {
     let cfg = &node.config.sessions;
-    let handshake_timeout = Duration::from_millis(cfg.handshake_timeout_ms);
-    let (mut send, mut recv) = match tokio::time::timeout(handshake_timeout, conn.accept_bi()).await
-    {
-        Ok(r) => r?,
-        Err(_) => {
-            refused(conn, "timeout");
-            conn.close(
-                close::HANDSHAKE_REFUSED.into(),
-                b"no control stream opened in time",
-            );
-            return Ok(None);
-        }
-    };
+    let (mut send, mut recv) = conn.accept_bi().await?;
     let mut buf = BytesMut::new();
-    let hello = match tokio::time::timeout(
-        handshake_timeout,
-        read_frame::<ClientFrame>(&mut recv, &mut buf),
-    )
-    .await
-    {
-        Ok(Ok(Some(ClientFrame::Hello(h)))) => h,
-        Ok(Ok(Some(ClientFrame::Request { .. } | ClientFrame::Ack { .. }))) => {
+    let hello = match read_small_frame::<ClientFrame>(&mut recv, &mut buf).await {
+        Ok(Some(ClientFrame::Hello(h))) => h,
+        Ok(Some(ClientFrame::Request { .. } | ClientFrame::Ack { .. })) => {
             refuse(
                 conn,
                 &mut send,
                 "protocol",
                 ApiError::param("the first frame must be a hello"),
+                deadline,
             )
             .await;
             return Ok(None);
         }
-        Ok(Ok(None)) => return Ok(None),
-        Ok(Err(e)) => {
+        Ok(None) => return Ok(None),
+        Err(e) => {
             close_for_read_error(conn, &e);
             return Ok(None);
         }
-        Err(_) => {
-            refuse(
-                conn,
-                &mut send,
-                "timeout",
-                // A slow network, not a bad client: retryable.
-                ApiError::new(
-                    ErrorCode::ServerBusy,
-                    "no hello received in time; try again",
-                ),
-            )
-            .await;
-            return Ok(None);
-        }
     };
-    let (version, caller) = match authenticate(node, &hello) {
+    let (version, caller, expires_at) = match authenticate(node, &hello) {
         Ok(ok) => ok,
         Err((reason, err)) => {
-            refuse(conn, &mut send, reason, err).await;
+            refuse(conn, &mut send, reason, err, deadline).await;
             return Ok(None);
         }
     };
@@ -177,16 +219,9 @@ async fn open(
     let welcomed_early = early.is_some();
     if let Some(established) = early {
         send.write_all(&welcome).await?;
-        if tokio::time::timeout(handshake_timeout, established)
-            .await
-            .is_err()
-            || conn.close_reason().is_some()
-        {
-            refused(conn, "timeout");
-            conn.close(
-                close::HANDSHAKE_REFUSED.into(),
-                b"the TLS handshake did not complete in time",
-            );
+        // (On a server its value means nothing; a failed handshake closed the connection.)
+        let _ = established.await;
+        if conn.close_reason().is_some() {
             return Ok(None);
         }
         metrics::counter!("convoke_sessions_early_data_total").increment(1);
@@ -199,7 +234,13 @@ async fn open(
         busy: Duration::from_millis(cfg.coalesce_busy_ms),
         window: Duration::from_millis(cfg.coalesce_window_ms),
     };
-    let outbox = Outbox::new(conn.clone(), events, cfg.outbound_queue, coalesce);
+    let write_timeout = Duration::from_millis(cfg.write_timeout_ms);
+    let bounds = outbox::Bounds {
+        frames: cfg.outbound_queue,
+        bytes: cfg.outbound_queue_bytes,
+        stall: write_timeout,
+    };
+    let outbox = Outbox::new(conn.clone(), events, bounds, coalesce);
     if hello.events {
         // Live events wait until the kept ones (older) are queued.
         outbox.gate();
@@ -218,6 +259,8 @@ async fn open(
             b"too many sessions for this user; closing the oldest",
         );
     }
+    // Counted here: the guard's drop, on any path from here on, takes it back.
+    metrics::gauge!("convoke_sessions_online").increment(1.0);
     let _presence = PresenceGuard {
         node: node.clone(),
         user: caller.user.clone(),
@@ -227,7 +270,6 @@ async fn open(
     if !welcomed_early {
         send.write_all(&welcome).await?;
     }
-    metrics::gauge!("convoke_sessions_online").increment(1.0);
     tracing::debug!(user = %caller.user, session = caller.session_id, device = %hello.device_id, early_data = welcomed_early, "session started");
 
     // Requests are served while the replay runs; a client that is slow to take its events
@@ -242,9 +284,10 @@ async fn open(
 
     Ok(Some(Opened {
         caller,
+        expires_at,
         recv,
         buf,
-        responses: Responder::new(send),
+        responses: Responder::new(conn.clone(), send, cfg.answer_queue_bytes, write_timeout),
         _presence,
     }))
 }
@@ -253,6 +296,7 @@ async fn open(
 async fn serve(node: &Arc<Node>, conn: &quinn::Connection, opened: Opened) -> anyhow::Result<()> {
     let Opened {
         caller,
+        expires_at,
         mut recv,
         mut buf,
         responses,
@@ -263,9 +307,23 @@ async fn serve(node: &Arc<Node>, conn: &quinn::Connection, opened: Opened) -> an
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     // Shared-file transfers arrive as further bidirectional streams, accepted here too, so
     // that an idle session is a single task.
+    // A session lives as long as its token: then it is closed with TOKEN_EXPIRED and the
+    // refusal the client reads back (it logs in again, or asks its token provider).
+    let mut expiry = Box::pin(tokio::time::sleep(crate::auth::until_expiry(expires_at)));
     let result = loop {
         let frame = tokio::select! {
             frame = read_frame::<ClientFrame>(&mut recv, &mut buf) => frame,
+            () = &mut expiry => {
+                if let Some(reason) = crate::auth::expired_reason(expires_at) {
+                    metrics::counter!("convoke_connections_closed_total", "reason" => "token_expired").increment(1);
+                    tracing::debug!(user = %caller.user, session = caller.session_id, "token expired; closing the session");
+                    conn.close(close::TOKEN_EXPIRED.into(), &reason);
+                    break Ok(());
+                }
+                // Woken early (a far expiry is waited for in steps): wait for the rest.
+                expiry.set(tokio::time::sleep(crate::auth::until_expiry(expires_at)));
+                continue;
+            }
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     tokio::spawn(transfer::serve_transfer(node.clone(), caller.clone(), send, recv));
@@ -279,6 +337,7 @@ async fn serve(node: &Arc<Node>, conn: &quinn::Connection, opened: Opened) -> an
                 let Ok(slot) = in_flight.clone().acquire_owned().await else {
                     break Ok(());
                 };
+                crate::auth::audit_app_admin(&caller, &request);
                 Box::pin(route::route(node, &caller, &responses, id, request, slot)).await;
             }
             Ok(Some(ClientFrame::Ack { ids })) => {
@@ -323,7 +382,10 @@ impl Drop for PresenceGuard {
     }
 }
 
-fn authenticate(node: &Node, hello: &Hello) -> Result<(u32, Caller), (&'static str, ApiError)> {
+fn authenticate(
+    node: &Node,
+    hello: &Hello,
+) -> Result<(u32, Caller, u64), (&'static str, ApiError)> {
     let version = negotiate(&hello.versions, SUPPORTED_VERSIONS).map_err(|e| ("version", e))?;
     check_user_id("deviceId", &hello.device_id).map_err(|e| ("device", e))?;
     let claims = crate::auth::verify(&node.secret, &hello.token, now_secs()).map_err(|e| {
@@ -339,6 +401,7 @@ fn authenticate(node: &Node, hello: &Hello) -> Result<(u32, Caller), (&'static s
             app_admin: claims.admin,
             session_id: node.next_session_id(),
         },
+        claims.expires_at,
     ))
 }
 
@@ -352,48 +415,79 @@ async fn refuse(
     send: &mut quinn::SendStream,
     reason: &'static str,
     err: ApiError,
+    deadline: tokio::time::Instant,
 ) {
     refused(conn, reason);
     tracing::debug!(remote = %conn.remote_address(), %reason, error = %err, "handshake refused");
+    // Within the login deadline, which a client that reads nothing cannot stretch: the
+    // close below carries the same refusal anyway.
     if let Ok(frame) = frame_bytes(&ServerFrame::Refused(err.clone())) {
-        let _ = send.write_all(&frame).await;
-        let _ = send.finish();
-        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+        let linger = deadline.min(tokio::time::Instant::now() + Duration::from_secs(2));
+        let _ = tokio::time::timeout_at(linger, async {
+            if send.write_all(&frame).await.is_ok() {
+                let _ = send.finish();
+                let _ = send.stopped().await;
+            }
+        })
+        .await;
     }
-    let mut msg = err.message.into_bytes();
-    msg.truncate(200);
-    conn.close(close::HANDSHAKE_REFUSED.into(), &msg);
+    // The same refusal as text: the close can overtake the frame, and the client reads the
+    // refusal back from either.
+    conn.close(close::HANDSHAKE_REFUSED.into(), &refusal_reason(&err));
 }
 
 fn close_for_read_error(conn: &quinn::Connection, e: &ReadError) {
     let code = match e {
-        ReadError::Frame(FrameError::TooLarge { .. }) => close::FRAME_TOO_LARGE,
-        ReadError::Frame(_) | ReadError::Truncated => close::MALFORMED_FRAME,
+        ReadError::Frame(e) => close::for_frame_error(e),
+        ReadError::Truncated => close::MALFORMED_FRAME,
         ReadError::Stream(_) => return,
     };
     metrics::counter!("convoke_connections_closed_total", "reason" => if code == close::FRAME_TOO_LARGE { "frame_too_large" } else { "malformed_frame" }).increment(1);
     tracing::info!(remote = %conn.remote_address(), error = %e, "closing connection: bad frame");
-    let mut msg = e.to_string().into_bytes();
-    msg.truncate(200);
-    conn.close(code.into(), &msg);
+    conn.close(code.into(), &close::reason_bytes(&e.to_string()));
 }
+
+/// Kept events read per page of the login replay.
+const REPLAY_PAGE: usize = 256;
+/// About how many bytes of kept events one page of the login replay reads.
+const REPLAY_PAGE_BYTES: usize = 256 * 1024;
 
 /// Sends the events kept for this user (not yet acknowledged by any of their clients: they
 /// were offline, or the connection that carried them died), then the live events held
-/// meanwhile. They stay kept until acked.
+/// meanwhile. They stay kept until acked. Read and queued a page at a time
+/// ([`REPLAY_PAGE`] events, about [`REPLAY_PAGE_BYTES`]), each page only once the outbox
+/// has room for it, so a login with thousands of kept events holds one page in memory.
 async fn deliver_inbox(node: Arc<Node>, user: String, outbox: Arc<Outbox>) {
     let max = node.config.sessions.kept_events_max;
-    let frames = match node.store.inbox_pending(&user, max) {
-        Ok((frames, 0)) => frames,
-        Ok((frames, dropped)) => {
+    match node.store.inbox_trim(&user, max) {
+        Ok(0) => {}
+        Ok(dropped) => {
             tracing::warn!(%user, dropped, max, "dropped the oldest kept events over the limit");
             metrics::counter!("convoke_kept_events_dropped_total").increment(dropped as u64);
-            frames
         }
-        Err(e) => {
-            tracing::error!(%user, error = %e, "could not read the kept events");
-            Vec::new()
+        Err(e) => tracing::error!(%user, error = %e, "could not bound the kept events"),
+    }
+    let mut after = None;
+    loop {
+        let (frames, next) =
+            match node
+                .store
+                .inbox_page(&user, after, REPLAY_PAGE, REPLAY_PAGE_BYTES)
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(%user, error = %e, "could not read the kept events");
+                    break;
+                }
+            };
+        if !frames.is_empty() && !outbox.push_wait(frames).await {
+            break;
         }
-    };
-    outbox.replay(frames).await;
+        match next {
+            Some(id) => after = Some(id),
+            None => break,
+        }
+    }
+    // Then the live events held meanwhile, and the gate opens.
+    outbox.replay(Vec::new()).await;
 }

@@ -14,9 +14,13 @@
 //!
 //! A held backlog is written early once it reaches [`HOLD_MAX`] frames or half the capacity,
 //! whichever is smaller, so coalescing never fills a fast reader's backlog. A backlog that reaches its
-//! capacity while being written means the client is not reading fast enough: the
-//! connection is closed with [`close::SLOW_CONSUMER`] and counted, never allowed to grow.
+//! capacity (in frames, or in bytes: frames waiting plus the batch being written) while being
+//! written, or a flusher whose stream takes no byte for the write timeout, means the client is
+//! not reading fast enough: the connection is closed with [`close::SLOW_CONSUMER`] and
+//! counted, never allowed to grow. The byte count is one addition per frame queued and one
+//! subtraction per batch written; a frame written straight into the stream is not counted.
 
+use super::io::{slow_consumer, write_with_progress};
 use bytes::Bytes;
 use convoke_protocol::close;
 use futures::FutureExt;
@@ -30,6 +34,18 @@ static QUEUE_DEPTH: std::sync::LazyLock<metrics::Histogram> =
 
 /// A held backlog this long is written without waiting for the rest of the window.
 pub const HOLD_MAX: usize = 64;
+
+/// How much an outbox holds before its session counts as a slow consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Frames waiting (`sessions.outbound_queue`).
+    pub frames: usize,
+    /// Bytes waiting, the batch being written included (`sessions.outbound_queue_bytes`);
+    /// one frame always fits.
+    pub bytes: usize,
+    /// Longest the stream may take no byte of a batch (`sessions.write_timeout_ms`).
+    pub stall: Duration,
+}
 
 /// How an outbox groups frames into writes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,6 +70,8 @@ pub struct Outbox {
     state: Mutex<State>,
     conn: quinn::Connection,
     capacity: usize,
+    max_bytes: usize,
+    stall: Duration,
     coalesce: Coalesce,
     /// Woken whenever the flusher drained the backlog (for [`Outbox::push_wait`]).
     drained: tokio::sync::Notify,
@@ -67,6 +85,8 @@ struct State {
     stream: Option<quinn::SendStream>,
     /// Frames (or the unwritten tail of one) waiting for the flusher, in order.
     backlog: VecDeque<Bytes>,
+    /// Bytes in `backlog` plus those of the batch the flusher is writing.
+    backlog_bytes: usize,
     /// Whether a flusher task is running (it owns the stream meanwhile).
     flushing: bool,
     /// Whether that flusher is still waiting out a coalescing window.
@@ -78,28 +98,34 @@ struct State {
     /// While the login's replay of kept events runs, live frames wait here (see
     /// [`Outbox::gate`]), so that nothing overtakes an older kept event.
     gated: Option<Vec<Bytes>>,
+    /// Bytes in `gated`.
+    gated_bytes: usize,
 }
 
 impl Outbox {
-    /// An outbox over `stream`, holding at most `capacity` frames that quinn has not taken.
+    /// An outbox over `stream`, holding at most `bounds` of frames that quinn has not taken.
     pub fn new(
         conn: quinn::Connection,
         stream: quinn::SendStream,
-        capacity: usize,
+        bounds: Bounds,
         coalesce: Coalesce,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 stream: Some(stream),
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 flushing: false,
                 holding: false,
                 last_frame: None,
                 closed: false,
                 gated: None,
+                gated_bytes: 0,
             }),
             conn,
-            capacity,
+            capacity: bounds.frames,
+            max_bytes: bounds.bytes,
+            stall: bounds.stall,
             coalesce,
             drained: tokio::sync::Notify::new(),
             flush_now: tokio::sync::Notify::new(),
@@ -124,14 +150,17 @@ impl Outbox {
     pub fn push(self: &Arc<Self>, frame: &Bytes) -> bool {
         let mut st = self.lock();
         if !st.closed {
+            let held_bytes = st.gated_bytes;
             if let Some(held) = st.gated.as_mut() {
-                if held.len() < self.capacity {
+                if held.len() < self.capacity && !over(held_bytes, frame.len(), self.max_bytes) {
                     held.push(frame.clone());
+                    st.gated_bytes += frame.len();
                     return true;
                 }
                 st.closed = true;
                 st.gated = None;
-                self.slow_consumer();
+                st.gated_bytes = 0;
+                self.slow_consumer("live events held during the login replay");
                 return false;
             }
         }
@@ -158,14 +187,20 @@ impl Outbox {
         let mut next = frames;
         loop {
             if !next.is_empty() && !self.push_wait(next).await {
-                self.lock().gated = None;
+                let mut st = self.lock();
+                st.gated = None;
+                st.gated_bytes = 0;
                 return false;
             }
             let mut st = self.lock();
             match st.gated.as_mut() {
-                Some(held) if !held.is_empty() => next = std::mem::take(held),
+                Some(held) if !held.is_empty() => {
+                    next = std::mem::take(held);
+                    st.gated_bytes = 0;
+                }
                 _ => {
                     st.gated = None;
+                    st.gated_bytes = 0;
                     return !st.closed;
                 }
             }
@@ -179,12 +214,15 @@ impl Outbox {
         let now = Instant::now();
         let previous = st.last_frame.replace(now);
         if st.flushing {
-            if st.backlog.len() >= self.capacity {
+            if st.backlog.len() >= self.capacity
+                || over(st.backlog_bytes, frame.len(), self.max_bytes)
+            {
                 st.closed = true;
                 st.backlog.clear();
-                self.slow_consumer();
+                self.slow_consumer("event queue full");
                 return false;
             }
+            st.backlog_bytes += frame.len();
             st.backlog.push_back(frame.clone());
             QUEUE_DEPTH.record(st.backlog.len() as f64);
             if st.holding && st.backlog.len() >= HOLD_MAX.min(self.capacity / 2) {
@@ -194,6 +232,7 @@ impl Outbox {
             return true;
         }
         if self.coalesce.holds(previous, now) {
+            st.backlog_bytes += frame.len();
             st.backlog.push_back(frame.clone());
             QUEUE_DEPTH.record(1.0);
             st.holding = true;
@@ -210,12 +249,14 @@ impl Outbox {
                 if written.chunks == 0 {
                     // Flow control took only part of it: the flusher writes the rest.
                     let [rest] = chunk;
+                    st.backlog_bytes += rest.len();
                     st.backlog.push_back(rest);
                     self.start_flusher(st, None);
                 }
                 true
             }
             None => {
+                st.backlog_bytes += frame.len();
                 st.backlog.push_back(frame.clone());
                 self.start_flusher(st, None);
                 true
@@ -233,6 +274,7 @@ impl Outbox {
     /// half stays free for live events meanwhile. Returns whether all were taken.
     pub async fn push_wait(self: &Arc<Self>, frames: Vec<Bytes>) -> bool {
         let room = (self.capacity / 2).max(1);
+        let room_bytes = self.max_bytes / 2;
         for frame in frames {
             loop {
                 let drained = self.drained.notified();
@@ -241,7 +283,7 @@ impl Outbox {
                     if st.closed {
                         return false;
                     }
-                    if st.backlog.len() < room {
+                    if st.backlog.len() < room && !over(st.backlog_bytes, frame.len(), room_bytes) {
                         if !self.push_locked(&mut st, &frame) {
                             return false;
                         }
@@ -305,17 +347,32 @@ impl Outbox {
                 }
                 batch.extend(st.backlog.drain(..));
             }
+            let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
             self.drained.notify_waiters();
-            if let Err(e) = stream.write_all_chunks(&mut batch).await {
-                self.stream_failed(&e);
-                let mut st = self.lock();
+            let failed = match write_with_progress(&mut stream, &mut batch, self.stall).await {
+                Some(Ok(())) => false,
+                Some(Err(e)) => {
+                    self.stream_failed(&e);
+                    true
+                }
+                None => {
+                    let why = format!("events not read for {} ms", self.stall.as_millis());
+                    self.slow_consumer(&why);
+                    true
+                }
+            };
+            let mut st = self.lock();
+            st.backlog_bytes = st.backlog_bytes.saturating_sub(batch_bytes);
+            if failed {
                 st.closed = true;
                 st.flushing = false;
                 st.backlog.clear();
+                st.backlog_bytes = 0;
                 drop(st);
                 self.drained.notify_waiters();
                 return;
             }
+            drop(st);
             batch.clear();
         }
     }
@@ -331,15 +388,15 @@ impl Outbox {
         );
     }
 
-    fn slow_consumer(&self) {
-        metrics::counter!("convoke_slow_client_disconnects_total").increment(1);
-        tracing::info!(remote = %self.conn.remote_address(), "closing slow client: event queue full");
-        self.conn.close(
-            close::SLOW_CONSUMER.into(),
-            b"event queue full: client is not reading fast enough",
-        );
+    fn slow_consumer(&self, why: &str) {
+        slow_consumer(&self.conn, "events", why);
         self.drained.notify_waiters();
     }
+}
+
+/// Whether `len` more bytes on top of `queued` go over `max` (a frame alone never does).
+fn over(queued: usize, len: usize, max: usize) -> bool {
+    queued > 0 && queued + len > max
 }
 
 #[cfg(test)]

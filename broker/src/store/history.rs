@@ -23,6 +23,12 @@ pub struct MessageRec {
 }
 
 impl MessageRec {
+    /// What the message counts for in a history page: its payload and sender, plus room
+    /// for its ids, seq, timestamp and group id on the wire.
+    pub fn page_bytes(&self) -> usize {
+        self.payload.len() + self.from.len() + 64
+    }
+
     /// The wire form.
     pub fn to_wire(&self, group_id: &str) -> convoke_protocol::GroupMessage {
         convoke_protocol::GroupMessage {
@@ -129,16 +135,26 @@ impl Store {
     }
 
     /// History in ascending seq: after `after` (oldest first), before `before` (the newest
-    /// `limit` below it), or the newest `limit` when neither is given.
+    /// `limit` below it), or the newest `limit` when neither is given. At most `max_bytes`
+    /// of messages ([`MessageRec::page_bytes`]), but always at least one: a page cut short
+    /// keeps the messages nearest its cursor (the oldest after `after`, the newest below
+    /// `before`), so the caller goes on from the last (or first) seq it got.
     pub fn history(
         &self,
         gid: u64,
         before: Option<u64>,
         after: Option<u64>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<MessageRec>> {
         let prefix = keys::space_prefix(keys::HISTORY, gid);
-        let mut out = Vec::with_capacity(limit);
+        let mut out: Vec<MessageRec> = Vec::with_capacity(limit.min(128));
+        let mut bytes = 0usize;
+        // Whether `rec` still fits in the page.
+        let mut fits = |rec: &MessageRec, taken: usize| {
+            bytes = bytes.saturating_add(rec.page_bytes());
+            taken == 0 || bytes <= max_bytes
+        };
         if let Some(after) = after {
             let start = keys::space_key(keys::HISTORY, gid, after.saturating_add(1));
             for kv in self.db.range(start..) {
@@ -146,7 +162,13 @@ impl Store {
                 if !k.starts_with(&prefix) || out.len() >= limit {
                     break;
                 }
-                out.push(decode(&k, &v)?);
+                let Some(rec) = decode_or_skip::<MessageRec>(&k, &v)? else {
+                    continue;
+                };
+                if !fits(&rec, out.len()) {
+                    break;
+                }
+                out.push(rec);
             }
             return Ok(out);
         }
@@ -156,7 +178,13 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            out.push(decode(&k, &v)?);
+            let Some(rec) = decode_or_skip::<MessageRec>(&k, &v)? else {
+                continue;
+            };
+            if !fits(&rec, out.len()) {
+                break;
+            }
+            out.push(rec);
         }
         out.reverse();
         Ok(out)

@@ -62,6 +62,9 @@ impl Client {
 
     /// getGroupMessages (member): at most `limit` (<= 100) messages with a sequence number
     /// above `after` or below `before`, in sequence order; both `None` = the latest.
+    /// A page may hold fewer than `limit` when its messages would exceed the broker's
+    /// byte cap on a page: go on after the last seq (or before the first) it holds; only an
+    /// empty page means there is no more.
     pub async fn get_group_messages(
         &self,
         group_id: &str,
