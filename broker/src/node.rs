@@ -44,6 +44,7 @@ impl Node {
             &config.server.data_dir,
             &config.files_dir(),
         );
+        quotas.load_file_usage(&store, &config.files_dir());
         watch_store(&store);
         Self {
             quotas,

@@ -15,6 +15,16 @@
 //!   disk never fills under the store (a full disk fails flushes: nothing could be
 //!   acknowledged any more, reads and deletions included). Free space is read at most once
 //!   a second per directory.
+//! - **Files per user** ([`Quotas::check_file_bytes`]): the shared files one user uploaded,
+//!   over all groups on this node, total at most `quotas.file_mb_per_user`; an upload that
+//!   would go over is refused (50 MAX_LIMIT) before a byte is taken. Usage is read from the
+//!   store at start, grows as uploads are recorded, and is read again (at most every two
+//!   seconds) when a check would refuse after files were deleted or groups destroyed, so
+//!   that a deletion frees room without per-owner bookkeeping in the store. Uploads in
+//!   progress are not counted: parallel uploads may overshoot by what is in flight
+//!   (bounded by `files.max_transfers_per_user` x `limits.max_file_bytes`).
+//! - Member attributes need no quota of their own: the contract bounds them per member and
+//!   group (4 KiB) and the groups per user (`limits.max_groups_per_user`).
 
 use crate::clock::now_ms;
 use crate::group::rules::rate::{Bucket, Rate};
@@ -31,6 +41,8 @@ pub struct QuotaSettings {
     pub messages: Rate,
     /// Sends and uploads are refused below this many free bytes; 0 = never.
     pub min_free_disk_bytes: u64,
+    /// Bytes of shared files one user may own on this node; 0 = no limit.
+    pub file_bytes_per_user: u64,
 }
 
 impl QuotaSettings {
@@ -47,6 +59,7 @@ impl QuotaSettings {
                 burst: q.messages_burst,
             },
             min_free_disk_bytes: q.min_free_disk_mb.saturating_mul(1024 * 1024),
+            file_bytes_per_user: q.file_mb_per_user.saturating_mul(1024 * 1024),
         }
     }
 }
@@ -59,6 +72,8 @@ struct Buckets {
     /// The setting names, for the refusal.
     setting: &'static str,
     what: &'static str,
+    /// The `kind` label of `convoke_rate_limited_total`.
+    label: &'static str,
     map: DashMap<String, Bucket>,
     prune_at: AtomicUsize,
 }
@@ -66,11 +81,12 @@ struct Buckets {
 const PRUNE_MIN: usize = 4096;
 
 impl Buckets {
-    fn new(rate: Rate, setting: &'static str, what: &'static str) -> Self {
+    fn new(rate: Rate, setting: &'static str, what: &'static str, label: &'static str) -> Self {
         Self {
             rate,
             setting,
             what,
+            label,
             map: DashMap::new(),
             prune_at: AtomicUsize::new(PRUNE_MIN),
         }
@@ -93,7 +109,7 @@ impl Buckets {
         if ok {
             return Ok(());
         }
-        metrics::counter!("convoke_rate_limited_total", "kind" => self.what).increment(1);
+        metrics::counter!("convoke_rate_limited_total", "kind" => self.label).increment(1);
         Err(ApiError::new(
             ErrorCode::MessageCurrentLimiting,
             format!(
@@ -182,6 +198,53 @@ struct Inner {
     min_free: u64,
     data: Watermark,
     files: Watermark,
+    file_bytes: FileBytes,
+}
+
+/// Bytes of shared files per owner (see the module doc).
+#[derive(Debug, Default)]
+struct FileBytes {
+    max: u64,
+    /// The store and blob directory to read usage from; unset in unit tests.
+    source: std::sync::OnceLock<(crate::store::Store, PathBuf)>,
+    used: DashMap<String, u64>,
+    /// Files were deleted since usage was last read: a refusal reads it again first.
+    stale: std::sync::atomic::AtomicBool,
+    /// When usage was last read, ms since the Unix epoch.
+    read_at: AtomicI64,
+}
+
+impl FileBytes {
+    /// Reads every owner's usage from the store: the groups that have a blob directory.
+    fn read(&self) {
+        let Some((store, dir)) = self.source.get() else {
+            return;
+        };
+        let mut used: std::collections::HashMap<String, u64> = Default::default();
+        let groups = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok());
+        for gid in groups {
+            match store.load_group(gid) {
+                Ok(Some(g)) => {
+                    for f in g.files.values() {
+                        *used.entry(f.owner.clone()).or_default() += f.size;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(group = gid, error = %e, "cannot read shared files for the per-user quota")
+                }
+            }
+        }
+        self.used.clear();
+        for (u, n) in used {
+            self.used.insert(u, n);
+        }
+        self.read_at.store(now_ms(), Ordering::Relaxed);
+    }
 }
 
 /// A request admitted under its rate: [`Admitted::refused`] gives its token back if it then
@@ -201,11 +264,21 @@ impl Quotas {
                     settings.requests,
                     "quotas.requests_per_sec",
                     "state-changing requests",
+                    "requests",
                 ),
-                messages: Buckets::new(settings.messages, "quotas.messages_per_sec", "messages"),
+                messages: Buckets::new(
+                    settings.messages,
+                    "quotas.messages_per_sec",
+                    "messages",
+                    "messages",
+                ),
                 min_free: settings.min_free_disk_bytes,
                 data: Watermark::new(data_dir.to_path_buf()),
                 files: Watermark::new(files_dir.to_path_buf()),
+                file_bytes: FileBytes {
+                    max: settings.file_bytes_per_user,
+                    ..FileBytes::default()
+                },
             }),
         }
     }
@@ -254,6 +327,66 @@ impl Quotas {
     }
 }
 
+impl Quotas {
+    /// Reads the shared files' usage per owner from `store` (the groups with a directory
+    /// under `files_dir`), and from then on whenever it may have gone down.
+    pub fn load_file_usage(&self, store: &crate::store::Store, files_dir: &Path) {
+        let fb = &self.inner.file_bytes;
+        if fb.max == 0 {
+            return;
+        }
+        let _ = fb.source.set((store.clone(), files_dir.to_path_buf()));
+        fb.read();
+    }
+
+    /// Whether `user` may upload `size` more bytes of shared files (50 MAX_LIMIT if not).
+    pub fn check_file_bytes(&self, user: &str, size: u64) -> Result<(), ApiError> {
+        let fb = &self.inner.file_bytes;
+        if fb.max == 0 {
+            return Ok(());
+        }
+        let used = || fb.used.get(user).map_or(0, |u| *u);
+        if used().saturating_add(size) > fb.max
+            && fb.stale.load(Ordering::Relaxed)
+            && now_ms().saturating_sub(fb.read_at.load(Ordering::Relaxed)) >= 2_000
+        {
+            fb.stale.store(false, Ordering::Relaxed);
+            fb.read();
+        }
+        let used = used();
+        if used.saturating_add(size) <= fb.max {
+            return Ok(());
+        }
+        metrics::counter!("convoke_rate_limited_total", "kind" => "file_bytes").increment(1);
+        Err(ApiError::new(
+            ErrorCode::MaxLimit,
+            format!(
+                "user {user:?} has {used} bytes of shared files; {size} more would exceed \
+                 quotas.file_mb_per_user = {} MiB",
+                fb.max / (1024 * 1024)
+            ),
+        ))
+    }
+
+    /// An upload of `size` bytes by `user` was recorded.
+    pub fn file_recorded(&self, user: &str, size: u64) {
+        if self.inner.file_bytes.max > 0 {
+            *self
+                .inner
+                .file_bytes
+                .used
+                .entry(user.to_string())
+                .or_default() += size;
+        }
+    }
+
+    /// Files may have been deleted (deleteGroupSharedFile, destroyGroup): usage is read
+    /// again before the next refusal.
+    pub fn files_deleted(&self) {
+        self.inner.file_bytes.stale.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Admitted {
     /// The request failed for another reason: its token goes back to `user`'s bucket.
     pub fn refused(self, quotas: &Quotas, user: &str) {
@@ -281,6 +414,7 @@ mod tests {
                 burst: 0,
             },
             min_free_disk_bytes: min_free_mb * 1024 * 1024,
+            file_bytes_per_user: 1000,
         };
         let q = Quotas::new(&settings, dir.path(), dir.path());
         (dir, q)
@@ -313,6 +447,22 @@ mod tests {
             q.admit("a", RequestClass::Change).unwrap().refused(&q, "a");
         }
         assert!(q.admit("a", RequestClass::Change).is_ok());
+    }
+
+    #[test]
+    fn file_bytes_per_user_are_bounded() {
+        let (_d, q) = quotas(0);
+        assert!(q.check_file_bytes("a", 1000).is_ok());
+        q.file_recorded("a", 600);
+        let e = q.check_file_bytes("a", 401).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MaxLimit);
+        assert!(
+            e.message.contains("quotas.file_mb_per_user"),
+            "{}",
+            e.message
+        );
+        assert!(q.check_file_bytes("a", 400).is_ok());
+        assert!(q.check_file_bytes("b", 1000).is_ok(), "per user");
     }
 
     #[test]

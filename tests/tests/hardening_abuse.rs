@@ -197,3 +197,78 @@ async fn below_the_disk_watermark_sends_and_uploads_are_refused() {
         .unwrap()
         .is_empty());
 }
+
+/// Shared files one user owns are bounded over all groups (`quotas.file_mb_per_user`): an
+/// upload that would go over is refused (50) before its bytes; the usage survives a
+/// restart; deleting a file makes room again.
+#[tokio::test]
+async fn shared_files_per_user_are_bounded() {
+    let mut broker = Broker::start_with(&[("quotas.file_mb_per_user", "1")]).await;
+    let alice = broker.connect("alice").await;
+    let g1 = alice
+        .client
+        .create_group(group_data("g1", &[]))
+        .await
+        .unwrap();
+    let g2 = alice
+        .client
+        .create_group(group_data("g2", &[]))
+        .await
+        .unwrap();
+    let up = |gid: &str, n: usize| {
+        let (c, gid) = (alice.client.clone(), gid.to_string());
+        async move {
+            c.upload_group_shared_file(&gid, UploadSource::bytes(vec![1; n], "f.bin"), None)
+                .await
+        }
+    };
+    let first = up(&g1, 600 * 1024).await.unwrap();
+    let msg = assert_code(up(&g2, 600 * 1024).await, ErrorCode::MaxLimit);
+    assert!(msg.contains("quotas.file_mb_per_user"), "{msg}");
+    assert!(alice
+        .client
+        .get_group_shared_filelist(&g2, 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Another user has their own quota.
+    let bob = broker.connect("bob").await;
+    let gb = bob
+        .client
+        .create_group(group_data("gb", &[]))
+        .await
+        .unwrap();
+    bob.client
+        .upload_group_shared_file(&gb, UploadSource::bytes(vec![2; 600 * 1024], "b"), None)
+        .await
+        .unwrap();
+    drop((alice, bob));
+    broker.restart();
+    let alice = broker.connect("alice").await;
+    let msg = assert_code(
+        alice
+            .client
+            .upload_group_shared_file(&g2, UploadSource::bytes(vec![1; 600 * 1024], "f"), None)
+            .await,
+        ErrorCode::MaxLimit,
+    );
+    assert!(
+        msg.contains("614400 bytes"),
+        "usage read back after a restart: {msg}"
+    );
+    alice
+        .client
+        .delete_group_shared_file(&g1, &first.file_id)
+        .await
+        .unwrap();
+    convoke_tests::eventually("room after the deletion", || {
+        let c = alice.client.clone();
+        let g2 = g2.clone();
+        async move {
+            c.upload_group_shared_file(&g2, UploadSource::bytes(vec![1; 600 * 1024], "f"), None)
+                .await
+                .ok()
+        }
+    })
+    .await;
+}

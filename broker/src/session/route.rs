@@ -30,6 +30,10 @@ pub async fn route(
 ) {
     let started = Instant::now();
     let method = request.method();
+    let frees_files = matches!(
+        request,
+        Request::DeleteGroupSharedFile { .. } | Request::DestroyGroup { .. }
+    );
     let admitted = match admit(node, caller, &request) {
         Ok(a) => a,
         Err(e) => return respond(responses, id, method, started, Err(e)).await,
@@ -47,6 +51,8 @@ pub async fn route(
                     let result = pending.wait().await;
                     if result.is_err() {
                         admitted.refused(&quotas, &user);
+                    } else if frees_files {
+                        quotas.files_deleted();
                     }
                     respond(&responses, id, method, started, result).await;
                     drop(slot);
