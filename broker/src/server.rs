@@ -110,7 +110,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         tracing::info!(
             temp_files = sweep.temp_files,
             orphans = sweep.orphans,
-            "removed unfinished uploads left by the last run"
+            "start-up sweep: partial uploads removed, orphan blobs moved to files.dir/quarantine"
         );
     }
 

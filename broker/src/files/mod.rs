@@ -5,10 +5,15 @@
 //! every declared byte has arrived. Its index entry (a [`FileRec`] among the group's store
 //! records) is committed by the group actor after the rename, like any other change of the
 //! group, and the `uploadFile` event follows that commit. So, whatever moment a crash hits:
-//! - before the rename, only a temp file exists: [`Files::open`] empties `tmp/` at start;
+//! - before the rename, only a temp file exists: [`Files::open`] removes the partial
+//!   uploads (`tmp/<file id>.part`) at start, and nothing else in `tmp/`;
 //! - between the rename and the commit, a blob exists without an entry: [`Files::open`]
-//!   removes blobs that no entry names;
+//!   moves blobs that no entry names to `quarantine/<group id>/<file id>` (counted and
+//!   logged; an operator deletes them, or puts them back after restoring a database);
 //! - an entry is only ever committed for a blob that is already complete and durable.
+//!
+//! Start-up never deletes a blob: if the store holds no group at all while blobs exist (a
+//! database that was lost, replaced or not yet restored), it sweeps nothing and says so.
 //!
 //! A blob is removed only after the commit that dropped its entry (deleteGroupSharedFile,
 //! destroyGroup; see `group::files::after_commit`), so a listed file is always
@@ -91,17 +96,22 @@ pub struct Files {
 /// What [`Files::open`] cleaned up.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sweep {
-    /// Partial uploads removed from `tmp/`.
+    /// Partial uploads (`tmp/<file id>.part`) removed.
     pub temp_files: usize,
     /// Blobs with no index entry (crash between rename and commit), or of a group that no
-    /// longer exists.
+    /// longer exists, moved to `quarantine/`.
     pub orphans: usize,
+    /// Entries of `tmp/` that are not partial uploads, left where they are.
+    pub foreign: usize,
+    /// The store holds no group while blobs exist: nothing was swept.
+    pub refused: bool,
 }
 
 impl Files {
-    /// Opens `root` (creating it and `root/tmp`), removes every leftover temp file, and
-    /// removes blobs that no index entry in `store` names. Runs before the node accepts
-    /// connections, so no upload can be between its rename and its commit.
+    /// Opens `root` (creating it and `root/tmp`), removes the partial uploads left in
+    /// `tmp/`, and moves blobs that no index entry in `store` names to `quarantine/`. Runs
+    /// before the node accepts connections, so no upload can be between its rename and its
+    /// commit. Never deletes a blob (see the module doc).
     pub fn open(root: PathBuf, limits: FileLimits, store: &Store) -> io::Result<(Self, Sweep)> {
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp)?;
@@ -114,38 +124,94 @@ impl Files {
         let mut sweep = Sweep::default();
         for entry in std::fs::read_dir(&files.tmp)? {
             let entry = entry?;
-            remove_path(&entry.path())?;
-            sweep.temp_files += 1;
-        }
-        for entry in std::fs::read_dir(&files.root)? {
-            let entry = entry?;
             let name = entry.file_name();
-            let Some(gid) = name.to_str().and_then(|n| n.parse::<u64>().ok()) else {
-                continue; // tmp/, or something an operator put there: not ours to delete.
-            };
-            if !entry.file_type()?.is_dir() {
-                continue;
+            let partial = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".part"))
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+            if partial && entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                sweep.temp_files += 1;
+            } else {
+                tracing::warn!(path = %entry.path().display(), "not a partial upload; left in place");
+                sweep.foreign += 1;
             }
-            let known = match store.meta(gid).map_err(io::Error::other)? {
-                Some(_) => store.file_ids(gid).map_err(io::Error::other)?,
-                None => BTreeSet::new(),
+        }
+        let groups = blob_groups(&files.root)?;
+        if !groups.is_empty() && !store.has_groups().map_err(io::Error::other)? {
+            let blobs: usize = groups.iter().map(|(_, n)| n).sum();
+            tracing::error!(
+                dir = %files.root.display(),
+                blobs,
+                "the store holds no group but the files dir holds blobs (a lost, replaced or not yet restored database?): sweeping nothing"
+            );
+            sweep.refused = true;
+            return Ok((files, sweep));
+        }
+        for (gid, _) in groups {
+            // A group whose records cannot be read keeps its blobs.
+            let known = match store.meta(gid) {
+                Ok(Some(_)) => match store.file_ids(gid) {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::error!(group = gid, error = %e, "cannot read the group's file index; its blobs are left alone");
+                        continue;
+                    }
+                },
+                Ok(None) => BTreeSet::new(),
+                Err(e) => {
+                    tracing::error!(group = gid, error = %e, "cannot read the group; its blobs are left alone");
+                    continue;
+                }
             };
-            for blob in std::fs::read_dir(entry.path())? {
+            let dir = files.group_dir(gid);
+            for blob in std::fs::read_dir(&dir)? {
                 let blob = blob?;
-                let id = blob
+                let Some(id) = blob
                     .file_name()
                     .to_str()
-                    .and_then(|n| n.parse::<u64>().ok());
-                if id.is_none_or(|id| !known.contains(&id)) {
-                    remove_path(&blob.path())?;
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue; // not a blob name of ours: left alone.
+                };
+                if !known.contains(&id) {
+                    let to = files.quarantine(gid, id, &blob.path())?;
+                    tracing::warn!(group = gid, file = id, to = %to.display(), "blob without an index entry moved to quarantine");
+                    metrics::counter!("convoke_file_orphans_quarantined_total").increment(1);
                     sweep.orphans += 1;
                 }
             }
             if known.is_empty() {
-                let _ = std::fs::remove_dir(entry.path());
+                // Only if empty: anything left in it stays.
+                let _ = std::fs::remove_dir(&dir);
             }
         }
+        if sweep.temp_files > 0 || sweep.orphans > 0 {
+            tracing::info!(
+                temp_files = sweep.temp_files,
+                orphans = sweep.orphans,
+                "start-up sweep: partial uploads removed, orphan blobs quarantined"
+            );
+        }
         Ok((files, sweep))
+    }
+
+    /// Moves an orphan blob to `quarantine/<gid>/<fid>` (a numbered name if that is taken).
+    fn quarantine(&self, gid: u64, fid: u64, from: &Path) -> io::Result<PathBuf> {
+        let dir = self.root.join("quarantine").join(gid.to_string());
+        std::fs::create_dir_all(&dir)?;
+        let mut to = dir.join(fid.to_string());
+        let mut n = 1;
+        while to.exists() {
+            to = dir.join(format!("{fid}.{n}"));
+            n += 1;
+        }
+        std::fs::rename(from, &to)?;
+        sync_dir(&dir)?;
+        if let Some(parent) = from.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(to)
     }
 
     /// Where file `fid` of group `gid` lives once complete.
@@ -249,12 +315,23 @@ pub(crate) async fn write_reply(send: &mut quinn::SendStream, reply: TransferRep
     }
 }
 
-fn remove_path(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
+/// The group directories under `root` (named by a group id) and how many entries each has.
+fn blob_groups(root: &Path) -> io::Result<Vec<(u64, usize)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let Some(gid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue; // tmp/, quarantine/, or something an operator put there.
+        };
+        if entry.file_type()?.is_dir() {
+            out.push((gid, std::fs::read_dir(entry.path())?.count()));
+        }
     }
+    Ok(out)
 }
 
 /// Makes a directory's entries (a rename, a new file) durable.
@@ -287,33 +364,87 @@ mod tests {
         assert_eq!((e.sha256.as_str(), e.secret.as_str()), ("ab", "cd"));
     }
 
-    #[test]
-    fn open_empties_tmp_and_removes_unindexed_blobs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), 1 << 20).expect("store");
-        let root = dir.path().join("files");
-        std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
-        std::fs::write(root.join("tmp/5.part"), b"half").expect("write");
-        // Group 77 does not exist: its directory is an orphan.
-        std::fs::create_dir_all(root.join("77")).expect("mkdir");
-        std::fs::write(root.join("77/8"), b"blob").expect("write");
-        std::fs::write(root.join("README"), b"not ours").expect("write");
-        let limits = FileLimits {
+    fn limits() -> FileLimits {
+        FileLimits {
             max_file_bytes: 10,
             max_files_per_group: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn open_removes_partials_and_quarantines_unindexed_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), 1 << 20).expect("store");
+        // One group exists (so the store is not empty); group 77 does not.
+        let meta = crate::group::model::GroupMeta {
+            name: "g".into(),
+            description: String::new(),
+            owner: "o".into(),
+            created: 0,
+            maxusers: 10,
+            public: false,
+            membersonly: false,
+            allowinvites: false,
+            invite_need_confirm: false,
+            mute_all: false,
+            ext: String::new(),
+            announcement: String::new(),
+            member_count: 1,
         };
-        let (files, sweep) = Files::open(root.clone(), limits, &store).expect("open");
+        let g = crate::group::model::Group::new(3, meta);
+        let mut ws = crate::store::WriteSet::default();
+        store.group_writes(&g, &[crate::group::rules::Dirty::Meta], &mut ws);
+        store.commit(ws).await.expect("commit");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("tmp/keep-me")).expect("mkdir");
+        std::fs::write(root.join("tmp/5.part"), b"half").expect("write");
+        std::fs::write(root.join("tmp/notes.txt"), b"operator's").expect("write");
+        std::fs::create_dir_all(root.join("77")).expect("mkdir");
+        std::fs::write(root.join("77/8"), b"blob").expect("write");
+        std::fs::create_dir_all(root.join("3")).expect("mkdir");
+        std::fs::write(root.join("3/9"), b"unindexed").expect("write");
+        std::fs::write(root.join("README"), b"not ours").expect("write");
+        let (files, sweep) = Files::open(root.clone(), limits(), &store).expect("open");
         assert_eq!(
             sweep,
             Sweep {
                 temp_files: 1,
-                orphans: 1
+                orphans: 2,
+                foreign: 2,
+                refused: false,
             }
         );
-        assert!(files.temp_dir().read_dir().expect("tmp").next().is_none());
+        assert!(!root.join("tmp/5.part").exists());
+        assert!(root.join("tmp/notes.txt").exists());
+        assert!(root.join("tmp/keep-me").is_dir());
+        assert_eq!(
+            std::fs::read(root.join("quarantine/77/8")).expect("q"),
+            b"blob"
+        );
+        assert_eq!(
+            std::fs::read(root.join("quarantine/3/9")).expect("q"),
+            b"unindexed"
+        );
         assert!(!root.join("77").exists());
         assert!(root.join("README").exists());
         assert_eq!(files.blob_path(3, 4), root.join("3").join("4"));
         assert_eq!(files.temp_path(4), root.join("tmp").join("4.part"));
+    }
+
+    /// A store without any group (lost or replaced) next to blobs: nothing is swept.
+    #[test]
+    fn open_with_an_empty_store_touches_no_blob() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), 1 << 20).expect("store");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("12")).expect("mkdir");
+        std::fs::write(root.join("12/34"), b"precious").expect("write");
+        let (_, sweep) = Files::open(root.clone(), limits(), &store).expect("open");
+        assert!(sweep.refused);
+        assert_eq!(sweep.orphans, 0);
+        assert_eq!(
+            std::fs::read(root.join("12/34")).expect("blob"),
+            b"precious"
+        );
     }
 }

@@ -391,6 +391,16 @@ impl Store {
         Ok(())
     }
 
+    /// Whether any group exists (the start-up sweep refuses to run on a store without one).
+    pub fn has_groups(&self) -> Result<bool> {
+        Ok(self
+            .db
+            .scan_prefix([keys::GROUP])
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// Ids of the shared files indexed in group `gid` (the start-up sweep of orphan blobs).
     pub fn file_ids(&self, gid: u64) -> Result<std::collections::BTreeSet<u64>> {
         let mut prefix = keys::group_prefix(gid);
