@@ -414,6 +414,37 @@ async fn sighup_serves_a_renewed_certificate_to_new_clients_while_open_ones_cont
     assert!(!broker.log().contains("panicked"));
 }
 
+/// With `tls.reload_check_secs`, a renewed pair is picked up without a signal (for
+/// certificates that a tool rewrites in place, such as a mounted secret).
+#[tokio::test]
+async fn a_changed_certificate_is_picked_up_by_the_file_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_cert, a_key) = write_pair(dir.path(), "a");
+    let (b_cert, b_key) = write_pair(dir.path(), "b");
+    let served_cert = dir.path().join("served.cert.pem");
+    let served_key = dir.path().join("served.key.pem");
+    std::fs::copy(&a_cert, &served_cert).unwrap();
+    std::fs::copy(&a_key, &served_key).unwrap();
+    let broker = Broker::start_with(&[
+        ("tls.cert", &served_cert.display().to_string()),
+        ("tls.key", &served_key.display().to_string()),
+        ("tls.reload_check_secs", "1"),
+    ])
+    .await;
+    let old = pinned(&broker, "old", &[&pin_of(&a_cert)]).await.unwrap();
+    // The key first, then the certificate, as a renewal tool may: a check in between sees a
+    // pair that does not fit, refuses it and tries again at the next change.
+    std::fs::copy(&b_key, &served_key).unwrap();
+    std::fs::copy(&b_cert, &served_cert).unwrap();
+    let pin_b = pin_of(&b_cert);
+    eventually("the new certificate served", || async {
+        pinned(&broker, "new", &[&pin_b]).await.ok()
+    })
+    .await;
+    old.ping().await.unwrap();
+    assert!(broker.metric("convoke_tls_reloads_total").await >= 1.0);
+}
+
 #[tokio::test]
 async fn pins_a_mismatch_is_refused_and_one_of_several_is_enough() {
     let broker = Broker::start().await;
