@@ -4,6 +4,11 @@
 //! requests for a group are queued in that group's mailbox in that order (`route` awaits
 //! the queueing), and answered concurrently (a task awaits each answer), so a client can
 //! pipeline without one slow group blocking the others.
+//!
+//! Before anything else a request takes a token from its user's bucket ([`crate::quota`]):
+//! state-changing requests and messages each have a per-user rate (509 over it), reads are
+//! free. A request that then fails for another reason gives its token back. A send is also
+//! refused (500) while the data directory is below the free-disk watermark.
 
 use super::io::Responder;
 use super::lookup;
