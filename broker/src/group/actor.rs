@@ -180,8 +180,8 @@ impl GroupState {
         }
     }
 
-    /// Tells the directory this actor can go.
-    fn report_idle(&mut self, myself: &ActorRef<GroupMsg>) {
+    /// Tells the directory this actor can go (`refused`: it only ever refused requests).
+    fn report_idle(&mut self, myself: &ActorRef<GroupMsg>, refused: bool) {
         if self.idle_reported {
             return;
         }
@@ -190,6 +190,7 @@ impl GroupState {
             gid: self.gid,
             id: myself.get_id(),
             stamp: self.last_use.load(Ordering::Relaxed),
+            refused,
         });
     }
 }
@@ -336,7 +337,7 @@ impl Actor for GroupActor {
                 if st.unsure {
                     stop_unsure(&myself, st);
                 } else if !st.pinned() && st.last_active.elapsed() >= idle_after {
-                    st.report_idle(&myself);
+                    st.report_idle(&myself, false);
                 }
             }
         }
@@ -350,7 +351,7 @@ fn after_request(myself: &ActorRef<GroupMsg>, st: &mut GroupState) {
     if st.unsure {
         stop_unsure(myself, st);
     } else if !st.useful && !st.pinned() {
-        st.report_idle(myself);
+        st.report_idle(myself, true);
     }
 }
 

@@ -43,8 +43,14 @@ type WakeTimer = ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr
 pub enum DirectoryMsg {
     /// Get the actor of `gid`, spawning it if needed.
     Spawn(u64, SpawnReply),
-    /// The actor `id` of group `gid` has been idle since its last use `stamp`: retire it.
-    Idle { gid: u64, id: ActorId, stamp: i64 },
+    /// The actor `id` of group `gid` has been idle since its last use `stamp` (or has only
+    /// refused requests: `refused`): retire it.
+    Idle {
+        gid: u64,
+        id: ActorId,
+        stamp: i64,
+        refused: bool,
+    },
     /// The actor `ActorId` of group `gid` refused to retire (used since, or pinned by a
     /// timer or an upload): put it back.
     Keep(u64, ActorId),
@@ -377,10 +383,15 @@ impl Actor for Directory {
                 }
                 Self::request(&myself, st, gid, reply).await;
             }
-            DirectoryMsg::Idle { gid, id, stamp } => {
+            DirectoryMsg::Idle {
+                gid,
+                id,
+                stamp,
+                refused,
+            } => {
                 let current = st.map.get(&gid).map(|a| a.get_id());
                 if current == Some(id) {
-                    st.retire(gid, stamp, "idle");
+                    st.retire(gid, stamp, if refused { "refused" } else { "idle" });
                 }
             }
             DirectoryMsg::Keep(gid, id) => {
