@@ -521,3 +521,29 @@ async fn a_reconnecting_client_catches_up_across_short_pages() {
         assert_eq!(m.seq, seq, "every missed message once, in order");
     }
 }
+
+#[tokio::test]
+async fn kept_events_over_several_replay_pages_arrive_once_in_order() {
+    let broker = Broker::start().await;
+    let bob = broker.connect("bob").await;
+    bob.client.close().await;
+    broker.wait_for_sessions(0).await;
+    let owner = broker.connect("owner").await;
+    // More kept events than one page of the login replay (256).
+    let mut gids = Vec::new();
+    for i in 0..300 {
+        gids.push(
+            owner
+                .client
+                .create_group(group_data(&format!("g{i}"), &["bob"]))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut bob = broker.connect("bob").await;
+    for gid in &gids {
+        let ev = bob.expect(Op::DirectJoined).await;
+        assert_eq!(&ev.group_id, gid, "in the order they were kept");
+    }
+    bob.expect_quiet().await;
+}
