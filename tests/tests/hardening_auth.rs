@@ -491,6 +491,30 @@ async fn pins_a_mismatch_is_refused_and_one_of_several_is_enough() {
 }
 
 #[tokio::test]
+async fn the_cli_takes_several_public_key_pins() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (other, _) = write_pair(dir.path(), "other");
+    let (right, wrong) = (pin_of(&broker.cert), pin_of(&other));
+    let cli = |pins: &[&str]| {
+        let mut cmd = Command::new(convoke_tests::cli_bin());
+        cmd.args(["--server", &broker.addr.to_string()])
+            .args(["--token", &broker.token("alice", false, 60)])
+            .arg("--no-reconnect");
+        for p in pins {
+            cmd.args(["--pin-public-key", p]);
+        }
+        cmd.arg("ping").output().unwrap()
+    };
+    let ok = cli(&[&wrong, &right]);
+    assert!(ok.status.success(), "{ok:?}");
+    let refused = cli(&[&wrong]);
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("none of the 1 pin(s)"), "{stderr}");
+}
+
+#[tokio::test]
 async fn production_configs_refuse_the_generated_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(broker_bin())

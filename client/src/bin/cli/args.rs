@@ -35,12 +35,20 @@ pub struct ConnectionArgs {
         long,
         env = "CONVOKE_CA",
         value_name = "PEM",
-        required_unless_present = "pin_sha256"
+        required_unless_present_any = ["pin_sha256", "pin_public_key", "system_roots"]
     )]
     pub ca: Option<PathBuf>,
-    /// Trust exactly the server certificate with this SHA-256 fingerprint (hex) instead of --ca.
+    /// Trust the server certificate with this SHA-256 fingerprint (hex) instead of --ca.
     #[arg(long, env = "CONVOKE_PIN_SHA256", value_name = "HEX")]
     pub pin_sha256: Option<String>,
+    /// Trust a server certificate whose public key has this pin (`sha256/<base64>`, as the
+    /// broker logs it) instead of --ca; repeat it to accept several keys (key rotation).
+    #[arg(long, value_name = "PIN")]
+    pub pin_public_key: Vec<String>,
+    /// Trust the operating system's root certificates (a broker with a certificate from a
+    /// public or company CA) instead of --ca.
+    #[arg(long)]
+    pub system_roots: bool,
     /// Name the certificate must carry [default: the host of --server if it is a name, else localhost].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,

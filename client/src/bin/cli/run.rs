@@ -78,10 +78,18 @@ async fn connect(conn: &ConnectionArgs, watching: bool) -> Result<Client, Client
     if let Some(name) = &conn.server_name {
         builder = builder.server_name(name);
     }
+    // Pins win over a CA file, a CA file over the system roots (the builder's order).
     if let Some(pin) = &conn.pin_sha256 {
         builder = builder.pin_sha256(pin.clone());
-    } else if let Some(ca) = &conn.ca {
+    }
+    for pin in &conn.pin_public_key {
+        builder = builder.pin_public_key(pin.clone());
+    }
+    if let Some(ca) = &conn.ca {
         builder = builder.ca_file(ca.clone());
+    }
+    if conn.system_roots {
+        builder = builder.system_roots();
     }
     if !watching {
         builder = builder.ignore_events();
