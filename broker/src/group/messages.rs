@@ -9,6 +9,7 @@
 
 use super::actor::{GroupState, Reply};
 use super::dedup::{self, ClientIds, Match, Outcome};
+use super::rules::rate::{Bucket, Rate};
 use super::rules::{messages as rules, Caller};
 use crate::clock::now_ms;
 use crate::presence::Presence;
@@ -48,7 +49,8 @@ pub struct MessageState {
     pub next_seq: u64,
     /// The oldest seq still in history.
     pub first_seq: u64,
-    buckets: HashMap<String, (f64, Instant)>,
+    /// Per-sender token buckets of `messages.rate_limit_per_sec` (burst: one second's worth).
+    buckets: HashMap<String, Bucket>,
     /// Who receives messages, rebuilt after any change to the roster or shields.
     receivers: Option<Arc<Vec<String>>>,
     /// Client message ids: those of messages in flight, and where stored ones start.
@@ -84,22 +86,20 @@ impl MessageState {
         self.receivers = None;
     }
 
-    /// Token bucket: whether `user` may send one more now.
-    fn allow(&mut self, user: &str, rate: u32) -> bool {
-        if rate == 0 {
+    /// Token bucket (the arithmetic is `rules::rate`'s): whether `user` may send one more
+    /// at `now` (ms since the Unix epoch).
+    fn allow(&mut self, user: &str, per_sec: u32, now: i64) -> bool {
+        let rate = Rate {
+            per_sec,
+            burst: per_sec,
+        };
+        if !rate.is_limited() {
             return true;
         }
-        let cap = f64::from(rate);
-        let now = Instant::now();
-        let (tokens, last) = self.buckets.entry(user.to_string()).or_insert((cap, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * cap).min(cap);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.buckets
+            .entry(user.to_string())
+            .or_insert_with(|| Bucket::full(rate, now))
+            .take(rate, now)
     }
 }
 
@@ -364,7 +364,7 @@ fn prepare(
         .as_ref()
         .ok_or_else(|| ApiError::no_group(&st.gid.to_string()))?;
     rules::check_send(g, caller, payload.len(), settings.max_bytes, now)?;
-    if !st.msgs.allow(&caller.user, settings.rate_per_sec) {
+    if !st.msgs.allow(&caller.user, settings.rate_per_sec, now) {
         return Err(ApiError::new(
             ErrorCode::MessageCurrentLimiting,
             format!(
