@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load matrix: Convoke vs nats-server (plaintext and TLS), written to benches/RESULTS.md.
 #
-#   benches/run.sh            # the full matrix (about 25 minutes on 2 cores)
+#   benches/run.sh            # the full matrix (about 28 minutes on 2 cores)
 #   benches/run.sh --quick    # one small point per scenario, printed (RESULTS.md untouched)
 #
 # Builds the broker and the load generator in release, installs nats-server from the
@@ -67,6 +67,7 @@ if [[ $QUICK -eq 1 ]]; then
     lg rooms --groups 20 --size 10 --member-rate 1
     lg ops --rate 500
     lg migration --rate 100 --rebind-every 1
+    lg attack attr-keys
 else
     # Each point: Convoke (defaults), nats-server, nats-server with TLS; then Convoke again
     # with coalescing off (`convoke-nocoalesce`), as its own row.
@@ -92,6 +93,9 @@ else
     # A receiver moving to a new UDP socket every second beside one that stays (QUIC
     # connection migration); RESULTS.md's "Client resilience" has a 30 s run.
     lg migration --rate 100 --rebind-every 1
+    # Abuse under load: each attack of issue #12 on a fresh broker while one normal client
+    # works, its p50 / p99 with and without the attack and the broker's RSS beside them.
+    lg attack
 fi
 ELAPSED=$(( $(date +%s) - T0 ))
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

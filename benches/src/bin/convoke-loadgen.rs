@@ -8,6 +8,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use convoke_benches::loadgen::attack::{self, AttackOpts, AttackOutcome};
 use convoke_benches::loadgen::migration::{self, MigrationOutcome};
 use convoke_benches::loadgen::report::{self, Outcome};
 use convoke_benches::loadgen::resilience::{self, ReconnectOutcome, ResumeOutcome};
@@ -161,6 +162,46 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         delay_ms: f64,
     },
+    /// Abuse under load: each attack in turn, on a fresh broker, while one normal client
+    /// (a sender and a receiver in their own group) sends and receives `--rate` messages/s:
+    /// the normal client's p50 / p99 without the attack (`--duration` s) and with it
+    /// (after `--ramp` s of attack, `--duration` s), and the broker's VmRSS / VmHWM
+    /// (Convoke only).
+    Attack {
+        /// Attacks to run, of preauth, unread, attr-keys, inbox, slow-upload.
+        #[arg(
+            value_delimiter = ',',
+            default_value = "preauth,unread,attr-keys,inbox,slow-upload"
+        )]
+        kinds: Vec<String>,
+        /// The normal client's messages per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// preauth: connections held at once.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// preauth: bytes of the never-finished hello on each connection.
+        #[arg(long, default_value_t = 128 * 1024)]
+        hello_bytes: usize,
+        /// Attacking sessions (unread: 4, slow-upload: 100 users x 3 uploads) or request
+        /// loops (attr-keys: 2, inbox: 4); default per attack.
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// attr-keys: entries in each request's keys list.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// inbox: forced members (offline victims) of each group created.
+        #[arg(long, default_value_t = 100)]
+        victims: usize,
+        /// slow-upload: seconds between two bytes of one upload.
+        #[arg(long, default_value_t = 1.0)]
+        trickle_secs: f64,
+        /// Seconds of attack before the normal client's measured phase; default 3, and 35
+        /// for slow-upload (longer than the broker's 30 s transfer-rate window, so that
+        /// the measured phase sees what the broker does about uploads that stay slow).
+        #[arg(long)]
+        ramp: Option<f64>,
+    },
     /// N idle connections: server RSS per connection.
     Idle {
         #[arg(long)]
@@ -189,6 +230,7 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     let mut migrations = Vec::new();
     let (mut reconnects, mut resumes) = (Vec::new(), Vec::new());
+    let mut attacks = Vec::new();
     for f in files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -200,7 +242,10 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
             let what = || format!("{}:{}: not an outcome", f.display(), i + 1);
             let value: serde_json::Value = serde_json::from_str(line).with_context(what)?;
             let scenario = value.get("scenario").and_then(|s| s.as_str());
-            if scenario == Some("reconnect") {
+            if scenario == Some("attack") {
+                let o: AttackOutcome = serde_json::from_value(value).with_context(what)?;
+                attacks.push(o);
+            } else if scenario == Some("reconnect") {
                 let o: ReconnectOutcome = serde_json::from_value(value).with_context(what)?;
                 reconnects.push(o);
             } else if scenario == Some("resume") {
@@ -219,6 +264,7 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
     print!("{}", migration::markdown(&migrations));
     print!("{}", resilience::reconnect_markdown(&reconnects));
     print!("{}", resilience::resume_markdown(&resumes));
+    print!("{}", attack::markdown(&attacks));
     Ok(())
 }
 
@@ -382,6 +428,45 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             println!("{}", o.summary());
             append_json(c, &o)?;
             print!("{}", resilience::resume_markdown(&[o]));
+        }
+        Command::Attack {
+            kinds,
+            rate,
+            connections,
+            hello_bytes,
+            sessions,
+            keys,
+            victims,
+            trickle_secs,
+            ramp,
+        } => {
+            let mut outcomes = Vec::new();
+            for kind in kinds {
+                let default_sessions = match kind.as_str() {
+                    "attr-keys" => 2,
+                    "slow-upload" => 100,
+                    _ => 4,
+                };
+                let opts = AttackOpts {
+                    connections: *connections,
+                    hello_bytes: *hello_bytes,
+                    sessions: sessions.unwrap_or(default_sessions),
+                    keys: *keys,
+                    victims: *victims,
+                    trickle_secs: *trickle_secs,
+                    ramp: secs(ramp.unwrap_or(if kind == "slow-upload" { 35.0 } else { 3.0 })),
+                    rate: *rate,
+                };
+                let s = start_convoke()?;
+                let o = attack::attack(&s, kind, &opts, &spec, &fleet).await;
+                let o = o.map_err(|e| e.context(tail(&s.log())))?;
+                println!("{}", o.summary());
+                append_json(c, &o)?;
+                outcomes.push(o);
+                drop(s);
+                settle().await;
+            }
+            print!("{}", attack::markdown(&outcomes));
         }
         Command::Report { .. } => {}
     }

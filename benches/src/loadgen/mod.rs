@@ -1,6 +1,7 @@
 //! `convoke-loadgen`: open-loop load against a real `convoke` broker and, side by side,
 //! against nats-server, through their public clients.
 //!
+//! - [`attack`]: abuse under load: one attack at a time while a normal client works.
 //! - [`servers`]: the systems under test as child processes, pinned to a core.
 //! - [`fleet`]: many Convoke connections over a few shared QUIC endpoints.
 //! - [`convoke`]: the `fanout`, `rooms`, `ops` and `idle` scenarios against Convoke.
@@ -11,6 +12,7 @@
 //! - [`measure`]: stamps, latency histograms, CPU/RSS from /proc, UDP error counters.
 //! - [`report`]: one [`report::Outcome`] per run, as JSON lines and as Markdown tables.
 
+pub mod attack;
 pub mod convoke;
 pub mod fleet;
 pub mod measure;
