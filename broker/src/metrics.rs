@@ -488,15 +488,24 @@ pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr>
         }
     });
     tokio::spawn(async move {
+        // Logged once per run of failures, not once per retry.
+        let mut failing = false;
         loop {
             let mut sock = match listener.accept().await {
-                Ok((sock, _)) => sock,
+                Ok((sock, _)) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("metrics endpoint: accepting connections again");
+                    }
+                    sock
+                }
                 Err(e) => {
                     // Out of descriptors or memory, or a connection reset before it was
                     // accepted: none of it is a reason to stop serving. A short pause lets
                     // descriptors free up instead of spinning on a pending connection.
                     metrics::counter!("convoke_metrics_accept_errors_total").increment(1);
-                    tracing::warn!(error = %e, "metrics endpoint: cannot accept a connection; retrying");
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, "metrics endpoint: cannot accept a connection; retrying every 100 ms");
+                    }
                     tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
