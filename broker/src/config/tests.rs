@@ -328,3 +328,14 @@ fn dedup_window_is_checked_and_named() {
         "{err}"
     );
 }
+
+/// The fault-injection hooks: a release build refuses them, naming the setting; a debug
+/// build (the tests) accepts them; off is always fine.
+#[test]
+fn fault_injection_is_refused_by_release_builds() {
+    let err = super::validate::test_hooks_allowed(true, false).unwrap_err();
+    assert_eq!(err.field(), Some("debug.fault_injection"), "{err}");
+    assert!(err.to_string().contains("release build"), "{err}");
+    assert!(super::validate::test_hooks_allowed(true, true).is_ok());
+    assert!(super::validate::test_hooks_allowed(false, false).is_ok());
+}

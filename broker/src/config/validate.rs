@@ -139,13 +139,7 @@ impl Config {
         )?;
         at_least("store.commit_queue_mb", self.store.commit_queue_mb, 1, "")?;
         at_most("store.commit_queue_mb", self.store.commit_queue_mb, 1 << 20)?;
-        if self.debug.fault_injection && !cfg!(debug_assertions) {
-            return Err(ConfigError::invalid(
-                "debug.fault_injection",
-                true,
-                "is a test hook: only debug builds (tests) accept it, never a release build",
-            ));
-        }
+        test_hooks_allowed(self.debug.fault_injection, cfg!(debug_assertions))?;
 
         let s = &self.sessions;
         at_least(
@@ -267,6 +261,20 @@ impl Config {
         )?;
         Ok(())
     }
+}
+
+/// `debug.fault_injection` (test hooks that crash, fail or hang on purpose) is honoured only
+/// by a debug build, which is what the tests run; a release build refuses it, so that no
+/// production config can turn it on.
+pub(super) fn test_hooks_allowed(on: bool, debug_build: bool) -> Result<(), ConfigError> {
+    if on && !debug_build {
+        return Err(ConfigError::invalid(
+            "debug.fault_injection",
+            true,
+            "is a test hook: only debug builds (tests) accept it, never a release build",
+        ));
+    }
+    Ok(())
 }
 
 fn at_least<T: PartialOrd + std::fmt::Display>(
