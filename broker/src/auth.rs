@@ -181,10 +181,8 @@ pub fn expired_reason(expires_at: u64) -> Option<Vec<u8>> {
         let err = ApiError::new(
             ErrorCode::TokenNotAssigned,
             format!(
-                "{}; the session ended with its token: log in again",
-                AuthError::Expired {
-                    expired_at: expires_at
-                }
+                "token expired at {expires_at} (unix seconds): the session ended with it; \
+                 log in again with a new token"
             ),
         );
         convoke_protocol::handshake::refusal_reason(&err)
