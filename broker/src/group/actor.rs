@@ -364,6 +364,12 @@ fn stop_unsure(myself: &ActorRef<GroupMsg>, st: &GroupState) {
         "a commit's outcome is unknown; stopping the group actor to re-read the store"
     );
     metrics::counter!("convoke_group_actor_stops_total", "reason" => "store").increment(1);
+    if let Some(at) = st.group.as_ref().and_then(Group::next_expiry) {
+        // Its mutes still end on time: the directory loads the group again for them.
+        let _ = st
+            .directory
+            .cast(super::directory::DirectoryMsg::Wake(st.gid, at));
+    }
     myself.stop(Some("store outcome unknown".into()));
 }
 

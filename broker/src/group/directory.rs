@@ -672,3 +672,105 @@ impl PendingReply {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::{FileLimits, Files};
+    use crate::group::messages::MessageSettings;
+    use crate::group::rules::Limits;
+    use crate::store::Store;
+
+    async fn groups(dir: &std::path::Path) -> Groups {
+        let store = Store::open(&dir.join("db"), 1 << 20).expect("store");
+        let limits = FileLimits {
+            max_file_bytes: 10,
+            max_files_per_group: 10,
+        };
+        let (files, _) = Files::open(dir.join("files"), limits, &store).expect("files");
+        let shared = Arc::new(Shared {
+            store,
+            presence: crate::presence::Presence::default(),
+            limits: Limits::default(),
+            idle: Duration::from_secs(300),
+            max_resident: 100,
+            fault_injection: false,
+            messages: MessageSettings {
+                max_bytes: 1024,
+                history_per_group: 100,
+                history_max_age_ms: i64::MAX,
+                rate_per_sec: 0,
+                receipt_max_group: 10,
+                receipt_window_ms: 1000,
+                dedup_window_ms: 1000,
+                history_page_bytes: 1 << 20,
+            },
+            files,
+        });
+        Groups::start(shared).await.expect("directory").0
+    }
+
+    fn owner() -> Caller {
+        Caller {
+            user: "owner".into(),
+            app_admin: false,
+            session_id: 1,
+        }
+    }
+
+    /// An idle report made stale by a request that arrived after it is dropped: the actor
+    /// answers Retire with Keep and stays, the same actor, in the map. Without the check
+    /// the actor drained and stopped although it had just been used.
+    #[tokio::test]
+    async fn a_stale_idle_report_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let groups = groups(dir.path()).await;
+        let data = CreateGroupData {
+            groupname: "g".into(),
+            ..CreateGroupData::default()
+        };
+        let Ok(convoke_protocol::Response::GroupCreated { group_id }) =
+            groups.create(owner(), data).await
+        else {
+            panic!("group not created");
+        };
+        let gid: u64 = group_id.parse().expect("id");
+        let actor = groups.running(gid).expect("resident");
+        // The report the actor would have made at its last use...
+        let stamp = now_ms() - 10;
+        // ...then a request arrives before the directory acts on the report.
+        let read = Request::GetGroupMessages {
+            group_id: group_id.clone(),
+            before: None,
+            after: None,
+            limit: 10,
+        };
+        let answer = groups.dispatch(gid, owner(), read).await.expect("queued");
+        assert!(answer.wait().await.is_ok());
+        groups
+            .directory
+            .cast(DirectoryMsg::Idle {
+                gid,
+                id: actor.get_id(),
+                stamp,
+                refused: false,
+            })
+            .expect("cast");
+        // The directory retires it, the actor answers Keep: back in the map, alive.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let back = groups.running(gid).map(|a| a.get_id());
+            assert!(Instant::now() < deadline, "the actor did not come back");
+            if back == Some(actor.get_id()) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            groups.running(gid).map(|a| a.get_id()),
+            Some(actor.get_id())
+        );
+        assert_eq!(actor.get_status(), ractor::ActorStatus::Running);
+    }
+}
