@@ -26,7 +26,7 @@ use convoke_protocol::codec::{decode_frame, encode_frame, MAX_FRAME_LEN};
 use convoke_protocol::handshake::{negotiate, ClientFrame, ServerFrame, Welcome, PROTOCOL_VERSION};
 use convoke_protocol::transfer::{TransferHeader, TransferReply};
 use convoke_protocol::{
-    ApiError, ErrorCode, EventDetail, GroupEvent, GroupEventOp, GroupMessage, Push, Request,
+    close, ApiError, ErrorCode, EventDetail, GroupEvent, GroupEventOp, GroupMessage, Push, Request,
     Response, SharedFile,
 };
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
@@ -186,7 +186,7 @@ async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
     };
     let mut buf = BytesMut::new();
     let Some(ClientFrame::Hello(hello)) = read_client_frame(&mut recv, &mut buf).await else {
-        conn.close(VarInt::from_u32(6), b"no hello");
+        conn.close(VarInt::from_u32(close::PROTOCOL_VIOLATION), b"no hello");
         return;
     };
     let refusal = if hello.token == "bad" {
@@ -199,12 +199,16 @@ async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
     };
     if let Some(err) = refusal {
         let _ = send
-            .write_all(&server_frame(&ServerFrame::Refused(err)))
+            .write_all(&server_frame(&ServerFrame::Refused(err.clone())))
             .await;
         let _ = send.finish();
         // Let the frame arrive before the close overtakes it.
         let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-        conn.close(VarInt::from_u32(5), b"refused");
+        // As the broker does: the refusal again, in the shared text form.
+        conn.close(
+            VarInt::from_u32(close::HANDSHAKE_REFUSED),
+            &convoke_protocol::handshake::refusal_reason(&err),
+        );
         return;
     }
     let welcome = Welcome {
