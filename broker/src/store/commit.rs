@@ -579,17 +579,32 @@ mod tests {
         assert!(committer.failed().await.contains("injected"));
     }
 
-    /// A write set holding a record that could not be encoded is refused whole.
+    /// A record whose encoding fails.
+    struct Unencodable;
+
+    impl bincode::Encode for Unencodable {
+        fn encode<E: bincode::enc::Encoder>(
+            &self,
+            _: &mut E,
+        ) -> Result<(), bincode::error::EncodeError> {
+            Err(bincode::error::EncodeError::Other("boom"))
+        }
+    }
+
+    /// A write set holding a record that could not be encoded is refused whole: neither
+    /// an empty record nor the other writes of the set are stored.
     #[tokio::test]
-    async fn a_poisoned_write_set_writes_nothing() {
+    async fn a_record_that_cannot_be_encoded_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let committer = Committer::start(db.clone()).unwrap();
         let mut ws = set("x", "1");
-        ws.poisoned = Some("record under key \"y\": boom".into());
+        ws.put_record(b"y".to_vec(), &Unencodable);
+        assert!(ws.poisoned.as_deref().is_some_and(|e| e.contains("boom")));
         let e = committer.commit(ws).await.unwrap_err();
         assert!(matches!(e, CommitError::NotWritten(_)), "{e}");
         assert_eq!(db.get("x").unwrap(), None);
+        assert_eq!(db.get("y").unwrap(), None);
         assert!(committer.healthy());
     }
 }
