@@ -331,9 +331,13 @@ impl Outbox {
             drop(st);
         }
         let mut batch: Vec<Bytes> = Vec::new();
+        // Bytes of the batch just written, taken off the count under the next lock.
+        let mut written = 0;
         loop {
+            let batch_bytes;
             {
                 let mut st = self.lock();
+                st.backlog_bytes = st.backlog_bytes.saturating_sub(written);
                 if st.backlog.is_empty() {
                     st.flushing = false;
                     if st.closed {
@@ -346,8 +350,8 @@ impl Outbox {
                     return;
                 }
                 batch.extend(st.backlog.drain(..));
+                batch_bytes = batch.iter().map(Bytes::len).sum();
             }
-            let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
             self.drained.notify_waiters();
             let failed = match write_with_progress(&mut stream, &mut batch, self.stall).await {
                 Some(Ok(())) => false,
@@ -361,9 +365,8 @@ impl Outbox {
                     true
                 }
             };
-            let mut st = self.lock();
-            st.backlog_bytes = st.backlog_bytes.saturating_sub(batch_bytes);
             if failed {
+                let mut st = self.lock();
                 st.closed = true;
                 st.flushing = false;
                 st.backlog.clear();
@@ -372,7 +375,7 @@ impl Outbox {
                 self.drained.notify_waiters();
                 return;
             }
-            drop(st);
+            written = batch_bytes;
             batch.clear();
         }
     }
