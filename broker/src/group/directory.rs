@@ -267,6 +267,11 @@ impl Directory {
         // Everything the old actor submitted was submitted before now.
         let ticket = st.shared.store.submitted();
         if !st.shared.store.settled(ticket) {
+            if st.unsettled.len() >= 1024 {
+                // Entries of groups nobody asked for again: most are settled by now.
+                let store = st.shared.store.clone();
+                st.unsettled.retain(|_, t| !store.settled(*t));
+            }
             st.unsettled.insert(gid, ticket);
             if !waiting.is_empty() || restart {
                 Self::settle(myself, st, gid, ticket, waiting, restart);
