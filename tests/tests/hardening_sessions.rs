@@ -128,6 +128,26 @@ async fn connections_over_the_per_address_cap_are_refused_naming_it() {
 }
 
 #[tokio::test]
+async fn connections_over_the_node_cap_are_refused_at_once() {
+    let broker = Broker::start_with(&[("sessions.max_connections", "2")]).await;
+    let alice = broker.connect("alice").await;
+    let _bob = broker.connect("bob").await;
+    let r = broker
+        .builder()
+        .token(broker.token("carol", false, 60))
+        .reconnect(convoke_client::ReconnectPolicy::disabled())
+        .connect()
+        .await;
+    match r {
+        Err(ClientError::Connect(msg)) => {
+            assert!(msg.to_lowercase().contains("refused"), "{msg}")
+        }
+        other => panic!("a third connection must be refused: {other:?}"),
+    }
+    alice.client.ping().await.unwrap();
+}
+
+#[tokio::test]
 async fn retry_validates_addresses_under_load_and_logins_still_work() {
     // 0: every new address answers a Retry first.
     let broker = Broker::start_with(&[("sessions.retry_above_logins", "0")]).await;
@@ -374,6 +394,33 @@ async fn a_session_that_does_not_read_large_events_is_closed_by_bytes() {
     for i in 0..10u8 {
         assert_eq!(m1.expect_message().await.payload[0], i);
     }
+}
+
+#[tokio::test]
+async fn events_not_read_for_the_write_timeout_close_the_session() {
+    let broker = Broker::start_with(&[("sessions.write_timeout_ms", "500")]).await;
+    let conn = raw_with(&broker, |t| {
+        t.stream_receive_window(4096u32.into());
+    })
+    .await;
+    let (_send, _recv) = login(&conn, broker.token("mallory", false, 60)).await;
+    let owner = broker.connect("owner").await;
+    let gid = owner
+        .client
+        .create_group(group_data("g", &["mallory"]))
+        .await
+        .unwrap();
+    // Two messages: far under every queue bound, but the stream takes none of the second.
+    for i in 0..2u8 {
+        owner
+            .client
+            .send_group_message(&gid, vec![i; 8 * 1024], false)
+            .await
+            .unwrap();
+    }
+    let (code, reason) = closed(&conn).await;
+    assert_eq!(code, close::SLOW_CONSUMER, "{reason}");
+    assert!(reason.contains("events not read for 500 ms"), "{reason}");
 }
 
 #[tokio::test]
