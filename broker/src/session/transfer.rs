@@ -14,6 +14,10 @@
 //! must move at least `files.transfer_min_bytes_per_sec` over every
 //! `files.transfer_rate_window_ms`, and finish within `files.transfer_max_secs`. A slow or
 //! overdue upload is kept for a resume like a broken one; a download is reset.
+//!
+//! The cap counts streams: a resume that takes over an upload whose old stream the broker
+//! still holds (the client saw its connection drop first) counts both until the old one
+//! has put the upload down, so a user at the cap may see such a resume refused once.
 
 use super::io::{read_small_frame, ReadError};
 use crate::config::FilesConfig;
