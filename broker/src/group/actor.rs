@@ -450,6 +450,7 @@ async fn handle_request(
         }
     }
     if fx.dirty.is_empty() && fx.announce.is_empty() && !fx.destroyed {
+        st.inject = None;
         return Ok(fx.response);
     }
     let response = commit_and_announce(st, caller.session_id, fx).await?;
