@@ -306,8 +306,9 @@ pub struct SessionsConfig {
     /// Of the events kept for one user, how many one operator's actions may fill; beyond it
     /// that operator's oldest event for the user is dropped when a new one is written, so
     /// that one user flooding another's kept events (groups created with them as a member,
-    /// then destroyed, over and over) pushes out only their own. At least 1.
-    /// Default `1000`.
+    /// then destroyed, over and over) pushes out only their own. Each write reads that
+    /// operator's events for the user, so keep it in the hundreds. At least 1.
+    /// Default `100`.
     pub kept_events_per_sender_max: usize,
     /// Bytes of events one session may have queued (held for coalescing or not yet taken
     /// by its stream) before it counts as a slow consumer, like `outbound_queue` in frames;
@@ -346,7 +347,7 @@ impl Default for SessionsConfig {
             coalesce_busy_ms: 200,
             coalesce_window_ms: 50,
             kept_events_max: 10_000,
-            kept_events_per_sender_max: 1000,
+            kept_events_per_sender_max: 100,
             outbound_queue_bytes: 16 * 1024 * 1024,
             answer_queue_bytes: 16 * 1024 * 1024,
             write_timeout_ms: 30_000,
