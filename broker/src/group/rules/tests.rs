@@ -577,3 +577,132 @@ fn member_paging_puts_owner_first() {
     assert_eq!(code(list(0, 2)), ErrorCode::RequestParameterError);
     assert_eq!(code(list(1, 1001)), ErrorCode::RequestParameterError);
 }
+
+#[test]
+fn create_members_as_invitations_invites_instead_of_adding() {
+    let mut w = World::new();
+    w.limits.members_as_invitations = true;
+    let (g, fx) = create(42, &who("owner"), &data(), &w.ctx()).unwrap();
+    assert_eq!(g.members.len(), 1, "only the owner");
+    assert_eq!(g.invites.len(), 3);
+    assert_eq!(g.invites["m1"].inviter, "owner");
+    let o = ops(&fx);
+    assert!(o.contains(&(Op::InviteToJoin, vec!["m1".to_string()])));
+    assert!(!o.iter().any(|(op, _)| *op == Op::DirectJoined));
+    assert!(fx.announce.iter().filter(|a| a.keep_offline).count() == 3);
+    // The invitations are ordinary ones: accepted like any other.
+    let mut g = g;
+    apply(
+        &mut g,
+        &who("m1"),
+        &Request::AcceptGroupInvite {
+            group_id: gid(),
+            invitee: "m1".into(),
+        },
+        &w.ctx(),
+    )
+    .unwrap();
+    assert_eq!(g.role("m1"), Some(Role::Member));
+}
+
+#[test]
+fn create_counts_members_before_looking_at_them() {
+    let w = World::new();
+    let d = CreateGroupData {
+        members: (0..300).map(|i| format!("bad id {i}")).collect(),
+        ..data()
+    };
+    assert_eq!(
+        create(1, &who("owner"), &d, &w.ctx()).unwrap_err().code,
+        ErrorCode::GroupMembersFull
+    );
+}
+
+#[test]
+fn members_attributes_keys_are_bounded_and_filtered_by_set() {
+    let w = World::new();
+    let mut g = group(&w, data());
+    let attrs = [
+        ("a".to_string(), "1".to_string()),
+        ("b".to_string(), "2".to_string()),
+    ];
+    apply(
+        &mut g,
+        &who("m1"),
+        &Request::SetGroupMemberAttributes {
+            group_id: gid(),
+            user_id: "m1".into(),
+            member_attributes: attrs.into(),
+        },
+        &w.ctx(),
+    )
+    .unwrap();
+    let get = |keys: Vec<String>| {
+        apply(
+            &mut g.clone(),
+            &who("m2"),
+            &Request::GetGroupMembersAttributes {
+                group_id: gid(),
+                user_ids: vec!["m1".into()],
+                keys,
+            },
+            &w.ctx(),
+        )
+    };
+    let many = (0..=convoke_protocol::limits::MAX_ATTRIBUTE_KEYS)
+        .map(|i| format!("k{i}"))
+        .collect();
+    assert_eq!(code(get(many)), ErrorCode::RequestParameterError);
+    let fx = get(vec!["b".into(), "zz".into(), "b".into()]).unwrap();
+    let Response::MembersAttributes { members } = fx.response else {
+        panic!("{:?}", fx.response)
+    };
+    assert_eq!(members["m1"], [("b".to_string(), "2".to_string())].into());
+}
+
+#[test]
+fn lists_come_a_page_at_a_time_to_admins_only() {
+    let w = World::new();
+    let mut g = group(&w, data());
+    for u in ["m1", "m2"] {
+        g.block.insert(format!("{u}-old"));
+    }
+    g.block.insert("x".into());
+    let page = |g: &mut Group, who_: &str, limit: u32, cursor: Option<&str>| {
+        apply(
+            g,
+            &who(who_),
+            &Request::GetGroupBlocklistPage {
+                group_id: gid(),
+                limit,
+                cursor: cursor.map(Into::into),
+            },
+            &w.ctx(),
+        )
+    };
+    let Response::UsersPage { users, cursor } = page(&mut g, "adm", 2, None).unwrap().response
+    else {
+        panic!()
+    };
+    assert_eq!(users, ["m1-old", "m2-old"]);
+    assert_eq!(cursor.as_deref(), Some("m2-old"));
+    let Response::UsersPage { users, cursor } = page(&mut g, "owner", 2, cursor.as_deref())
+        .unwrap()
+        .response
+    else {
+        panic!()
+    };
+    assert_eq!((users, cursor), (vec!["x".to_string()], None));
+    assert_eq!(
+        code(page(&mut g, "m1", 2, None)),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(page(&mut g, "owner", 1001, None)),
+        ErrorCode::RequestParameterError
+    );
+    assert_eq!(
+        code(page(&mut g, "owner", 1, Some("not a user id"))),
+        ErrorCode::RequestParameterError
+    );
+}
