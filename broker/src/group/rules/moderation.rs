@@ -134,7 +134,17 @@ pub(super) fn mute(
 
 pub(super) fn unmute(g: &mut Group, caller: &Caller, users: &[String], ctx: &Ctx<'_>) -> Outcome {
     check_user_list("username", users, limits::MAX_BATCH_USERS)?;
-    need_admin(g, caller)?;
+    let lvl = need_admin(g, caller)?;
+    // Admins may not mute admins, so they may not lift an admin's mute either (found by
+    // the rules_sequence fuzz target; tests/tests/authorization.rs).
+    if let Some(u) = users.iter().find(|u| g.role(u) == Some(Role::Admin)) {
+        if lvl < Level::Owner {
+            return Err(ApiError::denied(format!(
+                "{u:?} is an admin of group {:?}; only the owner may lift an admin's mute",
+                g.id_str
+            )));
+        }
+    }
     if let Some(u) = users.iter().find(|u| !g.is_muted(u, ctx.now)) {
         return Err(ApiError::param(format!(
             "username {u:?} is not muted in group {:?}",
