@@ -39,7 +39,7 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$SUMMARY"; }
 SECTION=$OUT/section.md
 {
     echo "<!-- crash-matrix:begin (written by benches/crash-matrix.sh --write; edits here are replaced) -->"
-    echo "### Crash matrix, long run (\`benches/crash-matrix.sh\`)"
+    echo "#### Crash matrix, long run (\`benches/crash-matrix.sh\`)"
     echo
     echo "- Date: $STARTED; run took ${ELAPSED}s. Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr)."
     echo "- Commit: $COMMIT, release broker sha256 $BROKER_SHA...; seed $SEED."
