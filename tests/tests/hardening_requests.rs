@@ -178,7 +178,16 @@ async fn error_messages_echo_a_short_prefix_of_the_bad_value() {
         };
         assert!(msg.contains("9z9z"), "{method}: the value is named: {msg}");
         assert!(msg.len() < 200, "{method}: {} bytes: {msg:.300}", msg.len());
-    }
+    } // A valid id padded with zeros is named as parsed.
+    let padded = format!("{}7", "0".repeat(100_000));
+    let msg = assert_code(
+        owner
+            .client
+            .get_group_msg_read_user(&gid, &padded, 10, None)
+            .await,
+        ErrorCode::RequestParameterError,
+    );
+    assert!(msg.contains("\"7\"") && msg.len() < 200, "{msg:.300}");
 }
 
 /// With groups.create_members_as_invitations, createGroup's members are invited: each is

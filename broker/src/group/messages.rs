@@ -441,6 +441,8 @@ pub async fn ack(st: &mut GroupState, caller: &Caller, msg_id: &str) -> Reply {
     let shared = st.shared.clone();
     let settings = &shared.messages;
     let id = parse_msg_id(msg_id)?;
+    // Named as parsed from here on (a valid id can be padded with zeros to any length).
+    let msg_id = id.to_string();
     let g = st
         .group
         .as_ref()
@@ -510,6 +512,8 @@ pub fn read_users(
     cursor: Option<&str>,
 ) -> Reply {
     let id = parse_msg_id(msg_id)?;
+    // Named as parsed from here on (a valid id can be padded with zeros to any length).
+    let msg_id = id.to_string();
     if !(1..=limits::MAX_READ_USERS_PAGE).contains(&limit) {
         return Err(ApiError::param(format!(
             "limit {limit} must be 1 to {}",

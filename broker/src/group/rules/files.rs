@@ -85,7 +85,7 @@ pub fn apply_op(
                 if !same_secret(s.as_bytes(), rec.secret.as_bytes()) {
                     return Err(ApiError::new(
                         ErrorCode::DownloadFileError,
-                        format!("wrong secret for file {file_id:?} of group {:?}", g.id_str),
+                        format!("wrong secret for file \"{id}\" of group {:?}", g.id_str),
                     ));
                 }
             }
@@ -159,7 +159,7 @@ pub(super) fn delete(g: &mut Group, caller: &Caller, file_id: &str, now: i64) ->
     let id = find(g, file_id)?;
     if level(g, caller) < Level::Admin && g.files[&id].owner != caller.user {
         return Err(ApiError::denied(format!(
-            "file {file_id:?} of group {:?} belongs to {:?}; only its owner or an admin may delete it",
+            "file \"{id}\" of group {:?} belongs to {:?}; only its owner or an admin may delete it",
             g.id_str, g.files[&id].owner
         )));
     }
