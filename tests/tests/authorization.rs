@@ -137,6 +137,12 @@ fn table() -> Vec<Row> {
     let p = Kind::Private;
     let n = Prep::None;
     vec![
+        row("createGroup", ALL, p, n, |_| Request::CreateGroup {
+            data: CreateGroupData {
+                groupname: s("new"),
+                ..Default::default()
+            },
+        }),
         row("destroyGroup", OWNER, p, n, |f| Request::DestroyGroup {
             group_id: gid(f),
         }),
@@ -369,6 +375,27 @@ fn table() -> Vec<Row> {
                 user_name: s("t"),
             }
         }),
+        row("getGroupMutelistPage", ADMINS, p, n, |f| {
+            Request::GetGroupMutelistPage {
+                group_id: gid(f),
+                limit: 10,
+                cursor: None,
+            }
+        }),
+        row("getGroupBlocklistPage", ADMINS, p, n, |f| {
+            Request::GetGroupBlocklistPage {
+                group_id: gid(f),
+                limit: 10,
+                cursor: None,
+            }
+        }),
+        row("getGroupAllowlistPage", ADMINS, p, n, |f| {
+            Request::GetGroupAllowlistPage {
+                group_id: gid(f),
+                limit: 10,
+                cursor: None,
+            }
+        }),
         row("getGroupAllowlist", ADMINS, p, n, |f| {
             Request::GetGroupAllowlist { group_id: gid(f) }
         }),
@@ -485,6 +512,18 @@ fn table() -> Vec<Row> {
                 cursor: None,
             },
         ),
+        Row {
+            codes: &[(AA, ErrorCode::GroupNotJoined)],
+            ..row("unblockGroupMessages", &[O, A, M], p, n, |f| {
+                Request::UnblockGroupMessages { group_id: gid(f) }
+            })
+        },
+        row("ackGroupMessage", MEMBERS, p, Prep::MessageByT, |f| {
+            Request::AckGroupMessage {
+                group_id: gid(f),
+                msg_id: f.msg_id.clone(),
+            }
+        }),
         row("sendGroupMessage", MEMBERS, p, n, |f| {
             Request::SendGroupMessage {
                 group_id: gid(f),
