@@ -64,7 +64,14 @@ impl ConvokeServer {
             .arg("--metrics-listen")
             .arg("127.0.0.1:0")
             .args(["--set", &format!("auth.secret={secret}")])
-            .args(["--set", "log.level=warn"]);
+            .args(["--set", "log.level=warn"])
+            // Every simulated user connects from 127.0.0.1 and a bench sender sends as fast
+            // as it is told to: the per-address cap and the per-user rate limits, which are
+            // there against abuse from the internet, would refuse the load being measured.
+            // A bench's own settings come after these and may turn them back on.
+            .args(["--set", "sessions.max_connections_per_ip=0"])
+            .args(["--set", "quotas.messages_per_sec=0"])
+            .args(["--set", "quotas.requests_per_sec=0"]);
         for s in settings {
             cmd.arg("--set").arg(s);
         }
