@@ -347,7 +347,7 @@ impl fmt::Debug for UploadSource {
 }
 
 /// A content type for common extensions; `application/octet-stream` otherwise.
-pub fn guess_content_type(file_name: &str) -> &'static str {
+pub(super) fn guess_content_type(file_name: &str) -> &'static str {
     let ext = Path::new(file_name)
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())

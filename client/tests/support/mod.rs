@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 
 /// What the fake saw, for assertions.
 #[derive(Debug, Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// Messages sent so far (the last seq given).
     pub messages: u64,
     /// Files stored by uploads: id -> bytes.
@@ -55,7 +55,7 @@ pub struct Seen {
     pub acks: Vec<u64>,
 }
 
-pub struct FakeBroker {
+pub(crate) struct FakeBroker {
     pub addr: SocketAddr,
     pub cert_pem: String,
     pub cert_der: Vec<u8>,
@@ -72,7 +72,7 @@ impl Drop for FakeBroker {
 impl FakeBroker {
     /// Listens on 127.0.0.1 at a free port with a CA-capable self-signed certificate for
     /// localhost and 127.0.0.1 (like the broker's development certificate).
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .expect("valid names");
@@ -125,7 +125,7 @@ impl FakeBroker {
     /// A client builder for this broker, trusting its certificate, as `user`.
     /// A builder for `user`. The scripted broker keeps no state across connections, so
     /// these clients do not reconnect (reconnecting is tested against the real broker).
-    pub fn client(&self, user: &str) -> convoke_client::ClientBuilder {
+    pub(crate) fn client(&self, user: &str) -> convoke_client::ClientBuilder {
         convoke_client::Client::builder()
             .server_addr(self.addr)
             .token(user)
@@ -133,13 +133,13 @@ impl FakeBroker {
             .reconnect(convoke_client::ReconnectPolicy::disabled())
     }
 
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         convoke_client::fingerprint_sha256(&self.cert_der)
     }
 }
 
 /// Polls `check` until it holds or `secs` pass.
-pub async fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
         if check() {

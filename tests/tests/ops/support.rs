@@ -9,26 +9,26 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The repository's ops/ folder.
-pub fn ops_dir() -> PathBuf {
+pub(crate) fn ops_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("ops")
 }
 
 /// Reads a file of ops/.
-pub fn read_ops(name: &str) -> String {
+pub(crate) fn read_ops(name: &str) -> String {
     let path = ops_dir().join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// What a finished process printed.
 #[derive(Debug)]
-pub struct Output {
+pub(crate) struct Output {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
 }
 
 /// Runs `cmd` to completion, killing it (and failing the test) after `limit`.
-pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+pub(crate) fn run(cmd: &mut Command, limit: Duration) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -71,7 +71,7 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<S
 
 /// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
 #[derive(Debug)]
-pub struct KillOnDrop(pub Child);
+pub(crate) struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -81,7 +81,7 @@ impl Drop for KillOnDrop {
 }
 
 /// The full path of `tool` if it is on PATH.
-pub fn find_tool(tool: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(tool))
@@ -90,7 +90,7 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
 
 /// `tool`'s path, or `None` after printing why the calling test is skipped. Setting
 /// `CONVOKE_REQUIRE_TOOLS=1` turns a missing tool into a failure (CI installs them).
-pub fn tool_or_skip(tool: &str, test: &str, package: &str) -> Option<PathBuf> {
+pub(crate) fn tool_or_skip(tool: &str, test: &str, package: &str) -> Option<PathBuf> {
     if let Some(p) = find_tool(tool) {
         return Some(p);
     }
@@ -107,7 +107,7 @@ pub fn tool_or_skip(tool: &str, test: &str, package: &str) -> Option<PathBuf> {
 
 /// A loopback port that was free a moment ago (for tools that cannot bind port 0 and say
 /// which port they got).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -116,7 +116,7 @@ pub fn free_port() -> u16 {
 
 /// GET `path` from `addr` over HTTP/1.0; `None` if the server cannot be reached or answers
 /// nothing within a few seconds.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -136,7 +136,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// Percent-encodes a query parameter.
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -149,7 +149,7 @@ pub fn urlencode(s: &str) -> String {
 
 /// One scrape of `/metrics`, parsed.
 #[derive(Debug, Default)]
-pub struct Scrape {
+pub(crate) struct Scrape {
     /// (sample name, labels, value) in order.
     pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
     /// `# TYPE` of each metric family.
@@ -160,7 +160,7 @@ pub struct Scrape {
 
 impl Scrape {
     /// Parses the Prometheus text format (what metrics-exporter-prometheus writes).
-    pub fn parse(text: &str) -> Scrape {
+    pub(crate) fn parse(text: &str) -> Scrape {
         let mut out = Scrape::default();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -189,7 +189,7 @@ impl Scrape {
 
     /// The sum of the samples named `name` whose labels include all of `labels`; `None` if
     /// there is no such sample.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let mut found = None;
         for (n, l, v) in &self.samples {
             if n == name
@@ -204,12 +204,12 @@ impl Scrape {
     }
 
     /// [`Scrape::value`], 0 when absent.
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.value(name, labels).unwrap_or(0.0)
     }
 
     /// Every sample name (`x_bucket`, `x_sum`, `x_count` for histograms).
-    pub fn sample_names(&self) -> BTreeSet<&str> {
+    pub(crate) fn sample_names(&self) -> BTreeSet<&str> {
         self.samples.iter().map(|(n, _, _)| n.as_str()).collect()
     }
 }
@@ -226,7 +226,7 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 }
 
 /// Every `convoke_...` metric name mentioned in `text`.
-pub fn convoke_names(text: &str) -> BTreeSet<String> {
+pub(crate) fn convoke_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = text;
     while let Some(i) = rest.find("convoke_") {

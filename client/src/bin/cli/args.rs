@@ -14,7 +14,7 @@ use std::path::PathBuf;
 /// transfer interrupted with Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "convoke-cli", version, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub conn: ConnectionArgs,
     #[command(subcommand)]
@@ -23,7 +23,7 @@ pub struct Cli {
 
 /// How to reach and authenticate to the broker.
 #[derive(Debug, Clone, Args)]
-pub struct ConnectionArgs {
+pub(crate) struct ConnectionArgs {
     /// Broker address as host:port (an IPv6 host in brackets).
     #[arg(long, env = "CONVOKE_SERVER", value_name = "ADDR")]
     pub server: String,
@@ -70,10 +70,10 @@ pub struct ConnectionArgs {
 }
 
 /// A member-attribute map given as `key=value,key2=` or as a JSON object.
-pub type Attributes = BTreeMap<String, String>;
+pub(crate) type Attributes = BTreeMap<String, String>;
 
 /// Parses `key=value,key2=` (an empty value deletes the key) or a JSON object of strings.
-pub fn parse_attributes(text: &str) -> Result<Attributes, String> {
+pub(crate) fn parse_attributes(text: &str) -> Result<Attributes, String> {
     let trimmed = text.trim();
     if trimmed.starts_with('{') {
         return serde_json::from_str(trimmed)
@@ -97,7 +97,7 @@ pub fn parse_attributes(text: &str) -> Result<Attributes, String> {
 
 /// `--group-id`, the one parameter of many calls.
 #[derive(Debug, Clone, Args)]
-pub struct GroupId {
+pub(crate) struct GroupId {
     /// The group's id.
     #[arg(long)]
     pub group_id: String,
@@ -105,7 +105,7 @@ pub struct GroupId {
 
 /// `--group-id`, `--limit` and `--cursor`: one page of a mute, block or allow list.
 #[derive(Debug, Clone, Args)]
-pub struct GroupListPage {
+pub(crate) struct GroupListPage {
     /// The group's id.
     #[arg(long)]
     pub group_id: String,
@@ -119,7 +119,7 @@ pub struct GroupListPage {
 
 /// `--group-id` and `--username`.
 #[derive(Debug, Clone, Args)]
-pub struct GroupUser {
+pub(crate) struct GroupUser {
     /// The group's id.
     #[arg(long)]
     pub group_id: String,
@@ -130,7 +130,7 @@ pub struct GroupUser {
 
 /// `--group-id` and a comma-separated user list `--users a,b`.
 #[derive(Debug, Clone, Args)]
-pub struct GroupUsers {
+pub(crate) struct GroupUsers {
     /// The group's id.
     #[arg(long)]
     pub group_id: String,
@@ -141,7 +141,7 @@ pub struct GroupUsers {
 
 /// `--group-id` and `--usernames a,b`.
 #[derive(Debug, Clone, Args)]
-pub struct GroupUsernames {
+pub(crate) struct GroupUsernames {
     /// The group's id.
     #[arg(long)]
     pub group_id: String,
@@ -152,7 +152,7 @@ pub struct GroupUsernames {
 
 /// `--group-id` and `--invitee` (default: yourself).
 #[derive(Debug, Clone, Args)]
-pub struct GroupInvitee {
+pub(crate) struct GroupInvitee {
     /// The group's id.
     #[arg(long)]
     pub group_id: String,
@@ -163,7 +163,7 @@ pub struct GroupInvitee {
 
 /// `--group-id` and `--applicant`.
 #[derive(Debug, Clone, Args)]
-pub struct GroupApplicant {
+pub(crate) struct GroupApplicant {
     /// The group's id.
     #[arg(long)]
     pub group_id: String,
@@ -174,7 +174,7 @@ pub struct GroupApplicant {
 
 /// `--group-id` and `--file-id`.
 #[derive(Debug, Clone, Args)]
-pub struct GroupFile {
+pub(crate) struct GroupFile {
     /// The group's id.
     #[arg(long)]
     pub group_id: String,
@@ -183,7 +183,7 @@ pub struct GroupFile {
     pub file_id: String,
 }
 
-pub use super::commands::Command;
+pub(crate) use super::commands::Command;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// createGroup's `data`.
 #[derive(Debug, Clone, Args)]
-pub struct CreateGroupArgs {
+pub(crate) struct CreateGroupArgs {
     /// Group name, 1-128 characters.
     #[arg(long)]
     pub groupname: String,
@@ -45,7 +45,7 @@ pub struct CreateGroupArgs {
 
 impl CreateGroupArgs {
     /// The request's `data`.
-    pub fn into_data(self) -> CreateGroupData {
+    pub(crate) fn into_data(self) -> CreateGroupData {
         CreateGroupData {
             groupname: self.groupname,
             desc: self.desc,
@@ -62,7 +62,7 @@ impl CreateGroupArgs {
 
 /// One call of the group API (or a utility).
 #[derive(Debug, Clone, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Measure round trips to the broker; prints {"count", "rtt_ms": [...], "min_ms", "avg_ms", "max_ms"}.
     Ping {
         /// Round trips to make.

@@ -2,8 +2,8 @@
 //! command against the broker ([`run`]), rendering results and errors ([`output`]) and the
 //! transfer progress bar ([`progress`]).
 
-pub mod args;
-pub mod commands;
-pub mod output;
-pub mod progress;
-pub mod run;
+pub(crate) mod args;
+pub(crate) mod commands;
+pub(crate) mod output;
+pub(crate) mod progress;
+pub(crate) mod run;

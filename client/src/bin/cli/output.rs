@@ -12,26 +12,26 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 /// Exit status when the broker refused the call.
-pub const EXIT_API: u8 = 1;
+pub(crate) const EXIT_API: u8 = 1;
 /// Exit status for connection, TLS, protocol and local I/O problems.
-pub const EXIT_TRANSPORT: u8 = 3;
+pub(crate) const EXIT_TRANSPORT: u8 = 3;
 /// Exit status of a transfer interrupted with Ctrl-C.
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// Any serialisable result as JSON.
-pub fn to_json<T: Serialize>(value: &T) -> Value {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value)
         .unwrap_or_else(|e| json!({ "error": format!("cannot render the result: {e}") }))
 }
 
 /// An error inside a result (a per-group entry of getGroupInfo): its numeric code, its name
 /// and the message, as on stderr.
-pub fn api_error_json(e: &ApiError) -> Value {
+pub(crate) fn api_error_json(e: &ApiError) -> Value {
     json!({ "code": e.code.code(), "name": e.code.name(), "message": e.message })
 }
 
 /// getGroupInfo's entries, each with its info or its error.
-pub fn group_info_json(entries: &[GroupInfoEntry]) -> Value {
+pub(crate) fn group_info_json(entries: &[GroupInfoEntry]) -> Value {
     Value::Array(
         entries
             .iter()
@@ -47,12 +47,12 @@ pub fn group_info_json(entries: &[GroupInfoEntry]) -> Value {
 }
 
 /// The result of a call that returns nothing.
-pub fn ok() -> Value {
+pub(crate) fn ok() -> Value {
     json!({ "ok": true })
 }
 
 /// A payload as text when it is UTF-8, else base64; and which it is.
-pub fn payload_json(payload: &[u8]) -> (Value, &'static str) {
+pub(crate) fn payload_json(payload: &[u8]) -> (Value, &'static str) {
     match std::str::from_utf8(payload) {
         Ok(text) => (Value::String(text.to_string()), "utf8"),
         Err(_) => (
@@ -63,7 +63,7 @@ pub fn payload_json(payload: &[u8]) -> (Value, &'static str) {
 }
 
 /// A message with a readable payload.
-pub fn message_json(m: &GroupMessage) -> Value {
+pub(crate) fn message_json(m: &GroupMessage) -> Value {
     let (payload, encoding) = payload_json(&m.payload);
     json!({
         "group_id": m.group_id,
@@ -79,7 +79,7 @@ pub fn message_json(m: &GroupMessage) -> Value {
 
 /// A push as one JSON object, tagged by `"push"` (`group`, `multiDevice`, `message`,
 /// `closing`).
-pub fn push_json(push: &Push) -> Value {
+pub(crate) fn push_json(push: &Push) -> Value {
     match push {
         Push::Message(m) => {
             let mut v = message_json(m);
@@ -93,7 +93,7 @@ pub fn push_json(push: &Push) -> Value {
 }
 
 /// Prints a result: pretty on a terminal, one line otherwise.
-pub fn print_result(value: &Value) {
+pub(crate) fn print_result(value: &Value) {
     let mut out = std::io::stdout().lock();
     let text = if std::io::stdout().is_terminal() {
         serde_json::to_string_pretty(value)
@@ -106,13 +106,13 @@ pub fn print_result(value: &Value) {
 }
 
 /// Prints one JSON line and flushes it; false once stdout is gone.
-pub fn print_line(value: &Value) -> bool {
+pub(crate) fn print_line(value: &Value) -> bool {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{value}").and_then(|()| out.flush()).is_ok()
 }
 
 /// Reports a change of the connection's state on stderr, one line each.
-pub fn connection_state(state: &ConnectionEvent) {
+pub(crate) fn connection_state(state: &ConnectionEvent) {
     match state {
         ConnectionEvent::Connected {
             server,
@@ -139,14 +139,14 @@ pub fn connection_state(state: &ConnectionEvent) {
 }
 
 /// Reports an error on stderr and gives the exit status for it.
-pub fn fail(err: &ClientError) -> ExitCode {
+pub(crate) fn fail(err: &ClientError) -> ExitCode {
     let (text, status) = describe(err);
     eprintln!("{text}");
     ExitCode::from(status)
 }
 
 /// The stderr line and exit status of an error.
-pub fn describe(err: &ClientError) -> (String, u8) {
+pub(crate) fn describe(err: &ClientError) -> (String, u8) {
     match err {
         // Displays as `error <code> <NAME>: <message>`.
         ClientError::Api(api) => (api.to_string(), EXIT_API),

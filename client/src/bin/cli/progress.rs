@@ -7,7 +7,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
 /// A bar and the callback that drives it, or neither when stderr is not a terminal.
-pub fn bar(label: &'static str) -> (Option<ProgressBar>, Option<ProgressFn>) {
+pub(crate) fn bar(label: &'static str) -> (Option<ProgressBar>, Option<ProgressFn>) {
     if !std::io::stderr().is_terminal() {
         return (None, None);
     }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Connects, runs the command, closes; returns the process's exit status.
-pub async fn run(cli: Cli) -> ExitCode {
+pub(crate) async fn run(cli: Cli) -> ExitCode {
     let watching = matches!(cli.command, Command::Watch { .. });
     let client = match connect(&cli.conn, watching).await {
         Ok(client) => client,
