@@ -299,7 +299,7 @@ fn request(gid: &str, op: &Op) -> Option<Request> {
 }
 
 /// Whether an admin lifting the owner's block of an admin fails the target (see below).
-const CHECK_UNBLOCK_OF_ADMINS: bool = false;
+const CHECK_UNBLOCK_OF_ADMINS: bool = true;
 
 /// FUZZ_TRACE=1 prints each request (to read a crash or a corpus entry).
 fn trace() -> bool {
@@ -339,11 +339,9 @@ fn admin_powers(
                 who.user
             );
         }
-        // Off until the block record remembers that its user was an admin (the rules
-        // cannot tell an admin's block from a member's once the user has left the roster):
-        // with it on, this target finds within seconds that any admin may unblock an admin
-        // the owner blocked. Reported on issue #12; tests/tests/authorization.rs has the
-        // (ignored) regression test.
+        // The block record remembers that its user was an admin (Group::blocked_admins);
+        // before it did, this target found within seconds that any admin could unblock an
+        // admin the owner blocked. Regression tests in tests/tests/authorization.rs.
         for u in blocked_admins.iter().filter(|_| CHECK_UNBLOCK_OF_ADMINS) {
             assert!(
                 after.block.contains(u),
@@ -358,6 +356,11 @@ fn admin_powers(
         }
     }
     blocked_admins.retain(|u| after.block.contains(u));
+    // The group's own record of who was blocked as an admin agrees with the one kept here.
+    assert_eq!(
+        *blocked_admins, after.blocked_admins,
+        "blocked admins differ after {req:?}"
+    );
 }
 
 fuzz_target!(|script: Script| {

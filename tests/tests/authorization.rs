@@ -146,17 +146,12 @@ fn table() -> Vec<Row> {
         row("destroyGroup", OWNER, p, n, |f| Request::DestroyGroup {
             group_id: gid(f),
         }),
-        Row {
-            // The contract's code for "caller not a member" is 602, and the group actor's
-            // getGroupInfo answers 602; the batched look-up (session/lookup.rs), which
-            // serves it, answers 603. Pinned here as it is; reported on issue #12.
-            codes: &[(X, E603), (B, E603)],
-            ..row("getGroupInfo (private)", MEMBERS, p, n, |f| {
-                Request::GetGroupInfo {
-                    group_ids: vec![gid(f)],
-                }
-            })
-        },
+        // Outsider and blocked user: 602, the contract's "caller not a member".
+        row("getGroupInfo (private)", MEMBERS, p, n, |f| {
+            Request::GetGroupInfo {
+                group_ids: vec![gid(f)],
+            }
+        }),
         row("getGroupInfo (public)", ALL, Kind::Public, n, |f| {
             Request::GetGroupInfo {
                 group_ids: vec![gid(f)],
@@ -800,22 +795,54 @@ async fn every_method_by_every_role() {
     );
 }
 
-/// Admins may not block admins, so they may not lift the owner's block of one either.
-/// Fails today: the block record does not remember that its user was an admin (it is a
-/// flag; the roster entry with the role is gone), so the rules cannot tell this unblock
-/// from any other. Needs the block record to carry the role (model + store), reported on
-/// issue #12.
+/// Admins may not block admins, so they may not lift the owner's block of one either
+/// (the block record keeps the role the user had). The owner may; an admin may still lift
+/// a member's block.
 #[tokio::test]
-#[ignore = "known bug: any admin may lift the owner's block of an admin (see the doc comment)"]
 async fn admins_cannot_unblock_an_admin_the_owner_blocked() {
     let broker = Broker::start_with(NO_RATE_LIMIT).await;
     let cast = cast(&broker).await;
     let gid = group(&cast, Kind::Private).await;
-    let r = cast.of("a").unblock_group_member(&gid, "tb").await;
-    match r {
-        Err(ClientError::Api(e)) if e.code == ErrorCode::PermissionDenied => {}
-        other => panic!("admin lifted the owner's block of admin tb: {other:?}"),
+    admins_may_lift_only_member_blocks(&cast, &gid).await;
+}
+
+/// The same after a restart: the role in the block record is persisted.
+#[tokio::test]
+async fn the_owners_block_of_an_admin_survives_a_restart() {
+    let mut broker = Broker::start_with(NO_RATE_LIMIT).await;
+    let gid = {
+        let cast = cast(&broker).await;
+        group(&cast, Kind::Private).await
+    };
+    broker.restart();
+    let cast = cast(&broker).await;
+    admins_may_lift_only_member_blocks(&cast, &gid).await;
+}
+
+/// On [`group`]'s group: admin "a" gets 603 lifting the block of "tb" (blocked by the
+/// owner while an admin), and nothing changes; "a" may lift the block of member "b"; the
+/// owner may lift that of "tb".
+async fn admins_may_lift_only_member_blocks(cast: &Cast, gid: &str) {
+    for r in [
+        cast.of("a").unblock_group_member(gid, "tb").await,
+        cast.of("a").unblock_group_members(gid, &["b", "tb"]).await,
+    ] {
+        match r {
+            Err(ClientError::Api(e)) if e.code == ErrorCode::PermissionDenied => {}
+            other => panic!("admin lifted the owner's block of admin tb: {other:?}"),
+        }
     }
-    let blocked = cast.of("o").get_group_blocklist(&gid).await.unwrap();
+    let blocked = cast.of("o").get_group_blocklist(gid).await.unwrap();
     assert!(blocked.contains(&s("tb")), "{blocked:?}");
+    assert!(
+        blocked.contains(&s("b")),
+        "a failed request changed nothing: {blocked:?}"
+    );
+    cast.of("a").unblock_group_member(gid, "b").await.unwrap();
+    cast.of("o").unblock_group_member(gid, "tb").await.unwrap();
+    let blocked = cast.of("o").get_group_blocklist(gid).await.unwrap();
+    assert!(
+        !blocked.contains(&s("tb")) && !blocked.contains(&s("b")),
+        "{blocked:?}"
+    );
 }

@@ -61,6 +61,14 @@ pub struct Invite {
     pub at: i64,
 }
 
+/// The value of a block record: the role the user had when blocked. Versioned by the
+/// enum tag so later fields can be added as a new variant. A block record with an empty
+/// value (written before the role was kept) means "was a member".
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum BlockRec {
+    V1 { role: Role },
+}
+
 /// A pending join request (approval on).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct JoinRequest {
@@ -89,6 +97,9 @@ pub struct Group {
     pub mutes: BTreeMap<String, Expiry>,
     pub allow: BTreeSet<String>,
     pub block: BTreeSet<String>,
+    /// The blocked users who were admins when they were blocked (a subset of `block`):
+    /// only the owner or an app admin may lift their block, as only they may block admins.
+    pub blocked_admins: BTreeSet<String>,
     pub invites: BTreeMap<String, Invite>,
     pub requests: BTreeMap<String, JoinRequest>,
     /// Shared files by id (ids grow with each upload).
@@ -112,6 +123,7 @@ impl Group {
             mutes: BTreeMap::new(),
             allow: BTreeSet::new(),
             block: BTreeSet::new(),
+            blocked_admins: BTreeSet::new(),
             invites: BTreeMap::new(),
             requests: BTreeMap::new(),
             files: BTreeMap::new(),

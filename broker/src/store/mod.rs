@@ -13,9 +13,10 @@ pub use commit::{CommitError, Committer, Durable, Fault, WriteSet};
 pub use history::MessageRec;
 
 use crate::files::FileRec;
-use crate::group::model::{Group, GroupMeta, Invite, JoinRequest, MemberRec};
+use crate::group::model::{BlockRec, Group, GroupMeta, Invite, JoinRequest, MemberRec};
 use crate::group::rules::{Dirty, Env};
 use bincode::{Decode, Encode};
+use convoke_protocol::Role;
 use keys::Kind;
 use std::path::Path;
 
@@ -276,6 +277,17 @@ impl Store {
                     g.allow.insert(user);
                 }
                 Kind::Block => {
+                    // An empty value is a block written before the role was kept: the
+                    // user was a member. A value that does not decode (counted and logged)
+                    // keeps the block and fails closed: only the owner may lift it.
+                    let was_admin = !v.is_empty()
+                        && !matches!(
+                            decode_or_skip::<BlockRec>(&k, &v)?,
+                            Some(BlockRec::V1 { role }) if role != Role::Admin
+                        );
+                    if was_admin {
+                        g.blocked_admins.insert(user.clone());
+                    }
                     g.block.insert(user);
                 }
                 Kind::Invite => {
@@ -341,11 +353,19 @@ impl Store {
                     keys::group_key(gid, Kind::Allow, u),
                     g.allow.contains(u),
                 ),
-                Dirty::Block(u) => set_flag(
-                    ws,
-                    keys::group_key(gid, Kind::Block, u),
-                    g.block.contains(u),
-                ),
+                Dirty::Block(u) => {
+                    let key = keys::group_key(gid, Kind::Block, u);
+                    if g.block.contains(u) {
+                        let role = if g.blocked_admins.contains(u) {
+                            Role::Admin
+                        } else {
+                            Role::Member
+                        };
+                        ws.put_record(key, &BlockRec::V1 { role });
+                    } else {
+                        ws.delete(key);
+                    }
+                }
                 Dirty::Invite(u) => {
                     let key = keys::group_key(gid, Kind::Invite, u);
                     match g.invites.get(u) {
@@ -452,5 +472,61 @@ impl Env for Store {
             .scan_prefix(keys::joined_prefix(user))
             .keys()
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::model::GroupMeta;
+    use std::collections::BTreeSet;
+
+    fn meta() -> GroupMeta {
+        GroupMeta {
+            name: "g".into(),
+            description: String::new(),
+            owner: "owner".into(),
+            created: 1,
+            maxusers: 200,
+            public: false,
+            membersonly: false,
+            allowinvites: false,
+            invite_need_confirm: true,
+            mute_all: false,
+            ext: String::new(),
+            announcement: String::new(),
+            member_count: 0,
+        }
+    }
+
+    /// A block keeps the role its user had; a block record written by the previous
+    /// version (an empty value) still loads, as the block of a member; one that does not
+    /// decode keeps the block and only the owner may lift it.
+    #[tokio::test]
+    async fn block_records_keep_the_role_and_old_records_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut g = Group::new(7, meta());
+        g.block.insert("adm".into());
+        g.blocked_admins.insert("adm".into());
+        g.block.insert("mem".into());
+        let mut ws = WriteSet::default();
+        let dirty = [
+            Dirty::Meta,
+            Dirty::Block("adm".into()),
+            Dirty::Block("mem".into()),
+        ];
+        store.group_writes(&g, &dirty, &mut ws);
+        // The previous version's flag, and a value that does not decode.
+        ws.put(keys::group_key(7, Kind::Block, "old"), Vec::new());
+        ws.put(keys::group_key(7, Kind::Block, "bad"), vec![0xff; 3]);
+        store.commit(ws).await.unwrap();
+        let loaded = store.load_group(7).unwrap().unwrap();
+        let all = ["adm", "bad", "mem", "old"].map(String::from);
+        assert_eq!(loaded.block, BTreeSet::from(all));
+        assert_eq!(
+            loaded.blocked_admins,
+            BTreeSet::from(["adm", "bad"].map(String::from))
+        );
     }
 }

@@ -565,11 +565,15 @@ pub(super) fn remove(
     let mut fx = Effects::done();
     fx.touch(Dirty::Meta);
     for u in users {
-        g.remove_member(u);
+        let was = g.remove_member(u).map(|rec| rec.role);
         fx.touch(Dirty::Member(u.clone()));
         fx.touch(Dirty::Allow(u.clone()));
         if block {
             g.block.insert(u.clone());
+            // The block remembers an admin, so that only the owner may lift it.
+            if was == Some(Role::Admin) {
+                g.blocked_admins.insert(u.clone());
+            }
             fx.touch(Dirty::Block(u.clone()));
         }
     }
@@ -615,16 +619,26 @@ pub(super) fn unblock(
     ctx: &Ctx<'_>,
 ) -> Outcome {
     check_user_list(what, users, limits::MAX_BATCH_USERS)?;
-    need_admin(g, caller)?;
+    let lvl = need_admin(g, caller)?;
     if let Some(u) = users.iter().find(|u| !g.block.contains(*u)) {
         return Err(ApiError::param(format!(
             "{what}: {u:?} is not on the blocklist of group {:?}",
             g.id_str
         )));
     }
+    // Admins may not block admins, so they may not lift the owner's block of one either.
+    if lvl < Level::Owner {
+        if let Some(u) = users.iter().find(|u| g.blocked_admins.contains(*u)) {
+            return Err(ApiError::denied(format!(
+                "{what}: {u:?} was blocked as an admin of group {:?}; only the owner may lift it",
+                g.id_str
+            )));
+        }
+    }
     let mut fx = Effects::done();
     for u in users {
         g.block.remove(u);
+        g.blocked_admins.remove(u);
         fx.touch(Dirty::Block(u.clone()));
         tell_user(
             &mut fx,
