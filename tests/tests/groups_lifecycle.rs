@@ -147,9 +147,10 @@ async fn group_info_visibility_and_per_id_errors() {
         .get_group_info(&[&private, &public, "999999", "abc"])
         .await
         .unwrap();
+    // 602: the contract's "caller not a member" (was 603 before issue #12).
     assert_eq!(
         got[0].error.as_ref().unwrap().code,
-        ErrorCode::PermissionDenied
+        ErrorCode::GroupNotJoined
     );
     assert!(got[0].info.is_none());
     let pub_info = got[1].info.as_ref().unwrap();

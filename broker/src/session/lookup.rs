@@ -91,11 +91,16 @@ fn info_one(
         .map_err(storage)?
         .ok_or_else(|| ApiError::no_group(id))?;
     let me = node.store.member(gid, &caller.user).map_err(storage)?;
+    // The contract's 602 (caller not a member; a blocked user is not a member either),
+    // as the group actor's own getGroupInfo answers.
     if !meta.public && me.is_none() && !caller.app_admin {
-        return Err(ApiError::denied(format!(
-            "group {id:?} is private and {:?} is not a member",
-            caller.user
-        )));
+        return Err(ApiError::new(
+            ErrorCode::GroupNotJoined,
+            format!(
+                "group {id:?} is private and {:?} is not a member",
+                caller.user
+            ),
+        ));
     }
     Ok(info_from_meta(id, &meta, me.as_ref()))
 }
