@@ -90,10 +90,12 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_connections_refused_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Connections refused before a session started, by reason (tls, timeout: not logged in within sessions.handshake_timeout_ms, protocol, version, device, token, connection_limit: sessions.max_connections, ip_limit: sessions.max_connections_per_ip).",
+        help: "Connections refused before a session started, by reason (tls, timeout: not logged in within sessions.handshake_timeout_ms, protocol, version, device, token, connection_limit: sessions.max_connections, ip_limit: sessions.max_connections_per_ip, rate_limit: more new connections from one source than sessions.new_connections_per_ip_per_sec, refused without TLS work, rate_limit_dropped: the same from a source that kept on after 8 refusals, dropped without an answer).",
         zero: &[
             &[("reason", "connection_limit")],
             &[("reason", "ip_limit")],
+            &[("reason", "rate_limit")],
+            &[("reason", "rate_limit_dropped")],
             &[("reason", "tls")],
             &[("reason", "timeout")],
             &[("reason", "protocol")],

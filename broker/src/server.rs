@@ -239,6 +239,8 @@ async fn accept_loop(
         max: s.max_connections,
         per_ip: s.max_connections_per_ip,
         retry_above_logins: s.retry_above_logins,
+        new_per_sec: s.new_connections_per_ip_per_sec,
+        new_burst: s.new_connections_per_ip_burst,
     });
     loop {
         tokio::select! {
@@ -281,6 +283,18 @@ fn admit(node: &Arc<Node>, admission: &Admission, incoming: quinn::Incoming) {
                 // Already validated after all: it goes through the caps on its next try.
                 e.into_incoming().ignore();
             }
+        }
+        (Decision::RateRefused, _) => {
+            // One packet, no TLS: an honest client hears it and backs off.
+            metrics::counter!("convoke_connections_refused_total", "reason" => "rate_limit")
+                .increment(1);
+            incoming.refuse();
+        }
+        (Decision::RateDropped, _) => {
+            // A source that goes on after being refused again and again: not even a packet.
+            metrics::counter!("convoke_connections_refused_total", "reason" => "rate_limit_dropped")
+                .increment(1);
+            incoming.ignore();
         }
         (Decision::RefuseNow, _) | (_, None) => {
             metrics::counter!("convoke_connections_refused_total", "reason" => "connection_limit")

@@ -26,6 +26,18 @@ async fn raw_with(
     broker: &Broker,
     tune: impl FnOnce(&mut quinn::TransportConfig),
 ) -> quinn::Connection {
+    raw_from(broker, &quic_client(broker, "127.0.0.1", tune))
+        .await
+        .unwrap()
+}
+
+/// A QUIC client endpoint bound to `ip` (any address of 127.0.0.0/8 on Linux loopback), with
+/// the client transport `tune` sets.
+fn quic_client(
+    broker: &Broker,
+    ip: &str,
+    tune: impl FnOnce(&mut quinn::TransportConfig),
+) -> quinn::Endpoint {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&broker.cert).unwrap() {
@@ -43,13 +55,22 @@ async fn raw_with(
     let mut transport = quinn::TransportConfig::default();
     tune(&mut transport);
     config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut endpoint = quinn::Endpoint::client(format!("{ip}:0").parse().unwrap()).unwrap();
     endpoint.set_default_client_config(config);
     endpoint
-        .connect(broker.addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap()
+}
+
+/// A new QUIC connection from `endpoint` to `broker` (TLS done, not logged in).
+async fn raw_from(
+    broker: &Broker,
+    endpoint: &quinn::Endpoint,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    endpoint.connect(broker.addr, "localhost").unwrap().await
+}
+
+fn is_refused(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
 }
 
 fn hello_frame(token: String) -> bytes::Bytes {
@@ -125,6 +146,70 @@ async fn connections_over_the_per_address_cap_are_refused_naming_it() {
     })
     .await;
     carol.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn new_connections_over_the_rate_from_one_address_are_refused_before_tls() {
+    // 2 new connections a second from one address, 4 at once. Attempts whose address is not
+    // validated yet take the first 2 and are then sent a Retry; validated ones the other 2.
+    let broker = Broker::start_with(&[
+        ("sessions.new_connections_per_ip_per_sec", "2"),
+        ("sessions.new_connections_per_ip_burst", "4"),
+    ])
+    .await;
+    let attacker = quic_client(&broker, "127.0.0.1", |_| {});
+    let mut held = Vec::new();
+    let mut refused = 0;
+    // The burst, then more: 12 attempts, at most 8 refusals (after 8 in a row a source's
+    // attempts are dropped without an answer; the unit tests cover that).
+    for i in 0..12 {
+        let started = Instant::now();
+        match raw_from(&broker, &attacker).await {
+            Ok(conn) => {
+                assert!(
+                    refused == 0 || i >= 4,
+                    "attempt {i} admitted after a refusal"
+                );
+                held.push(conn);
+            }
+            Err(e) => {
+                assert!(is_refused(&e), "attempt {i}: {e:?}");
+                assert!(i >= 4, "attempt {i} of the burst of 4 refused");
+                // Refused at once, with QUIC's CONNECTION_REFUSED: no TLS handshake, no
+                // waiting for a timeout.
+                let took = started.elapsed();
+                assert!(took < Duration::from_secs(2), "refused after {took:?}");
+                refused += 1;
+            }
+        }
+    }
+    // 12 attempts in far less than the 4 s that would refill 8 tokens.
+    assert!(refused >= 4, "only {refused} of 12 attempts refused");
+    assert!(held.len() >= 4, "{} admitted", held.len());
+    assert!(broker.metric("convoke_connections_refused_total").await >= f64::from(refused));
+
+    // Meanwhile a client from another address connects and logs in at once.
+    let started = Instant::now();
+    let other = quic_client(&broker, "127.0.0.2", |_| {});
+    let conn = raw_from(&broker, &other)
+        .await
+        .expect("127.0.0.2 is not limited");
+    login(&conn, broker.token("bob", false, 60)).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "127.0.0.2 logged in after {took:?}"
+    );
+
+    // Once a token is back (2 a second), the first address connects again. Polling would
+    // itself spend or be refused against the budget being waited for: a wait of more than
+    // one token's refill time, after which the assertion only gets truer, is the condition.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let again = raw_from(&broker, &attacker)
+        .await
+        .expect("a connection after the refill");
+    login(&again, broker.token("alice", false, 60)).await;
+    drop(held);
 }
 
 #[tokio::test]

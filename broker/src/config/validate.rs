@@ -186,6 +186,12 @@ impl Config {
         )?;
         at_least("sessions.write_timeout_ms", s.write_timeout_ms, 100, "")?;
         at_least("sessions.max_connections", s.max_connections, 1, "")?;
+        at_least(
+            "sessions.new_connections_per_ip_burst",
+            s.new_connections_per_ip_burst,
+            1,
+            "",
+        )?;
 
         at_least(
             "store.cache_capacity_mb",

@@ -11,12 +11,18 @@
 //!   TLS work);
 //! - over the per-address cap the attempt is refused after the QUIC handshake, with a
 //!   close reason the client reads as a 500 naming the address and the cap;
+//! - then the rate of new connections from its source is judged
+//!   ([`crate::session::arrivals`]): over it the attempt is refused at once, or retried
+//!   first when its address is not validated, or dropped when the source keeps flooding;
 //! - otherwise it is admitted, and holds its places ([`Admitted`]) until the connection ends.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::arrivals::{Arrivals, Verdict};
 
 /// The caps, from `[sessions]`.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +33,11 @@ pub struct Caps {
     pub per_ip: usize,
     /// Connections logging in above which unvalidated addresses get a Retry first.
     pub retry_above_logins: usize,
+    /// New connections per second from one source (see [`crate::session::arrivals`]);
+    /// 0 = no limit.
+    pub new_per_sec: u32,
+    /// Of those, how many may come at once.
+    pub new_burst: u32,
 }
 
 /// What to do with one connection attempt.
@@ -38,6 +49,10 @@ pub enum Decision {
     RefuseNow,
     /// Over the per-address cap: finish the QUIC handshake, then close with this reason.
     RefuseAfterHandshake(String),
+    /// Too many new connections from its source: refuse at once (CONNECTION_REFUSED).
+    RateRefused,
+    /// Too many new connections from its source, refused often already: drop silently.
+    RateDropped,
     /// Take it.
     Admit,
 }
@@ -77,6 +92,8 @@ pub fn decide(caps: &Caps, load: Load, ip: IpAddr, validated: bool) -> Decision 
 pub struct Admission {
     caps: Caps,
     inner: Arc<Counts>,
+    /// Only the accept loop judges: the lock is never contended.
+    arrivals: Arc<Mutex<Arrivals>>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +108,11 @@ impl Admission {
         Self {
             caps,
             inner: Arc::default(),
+            arrivals: Arc::new(Mutex::new(Arrivals::new(
+                caps.new_per_sec,
+                caps.new_burst,
+                Instant::now(),
+            ))),
         }
     }
 
@@ -115,7 +137,22 @@ impl Admission {
             from_ip: per_ip.get(&ip).copied().unwrap_or(0),
         };
         let validated = incoming.remote_address_validated() || !incoming.may_retry();
-        let decision = decide(&self.caps, load, ip, validated);
+        let mut decision = decide(&self.caps, load, ip, validated);
+        if decision != Decision::Retry {
+            // After the caps' Retry, so that an attempt sent back to validate its address
+            // is charged once, when it returns.
+            let verdict = self
+                .arrivals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .judge(ip, validated, Instant::now());
+            decision = match verdict {
+                Verdict::Pass => decision,
+                Verdict::Retry => Decision::Retry,
+                Verdict::Refuse => Decision::RateRefused,
+                Verdict::Drop => Decision::RateDropped,
+            };
+        }
         let admitted = match decision {
             Decision::Admit => {
                 *per_ip.entry(ip).or_default() += 1;
@@ -124,7 +161,10 @@ impl Admission {
             // A refusal after the handshake is a connection too, until it is closed; it is
             // not counted against its address (that would only delay the refusal of others).
             Decision::RefuseAfterHandshake(_) => None,
-            Decision::Retry | Decision::RefuseNow => return (decision, None),
+            Decision::Retry
+            | Decision::RefuseNow
+            | Decision::RateRefused
+            | Decision::RateDropped => return (decision, None),
         };
         self.inner.open.fetch_add(1, Ordering::Relaxed);
         self.inner.logging_in.fetch_add(1, Ordering::Relaxed);
@@ -182,6 +222,8 @@ mod tests {
         max: 10,
         per_ip: 2,
         retry_above_logins: 4,
+        new_per_sec: 0,
+        new_burst: 1,
     };
 
     fn load(open: usize, logging_in: usize, from_ip: usize) -> Load {

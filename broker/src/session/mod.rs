@@ -15,6 +15,7 @@
 //! ractor actor per session would add ~9 KB of mailbox channels; see benches/RESULTS.md).
 
 pub mod admission;
+pub mod arrivals;
 pub mod io;
 pub mod lookup;
 pub mod outbox;
