@@ -205,7 +205,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_slow_client_disconnects_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Sessions closed as slow consumers, by queue: events (event backlog full in frames or bytes, or no progress for sessions.write_timeout_ms) or answers (answers waiting over sessions.answer_queue_bytes, or none taken for sessions.write_timeout_ms).",
+        help: "Sessions closed as slow consumers, by queue: events (event backlog full in frames or bytes, or no progress for sessions.write_timeout_ms) or answers (none taken for sessions.write_timeout_ms; answers over sessions.answer_queue_bytes wait for room instead).",
         zero: &[&[("queue", "events")], &[("queue", "answers")]],
     },
     MetricDef {

@@ -314,9 +314,9 @@ pub struct SessionsConfig {
     /// by its stream) before it counts as a slow consumer, like `outbound_queue` in frames;
     /// at least 65536. Default `16777216` (16 MiB).
     pub outbound_queue_bytes: usize,
-    /// Bytes of encoded answers one session may have waiting to be written before it is
-    /// closed as a slow consumer (one answer is always let through, however large); at
-    /// least 65536. Default `16777216` (16 MiB).
+    /// Bytes of encoded answers one session may have waiting to be written; more wait for
+    /// room and the session reads no new request meanwhile (one answer is always let
+    /// through, however large); at least 65536. Default `16777216` (16 MiB).
     pub answer_queue_bytes: usize,
     /// A session whose answers or events make no progress into its streams for this long
     /// (the client stopped reading) is closed as a slow consumer, in milliseconds; at least

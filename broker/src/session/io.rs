@@ -5,7 +5,6 @@ use convoke_protocol::close;
 use convoke_protocol::codec::{
     decode_frame, decode_hello_frame, FrameError, HEADER_LEN, MAX_FRAME_LEN, MAX_HELLO_LEN,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,10 +96,12 @@ pub async fn write_with_progress(
 /// answer is written whole under the lock.
 ///
 /// Encoded answers waiting for the stream are bounded in bytes per session
-/// (`sessions.answer_queue_bytes`; one answer always goes, however large) and in time
-/// (`sessions.write_timeout_ms` without progress): a client that sends requests and does
-/// not read the answers is closed as a slow consumer ([`close::SLOW_CONSUMER`]) instead of
-/// making the broker hold up to 256 answers of up to 4 MiB each.
+/// (`sessions.answer_queue_bytes`, held as a semaphore of KiB permits; one answer always
+/// goes, however large): an answer over the budget waits for room before it is queued, so
+/// request handling waits and, through the in-flight limit, the session stops reading new
+/// requests. A client that pipelines and reads is never closed for it; one that does not
+/// read is closed as a slow consumer ([`close::SLOW_CONSUMER`]) when the stream takes no
+/// byte for `sessions.write_timeout_ms`.
 #[derive(Debug, Clone)]
 pub struct Responder(Arc<ResponderInner>);
 
@@ -108,9 +109,10 @@ pub struct Responder(Arc<ResponderInner>);
 struct ResponderInner {
     stream: tokio::sync::Mutex<quinn::SendStream>,
     conn: quinn::Connection,
-    /// Bytes of answers handed to [`Responder::send`] and not yet taken by the stream.
-    waiting: AtomicUsize,
-    budget: usize,
+    /// Room for answers not yet taken by the stream, in KiB.
+    room: tokio::sync::Semaphore,
+    /// The budget in KiB (the semaphore's permits when nothing waits).
+    budget_kib: u32,
     stall: Duration,
 }
 
@@ -121,34 +123,32 @@ impl Responder {
         budget: usize,
         stall: Duration,
     ) -> Self {
+        let budget_kib = u32::try_from(budget / 1024).unwrap_or(u32::MAX).max(1);
         Self(Arc::new(ResponderInner {
             stream: tokio::sync::Mutex::new(send),
             conn,
-            waiting: AtomicUsize::new(0),
-            budget,
+            room: tokio::sync::Semaphore::new(budget_kib as usize),
+            budget_kib,
             stall,
         }))
     }
 
-    /// Writes one frame; false if the stream is gone, or the session was closed as a slow
-    /// consumer for it.
+    /// Waits until the budget has room for at least one more KiB of answers (the session
+    /// reads its next request only then).
+    pub async fn room(&self) {
+        drop(self.0.room.acquire().await);
+    }
+
+    /// Writes one frame, first waiting for room in the byte budget; false if the stream is
+    /// gone, or the session was closed as a slow consumer for it.
     pub async fn send(&self, frame: Bytes) -> bool {
         let inner = &self.0;
-        let len = frame.len();
-        let before = inner.waiting.fetch_add(len, Ordering::Relaxed);
-        let _taken = Waiting(&inner.waiting, len);
-        if before > 0 && before + len > inner.budget {
-            slow_consumer(
-                &inner.conn,
-                "answers",
-                &format!(
-                    "{} bytes of answers not read; at most {}",
-                    before + len,
-                    inner.budget
-                ),
-            );
+        let kib = u32::try_from(frame.len().div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, inner.budget_kib);
+        let Ok(_room) = inner.room.acquire_many(kib).await else {
             return false;
-        }
+        };
         let mut stream = inner.stream.lock().await;
         match write_with_progress(&mut stream, &mut [frame], inner.stall).await {
             Some(Ok(())) => true,
@@ -162,15 +162,6 @@ impl Responder {
                 false
             }
         }
-    }
-}
-
-/// Takes `len` bytes back off the waiting count when the answer is written or dropped.
-struct Waiting<'a>(&'a AtomicUsize, usize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 

@@ -33,6 +33,9 @@ pub async fn route(
     request: Request,
     slot: OwnedSemaphorePermit,
 ) {
+    // No new work while the session's answers fill their byte budget: the client is not
+    // reading them fast enough (it is closed if it stops reading altogether).
+    responses.room().await;
     let started = Instant::now();
     let method = request.method();
     let frees_files = matches!(
