@@ -26,7 +26,7 @@
 //! - Member attributes need no quota of their own: the contract bounds them per member and
 //!   group (4 KiB) and the groups per user (`limits.max_groups_per_user`).
 
-use crate::clock::now_ms;
+use crate::clock::mono_ms;
 use crate::group::rules::rate::{Bucket, Rate};
 use convoke_protocol::{ApiError, ErrorCode, RequestClass};
 use dashmap::DashMap;
@@ -143,7 +143,7 @@ struct Watermark {
     dir: PathBuf,
     /// Free bytes at the last reading.
     free: AtomicU64,
-    /// When it was read, ms since the Unix epoch (0 = never).
+    /// When it was read ([`mono_ms`]; 0 = never).
     read_at: AtomicI64,
 }
 
@@ -210,7 +210,7 @@ struct FileBytes {
     used: DashMap<String, u64>,
     /// Files were deleted since usage was last read: a refusal reads it again first.
     stale: std::sync::atomic::AtomicBool,
-    /// When usage was last read, ms since the Unix epoch.
+    /// When usage was last read ([`mono_ms`]).
     read_at: AtomicI64,
 }
 
@@ -243,7 +243,7 @@ impl FileBytes {
         for (u, n) in used {
             self.used.insert(u, n);
         }
-        self.read_at.store(now_ms(), Ordering::Relaxed);
+        self.read_at.store(mono_ms(), Ordering::Relaxed);
     }
 }
 
@@ -285,7 +285,7 @@ impl Quotas {
 
     /// Takes a token for a request of `class` by `user` (reads take none), or answers 509.
     pub fn admit(&self, user: &str, class: RequestClass) -> Result<Admitted, ApiError> {
-        let now = now_ms();
+        let now = mono_ms();
         match class {
             RequestClass::Read => {}
             RequestClass::Change => self.inner.requests.take(user, now)?,
@@ -305,7 +305,7 @@ impl Quotas {
             Disk::Data => &self.inner.data,
             Disk::Files => &self.inner.files,
         };
-        let free = w.free(now_ms());
+        let free = w.free(mono_ms());
         if free >= min {
             return Ok(());
         }
@@ -348,7 +348,7 @@ impl Quotas {
         let used = || fb.used.get(user).map_or(0, |u| *u);
         if used().saturating_add(size) > fb.max
             && fb.stale.load(Ordering::Relaxed)
-            && now_ms().saturating_sub(fb.read_at.load(Ordering::Relaxed)) >= 2_000
+            && mono_ms().saturating_sub(fb.read_at.load(Ordering::Relaxed)) >= 2_000
         {
             fb.stale.store(false, Ordering::Relaxed);
             fb.read();

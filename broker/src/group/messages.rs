@@ -87,7 +87,7 @@ impl MessageState {
     }
 
     /// Token bucket (the arithmetic is `rules::rate`'s): whether `user` may send one more
-    /// at `now` (ms since the Unix epoch).
+    /// at `now` (monotonic ms, [`crate::clock::mono_ms`]).
     fn allow(&mut self, user: &str, per_sec: u32, now: i64) -> bool {
         let rate = Rate {
             per_sec,
@@ -364,7 +364,10 @@ fn prepare(
         .as_ref()
         .ok_or_else(|| ApiError::no_group(&st.gid.to_string()))?;
     rules::check_send(g, caller, payload.len(), settings.max_bytes, now)?;
-    if !st.msgs.allow(&caller.user, settings.rate_per_sec, now) {
+    if !st
+        .msgs
+        .allow(&caller.user, settings.rate_per_sec, crate::clock::mono_ms())
+    {
         return Err(ApiError::new(
             ErrorCode::MessageCurrentLimiting,
             format!(

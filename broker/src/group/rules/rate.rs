@@ -1,5 +1,6 @@
 //! Token buckets: how many requests of one kind a user may make, as plain arithmetic over a
-//! `now` the driver passes in (ms since the Unix epoch), so it is tested without a clock.
+//! `now` the driver passes in (monotonic ms, [`crate::clock::mono_ms`]: a wall clock that
+//! steps would lock users out), so it is tested without a clock.
 //!
 //! A bucket holds up to `burst` tokens and gains `per_sec` tokens a second; a request takes
 //! one. A request refused for another reason gives its token back ([`Bucket::give_back`]),
@@ -9,7 +10,7 @@
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
     tokens: f64,
-    /// When `tokens` was last brought up to date, ms since the Unix epoch.
+    /// When `tokens` was last brought up to date (the driver's monotonic ms).
     at_ms: i64,
 }
 
@@ -40,12 +41,14 @@ impl Bucket {
         }
     }
 
-    /// Refills for the time since the last call (a clock that stepped back adds nothing).
+    /// Refills for the time since the last call. A time that went back adds nothing and
+    /// becomes the new reference, so refilling resumes from there (keeping the later time
+    /// would refill nothing until the clock caught up again).
     fn refill(&mut self, rate: Rate, now_ms: i64) {
         let elapsed = now_ms.saturating_sub(self.at_ms).max(0);
         let gained = elapsed as f64 / 1000.0 * f64::from(rate.per_sec);
         self.tokens = (self.tokens + gained).min(rate.capacity());
-        self.at_ms = self.at_ms.max(now_ms);
+        self.at_ms = now_ms;
     }
 
     /// Takes one token at `now_ms`; false (and nothing taken) when the bucket is empty.
@@ -109,6 +112,26 @@ mod tests {
         );
         assert!(!b.take(R, 0), "clock stepped back");
         assert!(b.take(R, 1_000_100));
+    }
+
+    #[test]
+    fn a_bucket_fed_a_time_that_goes_back_refills_normally_afterwards() {
+        let one = Rate {
+            per_sec: 1,
+            burst: 1,
+        };
+        let mut b = Bucket::full(one, 0);
+        assert!(b.take(one, 3_600_000), "a step an hour forward");
+        assert!(
+            !b.take(one, 1_000),
+            "then back: nothing gained, the token is spent"
+        );
+        assert!(
+            b.take(one, 2_000),
+            "a second after the step back, a second's worth of tokens"
+        );
+        assert!(!b.take(one, 2_500));
+        assert!(b.take(one, 3_000));
     }
 
     #[test]
