@@ -457,7 +457,31 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     ramp: secs(ramp.unwrap_or(if kind == "slow-upload" { 35.0 } else { 3.0 })),
                     rate: *rate,
                 };
-                let s = start_convoke()?;
+                let s = if kind == "preauth" {
+                    // The defences under test include the limit on new connections per
+                    // address, which the loadgen's brokers otherwise run without
+                    // (servers.rs): back to the broker's default, unless --set says else.
+                    let d = convoke_broker::Config::default().sessions;
+                    let mut settings = vec![
+                        format!(
+                            "sessions.new_connections_per_ip_per_sec={}",
+                            d.new_connections_per_ip_per_sec
+                        ),
+                        format!(
+                            "sessions.new_connections_per_ip_burst={}",
+                            d.new_connections_per_ip_burst
+                        ),
+                    ];
+                    settings.extend(c.settings.iter().cloned());
+                    eprintln!(
+                        "starting {} (core {:?}) with {settings:?}",
+                        bin.display(),
+                        pin
+                    );
+                    ConvokeServer::start(&bin, pin, &settings)?
+                } else {
+                    start_convoke()?
+                };
                 let o = attack::attack(&s, kind, &opts, &spec, &fleet).await;
                 let o = o.map_err(|e| e.context(tail(&s.log())))?;
                 println!("{}", o.summary());

@@ -66,10 +66,12 @@ impl ConvokeServer {
             .args(["--set", &format!("auth.secret={secret}")])
             .args(["--set", "log.level=warn"])
             // Every simulated user connects from 127.0.0.1 and a bench sender sends as fast
-            // as it is told to: the per-address cap and the per-user rate limits, which are
-            // there against abuse from the internet, would refuse the load being measured.
+            // as it is told to: the per-address caps (open and new connections) and the
+            // per-user rate limits, which are there against abuse from the internet, would
+            // refuse the load being measured.
             // A bench's own settings come after these and may turn them back on.
             .args(["--set", "sessions.max_connections_per_ip=0"])
+            .args(["--set", "sessions.new_connections_per_ip_per_sec=0"])
             .args(["--set", "quotas.messages_per_sec=0"])
             .args(["--set", "quotas.requests_per_sec=0"]);
         for s in settings {
