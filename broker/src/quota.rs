@@ -5,10 +5,10 @@
 //!   groups on this node) for state-changing requests (`quotas.requests_per_sec`) and one
 //!   for messages (`quotas.messages_per_sec`); reads are not limited. A request over its
 //!   rate is answered 509 MESSAGE_CURRENT_LIMITING naming the setting, before its group is
-//!   even looked at. A request refused for any other reason gives its token back
-//!   ([`Admitted::refused`]), so only what was done counts; that is how a refused send's
-//!   own error (605, 602, 507, 506, 511) still comes first, as the contract orders them,
-//!   unless the sender is already over the rate. The arithmetic is
+//!   even looked at. A request refused for another reason keeps its token spent: it cost
+//!   work too (a look-up, a group loaded), and a refund would let a user loop refused
+//!   requests without limit. Within the rate a refused send still gets its own error (605,
+//!   602, 507, 506, 511) first, as the contract orders them. The arithmetic is
 //!   `group::rules::rate`'s.
 //! - **Disk** ([`Quotas::check_disk`]): sends and uploads are refused while the free
 //!   space of the data (or files) directory is below `quotas.min_free_disk_mb`, so that the
@@ -117,12 +117,6 @@ impl Buckets {
                 self.rate.per_sec, self.what, self.rate.burst, self.setting
             ),
         ))
-    }
-
-    fn give_back(&self, user: &str) {
-        if let Some(mut b) = self.map.get_mut(user) {
-            b.give_back(self.rate);
-        }
     }
 
     fn prune(&self, now: i64) {
@@ -247,14 +241,6 @@ impl FileBytes {
     }
 }
 
-/// A request admitted under its rate: [`Admitted::refused`] gives its token back if it then
-/// fails for another reason.
-#[derive(Debug)]
-#[must_use = "a refused request must give its token back"]
-pub struct Admitted {
-    class: RequestClass,
-}
-
 impl Quotas {
     /// Quotas with `settings`, watching the free space of `data_dir` and `files_dir`.
     pub fn new(settings: &QuotaSettings, data_dir: &Path, files_dir: &Path) -> Self {
@@ -284,14 +270,14 @@ impl Quotas {
     }
 
     /// Takes a token for a request of `class` by `user` (reads take none), or answers 509.
-    pub fn admit(&self, user: &str, class: RequestClass) -> Result<Admitted, ApiError> {
+    pub fn admit(&self, user: &str, class: RequestClass) -> Result<(), ApiError> {
         let now = mono_ms();
         match class {
             RequestClass::Read => {}
             RequestClass::Change => self.inner.requests.take(user, now)?,
             RequestClass::Message => self.inner.messages.take(user, now)?,
         }
-        Ok(Admitted { class })
+        Ok(())
     }
 
     /// Whether a write into `disk` may go ahead: refused (500 for a send, retryable once
@@ -387,17 +373,6 @@ impl Quotas {
     }
 }
 
-impl Admitted {
-    /// The request failed for another reason: its token goes back to `user`'s bucket.
-    pub fn refused(self, quotas: &Quotas, user: &str) {
-        match self.class {
-            RequestClass::Read => {}
-            RequestClass::Change => quotas.inner.requests.give_back(user),
-            RequestClass::Message => quotas.inner.messages.give_back(user),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,15 +413,6 @@ mod tests {
             q.admit("a", RequestClass::Message).is_ok(),
             "messages unlimited here"
         );
-    }
-
-    #[test]
-    fn a_refused_request_costs_nothing() {
-        let (_d, q) = quotas(0);
-        for _ in 0..10 {
-            q.admit("a", RequestClass::Change).unwrap().refused(&q, "a");
-        }
-        assert!(q.admit("a", RequestClass::Change).is_ok());
     }
 
     #[test]

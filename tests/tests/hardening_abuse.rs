@@ -72,7 +72,8 @@ async fn a_create_destroy_flood_cannot_push_out_a_real_invitation() {
 }
 
 /// Messages over the per-user rate are answered 509 naming the setting; a send refused for
-/// another reason costs nothing; other users are not affected.
+/// another reason within the rate gets its own error and counts too; other users are not
+/// affected.
 #[tokio::test]
 async fn messages_over_the_rate_are_refused_with_509() {
     let broker = Broker::start_with(&[
@@ -87,14 +88,12 @@ async fn messages_over_the_rate_are_refused_with_509() {
         .create_group(group_data("g", &["bob"]))
         .await
         .unwrap();
-    // Refused sends (no such group, too large) take no token.
-    for _ in 0..5 {
-        assert_code(
-            alice.client.send_group_message("999999", "x", false).await,
-            ErrorCode::GroupNotExist,
-        );
-    }
-    for i in 0..3 {
+    // A refused send (no such group) gets its own error and spends a token.
+    assert_code(
+        alice.client.send_group_message("999999", "x", false).await,
+        ErrorCode::GroupNotExist,
+    );
+    for i in 0..2 {
         alice
             .client
             .send_group_message(&gid, format!("{i}"), false)
@@ -115,7 +114,7 @@ async fn messages_over_the_rate_are_refused_with_509() {
         .get_group_messages(&gid, None, Some(0), 100)
         .await
         .unwrap();
-    assert_eq!(history.len(), 4, "the refused send stored nothing");
+    assert_eq!(history.len(), 3, "the refused sends stored nothing");
 }
 
 /// State-changing requests over the per-user rate are refused 509 naming the setting;
@@ -271,4 +270,43 @@ async fn shared_files_per_user_are_bounded() {
         }
     })
     .await;
+}
+
+/// Refused requests count against the rate like any other: a user looping requests that
+/// are all refused (here removeGroupMember on sequential group ids that do not exist, each
+/// a directory look-up) is answered 509 once over it, and the requests refused for their
+/// own reason still get their own code first.
+#[tokio::test]
+async fn refused_requests_count_against_the_rate() {
+    let broker = Broker::start_with(&[
+        ("quotas.requests_per_sec", "1"),
+        ("quotas.requests_burst", "3"),
+    ])
+    .await;
+    let mallory = broker.connect("mallory").await;
+    let mut codes = Vec::new();
+    for i in 0..10u32 {
+        let gid = (900_000 + i).to_string();
+        match mallory.client.remove_group_member(&gid, "alice").await {
+            Err(convoke_client::ClientError::Api(e)) => codes.push(e.code),
+            other => panic!("removeGroupMember on a missing group: {other:?}"),
+        }
+    }
+    assert_eq!(
+        codes[0],
+        ErrorCode::GroupNotExist,
+        "within the rate, its own error"
+    );
+    let limited = codes
+        .iter()
+        .filter(|c| **c == ErrorCode::MessageCurrentLimiting)
+        .count();
+    assert!(
+        limited >= 5,
+        "10 refused requests against a burst of 3 at 1/s: {codes:?}"
+    );
+    assert!(
+        broker.metric("convoke_rate_limited_total").await >= 5.0,
+        "counted"
+    );
 }

@@ -7,14 +7,16 @@
 //!
 //! Before anything else a request takes a token from its user's bucket ([`crate::quota`]):
 //! state-changing requests and messages each have a per-user rate (509 over it), reads are
-//! free. A request that then fails for another reason gives its token back. A send is also
-//! refused (500) while the data directory is below the free-disk watermark.
+//! free. A request that then fails for another reason keeps its token spent: refused
+//! requests cost the broker work too (a directory look-up, a group loaded and dropped), so
+//! every request counts. A send is also refused (500) while the data directory is below
+//! the free-disk watermark.
 
 use super::io::Responder;
 use super::lookup;
 use crate::group::rules::Caller;
 use crate::node::Node;
-use crate::quota::{Admitted, Disk};
+use crate::quota::Disk;
 use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::handshake::ServerFrame;
 use convoke_protocol::{ids::parse_group_id, ApiError, ErrorCode, Request, RequestClass, Response};
@@ -42,24 +44,20 @@ pub async fn route(
         request,
         Request::DeleteGroupSharedFile { .. } | Request::DestroyGroup { .. }
     );
-    let admitted = match admit(node, caller, &request) {
-        Ok(a) => a,
-        Err(e) => return respond(responses, id, method, started, Err(e)).await,
-    };
+    if let Err(e) = admit(node, caller, &request) {
+        return respond(responses, id, method, started, Err(e)).await;
+    }
     match request.group_id().map(parse_group_id) {
         Some(Err(e)) => {
-            admitted.refused(&node.quotas, &caller.user);
             respond(responses, id, method, started, Err(e)).await;
         }
         Some(Ok(gid)) => match node.groups.dispatch(gid, caller.clone(), request).await {
             Ok(pending) => {
                 let responses = responses.clone();
-                let (quotas, user) = (node.quotas.clone(), caller.user.clone());
+                let quotas = node.quotas.clone();
                 tokio::spawn(async move {
                     let result = pending.wait().await;
-                    if result.is_err() {
-                        admitted.refused(&quotas, &user);
-                    } else if frees_files {
+                    if result.is_ok() && frees_files {
                         quotas.files_deleted();
                     }
                     respond(&responses, id, method, started, result).await;
@@ -67,7 +65,6 @@ pub async fn route(
                 });
             }
             Err(e) => {
-                admitted.refused(&node.quotas, &caller.user);
                 respond(responses, id, method, started, Err(e)).await;
             }
         },
@@ -75,9 +72,6 @@ pub async fn route(
             let (node, caller, responses) = (node.clone(), caller.clone(), responses.clone());
             tokio::spawn(async move {
                 let result = lookup::serve(&node, &caller, request).await;
-                if result.is_err() {
-                    admitted.refused(&node.quotas, &caller.user);
-                }
                 respond(&responses, id, method, started, result).await;
                 drop(slot);
             });
@@ -87,7 +81,7 @@ pub async fn route(
 
 /// The caller's rate limits and, for a send, the disk watermark (see [`crate::quota`]).
 /// App admins (the operator's own tools) are not rate limited.
-fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<Admitted, ApiError> {
+fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError> {
     let class = request.class();
     if class == RequestClass::Message {
         node.quotas.check_disk(Disk::Data, ErrorCode::ServerBusy)?;

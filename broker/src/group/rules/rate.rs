@@ -3,8 +3,7 @@
 //! steps would lock users out), so it is tested without a clock.
 //!
 //! A bucket holds up to `burst` tokens and gains `per_sec` tokens a second; a request takes
-//! one. A request refused for another reason gives its token back ([`Bucket::give_back`]),
-//! so only what was done counts.
+//! one, whether it then succeeds or is refused for another reason.
 
 /// One user's bucket for one kind of request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,11 +62,6 @@ impl Bucket {
         } else {
             false
         }
-    }
-
-    /// Returns a token taken for a request that was then refused for another reason.
-    pub fn give_back(&mut self, rate: Rate) {
-        self.tokens = (self.tokens + 1.0).min(rate.capacity());
     }
 
     /// Whether the bucket is full at `now_ms`: it then says nothing a fresh one would not,
@@ -132,20 +126,6 @@ mod tests {
         );
         assert!(!b.take(one, 2_500));
         assert!(b.take(one, 3_000));
-    }
-
-    #[test]
-    fn a_refused_request_gives_its_token_back() {
-        let mut b = Bucket::full(R, 0);
-        for _ in 0..3 {
-            assert!(b.take(R, 0));
-        }
-        b.give_back(R);
-        assert!(b.take(R, 0));
-        for _ in 0..10 {
-            b.give_back(R);
-        }
-        assert!(b.is_full(R, 0), "never above the burst");
     }
 
     #[test]
