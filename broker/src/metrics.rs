@@ -122,7 +122,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_connections_retried_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Connection attempts answered with a QUIC Retry (address validation) because many connections were logging in (sessions.retry_above_logins) or the attempt would reach a connection cap.",
+        help: "Connection attempts answered with a QUIC Retry (address validation) because many connections were logging in (sessions.retry_above_logins), the attempt would reach a connection cap, or its address had used the half of its new-connection burst that unvalidated addresses may use (sessions.new_connections_per_ip_per_sec).",
         zero: UNLABELLED,
     },
     MetricDef {
