@@ -339,3 +339,28 @@ fn fault_injection_is_refused_by_release_builds() {
     assert!(super::validate::test_hooks_allowed(true, true).is_ok());
     assert!(super::validate::test_hooks_allowed(false, false).is_ok());
 }
+
+/// Durations that are added to an `Instant` (or a `tokio::time::Instant`) have an upper
+/// bound, so that no value can overflow the addition and panic at run time.
+#[test]
+fn durations_added_to_an_instant_are_bounded() {
+    let huge = "18446744073709551";
+    for (section, key, most) in [
+        ("server", "shutdown_grace_ms", "at most 3600000"),
+        ("groups", "idle_stop_secs", "at most 2592000"),
+        ("sessions", "handshake_timeout_ms", "at most 600000"),
+        ("sessions", "write_timeout_ms", "at most 3600000"),
+        ("store", "commit_deadline_ms", "at most 3600000"),
+        ("files", "transfer_max_secs", "at most 604800"),
+    ] {
+        let err = load_file(&format!("[{section}]\n{key} = {huge}\n")).unwrap_err();
+        assert_eq!(
+            err.field(),
+            Some(format!("{section}.{key}").as_str()),
+            "{err}"
+        );
+        assert!(err.to_string().contains(most), "{err}");
+    }
+    let d = Config::default();
+    assert!(d.server.shutdown_grace_ms <= 3_600_000 && d.store.commit_deadline_ms <= 3_600_000);
+}

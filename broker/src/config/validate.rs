@@ -254,6 +254,30 @@ impl Config {
             600_000,
         )?;
         at_least("files.transfer_max_secs", f.transfer_max_secs, 1, "")?;
+        // Durations added to an Instant: bounded so that no value overflows the addition
+        // (a panic at run time), each far above any sensible setting.
+        at_most(
+            "server.shutdown_grace_ms",
+            self.server.shutdown_grace_ms,
+            3_600_000,
+        )?;
+        at_most(
+            "groups.idle_stop_secs",
+            self.groups.idle_stop_secs,
+            2_592_000,
+        )?;
+        at_most(
+            "sessions.handshake_timeout_ms",
+            s.handshake_timeout_ms,
+            600_000,
+        )?;
+        at_most("sessions.write_timeout_ms", s.write_timeout_ms, 3_600_000)?;
+        at_most(
+            "store.commit_deadline_ms",
+            self.store.commit_deadline_ms,
+            3_600_000,
+        )?;
+        at_most("files.transfer_max_secs", f.transfer_max_secs, 604_800)?;
         at_least(
             "messages.history_page_bytes",
             m.history_page_bytes,
