@@ -193,7 +193,7 @@ pub fn expired_reason(expires_at: u64) -> Option<Vec<u8>> {
 /// admins may do what any owner may in any group, so what they do is kept in the log
 /// (who, which method, which group). Reads are not logged; nor are ordinary users' requests.
 pub fn audit_app_admin(caller: &Caller, request: &Request) {
-    if caller.app_admin && changes_state(request) {
+    if caller.app_admin && request.class() != convoke_protocol::RequestClass::Read {
         tracing::info!(
             admin = %caller.user,
             session = caller.session_id,
@@ -202,31 +202,6 @@ pub fn audit_app_admin(caller: &Caller, request: &Request) {
             "app-admin request"
         );
     }
-}
-
-/// Whether `request` may change state (everything but reads and pings).
-fn changes_state(request: &Request) -> bool {
-    use Request as R;
-    !matches!(
-        request,
-        R::Ping { .. }
-            | R::GetGroupInfo { .. }
-            | R::ListGroupMembers { .. }
-            | R::GetGroupAdmin { .. }
-            | R::GetGroupMutelist { .. }
-            | R::IsInGroupMutelist { .. }
-            | R::GetGroupBlocklist { .. }
-            | R::GetGroupAllowlist { .. }
-            | R::IsInGroupAllowlist { .. }
-            | R::FetchGroupAnnouncement { .. }
-            | R::GetGroupSharedFilelist { .. }
-            | R::GetGroupMemberAttributes { .. }
-            | R::GetGroupMembersAttributes { .. }
-            | R::GetJoinedGroups { .. }
-            | R::GetPublicGroups { .. }
-            | R::GetGroupMsgReadUser { .. }
-            | R::GetGroupMessages { .. }
-    )
 }
 
 fn mac(secret: &[u8], signed: &str) -> HmacSha256 {

@@ -49,9 +49,10 @@ impl Default for CreateGroupData {
 pub enum RequestClass {
     /// Changes nothing: not rate limited.
     Read,
-    /// Changes state (management, membership, attributes, receipts, file deletion).
+    /// Changes state (management, membership, attributes, file deletion).
     Change,
-    /// sendGroupMessage.
+    /// sendGroupMessage, and ackGroupMessage: a read receipt per message read, so its
+    /// volume follows the message traffic a user sees, not their management.
     Message,
 }
 
@@ -352,11 +353,11 @@ impl Request {
         }
     }
 
-    /// What the request does, for per-user rate limits: reads are not limited, sends are
-    /// limited as messages, everything else as a state-changing request.
+    /// What the request does, for per-user rate limits: reads are not limited, sends and
+    /// acks are limited as messages, everything else as a state-changing request.
     pub fn class(&self) -> RequestClass {
         match self {
-            Self::SendGroupMessage { .. } => RequestClass::Message,
+            Self::SendGroupMessage { .. } | Self::AckGroupMessage { .. } => RequestClass::Message,
             Self::Ping { .. }
             | Self::GetGroupInfo { .. }
             | Self::ListGroupMembers { .. }

@@ -310,3 +310,56 @@ async fn refused_requests_count_against_the_rate() {
         "counted"
     );
 }
+
+/// ackGroupMessage counts as a message (it stores a read receipt per message read), not
+/// as a state-changing request: a reader acking every message of a busy group is not held
+/// to the change rate, only to the messages rate.
+#[tokio::test]
+async fn acks_count_against_the_messages_rate_not_the_change_rate() {
+    let broker = Broker::start_with(&[
+        ("quotas.requests_per_sec", "1"),
+        ("quotas.requests_burst", "2"),
+        ("quotas.messages_per_sec", "1"),
+        ("quotas.messages_burst", "12"),
+    ])
+    .await;
+    let alice = broker.connect("alice").await;
+    let bob = broker.connect("bob").await;
+    let gid = alice
+        .client
+        .create_group(group_data("g", &["bob"]))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let sent = alice
+            .client
+            .send_group_message(&gid, format!("{i}"), true)
+            .await
+            .unwrap();
+        ids.push(sent.msg_id);
+    }
+    // 10 acks: over bob's change burst of 2, within his messages burst of 12.
+    for id in &ids {
+        bob.client.ack_group_message(&gid, id).await.unwrap();
+    }
+    let readers = alice
+        .client
+        .get_group_msg_read_user(&gid, &ids[9], 100, None)
+        .await
+        .unwrap();
+    assert!(format!("{readers:?}").contains("bob"), "{readers:?}");
+    // And they do spend the messages budget: bob has 2 messages' worth left.
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        match bob.client.send_group_message(&gid, "b", false).await {
+            Ok(_) => codes.push(None),
+            Err(convoke_client::ClientError::Api(e)) => codes.push(Some(e.code)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        codes.contains(&Some(ErrorCode::MessageCurrentLimiting)),
+        "{codes:?}"
+    );
+}

@@ -460,7 +460,8 @@ pub struct QuotasConfig {
     /// State-changing requests one user may make at once before the rate applies; at
     /// least 1. Default `500`.
     pub requests_burst: u32,
-    /// Messages one user may send per second, over all groups; `0` = no limit (see also
+    /// Messages one user may send (and read receipts, ackGroupMessage, they may give) per
+    /// second, over all groups; `0` = no limit (see also
     /// `messages.rate_limit_per_sec`, per group). Default `100`.
     pub messages_per_sec: u32,
     /// Messages one user may send at once before the rate applies; at least 1.

@@ -83,7 +83,7 @@ pub async fn route(
 /// App admins (the operator's own tools) are not rate limited.
 fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError> {
     let class = request.class();
-    if class == RequestClass::Message {
+    if matches!(request, Request::SendGroupMessage { .. }) {
         node.quotas.check_disk(Disk::Data, ErrorCode::ServerBusy)?;
     }
     let class = if caller.app_admin {
