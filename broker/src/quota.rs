@@ -20,7 +20,8 @@
 //!   would go over is refused (50 MAX_LIMIT) before a byte is taken. Usage is read from the
 //!   store at start, grows as uploads are recorded, and is read again (at most every two
 //!   seconds) when a check would refuse after files were deleted or groups destroyed, so
-//!   that a deletion frees room without per-owner bookkeeping in the store. Uploads in
+//!   that a deletion frees room without per-owner bookkeeping in the store. A re-read runs
+//!   in `spawn_blocking` (one at a time) and keeps what was recorded while it ran. Uploads in
 //!   progress are not counted: parallel uploads may overshoot by what is in flight
 //!   (bounded by `files.max_transfers_per_user` x `limits.max_file_bytes`).
 //! - Member attributes need no quota of their own: the contract bounds them per member and
@@ -206,14 +207,63 @@ struct FileBytes {
     stale: std::sync::atomic::AtomicBool,
     /// When usage was last read ([`mono_ms`]).
     read_at: AtomicI64,
+    /// While usage is being read: what was recorded meanwhile (the read may not see it),
+    /// added to the read's totals. `None` when no read is under way.
+    recorded_during_read: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>>,
 }
 
 impl FileBytes {
-    /// Reads every owner's usage from the store: the groups that have a blob directory.
+    /// Reads every owner's usage from the store (the groups that have a blob directory)
+    /// and merges it in; does nothing if another read is under way. Blocking: on the
+    /// async path, call it through `spawn_blocking`.
     fn read(&self) {
         let Some((store, dir)) = self.source.get() else {
             return;
         };
+        if !self.begin_read() {
+            return;
+        }
+        let used = Self::scan(store, dir);
+        self.finish_read(used);
+    }
+
+    /// Marks a read as under way; false if one already is.
+    fn begin_read(&self) -> bool {
+        let mut during = lock(&self.recorded_during_read);
+        if during.is_some() {
+            return false;
+        }
+        *during = Some(Default::default());
+        true
+    }
+
+    /// Ends a read: each owner's usage is what the read found plus what was recorded while
+    /// it ran (a file the read also saw counts twice until the next read: too much, never
+    /// too little); owners with nothing are forgotten.
+    fn finish_read(&self, mut used: std::collections::HashMap<String, u64>) {
+        let mut during = lock(&self.recorded_during_read);
+        for (u, n) in during.take().unwrap_or_default() {
+            *used.entry(u).or_default() += n;
+        }
+        self.used.retain(|u, _| used.contains_key(u));
+        for (u, n) in used {
+            self.used.insert(u, n);
+        }
+        self.read_at.store(mono_ms(), Ordering::Relaxed);
+    }
+
+    /// `size` more bytes of `user`'s files were recorded.
+    fn record(&self, user: &str, size: u64) {
+        let mut during = lock(&self.recorded_during_read);
+        if let Some(during) = during.as_mut() {
+            *during.entry(user.to_string()).or_default() += size;
+        }
+        *self.used.entry(user.to_string()).or_default() += size;
+    }
+
+    /// Every owner's usage in the store: blocking (a directory listing and a group load
+    /// per group with files).
+    fn scan(store: &crate::store::Store, dir: &Path) -> std::collections::HashMap<String, u64> {
         let mut used: std::collections::HashMap<String, u64> = Default::default();
         let groups = std::fs::read_dir(dir)
             .into_iter()
@@ -233,12 +283,12 @@ impl FileBytes {
                 }
             }
         }
-        self.used.clear();
-        for (u, n) in used {
-            self.used.insert(u, n);
-        }
-        self.read_at.store(mono_ms(), Ordering::Relaxed);
+        used
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Quotas {
@@ -326,7 +376,9 @@ impl Quotas {
     }
 
     /// Whether `user` may upload `size` more bytes of shared files (50 MAX_LIMIT if not).
-    pub fn check_file_bytes(&self, user: &str, size: u64) -> Result<(), ApiError> {
+    /// Usage is read again (off the async threads) first when it would refuse after files
+    /// were deleted.
+    pub async fn check_file_bytes(&self, user: &str, size: u64) -> Result<(), ApiError> {
         let fb = &self.inner.file_bytes;
         if fb.max == 0 {
             return Ok(());
@@ -337,7 +389,10 @@ impl Quotas {
             && mono_ms().saturating_sub(fb.read_at.load(Ordering::Relaxed)) >= 2_000
         {
             fb.stale.store(false, Ordering::Relaxed);
-            fb.read();
+            let inner = self.inner.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || inner.file_bytes.read()).await {
+                tracing::warn!(error = %e, "reading shared files' usage failed");
+            }
         }
         let used = used();
         if used.saturating_add(size) <= fb.max {
@@ -357,12 +412,7 @@ impl Quotas {
     /// An upload of `size` bytes by `user` was recorded.
     pub fn file_recorded(&self, user: &str, size: u64) {
         if self.inner.file_bytes.max > 0 {
-            *self
-                .inner
-                .file_bytes
-                .used
-                .entry(user.to_string())
-                .or_default() += size;
+            self.inner.file_bytes.record(user, size);
         }
     }
 
@@ -415,20 +465,38 @@ mod tests {
         );
     }
 
-    #[test]
-    fn file_bytes_per_user_are_bounded() {
+    #[tokio::test]
+    async fn file_bytes_per_user_are_bounded() {
         let (_d, q) = quotas(0);
-        assert!(q.check_file_bytes("a", 1000).is_ok());
+        assert!(q.check_file_bytes("a", 1000).await.is_ok());
         q.file_recorded("a", 600);
-        let e = q.check_file_bytes("a", 401).unwrap_err();
+        let e = q.check_file_bytes("a", 401).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::MaxLimit);
         assert!(
             e.message.contains("quotas.file_mb_per_user"),
             "{}",
             e.message
         );
-        assert!(q.check_file_bytes("a", 400).is_ok());
-        assert!(q.check_file_bytes("b", 1000).is_ok(), "per user");
+        assert!(q.check_file_bytes("a", 400).await.is_ok());
+        assert!(q.check_file_bytes("b", 1000).await.is_ok(), "per user");
+    }
+
+    /// Usage recorded while a re-read runs is not lost when the read's totals replace the
+    /// old ones (they used to be cleared and re-inserted from the read alone).
+    #[test]
+    fn usage_recorded_during_a_read_survives_it() {
+        let (_d, q) = quotas(0);
+        let fb = &q.inner.file_bytes;
+        q.file_recorded("gone", 10);
+        assert!(fb.begin_read());
+        assert!(!fb.begin_read(), "one read at a time");
+        q.file_recorded("a", 600);
+        fb.finish_read([("b".to_string(), 5)].into_iter().collect());
+        let used = |u: &str| fb.used.get(u).map(|n| *n);
+        assert_eq!(used("a"), Some(600), "recorded during the read");
+        assert_eq!(used("b"), Some(5), "found by the read");
+        assert_eq!(used("gone"), None, "no longer in the store");
+        assert!(fb.begin_read(), "the read is over");
     }
 
     #[test]

@@ -118,7 +118,7 @@ async fn receive(
     check_header(req)?;
     node.quotas
         .check_disk(crate::quota::Disk::Files, ErrorCode::UploadFileError)?;
-    node.quotas.check_file_bytes(&caller.user, req.size)?;
+    node.quotas.check_file_bytes(&caller.user, req.size).await?;
     let key = UploadKey {
         user: caller.user.clone(),
         upload_id: req.upload_id,
