@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use convoke_protocol::codec::{frame_bytes, MAX_FRAME_LEN};
 use convoke_protocol::{decode_frame, GroupEvent, GroupEventOp, Push};
 use dashmap::DashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The bounds on kept events (`sessions.kept_events_max`, `kept_events_per_sender_max`),
@@ -38,7 +39,23 @@ pub struct KeptLimits {
     /// costs ~0.14 ms, release build on the 2-core test machine). Reset to the exact figure at each login. Counts a write set as
     /// soon as it is built: a concurrent or failed one can leave it off by a few, which only
     /// moves when the oldest is dropped, until the next login.
-    counts: DashMap<String, usize>,
+    counts: DashMap<String, Counts>,
+}
+
+/// One user's kept events as counted: the total, and per operator those counted so far.
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    /// Per operator, the ids (and gids) of their kept events for the user, oldest first:
+    /// read from the `f` index the first time an operator writes to the user since the last
+    /// login, then kept up to date as events are kept and dropped; an operator with none
+    /// left is taken out (so this holds no more than the user's kept events). The oldest to
+    /// drop are taken from here under the map's lock, so two group actors writing to the
+    /// same user at once drop two different events, not the same one twice. Without it
+    /// every write read the operator's whole share from the index (up to
+    /// `kept_events_per_sender_max` entries): with 100 forced members that was a quarter of
+    /// the broker's CPU under the create/destroy flood of `convoke-loadgen attack inbox`.
+    by_sender: HashMap<String, VecDeque<(u64, u64)>>,
 }
 
 impl Default for KeptLimits {
@@ -130,36 +147,101 @@ impl Store {
             let (gid, from) = (gid_of(&ev), ev.from.as_str());
             ws.put(by_group_key(user, gid, id), from.as_bytes().to_vec());
             ws.put(by_sender_key(user, from, id), gid.to_be_bytes().to_vec());
+            self.count_kept(user, from, id, gid);
+        } else {
+            self.count_kept(user, "", id, 0);
         }
         ws.put(keys::inbox_key(user, id), frame.to_vec());
-        self.count_change(user, 1, 0);
     }
 
     /// `user`'s kept events as counted (see [`KeptLimits::counts`]).
     fn kept_count(&self, user: &str) -> Result<usize> {
-        if let Some(n) = self.kept.counts.get(user) {
-            return Ok(*n);
+        if let Some(c) = self.kept.counts.get(user) {
+            return Ok(c.total);
         }
         let mut n = 0;
         for k in self.db.scan_prefix(keys::inbox_prefix(user)).keys() {
             k?;
             n += 1;
         }
-        Ok(*self.kept.counts.entry(user.to_string()).or_insert(n))
+        let c = self.kept.counts.entry(user.to_string()).or_insert(Counts {
+            total: n,
+            by_sender: HashMap::new(),
+        });
+        Ok(c.total)
     }
 
-    /// Adds `plus` and takes `minus` off `user`'s count, if it is counted.
-    fn count_change(&self, user: &str, plus: usize, minus: usize) {
-        if let Some(mut n) = self.kept.counts.get_mut(user) {
-            *n = (*n + plus).saturating_sub(minus);
+    /// Reads `user`'s kept events from operator `from` from the index, unless they are
+    /// held already (see [`Counts::by_sender`]). Counts the user's total first.
+    fn load_share(&self, user: &str, from: &str) -> Result<()> {
+        self.kept_count(user)?;
+        if self
+            .kept
+            .counts
+            .get(user)
+            .is_some_and(|c| c.by_sender.contains_key(from))
+        {
+            return Ok(());
+        }
+        let mut share = VecDeque::new();
+        for kv in self.db.scan_prefix(by_sender_prefix(user, from)) {
+            let (k, v) = kv?;
+            if let Some(id) = keys::trailing_u64(&k) {
+                share.push_back((id, keys::trailing_u64(&v).unwrap_or(0)));
+            }
+        }
+        let mut c = self.kept.counts.entry(user.to_string()).or_default();
+        c.by_sender.entry(from.to_string()).or_insert(share);
+        Ok(())
+    }
+
+    /// Counts kept event `id` (of group `gid`) of `user` from `from`, where counted.
+    fn count_kept(&self, user: &str, from: &str, id: u64, gid: u64) {
+        if let Some(mut c) = self.kept.counts.get_mut(user) {
+            c.total += 1;
+            if let Some(share) = c.by_sender.get_mut(from) {
+                share.push_back((id, gid));
+            }
         }
     }
 
-    /// The drops that make room for `ev` among `user`'s kept events.
+    /// Counts kept event `id` of `user` from `from` off, where counted.
+    fn count_dropped(&self, user: &str, from: &str, id: u64) {
+        if let Some(mut c) = self.kept.counts.get_mut(user) {
+            c.total = c.total.saturating_sub(1);
+            if let Some(share) = c.by_sender.get_mut(from) {
+                share.retain(|&(i, _)| i != id);
+                if share.is_empty() {
+                    c.by_sender.remove(from);
+                }
+            }
+        }
+    }
+
+    /// Takes the oldest of `from`'s kept events for `user` off their share until one more
+    /// fits in `per_sender`, and returns them (id, gid).
+    fn over_share(&self, user: &str, from: &str, per_sender: usize) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        if let Some(mut c) = self.kept.counts.get_mut(user) {
+            let Counts { total, by_sender } = &mut *c;
+            if let Some(share) = by_sender.get_mut(from) {
+                while share.len() >= per_sender {
+                    let Some(old) = share.pop_front() else { break };
+                    *total = total.saturating_sub(1);
+                    out.push(old);
+                }
+            }
+        }
+        out
+    }
+
+    /// The drops that make room for `ev` among `user`'s kept events. Reads the index only
+    /// for what it drops: the user's events of the group when `ev` supersedes them, and the
+    /// oldest of an operator's share or of the total when over a bound.
     fn bound_writes(&self, ws: &mut WriteSet, user: &str, ev: &GroupEvent) -> Result<()> {
         let gid = gid_of(ev);
         // Counted from the store before this write set drops anything.
-        self.kept_count(user)?;
+        self.load_share(user, &ev.from)?;
         let mut dropped = std::collections::BTreeSet::new();
         if supersedes(ev, user) {
             let prefix = by_group_prefix(user, gid);
@@ -168,7 +250,9 @@ impl Store {
                 let Some(old) = keys::trailing_u64(&k) else {
                     continue;
                 };
-                drop_writes(ws, user, old, gid, &String::from_utf8_lossy(&from));
+                let from = String::from_utf8_lossy(&from);
+                drop_writes(ws, user, old, gid, &from);
+                self.count_dropped(user, &from, old);
                 dropped.insert(old);
             }
             if !dropped.is_empty() {
@@ -177,46 +261,41 @@ impl Store {
             }
         }
         let mut over = 0u64;
-        // One operator's share.
+        // One operator's share: the oldest of theirs go first.
         let per_sender = self.kept.per_sender.load(Ordering::Relaxed);
-        let mine: Vec<(u64, u64)> = self
-            .db
-            .scan_prefix(by_sender_prefix(user, &ev.from))
-            .filter_map(|kv| {
-                let (k, v) = kv.ok()?;
-                let id = keys::trailing_u64(&k)?;
-                Some((id, keys::trailing_u64(&v).unwrap_or(0)))
-            })
-            .filter(|(id, _)| !dropped.contains(id))
-            .collect();
-        let excess = (mine.len() + 1).saturating_sub(per_sender);
-        for &(old, g) in mine.iter().take(excess) {
+        for (old, g) in self.over_share(user, &ev.from, per_sender) {
             drop_writes(ws, user, old, g, &ev.from);
             dropped.insert(old);
             over += 1;
         }
         // The user's total: the oldest go first.
         let max = self.kept.max.load(Ordering::Relaxed);
-        self.count_change(user, 0, dropped.len());
         let excess = (self.kept_count(user)? + 1).saturating_sub(max);
-        let oldest: Vec<sled::IVec> = self
-            .db
-            .scan_prefix(keys::inbox_prefix(user))
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| keys::trailing_u64(k).is_none_or(|id| !dropped.contains(&id)))
-            .take(excess)
-            .collect();
-        self.count_change(user, 0, oldest.len());
-        for k in oldest.iter() {
-            let Some(old) = keys::trailing_u64(k) else {
-                continue;
-            };
-            match self.db.get(k)?.and_then(|v| event_of(&v)) {
-                Some(e) => drop_writes(ws, user, old, gid_of(&e), &e.from),
-                None => ws.delete(k.to_vec()),
+        if excess > 0 {
+            let oldest: Vec<sled::IVec> = self
+                .db
+                .scan_prefix(keys::inbox_prefix(user))
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| keys::trailing_u64(k).is_none_or(|id| !dropped.contains(&id)))
+                .take(excess)
+                .collect();
+            for k in oldest.iter() {
+                let Some(old) = keys::trailing_u64(k) else {
+                    continue;
+                };
+                match self.db.get(k)?.and_then(|v| event_of(&v)) {
+                    Some(e) => {
+                        drop_writes(ws, user, old, gid_of(&e), &e.from);
+                        self.count_dropped(user, &e.from, old);
+                    }
+                    None => {
+                        ws.delete(k.to_vec());
+                        self.count_dropped(user, "", old);
+                    }
+                }
+                over += 1;
             }
-            over += 1;
         }
         if over > 0 {
             metrics::counter!("convoke_kept_events_dropped_total").increment(over);
@@ -243,7 +322,13 @@ impl Store {
             }
         }
         entries.reverse();
-        self.kept.counts.insert(user.to_string(), entries.len());
+        self.kept.counts.insert(
+            user.to_string(),
+            Counts {
+                total: entries.len(),
+                by_sender: HashMap::new(),
+            },
+        );
         let mut frames = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             let legacy = match decode_frame::<Push>(&mut BytesMut::from(&v[..]), MAX_FRAME_LEN) {
@@ -260,12 +345,17 @@ impl Store {
         Ok((frames, dropped))
     }
 
-    /// Removes one kept event (its key `k`, its frame `v`) and its index entries, now.
+    /// Removes one kept event (its key `k`, its frame `v`) and its index entries, now,
+    /// and counts it off.
     fn remove_kept(&self, user: &str, k: &[u8], v: &[u8]) -> Result<()> {
         self.db.remove(k)?;
-        if let (Some(id), Some(ev)) = (keys::trailing_u64(k), event_of(v)) {
-            self.db.remove(by_group_key(user, gid_of(&ev), id))?;
-            self.db.remove(by_sender_key(user, &ev.from, id))?;
+        match (keys::trailing_u64(k), event_of(v)) {
+            (Some(id), Some(ev)) => {
+                self.db.remove(by_group_key(user, gid_of(&ev), id))?;
+                self.db.remove(by_sender_key(user, &ev.from, id))?;
+                self.count_dropped(user, &ev.from, id);
+            }
+            _ => self.count_dropped(user, "", 0),
         }
         Ok(())
     }
@@ -339,7 +429,6 @@ impl Store {
             let k = keys::inbox_key(user, *id);
             if let Some(v) = self.db.get(&k)? {
                 self.remove_kept(user, &k, &v)?;
-                self.count_change(user, 0, 1);
             }
         }
         Ok(())
@@ -464,6 +553,32 @@ mod tests {
             2 * 5,
             "index entries go with their events"
         );
+    }
+
+    #[tokio::test]
+    async fn two_write_sets_built_at_once_drop_two_different_events_of_a_full_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        store.set_kept_limits(100, 3);
+        for gid in 1..=3 {
+            keep(&store, "v", ev(GroupEventOp::Destroy, gid, "flood", &[])).await;
+        }
+        // Two group actors keeping an event for "v" at the same time: both write sets are
+        // built before either is committed.
+        let mut sets = Vec::new();
+        for gid in [10, 11] {
+            let id = store.new_id().unwrap();
+            let e = ev(GroupEventOp::DirectJoined, gid, "flood", &["v"]);
+            let frame = frame_bytes(&Push::Kept { id, event: e }).unwrap();
+            let mut ws = WriteSet::default();
+            store.inbox_put(&mut ws, "v", id, &frame);
+            sets.push(ws);
+        }
+        for ws in sets {
+            store.commit(ws).await.unwrap();
+        }
+        let gids: Vec<String> = kept(&store, "v").into_iter().map(|k| k.1).collect();
+        assert_eq!(gids, ["3", "10", "11"], "the share stays at its bound");
     }
 
     #[tokio::test]
