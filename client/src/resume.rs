@@ -191,6 +191,10 @@ enum FillError {
     Lost,
     /// The group is gone or the user is no longer a member: stop tracking it.
     Gone,
+    /// The group's history ends before the client's position: the broker's data was rolled
+    /// back (restored from a backup) and the seqs after this one will be given to new
+    /// messages. Carry on from here, or those messages would be dropped as already seen.
+    RolledBack(u64),
 }
 
 struct Sequencer {
@@ -464,7 +468,8 @@ impl Sequencer {
                         self.hand_on(&m.group_id, missed).await;
                         break;
                     }
-                    Err(FillError::Gone) => return,
+                    // (Only a catch-up, which has no upper bound, sees a rollback.)
+                    Err(FillError::Gone | FillError::RolledBack(_)) => return,
                     // Not handed on: the next gap (a later message) or the next link's
                     // catch-up fetches it with the rest.
                     Err(FillError::Lost) if link.is_closed() || attempt >= FILL_ATTEMPTS => return,
@@ -528,6 +533,15 @@ impl Sequencer {
                 Err(FillError::Gone) => {
                     self.last.remove(&g);
                 }
+                Err(FillError::RolledBack(head)) => {
+                    tracing::warn!(
+                        group = %g,
+                        head,
+                        "the group's history ends before this client's position (the broker \
+                         was restored from a backup?): carrying on from its newest message"
+                    );
+                    self.last.insert(g, head);
+                }
                 Err(FillError::Lost) => {}
             }
         }
@@ -547,7 +561,7 @@ impl Sequencer {
                 Err(FillError::Gone) => {
                     self.known.remove(&g);
                 }
-                Err(FillError::Lost) => {}
+                Err(FillError::Lost | FillError::RolledBack(_)) => {}
             }
         }
         recovered
@@ -599,7 +613,11 @@ impl Sequencer {
                     self.history(link, group, None, None, 1)
                 );
                 let first = first?;
-                let head = newest?.last().map_or(after, |m| m.seq);
+                let newest = newest?.last().map(|m| m.seq);
+                if newest.unwrap_or(0) < after {
+                    return Err(FillError::RolledBack(newest.unwrap_or(0)));
+                }
+                let head = newest.unwrap_or(after);
                 let start = first.last().map_or(after, |m| m.seq);
                 if head <= start {
                     return Ok(first);

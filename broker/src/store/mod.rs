@@ -78,7 +78,14 @@ pub struct Store {
     committer: Committer,
     /// The bounds on kept events ([`kept`]).
     kept: std::sync::Arc<kept::KeptLimits>,
+    /// Added to sled's id counter: see [`Store::new_id`].
+    id_base: u64,
 }
+
+/// Ids [`Store::new_id`] may hand out per millisecond of wall-clock time between two starts
+/// without one start's ids reaching the next one's (see there). sled's counter itself jumps
+/// by up to a million at each start, so a start takes one millisecond of this room.
+const IDS_PER_MS: u64 = 1_000_000;
 
 impl Store {
     /// Opens (or creates) the database in `dir`.
@@ -89,10 +96,14 @@ impl Store {
             .open()?;
         let committer =
             Committer::start(db.clone()).map_err(|e| StoreError::Start(e.to_string()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Ok(Self {
             db,
             committer,
             kept: std::sync::Arc::default(),
+            id_base: now.saturating_mul(IDS_PER_MS),
         })
     }
 
@@ -167,9 +178,18 @@ impl Store {
         self.committer.failed().await
     }
 
-    /// A new unique id (group ids, inbox sequence numbers). Never reused, across restarts.
+    /// A new unique id (group, message, file and kept-event ids). Never reused, across
+    /// restarts and across a restore from a backup.
+    ///
+    /// sled's counter alone survives restarts but not a restore: a restored database
+    /// counts on from the backup, and ids handed out after the backup was taken (to groups,
+    /// messages and files clients still know of) would be given again. So each start adds
+    /// its start time, [`IDS_PER_MS`] per millisecond, to the counter: a later start's ids
+    /// are above every earlier start's as long as that one handed out fewer than a million
+    /// ids per millisecond it ran (and the clock did not go back between the two starts).
+    /// Ids are about 1.8e18 (until the year 2500): clients keep them as strings.
     pub fn new_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()? + 1)
+        Ok(self.id_base.saturating_add(self.db.generate_id()?) + 1)
     }
 
     /// Bytes on disk.
