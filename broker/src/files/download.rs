@@ -84,7 +84,7 @@ async fn open(
         file_id: req.file_id.clone(),
         secret: req.secret.clone(),
     };
-    let (fid, rec) = match node.groups.file_op(gid, caller.clone(), op).await? {
+    let (fid, rec) = match crate::ingress::file(node, gid, caller.clone(), op).await? {
         FileReply::Found { file_id, rec } => (file_id, rec),
         other => {
             return Err(ApiError::new(

@@ -181,7 +181,7 @@ async fn receive(
     let record = FileOp::Record { file_id: fid, rec };
     // The record ends the hold on the quota, whatever its outcome.
     kept.hold.armed = false;
-    match node.groups.file_op(gid, caller.clone(), record).await {
+    match crate::ingress::file(node, gid, caller.clone(), record).await {
         Ok(FileReply::Recorded(file)) => {
             node.quotas.file_recorded(&caller.user, file.file_size);
             lease.complete(req.clone(), file.clone(), keep);
@@ -232,7 +232,7 @@ async fn admit(
         fid,
         armed: true,
     };
-    if let Err(e) = node.groups.file_op(gid, caller.clone(), admit).await {
+    if let Err(e) = crate::ingress::file(node, gid, caller.clone(), admit).await {
         hold.armed = false;
         return Err(e);
     }
@@ -388,8 +388,7 @@ struct Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         if self.armed {
-            self.groups
-                .release_upload(self.gid, self.caller.clone(), self.fid);
+            crate::ingress::release_upload(&self.groups, self.gid, self.caller.clone(), self.fid);
         }
     }
 }

@@ -54,7 +54,8 @@ pub struct Shared {
 /// The answer to one request.
 pub type Reply = Result<Response, ApiError>;
 
-/// Messages a group actor handles. Local only: sessions reach it through [`super::Groups`].
+/// Messages a group actor handles. Local only: everything outside the group reaches it as a
+/// [`super::GroupCall`] through [`super::Groups::call`].
 #[derive(Debug)]
 pub enum GroupMsg {
     /// A request from a session.
@@ -68,6 +69,11 @@ pub enum GroupMsg {
         caller: Caller,
         data: CreateGroupData,
         reply: RpcReplyPort<Reply>,
+    },
+    /// getGroupInfo for this group (the ingress gathers a list of ids from their actors).
+    Info {
+        caller: Caller,
+        reply: RpcReplyPort<Result<convoke_protocol::GroupInfo, ApiError>>,
     },
     /// Timer: end expired mutes; check idleness.
     Tick,
@@ -292,6 +298,17 @@ impl Actor for GroupActor {
                 st.touch();
                 let result = handle_create(st, &caller, &data).await;
                 st.note_caller(&caller, result.is_ok());
+                let _ = reply.send(result);
+                after_request(&myself, st);
+            }
+            GroupMsg::Info { caller, reply } => {
+                st.touch();
+                let result = match st.group.as_ref() {
+                    Some(g) => rules::info(g, &caller),
+                    None => Err(ApiError::no_group(&st.gid.to_string())),
+                };
+                // A read by a non-member (of a public group) does not keep the group loaded.
+                st.note_caller(&caller, false);
                 let _ = reply.send(result);
                 after_request(&myself, st);
             }

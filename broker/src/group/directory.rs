@@ -19,13 +19,12 @@
 //! with a later expiry stops, the directory keeps (group, expiry) in a wake-up list with
 //! one timer, and loads the group again shortly before the expiry.
 //!
-//! [`Groups`] is the handle sessions use: a lock-free map look-up in the common case, a call
-//! to the directory only to spawn.
+//! [`Groups`] is the handle the ingress uses (through [`Groups::call`](super::call)): a
+//! lock-free map look-up in the common case, a call to the directory only to spawn.
 
-use super::actor::{GroupActor, GroupArgs, GroupMsg, Reply, Shared};
-use super::rules::Caller;
+use super::actor::{GroupActor, GroupArgs, GroupMsg, Shared};
 use crate::clock::now_ms;
-use convoke_protocol::{ApiError, CreateGroupData, ErrorCode, Request};
+use convoke_protocol::{ApiError, ErrorCode};
 use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::{BTreeSet, HashMap};
@@ -562,7 +561,13 @@ impl Groups {
         self.map.len()
     }
 
-    async fn actor(&self, gid: u64) -> Result<ActorRef<GroupMsg>, ApiError> {
+    /// Whether group `gid` exists (its actor runs, or the store has its record).
+    pub(super) fn exists(&self, gid: u64) -> bool {
+        self.map.contains_key(&gid) || self.shared.store.meta(gid).ok().flatten().is_some()
+    }
+
+    /// The actor of `gid`, spawned if needed (whether or not the group exists).
+    pub(super) async fn actor(&self, gid: u64) -> Result<ActorRef<GroupMsg>, ApiError> {
         if let Some(a) = self.map.get(&gid) {
             return Ok(a.clone());
         }
@@ -574,107 +579,10 @@ impl Groups {
         })?
     }
 
-    /// The actor of an existing group (605 if there is no such group).
-    pub(super) async fn actor_for(&self, gid: u64) -> Result<ActorRef<GroupMsg>, ApiError> {
-        if !self.map.contains_key(&gid) && self.shared.store.meta(gid).ok().flatten().is_none() {
-            return Err(ApiError::no_group(&gid.to_string()));
-        }
-        self.actor(gid).await
-    }
-
     /// Drops `actor` from the map if it is still the one of `gid` (it was stopping).
     pub(super) fn forget(&self, gid: u64, actor: &ActorRef<GroupMsg>) {
         self.map
             .remove_if(&gid, |_, a| a.get_id() == actor.get_id());
-    }
-
-    /// Queues `request` in its group's mailbox and returns the pending answer.
-    ///
-    /// Awaiting this queues the message; awaiting the returned [`PendingReply`] waits for the
-    /// answer. A session awaits the first in order and the second concurrently, so requests
-    /// it receives in order reach the group in order, while still being pipelined.
-    pub async fn dispatch(
-        &self,
-        gid: u64,
-        caller: Caller,
-        request: Request,
-    ) -> Result<PendingReply, ApiError> {
-        if !self.map.contains_key(&gid) && self.shared.store.meta(gid).ok().flatten().is_none() {
-            return Err(ApiError::no_group(&gid.to_string()));
-        }
-        let (mut caller, mut request) = (caller, request);
-        for _ in 0..3 {
-            let actor = self.actor(gid).await?;
-            let (tx, rx) = ractor::concurrency::oneshot();
-            match actor.send_message(GroupMsg::Request {
-                caller,
-                request,
-                reply: tx.into(),
-            }) {
-                Ok(()) => return Ok(PendingReply { gid, rx }),
-                Err(ractor::MessagingErr::SendErr(GroupMsg::Request {
-                    caller: c,
-                    request: r,
-                    ..
-                })) => {
-                    // The actor was stopping: drop the stale entry and try a fresh one.
-                    self.map
-                        .remove_if(&gid, |_, a| a.get_id() == actor.get_id());
-                    (caller, request) = (c, r);
-                }
-                Err(e) => {
-                    return Err(ApiError::new(
-                        ErrorCode::ServerBusy,
-                        format!("group {gid} unavailable: {e}"),
-                    ))
-                }
-            }
-        }
-        Err(ApiError::new(
-            ErrorCode::ServerBusy,
-            format!("group {gid} is restarting; retry"),
-        ))
-    }
-
-    /// createGroup: allocates an id and has a fresh actor create the group.
-    pub async fn create(&self, caller: Caller, data: CreateGroupData) -> Reply {
-        let gid = self
-            .shared
-            .store
-            .new_id()
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-        let actor = self.actor(gid).await?;
-        ractor::call!(actor, |reply| GroupMsg::Create {
-            caller,
-            data,
-            reply
-        })
-        .map_err(|e| {
-            ApiError::new(
-                ErrorCode::ServerBusy,
-                format!("group {gid} could not be created: {e}"),
-            )
-        })?
-    }
-}
-
-/// An answer a group actor owes.
-#[derive(Debug)]
-pub struct PendingReply {
-    gid: u64,
-    rx: tokio::sync::oneshot::Receiver<Reply>,
-}
-
-impl PendingReply {
-    /// Waits for the answer.
-    pub async fn wait(self) -> Reply {
-        let gid = self.gid;
-        self.rx.await.unwrap_or_else(|_| {
-            Err(ApiError::new(
-                ErrorCode::ServerBusy,
-                format!("group {gid} restarted while handling the request; check the group state and retry"),
-            ))
-        })
     }
 }
 
@@ -682,9 +590,12 @@ impl PendingReply {
 mod tests {
     use super::*;
     use crate::files::{FileLimits, Files};
+    use crate::group::call::GroupCall;
     use crate::group::messages::MessageSettings;
+    use crate::group::rules::Caller;
     use crate::group::rules::Limits;
     use crate::store::Store;
+    use convoke_protocol::{CreateGroupData, Request};
 
     async fn groups(dir: &std::path::Path) -> Groups {
         let store = Store::open(&dir.join("db"), 1 << 20).expect("store");
@@ -734,8 +645,12 @@ mod tests {
             groupname: "g".into(),
             ..CreateGroupData::default()
         };
-        let Ok(convoke_protocol::Response::GroupCreated { group_id }) =
-            groups.create(owner(), data).await
+        let gid = groups.shared.store.new_id().expect("id");
+        let created = groups
+            .call(gid, owner(), GroupCall::Create(data))
+            .await
+            .expect("queued");
+        let Ok(convoke_protocol::Response::GroupCreated { group_id }) = created.response().await
         else {
             panic!("group not created");
         };
@@ -750,7 +665,10 @@ mod tests {
             after: None,
             limit: 10,
         };
-        let answer = groups.dispatch(gid, owner(), read).await.expect("queued");
+        let answer = groups
+            .call(gid, owner(), GroupCall::Request(read))
+            .await
+            .expect("queued");
         assert!(answer.wait().await.is_ok());
         groups
             .directory

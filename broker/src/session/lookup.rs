@@ -1,14 +1,13 @@
-//! Requests answered outside any one group actor: ping, createGroup (which hands the new
-//! group to a fresh actor), getGroupInfo (reads the store), getJoinedGroups and
-//! getPublicGroups (read the user and public indexes).
+//! Requests that name no one group: ping, createGroup (the ingress allocates the id and
+//! hands the new group to a fresh actor), getGroupInfo (gathered from each group's actor by
+//! the ingress; `route` normally queues it itself, to keep the session's order),
+//! getJoinedGroups and getPublicGroups (read the user and public indexes).
 
 use crate::clock::now_ms;
-use crate::group::model::info_from_meta;
 use crate::group::rules::{check_members_size, Caller};
 use crate::node::Node;
 use convoke_protocol::{
-    error::shown, ids::parse_group_id, limits, ApiError, ErrorCode, GroupInfoEntry, JoinedGroup,
-    PublicGroup, Request, Response,
+    error::shown, limits, ApiError, ErrorCode, JoinedGroup, PublicGroup, Request, Response,
 };
 
 type Reply = Result<Response, ApiError>;
@@ -26,9 +25,14 @@ pub async fn serve(node: &Node, caller: &Caller, request: Request) -> Reply {
             if maxusers <= node.config.limits.server_max_users {
                 check_members_size(data.members.len(), maxusers)?;
             }
-            node.groups.create(caller.clone(), data).await
+            crate::ingress::create(node, caller.clone(), data).await
         }
-        Request::GetGroupInfo { group_ids } => group_info(node, caller, &group_ids),
+        Request::GetGroupInfo { group_ids } => {
+            crate::ingress::info(node, caller, group_ids)
+                .await?
+                .wait()
+                .await
+        }
         Request::GetJoinedGroups {
             page_num,
             page_size,
@@ -49,60 +53,6 @@ pub async fn serve(node: &Node, caller: &Caller, request: Request) -> Reply {
 
 fn storage(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, format!("storage failure: {e}"))
-}
-
-fn group_info(node: &Node, caller: &Caller, ids: &[String]) -> Reply {
-    if ids.is_empty() || ids.len() > limits::MAX_GROUP_INFO_IDS {
-        return Err(ApiError::param(format!(
-            "groupId must list 1 to {} ids, got {}",
-            limits::MAX_GROUP_INFO_IDS,
-            ids.len()
-        )));
-    }
-    let mut groups = Vec::with_capacity(ids.len());
-    for id in ids {
-        let entry = match info_one(node, caller, id) {
-            Ok(info) => GroupInfoEntry {
-                group_id: id.clone(),
-                info: Some(info),
-                error: None,
-            },
-            Err(e) if e.code == ErrorCode::Internal => return Err(e),
-            Err(e) => GroupInfoEntry {
-                group_id: id.clone(),
-                info: None,
-                error: Some(e),
-            },
-        };
-        groups.push(entry);
-    }
-    Ok(Response::GroupInfos { groups })
-}
-
-fn info_one(
-    node: &Node,
-    caller: &Caller,
-    id: &str,
-) -> Result<convoke_protocol::GroupInfo, ApiError> {
-    let gid = parse_group_id(id)?;
-    let meta = node
-        .store
-        .meta(gid)
-        .map_err(storage)?
-        .ok_or_else(|| ApiError::no_group(id))?;
-    let me = node.store.member(gid, &caller.user).map_err(storage)?;
-    // The contract's 602 (caller not a member; a blocked user is not a member either),
-    // as the group actor's own getGroupInfo answers.
-    if !meta.public && me.is_none() && !caller.app_admin {
-        return Err(ApiError::new(
-            ErrorCode::GroupNotJoined,
-            format!(
-                "group {id:?} is private and {:?} is not a member",
-                caller.user
-            ),
-        ));
-    }
-    Ok(info_from_meta(id, &meta, me.as_ref()))
 }
 
 fn joined(

@@ -1,8 +1,8 @@
 //! Routing one request of a session and writing its answer.
 //!
 //! The session task calls [`route`] for each request in the order the client sent them:
-//! requests for a group are queued in that group's mailbox in that order (`route` awaits
-//! the queueing), and answered concurrently (a task awaits each answer), so a client can
+//! requests for a group (getGroupInfo's ids included) are queued through
+//! [`crate::ingress`] in that group's mailbox in that order (`route` awaits the queueing), and answered concurrently (a task awaits each answer), so a client can
 //! pipeline without one slow group blocking the others.
 //!
 //! Before anything else a request takes a token from its user's bucket ([`crate::quota`]):
@@ -15,6 +15,8 @@
 use super::io::Responder;
 use super::lookup;
 use crate::group::rules::Caller;
+use crate::group::GroupCall;
+use crate::ingress;
 use crate::node::Node;
 use crate::quota::Disk;
 use convoke_protocol::codec::frame_bytes;
@@ -51,23 +53,42 @@ pub async fn route(
         Some(Err(e)) => {
             respond(responses, id, method, started, Err(e)).await;
         }
-        Some(Ok(gid)) => match node.groups.dispatch(gid, caller.clone(), request).await {
-            Ok(pending) => {
-                let responses = responses.clone();
-                let quotas = node.quotas.clone();
-                tokio::spawn(async move {
-                    let result = pending.wait().await;
-                    if result.is_ok() && frees_files {
-                        quotas.files_deleted();
-                    }
-                    respond(&responses, id, method, started, result).await;
-                    drop(slot);
-                });
+        Some(Ok(gid)) => {
+            match ingress::call(node, gid, caller.clone(), GroupCall::Request(request)).await {
+                Ok(pending) => {
+                    let responses = responses.clone();
+                    let quotas = node.quotas.clone();
+                    tokio::spawn(async move {
+                        let result = pending.response().await;
+                        if result.is_ok() && frees_files {
+                            quotas.files_deleted();
+                        }
+                        respond(&responses, id, method, started, result).await;
+                        drop(slot);
+                    });
+                }
+                Err(e) => {
+                    respond(responses, id, method, started, Err(e)).await;
+                }
             }
-            Err(e) => {
-                respond(responses, id, method, started, Err(e)).await;
+        }
+        None if matches!(request, Request::GetGroupInfo { .. }) => {
+            let Request::GetGroupInfo { group_ids } = request else {
+                return;
+            };
+            // Queued now, in the session's order; answered by each group's actor.
+            match ingress::info(node, caller, group_ids).await {
+                Ok(pending) => {
+                    let responses = responses.clone();
+                    tokio::spawn(async move {
+                        let result = pending.wait().await;
+                        respond(&responses, id, method, started, result).await;
+                        drop(slot);
+                    });
+                }
+                Err(e) => respond(responses, id, method, started, Err(e)).await,
             }
-        },
+        }
         None => {
             let (node, caller, responses) = (node.clone(), caller.clone(), responses.clone());
             tokio::spawn(async move {

@@ -25,7 +25,7 @@ use convoke_protocol::{
 };
 
 /// What a transfer stream asks of the group actor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum FileOp {
     /// Before any byte of an upload is accepted: may the caller add a file of `size` bytes?
     /// If so, `file_id` holds a place under the quota until `Record` or `Release`.
@@ -42,7 +42,7 @@ pub enum FileOp {
 }
 
 /// The group actor's answer to a [`FileOp`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum FileReply {
     Admitted,
     Released,

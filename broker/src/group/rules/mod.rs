@@ -29,8 +29,8 @@ use convoke_protocol::{
 };
 use std::collections::BTreeSet;
 
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is asking (plain data: a forwarded call carries it).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Caller {
     pub user: String,
     pub app_admin: bool,
@@ -280,18 +280,13 @@ pub fn apply(g: &mut Group, caller: &Caller, req: &Request, ctx: &Ctx<'_>) -> Ou
         }
         R::BlockGroupMessages { .. } => moderation::shield(g, caller, true),
         R::UnblockGroupMessages { .. } => moderation::shield(g, caller, false),
-        R::GetGroupInfo { .. } => {
-            if !g.meta.public && !caller.app_admin {
-                need_member(g, caller)?;
-            }
-            Ok(Effects::read(Response::GroupInfos {
-                groups: vec![convoke_protocol::GroupInfoEntry {
-                    group_id: g.id_str.clone(),
-                    info: Some(g.info_for(&caller.user)),
-                    error: None,
-                }],
-            }))
-        }
+        R::GetGroupInfo { .. } => Ok(Effects::read(Response::GroupInfos {
+            groups: vec![convoke_protocol::GroupInfoEntry {
+                group_id: g.id_str.clone(),
+                info: Some(info(g, caller)?),
+                error: None,
+            }],
+        })),
         R::GetGroupSharedFilelist {
             page_num,
             page_size,
@@ -300,6 +295,15 @@ pub fn apply(g: &mut Group, caller: &Caller, req: &Request, ctx: &Ctx<'_>) -> Ou
         R::DeleteGroupSharedFile { file_id, .. } => files::delete(g, caller, file_id, ctx.now),
         other => Err(ApiError::not_implemented(other.method())),
     }
+}
+
+/// getGroupInfo for one group: public groups are readable by anyone, private ones by
+/// members and app admins (602 otherwise; a blocked user is not a member).
+pub fn info(g: &Group, caller: &Caller) -> Result<convoke_protocol::GroupInfo, ApiError> {
+    if !g.meta.public && !caller.app_admin {
+        need_member(g, caller)?;
+    }
+    Ok(g.info_for(&caller.user))
 }
 
 /// An unpaged list call of the contract: its first page.

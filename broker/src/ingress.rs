@@ -1,0 +1,140 @@
+//! The one way into a group for everything outside it: sessions (requests, createGroup,
+//! getGroupInfo) and transfer streams (shared-file admission, record, release, look-up).
+//!
+//! Each input is a [`GroupCall`] for one group id, answered by a [`GroupAnswer`]: plain
+//! data (bincode `Encode`/`Decode`), so that a node which does not own the group can forward
+//! the call byte for byte to its owner and hand the answer back. [`call`] is the seam: today
+//! it hands the call to the local group actor (`Groups::call`); a cluster decides here
+//! local, remote (forward with the same ordering: the caller awaits the queueing, then the
+//! answer) or unavailable (500 at once).
+//!
+//! Reads that span groups are gathered here from the groups' own actors, never from the
+//! store behind an actor's back: getGroupInfo queues one [`GroupCall::Info`] per id (in the
+//! session's order, so a pipelined modifyGroup then getGroupInfo sees the change) and waits
+//! for the answers concurrently.
+
+use crate::group::rules::files::{FileOp, FileReply};
+use crate::group::rules::Caller;
+use crate::group::{GroupCall, Groups, PendingReply};
+use crate::node::Node;
+use convoke_protocol::{
+    ids::parse_group_id, limits, ApiError, CreateGroupData, ErrorCode, GroupInfoEntry, Response,
+};
+
+pub use crate::group::{Answer, GroupAnswer};
+
+/// Queues `call` for group `gid` and returns its pending answer.
+///
+/// Awaiting this queues the call (in the order the caller awaits it); awaiting the
+/// returned [`PendingReply`] waits for the answer. 605 when the group does not exist (except
+/// for [`GroupCall::Create`]).
+pub async fn call(
+    node: &Node,
+    gid: u64,
+    caller: Caller,
+    call: GroupCall,
+) -> Result<PendingReply, ApiError> {
+    node.groups.call(gid, caller, call).await
+}
+
+/// createGroup: allocates the group id here (the ingress node's id space) and has the
+/// group's actor create it.
+pub async fn create(
+    node: &Node,
+    caller: Caller,
+    data: CreateGroupData,
+) -> Result<Response, ApiError> {
+    let gid = node
+        .store
+        .new_id()
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    call(node, gid, caller, GroupCall::Create(data))
+        .await?
+        .response()
+        .await
+}
+
+/// A shared-file step for group `gid`, answered.
+pub async fn file(
+    node: &Node,
+    gid: u64,
+    caller: Caller,
+    op: FileOp,
+) -> Result<FileReply, ApiError> {
+    call(node, gid, caller, GroupCall::File(op))
+        .await?
+        .wait()
+        .await?
+        .into_file()
+}
+
+/// Gives back the quota place of an admitted upload that will not be recorded (it failed
+/// or was cancelled). Does not wait, so it can run in a `Drop`; if the group's actor is no
+/// longer running, the place went with it.
+pub fn release_upload(groups: &Groups, gid: u64, caller: Caller, file_id: u64) {
+    groups.notify(gid, caller, GroupCall::File(FileOp::Release { file_id }));
+}
+
+/// getGroupInfo, queued: one [`GroupCall::Info`] per id.
+///
+/// The list itself must have 1 to [`limits::MAX_GROUP_INFO_IDS`] ids (-3 otherwise); each
+/// id then gets its own entry: the info, or the error its group answered (-3 for an id that
+/// is not a group id, 605 for no such group, 602 for a private group the caller is not a
+/// member of). A 500 of the store fails the whole request, as before.
+pub async fn info(node: &Node, caller: &Caller, ids: Vec<String>) -> Result<PendingInfo, ApiError> {
+    if ids.is_empty() || ids.len() > limits::MAX_GROUP_INFO_IDS {
+        return Err(ApiError::param(format!(
+            "groupId must list 1 to {} ids, got {}",
+            limits::MAX_GROUP_INFO_IDS,
+            ids.len()
+        )));
+    }
+    // Queued concurrently (groups are independent), all before this returns: the order
+    // against the session's earlier and later requests is kept.
+    let queued = futures::future::join_all(ids.iter().map(|id| async {
+        let gid = parse_group_id(id)?;
+        call(node, gid, caller.clone(), GroupCall::Info).await
+    }))
+    .await;
+    Ok(PendingInfo {
+        entries: ids.into_iter().zip(queued).collect(),
+    })
+}
+
+/// getGroupInfo's answers, owed by the groups' actors.
+#[derive(Debug)]
+pub struct PendingInfo {
+    entries: Vec<(String, Result<PendingReply, ApiError>)>,
+}
+
+impl PendingInfo {
+    /// Gathers the answers (concurrently) into the contract's per-id entries.
+    pub async fn wait(self) -> Result<Response, ApiError> {
+        let answers =
+            futures::future::join_all(self.entries.into_iter().map(|(id, queued)| async move {
+                let result = match queued {
+                    Ok(pending) => pending.wait().await.and_then(GroupAnswer::into_info),
+                    Err(e) => Err(e),
+                };
+                (id, result)
+            }))
+            .await;
+        let mut groups = Vec::with_capacity(answers.len());
+        for (group_id, result) in answers {
+            groups.push(match result {
+                Ok(info) => GroupInfoEntry {
+                    group_id,
+                    info: Some(info),
+                    error: None,
+                },
+                Err(e) if e.code == ErrorCode::Internal => return Err(e),
+                Err(e) => GroupInfoEntry {
+                    group_id,
+                    info: None,
+                    error: Some(e),
+                },
+            });
+        }
+        Ok(Response::GroupInfos { groups })
+    }
+}
