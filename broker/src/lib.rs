@@ -4,17 +4,19 @@
 //! handshake and reads request frames, routing each to its group through [`ingress`] (the
 //! one way into a group, as plain-data [`group::GroupCall`]s) -> the group actor applies
 //! [`group::rules`], persists through [`store`], answers, and fans events out through
-//! [`presence`] into each member session's event stream (`session::outbox`).
+//! [`fanout`] (through [`presence`]) into each member session's event stream ([`outbox`]).
 //! ARCHITECTURE.md at the repository root traces this with file names.
 
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod fanout;
 pub mod files;
 pub mod group;
 pub mod ingress;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod presence;
 pub mod quota;
 pub mod server;

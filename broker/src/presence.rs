@@ -1,9 +1,10 @@
-//! Presence: which users are online, with which sessions, and each session's event stream
-//! ([`Outbox`]). Group actors and their publisher tasks read it without a round trip per
-//! member and write frames straight into the streams. It also counts each user's shared-file
+//! Presence: which users are online on this node, with which sessions, and each session's
+//! event stream ([`Outbox`]). Group actors and their publisher tasks reach it through
+//! [`crate::fanout::Fanout`], without a round trip per member, writing frames straight into
+//! the streams. It also counts each user's shared-file
 //! transfers in progress over all their sessions ([`Presence::begin_transfer`]).
 
-use crate::session::outbox::Outbox;
+use crate::outbox::Outbox;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::sync::Arc;

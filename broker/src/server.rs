@@ -117,7 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     let presence = Presence::default();
     let shared = Arc::new(Shared {
         store: store.clone(),
-        presence: presence.clone(),
+        fanout: crate::fanout::Fanout::local(presence.clone()),
         limits: Limits {
             server_max_users: config.limits.server_max_users,
             max_admins: config.limits.max_admins as usize,

@@ -18,7 +18,7 @@
 use super::model::Group;
 use super::rules::{self, Caller, Ctx, Dirty, Effects, Limits};
 use crate::clock::now_ms;
-use crate::presence::Presence;
+use crate::fanout::Fanout;
 use crate::store::{CommitError, Fault, Store, StoreError, WriteSet};
 use convoke_protocol::{
     codec::frame_bytes, ApiError, CreateGroupData, ErrorCode, Push, Request, Response,
@@ -28,11 +28,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What group actors share: the store, presence, limits, timings.
+/// What group actors share: the store, fan-out, limits, timings.
 #[derive(Debug)]
 pub struct Shared {
     pub store: Store,
-    pub presence: Presence,
+    /// Where events and messages go (local sessions; in a cluster, other nodes too).
+    pub fanout: Fanout,
     pub limits: Limits,
     /// Stop an actor after this long without requests (and without pending timers).
     pub idle: Duration,
@@ -221,7 +222,7 @@ impl Actor for GroupActor {
             gid: args.gid,
             group,
             msgs: super::messages::MessageState::new(next_seq, first_seq, first_client_id_seq),
-            publisher: super::messages::spawn_publisher(args.shared.presence.clone()),
+            publisher: super::messages::spawn_publisher(args.gid, args.shared.fanout.clone()),
             shared: args.shared,
             directory: args.directory,
             last_active: Instant::now(),
@@ -536,7 +537,7 @@ pub(super) async fn commit_and_announce(
     super::files::after_commit(&shared, st.gid, st.group.as_ref(), &fx);
     for (a, frame) in fx.announce.iter().zip(frames) {
         let fanout_started = Instant::now();
-        let n = shared.presence.deliver(&a.to, &frame, origin_session);
+        let n = shared.fanout.deliver(st.gid, &a.to, &frame, origin_session);
         metrics::counter!("convoke_events_delivered_total").increment(n as u64);
         metrics::histogram!("convoke_fanout_recipients").record(n as f64);
         metrics::histogram!("convoke_fanout_duration_seconds")

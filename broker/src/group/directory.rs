@@ -606,7 +606,7 @@ mod tests {
         let (files, _) = Files::open(dir.join("files"), limits, &store).expect("files");
         let shared = Arc::new(Shared {
             store,
-            presence: crate::presence::Presence::default(),
+            fanout: crate::fanout::Fanout::local(crate::presence::Presence::default()),
             limits: Limits::default(),
             idle: Duration::from_secs(300),
             max_resident: 100,

@@ -12,7 +12,7 @@ use super::dedup::{self, ClientIds, Match, Outcome};
 use super::rules::rate::{Bucket, Rate};
 use super::rules::{messages as rules, Caller};
 use crate::clock::now_ms;
-use crate::presence::Presence;
+use crate::fanout::Fanout;
 use crate::store::{Durable, MessageRec, Store, StoreError, WriteSet};
 use bytes::Bytes;
 use convoke_protocol::{codec::frame_bytes, limits, ApiError, ErrorCode, Push, ReadUser, Response};
@@ -150,7 +150,7 @@ pub enum Publish {
 /// answers the sender and fans the message out. The actor does not wait for the flush, so
 /// messages to one group share flushes (group commit within a group, not only across them)
 /// while answers and deliveries keep the sequence order.
-pub fn spawn_publisher(presence: Presence) -> mpsc::Sender<Publish> {
+pub fn spawn_publisher(gid: u64, fanout: Fanout) -> mpsc::Sender<Publish> {
     let (tx, mut rx) = mpsc::channel::<Publish>(1024);
     tokio::spawn(async move {
         while let Some(job) = rx.recv().await {
@@ -183,7 +183,7 @@ pub fn spawn_publisher(presence: Presence) -> mpsc::Sender<Publish> {
                     }
                     let _ = reply.send(Ok(response));
                     let started = Instant::now();
-                    let n = presence.deliver(receivers.iter(), &frame, origin);
+                    let n = fanout.deliver(gid, &receivers, &frame, origin);
                     metrics::counter!("convoke_messages_total").increment(1);
                     metrics::counter!("convoke_messages_delivered_total").increment(n as u64);
                     metrics::histogram!("convoke_fanout_recipients").record(n as f64);
@@ -678,7 +678,7 @@ mod tests {
     async fn a_repeat_in_flight_gets_the_outcome_of_its_original() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8 << 20).unwrap();
-        let publisher = spawn_publisher(Presence::default());
+        let publisher = spawn_publisher(1, Fanout::local(crate::presence::Presence::default()));
 
         let mut ws = WriteSet::default();
         ws.put(b"k".to_vec(), b"v".to_vec());

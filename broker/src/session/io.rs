@@ -1,7 +1,7 @@
 //! Reading and writing frames on QUIC streams.
 
+use crate::outbox::{slow_consumer, write_with_progress};
 use bytes::{Bytes, BytesMut};
-use convoke_protocol::close;
 use convoke_protocol::codec::{
     decode_frame, decode_hello_frame, FrameError, HEADER_LEN, MAX_FRAME_LEN, MAX_HELLO_LEN,
 };
@@ -67,31 +67,6 @@ async fn read_more(
     }
 }
 
-/// Writes `chunks` whole; fails with `None` when the stream took no byte for `stall`
-/// (the peer stopped reading), so that a time limit covers a lack of progress, not a long
-/// write to a slow reader.
-pub async fn write_with_progress(
-    stream: &mut quinn::SendStream,
-    chunks: &mut [Bytes],
-    stall: Duration,
-) -> Option<Result<(), quinn::WriteError>> {
-    let mut start = 0;
-    while start < chunks.len() {
-        match tokio::time::timeout(stall, stream.write_chunks(&mut chunks[start..])).await {
-            Err(_) => return None,
-            Ok(Err(e)) => return Some(Err(e)),
-            Ok(Ok(written)) => {
-                start += written.chunks;
-                // A chunk written in part was advanced in place by quinn.
-                while chunks.get(start).is_some_and(Bytes::is_empty) {
-                    start += 1;
-                }
-            }
-        }
-    }
-    Some(Ok(()))
-}
-
 /// The control stream's sending half, shared by the tasks that answer requests. Each
 /// answer is written whole under the lock.
 ///
@@ -100,8 +75,8 @@ pub async fn write_with_progress(
 /// goes, however large): an answer over the budget waits for room before it is queued, so
 /// request handling waits and, through the in-flight limit, the session stops reading new
 /// requests. A client that pipelines and reads is never closed for it; one that does not
-/// read is closed as a slow consumer ([`close::SLOW_CONSUMER`]) when the stream takes no
-/// byte for `sessions.write_timeout_ms`.
+/// read is closed as a slow consumer ([`convoke_protocol::close::SLOW_CONSUMER`]) when the
+/// stream takes no byte for `sessions.write_timeout_ms`.
 #[derive(Debug, Clone)]
 pub struct Responder(Arc<ResponderInner>);
 
@@ -163,20 +138,4 @@ impl Responder {
             }
         }
     }
-}
-
-/// Closes a session whose client does not read what it is sent (`queue`: `answers` or
-/// `events`), and counts it.
-pub fn slow_consumer(conn: &quinn::Connection, queue: &'static str, why: &str) {
-    if conn.close_reason().is_some() {
-        return;
-    }
-    metrics::counter!("convoke_slow_client_disconnects_total", "queue" => queue).increment(1);
-    tracing::info!(remote = %conn.remote_address(), queue, why, "closing slow client");
-    conn.close(
-        close::SLOW_CONSUMER.into(),
-        &close::reason_bytes(&format!(
-            "{queue} not read fast enough: {why}; reconnect and catch up"
-        )),
-    );
 }

@@ -2,7 +2,7 @@
 //!
 //! A session is one task, the connection's actor: it owns the session state and handles one
 //! inbound frame at a time. [`serve_connection`] runs the handshake on the control stream
-//! (version, token, device), registers the session's event stream ([`outbox`]) in presence,
+//! (version, token, device), registers the session's event stream ([`crate::outbox`]) in presence,
 //! sends the events kept for the user (the inbox), then reads request frames and routes each
 //! ([`route`]) in the order sent, takes acknowledgements of kept events, and accepts
 //! shared-file transfer streams ([`transfer`]). Answers go back on the control stream,
@@ -18,13 +18,13 @@ pub mod admission;
 pub mod arrivals;
 pub mod io;
 pub mod lookup;
-pub mod outbox;
 pub mod route;
 pub mod transfer;
 
 use crate::clock::{now_ms, now_secs};
 use crate::group::rules::Caller;
 use crate::node::Node;
+use crate::outbox::{self, Outbox};
 use crate::presence::SessionHandle;
 use admission::Admitted;
 use bytes::BytesMut;
@@ -36,7 +36,6 @@ use convoke_protocol::handshake::{
 use convoke_protocol::{close, ids::check_user_id, ApiError, ErrorCode};
 use futures::FutureExt;
 use io::{read_frame, read_small_frame, ReadError, Responder};
-use outbox::Outbox;
 use std::sync::Arc;
 use std::time::Duration;
 

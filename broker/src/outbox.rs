@@ -1,5 +1,11 @@
 //! A session's event stream, written straight from the fan-out loop.
 //!
+//! It lives beside [`crate::presence`] (which holds each session's outbox) and below both
+//! `session` (which creates it) and [`crate::fanout`] (which writes into it), so that
+//! presence and sessions do not import each other. The session's answers on the control
+//! stream (`session::io::Responder`) share its two stream helpers, [`write_with_progress`]
+//! and [`slow_consumer`].
+//!
 //! [`Outbox::push`] is called by group actors and publishers for every receiving session.
 //! When the stream is free it writes the frame into quinn at once (`write_chunks`, polled
 //! once, never awaited), so an idle session costs no task and a delivery costs no task
@@ -20,7 +26,6 @@
 //! counted, never allowed to grow. The byte count is one addition per frame queued and one
 //! subtraction per batch written; a frame written straight into the stream is not counted.
 
-use super::io::{slow_consumer, write_with_progress};
 use bytes::Bytes;
 use convoke_protocol::close;
 use futures::FutureExt;
@@ -400,6 +405,47 @@ impl Outbox {
 /// Whether `len` more bytes on top of `queued` go over `max` (a frame alone never does).
 fn over(queued: usize, len: usize, max: usize) -> bool {
     queued > 0 && queued + len > max
+}
+
+/// Writes `chunks` whole; fails with `None` when the stream took no byte for `stall`
+/// (the peer stopped reading), so that a time limit covers a lack of progress, not a long
+/// write to a slow reader.
+pub async fn write_with_progress(
+    stream: &mut quinn::SendStream,
+    chunks: &mut [Bytes],
+    stall: Duration,
+) -> Option<Result<(), quinn::WriteError>> {
+    let mut start = 0;
+    while start < chunks.len() {
+        match tokio::time::timeout(stall, stream.write_chunks(&mut chunks[start..])).await {
+            Err(_) => return None,
+            Ok(Err(e)) => return Some(Err(e)),
+            Ok(Ok(written)) => {
+                start += written.chunks;
+                // A chunk written in part was advanced in place by quinn.
+                while chunks.get(start).is_some_and(Bytes::is_empty) {
+                    start += 1;
+                }
+            }
+        }
+    }
+    Some(Ok(()))
+}
+
+/// Closes a session whose client does not read what it is sent (`queue`: `answers` or
+/// `events`), and counts it.
+pub fn slow_consumer(conn: &quinn::Connection, queue: &'static str, why: &str) {
+    if conn.close_reason().is_some() {
+        return;
+    }
+    metrics::counter!("convoke_slow_client_disconnects_total", "queue" => queue).increment(1);
+    tracing::info!(remote = %conn.remote_address(), queue, why, "closing slow client");
+    conn.close(
+        close::SLOW_CONSUMER.into(),
+        &close::reason_bytes(&format!(
+            "{queue} not read fast enough: {why}; reconnect and catch up"
+        )),
+    );
 }
 
 #[cfg(test)]
