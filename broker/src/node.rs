@@ -58,9 +58,17 @@ impl Node {
         }
     }
 
-    /// A session id unique within this process.
+    /// A session id unique within the cluster: this node's ordinal (the store's) above a
+    /// per-process counter (`store::ids::session_id`; ordinal 0 gives today's 1, 2, ...).
+    /// Fan-out skips the requesting session by this id, on any node.
     pub fn next_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        crate::store::ids::session_id(self.store.ordinal(), n)
+    }
+
+    /// This node's ordinal (0: a single node), as the store was opened with.
+    pub fn ordinal(&self) -> u8 {
+        self.store.ordinal()
     }
 
     /// Shared handle.

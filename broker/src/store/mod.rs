@@ -6,6 +6,7 @@
 
 pub mod commit;
 pub mod history;
+pub mod ids;
 pub mod kept;
 pub mod keys;
 
@@ -31,6 +32,9 @@ pub enum StoreError {
     Commit(#[from] CommitError),
     #[error("cannot start the store committer: {0}")]
     Start(String),
+    /// A bad node ordinal, or this node's id space is used up (see [`ids`]).
+    #[error("{0}")]
+    Ids(String),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -79,31 +83,35 @@ pub struct Store {
     /// The bounds on kept events ([`kept`]).
     kept: std::sync::Arc<kept::KeptLimits>,
     /// Added to sled's id counter: see [`Store::new_id`].
-    id_base: u64,
+    /// How [`Store::new_id`] turns sled's counter into ids (this node's ordinal and start).
+    ids: ids::IdSpace,
 }
 
-/// Ids [`Store::new_id`] may hand out per millisecond of wall-clock time between two starts
-/// without one start's ids reaching the next one's (see there). sled's counter itself jumps
-/// by up to a million at each start, so a start takes one millisecond of this room.
-const IDS_PER_MS: u64 = 1_000_000;
-
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, for a single node (ordinal 0).
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Self> {
+        Self::open_as(dir, cache_capacity_bytes, 0)
+    }
+
+    /// Opens (or creates) the database in `dir` for the node with `ordinal` (0 to
+    /// [`ids::MAX_ORDINAL`], permanent for the data dir): every id it allocates carries it
+    /// (see [`ids`]).
+    pub fn open_as(dir: &Path, cache_capacity_bytes: u64, ordinal: u8) -> Result<Self> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let ids = ids::IdSpace::new(ordinal, now).map_err(|e| StoreError::Ids(e.to_string()))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity_bytes)
             .open()?;
         let committer =
             Committer::start(db.clone()).map_err(|e| StoreError::Start(e.to_string()))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Ok(Self {
             db,
             committer,
             kept: std::sync::Arc::default(),
-            id_base: now.saturating_mul(IDS_PER_MS),
+            ids,
         })
     }
 
@@ -184,12 +192,22 @@ impl Store {
     /// sled's counter alone survives restarts but not a restore: a restored database
     /// counts on from the backup, and ids handed out after the backup was taken (to groups,
     /// messages and files clients still know of) would be given again. So each start adds
-    /// its start time, [`IDS_PER_MS`] per millisecond, to the counter: a later start's ids
-    /// are above every earlier start's as long as that one handed out fewer than a million
-    /// ids per millisecond it ran (and the clock did not go back between the two starts).
-    /// Ids are about 1.8e18 (until the year 2500): clients keep them as strings.
+    /// its start time to the counter: a later start's ids are above every earlier start's
+    /// as long as that one handed out fewer ids than its room (a million per millisecond it
+    /// ran at ordinal 0; see [`ids`] for ordinals 1..=63), and the clock did not go back
+    /// between the two starts. At ordinal 0 (a single node) ids are about 1.8e18 (until the
+    /// year 2500): clients keep them as strings. In a cluster each node's ids carry its
+    /// ordinal ([`ids::ordinal_of`]), so no two nodes hand out the same id.
     pub fn new_id(&self) -> Result<u64> {
-        Ok(self.id_base.saturating_add(self.db.generate_id()?) + 1)
+        let counter = self.db.generate_id()?;
+        self.ids
+            .id(counter)
+            .map_err(|e| StoreError::Ids(e.to_string()))
+    }
+
+    /// This node's ordinal (0: a single node).
+    pub fn ordinal(&self) -> u8 {
+        self.ids.ordinal()
     }
 
     /// Bytes on disk.
@@ -500,6 +518,30 @@ mod tests {
     use super::*;
     use crate::group::model::GroupMeta;
     use std::collections::BTreeSet;
+
+    /// A store opened for a node ordinal hands out ids that carry it, growing across a
+    /// reopening; ordinal 0 is today's single node; an ordinal past 63 is refused.
+    #[tokio::test]
+    async fn ids_carry_the_node_ordinal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_as(dir.path(), 1 << 20, 7).unwrap();
+        assert_eq!(store.ordinal(), 7);
+        let a = store.new_id().unwrap();
+        let b = store.new_id().unwrap();
+        assert!(b > a && ids::ordinal_of(a) == 7 && ids::ordinal_of(b) == 7);
+        store.close();
+        let store = Store::open_as(dir.path(), 1 << 20, 7).unwrap();
+        let c = store.new_id().unwrap();
+        assert!(c > b && ids::ordinal_of(c) == 7, "{c} after {b}");
+        store.close();
+        let single = tempfile::tempdir().unwrap();
+        let store = Store::open(single.path(), 1 << 20).unwrap();
+        let id = store.new_id().unwrap();
+        assert!(store.ordinal() == 0 && ids::ordinal_of(id) == 0 && id > 1 << 60);
+        store.close();
+        let err = Store::open_as(dir.path(), 1 << 20, 64).unwrap_err();
+        assert!(err.to_string().contains("64"), "{err}");
+    }
 
     fn meta() -> GroupMeta {
         GroupMeta {
