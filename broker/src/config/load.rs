@@ -257,6 +257,14 @@ impl Layers {
                     .parse()
                     .map_err(|_| invalid("expected a number"))?,
             ),
+            // A list (`cluster.members`) from the environment or a flag: comma-separated.
+            Value::Array(_) => Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| Value::String(item.to_owned()))
+                    .collect(),
+            ),
             _ => Value::String(text.to_owned()),
         };
         let (section, field) = (section.to_owned(), field.to_owned());
@@ -310,7 +318,9 @@ impl Layers {
 /// A value as it appears in an error message; secrets are never echoed.
 pub(super) fn shown(key: &str, value: &Value) -> String {
     match value {
-        Value::String(s) if key == "auth.secret" => format!("<redacted, {} bytes>", s.len()),
+        Value::String(s) if key == "auth.secret" || key == "cluster.cookie" => {
+            format!("<redacted, {} bytes>", s.len())
+        }
         other => other.to_string(),
     }
 }

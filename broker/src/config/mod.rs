@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+mod cluster;
 mod error;
 mod load;
 mod validate;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use convoke_protocol::limits;
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{check_name, ClusterConfig, ClusterRole, Member};
 pub use error::{ConfigError, Origin};
 pub use load::{env_vars, FlagSetting, ENV_PREFIX};
 
@@ -64,6 +66,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// `[quotas]`: per-user rate limits and the free-disk watermark.
     pub quotas: QuotasConfig,
+    /// `[cluster]`: this node's place in a cluster (off: a single node).
+    pub cluster: ClusterConfig,
     /// `[debug]`: test hooks, off by default; never for production.
     pub debug: DebugConfig,
 }
