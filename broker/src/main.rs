@@ -34,6 +34,10 @@ enum Command {
         /// Any setting, as section.field=value (repeatable), e.g. --set limits.server_max_users=5000.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Join a cluster as a gateway through this core member's cluster address (host:port;
+        /// repeatable). Sets cluster.join, cluster.enabled = true and cluster.role = gateway.
+        #[arg(long, value_name = "HOST:PORT")]
+        join: Vec<String>,
     },
     /// Print a token for a user, signed with the app secret of the data dir (or config).
     Token {
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
             listen,
             metrics_listen,
             set,
+            join,
         } => {
             let mut flags = Vec::new();
             if let Some(d) = data_dir {
@@ -125,6 +130,12 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            if !join.is_empty() {
+                let seeds = join.join(",");
+                flags.push(FlagSetting::new("--join", "cluster.join", seeds));
+                flags.push(FlagSetting::new("--join", "cluster.enabled", "true"));
+                flags.push(FlagSetting::new("--join", "cluster.role", "gateway"));
+            }
             let cfg = match load(config.as_deref(), flags) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -133,7 +144,11 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("convoke: {e:#}");
-                    ExitCode::FAILURE
+                    // A drifted or unsupported cluster setting is a configuration error.
+                    match e.downcast_ref::<convoke_broker::cluster::Refused>() {
+                        Some(_) => ExitCode::from(convoke_broker::cluster::Refused::EXIT_CODE),
+                        None => ExitCode::FAILURE,
+                    }
                 }
             }
         }

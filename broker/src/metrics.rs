@@ -1,6 +1,7 @@
 //! Prometheus metrics (metrics + metrics-exporter-prometheus) and the health endpoints,
-//! served over HTTP on their own address: `/metrics`, `/healthz` (live) and `/readyz`
-//! (serving QUIC).
+//! served over HTTP on their own address: `/metrics`, `/healthz` (live), `/readyz`
+//! (serving QUIC; in a cluster also seeing a majority of the core members Up) and
+//! `/cluster` (the cluster's members, their state and the shard owners, as JSON).
 //!
 //! [`CATALOGUE`] lists every series the broker exports, with its kind, unit and help text:
 //! [`handle`] describes each one (so `/metrics` carries `# HELP` lines) and creates the
@@ -376,7 +377,84 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_cluster_members",
         kind: Kind::Gauge,
         unit: Unit::Count,
-        help: "Cluster members this node sees, itself included (1 for a single node).",
+        help: "Cluster members this node sees Up, itself included (1 for a single node).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_cluster_peers",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Cluster members by the state this node sees them in: up (itself included), connecting, down (lost, being redialed), refused (its Hello was refused). Absent on a single node.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_peer_rtt_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Heartbeat round trip to each peer's router (Ping to Pong), by peer node name.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_peer_down_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Peers declared Down, by peer and reason: heartbeat_timeout (no Pong within cluster.peer_timeout_ms), disconnected (its session closed), new_session (replaced by a new session), overloaded (over cluster.peer_queue_bytes that long), refused.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_refused_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Cluster connections or peers refused, by reason: unauthenticated (closed before the cookie handshake completed: a wrong cluster.cookie, or not a convoke node), app_secret, shards, members, ordinal, proto, name, duplicate_name, unknown_node.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_decode_errors_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Frames from peers that did not decode as a batch (bincode with a 4 MiB limit): dropped and logged, never a panic.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_cluster_batches_sent_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Batches cast to each peer's router (one per drain of its link), by peer.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_sent_bytes_total",
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        help: "Bytes of items sent to each peer in batches, by peer.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_deliveries_sent_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Deliver items (one per event per node, whatever the number of recipients there) sent to each peer, by peer.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_deliveries_dropped_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Deliver items dropped towards a peer: its link over cluster.peer_queue_bytes, or the peer not Up (messages come back from history, kept events from the inbox), by peer.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_peer_queue_bytes",
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        help: "Bytes queued towards each peer or sent and not yet acknowledged by its heartbeat, by peer (limit cluster.peer_queue_bytes).",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_shards_unavailable",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Shards whose owner this node does not see Up: their groups answer 500 (retryable) here. 0 on a single node.",
         zero: UNLABELLED,
     },
     MetricDef {
@@ -528,16 +606,29 @@ pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr>
                     "/metrics" => {
                         metrics::gauge!("convoke_store_disk_bytes")
                             .set(store.size_on_disk() as f64);
-                        let ready = READY.load(Ordering::Relaxed) && store.healthy();
+                        let ready = READY.load(Ordering::Relaxed)
+                            && store.healthy()
+                            && crate::cluster::ready();
                         metrics::gauge!("convoke_ready").set(if ready { 1.0 } else { 0.0 });
                         ("200 OK", "text/plain; version=0.0.4", handle.render())
                     }
                     "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
                     // Serving QUIC, and the store takes writes (none failed, none past
                     // its commit deadline).
-                    "/readyz" if READY.load(Ordering::Relaxed) && store.healthy() => {
+                    "/readyz"
+                        if READY.load(Ordering::Relaxed)
+                            && store.healthy()
+                            && crate::cluster::ready() =>
+                    {
                         ("200 OK", "text/plain", "ready\n".to_string())
                     }
+                    // In a cluster: a node that sees no majority of the core members steers
+                    // its load balancer's traffic away.
+                    "/readyz" if READY.load(Ordering::Relaxed) && store.healthy() => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "not ready: no majority of the cluster's core members is up\n".to_string(),
+                    ),
                     "/readyz" if READY.load(Ordering::Relaxed) => (
                         "503 Service Unavailable",
                         "text/plain",
@@ -548,6 +639,14 @@ pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr>
                         "text/plain",
                         "not ready\n".to_string(),
                     ),
+                    "/cluster" => match crate::cluster::status_json() {
+                        Some(json) => ("200 OK", "application/json", json),
+                        None => (
+                            "404 Not Found",
+                            "text/plain",
+                            "not in a cluster (cluster.enabled = false)\n".to_string(),
+                        ),
+                    },
                     _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 };
                 let resp = format!(

@@ -201,6 +201,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     )
     .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let quic_addr = endpoint.local_addr()?;
+    // `None` on a single node: nothing of the cluster runs. Wave 2 reaches the running
+    // cluster through `crate::cluster::Cluster::get()`.
+    let _cluster = crate::cluster::start(&config, &secret, quic_addr).await?;
 
     let node = Node::new(
         config.clone(),

@@ -1,0 +1,171 @@
+//! The identity file: what a data dir was created as, so that a drifted setting stops the
+//! node instead of silently orphaning data (../shared/design/cluster.md 3.1).
+//!
+//! `DATA_DIR/cluster/identity` (TOML) is written at the first start with `cluster.enabled`
+//! and holds the name, ordinal, role, a random `node_uid`, the shard count, the sorted core
+//! members and the shard table. A later start whose name, ordinal, shard count or member
+//! list differs is refused with a [`Refused`] naming the setting (the binary exits 2).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::placement::shard_table;
+use super::Refused;
+use crate::config::ClusterConfig;
+
+/// What a data dir belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// `cluster.name` at creation.
+    pub name: String,
+    /// `cluster.ordinal` at creation.
+    pub ordinal: u32,
+    /// `core` or `gateway` (informational: a gateway owns no data, so it may change).
+    pub role: String,
+    /// Random 128-bit id of this data dir, hex: tells two processes claiming one name apart.
+    pub node_uid: String,
+    /// `cluster.shards` at creation.
+    pub shards: u32,
+    /// The core members (`name@host:port`), sorted by name.
+    pub members: Vec<String>,
+    /// Owner of each shard, as an index into `members`.
+    pub table: Vec<u16>,
+}
+
+/// The identity file's path in `data_dir`.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("identity")
+}
+
+/// The core members of `cfg` sorted by name, as written (`name@host:port`).
+pub(crate) fn sorted_members(cfg: &ClusterConfig) -> Vec<String> {
+    let mut members = cfg.parsed_members().unwrap_or_default();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    members.iter().map(ToString::to_string).collect()
+}
+
+/// Reads the identity of `data_dir`, or creates it from `cfg` at the first start; refuses a
+/// start whose settings drifted from it.
+pub fn load_or_create(cfg: &ClusterConfig, data_dir: &Path) -> Result<Identity, Refused> {
+    let file = path(data_dir);
+    let members = sorted_members(cfg);
+    let wanted_table = shard_table(cfg.shards, members.len());
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let id: Identity = toml::from_str(&text).map_err(|e| Refused::Identity {
+                path: file.clone(),
+                problem: format!("it does not parse ({e}); restore it from a backup"),
+            })?;
+            let drift = |setting: &str, was: String, now: String| Refused::Drift {
+                setting: setting.to_owned(),
+                was,
+                now,
+                path: file.clone(),
+            };
+            if id.name != cfg.name {
+                return Err(drift("cluster.name", id.name, cfg.name.clone()));
+            }
+            if id.ordinal != cfg.ordinal {
+                return Err(drift(
+                    "cluster.ordinal",
+                    id.ordinal.to_string(),
+                    cfg.ordinal.to_string(),
+                ));
+            }
+            if id.shards != cfg.shards {
+                return Err(drift(
+                    "cluster.shards",
+                    id.shards.to_string(),
+                    cfg.shards.to_string(),
+                ));
+            }
+            // Gateways own no data: their view of the members comes from the core.
+            if cfg.role == crate::config::ClusterRole::Core && id.members != members {
+                return Err(drift(
+                    "cluster.members",
+                    format!("{:?}", id.members),
+                    format!("{members:?}"),
+                ));
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Identity {
+                name: cfg.name.clone(),
+                ordinal: cfg.ordinal,
+                role: cfg.role.as_str().to_owned(),
+                node_uid: format!("{:032x}", rand::random::<u128>()),
+                shards: cfg.shards,
+                members,
+                table: wanted_table,
+            };
+            write(&file, &id).map_err(|e| Refused::Identity {
+                path: file.clone(),
+                problem: format!("cannot write it: {e}"),
+            })?;
+            Ok(id)
+        }
+        Err(e) => Err(Refused::Identity {
+            path: file,
+            problem: format!("cannot read it: {e}"),
+        }),
+    }
+}
+
+/// Writes the file durably: temp file, fsync, rename, fsync of the directory.
+fn write(file: &Path, id: &Identity) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let text = toml::to_string(id).map_err(std::io::Error::other)?;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(b"# Written at this node's first start in a cluster; do not edit.\n")?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: &str, ordinal: u32, members: &[&str]) -> ClusterConfig {
+        ClusterConfig {
+            enabled: true,
+            name: name.to_owned(),
+            ordinal,
+            members: members.iter().map(|m| m.to_string()).collect(),
+            ..ClusterConfig::default()
+        }
+    }
+
+    #[test]
+    fn first_start_writes_later_starts_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = ["n2@127.0.0.2:7401", "n1@127.0.0.1:7401"];
+        let a = load_or_create(&cfg("n1", 1, &m), dir.path()).unwrap();
+        assert_eq!(a.members, vec!["n1@127.0.0.1:7401", "n2@127.0.0.2:7401"]);
+        assert_eq!(a.table.len(), 256);
+        // Same settings, members in another order: the same identity.
+        let b = load_or_create(&cfg("n1", 1, &[m[1], m[0]]), dir.path()).unwrap();
+        assert_eq!(a, b);
+        for (c, setting) in [
+            (cfg("n9", 1, &m), "cluster.name"),
+            (cfg("n1", 2, &m), "cluster.ordinal"),
+            (cfg("n1", 1, &m[..1]), "cluster.members"),
+            (
+                ClusterConfig {
+                    shards: 64,
+                    ..cfg("n1", 1, &m)
+                },
+                "cluster.shards",
+            ),
+        ] {
+            let e = load_or_create(&c, dir.path()).unwrap_err();
+            assert!(e.to_string().contains(setting), "{e}");
+        }
+    }
+}

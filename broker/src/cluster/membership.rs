@@ -1,0 +1,916 @@
+//! Membership: the NodeServer, dialing every member, the Hello exchange, the heartbeat and
+//! the Down decision (../shared/design/cluster.md 3.2-3.4).
+//!
+//! A peer is **Up** when its router's proxy is in pg (so its NodeSession is authenticated
+//! and ready) and both sides exchanged a `Hello` that this node accepted. Every
+//! `cluster.heartbeat_ms` the membership task pings each Up peer's router directly (not
+//! through the link, so the round trip measures the path, not our backlog); the peer's
+//! router answers `Pong`. ractor_cluster itself never times out a frozen peer (its pings
+//! only log), so a peer is **Down** after `cluster.peer_timeout_ms` without a Pong, or at
+//! once when its session closes. On Down: its NodeSession is stopped (a half-open link is
+//! replaced by a fresh one), calls waiting for it fail, its link forgets what it had not
+//! acknowledged, the inbound hook hears `peer_down`, and it is redialed with jittered
+//! backoff (ractor_cluster does not reconnect).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use ractor::{Actor, ActorCell, ActorId, ActorRef};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeSessionMessage};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::identity;
+use super::link::{Link, SendError};
+use super::pending::Pending;
+use super::router::{Router, GROUP, NAME_PREFIX, SCOPE};
+use super::wire::{Batch, Hello, RouterMsg, Wire, MAX_BATCH_BYTES, PROTO};
+use super::{members_of, CallError, Cluster, Inner, Refused};
+use crate::config::{ClusterRole, Config, Member};
+
+/// First pause before redialing a peer; doubles up to `cluster.reconnect_max_ms`.
+const BACKOFF_START: Duration = Duration::from_millis(250);
+
+/// What this node knows of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Not Up yet (dialing, or the Hello exchange is under way).
+    Connecting,
+    /// Exchanged Hellos, answering heartbeats.
+    Up,
+    /// Was Up, then lost (heartbeat timeout or session closed); being redialed.
+    Down,
+    /// Its Hello was refused (wrong app secret, shards, members, a duplicate name...).
+    Refused,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Up => "up",
+            State::Down => "down",
+            State::Refused => "refused",
+        }
+    }
+}
+
+/// One peer.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    /// `host:port` to dial (empty for a gateway that dials us).
+    addr: String,
+    core: bool,
+    state: State,
+    router: Option<ActorRef<RouterMsg>>,
+    router_id: Option<ActorId>,
+    hello_sent: bool,
+    hello: Option<Hello>,
+    last_pong: Instant,
+    rtt: Option<Duration>,
+    ping_seq: u64,
+    /// Highest batch seq processed from this peer, and the incarnation it belongs to.
+    recv_acked: (u64, u64),
+    link: Link,
+    /// Authenticated NodeSessions with this peer, by ractor_cluster node id.
+    sessions: HashMap<u64, ActorRef<NodeSessionMessage>>,
+    next_dial: Instant,
+    backoff: Duration,
+    dialing: bool,
+    over_since: Option<Instant>,
+    reason: Option<String>,
+    downs: u64,
+}
+
+impl Peer {
+    fn new(addr: String, core: bool, link: Link) -> Peer {
+        let now = Instant::now();
+        Peer {
+            addr,
+            core,
+            state: State::Connecting,
+            router: None,
+            router_id: None,
+            hello_sent: false,
+            hello: None,
+            last_pong: now,
+            rtt: None,
+            ping_seq: 0,
+            recv_acked: (0, 0),
+            link,
+            sessions: HashMap::new(),
+            next_dial: now,
+            backoff: BACKOFF_START,
+            dialing: false,
+            over_since: None,
+            reason: None,
+            downs: 0,
+        }
+    }
+}
+
+/// A node event, from ractor_cluster's synchronous callbacks into the membership task.
+#[derive(Debug)]
+enum Event {
+    Authenticated(NodeServerSessionInformation),
+    Disconnected(NodeServerSessionInformation),
+    Dialed(String, Result<(), String>),
+}
+
+struct Subscription(mpsc::UnboundedSender<Event>);
+
+impl NodeEventSubscription for Subscription {
+    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.send(Event::Disconnected(ses));
+    }
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.send(Event::Authenticated(ses));
+    }
+}
+
+/// The node name in a ractor_cluster peer name (`n2@127.0.0.2`).
+fn peer_name(ses: &NodeServerSessionInformation) -> Option<String> {
+    ses.peer_name
+        .as_ref()
+        .map(|n| n.name.split('@').next().unwrap_or_default().to_owned())
+}
+
+fn sha256(parts: &[&[u8]]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().to_vec()
+}
+
+/// Starts the NodeServer, the router and the membership task.
+pub(super) async fn start(
+    config: &Config,
+    secret: &[u8],
+    quic_addr: std::net::SocketAddr,
+) -> anyhow::Result<Cluster> {
+    let cfg = config.cluster.clone();
+    if cfg.tls_ca.is_some() {
+        return Err(Refused::Unsupported {
+            setting: "cluster.tls_ca".to_owned(),
+            problem: "TLS between nodes is not built yet in this version; use plain TCP on \
+                      loopback or a private network (cluster.allow_plaintext = true)"
+                .to_owned(),
+        }
+        .into());
+    }
+    let id = identity::load_or_create(&cfg, &config.server.data_dir)?;
+    let members = members_of(&cfg);
+    let mut core: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    core.sort();
+    let table = super::placement::shard_table(cfg.shards, core.len());
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .map_err(|e| anyhow::anyhow!("app secret unusable as an HMAC key: {e}"))?;
+    mac.update(b"convoke-cluster-fingerprint");
+    let sorted_members = identity::sorted_members(&cfg);
+    let members_hash = if sorted_members.is_empty() {
+        Vec::new()
+    } else {
+        sha256(
+            &sorted_members
+                .iter()
+                .map(|m| m.as_bytes())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let incarnation = rand::random::<u64>();
+    let hello = Hello {
+        proto: PROTO,
+        name: cfg.name.clone(),
+        ordinal: cfg.ordinal,
+        role: cfg.role.as_str().to_owned(),
+        node_uid: id.node_uid.clone(),
+        incarnation,
+        shards: cfg.shards,
+        members_hash,
+        secret_mac: mac.finalize().into_bytes().to_vec(),
+        members: sorted_members,
+        quic_addr: quic_addr.to_string(),
+    };
+    let inner = Arc::new(Inner {
+        name: cfg.name.clone(),
+        ordinal: cfg.ordinal,
+        role: cfg.role,
+        node_uid: id.node_uid,
+        incarnation,
+        core,
+        table,
+        hello,
+        peers: Mutex::new(BTreeMap::new()),
+        pending: Pending::default(),
+        inbound: OnceLock::new(),
+        epoch: Instant::now(),
+        server: OnceLock::new(),
+        cfg: cfg.clone(),
+    });
+    {
+        let mut peers = inner.lock();
+        for m in members.iter().filter(|m| m.name != cfg.name) {
+            peers.insert(m.name.clone(), inner.new_peer(&m.name, m.addr(), true));
+        }
+        for (i, seed) in cfg.join.iter().enumerate() {
+            // A seed's name is learnt from its Hello; until then it is dialed by address.
+            if !members.iter().any(|m| &m.addr() == seed) {
+                let name = format!("?seed{i}");
+                let peer = inner.new_peer(&name, seed.clone(), true);
+                peers.insert(name, peer);
+            }
+        }
+    }
+
+    // The router first: peers that connect learn of it at once.
+    let (router, _) = Actor::spawn(
+        Some(format!("{NAME_PREFIX}{}", cfg.name)),
+        Router,
+        inner.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start the cluster router: {e}"))?;
+    drop(router);
+
+    let advertised = Member::parse(&format!("{}@{}", cfg.name, cfg.advertised()))
+        .map_err(|e| anyhow::anyhow!("cluster.advertise: {e}"))?;
+    let server = NodeServer::new(
+        cfg.listen.port(),
+        cfg.cookie.clone(),
+        cfg.name.clone(),
+        advertised.host.clone(),
+        Some(ractor_cluster::IncomingEncryptionMode::Raw),
+        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(cfg.listen.ip())
+    .with_max_inbound_frame_size(MAX_BATCH_BYTES as u64);
+    // The listener binds in the background; check the port is free first so that a clash
+    // stops the start with a clear message instead of a log line.
+    std::net::TcpListener::bind(cfg.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on cluster.listen = {}: {e}", cfg.listen))?;
+    let (server, _) = Actor::spawn(Some("convoke.cluster.server".to_owned()), server, ())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the cluster server on {}: {e}", cfg.listen))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    server
+        .cast(ractor_cluster::NodeServerMessage::SubscribeToEvents {
+            id: "convoke.membership".to_owned(),
+            subscription: Box::new(Subscription(tx.clone())),
+        })
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to cluster events: {e}"))?;
+    let _ = inner.server.set(server);
+    tokio::spawn(run(inner.clone(), rx, tx));
+    tracing::info!(
+        name = %cfg.name,
+        ordinal = cfg.ordinal,
+        role = cfg.role.as_str(),
+        listen = %cfg.listen,
+        members = ?cfg.members,
+        shards = cfg.shards,
+        "cluster: node started"
+    );
+    Ok(Cluster { inner })
+}
+
+/// The membership task: node events, and every heartbeat: pg scan, Hellos, Pings, timeouts,
+/// dials, gauges.
+async fn run(
+    inner: Arc<Inner>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let beat = Duration::from_millis(inner.cfg.heartbeat_ms);
+    let mut every = tokio::time::interval(beat);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
+    // Sessions that opened and are not authenticated yet, by node id (for the refusal count).
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let now = Instant::now();
+                // This process was frozen (SIGSTOP, a stalled VM): nobody could answer us.
+                // Give every peer a fresh timeout rather than declare them all Down.
+                let paused = now.duration_since(last_tick) > Duration::from_millis(inner.cfg.peer_timeout_ms);
+                last_tick = now;
+                inner.tick(now, paused, &tx);
+            }
+            Some(event) = events.recv() => inner.on_event(event),
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Peer>> {
+        // Every critical section leaves the table consistent; a panic in one is a bug to
+        // see in the log, not a reason to stop the cluster.
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_peer(self: &Arc<Self>, name: &str, addr: String, core: bool) -> Peer {
+        Peer::new(
+            addr,
+            core,
+            Link::spawn(name, self.cfg.peer_queue_bytes, Arc::downgrade(self)),
+        )
+    }
+
+    /// The router proxy of `peer` when it is Up (for links).
+    pub(super) fn up_router(&self, peer: &str) -> Option<ActorRef<RouterMsg>> {
+        let peers = self.lock();
+        let p = peers.get(peer)?;
+        (p.state == State::Up).then(|| p.router.clone()).flatten()
+    }
+
+    pub(super) fn is_up(&self, peer: &str) -> bool {
+        self.lock().get(peer).is_some_and(|p| p.state == State::Up)
+    }
+
+    pub(super) fn up_peers(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, p)| p.state == State::Up)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    pub(super) fn send(&self, peer: &str, item: Wire) -> Result<(), SendError> {
+        let link = {
+            let peers = self.lock();
+            let p = peers
+                .get(peer)
+                .ok_or_else(|| SendError::Unknown(peer.to_owned()))?;
+            if p.state != State::Up {
+                return Err(SendError::Unavailable(peer.to_owned()));
+            }
+            p.link.clone()
+        };
+        link.push(item)
+    }
+
+    pub(super) async fn call(
+        &self,
+        peer: &str,
+        make: impl FnOnce(u64) -> Wire,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let (corr, rx) = self.pending.register(peer);
+        if let Err(e) = self.send(peer, make(corr)) {
+            self.pending.forget(corr);
+            return Err(match e {
+                SendError::Unavailable(p) | SendError::Overloaded(p) | SendError::Unknown(p) => {
+                    CallError::Unavailable(p)
+                }
+            });
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(CallError::PeerLost(peer.to_owned())),
+            Err(_) => {
+                self.pending.forget(corr);
+                Err(CallError::Timeout(peer.to_owned()))
+            }
+        }
+    }
+
+    pub(super) fn has_majority(&self) -> bool {
+        let core = self.core.len();
+        if core == 0 {
+            return false;
+        }
+        let me = usize::from(self.role == ClusterRole::Core && self.core.contains(&self.name));
+        let up = self
+            .lock()
+            .iter()
+            .filter(|(n, p)| p.state == State::Up && self.core.contains(n))
+            .count();
+        (up + me) * 2 > core
+    }
+
+    /// Casts a one-item batch straight to a router (Hello, Ping, Pong, Refuse): outside the
+    /// link, so it is never queued behind our own backlog.
+    fn direct(&self, router: &ActorRef<RouterMsg>, item: Wire) {
+        let _ = router.cast(RouterMsg::Wire(Batch {
+            from: self.name.clone(),
+            incarnation: self.incarnation,
+            seq: 0,
+            items: vec![item],
+        }));
+    }
+
+    fn on_event(self: &Arc<Self>, event: Event) {
+        match event {
+            Event::Dialed(peer, result) => {
+                let mut peers = self.lock();
+                if let Some(p) = peers.get_mut(&peer) {
+                    p.dialing = false;
+                    if let Err(e) = result {
+                        tracing::debug!(peer = %peer, addr = %p.addr, error = %e, "cluster: dial failed");
+                    }
+                }
+            }
+            Event::Authenticated(ses) => {
+                let Some(name) = peer_name(&ses) else { return };
+                let mut peers = self.lock();
+                if !peers.contains_key(&name) {
+                    // A gateway (or a core member a gateway learns of): known from now on.
+                    let peer = self.new_peer(&name, String::new(), false);
+                    peers.insert(name.clone(), peer);
+                }
+                if let Some(p) = peers.get_mut(&name) {
+                    p.sessions.insert(ses.node_id, ses.actor.clone());
+                    p.dialing = false;
+                }
+            }
+            Event::Disconnected(ses) => {
+                let name = peer_name(&ses);
+                let mut peers = self.lock();
+                let known = match name.as_ref().and_then(|n| peers.get_mut(n)) {
+                    Some(p) => p.sessions.remove(&ses.node_id).is_some().then_some(p),
+                    None => None,
+                };
+                match known {
+                    Some(p) => {
+                        if p.sessions.is_empty() && p.state == State::Up {
+                            let n = name.unwrap_or_default();
+                            self.down(&n, p, "disconnected");
+                        }
+                    }
+                    None => {
+                        metrics::counter!("convoke_cluster_refused_total", "reason" => "unauthenticated")
+                            .increment(1);
+                        tracing::warn!(
+                            peer = name.as_deref().unwrap_or("?"),
+                            addr = %ses.peer_addr,
+                            "cluster: a connection closed before it authenticated: a different \
+                             cluster.cookie, or not a convoke node"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// One heartbeat.
+    fn tick(self: &Arc<Self>, now: Instant, paused: bool, tx: &mpsc::UnboundedSender<Event>) {
+        let routers = routers_in_pg();
+        let timeout = Duration::from_millis(self.cfg.peer_timeout_ms);
+        let mut dials = Vec::new();
+        let mut came_up = Vec::new();
+        let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+        {
+            let mut peers = self.lock();
+            let names: Vec<String> = peers.keys().cloned().collect();
+            for name in names {
+                let Some(p) = peers.get_mut(&name) else {
+                    continue;
+                };
+                if paused {
+                    p.last_pong = now;
+                }
+                match routers.get(&name) {
+                    Some(cell) if p.router_id != Some(cell.get_id()) => {
+                        // A new router proxy: a new session, a full resync.
+                        p.router_id = Some(cell.get_id());
+                        p.router = Some(ActorRef::from(cell.clone()));
+                        p.hello_sent = false;
+                        if p.state == State::Up {
+                            self.down(&name, p, "new_session");
+                        }
+                    }
+                    None if p.router.is_some() => {
+                        p.router = None;
+                        p.router_id = None;
+                        p.hello_sent = false;
+                        if p.state == State::Up {
+                            self.down(&name, p, "disconnected");
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(router) = p.router.clone() {
+                    if !p.hello_sent && p.state != State::Refused {
+                        self.direct(&router, Wire::Hello(self.hello.clone()));
+                        p.hello_sent = true;
+                    }
+                    if p.state != State::Up
+                        && p.state != State::Refused
+                        && p.hello_sent
+                        && p.hello.is_some()
+                    {
+                        p.state = State::Up;
+                        p.last_pong = now;
+                        p.backoff = BACKOFF_START;
+                        p.reason = None;
+                        p.over_since = None;
+                        tracing::info!(peer = %name, "cluster: peer up");
+                        came_up.push(name.clone());
+                    }
+                }
+                if p.state == State::Up {
+                    if now.duration_since(p.last_pong) > timeout {
+                        self.down(&name, p, "heartbeat_timeout");
+                    } else if p.link.queued_bytes() > self.cfg.peer_queue_bytes {
+                        let since = *p.over_since.get_or_insert(now);
+                        if now.duration_since(since) > timeout {
+                            self.down(&name, p, "overloaded");
+                        }
+                    } else {
+                        p.over_since = None;
+                    }
+                }
+                if p.state == State::Up {
+                    if let Some(router) = &p.router {
+                        p.ping_seq += 1;
+                        let ping = Wire::Ping {
+                            seq: p.ping_seq,
+                            sent_ns: self.now_ns(),
+                            acked_batch: p.recv_acked.1,
+                        };
+                        self.direct(router, ping);
+                    }
+                }
+                let sessionless = p.sessions.is_empty() && p.router.is_none();
+                if p.state != State::Up
+                    && sessionless
+                    && !p.dialing
+                    && !p.addr.is_empty()
+                    && now >= p.next_dial
+                {
+                    p.dialing = true;
+                    let max = Duration::from_millis(self.cfg.reconnect_max_ms);
+                    let jitter = rand::random_range(0.5..1.0);
+                    p.next_dial = now + p.backoff.mul_f64(jitter);
+                    p.backoff = (p.backoff * 2).min(max);
+                    dials.push((name.clone(), p.addr.clone()));
+                }
+                if p.state == State::Refused && now >= p.next_dial && sessionless {
+                    // Try again later: the operator may have fixed the setting.
+                    p.state = State::Connecting;
+                }
+                *counts.entry(p.state.as_str()).or_default() += 1;
+                metrics::gauge!("convoke_cluster_peer_queue_bytes", "peer" => name.clone())
+                    .set(p.link.queued_bytes() as f64);
+            }
+            let unavailable = self
+                .table
+                .iter()
+                .filter(|&&i| {
+                    let owner = &self.core[usize::from(i)];
+                    owner != &self.name && peers.get(owner).is_none_or(|p| p.state != State::Up)
+                })
+                .count();
+            metrics::gauge!("convoke_cluster_shards_unavailable").set(unavailable as f64);
+        }
+        *counts.entry("up").or_default() += 1; // this node
+        for state in ["connecting", "up", "down", "refused"] {
+            let n = counts.get(state).copied().unwrap_or(0);
+            metrics::gauge!("convoke_cluster_peers", "state" => state).set(n as f64);
+        }
+        metrics::gauge!("convoke_cluster_members")
+            .set(counts.get("up").copied().unwrap_or(1) as f64);
+        if let Some(server) = self.server.get() {
+            for (name, addr) in dials {
+                let server = server.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let result = ractor_cluster::client_connect(&server, addr.as_str())
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(Event::Dialed(name, result));
+                });
+            }
+        }
+        if let Some(hook) = self.inbound.get() {
+            for name in came_up {
+                hook.peer_up(&name);
+            }
+        }
+    }
+
+    /// Declares `p` Down (the caller holds the peer table).
+    fn down(&self, name: &str, p: &mut Peer, reason: &'static str) {
+        p.state = State::Down;
+        p.downs += 1;
+        p.reason = Some(reason.to_owned());
+        p.hello = None;
+        p.hello_sent = false;
+        p.router = None;
+        p.router_id = None;
+        p.rtt = None;
+        p.next_dial = Instant::now() + BACKOFF_START;
+        for (_, s) in p.sessions.drain() {
+            s.stop(Some(format!("convoke: peer {name} down ({reason})")));
+        }
+        p.link.reset();
+        let failed = self.pending.fail_peer(name);
+        metrics::counter!("convoke_cluster_peer_down_total", "peer" => name.to_owned(), "reason" => reason)
+            .increment(1);
+        tracing::warn!(peer = %name, reason, failed_calls = failed, "cluster: peer down");
+        if let Some(hook) = self.inbound.get() {
+            hook.peer_down(name);
+        }
+    }
+
+    /// Refuses `from` (the caller holds the peer table): counted, logged, told, cut off.
+    fn refuse(&self, from: &str, p: &mut Peer, reason: &'static str, detail: String) {
+        metrics::counter!("convoke_cluster_refused_total", "reason" => reason).increment(1);
+        tracing::warn!(peer = %from, reason, "cluster: refused peer: {detail}");
+        if let Some(router) = &p.router {
+            self.direct(
+                router,
+                Wire::Refuse {
+                    reason: format!("refused by {}: {detail}", self.name),
+                },
+            );
+        }
+        let was_up = p.state == State::Up;
+        if was_up {
+            self.down(from, p, "refused");
+        }
+        p.state = State::Refused;
+        p.reason = Some(format!("{reason}: {detail}"));
+        p.next_dial = Instant::now() + Duration::from_millis(self.cfg.reconnect_max_ms);
+        for (_, s) in p.sessions.drain() {
+            s.stop(Some(format!("convoke: refused ({reason})")));
+        }
+    }
+
+    /// A batch from a peer, on the router, in arrival order.
+    pub(super) fn on_batch(self: &Arc<Self>, batch: Batch) {
+        let from = batch.from.clone();
+        let mut work = Vec::new();
+        let mut learned = Vec::new();
+        {
+            let mut peers = self.lock();
+            let Some(p) = peers.get_mut(&from) else {
+                metrics::counter!("convoke_cluster_refused_total", "reason" => "unknown_node")
+                    .increment(1);
+                tracing::warn!(peer = %from, "cluster: a batch from a node that is not a member; dropped");
+                return;
+            };
+            let accepted = |p: &Peer| {
+                p.hello
+                    .as_ref()
+                    .is_some_and(|h| h.incarnation == batch.incarnation)
+            };
+            for item in batch.items {
+                match item {
+                    Wire::Hello(h) => {
+                        if self.role == ClusterRole::Gateway && h.role == "core" {
+                            learned.extend(h.members.iter().filter_map(|m| Member::parse(m).ok()));
+                        }
+                        self.on_hello(&from, p, h);
+                    }
+                    Wire::Refuse { reason } => {
+                        tracing::warn!(peer = %from, "cluster: this node was refused: {reason}");
+                    }
+                    Wire::Ping {
+                        seq,
+                        sent_ns,
+                        acked_batch,
+                    } if accepted(p) => {
+                        p.link.acked(acked_batch);
+                        if let Some(router) = &p.router {
+                            let pong = Wire::Pong {
+                                seq,
+                                sent_ns,
+                                acked_batch: p.recv_acked.1,
+                            };
+                            self.direct(router, pong);
+                        }
+                    }
+                    Wire::Pong {
+                        sent_ns,
+                        acked_batch,
+                        ..
+                    } if accepted(p) => {
+                        p.link.acked(acked_batch);
+                        p.last_pong = Instant::now();
+                        let rtt = Duration::from_nanos(self.now_ns().saturating_sub(sent_ns));
+                        p.rtt = Some(rtt);
+                        metrics::histogram!("convoke_cluster_peer_rtt_seconds", "peer" => from.clone())
+                            .record(rtt.as_secs_f64());
+                    }
+                    Wire::Reply { corr, payload } if accepted(p) => {
+                        self.pending.complete(corr, &from, payload);
+                    }
+                    item if accepted(p) && p.state == State::Up => work.push(item),
+                    item => {
+                        tracing::debug!(peer = %from, kind = item.kind(), "cluster: item from a peer that is not Up; dropped");
+                    }
+                }
+            }
+            if batch.seq > 0 && accepted(p) {
+                if p.recv_acked.0 != batch.incarnation {
+                    p.recv_acked = (batch.incarnation, 0);
+                }
+                p.recv_acked.1 = p.recv_acked.1.max(batch.seq);
+            }
+            if !learned.is_empty() {
+                self.learn(&mut peers, learned);
+            }
+        }
+        if work.is_empty() {
+            return;
+        }
+        match self.inbound.get() {
+            Some(hook) => {
+                for item in work {
+                    hook.item(&from, item);
+                }
+            }
+            None => {
+                tracing::debug!(peer = %from, items = work.len(), "cluster: no inbound hook installed; items dropped");
+            }
+        }
+    }
+
+    /// A gateway learnt the core members from a Hello: dial them, and stop dialing seeds
+    /// that turned out to be one of them.
+    fn learn(self: &Arc<Self>, peers: &mut BTreeMap<String, Peer>, members: Vec<Member>) {
+        for m in members.iter().filter(|m| m.name != self.name) {
+            match peers.get_mut(&m.name) {
+                Some(p) => {
+                    p.core = true;
+                    if p.addr.is_empty() {
+                        p.addr = m.addr();
+                    }
+                }
+                None => {
+                    let peer = self.new_peer(&m.name, m.addr(), true);
+                    peers.insert(m.name.clone(), peer);
+                }
+            }
+        }
+        peers.retain(|name, p| {
+            !(name.starts_with('?') && members.iter().any(|m| m.addr() == p.addr))
+        });
+    }
+
+    fn on_hello(&self, from: &str, p: &mut Peer, h: Hello) {
+        let ours = &self.hello;
+        if h.name != from {
+            return self.refuse(from, p, "name", format!("its Hello names {:?}", h.name));
+        }
+        if h.proto != PROTO {
+            return self.refuse(
+                from,
+                p,
+                "proto",
+                format!("it speaks protocol {}, this node {PROTO}", h.proto),
+            );
+        }
+        if h.name == self.name {
+            return self.refuse(
+                from,
+                p,
+                "duplicate_name",
+                format!("it claims this node's own name {:?}", h.name),
+            );
+        }
+        if h.secret_mac != ours.secret_mac {
+            return self.refuse(from, p, "app_secret", "its app secret (auth.secret) differs from this node's; every node needs the same one".to_owned());
+        }
+        if h.shards != ours.shards {
+            return self.refuse(
+                from,
+                p,
+                "shards",
+                format!(
+                    "its cluster.shards is {}, this node's {}",
+                    h.shards, ours.shards
+                ),
+            );
+        }
+        if !h.members_hash.is_empty()
+            && !ours.members_hash.is_empty()
+            && h.members_hash != ours.members_hash
+        {
+            return self.refuse(
+                from,
+                p,
+                "members",
+                format!(
+                    "its cluster.members is {:?}, this node's {:?}",
+                    h.members, ours.members
+                ),
+            );
+        }
+        let core = h.role == "core";
+        if core != self.core.iter().any(|n| n == from) && !self.core.is_empty() {
+            return self.refuse(
+                from,
+                p,
+                "members",
+                format!(
+                    "it is a {} node, and cluster.members {} it",
+                    h.role,
+                    if core { "does not list" } else { "lists" }
+                ),
+            );
+        }
+        if h.ordinal == self.ordinal {
+            return self.refuse(
+                from,
+                p,
+                "ordinal",
+                format!("it has this node's cluster.ordinal {}", h.ordinal),
+            );
+        }
+        if let Some(old) = &p.hello {
+            if old.node_uid != h.node_uid && p.state == State::Up {
+                return self.refuse(from, p, "duplicate_name", format!("another process (node_uid {}) is Up under the name {from:?}; this one has node_uid {}", old.node_uid, h.node_uid));
+            }
+            if old.incarnation != h.incarnation {
+                // It restarted: everything it had in flight is gone.
+                self.pending.fail_peer(from);
+                p.link.reset();
+            }
+        }
+        if p.state == State::Refused {
+            p.state = State::Connecting;
+        }
+        p.core = core;
+        p.hello = Some(h);
+    }
+
+    pub(super) fn status(&self) -> serde_json::Value {
+        use serde_json::json;
+        let peers = self.lock();
+        let mut members = vec![json!({
+            "name": self.name,
+            "ordinal": self.ordinal,
+            "role": self.role.as_str(),
+            "state": "up",
+            "self": true,
+            "incarnation": self.incarnation.to_string(),
+            "node_uid": self.node_uid,
+        })];
+        for (name, p) in peers.iter().filter(|(n, _)| !n.starts_with('?')) {
+            members.push(json!({
+                "name": name,
+                "ordinal": p.hello.as_ref().map(|h| h.ordinal),
+                "role": if p.core { "core" } else { "gateway" },
+                "addr": p.addr,
+                "state": p.state.as_str(),
+                "self": false,
+                "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                "incarnation": p.hello.as_ref().map(|h| h.incarnation.to_string()),
+                "node_uid": p.hello.as_ref().map(|h| h.node_uid.clone()),
+                "quic_addr": p.hello.as_ref().map(|h| h.quic_addr.clone()),
+                "queued_bytes": p.link.queued_bytes(),
+                "downs": p.downs,
+                "reason": p.reason,
+            }));
+        }
+        let mut owned: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
+        for &i in &self.table {
+            let owner = self.core[usize::from(i)].as_str();
+            let available =
+                owner == self.name || peers.get(owner).is_some_and(|p| p.state == State::Up);
+            let e = owned.entry(owner).or_insert((0, available));
+            e.0 += 1;
+        }
+        let shards: Vec<_> = owned
+            .iter()
+            .map(|(owner, (n, available))| json!({"owner": owner, "shards": n, "available": available}))
+            .collect();
+        let unavailable: usize = owned.values().filter(|(_, a)| !a).map(|(n, _)| n).sum();
+        drop(peers);
+        json!({
+            "node": {
+                "name": self.name,
+                "ordinal": self.ordinal,
+                "role": self.role.as_str(),
+                "incarnation": self.incarnation.to_string(),
+                "node_uid": self.node_uid,
+            },
+            "majority": self.has_majority(),
+            "members": members,
+            "shards": {
+                "count": self.cfg.shards,
+                "unavailable": unavailable,
+                "owners": shards,
+            },
+            "pending_calls": self.pending.len(),
+        })
+    }
+}
+
+/// The routers of other nodes in pg, by node name.
+fn routers_in_pg() -> HashMap<String, ActorCell> {
+    ractor::pg::get_scoped_members(&SCOPE.to_owned(), &GROUP.to_owned())
+        .into_iter()
+        .filter(|cell| !cell.get_id().is_local())
+        .filter_map(|cell| {
+            let name = cell.get_name()?.strip_prefix(NAME_PREFIX)?.to_owned();
+            Some((name, cell))
+        })
+        .collect()
+}

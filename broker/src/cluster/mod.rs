@@ -1,0 +1,332 @@
+//! The cluster fabric (issue #11 phase 1; ../shared/design/cluster.md): nodes form a full
+//! mesh over ractor_cluster from `[cluster]`, tell each other who they are (`Hello`),
+//! detect failures with their own heartbeat, and carry batches of [`wire::Wire`] items
+//! between one router per node.
+//!
+//! With `cluster.enabled = false` (the default) nothing here runs: [`start`] returns `None`,
+//! no port is opened, and every other module keeps its single-node path.
+//!
+//! For request forwarding and cross-node fan-out (built on this):
+//! - [`Cluster::get`] (or the handle [`start`] returned) is the running cluster;
+//! - [`Cluster::route`] says where a group lives: [`Route::Local`], [`Route::Remote`] (its
+//!   owner is Up) or [`Route::Unavailable`] (answer 500 retryable at once);
+//! - [`Cluster::send`] queues an item on the ordered, byte-bounded link to a peer;
+//!   [`Cluster::call`] sends an item carrying a fresh correlation id and waits for the
+//!   peer's `Wire::Reply` (failed at once when the peer goes Down, or at the deadline);
+//!   [`Cluster::reply`] answers a call;
+//! - [`Cluster::set_inbound`] installs the [`Inbound`] hook that receives every `Forward`,
+//!   `Create`, `Deliver`, `PresenceSnapshot` and `PresenceDelta` from an Up peer, in the
+//!   order that peer queued them, on the router (hand heavy work to tasks).
+//!
+//! Layout: `wire` (the items and the router's hand-written message codec), `router` (the
+//! remote-capable actor), `membership` (NodeServer, dialing, Hello, heartbeat, Down),
+//! `link` (per-peer batching queue), `pending` (calls waiting for replies), `placement`
+//! (shards and owners, pure), `identity` (what a data dir was created as).
+
+pub mod identity;
+mod link;
+mod membership;
+mod pending;
+pub mod placement;
+mod router;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use convoke_protocol::{ApiError, ErrorCode};
+use ractor::ActorRef;
+
+pub use link::SendError;
+pub use router::{GROUP, NAME_PREFIX, SCOPE};
+pub use wire::{Batch, Hello, RouterMsg, Wire};
+
+use crate::config::{ClusterConfig, ClusterRole, Config, Member};
+use membership::Peer;
+use pending::Pending;
+
+/// A start refused because of the cluster configuration or the data dir's identity; the
+/// binary exits with code 2 (like any invalid configuration).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// A setting differs from what the data dir was created with.
+    #[error(
+        "{setting} changed for an existing data dir: it was {was}, it is now {now} ({}); \
+         data would be orphaned, so this node does not start. Put the setting back, or \
+         start on a new data dir",
+        path.display()
+    )]
+    Drift {
+        /// The setting (`cluster.ordinal`).
+        setting: String,
+        /// Its value in the identity file.
+        was: String,
+        /// Its configured value.
+        now: String,
+        /// The identity file.
+        path: PathBuf,
+    },
+    /// The identity file cannot be read, parsed or written.
+    #[error("cluster identity file {}: {problem}", path.display())]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A setting this build cannot honour yet.
+    #[error("{setting}: {problem}")]
+    Unsupported {
+        /// The setting.
+        setting: String,
+        /// Why.
+        problem: String,
+    },
+}
+
+impl Refused {
+    /// Process exit code for a refused start.
+    pub const EXIT_CODE: u8 = 2;
+}
+
+/// Where a group lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node owns it (always, on a single node).
+    Local,
+    /// Its owner is this peer, and the peer is Up.
+    Remote(String),
+    /// Its owner is this peer, and the peer is not Up: answer 500 retryable at once.
+    Unavailable(String),
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The peer was not Up when the call was made: nothing was sent.
+    #[error("node {0} is unreachable")]
+    Unavailable(String),
+    /// The peer went Down (or restarted) while the call was out: outcome unknown.
+    #[error("node {0} went away while handling the request")]
+    PeerLost(String),
+    /// No reply within `cluster.request_timeout_ms`: outcome unknown.
+    #[error("node {0} did not answer within the request timeout")]
+    Timeout(String),
+}
+
+impl CallError {
+    /// The contract's answer: 500 `SERVER_BUSY` (retryable), worded for the case.
+    pub fn to_api_error(&self) -> ApiError {
+        let text = match self {
+            CallError::Unavailable(peer) => {
+                format!("the group lives on node {peer}, which is unreachable; retry")
+            }
+            CallError::PeerLost(_) | CallError::Timeout(_) => format!(
+                "{self}; the change may or may not have been made, read the group state \
+                 before retrying"
+            ),
+        };
+        ApiError::new(ErrorCode::ServerBusy, text)
+    }
+}
+
+/// Receives the work items of Up peers, on the router, in each peer's order.
+pub trait Inbound: Send + Sync + 'static {
+    /// One item (`Forward`, `Create`, `Deliver`, `PresenceSnapshot`, `PresenceDelta`) from
+    /// peer `from`. Answer a `Forward`/`Create` with [`Cluster::reply`].
+    fn item(&self, from: &str, item: Wire);
+
+    /// Peer `peer` went Down (or restarted): forget its presence, receiver caches, etc.
+    fn peer_down(&self, peer: &str) {
+        let _ = peer;
+    }
+
+    /// Peer `peer` is Up (after every new session: send it a presence snapshot).
+    fn peer_up(&self, peer: &str) {
+        let _ = peer;
+    }
+}
+
+/// The running cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+static RUNNING: OnceLock<Cluster> = OnceLock::new();
+
+/// Shared by the membership task, the router, the links and the handle.
+pub(crate) struct Inner {
+    cfg: ClusterConfig,
+    name: String,
+    ordinal: u32,
+    role: ClusterRole,
+    node_uid: String,
+    incarnation: u64,
+    /// Core member names, sorted (the shard table indexes into this).
+    core: Vec<String>,
+    table: Vec<u16>,
+    hello: Hello,
+    peers: Mutex<BTreeMap<String, Peer>>,
+    pending: Pending,
+    inbound: OnceLock<Arc<dyn Inbound>>,
+    epoch: Instant,
+    server: OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
+}
+
+/// Starts the cluster when `[cluster]` is enabled (identity check, NodeServer, router,
+/// membership); `None` on a single node.
+pub async fn start(
+    config: &Config,
+    secret: &[u8],
+    quic_addr: std::net::SocketAddr,
+) -> anyhow::Result<Option<Cluster>> {
+    if !config.cluster.enabled {
+        return Ok(None);
+    }
+    let cluster = membership::start(config, secret, quic_addr).await?;
+    let _ = RUNNING.set(cluster.clone());
+    Ok(Some(cluster))
+}
+
+impl Cluster {
+    /// The running cluster of this process, if any.
+    pub fn get() -> Option<Cluster> {
+        RUNNING.get().cloned()
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This node's ordinal (1..=63).
+    pub fn ordinal(&self) -> u32 {
+        self.inner.ordinal
+    }
+
+    /// This process's incarnation (random per start).
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// `cluster.shards`.
+    pub fn shards(&self) -> u32 {
+        self.inner.cfg.shards
+    }
+
+    /// The core member that owns group `gid`.
+    pub fn owner_of(&self, gid: u64) -> &str {
+        self.inner.owner_of(gid)
+    }
+
+    /// Whether this node owns `gid`'s shard.
+    pub fn owns(&self, gid: u64) -> bool {
+        self.inner.owner_of(gid) == self.inner.name
+    }
+
+    /// Where group `gid` lives and whether its owner is reachable.
+    pub fn route(&self, gid: u64) -> Route {
+        let owner = self.inner.owner_of(gid);
+        if owner == self.inner.name {
+            Route::Local
+        } else if self.is_up(owner) {
+            Route::Remote(owner.to_owned())
+        } else {
+            Route::Unavailable(owner.to_owned())
+        }
+    }
+
+    /// Whether `peer` is Up.
+    pub fn is_up(&self, peer: &str) -> bool {
+        self.inner.is_up(peer)
+    }
+
+    /// The peers that are Up now (core and gateways), by name.
+    pub fn up_peers(&self) -> Vec<String> {
+        self.inner.up_peers()
+    }
+
+    /// Queues `item` to `peer` on its ordered link (never waits). A `Deliver` is dropped
+    /// (and counted) when the link is over `cluster.peer_queue_bytes`.
+    pub fn send(&self, peer: &str, item: Wire) -> Result<(), SendError> {
+        self.inner.send(peer, item)
+    }
+
+    /// Sends the item `make(corr)` to `peer` and waits for its `Wire::Reply { corr, .. }`
+    /// payload, at most `cluster.request_timeout_ms`.
+    pub async fn call(
+        &self,
+        peer: &str,
+        make: impl FnOnce(u64) -> Wire,
+    ) -> Result<Vec<u8>, CallError> {
+        let timeout = Duration::from_millis(self.inner.cfg.request_timeout_ms);
+        self.inner.call(peer, make, timeout).await
+    }
+
+    /// Answers call `corr` from `peer`.
+    pub fn reply(&self, peer: &str, corr: u64, payload: Vec<u8>) -> Result<(), SendError> {
+        self.inner.send(peer, Wire::Reply { corr, payload })
+    }
+
+    /// The absolute deadline (ms since the Unix epoch) for a call made now.
+    pub fn deadline_ms(&self) -> i64 {
+        crate::clock::now_ms()
+            .saturating_add(i64::try_from(self.inner.cfg.request_timeout_ms).unwrap_or(0))
+    }
+
+    /// Installs the hook for inbound work items; only the first call takes effect.
+    pub fn set_inbound(&self, inbound: Arc<dyn Inbound>) -> bool {
+        self.inner.inbound.set(inbound).is_ok()
+    }
+
+    /// Whether this node sees a majority of the core members Up (itself included when core).
+    pub fn has_majority(&self) -> bool {
+        self.inner.has_majority()
+    }
+
+    /// The `/cluster` document.
+    pub fn status(&self) -> serde_json::Value {
+        self.inner.status()
+    }
+}
+
+/// `/cluster` JSON, or `None` on a single node.
+pub fn status_json() -> Option<String> {
+    Cluster::get().map(|c| c.status().to_string())
+}
+
+/// Readiness as far as the cluster is concerned: always on a single node; in a cluster,
+/// a majority of core members Up.
+pub fn ready() -> bool {
+    Cluster::get().is_none_or(|c| c.has_majority())
+}
+
+impl Inner {
+    fn owner_of(&self, gid: u64) -> &str {
+        let shard = placement::shard_of(gid, self.cfg.shards) as usize;
+        self.table
+            .get(shard)
+            .and_then(|&i| self.core.get(usize::from(i)))
+            .map_or(self.name.as_str(), String::as_str)
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The member list of a config, parsed (validation already accepted it).
+fn members_of(cfg: &ClusterConfig) -> Vec<Member> {
+    cfg.parsed_members().unwrap_or_default()
+}
