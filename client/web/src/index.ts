@@ -1,2 +1,6 @@
-/** Convoke's web SDK. The codec is the base; the connection is built on it. */
+/**
+ * Convoke's web SDK: the wire codec, and the connection built on it (the seed's group
+ * calls over any bidirectional byte stream).
+ */
 export * from './codec/index.js';
+export * from './connection/index.js';

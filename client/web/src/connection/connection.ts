@@ -1,0 +1,726 @@
+/**
+ * The `connection` of the seed's Group API (spec/seed-group-api.txt): its method names and
+ * option objects as written there, e.g. `connection.acceptGroupInvite({invitee: 'myUserId',
+ * groupId: 'groupId'})`, each a promise. Where the seed names no result, a call resolves to
+ * what the contract (spec/group-api.md) returns, with the contract's field names
+ * (`affiliations_count`, `{owner}`/`{member}` entries, `groupid`/`groupname`); calls that
+ * return nothing resolve to `undefined`.
+ *
+ * Requests go through a Session (pipelined; any number in flight). Shared-file upload and
+ * download, events (`addEventHandler`) and the WebTransport dialing come next (issue #14
+ * item 2); this layer works over any ByteStream.
+ */
+
+import type {
+  GroupInfo as WireGroupInfo,
+  GroupMessage,
+  Request,
+  Response,
+  ResponseOf,
+  Role,
+} from '../codec/index.js';
+import { paramError, ProtocolError } from './errors.js';
+import {
+  ext,
+  flag,
+  optStr,
+  options,
+  str,
+  strMap,
+  strs,
+  u32,
+  type Options,
+} from './options.js';
+import { Session, type ByteStream, type HelloOptions, type SessionOptions } from './session.js';
+
+/** getGroupInfo, per group (the contract's names). */
+export interface GroupDetail {
+  id: string;
+  name: string;
+  description: string;
+  owner: string;
+  /** ms since the Unix epoch. */
+  created: number;
+  affiliations_count: number;
+  maxusers: number;
+  public: boolean;
+  membersonly: boolean;
+  allowinvites: boolean;
+  invite_need_confirm: boolean;
+  /** Mute-all is on. */
+  mute: boolean;
+  /** createGroup's `ext`. */
+  custom: string;
+  /** The caller blocked this group's messages. */
+  shieldgroup: boolean;
+  /** The caller's role; absent when the caller is not a member. */
+  role?: Role;
+}
+
+/** getGroupInfo of an id that has no info: why. */
+export interface GroupDetailError {
+  id: string;
+  error: { code: number; message: string };
+}
+
+/** listGroupMembers: `{owner}` or `{member}` (admins are members with `role: 'admin'`). */
+export type MemberListEntry =
+  | { owner: string; role: 'owner'; joined_at: number }
+  | { member: string; role: 'admin' | 'member'; joined_at: number };
+
+export interface MuteListEntry {
+  user: string;
+  /** ms since the Unix epoch; -1 = forever. */
+  expire: number;
+}
+
+export interface SharedFileEntry {
+  file_id: string;
+  file_name: string;
+  file_owner: string;
+  file_size: number;
+  created: number;
+  content_type: string;
+  sha256: string;
+  /** The download secret. */
+  secret: string;
+}
+
+export interface JoinedGroupEntry {
+  groupid: string;
+  groupname: string;
+  affiliations_count?: number;
+  role?: Role;
+}
+
+export interface PublicGroupEntry {
+  groupid: string;
+  groupname: string;
+}
+
+export interface ReadUsersPage {
+  total: number;
+  users: { user_id: string; read_at: number }[];
+  /** The next page's cursor; null on the last page. */
+  cursor: string | null;
+}
+
+export interface SentMessage {
+  msgId: string;
+  /** The group's sequence number of the message (a decimal string: u64). */
+  seq: string;
+  timestamp: number;
+}
+
+/** Option objects of the seed's calls. */
+export interface GroupIdOption {
+  groupId: string;
+}
+export interface CreateGroupOptions {
+  data: {
+    groupname: string;
+    desc?: string;
+    members?: string[];
+    public?: boolean;
+    approval?: boolean;
+    allowinvites?: boolean;
+    inviteNeedConfirm?: boolean;
+    maxusers?: number;
+    /** A string, or any JSON value (stored as its JSON text). */
+    ext?: unknown;
+  };
+}
+export type UserOrUsers = string | string[];
+
+function expect<T extends Response['type']>(method: string, r: Response, type: T): ResponseOf<T> {
+  if (r.type !== type) {
+    throw new ProtocolError(`${method}: the broker answered ${r.type}, expected ${type}`);
+  }
+  return r as ResponseOf<T>;
+}
+
+function detail(info: WireGroupInfo): GroupDetail {
+  const out: GroupDetail = {
+    id: info.id,
+    name: info.name,
+    description: info.description,
+    owner: info.owner,
+    created: info.created,
+    affiliations_count: info.affiliationsCount,
+    maxusers: info.maxusers,
+    public: info.public,
+    membersonly: info.membersonly,
+    allowinvites: info.allowinvites,
+    invite_need_confirm: info.inviteNeedConfirm,
+    mute: info.mute,
+    custom: info.custom,
+    shieldgroup: info.shieldgroup,
+  };
+  if (info.role !== null) out.role = info.role;
+  return out;
+}
+
+function fileEntry(f: ResponseOf<'files'>['files'][number]): SharedFileEntry {
+  return {
+    file_id: f.fileId,
+    file_name: f.fileName,
+    file_owner: f.fileOwner,
+    // At most the contract's 10 MiB: exact as a number.
+    file_size: Number(f.fileSize),
+    created: f.created,
+    content_type: f.contentType,
+    sha256: f.sha256,
+    secret: f.secret,
+  };
+}
+
+export class Connection {
+  constructor(
+    /** The session the calls go through. */
+    readonly session: Session,
+  ) {}
+
+  /** Opens a session on `stream` (hello, welcome) and returns its connection. */
+  static async open(stream: ByteStream, hello: HelloOptions, options?: SessionOptions): Promise<Connection> {
+    return new Connection(await Session.open(stream, hello, options));
+  }
+
+  /** The user this connection acts as (from the token). */
+  get user(): string {
+    return this.session.welcome.userId;
+  }
+
+  /** Ends the connection; calls in flight reject with a ConnectionError. */
+  close(): void {
+    this.session.close();
+  }
+
+  /** Validates the options with `build`, sends the request, checks the answer. */
+  private async call<T>(
+    method: Request['method'],
+    opts: unknown,
+    build: (o: Options) => Request,
+    answer: (r: Response) => T,
+  ): Promise<T> {
+    const o = options(method, opts);
+    const request = build(o);
+    return answer(await this.session.request(request));
+  }
+
+  private done(method: Request['method'], opts: unknown, build: (o: Options) => Request): Promise<void> {
+    return this.call(method, opts, build, (r) => {
+      expect(method, r, 'done');
+    });
+  }
+
+  private users(method: Request['method'], opts: unknown, build: (o: Options) => Request): Promise<string[]> {
+    return this.call(method, opts, build, (r) => expect(method, r, 'users').users);
+  }
+
+  private bool(method: Request['method'], opts: unknown, build: (o: Options) => Request): Promise<boolean> {
+    return this.call(method, opts, build, (r) => expect(method, r, 'bool').value);
+  }
+
+  // --- groups -------------------------------------------------------------------------
+
+  /** createGroup: resolves to `{ groupid }`. */
+  createGroup(opts: CreateGroupOptions): Promise<{ groupid: string }> {
+    const m = 'createGroup';
+    return this.call(
+      m,
+      opts,
+      (o) => {
+        const d = options(`${m}: data`, o.data);
+        const maxusers = d.maxusers === undefined || d.maxusers === null ? null : u32(m, d, 'maxusers');
+        return {
+          method: m,
+          data: {
+            groupname: str(m, d, 'groupname'),
+            desc: optStr(m, d, 'desc') ?? '',
+            members: strs(m, d, 'members', false, []),
+            public: flag(m, d, 'public', false),
+            approval: flag(m, d, 'approval', false),
+            allowinvites: flag(m, d, 'allowinvites', false),
+            inviteNeedConfirm: flag(m, d, 'inviteNeedConfirm', true),
+            maxusers,
+            ext: ext(m, d, 'ext') ?? '',
+          },
+        };
+      },
+      (r) => ({ groupid: expect(m, r, 'groupCreated').groupId }),
+    );
+  }
+
+  /** destroyGroup (owner). */
+  destroyGroup(opts: GroupIdOption): Promise<void> {
+    return this.done('destroyGroup', opts, (o) => ({ method: 'destroyGroup', groupId: str('destroyGroup', o, 'groupId') }));
+  }
+
+  /** getGroupInfo: `groupId` is one id or a list (<= 100); one entry per id, in order. */
+  getGroupInfo(opts: { groupId: string | string[] }): Promise<(GroupDetail | GroupDetailError)[]> {
+    const m = 'getGroupInfo';
+    return this.call(
+      m,
+      opts,
+      (o) => ({ method: m, groupIds: strs(m, o, 'groupId', true) }),
+      (r) =>
+        expect(m, r, 'groupInfos').groups.map((g) =>
+          g.info
+            ? detail(g.info)
+            : { id: g.groupId, error: g.error ?? { code: 1, message: 'no info and no error' } },
+        ),
+    );
+  }
+
+  /** modifyGroup (owner, admin): only the fields given change. */
+  modifyGroup(opts: { groupId: string; groupName?: string; description?: string; ext?: unknown }): Promise<void> {
+    const m = 'modifyGroup';
+    return this.done(m, opts, (o) => ({
+      method: m,
+      groupId: str(m, o, 'groupId'),
+      groupName: optStr(m, o, 'groupName'),
+      description: optStr(m, o, 'description'),
+      ext: ext(m, o, 'ext'),
+    }));
+  }
+
+  /** changeGroupOwner (owner): `newOwner` must be a member. */
+  changeGroupOwner(opts: { groupId: string; newOwner: string }): Promise<void> {
+    const m = 'changeGroupOwner';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), newOwner: str(m, o, 'newOwner') }));
+  }
+
+  /** listGroupMembers: `pageNum` from 1 (default 1), `pageSize` up to 1000 (default 20). */
+  listGroupMembers(opts: { groupId: string; pageNum?: number; pageSize?: number }): Promise<MemberListEntry[]> {
+    const m = 'listGroupMembers';
+    return this.call(
+      m,
+      opts,
+      (o) => ({
+        method: m,
+        groupId: str(m, o, 'groupId'),
+        pageNum: u32(m, o, 'pageNum', 1),
+        pageSize: u32(m, o, 'pageSize', 20),
+      }),
+      (r) =>
+        expect(m, r, 'members').members.map((e): MemberListEntry =>
+          e.role === 'owner'
+            ? { owner: e.userId, role: 'owner', joined_at: e.joinedAt }
+            : { member: e.userId, role: e.role, joined_at: e.joinedAt },
+        ),
+    );
+  }
+
+  /** getGroupAdmin: the admins' user ids. */
+  getGroupAdmin(opts: GroupIdOption): Promise<string[]> {
+    return this.users('getGroupAdmin', opts, (o) => ({ method: 'getGroupAdmin', groupId: str('getGroupAdmin', o, 'groupId') }));
+  }
+
+  /** setGroupAdmin (owner). */
+  setGroupAdmin(opts: { groupId: string; username: string }): Promise<void> {
+    const m = 'setGroupAdmin';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), username: str(m, o, 'username') }));
+  }
+
+  /** removeGroupAdmin (owner). */
+  removeGroupAdmin(opts: { groupId: string; username: string }): Promise<void> {
+    const m = 'removeGroupAdmin';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), username: str(m, o, 'username') }));
+  }
+
+  /** fetchGroupAnnouncement: resolves to `{ announcement }`. */
+  fetchGroupAnnouncement(opts: GroupIdOption): Promise<{ announcement: string }> {
+    const m = 'fetchGroupAnnouncement';
+    return this.call(
+      m,
+      opts,
+      (o) => ({ method: m, groupId: str(m, o, 'groupId') }),
+      (r) => ({ announcement: expect(m, r, 'announcement').announcement }),
+    );
+  }
+
+  /** updateGroupAnnouncement (owner, admin): "" deletes it. */
+  updateGroupAnnouncement(opts: { groupId: string; announcement: string }): Promise<void> {
+    const m = 'updateGroupAnnouncement';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), announcement: str(m, o, 'announcement') }));
+  }
+
+  /**
+   * getJoinedGroups: with `needAffiliations` or `needRole`, `pageNum` starts at 0 and
+   * `pageSize` is at most 20; otherwise from 1 and at most 500 (the seed's paging rules).
+   * Defaults: the first page, 20 groups.
+   */
+  getJoinedGroups(opts: {
+    pageNum?: number;
+    pageSize?: number;
+    needAffiliations?: boolean;
+    needRole?: boolean;
+  }): Promise<JoinedGroupEntry[]> {
+    const m = 'getJoinedGroups';
+    return this.call(
+      m,
+      opts,
+      (o) => {
+        const needAffiliations = flag(m, o, 'needAffiliations', false);
+        const needRole = flag(m, o, 'needRole', false);
+        return {
+          method: m,
+          pageNum: u32(m, o, 'pageNum', needAffiliations || needRole ? 0 : 1),
+          pageSize: u32(m, o, 'pageSize', 20),
+          needAffiliations,
+          needRole,
+        };
+      },
+      (r) =>
+        expect(m, r, 'joinedGroups').groups.map((g) => {
+          const out: JoinedGroupEntry = { groupid: g.groupId, groupname: g.groupName };
+          if (g.affiliationsCount !== null) out.affiliations_count = g.affiliationsCount;
+          if (g.role !== null) out.role = g.role;
+          return out;
+        }),
+    );
+  }
+
+  /** getPublicGroups: `cursor` null for the first page; the answer's cursor is null on the last. */
+  getPublicGroups(opts: { limit: number; cursor?: string | null }): Promise<{ data: PublicGroupEntry[]; cursor: string | null }> {
+    const m = 'getPublicGroups';
+    return this.call(
+      m,
+      opts,
+      (o) => ({ method: m, limit: u32(m, o, 'limit'), cursor: optStr(m, o, 'cursor') }),
+      (r) => {
+        const p = expect(m, r, 'publicGroups');
+        return { data: p.groups.map((g) => ({ groupid: g.groupId, groupname: g.groupName })), cursor: p.cursor };
+      },
+    );
+  }
+
+  // --- membership ---------------------------------------------------------------------
+
+  /** inviteUsersToGroup: who got a pending invitation, who joined directly. */
+  inviteUsersToGroup(opts: { groupId: string; users: string[] }): Promise<{ pending: string[]; joined: string[] }> {
+    const m = 'inviteUsersToGroup';
+    return this.call(
+      m,
+      opts,
+      (o) => ({ method: m, groupId: str(m, o, 'groupId'), users: strs(m, o, 'users') }),
+      (r) => {
+        const i = expect(m, r, 'invited');
+        return { pending: i.pending, joined: i.joined };
+      },
+    );
+  }
+
+  /** acceptGroupInvite: `invitee` is the caller's own user id. */
+  acceptGroupInvite(opts: { invitee: string; groupId: string }): Promise<void> {
+    const m = 'acceptGroupInvite';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), invitee: str(m, o, 'invitee') }));
+  }
+
+  /** rejectGroupInvite: `invitee` is the caller's own user id. */
+  rejectGroupInvite(opts: { invitee: string; groupId: string }): Promise<void> {
+    const m = 'rejectGroupInvite';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), invitee: str(m, o, 'invitee') }));
+  }
+
+  /** joinGroup (public groups): `{ joined: false }` while the request awaits approval. */
+  joinGroup(opts: { groupId: string; message?: string }): Promise<{ joined: boolean }> {
+    const m = 'joinGroup';
+    return this.call(
+      m,
+      opts,
+      (o) => ({ method: m, groupId: str(m, o, 'groupId'), message: optStr(m, o, 'message') ?? '' }),
+      (r) => ({ joined: expect(m, r, 'joinResult').joined }),
+    );
+  }
+
+  /** acceptGroupJoinRequest (owner, admin). */
+  acceptGroupJoinRequest(opts: { applicant: string; groupId: string }): Promise<void> {
+    const m = 'acceptGroupJoinRequest';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), applicant: str(m, o, 'applicant') }));
+  }
+
+  /** rejectGroupJoinRequest (owner, admin): the applicant gets the reason. */
+  rejectGroupJoinRequest(opts: { applicant: string; groupId: string; reason?: string }): Promise<void> {
+    const m = 'rejectGroupJoinRequest';
+    return this.done(m, opts, (o) => ({
+      method: m,
+      groupId: str(m, o, 'groupId'),
+      applicant: str(m, o, 'applicant'),
+      reason: optStr(m, o, 'reason') ?? '',
+    }));
+  }
+
+  /** leaveGroup (not the owner). */
+  leaveGroup(opts: GroupIdOption): Promise<void> {
+    return this.done('leaveGroup', opts, (o) => ({ method: 'leaveGroup', groupId: str('leaveGroup', o, 'groupId') }));
+  }
+
+  /** removeGroupMember (owner, admin). */
+  removeGroupMember(opts: { groupId: string; username: string }): Promise<void> {
+    const m = 'removeGroupMember';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), username: str(m, o, 'username') }));
+  }
+
+  /** removeGroupMembers (owner, admin): at most 60 users. */
+  removeGroupMembers(opts: { groupId: string; users: string[] }): Promise<void> {
+    const m = 'removeGroupMembers';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), users: strs(m, o, 'users') }));
+  }
+
+  /** blockGroupMember (owner, admin): removes the member and keeps them out. */
+  blockGroupMember(opts: { groupId: string; username: string }): Promise<void> {
+    const m = 'blockGroupMember';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), username: str(m, o, 'username') }));
+  }
+
+  /** blockGroupMembers (owner, admin): at most 60 users. */
+  blockGroupMembers(opts: { usernames: string[]; groupId: string }): Promise<void> {
+    const m = 'blockGroupMembers';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), usernames: strs(m, o, 'usernames') }));
+  }
+
+  /** unblockGroupMember (owner, admin). */
+  unblockGroupMember(opts: { groupId: string; username: string }): Promise<void> {
+    const m = 'unblockGroupMember';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), username: str(m, o, 'username') }));
+  }
+
+  /** unblockGroupMembers (owner, admin): at most 60 users. */
+  unblockGroupMembers(opts: { groupId: string; usernames: string[] }): Promise<void> {
+    const m = 'unblockGroupMembers';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), usernames: strs(m, o, 'usernames') }));
+  }
+
+  /** getGroupBlocklist (owner, admin): the first page of blocked users. */
+  getGroupBlocklist(opts: GroupIdOption): Promise<string[]> {
+    return this.users('getGroupBlocklist', opts, (o) => ({ method: 'getGroupBlocklist', groupId: str('getGroupBlocklist', o, 'groupId') }));
+  }
+
+  // --- moderation ---------------------------------------------------------------------
+
+  /**
+   * muteGroupMember (owner, admin): `username` is one user or a list (<= 60);
+   * `muteDuration` in ms, -1 = forever. Resolves to the mutes set.
+   */
+  muteGroupMember(opts: { groupId: string; username: UserOrUsers; muteDuration: number }): Promise<MuteListEntry[]> {
+    const m = 'muteGroupMember';
+    return this.call(
+      m,
+      opts,
+      (o) => {
+        const d = o.muteDuration;
+        if (typeof d !== 'number' || !Number.isSafeInteger(d)) {
+          throw paramError(`${m}: muteDuration must be a whole number of ms (-1 = forever), got ${String(d)}`);
+        }
+        return { method: m, groupId: str(m, o, 'groupId'), username: strs(m, o, 'username', true), muteDuration: d };
+      },
+      (r) => expect(m, r, 'mutes').mutes.map((x) => ({ user: x.user, expire: x.expire })),
+    );
+  }
+
+  /** unmuteGroupMember (owner, admin): `username` is one user or a list. */
+  unmuteGroupMember(opts: { groupId: string; username: UserOrUsers }): Promise<void> {
+    const m = 'unmuteGroupMember';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), username: strs(m, o, 'username', true) }));
+  }
+
+  /** getGroupMutelist (owner, admin): user and expiry of each mute (the first page). */
+  getGroupMutelist(opts: GroupIdOption): Promise<MuteListEntry[]> {
+    const m = 'getGroupMutelist';
+    return this.call(
+      m,
+      opts,
+      (o) => ({ method: m, groupId: str(m, o, 'groupId') }),
+      (r) => expect(m, r, 'mutes').mutes.map((x) => ({ user: x.user, expire: x.expire })),
+    );
+  }
+
+  /** isInGroupMutelist: whether the caller is muted. */
+  isInGroupMutelist(opts: GroupIdOption): Promise<boolean> {
+    return this.bool('isInGroupMutelist', opts, (o) => ({ method: 'isInGroupMutelist', groupId: str('isInGroupMutelist', o, 'groupId') }));
+  }
+
+  /** disableSendGroupMsg (owner, admin): mute-all on. */
+  disableSendGroupMsg(opts: GroupIdOption): Promise<void> {
+    return this.done('disableSendGroupMsg', opts, (o) => ({ method: 'disableSendGroupMsg', groupId: str('disableSendGroupMsg', o, 'groupId') }));
+  }
+
+  /** enableSendGroupMsg (owner, admin): mute-all off. */
+  enableSendGroupMsg(opts: GroupIdOption): Promise<void> {
+    return this.done('enableSendGroupMsg', opts, (o) => ({ method: 'enableSendGroupMsg', groupId: str('enableSendGroupMsg', o, 'groupId') }));
+  }
+
+  /** addUsersToGroupAllowlist (owner, admin): at most 60 users. */
+  addUsersToGroupAllowlist(opts: { groupId: string; users: string[] }): Promise<void> {
+    const m = 'addUsersToGroupAllowlist';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), users: strs(m, o, 'users') }));
+  }
+
+  /** removeGroupAllowlistMember (owner, admin). */
+  removeGroupAllowlistMember(opts: { groupId: string; userName: string }): Promise<void> {
+    const m = 'removeGroupAllowlistMember';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), userName: str(m, o, 'userName') }));
+  }
+
+  /** getGroupAllowlist (owner, admin): the first page of allowlisted users. */
+  getGroupAllowlist(opts: GroupIdOption): Promise<string[]> {
+    return this.users('getGroupAllowlist', opts, (o) => ({ method: 'getGroupAllowlist', groupId: str('getGroupAllowlist', o, 'groupId') }));
+  }
+
+  /** isInGroupAllowlist: app admins may ask about anyone, others about themselves. */
+  isInGroupAllowlist(opts: { groupId: string; userName: string }): Promise<boolean> {
+    const m = 'isInGroupAllowlist';
+    return this.bool(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), userName: str(m, o, 'userName') }));
+  }
+
+  /** blockGroupMessages (members, not owner or admins): stop receiving the group's messages. */
+  blockGroupMessages(opts: GroupIdOption): Promise<void> {
+    return this.done('blockGroupMessages', opts, (o) => ({ method: 'blockGroupMessages', groupId: str('blockGroupMessages', o, 'groupId') }));
+  }
+
+  /** unblockGroupMessages (a Convoke addition): undoes blockGroupMessages. */
+  unblockGroupMessages(opts: GroupIdOption): Promise<void> {
+    return this.done('unblockGroupMessages', opts, (o) => ({ method: 'unblockGroupMessages', groupId: str('unblockGroupMessages', o, 'groupId') }));
+  }
+
+  // --- files (the index; upload and download come with the transfer streams) ----------
+
+  /** getGroupSharedFilelist: `pageNum` from 1 (default 1), `pageSize` up to 10 (default 10). */
+  getGroupSharedFilelist(opts: { groupId: string; pageNum?: number; pageSize?: number }): Promise<SharedFileEntry[]> {
+    const m = 'getGroupSharedFilelist';
+    return this.call(
+      m,
+      opts,
+      (o) => ({
+        method: m,
+        groupId: str(m, o, 'groupId'),
+        pageNum: u32(m, o, 'pageNum', 1),
+        pageSize: u32(m, o, 'pageSize', 10),
+      }),
+      (r) => expect(m, r, 'files').files.map(fileEntry),
+    );
+  }
+
+  /** deleteGroupSharedFile (owner, admin: any file; members: their own). */
+  deleteGroupSharedFile(opts: { groupId: string; fileId: string }): Promise<void> {
+    const m = 'deleteGroupSharedFile';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), fileId: str(m, o, 'fileId') }));
+  }
+
+  // --- member attributes --------------------------------------------------------------
+
+  /** setGroupMemberAttributes: a value of "" deletes its key. */
+  setGroupMemberAttributes(opts: { groupId: string; userId: string; memberAttributes: Record<string, string> }): Promise<void> {
+    const m = 'setGroupMemberAttributes';
+    return this.done(m, opts, (o) => ({
+      method: m,
+      groupId: str(m, o, 'groupId'),
+      userId: str(m, o, 'userId'),
+      memberAttributes: strMap(m, o, 'memberAttributes'),
+    }));
+  }
+
+  /** getGroupMemberAttributes: all of one member's attributes. */
+  getGroupMemberAttributes(opts: { groupId: string; userId: string }): Promise<Record<string, string>> {
+    const m = 'getGroupMemberAttributes';
+    return this.call(
+      m,
+      opts,
+      (o) => ({ method: m, groupId: str(m, o, 'groupId'), userId: str(m, o, 'userId') }),
+      (r) => expect(m, r, 'attributes').attributes,
+    );
+  }
+
+  /** getGroupMembersAttributes: up to 10 users; `keys` empty or absent = all keys. */
+  getGroupMembersAttributes(opts: { groupId: string; userIds: string[]; keys?: string[] }): Promise<Record<string, Record<string, string>>> {
+    const m = 'getGroupMembersAttributes';
+    return this.call(
+      m,
+      opts,
+      (o) => ({ method: m, groupId: str(m, o, 'groupId'), userIds: strs(m, o, 'userIds'), keys: strs(m, o, 'keys', false, []) }),
+      (r) => expect(m, r, 'membersAttributes').members,
+    );
+  }
+
+  // --- messages -----------------------------------------------------------------------
+
+  /** getGroupMsgReadUser (the sender, owner, admins): readers of a message, paged. */
+  getGroupMsgReadUser(opts: { groupId: string; msgId: string; limit?: number; cursor?: string | null }): Promise<ReadUsersPage> {
+    const m = 'getGroupMsgReadUser';
+    return this.call(
+      m,
+      opts,
+      (o) => ({
+        method: m,
+        groupId: str(m, o, 'groupId'),
+        msgId: str(m, o, 'msgId'),
+        limit: u32(m, o, 'limit', 100),
+        cursor: optStr(m, o, 'cursor'),
+      }),
+      (r) => {
+        const p = expect(m, r, 'readUsers');
+        return { total: p.total, users: p.users.map((u) => ({ user_id: u.userId, read_at: u.readAt })), cursor: p.cursor };
+      },
+    );
+  }
+
+  /**
+   * sendGroupMessage (a Convoke addition: the message path the mute and allow lists
+   * govern). `payload` is bytes or a string (sent as UTF-8); `clientMsgId` makes a retry
+   * idempotent.
+   */
+  sendGroupMessage(opts: {
+    groupId: string;
+    payload: Uint8Array | string;
+    allowGroupAck?: boolean;
+    clientMsgId?: string;
+  }): Promise<SentMessage> {
+    const m = 'sendGroupMessage';
+    return this.call(
+      m,
+      opts,
+      (o) => {
+        const p = o.payload;
+        const payload = typeof p === 'string' ? new TextEncoder().encode(p) : p;
+        if (!(payload instanceof Uint8Array)) {
+          throw paramError(`${m}: payload must be a Uint8Array or a string`);
+        }
+        return {
+          method: m,
+          groupId: str(m, o, 'groupId'),
+          payload,
+          allowGroupAck: flag(m, o, 'allowGroupAck', false),
+          clientMsgId: optStr(m, o, 'clientMsgId'),
+        };
+      },
+      (r) => {
+        const s = expect(m, r, 'messageSent');
+        return { msgId: s.msgId, seq: s.seq, timestamp: s.timestamp };
+      },
+    );
+  }
+
+  /** ackGroupMessage (a Convoke addition): a read receipt. */
+  ackGroupMessage(opts: { groupId: string; msgId: string }): Promise<void> {
+    const m = 'ackGroupMessage';
+    return this.done(m, opts, (o) => ({ method: m, groupId: str(m, o, 'groupId'), msgId: str(m, o, 'msgId') }));
+  }
+
+  /** getGroupMessages (a Convoke addition): history after or before a sequence number. */
+  getGroupMessages(opts: { groupId: string; before?: string | null; after?: string | null; limit?: number }): Promise<GroupMessage[]> {
+    const m = 'getGroupMessages';
+    return this.call(
+      m,
+      opts,
+      (o) => ({
+        method: m,
+        groupId: str(m, o, 'groupId'),
+        before: optStr(m, o, 'before'),
+        after: optStr(m, o, 'after'),
+        limit: u32(m, o, 'limit', 100),
+      }),
+      (r) => expect(m, r, 'messages').messages,
+    );
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The errors a connection's calls reject with: the broker's answer (an error code of the
+ * contract), or the end of the connection.
+ */
+
+import { errorName } from '../codec/index.js';
+
+/**
+ * A request the broker (or the SDK, checking the options first) refused: the contract's
+ * error code (spec/group-api.md), its name and a message naming the bad value.
+ */
+export class ConvokeError extends Error {
+  override name = 'ConvokeError';
+  /** The SDK's name of the code, e.g. `GROUP_NOT_EXIST`. */
+  readonly codeName: string;
+
+  constructor(
+    /** The numeric code, e.g. 605. */
+    readonly code: number,
+    /** What exactly was wrong. */
+    readonly detail: string,
+  ) {
+    const codeName = errorName(code) ?? 'UNKNOWN';
+    super(`error ${code} ${codeName}: ${detail}`);
+    this.codeName = codeName;
+  }
+
+  /** The chat SDK's field name for the code (its errors carry `type`). */
+  get type(): number {
+    return this.code;
+  }
+}
+
+/** REQUEST_PARAMETER_ERROR, for options the SDK refuses before sending anything. */
+export function paramError(detail: string): ConvokeError {
+  return new ConvokeError(-3, detail);
+}
+
+/** The connection ended (or never opened): the close code and reason when known. */
+export class ConnectionError extends Error {
+  override name = 'ConnectionError';
+
+  constructor(
+    message: string,
+    /** The close code (protocol `close`), when the end had one. */
+    readonly closeCode?: number,
+    /** The error that caused the end, if any. */
+    override readonly cause?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/** A request got no answer in time; the connection itself may be fine. */
+export class TimeoutError extends Error {
+  override name = 'TimeoutError';
+}
+
+/** The broker answered with something the contract does not allow for this call. */
+export class ProtocolError extends Error {
+  override name = 'ProtocolError';
+}
