@@ -12,6 +12,7 @@
     reason = "test support: a failed setup step should panic the test"
 )]
 
+pub mod cluster;
 pub mod relay;
 
 pub use relay::{Relay, RelayOptions};

@@ -430,6 +430,11 @@ impl Inner {
             Event::Disconnected(ses) => {
                 let name = peer_name(&ses);
                 let mut peers = self.lock();
+                // A second connection to a peer we are connected to: ractor_cluster kept the
+                // other one (its session election).
+                let duplicate = name.as_ref().and_then(|n| peers.get(n)).is_some_and(|p| {
+                    p.state == State::Up || p.sessions.keys().any(|id| *id != ses.node_id)
+                });
                 let known = match name.as_ref().and_then(|n| peers.get_mut(n)) {
                     Some(p) => p.sessions.remove(&ses.node_id).is_some().then_some(p),
                     None => None,
@@ -440,6 +445,9 @@ impl Inner {
                             let n = name.unwrap_or_default();
                             self.down(&n, p, "disconnected");
                         }
+                    }
+                    None if duplicate => {
+                        tracing::debug!(peer = ?name, addr = %ses.peer_addr, "cluster: duplicate connection closed");
                     }
                     None => {
                         metrics::counter!("convoke_cluster_refused_total", "reason" => "unauthenticated")

@@ -1,0 +1,278 @@
+//! A cluster of real `convoke serve` processes on one machine: node `i` (1-based) listens
+//! on `127.0.0.i` (Linux routes all of 127/8 to the loopback interface), all nodes on one
+//! cluster port chosen per test, one shared app secret and cookie, fast heartbeats
+//! (`heartbeat_ms = 100`, `peer_timeout_ms = 1000`). Each node is a [`Broker`], so
+//! everything a single-node test does (clients, metrics, logs, kill -9, restart on the
+//! same data dir) works per node. pg and the actor registry are process-global, so a
+//! cluster can only be tested with separate processes.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{broker_bin, eventually, Broker, Peer, SECRET, WAIT};
+
+/// The cluster cookie of every test node.
+pub const COOKIE: &str = "convoke-test-cookie-0123456789";
+
+/// Heartbeat interval of the test nodes, ms.
+pub const HEARTBEAT_MS: u64 = 100;
+
+/// Peer timeout of the test nodes, ms.
+pub const PEER_TIMEOUT_MS: u64 = 1000;
+
+/// Shards of a test cluster.
+pub const SHARDS: u32 = 256;
+
+/// A running test cluster.
+#[derive(Debug)]
+pub struct TestCluster {
+    nodes: Vec<Broker>,
+    /// The cluster port, the same on every node's address.
+    pub port: u16,
+    /// The member list, `n1@127.0.0.1:PORT,...`.
+    pub members: String,
+}
+
+/// A free TCP port on 127.0.0.1 (and, in practice, on the other loopback addresses).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("bound").port()
+}
+
+/// The address of node `i`.
+pub fn node_ip(i: usize) -> String {
+    format!("127.0.0.{i}")
+}
+
+impl TestCluster {
+    /// Starts `n` core nodes and waits until every one sees all `n` Up.
+    pub async fn start(n: usize) -> TestCluster {
+        let c = Self::start_with(n, |_| Vec::new());
+        for i in 1..=n {
+            c.wait_up(i, n).await;
+        }
+        c
+    }
+
+    /// Starts `n` core nodes, node `i` with the extra settings `extra(i)` (which win over
+    /// the defaults); does not wait for the mesh.
+    pub fn start_with(n: usize, extra: impl Fn(usize) -> Vec<(String, String)>) -> TestCluster {
+        let port = free_port();
+        let members = (1..=n)
+            .map(|i| format!("n{i}@{}:{port}", node_ip(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = TestCluster {
+            nodes: Vec::new(),
+            port,
+            members,
+        };
+        for i in 1..=n {
+            let mut settings = c.settings(i);
+            settings.extend(extra(i));
+            let refs: Vec<(&str, &str)> = settings
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let mut b = Broker::unstarted(&refs);
+            b.launch();
+            c.nodes.push(b);
+        }
+        c
+    }
+
+    /// The settings of node `i`.
+    pub fn settings(&self, i: usize) -> Vec<(String, String)> {
+        let ip = node_ip(i);
+        [
+            ("server.listen", format!("{ip}:0")),
+            ("metrics.listen", format!("{ip}:0")),
+            ("log.level", "warn,convoke_broker::cluster=info".to_owned()),
+            ("cluster.enabled", "true".to_owned()),
+            ("cluster.name", format!("n{i}")),
+            ("cluster.ordinal", i.to_string()),
+            ("cluster.listen", format!("{ip}:{}", self.port)),
+            ("cluster.members", self.members.clone()),
+            ("cluster.cookie", COOKIE.to_owned()),
+            ("cluster.shards", SHARDS.to_string()),
+            ("cluster.heartbeat_ms", HEARTBEAT_MS.to_string()),
+            ("cluster.peer_timeout_ms", PEER_TIMEOUT_MS.to_string()),
+            ("cluster.reconnect_max_ms", "1000".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Node `i` (1-based).
+    pub fn node(&self, i: usize) -> &Broker {
+        &self.nodes[i - 1]
+    }
+
+    /// Node `i`, mutably.
+    pub fn node_mut(&mut self, i: usize) -> &mut Broker {
+        &mut self.nodes[i - 1]
+    }
+
+    /// A connected client for `user` on node `i`.
+    pub async fn client(&self, i: usize, user: &str) -> Peer {
+        self.node(i).connect(user).await
+    }
+
+    /// `kill -9` node `i`.
+    pub fn kill9(&mut self, i: usize) {
+        self.node_mut(i).kill9();
+    }
+
+    /// Freezes node `i` (SIGSTOP): its sockets stay open, it answers nothing.
+    pub fn sigstop(&self, i: usize) {
+        signal(self.node(i).pid(), "-STOP");
+    }
+
+    /// Thaws node `i` (SIGCONT).
+    pub fn sigcont(&self, i: usize) {
+        signal(self.node(i).pid(), "-CONT");
+    }
+
+    /// Starts node `i` again on its data dir (after [`TestCluster::kill9`]), or restarts it
+    /// gracefully when it runs.
+    pub fn restart(&mut self, i: usize) {
+        let b = self.node_mut(i);
+        if b.pid() == 0 {
+            b.launch();
+        } else {
+            b.restart();
+        }
+    }
+
+    /// Node `i`'s `/cluster` document (`Value::Null` when it does not answer).
+    pub async fn status(&self, i: usize) -> Value {
+        let (code, body) = self.node(i).http_get("/cluster").await;
+        if code != 200 {
+            return Value::Null;
+        }
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    /// The state node `i` sees `peer` in (`up`, `down`, `connecting`, `refused`).
+    pub async fn state_of(&self, i: usize, peer: &str) -> Option<String> {
+        let s = self.status(i).await;
+        s["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == peer)
+            .and_then(|m| m["state"].as_str())
+            .map(str::to_owned)
+    }
+
+    /// Members node `i` sees Up, itself included.
+    pub async fn up_count(&self, i: usize) -> usize {
+        let s = self.status(i).await;
+        s["members"]
+            .as_array()
+            .map(|ms| ms.iter().filter(|m| m["state"] == "up").count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until node `i` sees `n` members Up (itself included).
+    pub async fn wait_up(&self, i: usize, n: usize) {
+        eventually(&format!("node {i} to see {n} members up"), || async {
+            (self.up_count(i).await == n).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until node `i` sees `peer` in `state`; returns how long that took.
+    pub async fn wait_state(&self, i: usize, peer: &str, state: &str) -> Duration {
+        let start = Instant::now();
+        eventually(&format!("node {i} to see {peer} {state}"), || async {
+            (self.state_of(i, peer).await.as_deref() == Some(state)).then_some(())
+        })
+        .await;
+        start.elapsed()
+    }
+
+    /// The name of the node that owns group `gid`.
+    pub fn owner_of(&self, gid: u64) -> String {
+        let names: Vec<String> = (1..=self.nodes.len()).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        convoke_broker::cluster::placement::owner_of(gid, SHARDS, &refs)
+            .expect("members")
+            .to_owned()
+    }
+
+    /// Metric `name` on node `i`, summed over its series.
+    pub async fn metric(&self, i: usize, name: &str) -> f64 {
+        self.node(i).metric(name).await
+    }
+
+    /// Runs `convoke serve` once more on node `i`'s data dir (which must not be running)
+    /// with `overrides`, and returns its exit code and stderr when it exits within
+    /// [`WAIT`] (`None` as the code when it was still running and had to be killed).
+    pub fn run_refused(&self, i: usize, overrides: &[(&str, &str)]) -> (Option<i32>, String) {
+        let mut cmd = Command::new(broker_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.node(i).data_dir())
+            .arg("--set")
+            .arg(format!("auth.secret={SECRET}"));
+        for (k, v) in self.settings(i) {
+            cmd.arg("--set").arg(format!("{k}={v}"));
+        }
+        for (k, v) in overrides {
+            cmd.arg("--set").arg(format!("{k}={v}"));
+        }
+        let mut child = cmd
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("convoke starts");
+        let deadline = Instant::now() + WAIT;
+        let code = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (code, err)
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(pid != 0, "the node is not running");
+    let ok = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // A frozen node would not die of SIGKILL until thawed on some systems; thaw first.
+        for b in &self.nodes {
+            if b.pid() != 0 {
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(b.pid().to_string())
+                    .status();
+            }
+        }
+    }
+}

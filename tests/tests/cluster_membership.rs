@@ -1,0 +1,229 @@
+//! Cluster membership over real processes (issue #11 items 1, 4 (failure detection), 8, 9):
+//! three nodes on 127.0.0.1-3 form a mesh, see a killed or frozen node Down within the
+//! peer timeout and Up again when it returns, refuse a wrong cookie and a drifted data dir,
+//! turn /readyz false without a majority, and survive garbage on the cluster port.
+
+use std::time::Duration;
+
+use convoke_tests::cluster::{TestCluster, PEER_TIMEOUT_MS};
+use convoke_tests::eventually;
+
+/// Slack on top of the peer timeout: one heartbeat, the /cluster poll, a loaded CI machine.
+const SLACK: Duration = Duration::from_millis(1000);
+
+fn within_timeout(took: Duration) -> bool {
+    took <= Duration::from_millis(PEER_TIMEOUT_MS) + SLACK
+}
+
+#[tokio::test]
+async fn three_nodes_form_a_mesh_and_agree_on_owners() {
+    let c = TestCluster::start(3).await;
+    for i in 1..=3 {
+        let s = c.status(i).await;
+        assert_eq!(s["node"]["name"], format!("n{i}"));
+        assert_eq!(s["majority"], true);
+        assert_eq!(s["shards"]["count"], 256);
+        assert_eq!(s["shards"]["unavailable"], 0);
+        let owners = s["shards"]["owners"].as_array().unwrap();
+        let per: Vec<(String, u64)> = owners
+            .iter()
+            .map(|o| {
+                (
+                    o["owner"].as_str().unwrap().to_owned(),
+                    o["shards"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            per,
+            vec![("n1".into(), 86), ("n2".into(), 85), ("n3".into(), 85)]
+        );
+        for m in s["members"].as_array().unwrap() {
+            assert_eq!(m["state"], "up", "node {i}: {m}");
+            assert!(m["incarnation"].is_string(), "{m}");
+        }
+        assert_eq!(c.metric(i, "convoke_cluster_members").await, 3.0);
+        assert_eq!(c.node(i).http_get("/readyz").await.0, 200);
+    }
+    // Every node learnt each peer's incarnation from its Hello.
+    let inc2 = c.status(2).await["node"]["incarnation"].clone();
+    let seen_by_1 = c.status(1).await["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "n2")
+        .unwrap()["incarnation"]
+        .clone();
+    assert_eq!(inc2, seen_by_1);
+    // The test crate and the nodes place groups alike.
+    assert_eq!(
+        c.owner_of(1),
+        convoke_broker::cluster::placement::owner_of(1, 256, &["n3", "n2", "n1"]).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_killed_node_is_down_at_once_and_up_again_after_restart() {
+    let mut c = TestCluster::start(3).await;
+    let inc_before = c.status(3).await["node"]["incarnation"].clone();
+    c.kill9(3);
+    for i in 1..=2 {
+        let took = c.wait_state(i, "n3", "down").await;
+        assert!(within_timeout(took), "node {i} saw n3 down after {took:?}");
+    }
+    assert!(c.metric(1, "convoke_cluster_peer_down_total").await >= 1.0);
+    assert_eq!(c.status(1).await["shards"]["unavailable"], 85);
+    c.restart(3);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    // A new process: a new incarnation, the same node_uid (same data dir).
+    let after = c.status(3).await;
+    assert_ne!(after["node"]["incarnation"], inc_before);
+    assert_eq!(c.status(1).await["shards"]["unavailable"], 0);
+}
+
+#[tokio::test]
+async fn a_frozen_node_is_down_within_the_timeout_and_up_after_it_thaws() {
+    let c = TestCluster::start(3).await;
+    c.sigstop(2);
+    for i in [1, 3] {
+        let took = c.wait_state(i, "n2", "down").await;
+        assert!(
+            within_timeout(took),
+            "node {i} saw frozen n2 down after {took:?}"
+        );
+    }
+    let s = c.status(1).await;
+    let n2 = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "n2")
+        .unwrap()
+        .clone();
+    assert_eq!(n2["reason"], "heartbeat_timeout", "{n2}");
+    c.sigcont(2);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_cookie_is_refused_and_never_up() {
+    let c = TestCluster::start_with(3, |i| {
+        if i == 3 {
+            vec![(
+                "cluster.cookie".into(),
+                "another-cookie-0123456789abc".into(),
+            )]
+        } else {
+            Vec::new()
+        }
+    });
+    c.wait_up(1, 2).await;
+    c.wait_up(2, 2).await;
+    // Several dial rounds go by; n3 is never Up anywhere.
+    eventually("refusals counted on n1", || async {
+        (c.metric(1, "convoke_cluster_refused_total").await >= 1.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(3 * PEER_TIMEOUT_MS)).await;
+    for (i, peer) in [(1, "n3"), (2, "n3"), (3, "n1"), (3, "n2")] {
+        assert_ne!(
+            c.state_of(i, peer).await.as_deref(),
+            Some("up"),
+            "node {i} sees {peer} up"
+        );
+    }
+    assert_eq!(c.up_count(3).await, 1);
+    let log = c.node(1).log();
+    assert!(
+        log.contains("closed before it authenticated") && log.contains("cluster.cookie"),
+        "n1 log:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_drifted_data_dir_exits_2_naming_the_setting() {
+    let mut c = TestCluster::start(3).await;
+    c.node_mut(1).stop();
+    let changed_members = c.members.replace("n3@", "n4@");
+    for (setting, value, named) in [
+        ("cluster.ordinal", "9".to_owned(), "cluster.ordinal"),
+        ("cluster.members", changed_members, "cluster.members"),
+        ("cluster.shards", "128".to_owned(), "cluster.shards"),
+        ("cluster.name", "n9".to_owned(), "cluster.members"),
+    ] {
+        let (code, err) = c.run_refused(1, &[(setting, value.as_str())]);
+        assert_eq!(code, Some(2), "{setting}={value}: {err}");
+        assert!(err.contains(named), "{setting}={value}: {err}");
+    }
+    // A renamed node that is still listed fails on the identity file instead.
+    let renamed = c.members.replace("n1@", "n9@");
+    let (code, err) = c.run_refused(
+        1,
+        &[
+            ("cluster.name", "n9"),
+            ("cluster.members", renamed.as_str()),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cluster.name changed"), "{err}");
+    // With its settings back, it starts and joins again.
+    c.restart(1);
+    c.wait_up(1, 3).await;
+}
+
+#[tokio::test]
+async fn a_node_alone_is_not_ready() {
+    let mut c = TestCluster::start(3).await;
+    c.kill9(2);
+    // Two of three: still a majority.
+    c.wait_state(1, "n2", "down").await;
+    assert_eq!(c.node(1).http_get("/readyz").await.0, 200);
+    c.kill9(3);
+    c.wait_state(1, "n3", "down").await;
+    let (code, body) = c.node(1).http_get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("majority"), "{body}");
+    assert_eq!(c.status(1).await["majority"], false);
+    assert_eq!(c.metric(1, "convoke_ready").await, 0.0);
+    // Back to a majority.
+    c.restart(2);
+    c.wait_up(1, 2).await;
+    eventually("n1 ready again", || async {
+        (c.node(1).http_get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn garbage_on_the_cluster_port_is_counted_and_the_node_survives() {
+    use tokio::io::AsyncWriteExt;
+    let c = TestCluster::start(2).await;
+    let before = c.metric(1, "convoke_cluster_refused_total").await;
+    let addr = format!("127.0.0.1:{}", c.port);
+    for garbage in [
+        vec![0xffu8; 64],                                     // a huge length prefix
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),                   // another protocol
+        vec![0, 0, 0, 0, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], // a frame that is not protobuf
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(&garbage).await;
+        let _ = s.shutdown().await;
+    }
+    eventually("the garbage connections counted", || async {
+        (c.metric(1, "convoke_cluster_refused_total").await >= before + 3.0).then_some(())
+    })
+    .await;
+    // The node still serves its peer and its clients.
+    assert_eq!(c.state_of(1, "n2").await.as_deref(), Some("up"));
+    assert_eq!(c.state_of(2, "n1").await.as_deref(), Some("up"));
+    let alice = c.client(1, "alice").await;
+    drop(alice);
+    assert_eq!(
+        c.metric(1, "convoke_cluster_decode_errors_total").await,
+        0.0
+    );
+}
