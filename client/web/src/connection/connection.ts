@@ -6,12 +6,14 @@
  * (`affiliations_count`, `{owner}`/`{member}` entries, `groupid`/`groupname`); calls that
  * return nothing resolve to `undefined`.
  *
- * Requests go through a Session (pipelined; any number in flight). Shared-file upload and
- * download, events (`addEventHandler`) and the WebTransport dialing come next (issue #14
- * item 2); this layer works over any ByteStream.
+ * Requests go through a Session (pipelined; any number in flight); pushes from the
+ * broker's push stream reach the handlers of `addEventHandler`. Shared-file upload and
+ * download, reconnects and the WebTransport dialing come next (issue #14 item 2); this
+ * layer works over any ByteStream.
  */
 
 import type {
+  GroupEvent,
   GroupInfo as WireGroupInfo,
   GroupMessage,
   Request,
@@ -19,7 +21,8 @@ import type {
   ResponseOf,
   Role,
 } from '../codec/index.js';
-import { paramError, ProtocolError } from './errors.js';
+import { paramError, ProtocolError, reportHandlerError, type ConnectionError } from './errors.js';
+import { PushReader } from './pushes.js';
 import {
   ext,
   flag,
@@ -174,11 +177,76 @@ function fileEntry(f: ResponseOf<'files'>['files'][number]): SharedFileEntry {
   };
 }
 
+/**
+ * What `addEventHandler` takes: the seed's `onGroupEvent` and `onMultiDeviceEvent`, a
+ * message handler, and the connection's end. Events are the codec's `GroupEvent`
+ * (`operation`, `groupId`, `groupName`, `from`, `users`, `detail`, `timestamp`).
+ */
+export interface EventHandlers {
+  onGroupEvent?: (event: GroupEvent) => void;
+  onMultiDeviceEvent?: (event: GroupEvent) => void;
+  onGroupMessage?: (message: GroupMessage) => void;
+  /** The connection ended; `closing` is the broker's notice when it sent one. */
+  onDisconnected?: (error: ConnectionError, closing?: { code: number; reason: string }) => void;
+}
+
 export class Connection {
+  private readonly handlers = new Map<string, EventHandlers>();
+  private pushes: PushReader | undefined;
+
   constructor(
     /** The session the calls go through. */
     readonly session: Session,
-  ) {}
+  ) {
+    session.onEnd((e) => this.emit((h) => h.onDisconnected?.(e, this.pushes?.closing)));
+  }
+
+  /** Adds (or replaces) the handlers registered under `id`, as the seed's SDK does. */
+  addEventHandler(id: string, handlers: EventHandlers): void {
+    this.handlers.set(id, handlers);
+  }
+
+  /** The broker's notice that it is closing this connection, once one has come. */
+  get closing(): { code: number; reason: string } | undefined {
+    return this.pushes?.closing;
+  }
+
+  removeEventHandler(id: string): void {
+    this.handlers.delete(id);
+  }
+
+  /**
+   * Reads the broker's push stream (the unidirectional stream it opens after the welcome)
+   * and hands its pushes to the handlers, acknowledging kept events once handed on.
+   * Resolves when the stream ends.
+   */
+  receivePushes(readable: ReadableStream<Uint8Array>): Promise<void> {
+    this.pushes = new PushReader(this.session, (push) => {
+      switch (push.push) {
+        case 'group':
+          return this.emit((h) => h.onGroupEvent?.(push.event));
+        case 'multiDevice':
+          return this.emit((h) => h.onMultiDeviceEvent?.(push.event));
+        case 'message':
+          return this.emit((h) => h.onGroupMessage?.(push.message));
+        default:
+          // `closing` is kept for onDisconnected; `kept` arrives as `group`.
+          return undefined;
+      }
+    });
+    return this.pushes.run(readable);
+  }
+
+  private emit(f: (h: EventHandlers) => void): void {
+    for (const h of [...this.handlers.values()]) {
+      try {
+        f(h);
+      } catch (e) {
+        // One handler's fault neither stops the others nor the stream.
+        reportHandlerError(e);
+      }
+    }
+  }
 
   /** Opens a session on `stream` (hello, welcome) and returns its connection. */
   static async open(stream: ByteStream, hello: HelloOptions, options?: SessionOptions): Promise<Connection> {

@@ -60,3 +60,13 @@ export class TimeoutError extends Error {
 export class ProtocolError extends Error {
   override name = 'ProtocolError';
 }
+
+/**
+ * Reports an application handler's exception without letting it stop the caller: to the
+ * page's error reporting (`reportError`) where there is one, else to the console.
+ */
+export function reportHandlerError(e: unknown): void {
+  const g = globalThis as { reportError?: (e: unknown) => void };
+  if (typeof g.reportError === 'function') g.reportError(e);
+  else console.error('convoke: an event handler threw', e);
+}

@@ -1,4 +1,5 @@
 export { Connection } from './connection.js';
 export type * from './connection.js';
 export { ConnectionError, ConvokeError, ProtocolError, TimeoutError } from './errors.js';
+export { PushReader } from './pushes.js';
 export { Session, type ByteStream, type HelloOptions, type SessionOptions } from './session.js';

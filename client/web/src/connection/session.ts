@@ -195,6 +195,11 @@ export class Session {
     this.end(new ConnectionError(reason, 0));
   }
 
+  /** Ends the session because of `e` (e.g. a bad frame on the push stream). */
+  fail(e: ConnectionError): void {
+    this.end(e);
+  }
+
   private end(e: ConnectionError): void {
     if (this.ended) return;
     this.ended = e;
