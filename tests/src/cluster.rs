@@ -106,6 +106,41 @@ impl TestCluster {
         .collect()
     }
 
+    /// Starts a gateway node `g<i>` (the next index `i`, on `127.0.0.i`) that knows only
+    /// node 1's cluster address (`cluster.join`, as `--join` sets it) and learns the rest;
+    /// returns `i`.
+    pub fn start_gateway(&mut self) -> usize {
+        let i = self.nodes.len() + 1;
+        let ip = node_ip(i);
+        let settings: Vec<(String, String)> = [
+            ("server.listen", format!("{ip}:0")),
+            ("metrics.listen", format!("{ip}:0")),
+            ("log.level", "warn,convoke_broker::cluster=info".to_owned()),
+            ("cluster.enabled", "true".to_owned()),
+            ("cluster.role", "gateway".to_owned()),
+            ("cluster.name", format!("g{i}")),
+            ("cluster.ordinal", i.to_string()),
+            ("cluster.listen", format!("{ip}:{}", self.port)),
+            ("cluster.join", format!("{}:{}", node_ip(1), self.port)),
+            ("cluster.cookie", COOKIE.to_owned()),
+            ("cluster.shards", SHARDS.to_string()),
+            ("cluster.heartbeat_ms", HEARTBEAT_MS.to_string()),
+            ("cluster.peer_timeout_ms", PEER_TIMEOUT_MS.to_string()),
+            ("cluster.reconnect_max_ms", "1000".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let refs: Vec<(&str, &str)> = settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut b = Broker::unstarted(&refs);
+        b.launch();
+        self.nodes.push(b);
+        i
+    }
+
     /// Node `i` (1-based).
     pub fn node(&self, i: usize) -> &Broker {
         &self.nodes[i - 1]
@@ -194,9 +229,14 @@ impl TestCluster {
         start.elapsed()
     }
 
-    /// The name of the node that owns group `gid`.
+    /// The name of the core node that owns group `gid`.
     pub fn owner_of(&self, gid: u64) -> String {
-        let names: Vec<String> = (1..=self.nodes.len()).map(|i| format!("n{i}")).collect();
+        let names: Vec<String> = self
+            .members
+            .split(',')
+            .filter_map(|m| m.split('@').next())
+            .map(str::to_owned)
+            .collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         convoke_broker::cluster::placement::owner_of(gid, SHARDS, &refs)
             .expect("members")

@@ -227,3 +227,39 @@ async fn garbage_on_the_cluster_port_is_counted_and_the_node_survives() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn a_gateway_joins_through_one_core_member_and_learns_the_rest() {
+    let mut c = TestCluster::start(2).await;
+    let g = c.start_gateway();
+    // It knew only n1's address; it found n2 through n1's Hello.
+    c.wait_up(g, 3).await;
+    for i in 1..=2 {
+        c.wait_up(i, 3).await;
+    }
+    let s = c.status(g).await;
+    assert_eq!(s["node"]["role"], "gateway");
+    assert_eq!(s["majority"], true);
+    assert_eq!(s["shards"]["unavailable"], 0);
+    let owners: Vec<&str> = s["shards"]["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["owner"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, vec!["n1", "n2"], "a gateway owns no shards");
+    let seen_by_1 = c.status(1).await;
+    let gw = seen_by_1["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == format!("g{g}"))
+        .unwrap()
+        .clone();
+    assert_eq!(gw["role"], "gateway", "{gw}");
+    assert_eq!(c.node(g).http_get("/readyz").await.0, 200);
+    // One of two core members gone: no majority anywhere, the gateway included.
+    c.kill9(2);
+    c.wait_state(g, "n2", "down").await;
+    assert_eq!(c.node(g).http_get("/readyz").await.0, 503);
+}

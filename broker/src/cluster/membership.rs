@@ -28,8 +28,8 @@ use super::link::{Link, SendError};
 use super::pending::Pending;
 use super::router::{Router, GROUP, NAME_PREFIX, SCOPE};
 use super::wire::{Batch, Hello, RouterMsg, Wire, MAX_BATCH_BYTES, PROTO};
-use super::{members_of, CallError, Cluster, Inner, Refused};
-use crate::config::{ClusterRole, Config, Member};
+use super::{members_of, CallError, Cluster, Inner, Placement, Refused};
+use crate::config::{check_name, ClusterRole, Config, Member};
 
 /// First pause before redialing a peer; doubles up to `cluster.reconnect_max_ms`.
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -166,9 +166,11 @@ pub(super) async fn start(
     }
     let id = identity::load_or_create(&cfg, &config.server.data_dir)?;
     let members = members_of(&cfg);
-    let mut core: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
-    core.sort();
-    let table = super::placement::shard_table(cfg.shards, core.len());
+    let placement = OnceLock::new();
+    if !members.is_empty() {
+        let core = members.iter().map(|m| m.name.clone()).collect();
+        let _ = placement.set(Placement::new(core, cfg.shards));
+    }
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .map_err(|e| anyhow::anyhow!("app secret unusable as an HMAC key: {e}"))?;
     mac.update(b"convoke-cluster-fingerprint");
@@ -203,8 +205,7 @@ pub(super) async fn start(
         role: cfg.role,
         node_uid: id.node_uid,
         incarnation,
-        core,
-        table,
+        placement,
         hello,
         peers: Mutex::new(BTreeMap::new()),
         pending: Pending::default(),
@@ -379,15 +380,18 @@ impl Inner {
     }
 
     pub(super) fn has_majority(&self) -> bool {
-        let core = self.core.len();
+        let Some(placement) = self.placement.get() else {
+            return false;
+        };
+        let core = placement.core.len();
         if core == 0 {
             return false;
         }
-        let me = usize::from(self.role == ClusterRole::Core && self.core.contains(&self.name));
+        let me = usize::from(placement.is_core(&self.name));
         let up = self
             .lock()
             .iter()
-            .filter(|(n, p)| p.state == State::Up && self.core.contains(n))
+            .filter(|(n, p)| p.state == State::Up && placement.is_core(n))
             .count();
         (up + me) * 2 > core
     }
@@ -565,14 +569,15 @@ impl Inner {
                 metrics::gauge!("convoke_cluster_peer_queue_bytes", "peer" => name.clone())
                     .set(p.link.queued_bytes() as f64);
             }
-            let unavailable = self
-                .table
-                .iter()
-                .filter(|&&i| {
-                    let owner = &self.core[usize::from(i)];
-                    owner != &self.name && peers.get(owner).is_none_or(|p| p.state != State::Up)
-                })
-                .count();
+            let unavailable = match self.placement.get() {
+                Some(placement) => placement
+                    .owners()
+                    .filter(|&owner| {
+                        owner != self.name && peers.get(owner).is_none_or(|p| p.state != State::Up)
+                    })
+                    .count(),
+                None => self.cfg.shards as usize,
+            };
             metrics::gauge!("convoke_cluster_shards_unavailable").set(unavailable as f64);
         }
         *counts.entry("up").or_default() += 1; // this node
@@ -656,6 +661,14 @@ impl Inner {
         let mut learned = Vec::new();
         {
             let mut peers = self.lock();
+            if !peers.contains_key(&from)
+                && matches!(batch.items.first(), Some(Wire::Hello(h)) if h.role == "gateway")
+                && check_name(&from).is_ok()
+            {
+                // A gateway whose Hello overtook the event of its session.
+                let peer = self.new_peer(&from, String::new(), false);
+                peers.insert(from.clone(), peer);
+            }
             let Some(p) = peers.get_mut(&from) else {
                 metrics::counter!("convoke_cluster_refused_total", "reason" => "unknown_node")
                     .increment(1);
@@ -670,7 +683,11 @@ impl Inner {
             for item in batch.items {
                 match item {
                     Wire::Hello(h) => {
-                        if self.role == ClusterRole::Gateway && h.role == "core" {
+                        let gateway_learns = self.role == ClusterRole::Gateway
+                            && h.role == "core"
+                            && h.shards == self.cfg.shards
+                            && h.secret_mac == self.hello.secret_mac;
+                        if gateway_learns {
                             learned.extend(h.members.iter().filter_map(|m| Member::parse(m).ok()));
                         }
                         self.on_hello(&from, p, h);
@@ -721,6 +738,17 @@ impl Inner {
                 p.recv_acked.1 = p.recv_acked.1.max(batch.seq);
             }
             if !learned.is_empty() {
+                let core = learned.iter().map(|m| m.name.clone()).collect();
+                if self
+                    .placement
+                    .set(Placement::new(core, self.cfg.shards))
+                    .is_ok()
+                {
+                    tracing::info!(
+                        members = learned.len(),
+                        "cluster: learnt the core members and the shard table"
+                    );
+                }
                 self.learn(&mut peers, learned);
             }
         }
@@ -811,17 +839,19 @@ impl Inner {
             );
         }
         let core = h.role == "core";
-        if core != self.core.iter().any(|n| n == from) && !self.core.is_empty() {
-            return self.refuse(
-                from,
-                p,
-                "members",
-                format!(
-                    "it is a {} node, and cluster.members {} it",
-                    h.role,
-                    if core { "does not list" } else { "lists" }
-                ),
-            );
+        if let Some(placement) = self.placement.get() {
+            if core != placement.is_core(from) {
+                return self.refuse(
+                    from,
+                    p,
+                    "members",
+                    format!(
+                        "it is a {} node, and cluster.members {} it",
+                        h.role,
+                        if core { "does not list" } else { "lists" }
+                    ),
+                );
+            }
         }
         if h.ordinal == self.ordinal {
             return self.refuse(
@@ -878,8 +908,7 @@ impl Inner {
             }));
         }
         let mut owned: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
-        for &i in &self.table {
-            let owner = self.core[usize::from(i)].as_str();
+        for owner in self.placement.get().into_iter().flat_map(Placement::owners) {
             let available =
                 owner == self.name || peers.get(owner).is_some_and(|p| p.state == State::Up);
             let e = owned.entry(owner).or_insert((0, available));

@@ -173,9 +173,9 @@ pub(crate) struct Inner {
     role: ClusterRole,
     node_uid: String,
     incarnation: u64,
-    /// Core member names, sorted (the shard table indexes into this).
-    core: Vec<String>,
-    table: Vec<u16>,
+    /// The core members and the shard table: from the config on a core node; a gateway
+    /// started with `join` only learns them from the first core member's Hello.
+    placement: OnceLock<Placement>,
     hello: Hello,
     peers: Mutex<BTreeMap<String, Peer>>,
     pending: Pending,
@@ -225,19 +225,22 @@ impl Cluster {
         self.inner.cfg.shards
     }
 
-    /// The core member that owns group `gid`.
-    pub fn owner_of(&self, gid: u64) -> &str {
+    /// The core member that owns group `gid` (`None` only on a gateway that has not heard
+    /// from any core member yet).
+    pub fn owner_of(&self, gid: u64) -> Option<&str> {
         self.inner.owner_of(gid)
     }
 
     /// Whether this node owns `gid`'s shard.
     pub fn owns(&self, gid: u64) -> bool {
-        self.inner.owner_of(gid) == self.inner.name
+        self.inner.owner_of(gid) == Some(self.inner.name.as_str())
     }
 
     /// Where group `gid` lives and whether its owner is reachable.
     pub fn route(&self, gid: u64) -> Route {
-        let owner = self.inner.owner_of(gid);
+        let Some(owner) = self.inner.owner_of(gid) else {
+            return Route::Unavailable("(no core member reached yet)".to_owned());
+        };
         if owner == self.inner.name {
             Route::Local
         } else if self.is_up(owner) {
@@ -312,13 +315,44 @@ pub fn ready() -> bool {
     Cluster::get().is_none_or(|c| c.has_majority())
 }
 
-impl Inner {
-    fn owner_of(&self, gid: u64) -> &str {
-        let shard = placement::shard_of(gid, self.cfg.shards) as usize;
+/// Core member names, sorted, and the shard table that indexes into them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placement {
+    core: Vec<String>,
+    table: Vec<u16>,
+}
+
+impl Placement {
+    /// From core member names in any order.
+    fn new(mut core: Vec<String>, shards: u32) -> Placement {
+        core.sort();
+        core.dedup();
+        let table = placement::shard_table(shards, core.len());
+        Placement { core, table }
+    }
+
+    fn is_core(&self, name: &str) -> bool {
+        self.core.iter().any(|n| n == name)
+    }
+
+    /// The owner of each shard, in shard order.
+    fn owners(&self) -> impl Iterator<Item = &str> {
         self.table
+            .iter()
+            .filter_map(|&i| self.core.get(usize::from(i)).map(String::as_str))
+    }
+}
+
+impl Inner {
+    /// The core member that owns `gid`; `None` only on a gateway that has not heard from a
+    /// core member yet.
+    fn owner_of(&self, gid: u64) -> Option<&str> {
+        let p = self.placement.get()?;
+        let shard = placement::shard_of(gid, self.cfg.shards) as usize;
+        p.table
             .get(shard)
-            .and_then(|&i| self.core.get(usize::from(i)))
-            .map_or(self.name.as_str(), String::as_str)
+            .and_then(|&i| p.core.get(usize::from(i)))
+            .map(String::as_str)
     }
 
     fn now_ns(&self) -> u64 {
