@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "benchmark setup")]
 
 use convoke_broker::group::model::{Group, GroupMeta, MemberRec};
-use convoke_broker::group::rules::{self, messages, Caller, Ctx, Dirty, Env, Limits};
+use convoke_broker::group::rules::{self, messages, Caller, Ctx, Dirty, Facts, Limits};
 use convoke_broker::store::{Store, WriteSet};
 use convoke_protocol::{Request, Role};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -12,17 +12,6 @@ use std::hint::black_box;
 
 const MEMBERS: usize = 10_000;
 const GID: u64 = 7;
-
-struct AllExist;
-
-impl Env for AllExist {
-    fn user_exists(&self, _: &str) -> bool {
-        true
-    }
-    fn joined_count(&self, _: &str) -> usize {
-        1
-    }
-}
 
 fn big_group() -> Group {
     let meta = GroupMeta {
@@ -70,7 +59,8 @@ fn group(c: &mut Criterion) {
     });
 
     let limits = Limits::default();
-    let env = AllExist;
+    // The benched requests name no user outside the group: no facts (as the ingress).
+    let facts = Facts::default();
     let owner = Caller {
         user: "owner".into(),
         app_admin: false,
@@ -87,7 +77,7 @@ fn group(c: &mut Criterion) {
             let ctx = Ctx {
                 now: 1,
                 limits: &limits,
-                env: &env,
+                facts: &facts,
             };
             black_box(rules::apply(&mut g, &owner, &req, &ctx).unwrap());
         })
@@ -105,7 +95,7 @@ fn group(c: &mut Criterion) {
                 let ctx = Ctx {
                     now: 1,
                     limits: &limits,
-                    env: &env,
+                    facts: &facts,
                 };
                 let fx = rules::apply(&mut g, &owner, &req, &ctx).unwrap();
                 let mut ws = WriteSet::default();

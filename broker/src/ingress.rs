@@ -3,8 +3,10 @@
 //!
 //! Each input is a [`GroupCall`] for one group id, answered by a [`GroupAnswer`]: plain
 //! data (bincode `Encode`/`Decode`), so that a node which does not own the group can forward
-//! the call byte for byte to its owner and hand the answer back. [`call`] is the seam: today
-//! it hands the call to the local group actor (`Groups::call`); a cluster decides here
+//! the call byte for byte to its owner and hand the answer back. [`call`] is the seam: it
+//! gathers the outside facts the group's rules may read ([`facts`]: does a named user exist,
+//! how many groups has it joined), then hands call and facts to the local group actor
+//! ([`call_with_facts`], `Groups::call`); a cluster decides here
 //! local, remote (forward with the same ordering: the caller awaits the queueing, then the
 //! answer) or unavailable (500 at once).
 //!
@@ -13,6 +15,7 @@
 //! session's order, so a pipelined modifyGroup then getGroupInfo sees the change) and waits
 //! for the answers concurrently.
 
+use crate::group::rules::facts::{self, Facts, UserFacts};
 use crate::group::rules::files::{FileOp, FileReply};
 use crate::group::rules::Caller;
 use crate::group::{GroupCall, Groups, PendingReply};
@@ -34,7 +37,37 @@ pub async fn call(
     caller: Caller,
     call: GroupCall,
 ) -> Result<PendingReply, ApiError> {
-    node.groups.call(gid, caller, call).await
+    let facts = facts(node, gid, &caller, &call);
+    call_with_facts(node, gid, caller, facts, call).await
+}
+
+/// [`call`] with the facts already gathered: for a call forwarded from another node, which
+/// gathered them there.
+pub async fn call_with_facts(
+    node: &Node,
+    gid: u64,
+    caller: Caller,
+    facts: Facts,
+    call: GroupCall,
+) -> Result<PendingReply, ApiError> {
+    node.groups.call(gid, caller, facts, call).await
+}
+
+/// The outside facts the rule of `call` for group `gid` may read, for the users it names
+/// (none for most calls: messages, reads and file steps gather nothing). Read from this
+/// node's store; a cluster reads them where they live. A user's joined count leaves `gid`
+/// out: the rule counts this group itself from its own roster, so a pipelined leaveGroup
+/// then joinGroup of one group at the quota passes as it did when the rule read the store.
+pub fn facts(node: &Node, gid: u64, caller: &Caller, call: &GroupCall) -> Facts {
+    let users = match call {
+        GroupCall::Request(r) => facts::named_by_request(caller, r),
+        GroupCall::Create(d) => facts::named_by_create(caller, d),
+        GroupCall::Info | GroupCall::File(_) => return Facts::default(),
+    };
+    Facts::gather(users, |u| UserFacts {
+        exists: node.store.user_exists(u),
+        joined: node.store.joined_count_except(u, gid) as u64,
+    })
 }
 
 /// createGroup: allocates the group id here (the ingress node's id space) and has the

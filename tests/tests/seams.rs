@@ -134,3 +134,48 @@ async fn outsider_info_follows_changes() {
         "two"
     );
 }
+
+/// The groups-per-user quota, read by the rules from facts the ingress gathers before the
+/// request is queued: a third group is refused (50) by join, direct invite and create, and
+/// a pipelined leaveGroup then joinGroup of the same group at the quota passes (the facts
+/// leave the group itself out; counting it would have refused the join).
+#[tokio::test]
+async fn group_quota_from_prefetched_facts() {
+    let broker = Broker::start_with(&[("limits.max_groups_per_user", "2")]).await;
+    // One owner per group: owners count against the quota too.
+    let [o1, o2, o3, x] = peers(&broker, &["o1", "o2", "o3", "x"])
+        .await
+        .try_into()
+        .unwrap();
+    let public = |name: &str| CreateGroupData {
+        public: true,
+        invite_need_confirm: false,
+        ..group_data(name, &[])
+    };
+    let g1 = o1.client.create_group(public("g1")).await.unwrap();
+    let g2 = o2.client.create_group(public("g2")).await.unwrap();
+    let g3 = o3.client.create_group(public("g3")).await.unwrap();
+    assert!(x.client.join_group(&g1, "").await.unwrap());
+    assert!(x.client.join_group(&g2, "").await.unwrap());
+    let msg = assert_code(x.client.join_group(&g3, "").await, ErrorCode::MaxLimit);
+    assert!(msg.contains("\"x\"") && msg.contains('2'), "{msg}");
+    assert_code(
+        o3.client.invite_users_to_group(&g3, &["x"]).await,
+        ErrorCode::MaxLimit,
+    );
+    assert_code(
+        x.client.create_group(group_data("mine", &[])).await,
+        ErrorCode::MaxLimit,
+    );
+    for _ in 0..5 {
+        let (left, joined) = tokio::join!(x.client.leave_group(&g1), x.client.join_group(&g1, ""));
+        left.unwrap();
+        assert!(
+            joined.unwrap(),
+            "pipelined leave then join of one group at the quota"
+        );
+    }
+    let info = o1.client.get_group_info(&[&g1, &g3]).await.unwrap();
+    assert_eq!(info[0].info.as_ref().unwrap().affiliations_count, 2);
+    assert_eq!(info[1].info.as_ref().unwrap().affiliations_count, 1);
+}

@@ -16,7 +16,7 @@
 //! keep the group loaded.
 
 use super::model::Group;
-use super::rules::{self, Caller, Ctx, Dirty, Effects, Limits};
+use super::rules::{self, Caller, Ctx, Dirty, Effects, Facts, Limits};
 use crate::clock::now_ms;
 use crate::fanout::Fanout;
 use crate::store::{CommitError, Fault, Store, StoreError, WriteSet};
@@ -62,12 +62,15 @@ pub enum GroupMsg {
     /// A request from a session.
     Request {
         caller: Caller,
+        /// Outside facts the rule may read (gathered by the ingress).
+        facts: Facts,
         request: Request,
         reply: RpcReplyPort<Reply>,
     },
     /// createGroup: only accepted while the group does not exist yet.
     Create {
         caller: Caller,
+        facts: Facts,
         data: CreateGroupData,
         reply: RpcReplyPort<Reply>,
     },
@@ -252,6 +255,7 @@ impl Actor for GroupActor {
         match msg {
             GroupMsg::Request {
                 caller,
+                facts,
                 request,
                 reply,
             } => {
@@ -284,7 +288,7 @@ impl Actor for GroupActor {
                         st.note_caller(&caller, false);
                     }
                     request => {
-                        let result = handle_request(&myself, st, &caller, &request).await;
+                        let result = handle_request(&myself, st, &caller, &facts, &request).await;
                         st.note_caller(&caller, result.is_ok());
                         let _ = reply.send(result);
                     }
@@ -293,11 +297,12 @@ impl Actor for GroupActor {
             }
             GroupMsg::Create {
                 caller,
+                facts,
                 data,
                 reply,
             } => {
                 st.touch();
-                let result = handle_create(st, &caller, &data).await;
+                let result = handle_create(st, &caller, &facts, &data).await;
                 st.note_caller(&caller, result.is_ok());
                 let _ = reply.send(result);
                 after_request(&myself, st);
@@ -432,6 +437,7 @@ async fn handle_request(
     myself: &ActorRef<GroupMsg>,
     st: &mut GroupState,
     caller: &Caller,
+    facts: &Facts,
     request: &Request,
 ) -> Reply {
     let shared = st.shared.clone();
@@ -458,7 +464,7 @@ async fn handle_request(
     let ctx = Ctx {
         now: now_ms(),
         limits: &shared.limits,
-        env: &shared.store,
+        facts,
     };
     let fx = rules::apply(g, caller, request, &ctx)?;
     if shared.fault_injection {
@@ -476,7 +482,12 @@ async fn handle_request(
     Ok(response)
 }
 
-async fn handle_create(st: &mut GroupState, caller: &Caller, data: &CreateGroupData) -> Reply {
+async fn handle_create(
+    st: &mut GroupState,
+    caller: &Caller,
+    facts: &Facts,
+    data: &CreateGroupData,
+) -> Reply {
     if st.group.is_some() {
         return Err(ApiError::new(
             ErrorCode::Internal,
@@ -487,7 +498,7 @@ async fn handle_create(st: &mut GroupState, caller: &Caller, data: &CreateGroupD
     let ctx = Ctx {
         now: now_ms(),
         limits: &shared.limits,
-        env: &shared.store,
+        facts,
     };
     let (g, fx) = rules::create(st.gid, caller, data, &ctx)?;
     st.group = Some(g);

@@ -14,7 +14,7 @@ use super::actor::{GroupMsg, Reply};
 use super::directory::Groups;
 use super::files::FileResult;
 use super::rules::files::{FileOp, FileReply};
-use super::rules::Caller;
+use super::rules::{Caller, Facts};
 use bincode::{Decode, Encode};
 use convoke_protocol::{ApiError, CreateGroupData, ErrorCode, GroupInfo, Request, Response};
 use tokio::sync::oneshot;
@@ -153,12 +153,13 @@ impl PendingReply {
 }
 
 /// Builds the actor message of `call`, with the channel its answer comes back on.
-fn message(caller: Caller, call: GroupCall) -> (GroupMsg, Rx) {
+fn message(caller: Caller, facts: Facts, call: GroupCall) -> (GroupMsg, Rx) {
     match call {
         GroupCall::Request(request) => {
             let (tx, rx) = oneshot::channel();
             let msg = GroupMsg::Request {
                 caller,
+                facts,
                 request,
                 reply: tx.into(),
             };
@@ -168,6 +169,7 @@ fn message(caller: Caller, call: GroupCall) -> (GroupMsg, Rx) {
             let (tx, rx) = oneshot::channel();
             let msg = GroupMsg::Create {
                 caller,
+                facts,
                 data,
                 reply: tx.into(),
             };
@@ -198,27 +200,37 @@ fn message(caller: Caller, call: GroupCall) -> (GroupMsg, Rx) {
 }
 
 /// Takes back the call of a message the actor's mailbox refused (it was stopping).
-fn unsend(msg: GroupMsg) -> Option<(Caller, GroupCall)> {
+fn unsend(msg: GroupMsg) -> Option<(Caller, Facts, GroupCall)> {
     match msg {
         GroupMsg::Request {
-            caller, request, ..
-        } => Some((caller, GroupCall::Request(request))),
-        GroupMsg::Create { caller, data, .. } => Some((caller, GroupCall::Create(data))),
-        GroupMsg::Info { caller, .. } => Some((caller, GroupCall::Info)),
-        GroupMsg::File { caller, op, .. } => Some((caller, GroupCall::File(op))),
+            caller,
+            facts,
+            request,
+            ..
+        } => Some((caller, facts, GroupCall::Request(request))),
+        GroupMsg::Create {
+            caller,
+            facts,
+            data,
+            ..
+        } => Some((caller, facts, GroupCall::Create(data))),
+        GroupMsg::Info { caller, .. } => Some((caller, Facts::default(), GroupCall::Info)),
+        GroupMsg::File { caller, op, .. } => Some((caller, Facts::default(), GroupCall::File(op))),
         GroupMsg::Tick | GroupMsg::Retire { .. } => None,
     }
 }
 
 impl Groups {
-    /// Queues `call` in the mailbox of group `gid`'s actor (spawning it if needed) and
-    /// returns the pending answer. 605 for a group that does not exist (except for
+    /// Queues `call` (with the outside `facts` its rule may read, gathered by the ingress)
+    /// in the mailbox of group `gid`'s actor (spawning it if needed) and returns the
+    /// pending answer. 605 for a group that does not exist (except for
     /// createGroup). A release of an upload's place does not load a group: if its actor is
     /// no longer running, the place went with it.
     pub async fn call(
         &self,
         gid: u64,
         caller: Caller,
+        facts: Facts,
         call: GroupCall,
     ) -> Result<PendingReply, ApiError> {
         if matches!(call, GroupCall::File(FileOp::Release { .. })) && self.running(gid).is_none() {
@@ -230,10 +242,10 @@ impl Groups {
         if !call.creates() && !self.exists(gid) {
             return Err(ApiError::no_group(&gid.to_string()));
         }
-        let (mut caller, mut call) = (caller, call);
+        let (mut caller, mut facts, mut call) = (caller, facts, call);
         for _ in 0..3 {
             let actor = self.actor(gid).await?;
-            let (msg, rx) = message(caller, call);
+            let (msg, rx) = message(caller, facts, call);
             match actor.send_message(msg) {
                 Ok(()) => return Ok(PendingReply { gid, rx }),
                 Err(ractor::MessagingErr::SendErr(msg)) => {
@@ -242,7 +254,7 @@ impl Groups {
                     let Some(back) = unsend(msg) else {
                         break;
                     };
-                    (caller, call) = back;
+                    (caller, facts, call) = back;
                 }
                 Err(e) => {
                     return Err(ApiError::new(
@@ -265,7 +277,7 @@ impl Groups {
         let Some(actor) = self.running(gid) else {
             return false;
         };
-        let (msg, _) = message(caller, call);
+        let (msg, _) = message(caller, Facts::default(), call);
         actor.send_message(msg).is_ok()
     }
 }

@@ -592,8 +592,8 @@ mod tests {
     use crate::files::{FileLimits, Files};
     use crate::group::call::GroupCall;
     use crate::group::messages::MessageSettings;
-    use crate::group::rules::Caller;
     use crate::group::rules::Limits;
+    use crate::group::rules::{Caller, Facts};
     use crate::store::Store;
     use convoke_protocol::{CreateGroupData, Request};
 
@@ -647,7 +647,7 @@ mod tests {
         };
         let gid = groups.shared.store.new_id().expect("id");
         let created = groups
-            .call(gid, owner(), GroupCall::Create(data))
+            .call(gid, owner(), Facts::default(), GroupCall::Create(data))
             .await
             .expect("queued");
         let Ok(convoke_protocol::Response::GroupCreated { group_id }) = created.response().await
@@ -666,7 +666,7 @@ mod tests {
             limit: 10,
         };
         let answer = groups
-            .call(gid, owner(), GroupCall::Request(read))
+            .call(gid, owner(), Facts::default(), GroupCall::Request(read))
             .await
             .expect("queued");
         assert!(answer.wait().await.is_ok());

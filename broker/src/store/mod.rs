@@ -15,7 +15,7 @@ pub use history::MessageRec;
 
 use crate::files::FileRec;
 use crate::group::model::{BlockRec, Group, GroupMeta, Invite, JoinRequest, MemberRec};
-use crate::group::rules::{Dirty, Env};
+use crate::group::rules::Dirty;
 use bincode::{Decode, Encode};
 use convoke_protocol::Role;
 use keys::Kind;
@@ -500,15 +500,22 @@ fn set_flag(ws: &mut WriteSet, key: Vec<u8>, on: bool) {
     }
 }
 
-impl Env for Store {
-    fn user_exists(&self, user: &str) -> bool {
+impl Store {
+    /// Whether `user` has logged in at least once (a fact some rules need, gathered by the
+    /// ingress: `group::rules::facts`).
+    pub fn user_exists(&self, user: &str) -> bool {
         self.db.contains_key(keys::user_key(user)).unwrap_or(false)
     }
 
-    fn joined_count(&self, user: &str) -> usize {
+    /// How many groups other than `except` `user` is a member of (the joined index).
+    pub fn joined_count_except(&self, user: &str, except: u64) -> usize {
         self.db
             .scan_prefix(keys::joined_prefix(user))
             .keys()
+            .filter(|k| {
+                k.as_ref()
+                    .map_or(true, |k| keys::trailing_u64(k) != Some(except))
+            })
             .count()
     }
 }

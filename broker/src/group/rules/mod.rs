@@ -1,7 +1,7 @@
 //! The group's rules as plain Rust: who may do what, what changes, which events go to whom.
 //!
 //! [`apply`] takes the current [`Group`], the caller, the request and a [`Ctx`] (clock,
-//! limits, and read-only look-ups outside the group) and either returns an error having
+//! limits, and the facts from outside the group the ingress prefetched, [`facts`]) and either returns an error having
 //! changed nothing, or mutates the group and returns [`Effects`]: the response, which records
 //! to persist, and which events to announce to whom. The group actor is a thin driver around
 //! this: it persists, answers, then fans out. Everything here is tested without a runtime.
@@ -9,6 +9,7 @@
 //! Every handler validates completely before its first mutation; that is how "a failed
 //! request changes nothing" holds.
 
+pub mod facts;
 pub mod files;
 mod lists;
 pub mod messages;
@@ -61,28 +62,17 @@ impl Default for Limits {
     }
 }
 
-/// Read-only facts from outside the group that some rules need.
-pub trait Env {
-    /// The user has logged in at least once.
-    fn user_exists(&self, user: &str) -> bool;
-    /// How many groups the user is a member of.
-    fn joined_count(&self, user: &str) -> usize;
-}
+pub use facts::{Facts, UserFacts};
 
 /// The context of one request.
+#[derive(Debug)]
 pub struct Ctx<'a> {
     /// Now, ms since the Unix epoch.
     pub now: i64,
     pub limits: &'a Limits,
-    pub env: &'a (dyn Env + Sync),
-}
-
-impl std::fmt::Debug for Ctx<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx")
-            .field("now", &self.now)
-            .finish_non_exhaustive()
-    }
+    /// Facts from outside the group, gathered by the ingress for the users the request
+    /// names (see [`facts`]).
+    pub facts: &'a Facts,
 }
 
 /// A record the driver must write (or delete, when the state no longer has it).
@@ -400,7 +390,7 @@ pub(crate) fn check_chars(what: &str, value: &str, min: usize, max: usize) -> Re
 }
 
 pub(crate) fn check_exists(ctx: &Ctx<'_>, user: &str) -> Result<(), ApiError> {
-    if !ctx.env.user_exists(user) {
+    if !ctx.facts.user_exists(user) {
         return Err(ApiError::new(
             ErrorCode::UserNotFound,
             format!("user {user:?} has never logged in"),
@@ -410,7 +400,7 @@ pub(crate) fn check_exists(ctx: &Ctx<'_>, user: &str) -> Result<(), ApiError> {
 }
 
 pub(crate) fn check_group_quota(ctx: &Ctx<'_>, user: &str) -> Result<(), ApiError> {
-    let n = ctx.env.joined_count(user);
+    let n = ctx.facts.joined_count(user);
     if n >= ctx.limits.max_groups_per_user {
         return Err(ApiError::new(
             ErrorCode::MaxLimit,

@@ -5,35 +5,24 @@ use crate::group::model::{Group, FOREVER};
 use convoke_protocol::{
     CreateGroupData, ErrorCode, GroupEventOp as Op, MuteEntry, Push, Request, Response,
 };
-use std::collections::{BTreeMap, HashSet};
-
-struct FakeEnv {
-    users: HashSet<String>,
-}
-
-impl Env for FakeEnv {
-    fn user_exists(&self, user: &str) -> bool {
-        self.users.contains(user)
-    }
-    fn joined_count(&self, _user: &str) -> usize {
-        0
-    }
-}
+use std::collections::BTreeMap;
 
 struct World {
-    env: FakeEnv,
+    /// Every user of the tests has logged in and joined no group (others do not exist).
+    facts: Facts,
     limits: Limits,
     now: i64,
 }
 
 impl World {
     fn new() -> Self {
-        let users = ["owner", "adm", "m1", "m2", "out", "x", "y", "aa"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let users = ["owner", "adm", "m1", "m2", "out", "x", "y", "aa"];
+        let facts = Facts::gather(users, |_| UserFacts {
+            exists: true,
+            joined: 0,
+        });
         Self {
-            env: FakeEnv { users },
+            facts,
             limits: Limits::default(),
             now: 1_000_000,
         }
@@ -42,7 +31,7 @@ impl World {
         Ctx {
             now: self.now,
             limits: &self.limits,
-            env: &self.env,
+            facts: &self.facts,
         }
     }
 }
@@ -705,4 +694,115 @@ fn lists_come_a_page_at_a_time_to_admins_only() {
         code(page(&mut g, "owner", 1, Some("not a user id"))),
         ErrorCode::RequestParameterError
     );
+}
+
+/// The rules read the facts the ingress gathers for a request (`facts::named_by_request`,
+/// `named_by_create`), and only those: with exactly the named users gathered, requests that
+/// check users outside the group succeed; with each named user at the group quota they fail
+/// 50; with none gathered, a named user does not exist (204).
+#[test]
+fn rules_read_exactly_the_facts_the_ingress_gathers() {
+    let w = World::new();
+    let full = w.limits.max_groups_per_user as u64;
+    let run = |g: &mut Group, caller: &Caller, req: &Request, f: Option<u64>| {
+        let facts = match f {
+            Some(joined) => Facts::gather(facts::named_by_request(caller, req), |_| UserFacts {
+                exists: true,
+                joined,
+            }),
+            None => Facts::default(),
+        };
+        let ctx = Ctx {
+            now: w.now,
+            limits: &w.limits,
+            facts: &facts,
+        };
+        apply(g, caller, req, &ctx)
+    };
+    let owner = who("owner");
+
+    let direct = group(
+        &w,
+        CreateGroupData {
+            invite_need_confirm: false,
+            ..data()
+        },
+    );
+    let invite = Request::InviteUsersToGroup {
+        group_id: gid(),
+        users: vec!["x".into(), "y".into()],
+    };
+    assert_eq!(
+        code(run(&mut direct.clone(), &owner, &invite, Some(full))),
+        ErrorCode::MaxLimit
+    );
+    assert_eq!(
+        code(run(&mut direct.clone(), &owner, &invite, None)),
+        ErrorCode::UserNotFound
+    );
+    assert!(run(&mut direct.clone(), &owner, &invite, Some(0)).is_ok());
+
+    let public = group(
+        &w,
+        CreateGroupData {
+            public: true,
+            ..data()
+        },
+    );
+    let join = Request::JoinGroup {
+        group_id: gid(),
+        message: String::new(),
+    };
+    let out = who("out");
+    assert_eq!(
+        code(run(&mut public.clone(), &out, &join, Some(full))),
+        ErrorCode::MaxLimit
+    );
+    assert!(run(&mut public.clone(), &out, &join, Some(0)).is_ok());
+
+    let mut confirm = group(&w, data());
+    let one = Request::InviteUsersToGroup {
+        group_id: gid(),
+        users: vec!["x".into()],
+    };
+    run(&mut confirm, &owner, &one, Some(0)).expect("invited");
+    let accept = Request::AcceptGroupInvite {
+        group_id: gid(),
+        invitee: "x".into(),
+    };
+    assert_eq!(
+        code(run(&mut confirm.clone(), &who("x"), &accept, Some(full))),
+        ErrorCode::MaxLimit
+    );
+    assert!(run(&mut confirm.clone(), &who("x"), &accept, Some(0)).is_ok());
+
+    let mut g = group(&w, data());
+    let admin = Request::SetGroupAdmin {
+        group_id: gid(),
+        username: "ghost".into(),
+    };
+    assert_eq!(
+        code(run(&mut g.clone(), &owner, &admin, None)),
+        ErrorCode::UserNotFound
+    );
+    let transfer = Request::ChangeGroupOwner {
+        group_id: gid(),
+        new_owner: "m1".into(),
+    };
+    assert!(run(&mut g, &owner, &transfer, Some(0)).is_ok());
+
+    let create_with = |joined: u64| {
+        let facts = Facts::gather(facts::named_by_create(&owner, &data()), |_| UserFacts {
+            exists: true,
+            joined,
+        });
+        let ctx = Ctx {
+            now: w.now,
+            limits: &w.limits,
+            facts: &facts,
+        };
+        create(42, &owner, &data(), &ctx).map(|_| ())
+    };
+    assert_eq!(create_with(full).unwrap_err().code, ErrorCode::MaxLimit);
+    assert!(create_with(0).is_ok());
 }
