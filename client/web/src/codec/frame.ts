@@ -204,6 +204,17 @@ export class FrameDecoder<K extends FrameType> {
     this.end += chunk.length;
   }
 
+  /**
+   * Takes the bytes received past the frames taken so far (e.g. a download's raw bytes
+   * after its outcome frame); the decoder is empty afterwards.
+   */
+  takeBuffered(): Uint8Array {
+    const rest = this.buf.slice(this.start, this.end);
+    this.start = 0;
+    this.end = 0;
+    return rest;
+  }
+
   /** The next complete frame's value, or undefined until more bytes arrive. */
   next(): FrameTypes[K] | undefined {
     if (this.failed) throw this.failed;

@@ -7,9 +7,9 @@
  * return nothing resolve to `undefined`.
  *
  * Requests go through a Session (pipelined; any number in flight); pushes from the
- * broker's push stream reach the handlers of `addEventHandler`. Shared-file upload and
- * download, reconnects and the WebTransport dialing come next (issue #14 item 2); this
- * layer works over any ByteStream.
+ * broker's push stream reach the handlers of `addEventHandler`; shared files move on
+ * streams of their own (files.ts). Reconnects, resume and the WebTransport dialing come
+ * next (issue #14 item 2); this layer works over any ByteStream.
  */
 
 import type {
@@ -20,8 +20,19 @@ import type {
   Response,
   ResponseOf,
   Role,
+  SharedFile,
 } from '../codec/index.js';
-import { paramError, ProtocolError, reportHandlerError, type ConnectionError } from './errors.js';
+import { ConnectionError, paramError, ProtocolError, reportHandlerError } from './errors.js';
+import {
+  defaultResetReason,
+  download,
+  upload,
+  type Progress,
+  type ResetReason,
+  type StreamOpener,
+  type Transfer,
+  type UploadFile,
+} from './files.js';
 import { PushReader } from './pushes.js';
 import {
   ext,
@@ -163,7 +174,7 @@ function detail(info: WireGroupInfo): GroupDetail {
   return out;
 }
 
-function fileEntry(f: ResponseOf<'files'>['files'][number]): SharedFileEntry {
+function fileEntry(f: SharedFile): SharedFileEntry {
   return {
     file_id: f.fileId,
     file_name: f.fileName,
@@ -190,14 +201,39 @@ export interface EventHandlers {
   onDisconnected?: (error: ConnectionError, closing?: { code: number; reason: string }) => void;
 }
 
+/** How a connection opens its transfer streams (WebTransport: `createBidirectionalStream`). */
+export interface StreamOptions {
+  /** Opens a new bidirectional stream for a shared-file transfer. */
+  openStream?: StreamOpener;
+  /** The reason a cancelled transfer's stream is reset with (see files.ts). */
+  resetReason?: ResetReason;
+}
+
+export interface UploadCallbacks {
+  onFileUploadProgress?: (p: Progress) => void;
+  onFileUploadComplete?: (file: SharedFileEntry) => void;
+  onFileUploadError?: (e: Error) => void;
+  onFileUploadCanceled?: () => void;
+}
+
+export interface DownloadCallbacks {
+  onFileDownloadProgress?: (p: Progress) => void;
+  /** The file's bytes (a Blob of its content type) and its index entry. */
+  onFileDownloadComplete?: (data: Blob, file: SharedFileEntry) => void;
+  onFileDownloadError?: (e: Error) => void;
+}
+
 export class Connection {
   private readonly handlers = new Map<string, EventHandlers>();
   private pushes: PushReader | undefined;
+  private readonly streams: StreamOptions;
 
   constructor(
     /** The session the calls go through. */
     readonly session: Session,
+    streams: StreamOptions = {},
   ) {
+    this.streams = streams;
     session.onEnd((e) => this.emit((h) => h.onDisconnected?.(e, this.pushes?.closing)));
   }
 
@@ -249,8 +285,12 @@ export class Connection {
   }
 
   /** Opens a session on `stream` (hello, welcome) and returns its connection. */
-  static async open(stream: ByteStream, hello: HelloOptions, options?: SessionOptions): Promise<Connection> {
-    return new Connection(await Session.open(stream, hello, options));
+  static async open(
+    stream: ByteStream,
+    hello: HelloOptions,
+    options: SessionOptions & StreamOptions = {},
+  ): Promise<Connection> {
+    return new Connection(await Session.open(stream, hello, options), options);
   }
 
   /** The user this connection acts as (from the token). */
@@ -668,6 +708,108 @@ export class Connection {
       }),
       (r) => expect(m, r, 'files').files.map(fileEntry),
     );
+  }
+
+  /**
+   * uploadGroupSharedFile (members): `file` is a Blob/File or the chat SDK's `{ data: File,
+   * filename, filetype }`. Resolves to the file's entry (and calls onFileUploadComplete);
+   * `cancel()` on the result stops it (onFileUploadCanceled; the promise rejects with 101).
+   * With an error or cancel callback given, the promise's rejection counts as handled.
+   */
+  uploadGroupSharedFile(
+    opts: { groupId: string; file: UploadFile; fileName?: string; contentType?: string } & UploadCallbacks,
+  ): Transfer<SharedFileEntry> {
+    const m = 'uploadGroupSharedFile';
+    return this.transferCall(
+      () => {
+        const o = options(m, opts);
+        if (!(opts.file instanceof Blob) && !(opts.file?.data instanceof Blob)) {
+          throw paramError(`${m}: file must be a Blob, a File or { data: File }`);
+        }
+        return upload(this.opener(m), this.streams.resetReason ?? defaultResetReason, {
+          groupId: str(m, o, 'groupId'),
+          file: opts.file,
+          ...(optStr(m, o, 'fileName') !== null ? { fileName: str(m, o, 'fileName') } : {}),
+          ...(optStr(m, o, 'contentType') !== null ? { contentType: str(m, o, 'contentType') } : {}),
+          ...(opts.onFileUploadProgress ? { onProgress: opts.onFileUploadProgress } : {}),
+        });
+      },
+      (f) => {
+        const entry = fileEntry(f);
+        opts.onFileUploadComplete?.(entry);
+        return entry;
+      },
+      opts.onFileUploadError,
+      opts.onFileUploadCanceled,
+    );
+  }
+
+  /**
+   * downloadGroupSharedFile (members): resolves to the file's bytes as a Blob and calls
+   * onFileDownloadComplete(blob, entry); `cancel()` on the result stops it.
+   */
+  downloadGroupSharedFile(
+    opts: { groupId: string; fileId: string; secret?: string | null } & DownloadCallbacks,
+  ): Transfer<Blob> {
+    const m = 'downloadGroupSharedFile';
+    return this.transferCall(
+      () => {
+        const o = options(m, opts);
+        return download(this.opener(m), this.streams.resetReason ?? defaultResetReason, {
+          groupId: str(m, o, 'groupId'),
+          fileId: str(m, o, 'fileId'),
+          secret: optStr(m, o, 'secret'),
+          ...(opts.onFileDownloadProgress ? { onProgress: opts.onFileDownloadProgress } : {}),
+        });
+      },
+      ({ entry, data }) => {
+        opts.onFileDownloadComplete?.(data, fileEntry(entry));
+        return data;
+      },
+      opts.onFileDownloadError,
+    );
+  }
+
+  private opener(method: string): StreamOpener {
+    const open = this.streams.openStream;
+    if (!open) {
+      throw new ProtocolError(`${method}: this connection was opened without a way to open transfer streams`);
+    }
+    return async () => {
+      if (this.session.closed) throw new ConnectionError(`${method}: the connection has ended`);
+      return open();
+    };
+  }
+
+  /** Starts a transfer, maps its result, and routes its end to the seed's callbacks. */
+  private transferCall<T, R>(
+    start: () => Transfer<T>,
+    done: (t: T) => R,
+    onError?: (e: Error) => void,
+    onCanceled?: () => void,
+  ): Transfer<R> {
+    let inner: Transfer<T> | undefined;
+    let cancelled = false;
+    const run = async (): Promise<R> => {
+      inner = start();
+      return done(await inner);
+    };
+    const p = run().catch((e: unknown) => {
+      const err = e instanceof Error ? e : new Error(String(e));
+      try {
+        if (cancelled && onCanceled) onCanceled();
+        else onError?.(err);
+      } catch (h) {
+        reportHandlerError(h);
+      }
+      throw err;
+    }) as Transfer<R>;
+    p.cancel = () => {
+      cancelled = true;
+      inner?.cancel();
+    };
+    if (onError || onCanceled) p.catch(() => {});
+    return p;
   }
 
   /** deleteGroupSharedFile (owner, admin: any file; members: their own). */

@@ -3,3 +3,11 @@ export type * from './connection.js';
 export { ConnectionError, ConvokeError, ProtocolError, TimeoutError } from './errors.js';
 export { PushReader } from './pushes.js';
 export { Session, type ByteStream, type HelloOptions, type SessionOptions } from './session.js';
+export {
+  defaultResetReason,
+  type Progress,
+  type ResetReason,
+  type StreamOpener,
+  type Transfer,
+  type UploadFile,
+} from './files.js';
