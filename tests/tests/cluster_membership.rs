@@ -3,6 +3,11 @@
 //! peer timeout and Up again when it returns, refuse a wrong cookie and a drifted data dir,
 //! turn /readyz false without a majority, and survive garbage on the cluster port.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::time::Duration;
 
 use convoke_tests::cluster::{TestCluster, PEER_TIMEOUT_MS};
@@ -262,4 +267,83 @@ async fn a_gateway_joins_through_one_core_member_and_learns_the_rest() {
     c.kill9(2);
     c.wait_state(g, "n2", "down").await;
     assert_eq!(c.node(g).http_get("/readyz").await.0, 503);
+}
+
+/// A cluster CA and one certificate per node (SAN = the node's IP), as PEM files in `dir`.
+fn cluster_pki(dir: &std::path::Path, nodes: usize, ca_name: &str) -> Vec<[String; 3]> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let ca_file = dir.join(format!("{ca_name}.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    (1..=nodes)
+        .map(|i| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![format!("127.0.0.{i}")])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            let (c, k) = (
+                dir.join(format!("{ca_name}-n{i}.pem")),
+                dir.join(format!("{ca_name}-n{i}.key")),
+            );
+            std::fs::write(&c, cert.pem()).unwrap();
+            std::fs::write(&k, key.serialize_pem()).unwrap();
+            [ca_file.clone(), c, k].map(|p| p.display().to_string())
+        })
+        .collect()
+}
+
+fn tls_settings(files: &[String; 3]) -> Vec<(String, String)> {
+    vec![
+        ("cluster.tls_ca".into(), files[0].clone()),
+        ("cluster.tls_cert".into(), files[1].clone()),
+        ("cluster.tls_key".into(), files[2].clone()),
+    ]
+}
+
+#[tokio::test]
+async fn nodes_talk_mutual_tls_under_the_cluster_ca_and_a_foreign_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = cluster_pki(dir.path(), 3, "ca");
+    let foreign = cluster_pki(dir.path(), 3, "other");
+    let c = TestCluster::start_with(3, |i| {
+        if i == 3 {
+            tls_settings(&foreign[2])
+        } else {
+            tls_settings(&ours[i - 1])
+        }
+    });
+    c.wait_up(1, 2).await;
+    c.wait_up(2, 2).await;
+    tokio::time::sleep(Duration::from_millis(3 * PEER_TIMEOUT_MS)).await;
+    assert_eq!(c.up_count(3).await, 1, "n3 (another CA) must never be Up");
+    assert_ne!(c.state_of(1, "n3").await.as_deref(), Some("up"));
+    // Plain TCP to a TLS cluster port gets nowhere, and the node carries on.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{}", c.port))
+            .await
+            .unwrap();
+        let _ = s.write_all(&[0u8; 64]).await;
+    }
+    assert_eq!(c.state_of(1, "n2").await.as_deref(), Some("up"));
+    // A key that does not fit its certificate: the start is refused naming the setting.
+    drop(c);
+    let c = TestCluster::start_with(1, |_| tls_settings(&ours[0]));
+    c.wait_up(1, 1).await;
+    let mut c = c;
+    c.node_mut(1).stop();
+    let (code, err) = c.run_refused(
+        1,
+        &[
+            ("cluster.tls_ca", ours[0][0].as_str()),
+            ("cluster.tls_cert", ours[0][1].as_str()),
+            ("cluster.tls_key", ours[1][2].as_str()),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cluster.tls_key"), "{err}");
 }

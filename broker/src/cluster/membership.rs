@@ -28,7 +28,7 @@ use super::link::{Link, SendError};
 use super::pending::Pending;
 use super::router::{Router, GROUP, NAME_PREFIX, SCOPE};
 use super::wire::{Batch, Hello, RouterMsg, Wire, MAX_BATCH_BYTES, PROTO};
-use super::{members_of, CallError, Cluster, Inner, Placement, Refused};
+use super::{members_of, CallError, Cluster, Inner, Placement};
 use crate::config::{check_name, ClusterRole, Config, Member};
 
 /// First pause before redialing a peer; doubles up to `cluster.reconnect_max_ms`.
@@ -155,15 +155,7 @@ pub(super) async fn start(
     quic_addr: std::net::SocketAddr,
 ) -> anyhow::Result<Cluster> {
     let cfg = config.cluster.clone();
-    if cfg.tls_ca.is_some() {
-        return Err(Refused::Unsupported {
-            setting: "cluster.tls_ca".to_owned(),
-            problem: "TLS between nodes is not built yet in this version; use plain TCP on \
-                      loopback or a private network (cluster.allow_plaintext = true)"
-                .to_owned(),
-        }
-        .into());
-    }
+    let tls = super::tls::load(&cfg)?;
     let id = identity::load_or_create(&cfg, &config.server.data_dir)?;
     let members = members_of(&cfg);
     let placement = OnceLock::new();
@@ -212,6 +204,7 @@ pub(super) async fn start(
         inbound: OnceLock::new(),
         epoch: Instant::now(),
         server: OnceLock::new(),
+        tls: tls.clone(),
         cfg: cfg.clone(),
     });
     {
@@ -246,7 +239,10 @@ pub(super) async fn start(
         cfg.cookie.clone(),
         cfg.name.clone(),
         advertised.host.clone(),
-        Some(ractor_cluster::IncomingEncryptionMode::Raw),
+        Some(match &tls {
+            Some(t) => ractor_cluster::IncomingEncryptionMode::Tls(t.acceptor.clone()),
+            None => ractor_cluster::IncomingEncryptionMode::Raw,
+        }),
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),
     )
     .with_listen_addr(cfg.listen.ip())
@@ -589,12 +585,35 @@ impl Inner {
             .set(counts.get("up").copied().unwrap_or(1) as f64);
         if let Some(server) = self.server.get() {
             for (name, addr) in dials {
+                let name_of_peer = name.clone();
                 let server = server.clone();
                 let tx = tx.clone();
+                let tls = self.tls.clone();
                 tokio::spawn(async move {
-                    let result = ractor_cluster::client_connect(&server, addr.as_str())
-                        .await
-                        .map_err(|e| e.to_string());
+                    let result = match tls {
+                        None => ractor_cluster::client_connect(&server, addr.as_str()).await,
+                        Some(tls) => match super::tls::server_name(&addr) {
+                            Some(name) => {
+                                ractor_cluster::client_connect_enc(
+                                    &server,
+                                    addr.as_str(),
+                                    tls.connector,
+                                    name,
+                                )
+                                .await
+                            }
+                            None => {
+                                let _ = tx.send(Event::Dialed(
+                                    name_of_peer,
+                                    Err(format!(
+                                        "{addr}: no host name to check its certificate against"
+                                    )),
+                                ));
+                                return;
+                            }
+                        },
+                    }
+                    .map_err(|e| e.to_string());
                     let _ = tx.send(Event::Dialed(name, result));
                 });
             }

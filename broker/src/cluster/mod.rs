@@ -29,6 +29,7 @@ mod membership;
 mod pending;
 pub mod placement;
 mod router;
+mod tls;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -182,6 +183,7 @@ pub(crate) struct Inner {
     inbound: OnceLock<Arc<dyn Inbound>>,
     epoch: Instant,
     server: OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
+    tls: Option<tls::ClusterTls>,
 }
 
 /// Starts the cluster when `[cluster]` is enabled (identity check, NodeServer, router,
