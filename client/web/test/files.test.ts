@@ -112,6 +112,10 @@ class FakeTransfers {
 
 const bytesOf = (parts: Uint8Array[]) => Buffer.concat(parts);
 
+/** A File (node 18 has no global File: a Blob with a name, as the SDK reads it). */
+const makeFile = (parts: BlobPart[], name: string, type = ''): Blob =>
+  typeof File === 'function' ? new File(parts, name, { type }) : Object.assign(new Blob(parts, { type }), { name });
+
 async function connect(transfers: FakeTransfers) {
   const broker = new FakeBroker();
   return Connection.open(broker.stream, { token: 't', deviceId: 'd' }, { openStream: transfers.open });
@@ -136,7 +140,7 @@ describe('upload', () => {
     let completed: unknown;
     const got = await c.uploadGroupSharedFile({
       groupId: '12',
-      file: new File([content], 'notes.txt', { type: 'text/plain' }),
+      file: makeFile([content], 'notes.txt', 'text/plain'),
       onFileUploadProgress: (p) => {
         assert.equal(p.total, content.length);
         progress.push(p.loaded);
@@ -315,7 +319,7 @@ describe('the seed document: the two file calls as written', () => {
     await run(call).catch(() => {});
     assert.deepEqual(seen, ['error -3']);
     seen.length = 0;
-    await run(call.replace("'file object'", 'fileObject'), new File(['hello'], 'hello.txt'));
+    await run(call.replace("'file object'", 'fileObject'), makeFile(['hello'], 'hello.txt'));
     assert.deepEqual(seen, ['progress 5', 'complete 5']);
     connection.close();
   });

@@ -52,7 +52,14 @@ const DOWNLOAD_FILE_ERROR = 200;
 /** A random u64 as a decimal string (the upload id; the same for every attempt of one upload). */
 export function randomUploadId(): string {
   const words = new Uint32Array(2);
-  crypto.getRandomValues(words);
+  const c = (globalThis as { crypto?: { getRandomValues?: (a: Uint32Array) => Uint32Array } }).crypto;
+  if (c?.getRandomValues) {
+    c.getRandomValues(words);
+  } else {
+    // Node 18 without the global Web Crypto: the id only tells this user's uploads apart.
+    words[0] = Math.floor(Math.random() * 2 ** 32);
+    words[1] = Math.floor(Math.random() * 2 ** 32);
+  }
   return ((BigInt(words[0]!) << 32n) | BigInt(words[1]!)).toString();
 }
 
