@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "benchmark setup")]
 
 use convoke_broker::group::model::{Group, GroupMeta, MemberRec};
+use convoke_broker::group::persist::GroupStore;
 use convoke_broker::group::rules::{self, messages, Caller, Ctx, Dirty, Facts, Limits};
 use convoke_broker::store::{Store, WriteSet};
 use convoke_protocol::{Request, Role};

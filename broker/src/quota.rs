@@ -28,6 +28,7 @@
 //!   group (4 KiB) and the groups per user (`limits.max_groups_per_user`).
 
 use crate::clock::mono_ms;
+use crate::group::persist::GroupStore;
 use crate::group::rules::rate::{Bucket, Rate};
 use convoke_protocol::{ApiError, ErrorCode, RequestClass};
 use dashmap::DashMap;

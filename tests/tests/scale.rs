@@ -7,6 +7,7 @@
 )]
 
 use convoke_broker::group::model::{Group, GroupMeta, MemberRec};
+use convoke_broker::group::persist::GroupStore;
 use convoke_broker::group::rules::Dirty;
 use convoke_broker::store::{Store, WriteSet};
 use convoke_protocol::{ErrorCode, GroupEventOp as Op, Role};

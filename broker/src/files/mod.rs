@@ -28,6 +28,7 @@ pub mod download;
 pub mod resume;
 pub mod upload;
 
+use crate::group::persist::GroupStore;
 use crate::store::Store;
 use bincode::{Decode, Encode};
 use convoke_protocol::codec::frame_bytes;

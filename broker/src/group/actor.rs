@@ -16,6 +16,7 @@
 //! keep the group loaded.
 
 use super::model::Group;
+use super::persist::GroupStore;
 use super::rules::{self, Caller, Ctx, Dirty, Effects, Facts, Limits};
 use crate::clock::now_ms;
 use crate::fanout::Fanout;

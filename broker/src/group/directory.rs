@@ -23,6 +23,7 @@
 //! lock-free map look-up in the common case, a call to the directory only to spawn.
 
 use super::actor::{GroupActor, GroupArgs, GroupMsg, Shared};
+use super::persist::GroupStore;
 use crate::clock::now_ms;
 use convoke_protocol::{ApiError, ErrorCode};
 use dashmap::DashMap;

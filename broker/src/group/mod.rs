@@ -1,6 +1,7 @@
 //! Groups: one supervised actor per active group.
 //!
 //! - [`model`]: the group's records and in-memory shape.
+//! - [`persist`]: the group's records in the store (load, writes), kept out of `store`.
 //! - [`rules`]: what each request may do and causes, as plain Rust (tested without a runtime).
 //! - [`dedup`]: idempotent sends: matching a send's client message id with an earlier one.
 //! - [`call`]: what reaches a group ([`GroupCall`], answered by [`GroupAnswer`]), as plain
@@ -16,6 +17,7 @@ pub mod directory;
 pub mod files;
 pub mod messages;
 pub mod model;
+pub mod persist;
 pub mod rules;
 
 pub use call::{Answer, GroupAnswer, GroupCall, PendingReply};

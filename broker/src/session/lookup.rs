@@ -4,6 +4,7 @@
 //! getJoinedGroups and getPublicGroups (read the user and public indexes).
 
 use crate::clock::now_ms;
+use crate::group::persist::GroupStore;
 use crate::group::rules::{check_members_size, Caller};
 use crate::node::Node;
 use convoke_protocol::{

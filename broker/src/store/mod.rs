@@ -1,6 +1,9 @@
 //! The store: one sled database per node, and the only module that touches sled.
 //!
-//! Records are bincode-encoded under the keys of [`keys`]. Reads go straight to sled; every
+//! A leaf: it knows keys ([`keys`]), encoding, write sets and their committer, ids,
+//! message history and kept events, and generic reads ([`Store::record`], [`Store::scan`]);
+//! not the group's model or rules. Group records are read and written by the group itself
+//! (`group::persist`). Records are bincode-encoded under the keys of [`keys`]. Reads go straight to sled; every
 //! write goes through [`Committer`], which makes it durable (flushed) before the caller
 //! answers anyone.
 
@@ -13,12 +16,7 @@ pub mod keys;
 pub use commit::{CommitError, Committer, Durable, Fault, WriteSet};
 pub use history::MessageRec;
 
-use crate::files::FileRec;
-use crate::group::model::{BlockRec, Group, GroupMeta, Invite, JoinRequest, MemberRec};
-use crate::group::rules::Dirty;
 use bincode::{Decode, Encode};
-use convoke_protocol::Role;
-use keys::Kind;
 use std::path::Path;
 
 /// A storage failure (I/O or a corrupt record).
@@ -67,7 +65,7 @@ fn decode<T: Decode<()>>(key: &[u8], bytes: &[u8]) -> Result<T> {
 
 /// `Ok(Some(v))` for a record that decodes, `Ok(None)` (counted and logged by [`decode`])
 /// for one that does not: the caller goes on without it.
-fn decode_or_skip<T: Decode<()>>(key: &[u8], bytes: &[u8]) -> Result<Option<T>> {
+pub fn decode_or_skip<T: Decode<()>>(key: &[u8], bytes: &[u8]) -> Result<Option<T>> {
     match decode(key, bytes) {
         Ok(v) => Ok(Some(v)),
         Err(StoreError::Corrupt { .. }) => Ok(None),
@@ -272,180 +270,31 @@ impl Store {
 
     // ---- groups ----------------------------------------------------------------------------
 
-    /// A group's meta record.
-    pub fn meta(&self, gid: u64) -> Result<Option<GroupMeta>> {
-        let key = keys::group_key(gid, Kind::Meta, "");
-        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
+    /// One record under `key`, decoded (`None` if absent; a record that does not decode
+    /// is an error, counted and logged).
+    pub fn record<T: Decode<()>>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.db.get(key)?.map(|v| decode(key, &v)).transpose()
     }
 
-    /// One member's record.
-    pub fn member(&self, gid: u64, user: &str) -> Result<Option<MemberRec>> {
-        let key = keys::group_key(gid, Kind::Member, user);
-        self.db.get(&key)?.map(|v| decode(&key, &v)).transpose()
-    }
-
-    /// Loads a whole group, or `None` if it does not exist.
-    pub fn load_group(&self, gid: u64) -> Result<Option<Group>> {
-        let Some(meta) = self.meta(gid)? else {
-            return Ok(None);
-        };
-        let mut g = Group::new(gid, meta);
-        let prefix = keys::group_prefix(gid);
-        for kv in self.db.scan_prefix(&prefix) {
+    /// Calls `each` with every key and value under `prefix`, in key order, until it
+    /// returns an error.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for kv in self.db.scan_prefix(prefix) {
             let (k, v) = kv?;
-            let Some(kind) = k.get(prefix.len()).copied().and_then(Kind::from_byte) else {
-                continue;
-            };
-            let user = String::from_utf8_lossy(&k[prefix.len() + 1..]).into_owned();
-            // A record that does not decode costs that record (counted and logged), not
-            // the group: the rest of the group loads.
-            match kind {
-                Kind::Meta => {}
-                Kind::Member => {
-                    if let Some(rec) = decode_or_skip::<MemberRec>(&k, &v)? {
-                        g.insert_member(&user, rec);
-                    }
-                }
-                Kind::Mute => {
-                    if let Some(exp) = decode_or_skip::<i64>(&k, &v)? {
-                        g.mutes.insert(user, exp);
-                    }
-                }
-                Kind::Allow => {
-                    g.allow.insert(user);
-                }
-                Kind::Block => {
-                    // An empty value is a block written before the role was kept: the
-                    // user was a member. A value that does not decode (counted and logged)
-                    // keeps the block and fails closed: only the owner may lift it.
-                    let was_admin = !v.is_empty()
-                        && !matches!(
-                            decode_or_skip::<BlockRec>(&k, &v)?,
-                            Some(BlockRec::V1 { role }) if role != Role::Admin
-                        );
-                    if was_admin {
-                        g.blocked_admins.insert(user.clone());
-                    }
-                    g.block.insert(user);
-                }
-                Kind::Invite => {
-                    if let Some(inv) = decode_or_skip::<Invite>(&k, &v)? {
-                        g.invites.insert(user, inv);
-                    }
-                }
-                Kind::Request => {
-                    if let Some(r) = decode_or_skip::<JoinRequest>(&k, &v)? {
-                        g.requests.insert(user, r);
-                    }
-                }
-                Kind::File => {
-                    if let Some(fid) = keys::trailing_u64(&k) {
-                        if let Some(f) = decode_or_skip::<FileRec>(&k, &v)? {
-                            g.files.insert(fid, f);
-                        }
-                    }
-                }
-            }
+            each(&k, &v)?;
         }
-        Ok(Some(g))
+        Ok(())
     }
 
-    /// Adds to `ws` the writes that persist the `dirty` records of `g` as they are now.
-    pub fn group_writes(&self, g: &Group, dirty: &[Dirty], ws: &mut WriteSet) {
-        let gid = g.id;
-        let mut dirty = dirty.to_vec();
-        dirty.sort();
-        dirty.dedup();
-        for d in &dirty {
-            match d {
-                Dirty::Meta => {
-                    ws.put_record(keys::group_key(gid, Kind::Meta, ""), &g.meta);
-                    if g.meta.public {
-                        ws.put_record(keys::public_key(gid), &g.meta.name);
-                    } else {
-                        ws.delete(keys::public_key(gid));
-                    }
-                }
-                Dirty::Member(u) => {
-                    let key = keys::group_key(gid, Kind::Member, u);
-                    match g.members.get(u) {
-                        Some(rec) => {
-                            ws.put_record(key, rec);
-                            ws.put(keys::joined_key(u, gid), Vec::new());
-                        }
-                        None => {
-                            ws.delete(key);
-                            ws.delete(keys::joined_key(u, gid));
-                        }
-                    }
-                }
-                Dirty::Mute(u) => {
-                    let key = keys::group_key(gid, Kind::Mute, u);
-                    match g.mutes.get(u) {
-                        Some(exp) => ws.put_record(key, exp),
-                        None => ws.delete(key),
-                    }
-                }
-                Dirty::Allow(u) => set_flag(
-                    ws,
-                    keys::group_key(gid, Kind::Allow, u),
-                    g.allow.contains(u),
-                ),
-                Dirty::Block(u) => {
-                    let key = keys::group_key(gid, Kind::Block, u);
-                    if g.block.contains(u) {
-                        let role = if g.blocked_admins.contains(u) {
-                            Role::Admin
-                        } else {
-                            Role::Member
-                        };
-                        ws.put_record(key, &BlockRec::V1 { role });
-                    } else {
-                        ws.delete(key);
-                    }
-                }
-                Dirty::Invite(u) => {
-                    let key = keys::group_key(gid, Kind::Invite, u);
-                    match g.invites.get(u) {
-                        Some(inv) => ws.put_record(key, inv),
-                        None => ws.delete(key),
-                    }
-                }
-                Dirty::Request(u) => {
-                    let key = keys::group_key(gid, Kind::Request, u);
-                    match g.requests.get(u) {
-                        Some(r) => ws.put_record(key, r),
-                        None => ws.delete(key),
-                    }
-                }
-                Dirty::File(fid) => {
-                    let key = keys::file_key(gid, *fid);
-                    match g.files.get(fid) {
-                        Some(f) => ws.put_record(key, f),
-                        None => ws.delete(key),
-                    }
-                }
-            }
+    /// Adds to `ws` the deletion of every record under `prefix`.
+    pub fn delete_prefix(&self, prefix: &[u8], ws: &mut WriteSet) -> Result<()> {
+        for k in self.db.scan_prefix(prefix).keys() {
+            ws.delete(k?.to_vec());
         }
-        if dirty.iter().any(|d| matches!(d, Dirty::Mute(_))) {
-            match g.next_expiry() {
-                Some(at) => ws.put_record(keys::timed_key(gid), &at),
-                None => ws.delete(keys::timed_key(gid)),
-            }
-        }
-    }
-
-    /// Adds to `ws` the deletion of every record of `g`.
-    pub fn destroy_writes(&self, g: &Group, ws: &mut WriteSet) -> Result<()> {
-        for kv in self.db.scan_prefix(keys::group_prefix(g.id)) {
-            let (k, _) = kv?;
-            ws.delete(k.to_vec());
-        }
-        for u in g.members.keys() {
-            ws.delete(keys::joined_key(u, g.id));
-        }
-        ws.delete(keys::public_key(g.id));
-        ws.delete(keys::timed_key(g.id));
         Ok(())
     }
 
@@ -462,7 +311,7 @@ impl Store {
     /// Ids of the shared files indexed in group `gid` (the start-up sweep of orphan blobs).
     pub fn file_ids(&self, gid: u64) -> Result<std::collections::BTreeSet<u64>> {
         let mut prefix = keys::group_prefix(gid);
-        prefix.push(Kind::File as u8);
+        prefix.push(keys::Kind::File as u8);
         let mut out = std::collections::BTreeSet::new();
         for k in self.db.scan_prefix(&prefix).keys() {
             if let Some(fid) = keys::trailing_u64(&k?) {
@@ -492,14 +341,6 @@ impl Store {
     // Kept events: see [`kept`].
 }
 
-fn set_flag(ws: &mut WriteSet, key: Vec<u8>, on: bool) {
-    if on {
-        ws.put(key, Vec::new());
-    } else {
-        ws.delete(key);
-    }
-}
-
 impl Store {
     /// Whether `user` has logged in at least once (a fact some rules need, gathered by the
     /// ingress: `group::rules::facts`).
@@ -523,8 +364,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group::model::GroupMeta;
-    use std::collections::BTreeSet;
 
     /// A store opened for a node ordinal hands out ids that carry it, growing across a
     /// reopening; ordinal 0 is today's single node; an ordinal past 63 is refused.
@@ -548,54 +387,5 @@ mod tests {
         store.close();
         let err = Store::open_as(dir.path(), 1 << 20, 64).unwrap_err();
         assert!(err.to_string().contains("64"), "{err}");
-    }
-
-    fn meta() -> GroupMeta {
-        GroupMeta {
-            name: "g".into(),
-            description: String::new(),
-            owner: "owner".into(),
-            created: 1,
-            maxusers: 200,
-            public: false,
-            membersonly: false,
-            allowinvites: false,
-            invite_need_confirm: true,
-            mute_all: false,
-            ext: String::new(),
-            announcement: String::new(),
-            member_count: 0,
-        }
-    }
-
-    /// A block keeps the role its user had; a block record written by the previous
-    /// version (an empty value) still loads, as the block of a member; one that does not
-    /// decode keeps the block and only the owner may lift it.
-    #[tokio::test]
-    async fn block_records_keep_the_role_and_old_records_still_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let mut g = Group::new(7, meta());
-        g.block.insert("adm".into());
-        g.blocked_admins.insert("adm".into());
-        g.block.insert("mem".into());
-        let mut ws = WriteSet::default();
-        let dirty = [
-            Dirty::Meta,
-            Dirty::Block("adm".into()),
-            Dirty::Block("mem".into()),
-        ];
-        store.group_writes(&g, &dirty, &mut ws);
-        // The previous version's flag, and a value that does not decode.
-        ws.put(keys::group_key(7, Kind::Block, "old"), Vec::new());
-        ws.put(keys::group_key(7, Kind::Block, "bad"), vec![0xff; 3]);
-        store.commit(ws).await.unwrap();
-        let loaded = store.load_group(7).unwrap().unwrap();
-        let all = ["adm", "bad", "mem", "old"].map(String::from);
-        assert_eq!(loaded.block, BTreeSet::from(all));
-        assert_eq!(
-            loaded.blocked_admins,
-            BTreeSet::from(["adm", "bad"].map(String::from))
-        );
     }
 }
