@@ -197,6 +197,8 @@ export interface EventHandlers {
   onGroupEvent?: (event: GroupEvent) => void;
   onMultiDeviceEvent?: (event: GroupEvent) => void;
   onGroupMessage?: (message: GroupMessage) => void;
+  /** The connection is open (called by `connect` for the handlers given to it). */
+  onConnected?: () => void;
   /** The connection ended; `closing` is the broker's notice when it sent one. */
   onDisconnected?: (error: ConnectionError, closing?: { code: number; reason: string }) => void;
 }

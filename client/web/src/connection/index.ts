@@ -11,3 +11,4 @@ export {
   type Transfer,
   type UploadFile,
 } from './files.js';
+export { connect, type ConnectOptions, type WebTransportConstructor, type WebTransportLike } from './webtransport.js';

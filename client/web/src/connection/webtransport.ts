@@ -1,0 +1,105 @@
+/**
+ * Dialing the broker from a browser over WebTransport (HTTP/3 on QUIC): the control stream
+ * is the session's first bidirectional stream, the broker's push stream its first
+ * incoming unidirectional stream, each shared-file transfer a new bidirectional stream
+ * (the same layout as the `convoke/1` QUIC connection; handshake.rs, transfer.rs).
+ *
+ * Written against the W3C WebTransport API; node has none, so the tests pass a stand-in
+ * constructor (`options.WebTransport`). The broker's listener (issue #14 item 1) and the
+ * Chromium tests come with the browser work.
+ */
+
+import { Connection, type EventHandlers } from './connection.js';
+import { ConnectionError, reportHandlerError } from './errors.js';
+import type { ResetReason } from './files.js';
+import type { ByteStream, HelloOptions, SessionOptions } from './session.js';
+
+/** The part of the W3C WebTransport interface the SDK uses. */
+export interface WebTransportLike {
+  readonly ready: Promise<unknown>;
+  readonly closed: Promise<{ closeCode?: number; reason?: string } | undefined>;
+  createBidirectionalStream(): Promise<ByteStream>;
+  readonly incomingUnidirectionalStreams: ReadableStream<ReadableStream<Uint8Array>>;
+  close(info?: { closeCode?: number; reason?: string }): void;
+}
+
+export type WebTransportConstructor = new (
+  url: string,
+  options?: { serverCertificateHashes?: { algorithm: string; value: BufferSource }[] },
+) => WebTransportLike;
+
+export interface ConnectOptions extends HelloOptions, SessionOptions {
+  /** The broker's WebTransport URL, e.g. `https://127.0.0.1:4434/convoke`. */
+  url: string;
+  /**
+   * Hashes of a self-signed development certificate (ECDSA P-256, valid at most 14 days),
+   * for a broker without a certificate the browser trusts.
+   */
+  serverCertificateHashes?: { algorithm: 'sha-256'; value: BufferSource }[];
+  /** Handlers to add before the connection opens (so they see its first pushes). */
+  handlers?: Record<string, EventHandlers>;
+  /** The WebTransport constructor; default the browser's. */
+  WebTransport?: WebTransportConstructor;
+}
+
+/** The browser's WebTransportError with a stream error code, when there is one. */
+const webTransportReset: ResetReason | undefined = (() => {
+  const E = (globalThis as { WebTransportError?: new (message: string, init: { streamErrorCode: number }) => unknown })
+    .WebTransportError;
+  return E ? (code: number) => new E(`transfer cancelled`, { streamErrorCode: code }) : undefined;
+})();
+
+/**
+ * Opens a WebTransport session to the broker, sends the hello and starts reading pushes.
+ * Rejects with a ConvokeError when the broker refuses the hello (e.g. 28 for a bad token),
+ * a ConnectionError when the transport cannot be opened.
+ */
+export async function connect(options: ConnectOptions): Promise<Connection> {
+  const WT =
+    options.WebTransport ??
+    (globalThis as { WebTransport?: WebTransportConstructor }).WebTransport;
+  if (!WT) throw new ConnectionError('this environment has no WebTransport (a browser with HTTP/3 support is needed)');
+  const wt = new WT(
+    options.url,
+    options.serverCertificateHashes ? { serverCertificateHashes: options.serverCertificateHashes } : {},
+  );
+  try {
+    await wt.ready;
+  } catch (e) {
+    throw new ConnectionError(`cannot open a WebTransport session to ${options.url}: ${String(e)}`, undefined, e);
+  }
+  let connection: Connection;
+  try {
+    const control = await wt.createBidirectionalStream();
+    connection = await Connection.open(control, options, {
+      ...options,
+      openStream: () => wt.createBidirectionalStream(),
+      ...(webTransportReset ? { resetReason: webTransportReset } : {}),
+    });
+  } catch (e) {
+    wt.close({ closeCode: 0, reason: 'hello refused or failed' });
+    throw e;
+  }
+  for (const [id, h] of Object.entries(options.handlers ?? {})) connection.addEventHandler(id, h);
+  for (const h of Object.values(options.handlers ?? {})) {
+    try {
+      h.onConnected?.();
+    } catch (e) {
+      reportHandlerError(e);
+    }
+  }
+  // The transport's end is the session's end, and the other way round.
+  void wt.closed.then(
+    (info) => connection.session.fail(new ConnectionError(`the broker closed the connection${info?.reason ? `: ${info.reason}` : ''}`, info?.closeCode)),
+    (e: unknown) => connection.session.fail(new ConnectionError(`the connection was lost: ${String(e)}`, undefined, e)),
+  );
+  connection.session.onEnd((e) => wt.close({ closeCode: e.closeCode ?? 0, reason: e.message.slice(0, 200) }));
+  if (options.events ?? true) {
+    const incoming = wt.incomingUnidirectionalStreams.getReader();
+    void incoming.read().then(({ value }) => {
+      incoming.releaseLock();
+      if (value) void connection.receivePushes(value);
+    }, () => {});
+  }
+  return connection;
+}
