@@ -330,8 +330,29 @@ async fn nodes_talk_mutual_tls_under_the_cluster_ca_and_a_foreign_certificate_is
         let _ = s.write_all(&[0u8; 64]).await;
     }
     assert_eq!(c.state_of(1, "n2").await.as_deref(), Some("up"));
+    // A connection that never says anything is closed after the handshake timeout (the
+    // peer timeout) instead of holding up the cluster port, and another connection is
+    // handshaken meanwhile: n2 restarted reconnects while the idle one is open.
+    {
+        use tokio::io::AsyncReadExt;
+        let mut idle = tokio::net::TcpStream::connect(format!("127.0.0.1:{}", c.port))
+            .await
+            .unwrap();
+        let mut c = c;
+        c.kill9(2);
+        c.wait_state(1, "n2", "down").await;
+        c.restart(2);
+        c.wait_up(1, 2).await;
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(
+            Duration::from_millis(PEER_TIMEOUT_MS) + SLACK,
+            idle.read(&mut buf),
+        )
+        .await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        assert!(c.metric(1, "convoke_cluster_refused_total").await >= 2.0);
+    }
     // A key that does not fit its certificate: the start is refused naming the setting.
-    drop(c);
     let c = TestCluster::start_with(1, |_| tls_settings(&ours[0]));
     c.wait_up(1, 1).await;
     let mut c = c;

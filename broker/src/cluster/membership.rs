@@ -234,8 +234,14 @@ pub(super) async fn start(
 
     let advertised = Member::parse(&format!("{}@{}", cfg.name, cfg.advertised()))
         .map_err(|e| anyhow::anyhow!("cluster.advertise: {e}"))?;
+    // With TLS the cluster port is ours (see tls::spawn_acceptor); ractor_cluster's own
+    // listener then sits on an ephemeral loopback port nobody dials, still behind TLS.
+    let (node_port, node_ip) = match &tls {
+        Some(_) => (0, std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
+        None => (cfg.listen.port(), cfg.listen.ip()),
+    };
     let server = NodeServer::new(
-        cfg.listen.port(),
+        node_port,
         cfg.cookie.clone(),
         cfg.name.clone(),
         advertised.host.clone(),
@@ -245,12 +251,25 @@ pub(super) async fn start(
         }),
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),
     )
-    .with_listen_addr(cfg.listen.ip())
+    .with_listen_addr(node_ip)
     .with_max_inbound_frame_size(MAX_BATCH_BYTES as u64);
     // The listener binds in the background; check the port is free first so that a clash
     // stops the start with a clear message instead of a log line.
-    std::net::TcpListener::bind(cfg.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on cluster.listen = {}: {e}", cfg.listen))?;
+    let own_listener = match &tls {
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot listen on cluster.listen = {}: {e}", cfg.listen)
+                })?,
+        ),
+        None => {
+            std::net::TcpListener::bind(cfg.listen).map_err(|e| {
+                anyhow::anyhow!("cannot listen on cluster.listen = {}: {e}", cfg.listen)
+            })?;
+            None
+        }
+    };
     let (server, _) = Actor::spawn(Some("convoke.cluster.server".to_owned()), server, ())
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the cluster server on {}: {e}", cfg.listen))?;
@@ -261,6 +280,14 @@ pub(super) async fn start(
             subscription: Box::new(Subscription(tx.clone())),
         })
         .map_err(|e| anyhow::anyhow!("cannot subscribe to cluster events: {e}"))?;
+    if let (Some(listener), Some(t)) = (own_listener, &tls) {
+        super::tls::spawn_acceptor(
+            listener,
+            t.acceptor.clone(),
+            server.clone(),
+            Duration::from_millis(cfg.peer_timeout_ms),
+        );
+    }
     let _ = inner.server.set(server);
     tokio::spawn(run(inner.clone(), rx, tx));
     tracing::info!(

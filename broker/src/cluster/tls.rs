@@ -107,3 +107,88 @@ pub(crate) fn server_name(addr: &str) -> Option<ServerName<'static>> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_owned()).ok()
 }
+
+/// Handshakes under way at once on the cluster port; more wait for a slot.
+const MAX_HANDSHAKES: usize = 64;
+
+/// A TLS stream handed to ractor_cluster as an external transport.
+struct TlsBidi {
+    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer: String,
+    local: String,
+}
+
+impl ractor_cluster::ClusterBidiStream for TlsBidi {
+    fn split(self: Box<Self>) -> (ractor_cluster::BoxRead, ractor_cluster::BoxWrite) {
+        let (r, w) = tokio::io::split(self.stream);
+        (Box::new(r), Box::new(w))
+    }
+
+    fn peer_label(&self) -> Option<String> {
+        Some(self.peer.clone())
+    }
+
+    fn local_label(&self) -> Option<String> {
+        Some(self.local.clone())
+    }
+}
+
+/// Accepts TLS connections on the cluster port ourselves: ractor_cluster 0.16.5's own
+/// listener awaits each handshake inline without a timeout (net/listener.rs), so one idle
+/// TCP connection would stall every later inbound connection. Here each handshake runs in
+/// its own task, at most `timeout` long and [`MAX_HANDSHAKES`] at once; a finished one is
+/// handed to the NodeServer as an external stream.
+pub(crate) fn spawn_acceptor(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    server: ractor::ActorRef<ractor_cluster::NodeServerMessage>,
+    timeout: std::time::Duration,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            let (acceptor, server) = (acceptor.clone(), server.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let stream = Box::new(TlsBidi {
+                            stream,
+                            peer: peer.to_string(),
+                            local,
+                        });
+                        let _ = server.cast(
+                            ractor_cluster::NodeServerMessage::ConnectionOpenedExternal {
+                                stream,
+                                is_server: true,
+                            },
+                        );
+                    }
+                    Ok(Err(e)) => {
+                        metrics::counter!("convoke_cluster_refused_total", "reason" => "tls")
+                            .increment(1);
+                        tracing::warn!(%peer, error = %e, "cluster: TLS handshake failed (a certificate not from cluster.tls_ca, or not TLS)");
+                    }
+                    Err(_) => {
+                        metrics::counter!("convoke_cluster_refused_total", "reason" => "tls")
+                            .increment(1);
+                        tracing::warn!(%peer, "cluster: TLS handshake did not finish in time; closed");
+                    }
+                }
+            });
+        }
+    });
+}
