@@ -997,3 +997,295 @@ fn routers_in_pg() -> HashMap<String, ActorCell> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+
+    /// A node `n1` whose peer `n2` is Up with a local actor standing in for n2's router.
+    async fn node_with_peer(
+        queue_limit: u64,
+    ) -> (
+        Arc<Inner>,
+        mpsc::UnboundedReceiver<Batch>,
+        ActorRef<RouterMsg>,
+    ) {
+        let cfg = ClusterConfig {
+            enabled: true,
+            members: vec!["n1@127.0.0.1:1".into(), "n2@127.0.0.2:1".into()],
+            peer_queue_bytes: queue_limit,
+            ..ClusterConfig::default()
+        };
+        let hello = Hello {
+            proto: PROTO,
+            name: "n1".into(),
+            ordinal: 1,
+            role: "core".into(),
+            node_uid: "u1".into(),
+            incarnation: 1,
+            shards: cfg.shards,
+            members_hash: vec![1],
+            secret_mac: vec![],
+            members: cfg.members.clone(),
+            quic_addr: String::new(),
+        };
+        let placement = OnceLock::new();
+        let _ = placement.set(Placement::new(vec!["n1".into(), "n2".into()], cfg.shards));
+        let inner = Arc::new(Inner {
+            name: "n1".into(),
+            ordinal: 1,
+            role: ClusterRole::Core,
+            node_uid: "u1".into(),
+            incarnation: 1,
+            placement,
+            hello: hello.clone(),
+            peers: Mutex::new(BTreeMap::new()),
+            pending: Pending::default(),
+            inbound: OnceLock::new(),
+            epoch: Instant::now(),
+            server: OnceLock::new(),
+            tls: None,
+            cfg,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (sink, _) = Actor::spawn(None, Sink, tx).await.unwrap();
+        let mut peer = inner.new_peer("n2", "127.0.0.2:1".into(), true);
+        peer.state = State::Up;
+        peer.router = Some(sink.clone());
+        peer.hello = Some(Hello {
+            name: "n2".into(),
+            ordinal: 2,
+            incarnation: 2,
+            ..hello
+        });
+        inner.lock().insert("n2".into(), peer);
+        (inner, rx, sink)
+    }
+
+    struct Sink;
+
+    impl Actor for Sink {
+        type Msg = RouterMsg;
+        type State = mpsc::UnboundedSender<Batch>;
+        type Arguments = mpsc::UnboundedSender<Batch>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<RouterMsg>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ractor::ActorProcessingErr> {
+            Ok(tx)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<RouterMsg>,
+            msg: RouterMsg,
+            tx: &mut Self::State,
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            if let RouterMsg::Wire(b) = msg {
+                let _ = tx.send(b);
+            }
+            Ok(())
+        }
+    }
+
+    fn deliver(n: u8) -> Wire {
+        Wire::Deliver {
+            gid: 1,
+            origin_session: 0,
+            to: vec!["alice".into()],
+            frame: vec![n; 1000],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_batches_in_order_and_its_bytes_count_until_acknowledged() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        let link = inner.lock()["n2"].link.clone();
+        for n in 0..50u8 {
+            inner.send("n2", deliver(n)).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut seqs = Vec::new();
+        while seen.len() < 50 {
+            let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((b.from.as_str(), b.incarnation), ("n1", 1));
+            seqs.push(b.seq);
+            for item in b.items {
+                let Wire::Deliver { frame, .. } = item else {
+                    panic!("{item:?}")
+                };
+                seen.push(frame[0]);
+            }
+        }
+        assert_eq!(seen, (0..50).collect::<Vec<u8>>(), "queued order kept");
+        assert!(seqs.len() < 50, "items share batches: {seqs:?}");
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        assert!(
+            link.queued_bytes() > 50_000,
+            "unacknowledged bytes still count"
+        );
+        link.acked(*seqs.last().unwrap());
+        assert_eq!(link.queued_bytes(), 0);
+        sink.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_full_link_drops_deliveries_but_never_calls_and_a_down_peer_fails_its_calls() {
+        let (inner, mut rx, sink) = node_with_peer(65_536).await;
+        let mut dropped = 0;
+        for n in 0..100u8 {
+            if let Err(e) = inner.send("n2", deliver(n)) {
+                assert_eq!(e, SendError::Overloaded("n2".into()));
+                dropped += 1;
+            }
+        }
+        assert!(dropped >= 30, "only {dropped} dropped");
+        // A Forward is never dropped, even over the limit.
+        let call = {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                inner
+                    .call(
+                        "n2",
+                        |corr| Wire::Forward {
+                            corr,
+                            gid: 7,
+                            deadline_ms: 0,
+                            payload: vec![1],
+                        },
+                        Duration::from_secs(5),
+                    )
+                    .await
+            })
+        };
+        let forward = loop {
+            let b = rx.recv().await.unwrap();
+            if let Some(f) = b.items.into_iter().find(|i| i.kind() == "forward") {
+                break f;
+            }
+        };
+        let Wire::Forward { corr, .. } = forward else {
+            unreachable!()
+        };
+        // The peer answers; a reply from another node would not count.
+        assert!(!inner.pending.complete(corr, "n3", vec![0]));
+        inner.on_batch(Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq: 1,
+            items: vec![Wire::Reply {
+                corr,
+                payload: vec![42],
+            }],
+        });
+        assert_eq!(call.await.unwrap(), Ok(vec![42]));
+        // A call out when the peer goes Down fails at once with "outcome unknown".
+        let call = {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                inner
+                    .call(
+                        "n2",
+                        |corr| Wire::Create {
+                            corr,
+                            gid: 8,
+                            deadline_ms: 0,
+                            payload: vec![],
+                        },
+                        Duration::from_secs(30),
+                    )
+                    .await
+            })
+        };
+        while inner.pending.len() == 0 {
+            tokio::task::yield_now().await;
+        }
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            inner.down("n2", p, "heartbeat_timeout");
+            assert_eq!(p.link.queued_bytes(), 0, "its queue is forgotten");
+        }
+        let e = call.await.unwrap().unwrap_err();
+        assert_eq!(e, CallError::PeerLost("n2".into()));
+        assert!(e.to_api_error().message.contains("may or may not"));
+        assert_eq!(
+            inner.send("n2", deliver(0)),
+            Err(SendError::Unavailable("n2".into()))
+        );
+        sink.stop(None);
+    }
+
+    #[test]
+    fn hellos_that_do_not_match_are_refused_with_the_reason() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+            let base = inner.hello.clone();
+            for (h, reason) in [
+                (
+                    Hello {
+                        secret_mac: vec![1],
+                        ..base.clone()
+                    },
+                    "app_secret",
+                ),
+                (
+                    Hello {
+                        shards: 64,
+                        ..base.clone()
+                    },
+                    "shards",
+                ),
+                (
+                    Hello {
+                        members_hash: vec![9],
+                        ..base.clone()
+                    },
+                    "members",
+                ),
+                (
+                    Hello {
+                        ordinal: 1,
+                        ..base.clone()
+                    },
+                    "ordinal",
+                ),
+                (
+                    Hello {
+                        proto: 99,
+                        ..base.clone()
+                    },
+                    "proto",
+                ),
+            ] {
+                let h = Hello {
+                    name: "n2".into(),
+                    ordinal: if reason == "ordinal" { 1 } else { 2 },
+                    members_hash: if reason == "members" { vec![9] } else { vec![] },
+                    ..h
+                };
+                let mut peers = inner.lock();
+                let p = peers.get_mut("n2").unwrap();
+                p.state = State::Connecting;
+                inner.on_hello("n2", p, h);
+                assert_eq!(p.state, State::Refused, "{reason}");
+                assert!(
+                    p.reason.as_deref().unwrap_or("").starts_with(reason),
+                    "{reason}: {:?}",
+                    p.reason
+                );
+            }
+            sink.stop(None);
+        });
+    }
+}

@@ -7,7 +7,8 @@
 //! no port is opened, and every other module keeps its single-node path.
 //!
 //! For request forwarding and cross-node fan-out (built on this):
-//! - [`Cluster::get`] (or the handle [`start`] returned) is the running cluster;
+//! - [`Cluster::get`] (or the handle [`start`] returned) is the running cluster, `None` on a
+//!   single node; [`route`] answers `Local` there without a cluster;
 //! - [`Cluster::route`] says where a group lives: [`Route::Local`], [`Route::Remote`] (its
 //!   owner is Up) or [`Route::Unavailable`] (answer 500 retryable at once);
 //! - [`Cluster::send`] queues an item on the ordered, byte-bounded link to a peer;
@@ -303,6 +304,15 @@ impl Cluster {
     /// The `/cluster` document.
     pub fn status(&self) -> serde_json::Value {
         self.inner.status()
+    }
+}
+
+/// Where group `gid` lives: always [`Route::Local`] on a single node (no cluster running),
+/// else [`Cluster::route`]. One atomic load on a single node.
+pub fn route(gid: u64) -> Route {
+    match RUNNING.get() {
+        None => Route::Local,
+        Some(c) => c.route(gid),
     }
 }
 
