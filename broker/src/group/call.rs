@@ -41,6 +41,15 @@ impl GroupCall {
     }
 }
 
+/// A call as it crosses nodes: who asks, the outside facts gathered on the ingress node,
+/// and what. The owner hands it to `crate::ingress::call_with_facts`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Forwarded {
+    pub caller: Caller,
+    pub facts: Facts,
+    pub call: GroupCall,
+}
+
 /// A group's answer to a [`GroupCall`] (the error side is the contract's [`ApiError`]).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum GroupAnswer {
@@ -279,5 +288,57 @@ impl Groups {
         };
         let (msg, _) = message(caller, Facts::default(), call);
         actor.send_message(msg).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::rules::UserFacts;
+    use convoke_protocol::ErrorCode;
+
+    fn round_trip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(v: &T) {
+        let cfg = bincode::config::standard();
+        let bytes = bincode::encode_to_vec(v, cfg).expect("encodes");
+        let (back, used): (T, usize) = bincode::decode_from_slice(&bytes, cfg).expect("decodes");
+        assert_eq!((&back, used), (v, bytes.len()));
+    }
+
+    /// Calls, facts and answers survive bincode unchanged, so a node can forward them to
+    /// the group's owner and hand the answer back byte for byte.
+    #[test]
+    fn calls_and_answers_are_plain_data() {
+        let mut facts = Facts::default();
+        facts.insert(
+            "bob",
+            UserFacts {
+                exists: true,
+                joined: 3,
+            },
+        );
+        round_trip(&Forwarded {
+            caller: Caller {
+                user: "alice".into(),
+                app_admin: false,
+                session_id: 5 << 56 | 9,
+            },
+            facts,
+            call: GroupCall::Request(Request::SendGroupMessage {
+                group_id: "42".into(),
+                payload: vec![1, 2, 3],
+                allow_group_ack: true,
+                client_msg_id: Some("c1".into()),
+            }),
+        });
+        round_trip(&GroupCall::File(FileOp::Release { file_id: 7 }));
+        round_trip(&GroupCall::Create(CreateGroupData::default()));
+        let answers: [Answer; 3] = [
+            Ok(GroupAnswer::Response(Response::Done)),
+            Ok(GroupAnswer::File(FileReply::Admitted)),
+            Err(ApiError::new(ErrorCode::GroupNotExist, "group 42")),
+        ];
+        for a in &answers {
+            round_trip(a);
+        }
     }
 }

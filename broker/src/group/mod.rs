@@ -20,5 +20,5 @@ pub mod model;
 pub mod persist;
 pub mod rules;
 
-pub use call::{Answer, GroupAnswer, GroupCall, PendingReply};
+pub use call::{Answer, Forwarded, GroupAnswer, GroupCall, PendingReply};
 pub use directory::Groups;
