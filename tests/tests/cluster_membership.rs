@@ -368,3 +368,43 @@ async fn nodes_talk_mutual_tls_under_the_cluster_ca_and_a_foreign_certificate_is
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cluster.tls_key"), "{err}");
 }
+
+#[tokio::test]
+async fn a_second_process_claiming_a_live_name_is_refused_and_the_real_one_stays_up() {
+    let c = TestCluster::start(2).await;
+    let inc = c.status(2).await["node"]["incarnation"].clone();
+    // Another data dir (another node_uid) under the name n2, on another address.
+    let mut settings = c.settings(2);
+    settings.extend([
+        ("server.listen".to_owned(), "127.0.0.4:0".to_owned()),
+        ("metrics.listen".to_owned(), "127.0.0.4:0".to_owned()),
+        ("cluster.listen".to_owned(), format!("127.0.0.4:{}", c.port)),
+    ]);
+    let refs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut impostor = convoke_tests::Broker::unstarted(&refs);
+    impostor.launch();
+    eventually("n1 to refuse the second n2", || async {
+        c.node(1)
+            .log()
+            .contains("second process claiming the name")
+            .then_some(())
+    })
+    .await;
+    // The real n2 was never replaced: still Up, same incarnation, over several timeouts.
+    tokio::time::sleep(Duration::from_millis(2 * PEER_TIMEOUT_MS)).await;
+    let s = c.status(1).await;
+    let n2 = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "n2")
+        .unwrap()
+        .clone();
+    assert_eq!(n2["state"], "up", "{n2}");
+    assert_eq!(n2["incarnation"], inc, "{n2}");
+    assert_eq!(n2["downs"], 0, "{n2}");
+    impostor.kill9();
+}

@@ -508,7 +508,10 @@ impl Inner {
                 if paused {
                     p.last_pong = now;
                 }
-                match routers.get(&name) {
+                match routers
+                    .get(&name)
+                    .and_then(|cells| pick(cells, p.router_id))
+                {
                     Some(cell) if p.router_id != Some(cell.get_id()) => {
                         // A new router proxy: a new session, a full resync.
                         p.router_id = Some(cell.get_id());
@@ -909,7 +912,26 @@ impl Inner {
         }
         if let Some(old) = &p.hello {
             if old.node_uid != h.node_uid && p.state == State::Up {
-                return self.refuse(from, p, "duplicate_name", format!("another process (node_uid {}) is Up under the name {from:?}; this one has node_uid {}", old.node_uid, h.node_uid));
+                // A second live process under a name that is Up: refuse the newcomer only
+                // (close every session of that name but the one the Up peer uses).
+                metrics::counter!("convoke_cluster_refused_total", "reason" => "duplicate_name")
+                    .increment(1);
+                tracing::warn!(
+                    peer = %from,
+                    up_node_uid = %old.node_uid,
+                    newcomer_node_uid = %h.node_uid,
+                    "cluster: refused a second process claiming the name of a node that is up \
+                     (another data dir; cluster.name must be unique)"
+                );
+                let keep = p.router_id.and_then(session_of);
+                p.sessions.retain(|id, s| {
+                    let keep = Some(*id) == keep;
+                    if !keep {
+                        s.stop(Some("convoke: duplicate node name".to_owned()));
+                    }
+                    keep
+                });
+                return;
             }
             if old.incarnation != h.incarnation {
                 // It restarted: everything it had in flight is gone.
@@ -987,15 +1009,41 @@ impl Inner {
 }
 
 /// The routers of other nodes in pg, by node name.
-fn routers_in_pg() -> HashMap<String, ActorCell> {
-    ractor::pg::get_scoped_members(&SCOPE.to_owned(), &GROUP.to_owned())
-        .into_iter()
-        .filter(|cell| !cell.get_id().is_local())
-        .filter_map(|cell| {
-            let name = cell.get_name()?.strip_prefix(NAME_PREFIX)?.to_owned();
-            Some((name, cell))
-        })
-        .collect()
+///
+/// Two processes claiming one name both show up here; the caller keeps the router it
+/// already talks to (see `pick`), so an impostor cannot take a live peer's place.
+fn routers_in_pg() -> HashMap<String, Vec<ActorCell>> {
+    let mut out: HashMap<String, Vec<ActorCell>> = HashMap::new();
+    for cell in ractor::pg::get_scoped_members(&SCOPE.to_owned(), &GROUP.to_owned()) {
+        if cell.get_id().is_local() {
+            continue;
+        }
+        let Some(name) = cell
+            .get_name()
+            .and_then(|n| n.strip_prefix(NAME_PREFIX).map(str::to_owned))
+        else {
+            continue;
+        };
+        out.entry(name).or_default().push(cell);
+    }
+    out
+}
+
+/// The router to use among those named alike: the current one while it exists, else the
+/// first.
+fn pick(cells: &[ActorCell], current: Option<ActorId>) -> Option<&ActorCell> {
+    cells
+        .iter()
+        .find(|c| Some(c.get_id()) == current)
+        .or_else(|| cells.first())
+}
+
+/// The ractor_cluster node id (session) a remote actor id belongs to.
+fn session_of(id: ActorId) -> Option<u64> {
+    match id {
+        ActorId::Remote { node_id, .. } => Some(node_id),
+        ActorId::Local(_) => None,
+    }
 }
 
 #[cfg(test)]
