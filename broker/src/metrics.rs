@@ -451,6 +451,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         zero: &[],
     },
     MetricDef {
+        name: "convoke_cluster_expired_requests_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Requests forwarded from another node that arrived past their deadline (its caller had already been answered 500): dropped, not executed.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
         name: "convoke_cluster_shards_unavailable",
         kind: Kind::Gauge,
         unit: Unit::Count,

@@ -774,6 +774,14 @@ impl Inner {
                     Wire::Reply { corr, payload } if accepted(p) => {
                         self.pending.complete(corr, &from, payload);
                     }
+                    Wire::Forward { deadline_ms, .. } | Wire::Create { deadline_ms, .. }
+                        if deadline_ms > 0 && crate::clock::now_ms() > deadline_ms =>
+                    {
+                        // Its caller has given up (a frozen node resuming, a long backlog):
+                        // executing it now would only widen the "outcome unknown" window.
+                        metrics::counter!("convoke_cluster_expired_requests_total").increment(1);
+                        tracing::debug!(peer = %from, "cluster: a forwarded request past its deadline; dropped");
+                    }
                     item if accepted(p) && p.state == State::Up => work.push(item),
                     item => {
                         tracing::debug!(peer = %from, kind = item.kind(), "cluster: item from a peer that is not Up; dropped");
@@ -1267,6 +1275,60 @@ mod tests {
             inner.send("n2", deliver(0)),
             Err(SendError::Unavailable("n2".into()))
         );
+        sink.stop(None);
+    }
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<(String, Wire)>>);
+
+    impl super::super::Inbound for Collect {
+        fn item(&self, from: &str, item: Wire) {
+            self.0.lock().unwrap().push((from.to_owned(), item));
+        }
+    }
+
+    #[tokio::test]
+    async fn inbound_items_reach_the_hook_in_order_and_expired_requests_do_not() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let hook = Arc::new(Collect::default());
+        assert!(inner.inbound.set(hook.clone()).is_ok());
+        let now = crate::clock::now_ms();
+        let forward = |corr, deadline_ms| Wire::Forward {
+            corr,
+            gid: 3,
+            deadline_ms,
+            payload: vec![],
+        };
+        inner.on_batch(Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq: 1,
+            items: vec![
+                forward(1, now + 60_000),
+                forward(2, now - 1),
+                deliver(7),
+                forward(3, 0),
+            ],
+        });
+        // From a stale incarnation (a restarted peer's leftovers): ignored.
+        inner.on_batch(Batch {
+            from: "n2".into(),
+            incarnation: 99,
+            seq: 2,
+            items: vec![forward(4, 0)],
+        });
+        let got: Vec<String> = hook
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(from, item)| match item {
+                Wire::Forward { corr, .. } => format!("{from}:forward{corr}"),
+                other => format!("{from}:{}", other.kind()),
+            })
+            .collect();
+        assert_eq!(got, ["n2:forward1", "n2:deliver", "n2:forward3"]);
+        assert_eq!(inner.lock()["n2"].recv_acked, (2, 1));
         sink.stop(None);
     }
 
