@@ -495,6 +495,24 @@ mod tests {
     }
 
     #[test]
+    fn cookie_and_members_come_from_the_environment() {
+        let env = vec![
+            ("CONVOKE_CLUSTER__ENABLED".to_owned(), "true".to_owned()),
+            (
+                "CONVOKE_CLUSTER__COOKIE".to_owned(),
+                "from-the-environment-0123".to_owned(),
+            ),
+            (
+                "CONVOKE_CLUSTER__MEMBERS".to_owned(),
+                "n1@127.0.0.1:7401,n2@127.0.0.2:7401".to_owned(),
+            ),
+        ];
+        let c = Config::load(None, env).unwrap().cluster;
+        assert_eq!(c.cookie, "from-the-environment-0123");
+        assert_eq!(c.members.len(), 2);
+    }
+
+    #[test]
     fn the_cookie_is_never_echoed() {
         let e = load(&[("cluster.cookie", "")])
             .map(|_| ())
