@@ -6,7 +6,9 @@
 //! [`Presence`], skipping the session that made the request (it has the response). A
 //! cluster adds, here and nowhere else, at most one batch per other node that has online
 //! recipients (the receiving node then delivers the same bytes to its own sessions through
-//! its `Presence`), so groups never learn where their members are connected.
+//! its `Presence`), so groups never learn where their members are connected: see
+//! [`crate::cluster::presence`] (the directory of which node each user is on, and the
+//! delivery workers of the receiving side).
 
 use crate::presence::Presence;
 use bytes::Bytes;
@@ -19,7 +21,10 @@ pub struct Fanout {
 
 impl Fanout {
     /// Fan-out to this node's sessions only (a single node, or a cluster's local part).
+    /// In a cluster it is also the presence that remote deliveries reach
+    /// ([`crate::cluster::presence::attach`]; the node's first one).
     pub fn local(presence: Presence) -> Self {
+        crate::cluster::presence::attach(&presence);
         Self { local: presence }
     }
 
@@ -30,8 +35,10 @@ impl Fanout {
 
     /// Delivers `frame` for group `gid` to every session of every user in `recipients`
     /// except `origin_session` (0: none is skipped). Returns how many local sessions took
-    /// it (written or queued); never waits, never copies the frame (`Bytes` clones share
-    /// it).
+    /// it (written or queued); never waits, never copies the frame for local sessions
+    /// (`Bytes` clones share it). In a cluster, then queues at most one `Deliver` per other
+    /// node with recipients online there (one copy of the frame for all of them), in the
+    /// caller's order, so every node sees a group's frames in the owner's order.
     pub fn deliver(
         &self,
         gid: u64,
@@ -39,7 +46,11 @@ impl Fanout {
         frame: &Bytes,
         origin_session: u64,
     ) -> usize {
-        let _ = gid; // Routes the remote batches in a cluster; local delivery needs no group.
-        self.local.deliver(recipients, frame, origin_session)
+        let n = self.local.deliver(recipients, frame, origin_session);
+        // One atomic load on a single node.
+        if let Some(remote) = crate::cluster::presence::running() {
+            remote.fan_out(gid, recipients, frame, origin_session);
+        }
+        n
     }
 }

@@ -451,6 +451,27 @@ pub const CATALOGUE: &[MetricDef] = &[
         zero: &[],
     },
     MetricDef {
+        name: "convoke_cluster_deliveries_received_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Deliver items received from each peer (one per event or message per node, handed to this node's sessions of the users it lists), by peer.",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_cluster_deliveries_shed_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Deliver items received but dropped because this node's delivery workers were 64 MiB behind (this node's CPU cannot keep up).",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_cluster_presence_users",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Users this node's presence directory knows online on at least one other node (the targets of cross-node fan-out). 0 on a single node.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
         name: "convoke_cluster_expired_requests_total",
         kind: Kind::Counter,
         unit: Unit::Count,
@@ -463,6 +484,20 @@ pub const CATALOGUE: &[MetricDef] = &[
         unit: Unit::Count,
         help: "Shards whose owner this node does not see Up: their groups answer 500 (retryable) here. 0 on a single node.",
         zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_cluster_foreign_spawn_refused_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Group loads refused because the group's shard belongs to another node (routing sends every call to the owner): must stay 0.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
+        name: "convoke_cluster_partial_reads_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Reads across nodes (what: joined, public, inbox, user_facts, ack) that left out a node not Up or not answering in cluster.request_timeout_ms: the result was partial.",
+        zero: &[],
     },
     MetricDef {
         name: "convoke_forwarded_requests_total",

@@ -3,6 +3,10 @@
 //! [`crate::fanout::Fanout`], without a round trip per member, writing frames straight into
 //! the streams. It also counts each user's shared-file
 //! transfers in progress over all their sessions ([`Presence::begin_transfer`]).
+//!
+//! A user's first session on this node and its last one leaving are told to
+//! [`crate::cluster::presence::changed`], which announces them to the other nodes of a
+//! cluster (nothing on a single node).
 
 use crate::outbox::Outbox;
 use bytes::Bytes;
@@ -67,6 +71,7 @@ impl Presence {
         max_per_user: usize,
     ) -> Vec<SessionHandle> {
         let mut entry = self.users.entry(user.to_string()).or_default();
+        let first = entry.is_empty();
         let device = handle.device_id.clone();
         entry.push(handle);
         let mut excess = entry.len().saturating_sub(max_per_user.max(1));
@@ -82,15 +87,25 @@ impl Presence {
             }
         }
         closed.extend(entry.drain(..excess));
+        drop(entry);
+        if first {
+            crate::cluster::presence::changed(user);
+        }
         closed
     }
 
     /// Removes a session.
     pub fn unregister(&self, user: &str, session_id: u64) {
-        self.users.remove_if_mut(user, |_, sessions| {
-            sessions.retain(|s| s.session_id != session_id);
-            sessions.is_empty()
-        });
+        let last = self
+            .users
+            .remove_if_mut(user, |_, sessions| {
+                sessions.retain(|s| s.session_id != session_id);
+                sessions.is_empty()
+            })
+            .is_some();
+        if last {
+            crate::cluster::presence::changed(user);
+        }
     }
 
     /// Whether the user has at least one session.
@@ -132,6 +147,11 @@ impl Presence {
             transfers: self.transfers.clone(),
             user: user.to_string(),
         })
+    }
+
+    /// The ids of the users online right now (a cluster's presence snapshot).
+    pub fn online_user_ids(&self) -> Vec<String> {
+        self.users.iter().map(|e| e.key().clone()).collect()
     }
 
     /// Online users right now (for gauges).

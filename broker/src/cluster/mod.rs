@@ -29,6 +29,7 @@ mod link;
 mod membership;
 mod pending;
 pub mod placement;
+pub mod presence;
 mod router;
 mod tls;
 pub mod wire;
