@@ -15,10 +15,11 @@
 //! session's order, so a pipelined modifyGroup then getGroupInfo sees the change) and waits
 //! for the answers concurrently.
 
+use crate::cluster::{forward, Cluster, Route};
 use crate::group::rules::facts::{self, Facts, UserFacts};
 use crate::group::rules::files::{FileOp, FileReply};
 use crate::group::rules::Caller;
-use crate::group::{GroupCall, Groups, PendingReply};
+use crate::group::{Forwarded, GroupCall, Groups, PendingReply};
 use crate::node::Node;
 use convoke_protocol::{
     ids::parse_group_id, limits, ApiError, CreateGroupData, ErrorCode, GroupInfoEntry, Response,
@@ -37,8 +38,33 @@ pub async fn call(
     caller: Caller,
     call: GroupCall,
 ) -> Result<PendingReply, ApiError> {
-    let facts = facts(node, gid, &caller, &call);
-    call_with_facts(node, gid, caller, facts, call).await
+    let Some(cluster) = Cluster::get() else {
+        // A single node: no cluster, today's path.
+        let facts = facts(node, gid, &caller, &call);
+        return call_with_facts(node, gid, caller, facts, call).await;
+    };
+    match cluster.route(gid) {
+        Route::Local => {
+            let facts = cluster_facts(node, &cluster, gid, &caller, &call).await;
+            call_with_facts(node, gid, caller, facts, call).await
+        }
+        Route::Remote(peer) => {
+            let facts = cluster_facts(node, &cluster, gid, &caller, &call).await;
+            // Queued on the link to the owner now (this await is the queueing, as for a
+            // local group); the answer comes back through the pending reply.
+            forward::forward(
+                &cluster,
+                &peer,
+                gid,
+                &Forwarded {
+                    caller,
+                    facts,
+                    call,
+                },
+            )
+        }
+        Route::Unavailable(peer) => Err(forward::unavailable(gid, &peer)),
+    }
 }
 
 /// [`call`] with the facts already gathered: for a call forwarded from another node, which
@@ -70,8 +96,37 @@ pub fn facts(node: &Node, gid: u64, caller: &Caller, call: &GroupCall) -> Facts 
     })
 }
 
-/// createGroup: allocates the group id here (the ingress node's id space) and has the
-/// group's actor create it.
+/// [`facts`] in a cluster: the users a call names are looked up on every node (a user's
+/// first-login record is where it logged in, its joined index on each group's shard; see
+/// `crate::cluster::scatter`). A Down node's part is missing: soft, see there.
+async fn cluster_facts(
+    node: &Node,
+    cluster: &Cluster,
+    gid: u64,
+    caller: &Caller,
+    call: &GroupCall,
+) -> Facts {
+    let users: Vec<String> = match call {
+        GroupCall::Request(r) => facts::named_by_request(caller, r),
+        GroupCall::Create(d) => facts::named_by_create(caller, d),
+        GroupCall::Info | GroupCall::File(_) => return Facts::default(),
+    }
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    if users.is_empty() {
+        return Facts::default();
+    }
+    let found = crate::cluster::scatter::user_facts(node, cluster, &users, gid).await;
+    let mut facts = Facts::default();
+    for (user, (exists, joined)) in users.iter().zip(found) {
+        facts.insert(user, UserFacts { exists, joined });
+    }
+    facts
+}
+
+/// createGroup: allocates the group id here (the ingress node's id space, so ids are unique
+/// in a cluster) and has the group's actor create it, on the node that owns the id's shard.
 pub async fn create(
     node: &Node,
     caller: Caller,
@@ -105,7 +160,31 @@ pub async fn file(
 /// or was cancelled). Does not wait, so it can run in a `Drop`; if the group's actor is no
 /// longer running, the place went with it.
 pub fn release_upload(groups: &Groups, gid: u64, caller: Caller, file_id: u64) {
-    groups.notify(gid, caller, GroupCall::File(FileOp::Release { file_id }));
+    let call = GroupCall::File(FileOp::Release { file_id });
+    let Some(cluster) = Cluster::get() else {
+        groups.notify(gid, caller, call);
+        return;
+    };
+    match cluster.route(gid) {
+        Route::Local => {
+            groups.notify(gid, caller, call);
+        }
+        Route::Remote(peer) => {
+            let fwd = Forwarded {
+                caller,
+                facts: Facts::default(),
+                call,
+            };
+            if let (Ok(pending), Ok(rt)) = (
+                forward::forward(&cluster, &peer, gid, &fwd),
+                tokio::runtime::Handle::try_current(),
+            ) {
+                rt.spawn(pending.wait());
+            }
+        }
+        // The owner is gone: the place went with its actor.
+        Route::Unavailable(_) => {}
+    }
 }
 
 /// getGroupInfo, queued: one [`GroupCall::Info`] per id.

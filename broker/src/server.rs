@@ -33,6 +33,8 @@ pub struct RunningBroker {
     pub public_key_pin: String,
     /// Whether this start generated the app secret.
     pub secret_generated: bool,
+    /// The browser listener (`[webtransport]`), when it is on.
+    pub webtransport: Option<crate::webtransport::Listening>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -78,9 +80,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
 
     let tls = crate::tls::load_or_generate(&config.tls, &data_dir)?;
     let (secret, secret_generated) = crate::auth::app_secret(&config.auth, &data_dir)?;
-    let store = Store::open(
+    // In a cluster every id this node allocates carries its ordinal (unique, permanent);
+    // a single node keeps ordinal 0, today's ids.
+    let ordinal = if config.cluster.enabled {
+        u8::try_from(config.cluster.ordinal).unwrap_or(u8::MAX)
+    } else {
+        0
+    };
+    let store = Store::open_as(
         &data_dir.join("db"),
         config.store.cache_capacity_mb * 1024 * 1024,
+        ordinal,
     )
     .with_context(|| format!("cannot open the store in {}", data_dir.join("db").display()))?;
 
@@ -203,7 +213,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     let quic_addr = endpoint.local_addr()?;
     // `None` on a single node: nothing of the cluster runs. Wave 2 reaches the running
     // cluster through `crate::cluster::Cluster::get()`.
-    let _cluster = crate::cluster::start(&config, &secret, quic_addr).await?;
+    let cluster = crate::cluster::start(&config, &secret, quic_addr).await?;
 
     let node = Node::new(
         config.clone(),
@@ -214,7 +224,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         secret,
     )
     .shared();
+    if let Some(cluster) = &cluster {
+        // Forwarded calls, queries and deliveries from peers reach this node from here on.
+        crate::cluster::inbound::install(cluster, node.clone());
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let webtransport = crate::webtransport::start(&node, shutdown_rx.clone()).await?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let task = tokio::spawn(accept_loop(endpoint, node, shutdown_rx, grace));
     crate::metrics::set_ready(true);
@@ -226,6 +241,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         cert_generated: tls.generated,
         public_key_pin: tls.public_key_pin(),
         secret_generated,
+        webtransport,
         shutdown: shutdown_tx,
         task,
     })

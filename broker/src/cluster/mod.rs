@@ -24,13 +24,16 @@
 //! `link` (per-peer batching queue), `pending` (calls waiting for replies), `placement`
 //! (shards and owners, pure), `identity` (what a data dir was created as).
 
+pub mod forward;
 pub mod identity;
+pub mod inbound;
 mod link;
 mod membership;
 mod pending;
 pub mod placement;
 pub mod presence;
 mod router;
+pub mod scatter;
 mod tls;
 pub mod wire;
 
@@ -279,6 +282,52 @@ impl Cluster {
     ) -> Result<Vec<u8>, CallError> {
         let timeout = Duration::from_millis(self.inner.cfg.request_timeout_ms);
         self.inner.call(peer, make, timeout).await
+    }
+
+    /// [`Cluster::call`] split in two: registers the call and queues `make(corr)` on the
+    /// link to `peer` now (so calls started one after another reach the peer in that
+    /// order), and returns the wait for the reply (at most `cluster.request_timeout_ms`
+    /// from now) to be awaited later, e.g. in a task.
+    pub fn start_call(
+        &self,
+        peer: &str,
+        make: impl FnOnce(u64) -> Wire,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<u8>, CallError>> + Send + 'static,
+        CallError,
+    > {
+        let inner = self.inner.clone();
+        let (corr, rx) = inner.pending.register(peer);
+        if let Err(e) = inner.send(peer, make(corr)) {
+            inner.pending.forget(corr);
+            return Err(match e {
+                SendError::Unavailable(p) | SendError::Overloaded(p) | SendError::Unknown(p) => {
+                    CallError::Unavailable(p)
+                }
+            });
+        }
+        let timeout = Duration::from_millis(inner.cfg.request_timeout_ms);
+        let peer = peer.to_owned();
+        Ok(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(CallError::PeerLost(peer)),
+                Err(_) => {
+                    inner.pending.forget(corr);
+                    Err(CallError::Timeout(peer))
+                }
+            }
+        })
+    }
+
+    /// The core members (they own the shards), sorted; empty on a gateway that has not
+    /// heard from one yet.
+    pub fn core_members(&self) -> Vec<String> {
+        self.inner
+            .placement
+            .get()
+            .map(|p| p.core.clone())
+            .unwrap_or_default()
     }
 
     /// Answers call `corr` from `peer`.

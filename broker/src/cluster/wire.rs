@@ -198,6 +198,16 @@ pub enum Wire {
         /// The request, encoded by the forwarding code.
         payload: Vec<u8>,
     },
+    /// A read across groups (joined and public lists, the login inbox, facts about users)
+    /// or a kept-event acknowledgement, answered with a `Reply` (`crate::cluster::scatter`).
+    Query {
+        /// Correlation id.
+        corr: u64,
+        /// Absolute deadline, ms since the Unix epoch.
+        deadline_ms: i64,
+        /// The query, encoded by `crate::cluster::scatter`.
+        payload: Vec<u8>,
+    },
     /// The answer to a `Forward`, `Create` or any call.
     Reply {
         /// The correlation id of the call.
@@ -250,6 +260,7 @@ impl Wire {
             Wire::Pong { .. } => "pong",
             Wire::Forward { .. } => "forward",
             Wire::Create { .. } => "create",
+            Wire::Query { .. } => "query",
             Wire::Reply { .. } => "reply",
             Wire::PresenceSnapshot { .. } => "presence_snapshot",
             Wire::PresenceDelta { .. } => "presence_delta",

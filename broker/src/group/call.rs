@@ -118,6 +118,17 @@ enum Rx {
     Info(oneshot::Receiver<Result<GroupInfo, ApiError>>),
     File(oneshot::Receiver<FileResult>),
     Ready(Answer),
+    /// The owner's answer, coming back from another node (`crate::cluster::forward`).
+    Remote(RemoteAnswer),
+}
+
+/// A forwarded call's answer, owed by another node.
+pub struct RemoteAnswer(pub std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>);
+
+impl std::fmt::Debug for RemoteAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteAnswer")
+    }
 }
 
 impl PendingReply {
@@ -126,6 +137,17 @@ impl PendingReply {
         Self {
             gid,
             rx: Rx::Ready(answer),
+        }
+    }
+
+    /// An answer owed by the group's owner on another node.
+    pub fn remote(
+        gid: u64,
+        answer: impl std::future::Future<Output = Answer> + Send + 'static,
+    ) -> Self {
+        Self {
+            gid,
+            rx: Rx::Remote(RemoteAnswer(Box::pin(answer))),
         }
     }
 
@@ -152,6 +174,7 @@ impl PendingReply {
                 .unwrap_or_else(|_| Err(gone()))
                 .map(GroupAnswer::File),
             Rx::Ready(a) => a,
+            Rx::Remote(a) => a.0.await,
         }
     }
 

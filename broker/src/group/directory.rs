@@ -296,6 +296,21 @@ impl Directory {
         if let Some(existing) = st.map.get(&gid) {
             return Ok(existing.clone());
         }
+        if let Some(cluster) = crate::cluster::Cluster::get() {
+            if !cluster.owns(gid) {
+                // Routing sends every call to the shard's owner; loading a group here would
+                // make two actors of one group. Must stay 0.
+                metrics::counter!("convoke_cluster_foreign_spawn_refused_total").increment(1);
+                tracing::error!(group = gid, owner = ?cluster.owner_of(gid), "refused to load a group of a shard this node does not own");
+                return Err(ApiError::new(
+                    ErrorCode::ServerBusy,
+                    format!(
+                        "group {gid} belongs to node {}, not to this node; retry",
+                        cluster.owner_of(gid).unwrap_or("(unknown)")
+                    ),
+                ));
+            }
+        }
         if !st.make_room() {
             tracing::debug!(
                 group = gid,

@@ -39,15 +39,18 @@ pub async fn serve(node: &Node, caller: &Caller, request: Request) -> Reply {
             page_size,
             need_affiliations,
             need_role,
-        } => joined(
-            node,
-            caller,
-            page_num,
-            page_size,
-            need_affiliations,
-            need_role,
-        ),
-        Request::GetPublicGroups { limit, cursor } => public(node, limit, cursor.as_deref()),
+        } => {
+            joined(
+                node,
+                caller,
+                page_num,
+                page_size,
+                need_affiliations,
+                need_role,
+            )
+            .await
+        }
+        Request::GetPublicGroups { limit, cursor } => public(node, limit, cursor.as_deref()).await,
         other => Err(ApiError::not_implemented(other.method())),
     }
 }
@@ -56,7 +59,7 @@ fn storage(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, format!("storage failure: {e}"))
 }
 
-fn joined(
+async fn joined(
     node: &Node,
     caller: &Caller,
     page_num: u32,
@@ -90,8 +93,31 @@ fn joined(
             }
         )));
     }
-    let all = node.store.joined_groups(&caller.user).map_err(storage)?;
     let skip = ((page_num - first) as usize).saturating_mul(page_size as usize);
+    if let Some(cluster) = crate::cluster::Cluster::get() {
+        // The joined index lives on each group's shard: every core node gives its first
+        // skip + pageSize rows by id, merged here (a Down node's groups are missing).
+        let rows = crate::cluster::scatter::joined(
+            node,
+            &cluster,
+            &caller.user,
+            skip.saturating_add(page_size as usize),
+            need_role,
+        )
+        .await?;
+        let groups = rows
+            .into_iter()
+            .skip(skip)
+            .map(|r| JoinedGroup {
+                group_id: r.gid.to_string(),
+                group_name: r.name,
+                affiliations_count: need_aff.then_some(r.members),
+                role: r.role,
+            })
+            .collect();
+        return Ok(Response::JoinedGroups { groups });
+    }
+    let all = node.store.joined_groups(&caller.user).map_err(storage)?;
     let mut groups = Vec::new();
     for gid in all.into_iter().skip(skip).take(page_size as usize) {
         let Some(meta) = node.store.meta(gid).map_err(storage)? else {
@@ -115,7 +141,7 @@ fn joined(
     Ok(Response::JoinedGroups { groups })
 }
 
-fn public(node: &Node, limit: u32, cursor: Option<&str>) -> Reply {
+async fn public(node: &Node, limit: u32, cursor: Option<&str>) -> Reply {
     if !(1..=limits::MAX_PUBLIC_PAGE).contains(&limit) {
         return Err(ApiError::param(format!(
             "limit {limit} must be 1 to {}",
@@ -131,10 +157,16 @@ fn public(node: &Node, limit: u32, cursor: Option<&str>) -> Reply {
             ))
         })?),
     };
-    let mut rows = node
-        .store
-        .public_groups(after, limit as usize + 1)
-        .map_err(storage)?;
+    let mut rows = match crate::cluster::Cluster::get() {
+        // The public index lives on each group's shard: merged from every core node.
+        Some(cluster) => {
+            crate::cluster::scatter::public(node, &cluster, after, limit as usize + 1).await?
+        }
+        None => node
+            .store
+            .public_groups(after, limit as usize + 1)
+            .map_err(storage)?,
+    };
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let cursor = if more {

@@ -1,0 +1,211 @@
+//! A group call that arrives on a node which does not own the group (../shared/design/cluster.md
+//! 4.3), both halves:
+//! - the ingress side, [`forward`]: the call with its caller and the facts gathered here
+//!   ([`Forwarded`]) is queued on the ordered link to the owner now (so a session's calls,
+//!   queued one after another, reach the owner in that order) and the answer is awaited
+//!   later, through the same [`PendingReply`] a local call gives;
+//! - the owner side, [`Lanes`]: `Forward` and `Create` items are put, on the router and in
+//!   arrival order, into one of a few lanes by group id; each lane's task queues its calls
+//!   into the groups' mailboxes in that order (loading a group when needed) and a task per
+//!   call awaits the answer and sends the `Reply`. So the calls of one group keep their
+//!   order across nodes, while a group being loaded holds up only its own lane.
+//!
+//! Payloads are bincode with a limit, like the batches that carry them: a payload that does
+//! not decode is answered 500 and counted, never a panic.
+
+use std::sync::Arc;
+
+use convoke_protocol::{ApiError, ErrorCode};
+use tokio::sync::mpsc;
+
+use super::{CallError, Cluster, Wire};
+use crate::group::call::{Answer, Forwarded};
+use crate::group::{GroupCall, PendingReply};
+use crate::node::Node;
+
+fn codec() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ 4 << 20 }>()
+}
+
+/// Encodes a payload of a cluster item.
+pub(crate) fn encode<T: bincode::Encode>(v: &T) -> Result<Vec<u8>, ApiError> {
+    bincode::encode_to_vec(v, codec())
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot encode a call: {e}")))
+}
+
+/// Decodes a payload of a cluster item (the whole of it).
+pub(crate) fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, String> {
+    match bincode::decode_from_slice::<T, _>(bytes, codec()) {
+        Ok((v, used)) if used == bytes.len() => Ok(v),
+        Ok((_, used)) => Err(format!("{} trailing bytes", bytes.len() - used)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The 500 for a group whose owner this node does not see Up: answered at once.
+pub fn unavailable(gid: u64, peer: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::ServerBusy,
+        format!("group {gid} lives on node {peer}, which is unreachable now; retry"),
+    )
+}
+
+/// Queues `fwd` for group `gid` on the link to its owner `peer` and returns the pending
+/// answer. Errors at once (500) when the link refuses it.
+pub fn forward(
+    cluster: &Cluster,
+    peer: &str,
+    gid: u64,
+    fwd: &Forwarded,
+) -> Result<PendingReply, ApiError> {
+    let payload = encode(fwd)?;
+    let deadline_ms = cluster.deadline_ms();
+    let create = matches!(fwd.call, GroupCall::Create(_));
+    let waiting = cluster
+        .start_call(peer, |corr| {
+            if create {
+                Wire::Create {
+                    corr,
+                    gid,
+                    deadline_ms,
+                    payload,
+                }
+            } else {
+                Wire::Forward {
+                    corr,
+                    gid,
+                    deadline_ms,
+                    payload,
+                }
+            }
+        })
+        .map_err(|e| match e {
+            CallError::Unavailable(p) => unavailable(gid, &p),
+            other => other.to_api_error(),
+        })?;
+    metrics::counter!("convoke_forwarded_requests_total").increment(1);
+    Ok(PendingReply::remote(gid, async move {
+        match waiting.await {
+            Ok(bytes) => decode::<Answer>(&bytes).unwrap_or_else(|e| {
+                metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
+                Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!("the answer of group {gid}'s owner did not decode: {e}"),
+                ))
+            }),
+            Err(e) => Err(e.to_api_error()),
+        }
+    }))
+}
+
+/// Lanes of the owner side: calls of one group always take the same lane.
+const LANES: usize = 8;
+
+/// One forwarded call waiting in a lane.
+#[derive(Debug)]
+struct Job {
+    from: String,
+    corr: u64,
+    gid: u64,
+    deadline_ms: i64,
+    payload: Vec<u8>,
+}
+
+/// The owner side of forwarding (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Lanes {
+    lanes: Vec<mpsc::UnboundedSender<Job>>,
+}
+
+impl Lanes {
+    /// Starts the lanes' tasks for `node`.
+    pub(crate) fn start(node: Arc<Node>, cluster: Cluster) -> Lanes {
+        let lanes = (0..LANES)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(node.clone(), cluster.clone(), rx));
+                tx
+            })
+            .collect();
+        Lanes { lanes }
+    }
+
+    /// Puts a `Forward`/`Create` from `from` in its group's lane (called on the router, in
+    /// arrival order). The lanes are not bounded here: what a peer may have in flight is
+    /// bounded by its sessions' in-flight limits and by `cluster.peer_queue_bytes`.
+    pub(crate) fn push(&self, from: &str, corr: u64, gid: u64, deadline_ms: i64, payload: Vec<u8>) {
+        let lane = &self.lanes[(gid % LANES as u64) as usize];
+        let _ = lane.send(Job {
+            from: from.to_owned(),
+            corr,
+            gid,
+            deadline_ms,
+            payload,
+        });
+    }
+}
+
+async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        if job.deadline_ms > 0 && crate::clock::now_ms() > job.deadline_ms {
+            // Its caller has been answered 500 already: executing it now would only widen
+            // the "outcome unknown" window.
+            metrics::counter!("convoke_cluster_expired_requests_total").increment(1);
+            continue;
+        }
+        let reply = |answer: &Answer| match encode(answer) {
+            Ok(bytes) => {
+                let _ = cluster.reply(&job.from, job.corr, bytes);
+            }
+            Err(e) => {
+                tracing::error!(group = job.gid, error = %e.message, "cannot encode an answer")
+            }
+        };
+        let fwd = match decode::<Forwarded>(&job.payload) {
+            Ok(f) => f,
+            Err(e) => {
+                metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
+                tracing::warn!(peer = %job.from, group = job.gid, error = %e, "cluster: a forwarded call did not decode");
+                reply(&Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "the forwarded call for group {} did not decode: {e}",
+                        job.gid
+                    ),
+                )));
+                continue;
+            }
+        };
+        if !cluster.owns(job.gid) {
+            // The peer's shard table disagrees with ours (it would have been refused at
+            // Hello); never load a foreign group.
+            reply(&Err(ApiError::new(
+                ErrorCode::ServerBusy,
+                format!(
+                    "group {} does not belong to node {}; retry",
+                    job.gid,
+                    cluster.name()
+                ),
+            )));
+            continue;
+        }
+        match crate::ingress::call_with_facts(&node, job.gid, fwd.caller, fwd.facts, fwd.call).await
+        {
+            Ok(pending) => {
+                let cluster = cluster.clone();
+                tokio::spawn(async move {
+                    let answer = pending.wait().await;
+                    match encode(&answer) {
+                        Ok(bytes) => {
+                            let _ = cluster.reply(&job.from, job.corr, bytes);
+                        }
+                        Err(e) => {
+                            tracing::error!(group = job.gid, error = %e.message, "cannot encode an answer")
+                        }
+                    }
+                });
+            }
+            Err(e) => reply(&Err(e)),
+        }
+    }
+}

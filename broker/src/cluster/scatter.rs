@@ -1,0 +1,478 @@
+//! Reads that span groups, in a cluster (../shared/design/cluster.md 7): each node answers
+//! for the data it holds, the asking node merges.
+//!
+//! - getJoinedGroups / getPublicGroups: the `j <user> <gid>` and `p <gid>` indexes live on
+//!   the group's shard; every core node returns its rows (ascending by group id, at most as
+//!   many as the requested page could need), the asker merges by id and cuts the page, so
+//!   the page semantics are those of a single node.
+//! - The login inbox: `i <user> ...` lives on the group's shard; the session replays its own
+//!   node's kept events, then every other core node's, page by page. Events of one group come
+//!   from one node, so they keep their order; events of different nodes are not interleaved
+//!   by time. Each node bounds its part to `sessions.kept_events_max`, so a user may be
+//!   shown up to that many per core node (soft in a cluster).
+//! - Acknowledgements go to the node that holds the entry: the ordinal in the kept event's
+//!   id ([`crate::store::ids::ordinal_of`]); the ordinal to node map is learnt from the
+//!   answers (each carries its node's ordinal); while it is unknown, every Up core node gets
+//!   the acknowledgement (ids not kept there are ignored).
+//! - Facts about users a request names (does the user exist, how many groups has it joined):
+//!   the `u <user>` first-login record is written where the user logs in and the joined index
+//!   on each group's shard, so every Up node is asked and the answers are combined (exists:
+//!   any; joined: the sum). What becomes soft in a cluster: `limits.max_groups_per_user`
+//!   (two joins on different shards at once can both pass), and a user who has only ever
+//!   logged in on a node that is Down right now counts as unknown until it is back.
+//!
+//! A node that is not Up, or does not answer within `cluster.request_timeout_ms`, is left
+//! out: the result is partial (counted in `convoke_cluster_partial_reads_total{what}`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bincode::{Decode, Encode};
+use bytes::Bytes;
+use convoke_protocol::{ApiError, ErrorCode, Role};
+
+use super::forward::{decode, encode};
+use super::{Cluster, Wire};
+use crate::group::persist::GroupStore;
+use crate::node::Node;
+
+/// A question to another node.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Query {
+    /// The groups `user` has joined on the receiver's shards, ascending, at most `max`.
+    Joined {
+        user: String,
+        max: u32,
+        need_role: bool,
+    },
+    /// Public groups above `after`, ascending, at most `max`.
+    Public { after: Option<u64>, max: u32 },
+    /// For each user: logged in there at least once; groups joined there other than
+    /// `except`.
+    UserFacts { users: Vec<String>, except: u64 },
+    /// A page of `user`'s kept events after `after` (the first page also bounds them to
+    /// `trim`).
+    Inbox {
+        user: String,
+        after: Option<u64>,
+        max: u32,
+        max_bytes: u32,
+        trim: u32,
+    },
+    /// Stop keeping these events of `user`.
+    Ack { user: String, ids: Vec<u64> },
+}
+
+/// One joined group, as a node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct JoinedRow {
+    pub gid: u64,
+    pub name: String,
+    pub members: u32,
+    pub role: Option<Role>,
+}
+
+/// The answer to a [`Query`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Reply {
+    Joined(Vec<JoinedRow>),
+    Public(Vec<(u64, String)>),
+    UserFacts(Vec<(bool, u64)>),
+    Inbox {
+        frames: Vec<Vec<u8>>,
+        next: Option<u64>,
+    },
+    Done,
+    Failed(String),
+}
+
+/// What crosses back: the answering node's ordinal and its reply.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+struct Answered {
+    ordinal: u8,
+    reply: Reply,
+}
+
+fn storage(e: impl std::fmt::Display) -> String {
+    format!("storage failure: {e}")
+}
+
+/// Answers `query` from this node's store.
+pub fn answer_local(node: &Node, query: &Query) -> Reply {
+    let r: Result<Reply, String> = (|| {
+        Ok(match query {
+            Query::Joined {
+                user,
+                max,
+                need_role,
+            } => Reply::Joined(joined_rows(node, user, *max as usize, *need_role)?),
+            Query::Public { after, max } => Reply::Public(
+                node.store
+                    .public_groups(*after, *max as usize)
+                    .map_err(storage)?,
+            ),
+            Query::UserFacts { users, except } => Reply::UserFacts(
+                users
+                    .iter()
+                    .map(|u| {
+                        (
+                            node.store.user_exists(u),
+                            node.store.joined_count_except(u, *except) as u64,
+                        )
+                    })
+                    .collect(),
+            ),
+            Query::Inbox {
+                user,
+                after,
+                max,
+                max_bytes,
+                trim,
+            } => {
+                if after.is_none() {
+                    let dropped = node
+                        .store
+                        .inbox_trim(user, *trim as usize)
+                        .map_err(storage)?;
+                    if dropped > 0 {
+                        metrics::counter!("convoke_kept_events_dropped_total")
+                            .increment(dropped as u64);
+                    }
+                }
+                let (frames, next) = node
+                    .store
+                    .inbox_page(user, *after, *max as usize, *max_bytes as usize)
+                    .map_err(storage)?;
+                Reply::Inbox {
+                    frames: frames.into_iter().map(|b| b.to_vec()).collect(),
+                    next,
+                }
+            }
+            Query::Ack { user, ids } => {
+                node.store.inbox_ack(user, ids).map_err(storage)?;
+                Reply::Done
+            }
+        })
+    })();
+    r.unwrap_or_else(Reply::Failed)
+}
+
+/// The groups `user` has joined in this node's store, ascending by id, at most `max`.
+pub fn joined_rows(
+    node: &Node,
+    user: &str,
+    max: usize,
+    need_role: bool,
+) -> Result<Vec<JoinedRow>, String> {
+    let mut rows = Vec::new();
+    for gid in node.store.joined_groups(user).map_err(storage)? {
+        if rows.len() >= max {
+            break;
+        }
+        let Some(meta) = node.store.meta(gid).map_err(storage)? else {
+            continue;
+        };
+        let role = if need_role {
+            node.store
+                .member(gid, user)
+                .map_err(storage)?
+                .map(|m| m.role)
+        } else {
+            None
+        };
+        rows.push(JoinedRow {
+            gid,
+            name: meta.name,
+            members: meta.member_count,
+            role,
+        });
+    }
+    Ok(rows)
+}
+
+/// A `Query` item from `from`: answered in a task (store reads stay off the router).
+pub(crate) fn serve(node: Arc<Node>, cluster: Cluster, from: String, corr: u64, payload: Vec<u8>) {
+    tokio::spawn(async move {
+        let reply = match decode::<Query>(&payload) {
+            Ok(q) => {
+                let node2 = node.clone();
+                tokio::task::spawn_blocking(move || answer_local(&node2, &q))
+                    .await
+                    .unwrap_or_else(|e| Reply::Failed(e.to_string()))
+            }
+            Err(e) => {
+                metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
+                Reply::Failed(format!("the query did not decode: {e}"))
+            }
+        };
+        let answered = Answered {
+            ordinal: node.ordinal(),
+            reply,
+        };
+        match encode(&answered) {
+            Ok(bytes) => {
+                let _ = cluster.reply(&from, corr, bytes);
+            }
+            Err(e) => tracing::error!(error = %e.message, "cannot encode a query's answer"),
+        }
+    });
+}
+
+/// Node names by ordinal, learnt from answers.
+fn ordinals() -> &'static Mutex<HashMap<u8, String>> {
+    static MAP: OnceLock<Mutex<HashMap<u8, String>>> = OnceLock::new();
+    MAP.get_or_init(Default::default)
+}
+
+fn learn(ordinal: u8, name: &str) {
+    if let Ok(mut m) = ordinals().lock() {
+        if m.get(&ordinal).map(String::as_str) != Some(name) {
+            m.insert(ordinal, name.to_owned());
+        }
+    }
+}
+
+fn partial(what: &'static str, peer: &str, why: &str) {
+    metrics::counter!("convoke_cluster_partial_reads_total", "what" => what).increment(1);
+    tracing::warn!(%peer, what, reason = why, "cluster: a read across nodes left a node out; the result is partial");
+}
+
+/// Asks `peer` one query; `None` (counted as partial) when it is not Up, does not answer in
+/// time or fails.
+async fn ask(cluster: &Cluster, peer: &str, what: &'static str, query: &Query) -> Option<Reply> {
+    let payload = encode(query).ok()?;
+    let deadline_ms = cluster.deadline_ms();
+    let waiting = match cluster.start_call(peer, |corr| Wire::Query {
+        corr,
+        deadline_ms,
+        payload,
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            partial(what, peer, &e.to_string());
+            return None;
+        }
+    };
+    match waiting.await {
+        Ok(bytes) => match decode::<Answered>(&bytes) {
+            Ok(Answered {
+                reply: Reply::Failed(why),
+                ..
+            }) => {
+                partial(what, peer, &why);
+                None
+            }
+            Ok(a) => {
+                learn(a.ordinal, peer);
+                Some(a.reply)
+            }
+            Err(e) => {
+                metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
+                partial(what, peer, &e);
+                None
+            }
+        },
+        Err(e) => {
+            partial(what, peer, &e.to_string());
+            None
+        }
+    }
+}
+
+/// Asks every node of `peers` (this node answers from its own store) concurrently.
+async fn scatter(
+    node: &Node,
+    cluster: &Cluster,
+    peers: Vec<String>,
+    what: &'static str,
+    query: &Query,
+) -> Vec<Reply> {
+    let me = cluster.name().to_owned();
+    let local = peers.contains(&me).then(|| answer_local(node, query));
+    let remote = futures::future::join_all(
+        peers
+            .iter()
+            .filter(|p| **p != me)
+            .map(|p| ask(cluster, p, what, query)),
+    )
+    .await;
+    let mut out: Vec<Reply> = Vec::with_capacity(peers.len());
+    out.extend(local);
+    out.extend(remote.into_iter().flatten());
+    out
+}
+
+/// Every node that may hold `u <user>` records: the core members and the Up gateways.
+fn all_nodes(cluster: &Cluster) -> Vec<String> {
+    let mut all = cluster.core_members();
+    all.extend(cluster.up_peers());
+    all.push(cluster.name().to_owned());
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// getJoinedGroups' rows in a cluster: the first `max` of `user`'s groups by id, merged from
+/// every core node.
+pub async fn joined(
+    node: &Node,
+    cluster: &Cluster,
+    user: &str,
+    max: usize,
+    need_role: bool,
+) -> Result<Vec<JoinedRow>, ApiError> {
+    let query = Query::Joined {
+        user: user.to_owned(),
+        max: u32::try_from(max).unwrap_or(u32::MAX),
+        need_role,
+    };
+    let mut merged = BTreeMap::new();
+    for reply in scatter(node, cluster, cluster.core_members(), "joined", &query).await {
+        match reply {
+            Reply::Joined(rows) => merged.extend(rows.into_iter().map(|r| (r.gid, r))),
+            Reply::Failed(why) => return Err(ApiError::new(ErrorCode::Internal, why)),
+            _ => {}
+        }
+    }
+    Ok(merged.into_values().take(max).collect())
+}
+
+/// getPublicGroups' rows in a cluster: the first `max` public groups above `after`, merged
+/// from every core node.
+pub async fn public(
+    node: &Node,
+    cluster: &Cluster,
+    after: Option<u64>,
+    max: usize,
+) -> Result<Vec<(u64, String)>, ApiError> {
+    let query = Query::Public {
+        after,
+        max: u32::try_from(max).unwrap_or(u32::MAX),
+    };
+    let mut merged = BTreeMap::new();
+    for reply in scatter(node, cluster, cluster.core_members(), "public", &query).await {
+        match reply {
+            Reply::Public(rows) => merged.extend(rows),
+            Reply::Failed(why) => return Err(ApiError::new(ErrorCode::Internal, why)),
+            _ => {}
+        }
+    }
+    Ok(merged.into_iter().take(max).collect())
+}
+
+/// The facts about `users` in a cluster: exists anywhere; joined counted over all nodes
+/// (leaving `except` out).
+pub async fn user_facts(
+    node: &Node,
+    cluster: &Cluster,
+    users: &[String],
+    except: u64,
+) -> Vec<(bool, u64)> {
+    let mut out = vec![(false, 0u64); users.len()];
+    if users.is_empty() {
+        return out;
+    }
+    let query = Query::UserFacts {
+        users: users.to_vec(),
+        except,
+    };
+    for reply in scatter(node, cluster, all_nodes(cluster), "user_facts", &query).await {
+        if let Reply::UserFacts(rows) = reply {
+            for (acc, (exists, joined)) in out.iter_mut().zip(rows) {
+                acc.0 |= exists;
+                acc.1 = acc.1.saturating_add(joined);
+            }
+        }
+    }
+    out
+}
+
+/// Pages of `user`'s kept events held by the other core nodes, handed to `sink` one page
+/// at a time (it returns false to stop: the session ended).
+pub async fn remote_inbox<F, Fut>(
+    cluster: &Cluster,
+    user: &str,
+    page: usize,
+    page_bytes: usize,
+    max: usize,
+    mut sink: F,
+) where
+    F: FnMut(Vec<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let me = cluster.name().to_owned();
+    for peer in cluster.core_members().into_iter().filter(|p| *p != me) {
+        let mut after = None;
+        loop {
+            let query = Query::Inbox {
+                user: user.to_owned(),
+                after,
+                max: u32::try_from(page).unwrap_or(u32::MAX),
+                max_bytes: u32::try_from(page_bytes).unwrap_or(u32::MAX),
+                trim: u32::try_from(max).unwrap_or(u32::MAX),
+            };
+            let Some(Reply::Inbox { frames, next }) = ask(cluster, &peer, "inbox", &query).await
+            else {
+                break;
+            };
+            if !frames.is_empty() && !sink(frames.into_iter().map(Bytes::from).collect()).await {
+                return;
+            }
+            match next {
+                Some(id) => after = Some(id),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Acknowledged kept events of `user`: this node's are dropped here, the others' are sent
+/// to the node whose ordinal their id carries (every Up core node while that is unknown).
+pub fn ack(node: &Node, user: &str, ids: &[u64]) {
+    let Some(cluster) = Cluster::get() else {
+        if let Err(e) = node.store.inbox_ack(user, ids) {
+            tracing::error!(%user, error = %e, "could not drop acknowledged events");
+        }
+        return;
+    };
+    let mine = node.ordinal();
+    let mut by_ordinal: BTreeMap<u8, Vec<u64>> = BTreeMap::new();
+    for &id in ids {
+        by_ordinal
+            .entry(crate::store::ids::ordinal_of(id))
+            .or_default()
+            .push(id);
+    }
+    for (ordinal, ids) in by_ordinal {
+        if ordinal == mine {
+            if let Err(e) = node.store.inbox_ack(user, &ids) {
+                tracing::error!(%user, error = %e, "could not drop acknowledged events");
+            }
+            continue;
+        }
+        let known = ordinals()
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&ordinal).cloned());
+        let peers = match known {
+            Some(p) => vec![p],
+            None => cluster
+                .core_members()
+                .into_iter()
+                .filter(|p| p != cluster.name())
+                .collect(),
+        };
+        let query = Query::Ack {
+            user: user.to_owned(),
+            ids,
+        };
+        for peer in peers {
+            let (cluster, query) = (cluster.clone(), query.clone());
+            // Not awaited by the session: a lost acknowledgement only means the event is
+            // sent once more at the next login.
+            tokio::spawn(async move {
+                let _ = ask(&cluster, &peer, "ack", &query).await;
+            });
+        }
+    }
+}
