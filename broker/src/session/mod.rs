@@ -26,7 +26,6 @@ use crate::group::rules::Caller;
 use crate::node::Node;
 use crate::outbox::{self, Outbox};
 use crate::presence::SessionHandle;
-use crate::webtransport::Framing;
 use admission::Admitted;
 use bytes::BytesMut;
 use convoke_protocol::codec::frame_bytes;
@@ -85,8 +84,7 @@ pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming, mut ad
     };
     metrics::counter!("convoke_connections_opened_total").increment(1);
     metrics::gauge!("convoke_connections").increment(1.0);
-    let framing = crate::webtransport::Framing::Quic;
-    if let Err(e) = run(node, &conn, established, deadline, &mut admitted, &framing).await {
+    if let Err(e) = run(node, &conn, established, deadline, &mut admitted).await {
         tracing::debug!(remote = %conn.remote_address(), error = %e, "session ended");
     }
     metrics::gauge!("convoke_connections").decrement(1.0);
@@ -129,20 +127,16 @@ struct Opened {
     _presence: PresenceGuard,
 }
 
-/// A connection past its QUIC handshake, up to its end: the login, then the request loop.
-/// `framing` says how its streams start (`convoke/1`, or a browser's WebTransport session,
-/// [`crate::webtransport`]).
-pub(crate) async fn run(
+async fn run(
     node: Arc<Node>,
     conn: &quinn::Connection,
     established: Option<quinn::ZeroRttAccepted>,
     deadline: tokio::time::Instant,
     admitted: &mut Admitted,
-    framing: &Framing,
 ) -> anyhow::Result<()> {
     // The handshake's futures are boxed, and so is each request's routing, so that the task
     // an idle session keeps holds only the request loop's state (~1.2 KB less per connection).
-    let login = Box::pin(open(&node, conn, established, deadline, framing));
+    let login = Box::pin(open(&node, conn, established, deadline));
     let opened = match tokio::time::timeout_at(deadline, login).await {
         Ok(opened) => opened,
         Err(_) => {
@@ -161,7 +155,7 @@ pub(crate) async fn run(
     let Some(opened) = opened? else {
         return Ok(());
     };
-    serve(&node, conn, opened, framing).await
+    serve(&node, conn, opened).await
 }
 
 /// The handshake, up to a registered session whose replay of kept events has started; `None` if the
@@ -180,10 +174,9 @@ async fn open(
     conn: &quinn::Connection,
     established: Option<quinn::ZeroRttAccepted>,
     deadline: tokio::time::Instant,
-    framing: &Framing,
 ) -> anyhow::Result<Option<Opened>> {
     let cfg = &node.config.sessions;
-    let (mut send, mut recv) = framing.accept_control(conn).await?;
+    let (mut send, mut recv) = conn.accept_bi().await?;
     let mut buf = BytesMut::new();
     let hello = match read_small_frame::<ClientFrame>(&mut recv, &mut buf).await {
         Ok(Some(ClientFrame::Hello(h))) => h,
@@ -236,7 +229,7 @@ async fn open(
     node.store.record_login(&caller.user, now_ms()).await?;
 
     // The event stream, written to directly by whoever delivers to this session.
-    let events = framing.open_events(conn).await?;
+    let events = conn.open_uni().await?;
     let coalesce = outbox::Coalesce {
         busy: Duration::from_millis(cfg.coalesce_busy_ms),
         window: Duration::from_millis(cfg.coalesce_window_ms),
@@ -300,12 +293,7 @@ async fn open(
 }
 
 /// The request loop: requests in the order sent, and transfer streams.
-async fn serve(
-    node: &Arc<Node>,
-    conn: &quinn::Connection,
-    opened: Opened,
-    framing: &Framing,
-) -> anyhow::Result<()> {
+async fn serve(node: &Arc<Node>, conn: &quinn::Connection, opened: Opened) -> anyhow::Result<()> {
     let Opened {
         caller,
         expires_at,
@@ -338,7 +326,7 @@ async fn serve(
             }
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    framing.spawn_transfer(node, &caller, send, recv);
+                    tokio::spawn(transfer::serve_transfer(node.clone(), caller.clone(), send, recv));
                     continue;
                 }
                 Err(_) => break Ok(()),
