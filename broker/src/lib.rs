@@ -24,6 +24,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod webtransport;
 
 pub use config::Config;
 pub use server::{start, RunningBroker};

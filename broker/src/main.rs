@@ -250,6 +250,15 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
+        if let Some(wt) = &broker.webtransport {
+            // Before the ready line, so that a harness that waits for it has this too.
+            println!(
+                "convoke webtransport={} path={} cert_sha256={}",
+                wt.addr,
+                wt.path,
+                wt.cert_sha256.as_deref().unwrap_or("none")
+            );
+        }
         // One machine-readable line: test harnesses and scripts read the real addresses here.
         println!(
             "convoke ready quic={} metrics={} cert={}",

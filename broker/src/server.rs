@@ -33,6 +33,8 @@ pub struct RunningBroker {
     pub public_key_pin: String,
     /// Whether this start generated the app secret.
     pub secret_generated: bool,
+    /// The browser listener (`[webtransport]`), when it is on.
+    pub webtransport: Option<crate::webtransport::Listening>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -227,6 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         crate::cluster::inbound::install(cluster, node.clone());
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let webtransport = crate::webtransport::start(&node, shutdown_rx.clone()).await?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let task = tokio::spawn(accept_loop(endpoint, node, shutdown_rx, grace));
     crate::metrics::set_ready(true);
@@ -238,6 +241,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         cert_generated: tls.generated,
         public_key_pin: tls.public_key_pin(),
         secret_generated,
+        webtransport,
         shutdown: shutdown_tx,
         task,
     })

@@ -20,6 +20,7 @@ mod cluster;
 mod error;
 mod load;
 mod validate;
+mod webtransport;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use cluster::{check_name, ClusterConfig, ClusterRole, Member};
 pub use error::{ConfigError, Origin};
 pub use load::{env_vars, FlagSetting, ENV_PREFIX};
+pub use webtransport::WebTransportConfig;
 
 /// The commented default configuration file: every setting, what it means, and its default.
 ///
@@ -68,6 +70,8 @@ pub struct Config {
     pub quotas: QuotasConfig,
     /// `[cluster]`: this node's place in a cluster (off: a single node).
     pub cluster: ClusterConfig,
+    /// `[webtransport]`: the browser listener (off until `listen` is set).
+    pub webtransport: WebTransportConfig,
     /// `[debug]`: test hooks, off by default; never for production.
     pub debug: DebugConfig,
 }

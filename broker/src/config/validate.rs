@@ -141,6 +141,7 @@ impl Config {
         at_most("store.commit_queue_mb", self.store.commit_queue_mb, 1 << 20)?;
         test_hooks_allowed(self.debug.fault_injection, cfg!(debug_assertions))?;
         self.cluster.validate()?;
+        self.webtransport.validate(self.server.listen)?;
 
         let s = &self.sessions;
         at_least(

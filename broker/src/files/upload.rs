@@ -283,7 +283,7 @@ async fn receive_bytes(
                 pace.moved(chunk.bytes.len() as u64);
             }
             Ok(Ok(None)) => break,
-            Ok(Err(ReadError::Reset(code))) if code.into_inner() == u64::from(CANCELLED) => {
+            Ok(Err(ReadError::Reset(code))) if is_cancelled(code) => {
                 return Err(Stop::Failed(upload_error(
                     req,
                     format!(
@@ -512,6 +512,13 @@ fn internal(req: &UploadRequest, e: impl std::fmt::Display) -> ApiError {
             req.file_name
         ),
     )
+}
+
+/// The CANCELLED reset code, as a `convoke/1` client sends it or as a browser's
+/// WebTransport stream carries it (mapped into HTTP/3's code space).
+fn is_cancelled(code: quinn::VarInt) -> bool {
+    let code = code.into_inner();
+    code == u64::from(CANCELLED) || code == web_transport_quinn::proto::error_to_http3(CANCELLED)
 }
 
 #[cfg(test)]

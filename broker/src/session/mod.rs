@@ -26,6 +26,7 @@ use crate::group::rules::Caller;
 use crate::node::Node;
 use crate::outbox::{self, Outbox};
 use crate::presence::SessionHandle;
+use crate::webtransport::Framing;
 use admission::Admitted;
 use bytes::BytesMut;
 use convoke_protocol::codec::frame_bytes;
@@ -84,7 +85,8 @@ pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming, mut ad
     };
     metrics::counter!("convoke_connections_opened_total").increment(1);
     metrics::gauge!("convoke_connections").increment(1.0);
-    if let Err(e) = run(node, &conn, established, deadline, &mut admitted).await {
+    let framing = Framing::Quic;
+    if let Err(e) = run(node, &conn, established, deadline, &mut admitted, &framing).await {
         tracing::debug!(remote = %conn.remote_address(), error = %e, "session ended");
     }
     metrics::gauge!("convoke_connections").decrement(1.0);
@@ -127,16 +129,20 @@ struct Opened {
     _presence: PresenceGuard,
 }
 
-async fn run(
+/// A connection past its QUIC handshake, up to its end: the login, then the request loop.
+/// `framing` says how its streams start (`convoke/1`, or a browser's WebTransport session,
+/// [`crate::webtransport`]).
+pub(crate) async fn run(
     node: Arc<Node>,
     conn: &quinn::Connection,
     established: Option<quinn::ZeroRttAccepted>,
     deadline: tokio::time::Instant,
     admitted: &mut Admitted,
+    framing: &Framing,
 ) -> anyhow::Result<()> {
     // The handshake's futures are boxed, and so is each request's routing, so that the task
     // an idle session keeps holds only the request loop's state (~1.2 KB less per connection).
-    let login = Box::pin(open(&node, conn, established, deadline));
+    let login = Box::pin(open(&node, conn, established, deadline, framing));
     let opened = match tokio::time::timeout_at(deadline, login).await {
         Ok(opened) => opened,
         Err(_) => {
@@ -155,7 +161,7 @@ async fn run(
     let Some(opened) = opened? else {
         return Ok(());
     };
-    serve(&node, conn, opened).await
+    serve(&node, conn, opened, framing).await
 }
 
 /// The handshake, up to a registered session whose replay of kept events has started; `None` if the
@@ -174,9 +180,10 @@ async fn open(
     conn: &quinn::Connection,
     established: Option<quinn::ZeroRttAccepted>,
     deadline: tokio::time::Instant,
+    framing: &Framing,
 ) -> anyhow::Result<Option<Opened>> {
     let cfg = &node.config.sessions;
-    let (mut send, mut recv) = conn.accept_bi().await?;
+    let (mut send, mut recv) = framing.accept_control(conn).await?;
     let mut buf = BytesMut::new();
     let hello = match read_small_frame::<ClientFrame>(&mut recv, &mut buf).await {
         Ok(Some(ClientFrame::Hello(h))) => h,
@@ -229,7 +236,7 @@ async fn open(
     node.store.record_login(&caller.user, now_ms()).await?;
 
     // The event stream, written to directly by whoever delivers to this session.
-    let events = conn.open_uni().await?;
+    let events = framing.open_events(conn).await?;
     let coalesce = outbox::Coalesce {
         busy: Duration::from_millis(cfg.coalesce_busy_ms),
         window: Duration::from_millis(cfg.coalesce_window_ms),
@@ -293,7 +300,12 @@ async fn open(
 }
 
 /// The request loop: requests in the order sent, and transfer streams.
-async fn serve(node: &Arc<Node>, conn: &quinn::Connection, opened: Opened) -> anyhow::Result<()> {
+async fn serve(
+    node: &Arc<Node>,
+    conn: &quinn::Connection,
+    opened: Opened,
+    framing: &Framing,
+) -> anyhow::Result<()> {
     let Opened {
         caller,
         expires_at,
@@ -326,7 +338,7 @@ async fn serve(node: &Arc<Node>, conn: &quinn::Connection, opened: Opened) -> an
             }
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    tokio::spawn(transfer::serve_transfer(node.clone(), caller.clone(), send, recv));
+                    framing.spawn_transfer(node, &caller, send, recv);
                     continue;
                 }
                 Err(_) => break Ok(()),
