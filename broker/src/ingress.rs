@@ -38,22 +38,22 @@ pub async fn call(
     caller: Caller,
     call: GroupCall,
 ) -> Result<PendingReply, ApiError> {
-    let Some(cluster) = Cluster::get() else {
-        // A single node: no cluster, today's path.
+    let Some(cluster) = Cluster::running() else {
+        // A single node: no cluster, today's path (one atomic load more than before).
         let facts = facts(node, gid, &caller, &call);
         return call_with_facts(node, gid, caller, facts, call).await;
     };
     match cluster.route(gid) {
         Route::Local => {
-            let facts = cluster_facts(node, &cluster, gid, &caller, &call).await;
+            let facts = cluster_facts(node, cluster, gid, &caller, &call).await;
             call_with_facts(node, gid, caller, facts, call).await
         }
         Route::Remote(peer) => {
-            let facts = cluster_facts(node, &cluster, gid, &caller, &call).await;
+            let facts = cluster_facts(node, cluster, gid, &caller, &call).await;
             // Queued on the link to the owner now (this await is the queueing, as for a
             // local group); the answer comes back through the pending reply.
             forward::forward(
-                &cluster,
+                cluster,
                 &peer,
                 gid,
                 &Forwarded {
@@ -161,7 +161,7 @@ pub async fn file(
 /// longer running, the place went with it.
 pub fn release_upload(groups: &Groups, gid: u64, caller: Caller, file_id: u64) {
     let call = GroupCall::File(FileOp::Release { file_id });
-    let Some(cluster) = Cluster::get() else {
+    let Some(cluster) = Cluster::running() else {
         groups.notify(gid, caller, call);
         return;
     };
@@ -176,7 +176,7 @@ pub fn release_upload(groups: &Groups, gid: u64, caller: Caller, file_id: u64) {
                 call,
             };
             if let (Ok(pending), Ok(rt)) = (
-                forward::forward(&cluster, &peer, gid, &fwd),
+                forward::forward(cluster, &peer, gid, &fwd),
                 tokio::runtime::Handle::try_current(),
             ) {
                 rt.spawn(pending.wait());

@@ -212,6 +212,11 @@ impl Cluster {
         RUNNING.get().cloned()
     }
 
+    /// [`Cluster::get`] without the clone: one atomic load, for hot paths.
+    pub fn running() -> Option<&'static Cluster> {
+        RUNNING.get()
+    }
+
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.inner.name
