@@ -468,8 +468,8 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_cluster_presence_users",
         kind: Kind::Gauge,
         unit: Unit::Count,
-        help: "Users this node's presence directory knows online on at least one other node (the targets of cross-node fan-out). 0 on a single node.",
-        zero: UNLABELLED,
+        help: "Users this node's presence directory knows online on each other node (the targets of cross-node fan-out there), by peer. Absent on a single node.",
+        zero: &[],
     },
     MetricDef {
         name: "convoke_cluster_expired_requests_total",

@@ -248,6 +248,32 @@ impl TestCluster {
         self.node(i).metric(name).await
     }
 
+    /// Metric `name` on every node of the cluster, summed (a node that does not answer
+    /// counts 0).
+    pub async fn metric_all(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for i in 1..=self.nodes.len() {
+            sum += self.metric(i, name).await;
+        }
+        sum
+    }
+
+    /// The series of metric `name` on node `i` whose labels include `label="value"`, summed.
+    pub async fn metric_with(&self, i: usize, name: &str, label: &str, value: &str) -> f64 {
+        let (_, body) = self.node(i).http_get("/metrics").await;
+        let want = format!("{label}=\"{value}\"");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, v) = l.rsplit_once(' ')?;
+                let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
+                (metric == name && labels.split(',').any(|kv| kv.trim_end_matches('}') == want))
+                    .then(|| v.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum()
+    }
+
     /// Runs `convoke serve` once more on node `i`'s data dir (which must not be running)
     /// with `overrides`, and returns its exit code and stderr when it exits within
     /// [`WAIT`] (`None` as the code when it was still running and had to be killed).
