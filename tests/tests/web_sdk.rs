@@ -6,7 +6,8 @@
 //! --test`) and prints node's counts. Without node or npm the test is skipped with a message,
 //! unless `CONVOKE_REQUIRE_TOOLS=1` (set by .ci/run), which makes it a failure.
 //!
-//! Standard library only, on purpose: nothing here needs the broker.
+//! The second test runs the SDK in headless Chromium against the broker binary
+//! (`convoke_tests::broker_bin`), see its doc.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -39,8 +40,19 @@ fn say(text: &str) {
 
 /// Runs `cmd` in client/web with a deadline; its exit success and combined output.
 fn run(program: &Path, args: &[&str], timeout: Duration) -> (bool, String) {
+    run_with(program, args, &[], timeout)
+}
+
+/// [`run`] with extra environment variables.
+fn run_with(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    timeout: Duration,
+) -> (bool, String) {
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(web_dir())
         .env("NO_COLOR", "1")
         .env("npm_config_update_notifier", "false")
@@ -129,6 +141,45 @@ fn count(report: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
+/// Held by each test of this file for its whole run: both install into and compile to
+/// client/web (node_modules, build/), which must not happen twice at once.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `npm ci` when node_modules is missing or from another lockfile.
+fn install(npm: &Path) {
+    let dir = web_dir();
+    let lock = std::fs::read(dir.join("package-lock.json")).expect("client/web/package-lock.json");
+    let installed = std::fs::read(dir.join(STAMP)).ok();
+    if installed.as_deref() != Some(&lock[..]) {
+        say("web SDK: npm ci (node_modules missing or from another package-lock.json)");
+        let (ok, output) = run(npm, &["ci", "--no-audit", "--no-fund"], INSTALL_TIMEOUT);
+        assert!(ok, "`npm ci` in client/web failed:\n{output}");
+        std::fs::write(dir.join(STAMP), &lock).expect("write the install stamp");
+    }
+}
+
+/// node's counts as `name n, ...`.
+fn counts(report: &str) -> Vec<String> {
+    [
+        "tests",
+        "suites",
+        "pass",
+        "fail",
+        "cancelled",
+        "skipped",
+        "todo",
+    ]
+    .iter()
+    .filter_map(|name| count(report, name).map(|n| format!("{name} {n}")))
+    .collect()
+}
+
 #[test]
 fn web_sdk_node_tests_pass() {
     let (Some(node), Some(npm)) = (find_tool("node"), find_tool("npm")) else {
@@ -141,32 +192,14 @@ fn web_sdk_node_tests_pass() {
         say("SKIPPED web_sdk_node_tests_pass: `node` or `npm` is not installed (apt-get install nodejs npm)");
         return;
     };
-    let dir = web_dir();
+    let _one = one_at_a_time();
     let (_, version) = run(&node, &["--version"], Duration::from_secs(30));
     say(&format!("web SDK: node {}", version.trim()));
 
-    let lock = std::fs::read(dir.join("package-lock.json")).expect("client/web/package-lock.json");
-    let installed = std::fs::read(dir.join(STAMP)).ok();
-    if installed.as_deref() != Some(&lock[..]) {
-        say("web SDK: npm ci (node_modules missing or from another package-lock.json)");
-        let (ok, output) = run(&npm, &["ci", "--no-audit", "--no-fund"], INSTALL_TIMEOUT);
-        assert!(ok, "`npm ci` in client/web failed:\n{output}");
-        std::fs::write(dir.join(STAMP), &lock).expect("write the install stamp");
-    }
+    install(&npm);
 
     let (ok, report) = run(&npm, &["test"], TEST_TIMEOUT);
-    let counts: Vec<String> = [
-        "tests",
-        "suites",
-        "pass",
-        "fail",
-        "cancelled",
-        "skipped",
-        "todo",
-    ]
-    .iter()
-    .filter_map(|name| count(&report, name).map(|n| format!("{name} {n}")))
-    .collect();
+    let counts = counts(&report);
     say(&format!("web SDK node tests: {}", counts.join(", ")));
     assert!(
         ok,
@@ -182,6 +215,64 @@ fn web_sdk_node_tests_pass() {
     assert!(
         tests > 0 && passed == tests && count(&report, "fail") == Some(0),
         "`npm test` exited 0 but node reported {counts:?}:\n{}",
+        failures(&report)
+    );
+}
+
+/// Chromium runs are slow: three suites, each with its own broker and browser.
+const E2E_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The SDK in headless Chromium against a real broker with its WebTransport listener
+/// (client/web/test/e2e: every example call of the seed, the seed's scenarios between
+/// pages, the demo page with a screenshot in target/web-e2e/). Skipped with a message
+/// without chromium or node, unless `CONVOKE_REQUIRE_TOOLS=1`.
+#[test]
+fn web_sdk_in_chromium_against_the_broker() {
+    let require = std::env::var("CONVOKE_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .or_else(|| find_tool("chromium"));
+    let (Some(_node), Some(npm), Some(chromium)) = (find_tool("node"), find_tool("npm"), chromium)
+    else {
+        assert!(
+            !require,
+            "web_sdk_in_chromium_against_the_broker: node, npm and chromium are needed \
+             (apt-get install nodejs npm chromium) and CONVOKE_REQUIRE_TOOLS=1"
+        );
+        say("SKIPPED web_sdk_in_chromium_against_the_broker: `chromium`, `node` or `npm` is not installed (apt-get install chromium nodejs npm)");
+        return;
+    };
+    let _one = one_at_a_time();
+    install(&npm);
+    let broker = convoke_tests::broker_bin();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-e2e");
+    let (ok, report) = run_with(
+        &npm,
+        &["run", "test:e2e"],
+        &[
+            ("CONVOKE_BIN", broker.as_os_str()),
+            ("CHROMIUM", chromium.as_os_str()),
+            ("CONVOKE_ARTIFACTS", artifacts.as_os_str()),
+        ],
+        E2E_TIMEOUT,
+    );
+    let counts = counts(&report);
+    say(&format!("web SDK in Chromium: {}", counts.join(", ")));
+    assert!(
+        ok,
+        "`npm run test:e2e` in client/web failed:\n{}\n(full report: cd client/web && npm run test:e2e)",
+        if report.len() < 16_000 {
+            report.clone()
+        } else {
+            failures(&report)
+        }
+    );
+    let tests = count(&report, "tests").unwrap_or(0);
+    assert!(
+        tests > 0
+            && count(&report, "pass") == Some(tests)
+            && count(&report, "skipped").unwrap_or(0) == 0,
+        "`npm run test:e2e` exited 0 but node reported {counts:?}:\n{}",
         failures(&report)
     );
 }

@@ -42,11 +42,25 @@ export interface ConnectOptions extends HelloOptions, SessionOptions {
   WebTransport?: WebTransportConstructor;
 }
 
-/** The browser's WebTransportError with a stream error code, when there is one. */
+/**
+ * The browser's WebTransportError with a stream error code, when there is one. Chromium's
+ * constructor takes one init dictionary (`{ message, streamErrorCode }`; a second argument
+ * makes it throw), the W3C draft's a message and options: the first form is tried and
+ * kept only if it carried the code.
+ */
 const webTransportReset: ResetReason | undefined = (() => {
-  const E = (globalThis as { WebTransportError?: new (message: string, init: { streamErrorCode: number }) => unknown })
+  const E = (globalThis as { WebTransportError?: new (...args: unknown[]) => { streamErrorCode?: number | null } })
     .WebTransportError;
-  return E ? (code: number) => new E(`transfer cancelled`, { streamErrorCode: code }) : undefined;
+  if (!E) return undefined;
+  return (code: number) => {
+    try {
+      const e = new E({ message: 'transfer cancelled', streamErrorCode: code });
+      if (e.streamErrorCode === code) return e;
+    } catch {
+      // the draft's form below
+    }
+    return new E('transfer cancelled', { streamErrorCode: code });
+  };
 })();
 
 /**
