@@ -1,0 +1,74 @@
+/**
+ * The demo page (demo/, served by `npm run demo`): two people chat in headless Chromium
+ * through a broker the demo server started; a screenshot is kept as a test artifact in
+ * $CONVOKE_ARTIFACTS (default target/web-e2e/demo.png), not in the repository.
+ */
+
+import assert from 'node:assert/strict';
+import { mkdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import { convokeBin, launchChromium, missingTool, REPO_DIR, WEB_DIR } from './harness.js';
+
+const skip = missingTool();
+
+describe('the demo page', { skip }, () => {
+  let browser: Browser;
+  let demo: { page: string; stop(): Promise<void> };
+
+  before(async () => {
+    const serve = resolve(WEB_DIR, 'demo/serve.mjs');
+    const { startDemo } = await import(serve);
+    demo = await startDemo({ port: 0, wtListen: '127.0.0.1:0', convoke: convokeBin() });
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await demo?.stop();
+  });
+
+  async function login(user: string): Promise<Page> {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 640 } });
+    const problems: string[] = [];
+    page.on('pageerror', (e) => problems.push(e.message));
+    await page.goto(demo.page);
+    await page.fill('#user', user);
+    await page.click('#login button');
+    await page.waitForSelector('body[data-connected="true"]', { timeout: 15_000 }).catch((e) => {
+      throw new Error(`${user} did not connect: ${e} ${problems.join('; ')}`);
+    });
+    assert.equal(await page.textContent('#status'), `connected as ${user}`);
+    return page;
+  }
+
+  test('two people chat, and the page is kept as a screenshot', async () => {
+    const alice = await login('alice');
+    const bob = await login('bob');
+    await alice.fill('#groupname', 'demo room');
+    await alice.click('#create button');
+    await alice.waitForSelector('#groups li.selected');
+    await alice.fill('#invitee', 'bob');
+    await alice.click('#invite button');
+    await alice.waitForFunction(() => document.querySelector('#members')?.textContent?.includes('bob'));
+    // bob hears he joined (an event), the list refreshes; he opens the group and writes.
+    const item = bob.locator('#groups li', { hasText: 'demo room' });
+    await item.waitFor({ timeout: 10_000 });
+    await item.click();
+    await bob.waitForSelector('#groups li.selected');
+    await bob.fill('#text', 'hello from bob');
+    await bob.click('#send button');
+    await alice.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('bob: hello from bob'), undefined, { timeout: 10_000 });
+    await alice.fill('#text', 'hi bob!');
+    await alice.click('#send button');
+    await bob.waitForFunction(() => document.querySelector('#messages')?.textContent?.includes('alice: hi bob!'), undefined, { timeout: 10_000 });
+    const events = await bob.textContent('#events');
+    assert.match(events ?? '', /directJoined in demo room by alice/);
+    const dir = process.env.CONVOKE_ARTIFACTS ?? join(REPO_DIR, 'target/web-e2e');
+    mkdirSync(dir, { recursive: true });
+    const shot = join(dir, 'demo.png');
+    await alice.screenshot({ path: shot, fullPage: true });
+    assert.ok(statSync(shot).size > 10_000, `screenshot ${shot} is empty`);
+    console.log(`demo screenshot: ${shot}`);
+  });
+});
