@@ -429,7 +429,7 @@ pub async fn remote_inbox<F, Fut>(
 /// Acknowledged kept events of `user`: this node's are dropped here, the others' are sent
 /// to the node whose ordinal their id carries (every Up core node while that is unknown).
 pub fn ack(node: &Node, user: &str, ids: &[u64]) {
-    let Some(cluster) = Cluster::get() else {
+    let Some(cluster) = Cluster::running() else {
         if let Err(e) = node.store.inbox_ack(user, ids) {
             tracing::error!(%user, error = %e, "could not drop acknowledged events");
         }
@@ -474,5 +474,51 @@ pub fn ack(node: &Node, user: &str, ids: &[u64]) {
                 let _ = ask(&cluster, &peer, "ack", &query).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(v: &T) {
+        let bytes = encode(v).expect("encodes");
+        assert_eq!(&decode::<T>(&bytes).expect("decodes"), v);
+    }
+
+    /// Queries and answers cross nodes unchanged; a truncated or padded one is an error.
+    #[test]
+    fn queries_and_answers_are_plain_data() {
+        round_trip(&Query::Joined {
+            user: "alice".into(),
+            max: 40,
+            need_role: true,
+        });
+        round_trip(&Query::Inbox {
+            user: "bob".into(),
+            after: Some(7 << 54 | 3),
+            max: 256,
+            max_bytes: 1 << 18,
+            trim: 1000,
+        });
+        round_trip(&Query::Ack {
+            user: "bob".into(),
+            ids: vec![1, 2, 3],
+        });
+        let answered = Answered {
+            ordinal: 3,
+            reply: Reply::Joined(vec![JoinedRow {
+                gid: 9,
+                name: "g".into(),
+                members: 2,
+                role: Some(Role::Admin),
+            }]),
+        };
+        round_trip(&answered);
+        let mut bytes = encode(&answered).unwrap();
+        bytes.push(0);
+        assert!(decode::<Answered>(&bytes).is_err());
+        bytes.truncate(bytes.len() - 3);
+        assert!(decode::<Answered>(&bytes).is_err());
     }
 }
