@@ -137,6 +137,41 @@ export async function launchChromium(): Promise<Browser> {
 /** A result as the page reports it: the value, or the error's name, code and message. */
 export type Outcome = { ok: true; value: unknown } | { ok: false; name: string; code?: number; message: string };
 
+/**
+ * Opens a page at `origin` and tries to connect with `token`: 'ok', or the error's name,
+ * code and message (the page's console lines after it).
+ */
+export async function tryConnect(
+  browser: Browser,
+  origin: string,
+  broker: BrokerProcess,
+  token: string,
+  url = broker.url,
+): Promise<{ result: string; console: string[] }> {
+  const page = await browser.newPage();
+  const console: string[] = [];
+  page.on('console', (m: ConsoleMessage) => console.push(m.text()));
+  await page.goto(`${origin}/test/e2e/page.html`);
+  await page.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true);
+  const result = await page.evaluate(
+    async ({ url, token, hash }) => {
+      const w = window as unknown as Record<string, any>;
+      const value = new Uint8Array(hash.match(/../g)!.map((h: string) => parseInt(h, 16)));
+      try {
+        const c = await w.sdk.connect({ url, token, deviceId: 'probe', serverCertificateHashes: [{ algorithm: 'sha-256', value }] });
+        c.close?.();
+        return 'ok';
+      } catch (e) {
+        const err = e as { name?: string; code?: number; message?: string };
+        return `${err.name} ${err.code ?? ''} ${err.message}`;
+      }
+    },
+    { url, token, hash: broker.certHash },
+  );
+  await page.close();
+  return { result, console };
+}
+
 /** One user in one page, connected over WebTransport. */
 export class WebUser {
   readonly console: string[] = [];

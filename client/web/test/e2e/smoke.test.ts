@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Browser } from 'playwright-core';
 import type { Server } from 'node:http';
-import { BrokerProcess, eventually, launchChromium, missingTool, serveStatic, WEB_DIR, WebUser } from './harness.js';
+import { BrokerProcess, eventually, launchChromium, missingTool, serveStatic, tryConnect, WEB_DIR, WebUser } from './harness.js';
 
 const skip = missingTool();
 
@@ -35,5 +35,56 @@ describe('WebTransport listener', { skip }, () => {
     assert.deepEqual(await alice.ops(groupid), []);
     await alice.close();
     await bob.close();
+  });
+
+  test('a refused or expired token reaches the page as error 28', async () => {
+    const bad = await tryConnect(browser, http.origin, broker, 'not-a-token');
+    assert.match(bad.result, /^ConvokeError 28 /, bad.result);
+    const token = broker.token('eve', { ttl: '1' });
+    await new Promise((r) => setTimeout(r, 2100));
+    const late = await tryConnect(browser, http.origin, broker, token);
+    assert.match(late.result, /^ConvokeError 28 .*expired/, late.result);
+  });
+
+  test('a wrong path is refused before any session', async () => {
+    const wrong = await tryConnect(browser, http.origin, broker, broker.token('eve'), broker.url.replace('/convoke', '/other'));
+    assert.match(wrong.result, /^ConnectionError /, wrong.result);
+  });
+
+  test('only pages of an allowed origin connect when webtransport.allowed_origins is set', async () => {
+    const other = await serveStatic(WEB_DIR);
+    const strict = new BrokerProcess({ 'webtransport.allowed_origins': http.origin });
+    try {
+      await strict.start();
+      const allowed = await tryConnect(browser, http.origin, strict, strict.token('eve'));
+      assert.equal(allowed.result, 'ok');
+      const refused = await tryConnect(browser, other.origin, strict, strict.token('eve'));
+      assert.match(refused.result, /^ConnectionError /, refused.result);
+    } finally {
+      other.server.close();
+      await strict.stop();
+    }
+  });
+
+  test('kept events wait for an offline page and come once', async () => {
+    const alice = await WebUser.open(browser, http.origin, broker, 'alice');
+    const groupId = await alice.ok("connection.createGroup({data: {groupname: 'later', members: [], public: false, inviteNeedConfirm: true}}).then(r => r.groupid)");
+    // carol has logged in once (users exist from their first login), then has no page
+    // open: her invitation is kept for her.
+    await (await WebUser.open(browser, http.origin, broker, 'carol')).close();
+    await alice.ok("connection.inviteUsersToGroup({groupId, users: ['carol']})", { groupId });
+    const carol = await WebUser.open(browser, http.origin, broker, 'carol');
+    await eventually('carol gets the kept invitation', async () => (await carol.ops(groupId)).includes('inviteToJoin'));
+    // The page acknowledged it (on the control stream, so an answer to a later request
+    // means the broker has read the acknowledgement): a new page of carol's does not get it.
+    await carol.ok('connection.getJoinedGroups({pageNum: 1, pageSize: 10})');
+    await carol.close();
+    const marker = await alice.ok("connection.createGroup({data: {groupname: 'marker', members: [], inviteNeedConfirm: true}}).then(r => r.groupid)");
+    await alice.ok("connection.inviteUsersToGroup({groupId, users: ['carol']})", { groupId: marker });
+    const again = await WebUser.open(browser, http.origin, broker, 'carol', 'second');
+    await eventually('the later invitation comes', async () => (await again.ops(marker)).includes('inviteToJoin'));
+    assert.deepEqual(await again.ops(groupId), [], 'an acknowledged kept event came again');
+    await again.close();
+    await alice.close();
   });
 });
