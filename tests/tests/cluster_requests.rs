@@ -580,3 +580,85 @@ async fn the_group_quota_counts_groups_on_every_node() {
     let msg = assert_code(x.client.join_group(&g2, "").await, ErrorCode::MaxLimit);
     assert!(msg.contains("\"x\"") && msg.contains('2'), "{msg}");
 }
+
+/// Membership changes with the owner on n2 and the users on n1 and n3: reject an invite,
+/// reject a join request, remove a member, leave, hand the group over, and message history
+/// read through a non-owner; each party hears what concerns it.
+#[tokio::test]
+async fn membership_changes_through_other_nodes() {
+    let c = TestCluster::start(3).await;
+    let mut boss = c.client(1, "boss").await;
+    let mut a = c.client(3, "a").await;
+    let mut b = c.client(1, "b").await;
+    let mut r = c.client(3, "r").await;
+    let gid = create_owned_by(&c, &boss, 2, || CreateGroupData {
+        public: true,
+        approval: true,
+        ..group_data("members", &["a", "b"])
+    })
+    .await;
+
+    // Reject an invite (r on n3): the owner on n1 hears it.
+    boss.client
+        .invite_users_to_group(&gid, &["r"])
+        .await
+        .unwrap();
+    expect_op(&mut r, Op::InviteToJoin).await;
+    r.client.reject_group_invite(&gid, "r").await.unwrap();
+    assert_eq!(
+        expect_op(&mut boss, Op::RejectInvite).await.users,
+        vec!["r".to_string()]
+    );
+    // Reject a join request.
+    assert!(!r.client.join_group(&gid, "please").await.unwrap());
+    expect_op(&mut boss, Op::RequestToJoin).await;
+    boss.client
+        .reject_group_join_request(&gid, "r", "no")
+        .await
+        .unwrap();
+    expect_op(&mut r, Op::JoinPublicGroupDeclined).await;
+
+    // History written through n1 and n3, read through n3.
+    for (p, text) in [(&boss, "one"), (&a, "two"), (&b, "three")] {
+        p.client
+            .send_group_message(&gid, text.as_bytes().to_vec(), false)
+            .await
+            .unwrap();
+    }
+    let history = a
+        .client
+        .get_group_messages(&gid, None, None, 10)
+        .await
+        .unwrap();
+    let texts: Vec<&[u8]> = history.iter().map(|m| m.payload.as_slice()).collect();
+    assert_eq!(texts, [b"one".as_slice(), b"two", b"three"]);
+
+    // Remove b, a leaves, r joins by invitation and is handed the group.
+    boss.client.remove_group_member(&gid, "b").await.unwrap();
+    assert_eq!(expect_op(&mut b, Op::RemoveMember).await.group_id, gid);
+    assert_code(
+        b.client.get_group_messages(&gid, None, None, 10).await,
+        ErrorCode::GroupNotJoined,
+    );
+    a.client.leave_group(&gid).await.unwrap();
+    assert_eq!(
+        expect_op(&mut boss, Op::MemberAbsence).await.users,
+        vec!["a".to_string()]
+    );
+    boss.client
+        .invite_users_to_group(&gid, &["r"])
+        .await
+        .unwrap();
+    expect_op(&mut r, Op::InviteToJoin).await;
+    r.client.accept_group_invite(&gid, "r").await.unwrap();
+    boss.client.change_group_owner(&gid, "r").await.unwrap();
+    expect_op(&mut r, Op::ChangeOwner).await;
+    let members = r.client.list_group_members(&gid, 1, 10).await.unwrap();
+    let roles: Vec<(&str, Role)> = members
+        .iter()
+        .map(|m| (m.user_id.as_str(), m.role))
+        .collect();
+    assert!(roles.contains(&("r", Role::Owner)), "{roles:?}");
+    assert!(roles.contains(&("boss", Role::Member)), "{roles:?}");
+    assert_eq!(roles.len(), 2, "{roles:?}");
+}
