@@ -588,7 +588,7 @@ async fn the_group_quota_counts_groups_on_every_node() {
 async fn membership_changes_through_other_nodes() {
     let c = TestCluster::start(3).await;
     let mut boss = c.client(1, "boss").await;
-    let mut a = c.client(3, "a").await;
+    let a = c.client(3, "a").await;
     let mut b = c.client(1, "b").await;
     let mut r = c.client(3, "r").await;
     let gid = create_owned_by(&c, &boss, 2, || CreateGroupData {
