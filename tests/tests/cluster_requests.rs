@@ -662,3 +662,64 @@ async fn membership_changes_through_other_nodes() {
     assert!(roles.contains(&("boss", Role::Member)), "{roles:?}");
     assert_eq!(roles.len(), 2, "{roles:?}");
 }
+
+/// A gateway owns no data and serves clients like any node: a user connected to it
+/// creates a group (owned by a core node), is found by invitations made on core nodes,
+/// gets the group's events, and lists its groups.
+#[tokio::test]
+async fn a_gateway_serves_clients_like_any_node() {
+    let mut c = TestCluster::start(3).await;
+    let g = c.start_gateway();
+    for i in 1..=3 {
+        c.wait_up(i, 4).await;
+    }
+    c.wait_up(g, 4).await;
+    let mut gw = c.client(g, "gw").await;
+    let core = c.client(2, "core").await;
+    let gid = gw
+        .client
+        .create_group(group_data("from a gateway", &["core"]))
+        .await
+        .unwrap();
+    assert_ne!(c.owner_of(gid.parse().unwrap()), format!("g{g}"));
+    // A user who only ever logged in on the gateway exists for a core node's request.
+    let other = core
+        .client
+        .create_group(CreateGroupData {
+            invite_need_confirm: false,
+            ..group_data("from a core node", &[])
+        })
+        .await
+        .unwrap();
+    core.client
+        .invite_users_to_group(&other, &["gw"])
+        .await
+        .unwrap();
+    loop {
+        let ev = expect_op(&mut gw, Op::DirectJoined).await;
+        if ev.group_id == other {
+            break;
+        }
+    }
+    let joined = gw
+        .client
+        .get_joined_groups(1, 10, false, false)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = joined.iter().map(|j| j.group_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = vec![gid.as_str(), other.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    core.client
+        .send_group_message(&gid, b"to the gateway".to_vec(), false)
+        .await
+        .unwrap();
+    // (after the presence notice of joining the other group)
+    let got = loop {
+        if let Push::Message(m) = gw.next_push().await {
+            break m;
+        }
+    };
+    assert_eq!(got.payload, b"to the gateway");
+}
