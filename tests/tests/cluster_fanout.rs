@@ -398,10 +398,20 @@ async fn a_frozen_node_stalls_nobody_and_its_queue_stays_bounded() {
     p.get_mut("ann").unwrap().expect(Op::DirectJoined).await;
     p.get_mut("ben").unwrap().expect(Op::DirectJoined).await;
 
-    c.sigstop(3);
-    let dropped0 = c.metric(1, DROPPED).await + c.metric(2, DROPPED).await;
-    // 40 messages of 4 KiB (160 KiB towards node 3, over its 64 KiB limit): each is
-    // answered and reaches node 2 promptly.
+    // Freeze a node that neither holds the group nor hosts the sender (a frozen owner
+    // answers 500, which is the failure tests' business).
+    let owner = c.owner_of(convoke_protocol::ids::parse_group_id(&gid).unwrap());
+    let (frozen, alive) = if owner == "n3" { (2, 3) } else { (3, 2) };
+    let name = |i: usize| if i == 2 { "ann" } else { "ben" };
+    let peer = format!("n{frozen}");
+    let others = [1, alive];
+    c.sigstop(frozen);
+    let mut dropped0 = 0.0;
+    for i in others {
+        dropped0 += c.metric(i, DROPPED).await;
+    }
+    // 40 messages of 4 KiB (160 KiB towards the frozen node, over its 64 KiB limit): each
+    // is answered and reaches the other member promptly.
     let payload = vec![7u8; 4096];
     let start = Instant::now();
     for k in 0..40u64 {
@@ -416,33 +426,73 @@ async fn a_frozen_node_stalls_nobody_and_its_queue_stays_bounded() {
             "send {k} took {:?}",
             t.elapsed()
         );
-        let m = p.get_mut("ann").unwrap().expect_message().await;
+        let m = p.get_mut(name(alive)).unwrap().expect_message().await;
         assert_eq!(m.seq, ack.seq);
     }
     let took = start.elapsed();
-    // The sender's queue towards node 3 stayed at or under the limit; the rest was dropped.
-    for i in [1, 2] {
+    // The queues towards the frozen node stayed at or under the limit; the rest was dropped.
+    let mut dropped = -dropped0;
+    for i in others {
         let q = c
-            .metric_with(i, "convoke_cluster_peer_queue_bytes", "peer", "n3")
+            .metric_with(i, "convoke_cluster_peer_queue_bytes", "peer", &peer)
             .await;
-        assert!(q <= LIMIT as f64, "node {i} queues {q} bytes for n3");
+        assert!(q <= LIMIT as f64, "node {i} queues {q} bytes for {peer}");
+        dropped += c.metric(i, DROPPED).await;
     }
-    let dropped = c.metric(1, DROPPED).await + c.metric(2, DROPPED).await - dropped0;
     assert!(dropped > 0.0, "no delivery to the frozen node was dropped");
     assert!(took < LONG, "40 sends took {took:?} with a frozen node");
 
-    // Thawed: node 3 is Up again and delivery to it resumes.
-    c.sigcont(3);
+    // Thawed: the node is Up again and delivery to it resumes.
+    c.sigcont(frozen);
     for i in 1..=3 {
         c.wait_up(i, 3).await;
     }
-    drop(p.remove("ben"));
-    let mut ben = c.node(3).connect_device("ben", "d2").await;
+    drop(p.remove(name(frozen)));
+    let mut back = c.node(frozen).connect_device(name(frozen), "d2").await;
     wait_presence(&c, &users, 3).await;
     p["own"]
         .client
         .send_group_message(&gid, b"after".to_vec(), false)
         .await
         .unwrap();
-    until_message(&mut ben, b"after").await;
+    until_message(&mut back, b"after").await;
+}
+
+#[tokio::test]
+async fn a_node_back_from_down_has_its_users_reached_again() {
+    let c = TestCluster::start(3).await;
+    let users = [("own", 1), ("ann", 2), ("ben", 3)];
+    let mut p = spread(&c, &users).await;
+    let gid = p["own"]
+        .client
+        .create_group(group_data("g", &["ann", "ben"]))
+        .await
+        .unwrap();
+    p.get_mut("ann").unwrap().expect(Op::DirectJoined).await;
+    p.get_mut("ben").unwrap().expect(Op::DirectJoined).await;
+
+    // Frozen past the peer timeout: the others see node 3 Down and forget its users.
+    c.sigstop(3);
+    for i in [1, 2] {
+        c.wait_state(i, "n3", "down").await;
+        let forgot = c.metric_with(i, PRESENCE, "peer", "n3").await;
+        assert_eq!(forgot, 0.0, "node {i} still lists users on the Down node");
+    }
+    c.sigcont(3);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    // Snapshots both ways restore every directory, and ben's session, which outlived the
+    // freeze, is reached again.
+    wait_presence(&c, &users, 3).await;
+    p["own"]
+        .client
+        .send_group_message(&gid, b"welcome back".to_vec(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        p.get_mut("ann").unwrap().expect_message().await.payload,
+        b"welcome back"
+    );
+    until_message(p.get_mut("ben").unwrap(), b"welcome back").await;
 }

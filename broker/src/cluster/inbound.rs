@@ -67,6 +67,7 @@ impl Inbound for NodeInbound {
             Wire::PresenceDelta { online, offline } => {
                 super::presence::on_delta(from, online, offline);
             }
+            Wire::PresenceWanted => super::presence::on_wanted(from),
             other => {
                 tracing::debug!(peer = %from, kind = other.kind(), "cluster: unexpected inbound item; dropped");
             }

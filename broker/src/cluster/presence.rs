@@ -9,7 +9,9 @@
 //!   and whatever the interleaving the last word on a user is its current state. A peer that
 //!   comes Up gets a full `PresenceSnapshot` (in parts of at most [`SNAPSHOT_PART_BYTES`])
 //!   from the same task, so a snapshot and the deltas around it arrive in an order that
-//!   converges; a peer that goes Down has its bit cleared.
+//!   converges, and is asked for its own (`PresenceWanted`: the two ends see each other Up
+//!   at slightly different moments, and what a node sends before the other end sees it Up
+//!   is not taken); a peer that goes Down has its bit cleared.
 //! - Sending ([`fan_out`], from [`crate::fanout::Fanout::deliver`]): OR the recipients'
 //!   masks and queue at most one `Wire::Deliver` per other node, listing the recipients
 //!   online there, on that node's ordered, byte-bounded link: a slow or frozen node has its
@@ -432,10 +434,23 @@ pub fn changed(user: &str) {
     }
 }
 
-/// `peer` is Up (a new session): it gets a full snapshot of this node's users.
+/// `peer` is Up (a new session): it gets a full snapshot of this node's users, and is asked
+/// for its own. (Each end marks the other Up on its own heartbeat, and items from a peer
+/// that is not Up yet are not taken: the peer's snapshot may have come too early. Asking
+/// from here, once Up, gets one that is taken.)
 pub fn on_peer_up(peer: &str) {
     if let Some(r) = running() {
+        if let Err(e) = r.cluster.send(peer, Wire::PresenceWanted) {
+            tracing::debug!(%peer, error = %e, "cluster: presence snapshot not asked for");
+        }
         r.mark(None, Some(peer));
+    }
+}
+
+/// `from` asks for this node's snapshot.
+pub fn on_wanted(from: &str) {
+    if let Some(r) = running() {
+        r.mark(None, Some(from));
     }
 }
 

@@ -242,6 +242,10 @@ pub enum Wire {
         /// The encoded push frame, written as is into the sessions' outboxes.
         frame: Vec<u8>,
     },
+    /// "Send me your presence snapshot": sent with this node's own snapshot when a peer
+    /// comes Up here, because the two ends do not see each other Up at the same moment and
+    /// a snapshot sent before the receiver saw its sender Up is not taken.
+    PresenceWanted,
 }
 
 impl Wire {
@@ -265,6 +269,7 @@ impl Wire {
             Wire::PresenceSnapshot { .. } => "presence_snapshot",
             Wire::PresenceDelta { .. } => "presence_delta",
             Wire::Deliver { .. } => "deliver",
+            Wire::PresenceWanted => "presence_wanted",
         }
     }
 }
