@@ -20,6 +20,10 @@ use std::collections::BTreeMap as Attributes;
 /// Slack on top of the peer timeout: one heartbeat, a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(1500);
 
+/// "At once" on a busy 2-core machine: far below the 10 s request timeout a lost call
+/// would wait.
+const AT_ONCE: Duration = Duration::from_millis(1000);
+
 /// The next push of group operation `op`, skipping others (presence notices and the like).
 async fn expect_op(p: &mut Peer, op: Op) -> convoke_protocol::GroupEvent {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -349,11 +353,7 @@ async fn a_killed_owner_answers_500_elsewhere_and_comes_back_with_everything() {
             .await,
         ErrorCode::ServerBusy,
     );
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < AT_ONCE, "{:?}", t.elapsed());
     // A group owned by n2 is unaffected.
     boss.client
         .send_group_message(&fine, b"still here".to_vec(), false)
@@ -485,11 +485,7 @@ async fn a_frozen_owner_answers_500_within_the_peer_timeout() {
     let t = Instant::now();
     let e = boss.client.get_group_info(&[&gid]).await.unwrap().remove(0);
     assert_eq!(e.error.unwrap().code, ErrorCode::ServerBusy);
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < AT_ONCE, "{:?}", t.elapsed());
     boss.client
         .send_group_message(&fine, b"unaffected".to_vec(), false)
         .await
