@@ -312,14 +312,21 @@ impl Remote {
         if targets.is_empty() {
             return;
         }
-        // One copy of the frame for the wire; each node's item shares its bytes' content.
-        let bytes = frame.to_vec();
-        for (peer, to) in targets {
+        // The same bytes for every node (the wire item owns a Vec: one copy per node, the
+        // last one moved).
+        let mut bytes = frame.to_vec();
+        let mut targets = targets.into_iter().peekable();
+        while let Some((peer, to)) = targets.next() {
+            let frame = if targets.peek().is_none() {
+                std::mem::take(&mut bytes)
+            } else {
+                bytes.clone()
+            };
             let item = Wire::Deliver {
                 gid,
                 origin_session,
                 to,
-                frame: bytes.clone(),
+                frame,
             };
             match self.cluster.send(&peer, item) {
                 // Overloaded: counted by the link.

@@ -101,9 +101,15 @@ pub fn decode(bytes: &[u8]) -> Result<RouterMsg, String> {
     }
 }
 
-/// The encoded size of one item (what a link counts against `peer_queue_bytes`).
+/// The encoded size of one item (what a link counts against `peer_queue_bytes`), counted
+/// without encoding it into a buffer: a fan-out's `Deliver` carries a whole frame and its
+/// user list, measured once per node per event.
 pub fn item_len(item: &Wire) -> usize {
-    bincode::encode_to_vec(item, codec()).map_or(MAX_BATCH_BYTES, |v| v.len())
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::encode_into_writer(item, &mut size, codec()) {
+        Ok(()) => size.bytes_written,
+        Err(_) => MAX_BATCH_BYTES,
+    }
 }
 
 /// What one cast between routers carries.
@@ -310,6 +316,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(RouterMsg::Undecodable("x".into()).serialize().is_err());
+    }
+
+    #[test]
+    fn item_len_is_the_encoded_size() {
+        let items = [
+            Wire::Deliver {
+                gid: 9,
+                origin_session: 1 << 56,
+                to: vec!["alice".into(), "bob".into()],
+                frame: vec![7; 5000],
+            },
+            Wire::PresenceWanted,
+            Wire::PresenceDelta {
+                online: vec!["a".into()],
+                offline: vec![],
+            },
+        ];
+        for item in items {
+            let encoded = bincode::encode_to_vec(&item, codec()).unwrap();
+            assert_eq!(item_len(&item), encoded.len(), "{}", item.kind());
+        }
     }
 
     #[test]
