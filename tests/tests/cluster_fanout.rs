@@ -172,7 +172,7 @@ async fn a_message_and_an_event_cross_to_each_other_node_once() {
 }
 
 #[tokio::test]
-async fn every_member_on_every_node_sees_the_groups_messages_in_one_order() {
+async fn every_member_on_every_node_sees_the_groups_messages_and_events_in_one_order() {
     let c = TestCluster::start(3).await;
     let users = cast(9);
     let mut p = spread(&c, &refs(&users)).await;
@@ -185,8 +185,9 @@ async fn every_member_on_every_node_sees_the_groups_messages_in_one_order() {
     for m in &members {
         p.get_mut(*m).unwrap().expect(Op::DirectJoined).await;
     }
-    // Three senders on node 1 at once, 10 messages each.
-    let senders = ["u00", "u03", "u06"];
+    // Three senders, one on each node, 10 messages each, while the owner (node 1) changes
+    // the announcement 5 times: all at once, through whichever node holds the group.
+    let senders = ["u00", "u04", "u08"];
     let mut tasks = Vec::new();
     for s in senders {
         let client = p[s].client.clone();
@@ -200,32 +201,74 @@ async fn every_member_on_every_node_sees_the_groups_messages_in_one_order() {
             }
         }));
     }
+    let owner = p["u00"].client.clone();
+    let g = gid.clone();
+    tasks.push(tokio::spawn(async move {
+        for k in 0..5 {
+            owner
+                .update_group_announcement(&g, &format!("a{k}"))
+                .await
+                .unwrap();
+        }
+    }));
     for t in tasks {
         t.await.unwrap();
     }
-    // Each receiver gets the others' messages, seq increasing; all agree on seq -> message.
-    let mut by_seq: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    for (u, node) in &users {
-        let own = senders.contains(&u.as_str());
-        let want = if own { 20 } else { 30 };
+    // Every receiver (two on each node) sees the same 35 pushes in the same order:
+    // messages by seq, gap-free, and the events where the owner put them.
+    let mut first: Option<Vec<String>> = None;
+    for (u, node) in users.iter().filter(|(u, _)| !senders.contains(&u.as_str())) {
         let peer = p.get_mut(u).unwrap();
+        let mut seen = Vec::new();
         let mut last = 0;
-        for _ in 0..want {
-            let m = peer.expect_message().await;
-            assert!(m.seq > last, "{u} on n{node}: seq {} after {last}", m.seq);
-            last = m.seq;
-            assert_ne!(m.from, *u, "{u} got its own message");
-            if let Some(prev) = by_seq.insert(m.seq, m.payload.clone()) {
-                assert_eq!(prev, m.payload, "{u} on n{node}: seq {} differs", m.seq);
+        for _ in 0..35 {
+            match peer.next_push().await {
+                Push::Message(m) => {
+                    assert_eq!(m.seq, last + 1, "{u} on n{node}: a gap or a reorder");
+                    last = m.seq;
+                    seen.push(format!(
+                        "m {} {}",
+                        m.seq,
+                        String::from_utf8_lossy(&m.payload)
+                    ));
+                }
+                Push::Group(ev) if ev.operation == Op::UpdateAnnouncement => {
+                    seen.push(format!("e {:?}", ev.detail));
+                }
+                other => panic!("{u} on n{node}: unexpected {other:?}"),
             }
         }
         peer.expect_quiet().await;
+        match &first {
+            None => first = Some(seen),
+            Some(f) => assert_eq!(&seen, f, "{u} on n{node} saw another order"),
+        }
     }
-    assert_eq!(by_seq.len(), 30);
-    assert_eq!(
-        by_seq.keys().copied().collect::<Vec<_>>(),
-        (1..=30).collect::<Vec<u64>>()
-    );
+    // The senders get the others' messages (not their own), in the same order.
+    let order = first.unwrap();
+    for s in senders {
+        let want: Vec<&String> = order
+            .iter()
+            // Not its own messages; the owner not its own announcements either.
+            .filter(|t| !t.contains(&format!(" {s}-")))
+            .filter(|t| !(s == "u00" && t.starts_with("e ")))
+            .collect();
+        let peer = p.get_mut(s).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..want.len() {
+            match peer.next_push().await {
+                Push::Message(m) => seen.push(format!(
+                    "m {} {}",
+                    m.seq,
+                    String::from_utf8_lossy(&m.payload)
+                )),
+                Push::Group(ev) => seen.push(format!("e {:?}", ev.detail)),
+                other => panic!("{s}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen.iter().collect::<Vec<_>>(), want, "{s}");
+        peer.expect_quiet().await;
+    }
 }
 
 #[tokio::test]
