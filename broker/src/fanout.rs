@@ -47,7 +47,7 @@ impl Fanout {
         origin_session: u64,
     ) -> usize {
         let n = self.local.deliver(recipients, frame, origin_session);
-        // One atomic load on a single node.
+        // Two atomic loads on a single node.
         if let Some(remote) = crate::cluster::presence::running() {
             remote.fan_out(gid, recipients, frame, origin_session);
         }

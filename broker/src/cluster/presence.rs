@@ -12,7 +12,7 @@
 //!   converges, and is asked for its own (`PresenceWanted`: the two ends see each other Up
 //!   at slightly different moments, and what a node sends before the other end sees it Up
 //!   is not taken); a peer that goes Down has its bit cleared.
-//! - Sending ([`fan_out`], from [`crate::fanout::Fanout::deliver`]): OR the recipients'
+//! - Sending ([`Remote::fan_out`], from [`crate::fanout::Fanout::deliver`]): OR the recipients'
 //!   masks and queue at most one `Wire::Deliver` per other node, listing the recipients
 //!   online there, on that node's ordered, byte-bounded link: a slow or frozen node has its
 //!   deliveries dropped and counted by the link, and no group ever waits for it.
@@ -21,7 +21,7 @@
 //!   sessions of the listed users (skipping the requesting session), off the router (whose
 //!   Pong proves the node alive) and in the owner's order for each group.
 //!
-//! Nothing here runs on a single node: [`running`] is one atomic load that answers `None`.
+//! Nothing here runs on a single node: [`running`] is two atomic loads that answer `None`.
 //! Receiver sets by content hash (design 5.2, for groups over `fanout_list_max`) are not
 //! built: every Deliver lists its users, which costs bytes on the wire for very large
 //! groups but needs no set cache on either side.
@@ -265,7 +265,7 @@ pub fn attach(presence: &Presence) {
 }
 
 /// The cross-node fan-out, once a cluster runs and the node's presence is attached; `None`
-/// on a single node (one atomic load on the hot path).
+/// on a single node (two atomic loads on the hot path: this and `Cluster::get`).
 pub fn running() -> Option<&'static Arc<Remote>> {
     if let Some(r) = REMOTE.get() {
         return Some(r);
