@@ -239,7 +239,12 @@ async fn serve(node: Arc<Node>, incoming: quinn::Incoming, mut admitted: Admitte
     );
     if let Err((status, why)) = verdict {
         tracing::debug!(remote = %conn.remote_address(), url = %request.url, ?origin, %why, "WebTransport request refused");
-        let _ = tokio::time::timeout_at(deadline, request.reject(status)).await;
+        // The answer must reach the client before the close (which would overtake it): the
+        // client closes once it has read it; a client that does not is closed after 2 s.
+        let linger = deadline.min(tokio::time::Instant::now() + Duration::from_secs(2));
+        if let Ok(Ok(())) = tokio::time::timeout_at(linger, request.reject(status)).await {
+            let _ = tokio::time::timeout_at(linger, conn.closed()).await;
+        }
         conn.close(close::HANDSHAKE_REFUSED.into(), why.as_bytes());
         return refused(if status == StatusCode::FORBIDDEN {
             "origin"

@@ -1,0 +1,211 @@
+//! The broker's browser listener (`[webtransport]`) from Rust, with web-transport-quinn's
+//! client: what a browser does (HTTP/3 CONNECT, then the convoke frames on WebTransport
+//! streams), checked where Chromium is not installed too. The browser itself runs in
+//! tests/tests/web_sdk.rs (client/web/test/e2e).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use bytes::BytesMut;
+use convoke_protocol::codec::{decode_frame, frame_bytes, MAX_FRAME_LEN};
+use convoke_protocol::handshake::{ClientFrame, Hello, ServerFrame, SUPPORTED_VERSIONS};
+use convoke_protocol::{GroupEventOp, Push, Request, Response};
+use convoke_tests::{group_data, Broker};
+use web_transport_quinn::{RecvStream, SendStream, Session};
+
+/// A broker with its browser listener on a free port and a development certificate.
+async fn broker(extra: &[(&str, &str)]) -> (Broker, String, Vec<u8>) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut settings = vec![
+        ("webtransport.listen", listen.as_str()),
+        ("webtransport.dev_certificate", "true"),
+    ];
+    settings.extend_from_slice(extra);
+    let broker = Broker::start_with(&settings).await;
+    let hash = std::fs::read_to_string(broker.data_dir().join("webtransport/cert.sha256"))
+        .expect("the development certificate's hash file");
+    let hash = hex::decode(hash.trim()).unwrap();
+    (broker, format!("https://{listen}"), hash)
+}
+
+async fn dial(base: &str, path: &str, hash: &[u8]) -> Result<Session, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = web_transport_quinn::ClientBuilder::new()
+        .with_server_certificate_hashes(vec![hash.to_vec()])
+        .map_err(|e| e.to_string())?;
+    let url: url::Url = format!("{base}{path}").parse().unwrap();
+    client.connect(url).await.map_err(|e| e.to_string())
+}
+
+async fn read<T: bincode::Decode<()>>(recv: &mut RecvStream, buf: &mut BytesMut) -> T {
+    loop {
+        if let Some(v) = decode_frame::<T>(buf, MAX_FRAME_LEN).unwrap() {
+            return v;
+        }
+        let chunk = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            recv.read_chunk(1 << 16, true),
+        )
+        .await
+        .expect("a frame in time")
+        .unwrap()
+        .expect("the stream ended");
+        buf.extend_from_slice(&chunk.bytes);
+    }
+}
+
+struct Browser {
+    _session: Session,
+    send: SendStream,
+    recv: RecvStream,
+    buf: BytesMut,
+}
+
+impl Browser {
+    async fn login(session: Session, token: String) -> Result<Browser, convoke_protocol::ApiError> {
+        let (mut send, mut recv) = session.open_bi().await.unwrap();
+        let hello = ClientFrame::Hello(Hello {
+            versions: SUPPORTED_VERSIONS.to_vec(),
+            token,
+            device_id: "browser".into(),
+            events: true,
+        });
+        send.write_all(&frame_bytes(&hello).unwrap()).await.unwrap();
+        let mut buf = BytesMut::new();
+        match read::<ServerFrame>(&mut recv, &mut buf).await {
+            ServerFrame::Welcome(_) => Ok(Browser {
+                _session: session,
+                send,
+                recv,
+                buf,
+            }),
+            ServerFrame::Refused(e) => Err(e),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    async fn call(
+        &mut self,
+        id: u64,
+        request: Request,
+    ) -> Result<Response, convoke_protocol::ApiError> {
+        let frame = frame_bytes(&ClientFrame::Request { id, request }).unwrap();
+        self.send.write_all(&frame).await.unwrap();
+        match read::<ServerFrame>(&mut self.recv, &mut self.buf).await {
+            ServerFrame::Response { id: got, result } => {
+                assert_eq!(got, id);
+                result
+            }
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_webtransport_session_is_a_convoke_session() {
+    let (broker, base, hash) = broker(&[]).await;
+    let mut alice = broker.connect("alice").await;
+    let session = dial(&base, "/convoke", &hash)
+        .await
+        .expect("CONNECT accepted");
+    let mut bob = Browser::login(session.clone(), broker.token("bob", false, 600))
+        .await
+        .expect("welcome");
+    // The event stream is the session's first incoming unidirectional stream.
+    let mut events = session.accept_uni().await.unwrap();
+    let mut ebuf = BytesMut::new();
+
+    // A group alice makes with bob in it: bob's event arrives on the event stream (kept:
+    // it changes his state), and bob's requests are answered on the control stream.
+    let group = alice
+        .client
+        .create_group(group_data("web", &["bob"]))
+        .await
+        .unwrap();
+    let push: Push = read(&mut events, &mut ebuf).await;
+    let Push::Kept { id, event } = push else {
+        panic!("expected a kept event, got {push:?}");
+    };
+    assert_eq!(event.operation, GroupEventOp::DirectJoined);
+    assert_eq!(event.group_id, group);
+    let ack = frame_bytes(&ClientFrame::Ack { ids: vec![id] }).unwrap();
+    bob.send.write_all(&ack).await.unwrap();
+    let members = bob
+        .call(
+            1,
+            Request::ListGroupMembers {
+                group_id: group.clone(),
+                page_num: 1,
+                page_size: 20,
+            },
+        )
+        .await
+        .unwrap();
+    let Response::Members { members } = members else {
+        panic!("expected members, got {members:?}");
+    };
+    assert_eq!(members.len(), 2);
+    // bob's message reaches alice's QUIC session.
+    bob.call(
+        2,
+        Request::SendGroupMessage {
+            group_id: group.clone(),
+            payload: b"from the browser listener".to_vec(),
+            allow_group_ack: false,
+            client_msg_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let m = alice.expect_message().await;
+    assert_eq!(m.from, "bob");
+    assert_eq!(m.payload, b"from the browser listener");
+
+    // The acknowledged kept event is not replayed to bob's next session.
+    drop(bob);
+    session.close(0, b"done");
+    let again = dial(&base, "/convoke", &hash).await.unwrap();
+    let _bob2 = Browser::login(again.clone(), broker.token("bob", false, 600))
+        .await
+        .unwrap();
+    let mut events2 = again.accept_uni().await.unwrap();
+    alice
+        .client
+        .update_group_announcement(&group, "marker")
+        .await
+        .unwrap();
+    let mut buf2 = BytesMut::new();
+    let first: Push = read(&mut events2, &mut buf2).await;
+    let Push::Group(e) = first else {
+        panic!("the acknowledged kept event came again: {first:?}");
+    };
+    assert_eq!(e.operation, GroupEventOp::UpdateAnnouncement);
+}
+
+#[tokio::test]
+async fn refusals_over_webtransport() {
+    // A CONNECT to another path: 404; without an allowed Origin (web-transport-quinn sends
+    // none) when an allow-list is set: 403. Neither gets a session.
+    let (strict, base, hash) =
+        broker(&[("webtransport.allowed_origins", "https://app.example")]).await;
+    let err = dial(&base, "/other", &hash).await.expect_err("wrong path");
+    assert!(err.contains("404"), "{err}");
+    let err = dial(&base, "/convoke", &hash).await.expect_err("no origin");
+    assert!(err.contains("403"), "{err}");
+    drop(strict);
+    // A bad token: the Refused frame with 28, as on convoke/1.
+    let (_broker, base, hash) = broker(&[]).await;
+    let session = dial(&base, "/convoke", &hash).await.unwrap();
+    let refused = Browser::login(session, "not-a-token".into())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.code, convoke_protocol::ErrorCode::TokenNotAssigned);
+}
