@@ -536,17 +536,7 @@ impl Inner {
                         self.direct(&router, Wire::Hello(self.hello.clone()));
                         p.hello_sent = true;
                     }
-                    if p.state != State::Up
-                        && p.state != State::Refused
-                        && p.hello_sent
-                        && p.hello.is_some()
-                    {
-                        p.state = State::Up;
-                        p.last_pong = now;
-                        p.backoff = BACKOFF_START;
-                        p.reason = None;
-                        p.over_since = None;
-                        tracing::info!(peer = %name, "cluster: peer up");
+                    if promote(&name, p, now) {
                         came_up.push(name.clone());
                     }
                 }
@@ -708,6 +698,7 @@ impl Inner {
         let from = batch.from.clone();
         let mut work = Vec::new();
         let mut learned = Vec::new();
+        let mut came_up = false;
         {
             let mut peers = self.lock();
             if !peers.contains_key(&from)
@@ -782,7 +773,21 @@ impl Inner {
                         metrics::counter!("convoke_cluster_expired_requests_total").increment(1);
                         tracing::debug!(peer = %from, "cluster: a forwarded request past its deadline; dropped");
                     }
-                    item if accepted(p) && p.state == State::Up => work.push(item),
+                    // A peer whose Hello we accepted after sending ours is Up now, not at
+                    // our next tick: it may already see us Up and have sent work, which
+                    // would otherwise be dropped and leave its caller waiting for the
+                    // request timeout.
+                    item if accepted(p)
+                        && (p.state == State::Up || {
+                            let up = promote(&from, p, Instant::now());
+                            if up {
+                                came_up = true;
+                            }
+                            up
+                        }) =>
+                    {
+                        work.push(item)
+                    }
                     item => {
                         tracing::debug!(peer = %from, kind = item.kind(), "cluster: item from a peer that is not Up; dropped");
                     }
@@ -807,6 +812,11 @@ impl Inner {
                     );
                 }
                 self.learn(&mut peers, learned);
+            }
+        }
+        if came_up {
+            if let Some(hook) = self.inbound.get() {
+                hook.peer_up(&from);
             }
         }
         if work.is_empty() {
@@ -1020,6 +1030,26 @@ impl Inner {
 ///
 /// Two processes claiming one name both show up here; the caller keeps the router it
 /// already talks to (see `pick`), so an impostor cannot take a live peer's place.
+/// Makes `p` Up if everything Up needs is there: its router's proxy, our Hello sent to it
+/// and its Hello accepted. True if it just came Up.
+fn promote(name: &str, p: &mut Peer, now: Instant) -> bool {
+    if p.state == State::Up
+        || p.state == State::Refused
+        || p.router.is_none()
+        || !p.hello_sent
+        || p.hello.is_none()
+    {
+        return false;
+    }
+    p.state = State::Up;
+    p.last_pong = now;
+    p.backoff = BACKOFF_START;
+    p.reason = None;
+    p.over_since = None;
+    tracing::info!(peer = %name, "cluster: peer up");
+    true
+}
+
 fn routers_in_pg() -> HashMap<String, Vec<ActorCell>> {
     let mut out: HashMap<String, Vec<ActorCell>> = HashMap::new();
     for cell in ractor::pg::get_scoped_members(&SCOPE.to_owned(), &GROUP.to_owned()) {
@@ -1329,6 +1359,60 @@ mod tests {
             .collect();
         assert_eq!(got, ["n2:forward1", "n2:deliver", "n2:forward3"]);
         assert_eq!(inner.lock()["n2"].recv_acked, (2, 1));
+        sink.stop(None);
+    }
+
+    /// The peer already sees this node Up and sends work before this node's next tick:
+    /// with our Hello sent and its Hello accepted, the work is taken (and the peer is Up
+    /// now) instead of being dropped, which left the peer's caller waiting for the request
+    /// timeout. Without both Hellos, work is still dropped.
+    #[tokio::test]
+    async fn work_from_a_peer_up_on_its_side_first_is_taken_not_dropped() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let hook = Arc::new(Collect::default());
+        assert!(inner.inbound.set(hook.clone()).is_ok());
+        let forward = |corr| Wire::Forward {
+            corr,
+            gid: 3,
+            deadline_ms: 0,
+            payload: vec![],
+        };
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            p.state = State::Connecting;
+            p.hello_sent = false;
+        }
+        inner.on_batch(Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq: 1,
+            items: vec![forward(1)],
+        });
+        assert!(
+            hook.0.lock().unwrap().is_empty(),
+            "our Hello is not sent yet"
+        );
+        assert_eq!(inner.lock()["n2"].state, State::Connecting);
+        inner.lock().get_mut("n2").unwrap().hello_sent = true;
+        inner.on_batch(Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq: 2,
+            items: vec![forward(2)],
+        });
+        let got: Vec<u64> = hook
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, item)| match item {
+                Wire::Forward { corr, .. } => *corr,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, [2]);
+        assert_eq!(inner.lock()["n2"].state, State::Up);
         sink.stop(None);
     }
 
