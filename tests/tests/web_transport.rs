@@ -209,3 +209,46 @@ async fn refusals_over_webtransport() {
         .expect("refused");
     assert_eq!(refused.code, convoke_protocol::ErrorCode::TokenNotAssigned);
 }
+
+#[tokio::test]
+async fn a_browser_cancel_releases_the_upload_at_once() {
+    use convoke_protocol::transfer::{TransferHeader, CANCELLED};
+    let (broker, base, hash) = broker(&[]).await;
+    let alice = broker.connect("alice").await;
+    let session = dial(&base, "/convoke", &hash).await.unwrap();
+    let _bob = Browser::login(session.clone(), broker.token("bob", false, 600))
+        .await
+        .unwrap();
+    let group = alice
+        .client
+        .create_group(group_data("files", &["bob"]))
+        .await
+        .unwrap();
+    let (mut send, _recv) = session.open_bi().await.unwrap();
+    let header = TransferHeader::Upload {
+        group_id: group,
+        file_name: "half.bin".into(),
+        size: 4 << 20,
+        content_type: String::new(),
+        upload_id: 7,
+        resume: false,
+    };
+    send.write_all(&frame_bytes(&header).unwrap())
+        .await
+        .unwrap();
+    send.write_all(&vec![5u8; 1 << 20]).await.unwrap();
+    let tmp = broker.data_dir().join("files/tmp");
+    let parts = || std::fs::read_dir(&tmp).map_or(0, |d| d.count());
+    convoke_tests::eventually("the partial upload on disk", || async {
+        (parts() == 1).then_some(())
+    })
+    .await;
+    // web-transport-quinn resets with the code mapped into HTTP/3's space, as browsers do:
+    // the broker must read it as CANCELLED and drop the partial file (a broken upload would
+    // be kept for a resume).
+    send.reset(CANCELLED).unwrap();
+    convoke_tests::eventually("the cancelled upload's partial file removed", || async {
+        (parts() == 0).then_some(())
+    })
+    .await;
+}
