@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::netns::Netns;
 use crate::{broker_bin, eventually, Broker, Peer, SECRET, WAIT};
 
 /// The cluster cookie of every test node.
@@ -33,6 +34,9 @@ pub struct TestCluster {
     pub port: u16,
     /// The member list, `n1@127.0.0.1:PORT,...`.
     pub members: String,
+    /// The namespaces the nodes run in ([`TestCluster::start_in_netns`]); dropped (removed)
+    /// after the nodes.
+    netns: Option<Netns>,
 }
 
 /// A free TCP port on 127.0.0.1 (and, in practice, on the other loopback addresses).
@@ -68,6 +72,7 @@ impl TestCluster {
             nodes: Vec::new(),
             port,
             members,
+            netns: None,
         };
         for i in 1..=n {
             let mut settings = c.settings(i);
@@ -83,9 +88,70 @@ impl TestCluster {
         c
     }
 
+    /// Starts `n` core nodes, node `i` inside `netns`' namespace `i` on its address
+    /// (`10.77.x.i`), with the extra settings `extra(i)`; does not wait for the mesh. The
+    /// test's clients run in the root namespace and reach every node through the bridge;
+    /// the cluster owns `netns` and removes it after its nodes are gone.
+    pub fn start_in_netns(
+        n: usize,
+        netns: Netns,
+        extra: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> TestCluster {
+        // Every namespace has its own port space: any fixed port is free in each.
+        let port = 7401;
+        let members = (1..=n)
+            .map(|i| format!("n{i}@{}:{port}", netns.ip(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = TestCluster {
+            nodes: Vec::new(),
+            port,
+            members,
+            netns: Some(netns),
+        };
+        for i in 1..=n {
+            let mut settings = c.settings(i);
+            // A private bridge of the test: plain TCP between the nodes is fine there.
+            settings.push(("cluster.allow_plaintext".into(), "true".into()));
+            settings.extend(extra(i));
+            let refs: Vec<(&str, &str)> = settings
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            c.nodes.push(Broker::unstarted(&refs));
+            c.launch(i);
+        }
+        c
+    }
+
+    /// The namespaces of a cluster started with [`TestCluster::start_in_netns`].
+    pub fn netns(&self) -> &Netns {
+        self.netns
+            .as_ref()
+            .expect("a cluster started in namespaces")
+    }
+
+    /// The address of node `i` (`127.0.0.i`, or its namespace's address).
+    pub fn ip(&self, i: usize) -> String {
+        match &self.netns {
+            Some(ns) => ns.ip(i),
+            None => node_ip(i),
+        }
+    }
+
+    /// Starts node `i`'s process (in its namespace, if any).
+    fn launch(&mut self, i: usize) {
+        let prefix = self.netns.as_ref().map(|ns| ns.exec_prefix(i));
+        let b = &mut self.nodes[i - 1];
+        match prefix {
+            None => b.launch(),
+            Some(prefix) => spawn_wrapped(b, &prefix),
+        }
+    }
+
     /// The settings of node `i`.
     pub fn settings(&self, i: usize) -> Vec<(String, String)> {
-        let ip = node_ip(i);
+        let ip = self.ip(i);
         [
             ("server.listen", format!("{ip}:0")),
             ("metrics.listen", format!("{ip}:0")),
@@ -175,11 +241,10 @@ impl TestCluster {
     /// gracefully when it runs.
     pub fn restart(&mut self, i: usize) {
         let b = self.node_mut(i);
-        if b.pid() == 0 {
-            b.launch();
-        } else {
-            b.restart();
+        if b.pid() != 0 {
+            b.stop();
         }
+        self.launch(i);
     }
 
     /// Node `i`'s `/cluster` document (`Value::Null` when it does not answer).
@@ -316,6 +381,61 @@ impl TestCluster {
         }
         (code, err)
     }
+}
+
+/// Starts `b` like [`Broker::launch`], its command line run by `prefix` (e.g. `ip netns
+/// exec NS`, which execs the broker: the child's pid is the broker's).
+fn spawn_wrapped(b: &mut Broker, prefix: &[String]) {
+    use std::io::{BufRead, BufReader};
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(b.dir.path().join("broker.log"))
+        .expect("the broker log");
+    let mut cmd = Command::new(&prefix[0]);
+    cmd.args(&prefix[1..])
+        .arg(broker_bin())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(b.data_dir())
+        .arg("--set")
+        .arg(format!("auth.secret={SECRET}"))
+        .arg("--set")
+        .arg("log.level=warn");
+    for (k, v) in &b.settings {
+        cmd.arg("--set").arg(format!("{k}={v}"));
+    }
+    let mut child = cmd
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {prefix:?} {}: {e}", broker_bin().display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("convoke ready") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let Ok(line) = rx.recv_timeout(WAIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("broker did not become ready; log:\n{}", b.log());
+    };
+    for part in line.split_whitespace() {
+        if let Some(v) = part.strip_prefix("quic=") {
+            b.addr = v.parse().expect("quic address");
+        } else if let Some(v) = part.strip_prefix("metrics=") {
+            b.metrics = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("cert=") {
+            b.cert = std::path::PathBuf::from(v);
+        }
+    }
+    b.child = Some(child);
 }
 
 fn signal(pid: u32, sig: &str) {

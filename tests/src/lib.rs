@@ -12,7 +12,9 @@
     reason = "test support: a failed setup step should panic the test"
 )]
 
+pub mod checker;
 pub mod cluster;
+pub mod netns;
 pub mod relay;
 
 pub use relay::{Relay, RelayOptions};
