@@ -229,9 +229,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         crate::cluster::inbound::install(cluster, node.clone());
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let webtransport = crate::webtransport::start(&node, shutdown_rx.clone()).await?;
+    // One set of connection caps for both listeners: a browser counts like any client.
+    let admission = Admission::new(Caps::from_sessions(&config.sessions));
+    let webtransport =
+        crate::webtransport::start(&node, admission.clone(), shutdown_rx.clone()).await?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    let task = tokio::spawn(accept_loop(endpoint, node, shutdown_rx, grace));
+    let task = tokio::spawn(accept_loop(endpoint, node, admission, shutdown_rx, grace));
     crate::metrics::set_ready(true);
     tracing::info!(%quic_addr, ?metrics_addr, cert = %tls.cert_path.display(), fingerprint = %tls.fingerprint(), public_key_pin = %tls.public_key_pin(), "convoke listening");
     Ok(RunningBroker {
@@ -250,17 +253,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     node: Arc<Node>,
+    admission: Admission,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let s = &node.config.sessions;
-    let admission = Admission::new(Caps {
-        max: s.max_connections,
-        per_ip: s.max_connections_per_ip,
-        retry_above_logins: s.retry_above_logins,
-        new_per_sec: s.new_connections_per_ip_per_sec,
-        new_burst: s.new_connections_per_ip_burst,
-    });
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {

@@ -252,3 +252,15 @@ async fn a_browser_cancel_releases_the_upload_at_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn browsers_count_against_the_same_connection_caps() {
+    let (broker, base, hash) = broker(&[("sessions.max_connections", "1")]).await;
+    let _alice = broker.connect("alice").await;
+    // The node's one connection is taken by a convoke/1 client: a browser is refused too.
+    let refused = dial(&base, "/convoke", &hash).await;
+    assert!(
+        refused.is_err(),
+        "a browser got past sessions.max_connections = 1"
+    );
+}

@@ -40,6 +40,19 @@ pub struct Caps {
     pub new_burst: u32,
 }
 
+impl Caps {
+    /// The caps `[sessions]` sets.
+    pub fn from_sessions(s: &crate::config::SessionsConfig) -> Self {
+        Self {
+            max: s.max_connections,
+            per_ip: s.max_connections_per_ip,
+            retry_above_logins: s.retry_above_logins,
+            new_per_sec: s.new_connections_per_ip_per_sec,
+            new_burst: s.new_connections_per_ip_burst,
+        }
+    }
+}
+
 /// What to do with one connection attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -92,7 +105,8 @@ pub fn decide(caps: &Caps, load: Load, ip: IpAddr, validated: bool) -> Decision 
 pub struct Admission {
     caps: Caps,
     inner: Arc<Counts>,
-    /// Only the accept loop judges: the lock is never contended.
+    /// Only the accept loops judge (`convoke/1` and, when on, the browser listener's): the
+    /// lock is hardly ever contended.
     arrivals: Arc<Mutex<Arrivals>>,
 }
 
@@ -128,8 +142,9 @@ impl Admission {
     /// until the returned [`Admitted`] is dropped.
     pub fn judge(&self, incoming: &quinn::Incoming) -> (Decision, Option<Admitted>) {
         let ip = incoming.remote_address().ip();
-        // Only the accept loop admits, so the counts cannot move up between the look and
-        // the increment (they can only go down).
+        // The per-address lock is held from the look to the increments, and only the
+        // accept loops admit (each judging under it), so the counts cannot move up in
+        // between (they can only go down).
         let mut per_ip = self.per_ip();
         let load = Load {
             open: self.inner.open.load(Ordering::Relaxed),

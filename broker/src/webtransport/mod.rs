@@ -11,8 +11,8 @@
 //! transport config and TLS config (browsers need at least 3 unidirectional streams, which
 //! `convoke/1` does not allow).
 //!
-//! Connection caps (`sessions.max_connections*`, new connections per second) apply to this
-//! endpoint on its own, with the same settings.
+//! The connection caps (`sessions.max_connections*`, new connections per second) are the
+//! node's: one [`Admission`] counts the connections of both listeners.
 
 pub mod cert;
 pub mod framing;
@@ -20,7 +20,7 @@ pub mod framing;
 pub use framing::Framing;
 
 use crate::node::Node;
-use crate::session::admission::{Admission, Admitted, Caps, Decision};
+use crate::session::admission::{Admission, Admitted, Decision};
 use anyhow::Context;
 use convoke_protocol::close;
 use std::net::SocketAddr;
@@ -55,6 +55,7 @@ pub struct Listening {
 /// Starts the listener if `webtransport.listen` is set; it stops at `shutdown`.
 pub async fn start(
     node: &Arc<Node>,
+    admission: Admission,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Listening>> {
     let config = &node.config;
@@ -127,14 +128,6 @@ pub async fn start(
     }
     let node = node.clone();
     tokio::spawn(async move {
-        let s = &node.config.sessions;
-        let admission = Admission::new(Caps {
-            max: s.max_connections,
-            per_ip: s.max_connections_per_ip,
-            retry_above_logins: s.retry_above_logins,
-            new_per_sec: s.new_connections_per_ip_per_sec,
-            new_burst: s.new_connections_per_ip_burst,
-        });
         loop {
             tokio::select! {
                 incoming = endpoint.accept() => match incoming {
