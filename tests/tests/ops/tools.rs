@@ -2,7 +2,7 @@
 //! broker's live exposition format), systemd-analyze (the unit) and docker-compose (the
 //! compose file). Each test is skipped, saying why, only when its tool is not installed.
 
-use super::support::{ops_dir, run, tool_or_skip};
+use super::support::{ops_dir, read_ops, run, tool_or_skip};
 use convoke_tests::{broker_bin, Broker};
 use std::path::Path;
 use std::process::Command;
@@ -129,11 +129,43 @@ fn compose_file_is_valid() {
             .arg("-f")
             .arg(ops.join("compose.yaml"))
             .args(["config"])
-            .env("CONVOKE_SECRET", "0123456789abcdef0123456789abcdef"),
+            .env("CONVOKE_SECRET", "0123456789abcdef0123456789abcdef")
+            .env("CONVOKE_COOKIE", "cookie-0123456789abcdef"),
         TOOL,
     );
     assert_ok(&out, "docker-compose config ops/compose.yaml");
     let config = out.stdout;
+    // Three core nodes of one cluster: each its own name, ordinal, advertised address, QUIC
+    // address and data volume; the same member list, cookie and app secret on all.
+    let members = "convoke-1@convoke-1:7401,convoke-2@convoke-2:7401,convoke-3@convoke-3:7401";
+    for i in 1..=3 {
+        let node = service_block(&config, &format!("convoke-{i}"));
+        let ip = format!("172.29.11.1{i}");
+        for line in [
+            "CONVOKE_CLUSTER__ENABLED: 'true'".to_string(),
+            format!("CONVOKE_CLUSTER__NAME: convoke-{i}"),
+            format!("CONVOKE_CLUSTER__ORDINAL: '{i}'"),
+            format!("CONVOKE_CLUSTER__MEMBERS: {members}"),
+            format!("CONVOKE_CLUSTER__ADVERTISE: convoke-{i}:7401"),
+            "CONVOKE_CLUSTER__COOKIE: cookie-0123456789abcdef".to_string(),
+            "CONVOKE_AUTH__SECRET: 0123456789abcdef0123456789abcdef".to_string(),
+            // The QUIC address it announces to peers is its own, not 0.0.0.0.
+            format!("CONVOKE_SERVER__LISTEN: {ip}:4433"),
+            format!("ipv4_address: {ip}"),
+            format!("- convoke-{i}:/var/lib/convoke"),
+        ] {
+            let quoted = line.replace('\'', "\"");
+            assert!(
+                node.contains(&line) || node.contains(&quoted),
+                "convoke-{i} lacks `{line}`:\n{node}"
+            );
+        }
+    }
+    // Prometheus scrapes all three nodes.
+    let prom = read_ops("prometheus.yml");
+    for i in 1..=3 {
+        assert!(prom.contains(&format!("\"convoke-{i}:9464\"")), "{prom}");
+    }
     for service in [
         "convoke-1",
         "convoke-2",
@@ -168,4 +200,33 @@ fn compose_file_is_valid() {
         "compose must refuse to run without CONVOKE_SECRET"
     );
     assert!(out.stderr.contains("CONVOKE_SECRET"), "{}", out.stderr);
+    // So is the cluster cookie.
+    let out = run(
+        Command::new(&compose)
+            .arg("-f")
+            .arg(ops.join("compose.yaml"))
+            .args(["config", "-q"])
+            .env("CONVOKE_SECRET", "0123456789abcdef0123456789abcdef")
+            .env_remove("CONVOKE_COOKIE"),
+        TOOL,
+    );
+    assert!(
+        !out.status.success(),
+        "compose must refuse to run without CONVOKE_COOKIE"
+    );
+    assert!(out.stderr.contains("CONVOKE_COOKIE"), "{}", out.stderr);
+}
+
+/// The block of service `name` in `docker-compose config` output (its lines, indented under
+/// `  name:` in `services:`).
+fn service_block(config: &str, name: &str) -> String {
+    let head = format!("  {name}:\n");
+    let start = config
+        .find(&head)
+        .unwrap_or_else(|| panic!("no service {name}"));
+    let rest = &config[start + head.len()..];
+    rest.lines()
+        .take_while(|l| l.starts_with("    "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
