@@ -479,6 +479,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         zero: UNLABELLED,
     },
     MetricDef {
+        name: "convoke_cluster_stale_calls_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Cross-node calls of a process that no longer runs (killed and restarted), by side: reply (an answer for this node's previous incarnation, dropped so it cannot complete a new call with the same id), request (a peer's request from its previous incarnation, not executed).",
+        zero: &[],
+    },
+    MetricDef {
         name: "convoke_cluster_shards_unavailable",
         kind: Kind::Gauge,
         unit: Unit::Count,

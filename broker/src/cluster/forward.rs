@@ -61,10 +61,12 @@ pub fn forward(
     let payload = encode(fwd)?;
     let deadline_ms = cluster.deadline_ms();
     let create = matches!(fwd.call, GroupCall::Create(_));
+    let caller = cluster.incarnation();
     let waiting = cluster
         .start_call(peer, |corr| {
             if create {
                 Wire::Create {
+                    caller,
                     corr,
                     gid,
                     deadline_ms,
@@ -72,6 +74,7 @@ pub fn forward(
                 }
             } else {
                 Wire::Forward {
+                    caller,
                     corr,
                     gid,
                     deadline_ms,
@@ -105,6 +108,8 @@ const LANES: usize = 8;
 #[derive(Debug)]
 struct Job {
     from: String,
+    /// The incarnation of `from`'s process that made the call.
+    caller: u64,
     corr: u64,
     gid: u64,
     deadline_ms: i64,
@@ -133,10 +138,19 @@ impl Lanes {
     /// Puts a `Forward`/`Create` from `from` in its group's lane (called on the router, in
     /// arrival order). The lanes are not bounded here: what a peer may have in flight is
     /// bounded by its sessions' in-flight limits and by `cluster.peer_queue_bytes`.
-    pub(crate) fn push(&self, from: &str, corr: u64, gid: u64, deadline_ms: i64, payload: Vec<u8>) {
+    pub(crate) fn push(
+        &self,
+        from: &str,
+        caller: u64,
+        corr: u64,
+        gid: u64,
+        deadline_ms: i64,
+        payload: Vec<u8>,
+    ) {
         let lane = &self.lanes[(gid % LANES as u64) as usize];
         let _ = lane.send(Job {
             from: from.to_owned(),
+            caller,
             corr,
             gid,
             deadline_ms,
@@ -153,9 +167,15 @@ async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceive
             metrics::counter!("convoke_cluster_expired_requests_total").increment(1);
             continue;
         }
+        if cluster.peer_incarnation(&job.from) != Some(job.caller) {
+            // Its caller's process is gone (restarted or Down): nobody waits for the answer.
+            metrics::counter!("convoke_cluster_stale_calls_total", "side" => "request")
+                .increment(1);
+            continue;
+        }
         let reply = |answer: &Answer| match encode(answer) {
             Ok(bytes) => {
-                let _ = cluster.reply(&job.from, job.corr, bytes);
+                let _ = cluster.reply(&job.from, job.caller, job.corr, bytes);
             }
             Err(e) => {
                 tracing::error!(group = job.gid, error = %e.message, "cannot encode an answer")
@@ -197,7 +217,7 @@ async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceive
                     let answer = pending.wait().await;
                     match encode(&answer) {
                         Ok(bytes) => {
-                            let _ = cluster.reply(&job.from, job.corr, bytes);
+                            let _ = cluster.reply(&job.from, job.caller, job.corr, bytes);
                         }
                         Err(e) => {
                             tracing::error!(group = job.gid, error = %e.message, "cannot encode an answer")

@@ -37,21 +37,31 @@ impl Inbound for NodeInbound {
     fn item(&self, from: &str, item: Wire) {
         match item {
             Wire::Forward {
+                caller,
                 corr,
                 gid,
                 deadline_ms,
                 payload,
             }
             | Wire::Create {
+                caller,
                 corr,
                 gid,
                 deadline_ms,
                 payload,
-            } => self.lanes.push(from, corr, gid, deadline_ms, payload),
-            Wire::Query { corr, payload, .. } => super::scatter::serve(
+            } => self
+                .lanes
+                .push(from, caller, corr, gid, deadline_ms, payload),
+            Wire::Query {
+                caller,
+                corr,
+                payload,
+                ..
+            } => super::scatter::serve(
                 self.node.clone(),
                 self.cluster.clone(),
                 from.to_owned(),
+                caller,
                 corr,
                 payload,
             ),

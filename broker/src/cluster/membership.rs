@@ -351,6 +351,13 @@ impl Inner {
         (p.state == State::Up).then(|| p.router.clone()).flatten()
     }
 
+    pub(super) fn peer_incarnation(&self, peer: &str) -> Option<u64> {
+        self.lock()
+            .get(peer)
+            .and_then(|p| p.hello.as_ref())
+            .map(|h| h.incarnation)
+    }
+
     pub(super) fn is_up(&self, peer: &str) -> bool {
         self.lock().get(peer).is_some_and(|p| p.state == State::Up)
     }
@@ -762,8 +769,21 @@ impl Inner {
                         metrics::histogram!("convoke_cluster_peer_rtt_seconds", "peer" => from.clone())
                             .record(rtt.as_secs_f64());
                     }
-                    Wire::Reply { corr, payload } if accepted(p) => {
-                        self.pending.complete(corr, &from, payload);
+                    Wire::Reply {
+                        caller,
+                        corr,
+                        payload,
+                    } if accepted(p) => {
+                        if caller == self.incarnation {
+                            self.pending.complete(corr, &from, payload);
+                        } else {
+                            // An answer to a call of this node's previous process (the peer
+                            // was still working on it when we restarted): its corr may have
+                            // been reused by a new call, which it must not complete.
+                            metrics::counter!("convoke_cluster_stale_calls_total", "side" => "reply")
+                                .increment(1);
+                            tracing::debug!(peer = %from, corr, caller, "cluster: a reply for a previous incarnation of this node; dropped");
+                        }
                     }
                     Wire::Forward { deadline_ms, .. } | Wire::Create { deadline_ms, .. }
                         if deadline_ms > 0 && crate::clock::now_ms() > deadline_ms =>
@@ -1240,6 +1260,7 @@ mod tests {
                     .call(
                         "n2",
                         |corr| Wire::Forward {
+                            caller: 1,
                             corr,
                             gid: 7,
                             deadline_ms: 0,
@@ -1266,6 +1287,7 @@ mod tests {
             incarnation: 2,
             seq: 1,
             items: vec![Wire::Reply {
+                caller: 1,
                 corr,
                 payload: vec![42],
             }],
@@ -1279,6 +1301,7 @@ mod tests {
                     .call(
                         "n2",
                         |corr| Wire::Create {
+                            caller: 1,
                             corr,
                             gid: 8,
                             deadline_ms: 0,
@@ -1308,6 +1331,57 @@ mod tests {
         sink.stop(None);
     }
 
+    /// n1 was killed and restarted (incarnation 1 now) while n2 still worked on a call of
+    /// its previous process with the same correlation id: n2's late answer must not
+    /// complete the new call.
+    #[tokio::test]
+    async fn a_reply_for_a_previous_incarnation_does_not_complete_a_new_call() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        let call = {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                inner
+                    .call(
+                        "n2",
+                        |corr| Wire::Query {
+                            caller: 1,
+                            corr,
+                            deadline_ms: 0,
+                            payload: vec![],
+                        },
+                        Duration::from_secs(5),
+                    )
+                    .await
+            })
+        };
+        let corr = loop {
+            let b = rx.recv().await.unwrap();
+            if let Some(Wire::Query { corr, caller, .. }) = b.items.into_iter().next() {
+                assert_eq!(caller, 1, "the call carries this process's incarnation");
+                break corr;
+            }
+        };
+        let reply = |caller, payload| Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq: 1,
+            items: vec![Wire::Reply {
+                caller,
+                corr,
+                payload,
+            }],
+        };
+        inner.on_batch(reply(77, vec![1]));
+        assert_eq!(
+            inner.pending.len(),
+            1,
+            "the stale answer completed the call"
+        );
+        inner.on_batch(reply(1, vec![2]));
+        assert_eq!(call.await.unwrap(), Ok(vec![2]));
+        sink.stop(None);
+    }
+
     #[derive(Default)]
     struct Collect(Mutex<Vec<(String, Wire)>>);
 
@@ -1324,6 +1398,7 @@ mod tests {
         assert!(inner.inbound.set(hook.clone()).is_ok());
         let now = crate::clock::now_ms();
         let forward = |corr, deadline_ms| Wire::Forward {
+            caller: 2,
             corr,
             gid: 3,
             deadline_ms,
@@ -1372,6 +1447,7 @@ mod tests {
         let hook = Arc::new(Collect::default());
         assert!(inner.inbound.set(hook.clone()).is_ok());
         let forward = |corr| Wire::Forward {
+            caller: 2,
             corr,
             gid: 3,
             deadline_ms: 0,

@@ -335,9 +335,29 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// Answers call `corr` from `peer`.
-    pub fn reply(&self, peer: &str, corr: u64, payload: Vec<u8>) -> Result<(), SendError> {
-        self.inner.send(peer, Wire::Reply { corr, payload })
+    /// Answers call `corr` that `peer`'s process `caller` (the incarnation its call
+    /// carried) made.
+    pub fn reply(
+        &self,
+        peer: &str,
+        caller: u64,
+        corr: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.inner.send(
+            peer,
+            Wire::Reply {
+                caller,
+                corr,
+                payload,
+            },
+        )
+    }
+
+    /// The incarnation of `peer`'s process as this node knows it from its accepted Hello
+    /// (`None` when it has none): work from an older process of it is not executed.
+    pub fn peer_incarnation(&self, peer: &str) -> Option<u64> {
+        self.inner.peer_incarnation(peer)
     }
 
     /// The absolute deadline (ms since the Unix epoch) for a call made now.

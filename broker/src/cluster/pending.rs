@@ -12,10 +12,24 @@ use super::CallError;
 type Waiter = oneshot::Sender<Result<Vec<u8>, CallError>>;
 
 /// The correlation map.
-#[derive(Debug, Default)]
+///
+/// Correlation ids start at a random value in every process, and replies carry the
+/// caller's incarnation besides (checked in `on_batch`): a peer still answering a call of
+/// this node's previous process must never complete a new call that reused its id.
+#[derive(Debug)]
 pub(crate) struct Pending {
     next: AtomicU64,
     waiting: Mutex<HashMap<u64, (String, Waiter)>>,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            // Below 2^63, so the id space never wraps in a process's life.
+            next: AtomicU64::new(rand::random::<u64>() >> 1),
+            waiting: Mutex::default(),
+        }
+    }
 }
 
 impl Pending {
@@ -96,5 +110,14 @@ mod tests {
         assert_eq!(rb.await.unwrap(), Ok(vec![]));
         p.forget(c);
         assert_eq!(p.len(), 0);
+    }
+
+    #[test]
+    fn correlation_ids_do_not_restart_at_the_same_value_in_every_process() {
+        // Two processes (a node before and after kill -9) must not hand out the same ids.
+        let firsts: std::collections::HashSet<u64> = (0..8)
+            .map(|_| Pending::default().register("n2").0)
+            .collect();
+        assert!(firsts.len() > 1, "every process starts at {firsts:?}");
     }
 }

@@ -191,7 +191,14 @@ pub fn joined_rows(
 }
 
 /// A `Query` item from `from`: answered in a task (store reads stay off the router).
-pub(crate) fn serve(node: Arc<Node>, cluster: Cluster, from: String, corr: u64, payload: Vec<u8>) {
+pub(crate) fn serve(
+    node: Arc<Node>,
+    cluster: Cluster,
+    from: String,
+    caller: u64,
+    corr: u64,
+    payload: Vec<u8>,
+) {
     tokio::spawn(async move {
         let reply = match decode::<Query>(&payload) {
             Ok(q) => {
@@ -211,7 +218,7 @@ pub(crate) fn serve(node: Arc<Node>, cluster: Cluster, from: String, corr: u64, 
         };
         match encode(&answered) {
             Ok(bytes) => {
-                let _ = cluster.reply(&from, corr, bytes);
+                let _ = cluster.reply(&from, caller, corr, bytes);
             }
             Err(e) => tracing::error!(error = %e.message, "cannot encode a query's answer"),
         }
@@ -242,7 +249,9 @@ fn partial(what: &'static str, peer: &str, why: &str) {
 async fn ask(cluster: &Cluster, peer: &str, what: &'static str, query: &Query) -> Option<Reply> {
     let payload = encode(query).ok()?;
     let deadline_ms = cluster.deadline_ms();
+    let caller = cluster.incarnation();
     let waiting = match cluster.start_call(peer, |corr| Wire::Query {
+        caller,
         corr,
         deadline_ms,
         payload,

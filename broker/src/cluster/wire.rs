@@ -184,6 +184,9 @@ pub enum Wire {
     },
     /// A request for a group owned by the receiver.
     Forward {
+        /// The caller's process incarnation, echoed in the `Reply`: an answer meant for a
+        /// previous process of the caller (correlation ids restart there) is told apart.
+        caller: u64,
         /// Correlation id; the answer is a `Reply` with it.
         corr: u64,
         /// The group.
@@ -195,6 +198,9 @@ pub enum Wire {
     },
     /// A createGroup for a group id whose shard the receiver owns.
     Create {
+        /// The caller's process incarnation, echoed in the `Reply`: an answer meant for a
+        /// previous process of the caller (correlation ids restart there) is told apart.
+        caller: u64,
         /// Correlation id.
         corr: u64,
         /// The new group's id.
@@ -207,6 +213,9 @@ pub enum Wire {
     /// A read across groups (joined and public lists, the login inbox, facts about users)
     /// or a kept-event acknowledgement, answered with a `Reply` (`crate::cluster::scatter`).
     Query {
+        /// The caller's process incarnation, echoed in the `Reply`: an answer meant for a
+        /// previous process of the caller (correlation ids restart there) is told apart.
+        caller: u64,
         /// Correlation id.
         corr: u64,
         /// Absolute deadline, ms since the Unix epoch.
@@ -216,6 +225,9 @@ pub enum Wire {
     },
     /// The answer to a `Forward`, `Create` or any call.
     Reply {
+        /// The call's `caller` incarnation, echoed: a reply for another incarnation of this
+        /// node is dropped (counted), never matched to a new call with the same `corr`.
+        caller: u64,
         /// The correlation id of the call.
         corr: u64,
         /// The answer, encoded by the code that made the call.
@@ -370,6 +382,7 @@ mod tests {
         // Over the limit as a whole.
         assert!(decode(&vec![0u8; MAX_BATCH_BYTES + 1]).is_err());
         let big = batch(vec![Wire::Reply {
+            caller: 1,
             corr: 1,
             payload: vec![0; MAX_BATCH_BYTES],
         }]);
@@ -399,7 +412,7 @@ mod tests {
         ) {
             let mut bytes = encode(&batch(vec![
                 Wire::PresenceDelta { online: users.clone(), offline: users },
-                Wire::Forward { corr: 1, gid: 2, deadline_ms: -3, payload: vec![4; 40] },
+                Wire::Forward { caller: 9, corr: 1, gid: 2, deadline_ms: -3, payload: vec![4; 40] },
             ])).unwrap();
             for (at, v) in flips {
                 let i = at % bytes.len();
