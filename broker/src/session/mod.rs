@@ -329,7 +329,7 @@ async fn serve(
                 if let Some(reason) = crate::auth::expired_reason(expires_at) {
                     metrics::counter!("convoke_connections_closed_total", "reason" => "token_expired").increment(1);
                     tracing::debug!(user = %caller.user, session = caller.session_id, "token expired; closing the session");
-                    conn.close(close::TOKEN_EXPIRED.into(), &reason);
+                    framing.close(conn, close::TOKEN_EXPIRED, &reason);
                     break Ok(());
                 }
                 // Woken early (a far expiry is waited for in steps): wait for the rest.

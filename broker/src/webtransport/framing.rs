@@ -136,6 +136,17 @@ impl Framing {
         }
     }
 
+    /// Closes the connection with a convoke close code. A browser learns the code and the
+    /// reason only from a WebTransport session close (the CLOSE_WEBTRANSPORT_SESSION
+    /// capsule, then the connection closes); a bare QUIC close reaches a page as
+    /// "connection lost".
+    pub fn close(&self, conn: &quinn::Connection, code: u32, reason: &[u8]) {
+        match self {
+            Self::Quic => conn.close(code.into(), reason),
+            Self::WebTransport(browser) => browser.session.close(code, reason),
+        }
+    }
+
     /// Ends the session however it ended: a browser's WebTransport session is closed
     /// explicitly (its CONNECT stream would keep the connection open).
     pub fn finish(&self, conn: &quinn::Connection) {

@@ -258,6 +258,13 @@ async fn serve(node: Arc<Node>, incoming: quinn::Incoming, mut admitted: Admitte
     }
     framing.finish(&conn);
     metrics::gauge!("convoke_connections").decrement(1.0);
+    // The WebTransport session (its HTTP/3 control streams) must outlive the close: the
+    // close capsule is written, then the page closes the connection. Dropping the control
+    // streams first would be a connection error, which a page sees as "connection lost"
+    // instead of the close code. web-transport-quinn closes the connection itself after
+    // 3 RTTs; this bound is for a peer that never answers.
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    drop(framing);
 }
 
 /// The CONNECT request's verdict: the configured path, and an allowed origin when the

@@ -50,7 +50,8 @@ export class PushReader {
     } catch (e) {
       const code = e instanceof CodecError ? (e.kind === 'tooLarge' ? 2 : 1) : undefined;
       const why = e instanceof CodecError ? `the broker sent a bad push: ${e.message}` : `the push stream failed: ${String(e)}`;
-      this.session.fail(new ConnectionError(why, code, e));
+      // A ConnectionError already says why (the transport's close, with its code).
+      this.session.fail(e instanceof ConnectionError ? e : new ConnectionError(why, code, e));
       void reader.cancel(why).catch(() => {});
     }
   }

@@ -63,6 +63,46 @@ const webTransportReset: ResetReason | undefined = (() => {
   };
 })();
 
+/** How long a failed or ended stream waits for the session's close to say why. */
+const CLOSE_WAIT_MS = 300;
+
+type CloseInfo = { closeCode?: number; reason?: string };
+
+/**
+ * `readable`, except that when it fails or ends because the broker closed the session, it
+ * fails with the broker's close code and reason (a ConnectionError): the browser aborts
+ * the streams ("Connection lost") before it resolves `closed` with the code.
+ */
+function closeAware(readable: ReadableStream<Uint8Array>, closed: Promise<CloseInfo | undefined>): ReadableStream<Uint8Array> {
+  const reader = readable.getReader();
+  const brokerClose = async (): Promise<ConnectionError | undefined> => {
+    const info = await Promise.race([closed, new Promise<undefined>((r) => setTimeout(r, CLOSE_WAIT_MS))]);
+    if (!info) return undefined;
+    return new ConnectionError(`the broker closed the connection${info.reason ? `: ${info.reason}` : ''}`, info.closeCode);
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let next: ReadableStreamReadResult<Uint8Array>;
+      try {
+        next = await reader.read();
+      } catch (e) {
+        controller.error((await brokerClose()) ?? e);
+        return;
+      }
+      if (next.done) {
+        const why = await brokerClose();
+        if (why) controller.error(why);
+        else controller.close();
+        return;
+      }
+      controller.enqueue(next.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
 /**
  * Opens a WebTransport session to the broker, sends the hello and starts reading pushes.
  * Rejects with a ConvokeError when the broker refuses the hello (e.g. 28 for a bad token),
@@ -82,9 +122,15 @@ export async function connect(options: ConnectOptions): Promise<Connection> {
   } catch (e) {
     throw new ConnectionError(`cannot open a WebTransport session to ${options.url}: ${String(e)}`, undefined, e);
   }
+  // The session's close, once it is known: its code and reason, or nothing for a lost one.
+  const closed: Promise<CloseInfo | undefined> = wt.closed.then(
+    (info) => info ?? {},
+    () => undefined,
+  );
   let connection: Connection;
   try {
-    const control = await wt.createBidirectionalStream();
+    const bidi = await wt.createBidirectionalStream();
+    const control = { readable: closeAware(bidi.readable, closed), writable: bidi.writable };
     connection = await Connection.open(control, options, {
       ...options,
       openStream: () => wt.createBidirectionalStream(),
@@ -112,7 +158,7 @@ export async function connect(options: ConnectOptions): Promise<Connection> {
     const incoming = wt.incomingUnidirectionalStreams.getReader();
     void incoming.read().then(({ value }) => {
       incoming.releaseLock();
-      if (value) void connection.receivePushes(value);
+      if (value) void connection.receivePushes(closeAware(value, closed));
     }, () => {});
   }
   return connection;

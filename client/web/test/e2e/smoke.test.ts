@@ -46,6 +46,29 @@ describe('WebTransport listener', { skip }, () => {
     assert.match(late.result, /^ConvokeError 28 .*expired/, late.result);
   });
 
+  test('a session whose token expires ends with TOKEN_EXPIRED and the reason, in the page', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${http.origin}/test/e2e/page.html`);
+    await page.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true);
+    const ended = await page.evaluate(
+      async ({ url, token, hash }) => {
+        const w = window as unknown as Record<string, any>;
+        const value = new Uint8Array(hash.match(/../g)!.map((h: string) => parseInt(h, 16)));
+        return new Promise<{ code?: number; message: string }>((resolve) => {
+          void w.sdk.connect({
+            url, token, deviceId: 'short', serverCertificateHashes: [{ algorithm: 'sha-256', value }],
+            handlers: { t: { onDisconnected: (e: { closeCode?: number; message: string }) => resolve({ code: e.closeCode, message: e.message }) } },
+          });
+        });
+      },
+      { url: broker.url, token: broker.token('eve', { ttl: '2' }), hash: broker.certHash },
+    );
+    // protocol close::TOKEN_EXPIRED, carried by the WebTransport session close.
+    assert.equal(ended.code, 8, ended.message);
+    assert.match(ended.message, /token expired/);
+    await page.close();
+  });
+
   test('a wrong path is refused before any session', async () => {
     const wrong = await tryConnect(browser, http.origin, broker, broker.token('eve'), broker.url.replace('/convoke', '/other'));
     assert.match(wrong.result, /^ConnectionError /, wrong.result);
