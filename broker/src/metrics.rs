@@ -409,6 +409,27 @@ pub const CATALOGUE: &[MetricDef] = &[
         zero: &[],
     },
     MetricDef {
+        name: "convoke_peer_transfers_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Shared-file transfer streams proxied between nodes (the group's blobs live on its owner), by side: ingress (a client's stream passed on to the owner), owner (a peer's authenticated stream served here).",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_peer_transfers_refused_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Node-to-node transfer connections (ALPN convoke-peer/1) closed or refused, by reason: bad_mac (the opening frame's HMAC is not that of cluster.cookie and the name), malformed (no decodable opening frame), timeout (no authenticated stream within sessions.handshake_timeout_ms), not_clustered, cert_pin (the owner's certificate is not the one its Hello announced).",
+        zero: &[],
+    },
+    MetricDef {
+        name: "convoke_peer_transfers_lost_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Proxied transfer streams whose owner node was lost mid-way (connection broken or the node Down): the client is answered 500 at once, or its stream reset if part of the answer had passed.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
         name: "convoke_cluster_decode_errors_total",
         kind: Kind::Counter,
         unit: Unit::Count,

@@ -167,7 +167,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         (config.tls.reload_check_secs > 0)
             .then(|| Duration::from_secs(config.tls.reload_check_secs)),
     );
-    let crypto = crate::tls::server_crypto(served, config.tls.early_data)?;
+    let mut crypto = crate::tls::server_crypto(served, config.tls.early_data)?;
+    if config.cluster.enabled {
+        // Peers proxy shared-file transfers here (crate::cluster::peer_quic), pinning the
+        // certificate whose SHA-256 this node's Hello announces.
+        crypto
+            .alpn_protocols
+            .push(crate::cluster::peer_quic::ALPN.to_vec());
+        if let Some(leaf) = tls.certs.first() {
+            crate::cluster::peer_quic::set_local_cert(leaf);
+        }
+    }
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
         quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?,
     ));

@@ -190,6 +190,7 @@ pub(super) async fn start(
         secret_mac: mac.finalize().into_bytes().to_vec(),
         members: sorted_members,
         quic_addr: quic_addr.to_string(),
+        quic_cert_sha256: super::peer_quic::local_cert_sha256(),
     };
     let inner = Arc::new(Inner {
         name: cfg.name.clone(),
@@ -360,6 +361,19 @@ impl Inner {
 
     pub(super) fn is_up(&self, peer: &str) -> bool {
         self.lock().get(peer).is_some_and(|p| p.state == State::Up)
+    }
+
+    /// `peer`'s QUIC address, certificate SHA-256 and incarnation from its Hello, while it
+    /// is Up (for `peer_quic`, which proxies file transfers to it).
+    pub(super) fn peer_quic(&self, peer: &str) -> Option<(String, Vec<u8>, u64)> {
+        let peers = self.lock();
+        let p = peers.get(peer).filter(|p| p.state == State::Up)?;
+        let h = p.hello.as_ref()?;
+        Some((
+            h.quic_addr.clone(),
+            h.quic_cert_sha256.clone(),
+            h.incarnation,
+        ))
     }
 
     pub(super) fn up_peers(&self) -> Vec<String> {
@@ -1135,6 +1149,7 @@ mod tests {
             secret_mac: vec![],
             members: cfg.members.clone(),
             quic_addr: String::new(),
+            quic_cert_sha256: Vec::new(),
         };
         let placement = OnceLock::new();
         let _ = placement.set(Placement::new(vec!["n1".into(), "n2".into()], cfg.shards));

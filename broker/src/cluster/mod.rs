@@ -30,6 +30,7 @@ pub mod inbound;
 mod link;
 mod membership;
 mod pending;
+pub mod peer_quic;
 pub mod placement;
 pub mod presence;
 mod router;

@@ -151,6 +151,9 @@ pub struct Hello {
     pub members: Vec<String>,
     /// The client-facing QUIC address of this node.
     pub quic_addr: String,
+    /// SHA-256 of this node's QUIC server certificate (leaf, DER): a peer that proxies a
+    /// file transfer to this node pins it (`cluster::peer_quic`). Empty: not known.
+    pub quic_cert_sha256: Vec<u8>,
 }
 
 /// One item between nodes. Payloads of forwarded requests and replies are opaque bytes here;

@@ -83,6 +83,15 @@ pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming, mut ad
             return;
         }
     };
+    if is_peer(&conn) {
+        // Another node of the cluster, proxying file transfers (crate::cluster::peer_quic).
+        if let Some(established) = established {
+            // Resolves when the handshake completes (whether or not 0-RTT was accepted).
+            established.await;
+        }
+        drop(admitted);
+        return crate::cluster::peer_quic::serve(node, conn).await;
+    }
     metrics::counter!("convoke_connections_opened_total").increment(1);
     metrics::gauge!("convoke_connections").increment(1.0);
     let framing = Framing::Quic;
@@ -90,6 +99,14 @@ pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming, mut ad
         tracing::debug!(remote = %conn.remote_address(), error = %e, "session ended");
     }
     metrics::gauge!("convoke_connections").decrement(1.0);
+}
+
+/// Whether `conn` negotiated the node-to-node ALPN (only offered in a cluster).
+fn is_peer(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == crate::cluster::peer_quic::ALPN)
 }
 
 /// A connection over its address's cap ([`admission`]): completes the QUIC handshake (a

@@ -20,6 +20,7 @@
 //! has put the upload down, so a user at the cap may see such a resume refused once.
 
 use super::io::{read_small_frame, ReadError};
+use crate::cluster::{forward, peer_quic, Route};
 use crate::config::FilesConfig;
 use crate::files::{self, download::DownloadRequest, upload::UploadRequest};
 use crate::group::rules::Caller;
@@ -31,15 +32,39 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Serves one transfer stream: reads its header, then uploads or downloads.
+/// Serves one transfer stream: reads its header, then uploads or downloads (on this node,
+/// or, in a cluster, proxied to the node that owns the group: `cluster::peer_quic`).
 pub async fn serve_transfer(
+    node: Arc<Node>,
+    caller: Caller,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    serve(node, caller, send, recv, BytesMut::new(), false).await;
+}
+
+/// [`serve_transfer`] for a stream a peer node proxies for a client of its own
+/// (`cluster::peer_quic`): `buf` holds what came after the peer's opening frame. Served
+/// here whatever the route says, never proxied again.
+pub async fn serve_for_peer(
+    node: Arc<Node>,
+    caller: Caller,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+) {
+    serve(node, caller, send, recv, buf, true).await;
+}
+
+async fn serve(
     node: Arc<Node>,
     caller: Caller,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    mut buf: BytesMut,
+    from_peer: bool,
 ) {
     let mut pace = Pace::new(&node.config.files, Instant::now());
-    let mut buf = BytesMut::new();
     let wait = Duration::from_millis(node.config.sessions.handshake_timeout_ms);
     let header = match tokio::time::timeout(
         wait,
@@ -66,6 +91,42 @@ pub async fn serve_transfer(
             return;
         }
     };
+    if !from_peer {
+        if let Some(cluster) = crate::cluster::Cluster::running() {
+            let group_id = match &header {
+                TransferHeader::Upload { group_id, .. }
+                | TransferHeader::Download { group_id, .. } => group_id,
+            };
+            // An id that does not parse is refused below, as on one node.
+            if let Ok(gid) = convoke_protocol::ids::parse_group_id(group_id) {
+                match cluster.route(gid) {
+                    Route::Local => {}
+                    Route::Remote(peer) => {
+                        // The owner counts the transfer under the caller's cap and serves it.
+                        let frame = match convoke_protocol::codec::frame_bytes(&header) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                let _ = recv.stop(0u32.into());
+                                let err = ApiError::new(
+                                    ErrorCode::Internal,
+                                    format!("transfer header could not be re-encoded: {e}"),
+                                );
+                                files::answer(&mut send, Err(err)).await;
+                                return;
+                            }
+                        };
+                        peer_quic::proxy(cluster, &peer, caller, frame, buf, send, recv).await;
+                        return;
+                    }
+                    Route::Unavailable(peer) => {
+                        let _ = recv.stop(0u32.into());
+                        files::answer(&mut send, Err(forward::unavailable(gid, &peer))).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
     let max = node.config.files.max_transfers_per_user;
     let Some(_slot) = node.presence.begin_transfer(&caller.user, max) else {
         metrics::counter!("convoke_transfers_stopped_total", "reason" => "user_limit").increment(1);
