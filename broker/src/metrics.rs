@@ -500,6 +500,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         zero: UNLABELLED,
     },
     MetricDef {
+        name: "convoke_cluster_batches_failed_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Batches towards an Up peer that could not be cast (serialization or a closed session), by peer: their deliveries are counted as dropped and their calls failed at once.",
+        zero: &[],
+    },
+    MetricDef {
         name: "convoke_cluster_stale_calls_total",
         kind: Kind::Counter,
         unit: Unit::Count,

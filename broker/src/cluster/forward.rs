@@ -18,7 +18,7 @@ use std::sync::Arc;
 use convoke_protocol::{ApiError, ErrorCode};
 use tokio::sync::mpsc;
 
-use super::{CallError, Cluster, Wire};
+use super::{CallError, Cluster, SendError, Wire};
 use crate::group::call::{Answer, Forwarded};
 use crate::group::{GroupCall, PendingReply};
 use crate::node::Node;
@@ -159,6 +159,36 @@ impl Lanes {
     }
 }
 
+/// Sends `answer` to the caller of `job`; an answer too big for one batch between nodes
+/// (a history page near its maximum) becomes an explicit error, so the caller is not left
+/// waiting for its timeout.
+fn answer_call(cluster: &Cluster, job: &Job, answer: &Answer) {
+    let bytes = match encode(answer) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(group = job.gid, error = %e.message, "cannot encode an answer");
+            return;
+        }
+    };
+    if let Err(SendError::TooLarge { bytes, .. }) =
+        cluster.reply(&job.from, job.caller, job.corr, bytes)
+    {
+        let err: Answer = Err(ApiError::new(
+            ErrorCode::ServerBusy,
+            format!(
+                "the answer for group {} is {bytes} bytes, over the {}-byte limit between \
+                 nodes; ask for less (a smaller page), or connect to node {}",
+                job.gid,
+                super::wire::MAX_ITEMS_BYTES,
+                cluster.name()
+            ),
+        ));
+        if let Ok(bytes) = encode(&err) {
+            let _ = cluster.reply(&job.from, job.caller, job.corr, bytes);
+        }
+    }
+}
+
 async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
         if job.deadline_ms > 0 && crate::clock::now_ms() > job.deadline_ms {
@@ -173,14 +203,7 @@ async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceive
                 .increment(1);
             continue;
         }
-        let reply = |answer: &Answer| match encode(answer) {
-            Ok(bytes) => {
-                let _ = cluster.reply(&job.from, job.caller, job.corr, bytes);
-            }
-            Err(e) => {
-                tracing::error!(group = job.gid, error = %e.message, "cannot encode an answer")
-            }
-        };
+        let reply = |answer: &Answer| answer_call(&cluster, &job, answer);
         let fwd = match decode::<Forwarded>(&job.payload) {
             Ok(f) => f,
             Err(e) => {
@@ -215,14 +238,7 @@ async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceive
                 let cluster = cluster.clone();
                 tokio::spawn(async move {
                     let answer = pending.wait().await;
-                    match encode(&answer) {
-                        Ok(bytes) => {
-                            let _ = cluster.reply(&job.from, job.caller, job.corr, bytes);
-                        }
-                        Err(e) => {
-                            tracing::error!(group = job.gid, error = %e.message, "cannot encode an answer")
-                        }
-                    }
+                    answer_call(&cluster, &job, &answer);
                 });
             }
             Err(e) => reply(&Err(e)),

@@ -27,7 +27,7 @@ use super::identity;
 use super::link::{Link, SendError};
 use super::pending::Pending;
 use super::router::{Router, GROUP, NAME_PREFIX, SCOPE};
-use super::wire::{Batch, Hello, RouterMsg, Wire, MAX_BATCH_BYTES, PROTO};
+use super::wire::{Batch, Hello, RouterMsg, Wire, ENVELOPE_MARGIN, MAX_BATCH_BYTES, PROTO};
 use super::{members_of, CallError, Cluster, Inner, Placement};
 use crate::config::{check_name, ClusterRole, Config, Member};
 
@@ -253,7 +253,9 @@ pub(super) async fn start(
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),
     )
     .with_listen_addr(node_ip)
-    .with_max_inbound_frame_size(MAX_BATCH_BYTES as u64);
+    // A batch at its limit plus ractor_cluster's envelope around it: a frame limit of
+    // exactly MAX_BATCH_BYTES would drop the biggest batches a link may send.
+    .with_max_inbound_frame_size((MAX_BATCH_BYTES + ENVELOPE_MARGIN) as u64);
     // The listener binds in the background; check the port is free first so that a clash
     // stops the start with a clear message instead of a log line.
     let own_listener = match &tls {
@@ -411,6 +413,7 @@ impl Inner {
                 SendError::Unavailable(p) | SendError::Overloaded(p) | SendError::Unknown(p) => {
                     CallError::Unavailable(p)
                 }
+                SendError::TooLarge { bytes, .. } => CallError::TooLarge(bytes),
             });
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -1394,6 +1397,170 @@ mod tests {
         );
         inner.on_batch(reply(1, vec![2]));
         assert_eq!(call.await.unwrap(), Ok(vec![2]));
+        sink.stop(None);
+    }
+
+    /// Big items (history pages near their maximum in Replies) with traffic around them:
+    /// every batch stays encodable under the limit (before, a 0.9 MB and a 3.5 MB reply
+    /// went into one 4.4 MB batch that failed to serialize, and the whole batch was lost),
+    /// and nothing is lost or reordered.
+    #[tokio::test]
+    async fn big_items_never_make_a_batch_over_the_limit() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        let mut sent = Vec::new();
+        for n in 0..4u8 {
+            // Under the 1 MiB batch target, then one that would take the batch over 4 MiB.
+            for (i, size) in [900_000, 3_500_000].into_iter().enumerate() {
+                sent.push(Wire::Reply {
+                    caller: 2,
+                    corr: u64::from(n) * 2 + i as u64,
+                    payload: vec![n; size],
+                });
+            }
+            sent.push(Wire::PresenceDelta {
+                online: vec![format!("u{n}")],
+                offline: vec![],
+            });
+        }
+        for item in sent.clone() {
+            inner.send("n2", item).unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let n = b.items.len();
+            let encoded = crate::cluster::wire::encode(&b);
+            assert!(encoded.is_ok(), "a batch of {n} items: {encoded:?}");
+            got.extend(b.items);
+        }
+        assert_eq!(got, sent);
+        sink.stop(None);
+    }
+
+    /// A batch whose cast fails (the router proxy's session is gone) fails its calls at
+    /// once, and its bytes are subtracted once: before, they stayed in flight too and a
+    /// later acknowledgement subtracted them again, hiding other unacknowledged bytes.
+    #[tokio::test]
+    async fn a_batch_that_cannot_be_cast_fails_its_calls_and_is_counted_once() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        let link = inner.lock()["n2"].link.clone();
+        inner.send("n2", deliver(1)).unwrap();
+        let first = rx.recv().await.unwrap();
+        let first_bytes = link.queued_bytes();
+        sink.stop_and_wait(None, None).await.unwrap();
+        let call = inner
+            .call(
+                "n2",
+                |corr| Wire::Query {
+                    caller: 1,
+                    corr,
+                    deadline_ms: 0,
+                    payload: vec![0; 5000],
+                },
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(call, Err(CallError::Unavailable("n2".into())), "at once");
+        assert_eq!(link.queued_bytes(), first_bytes);
+        // A new session's router; one more item, then everything up to it acknowledged
+        // except the last.
+        let (tx, mut rx2) = mpsc::unbounded_channel();
+        let (sink2, _) = Actor::spawn(None, Sink, tx).await.unwrap();
+        inner.lock().get_mut("n2").unwrap().router = Some(sink2.clone());
+        inner.send("n2", deliver(2)).unwrap();
+        let last = rx2.recv().await.unwrap();
+        let last_bytes = link.queued_bytes() - first_bytes;
+        link.acked(last.seq - 1);
+        assert!(first.seq < last.seq - 1);
+        assert_eq!(link.queued_bytes(), last_bytes, "subtracted twice");
+        sink2.stop(None);
+    }
+
+    /// A fan-out to a huge group (40,000 recipients on the peer: ~2.8 MB of names) is
+    /// queued as several consecutive Delivers, each well under the limit; a call over the
+    /// limit is refused at once instead of breaking a batch later.
+    #[tokio::test]
+    async fn a_huge_deliver_is_split_and_an_oversized_call_is_refused_at_once() {
+        let (inner, mut rx, sink) = node_with_peer(64 << 20).await;
+        let names: Vec<String> = (0..40_000).map(|i| format!("{i:0>60}")).collect();
+        inner
+            .send(
+                "n2",
+                Wire::Deliver {
+                    gid: 5,
+                    origin_session: 1,
+                    to: names.clone(),
+                    frame: vec![7; 10_000],
+                },
+            )
+            .unwrap();
+        inner
+            .send(
+                "n2",
+                Wire::Deliver {
+                    gid: 5,
+                    origin_session: 1,
+                    to: vec!["last".into()],
+                    frame: vec![8],
+                },
+            )
+            .unwrap();
+        let mut to = Vec::new();
+        let mut parts = 0;
+        'recv: loop {
+            let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(crate::cluster::wire::encode(&b).is_ok());
+            for item in b.items {
+                let Wire::Deliver { to: t, frame, .. } = item else {
+                    panic!("{item:?}")
+                };
+                if frame == [8] {
+                    break 'recv;
+                }
+                assert_eq!(frame.len(), 10_000);
+                parts += 1;
+                to.extend(t);
+            }
+        }
+        assert!(parts > 2, "{parts} parts");
+        assert_eq!(
+            to, names,
+            "every recipient once, in order, before the next event"
+        );
+        let refused = inner.send(
+            "n2",
+            Wire::Reply {
+                caller: 2,
+                corr: 1,
+                payload: vec![0; MAX_BATCH_BYTES],
+            },
+        );
+        assert!(
+            matches!(refused, Err(SendError::TooLarge { .. })),
+            "{refused:?}"
+        );
+        let call = inner
+            .call(
+                "n2",
+                |corr| Wire::Forward {
+                    caller: 1,
+                    corr,
+                    gid: 7,
+                    deadline_ms: 0,
+                    payload: vec![0; MAX_BATCH_BYTES],
+                },
+                Duration::from_secs(30),
+            )
+            .await;
+        assert!(matches!(call, Err(CallError::TooLarge(_))), "{call:?}");
+        assert!(call.unwrap_err().to_api_error().message.contains("limit"));
+        assert_eq!(inner.pending.len(), 0);
         sink.stop(None);
     }
 

@@ -29,8 +29,8 @@ pub mod identity;
 pub mod inbound;
 mod link;
 mod membership;
-mod pending;
 pub mod peer_quic;
+mod pending;
 pub mod placement;
 pub mod presence;
 mod router;
@@ -121,6 +121,13 @@ pub enum CallError {
     /// No reply within `cluster.request_timeout_ms`: outcome unknown.
     #[error("node {0} did not answer within the request timeout")]
     Timeout(String),
+    /// The request (or its answer) encodes to this many bytes, over what one batch between
+    /// nodes carries: nothing was sent.
+    #[error(
+        "the request needs {0} bytes between nodes, over the {max}-byte limit of one batch",
+        max = wire::MAX_ITEMS_BYTES
+    )]
+    TooLarge(usize),
 }
 
 impl CallError {
@@ -130,6 +137,7 @@ impl CallError {
             CallError::Unavailable(peer) => {
                 format!("the group lives on node {peer}, which is unreachable; retry")
             }
+            CallError::TooLarge(_) => format!("{self}; nothing was done"),
             CallError::PeerLost(_) | CallError::Timeout(_) => format!(
                 "{self}; the change may or may not have been made, read the group state \
                  before retrying"
@@ -310,6 +318,7 @@ impl Cluster {
                 SendError::Unavailable(p) | SendError::Overloaded(p) | SendError::Unknown(p) => {
                     CallError::Unavailable(p)
                 }
+                SendError::TooLarge { bytes, .. } => CallError::TooLarge(bytes),
             });
         }
         let timeout = Duration::from_millis(inner.cfg.request_timeout_ms);

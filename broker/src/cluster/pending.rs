@@ -58,6 +58,17 @@ impl Pending {
         }
     }
 
+    /// Fails call `corr` to `peer` with [`CallError::Unavailable`] (it was never sent);
+    /// returns whether it was waiting.
+    pub(crate) fn fail(&self, corr: u64, peer: &str) -> bool {
+        match self.lock().remove(&corr) {
+            Some((_, tx)) => tx
+                .send(Err(CallError::Unavailable(peer.to_owned())))
+                .is_ok(),
+            None => false,
+        }
+    }
+
     /// Forgets call `corr` (its caller gave up).
     pub(crate) fn forget(&self, corr: u64) {
         self.lock().remove(&corr);

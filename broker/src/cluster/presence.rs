@@ -329,8 +329,8 @@ impl Remote {
                 frame,
             };
             match self.cluster.send(&peer, item) {
-                // Overloaded: counted by the link.
-                Ok(()) | Err(SendError::Overloaded(_)) => {}
+                // Overloaded, too large: counted by the link.
+                Ok(()) | Err(SendError::Overloaded(_) | SendError::TooLarge { .. }) => {}
                 Err(e @ (SendError::Unavailable(_) | SendError::Unknown(_))) => {
                     metrics::counter!("convoke_cluster_deliveries_dropped_total", "peer" => peer.clone())
                         .increment(1);

@@ -218,7 +218,18 @@ pub(crate) fn serve(
         };
         match encode(&answered) {
             Ok(bytes) => {
-                let _ = cluster.reply(&from, caller, corr, bytes);
+                if let Err(e @ super::SendError::TooLarge { .. }) =
+                    cluster.reply(&from, caller, corr, bytes)
+                {
+                    // Answered as failed rather than left to the caller's timeout.
+                    let failed = Answered {
+                        ordinal: node.ordinal(),
+                        reply: Reply::Failed(e.to_string()),
+                    };
+                    if let Ok(bytes) = encode(&failed) {
+                        let _ = cluster.reply(&from, caller, corr, bytes);
+                    }
+                }
             }
             Err(e) => tracing::error!(error = %e.message, "cannot encode a query's answer"),
         }

@@ -23,6 +23,15 @@ pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Target size of one batch when a link drains its queue.
 pub const BATCH_TARGET_BYTES: usize = 1 << 20;
 
+/// Most bytes of items in one batch: the limit less room for the batch's own fields
+/// (sender name, incarnation, seq, item count). A link never builds a bigger batch, and
+/// refuses a single item over it.
+pub const MAX_ITEMS_BYTES: usize = MAX_BATCH_BYTES - 4096;
+
+/// What ractor_cluster adds around a batch on the wire (its envelope: variant name, actor
+/// id, length prefixes): the NodeServer's inbound frame limit is the batch limit plus this.
+pub const ENVELOPE_MARGIN: usize = 64 << 10;
+
 fn codec() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ 4 << 20 }>()
 }
