@@ -202,6 +202,7 @@ pub(super) async fn start(
         hello,
         peers: Mutex::new(BTreeMap::new()),
         pending: Pending::default(),
+        ordinals: Mutex::default(),
         inbound: OnceLock::new(),
         epoch: Instant::now(),
         server: OnceLock::new(),
@@ -965,6 +966,25 @@ impl Inner {
                 format!("it has this node's cluster.ordinal {}", h.ordinal),
             );
         }
+        let taken = self
+            .ordinals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&h.ordinal)
+            .filter(|(name, _)| name != from)
+            .cloned();
+        if let Some((name, uid)) = taken {
+            return self.refuse(
+                from,
+                p,
+                "ordinal",
+                format!(
+                    "it has cluster.ordinal {}, which node {name} (node_uid {uid}) has; every \
+                     node needs its own",
+                    h.ordinal
+                ),
+            );
+        }
         if let Some(old) = &p.hello {
             if old.node_uid != h.node_uid && p.state == State::Up {
                 // A second live process under a name that is Up: refuse the newcomer only
@@ -998,6 +1018,11 @@ impl Inner {
             p.state = State::Connecting;
         }
         p.core = core;
+        {
+            let mut ordinals = self.ordinals.lock().unwrap_or_else(|p| p.into_inner());
+            ordinals.retain(|_, (name, _)| name != from);
+            ordinals.insert(h.ordinal, (from.to_owned(), h.node_uid.clone()));
+        }
         p.hello = Some(h);
     }
 
@@ -1166,6 +1191,7 @@ mod tests {
             hello: hello.clone(),
             peers: Mutex::new(BTreeMap::new()),
             pending: Pending::default(),
+            ordinals: Mutex::default(),
             inbound: OnceLock::new(),
             epoch: Instant::now(),
             server: OnceLock::new(),
@@ -1671,6 +1697,59 @@ mod tests {
             .collect();
         assert_eq!(got, [2]);
         assert_eq!(inner.lock()["n2"].state, State::Up);
+        sink.stop(None);
+    }
+
+    /// Two peers (neither of them this node) claiming one ordinal: the second is refused,
+    /// naming the first; before, only the two nodes sharing it noticed.
+    #[tokio::test]
+    async fn a_hello_with_the_ordinal_of_another_known_peer_is_refused() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let n2 = Hello {
+            name: "n2".into(),
+            ordinal: 2,
+            node_uid: "u2".into(),
+            members_hash: vec![],
+            ..inner.hello.clone()
+        };
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            p.hello = None;
+            inner.on_hello("n2", p, n2.clone());
+            assert!(p.hello.is_some(), "{:?}", p.reason);
+        }
+        let g1 = inner.new_peer("g1", String::new(), false);
+        inner.lock().insert("g1".into(), g1);
+        let mut peers = inner.lock();
+        let p = peers.get_mut("g1").unwrap();
+        inner.on_hello(
+            "g1",
+            p,
+            Hello {
+                name: "g1".into(),
+                role: "gateway".into(),
+                node_uid: "u9".into(),
+                members: vec![],
+                ..n2.clone()
+            },
+        );
+        assert_eq!(p.state, State::Refused);
+        let reason = p.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("ordinal"), "{reason}");
+        assert!(reason.contains("n2") && reason.contains("u2"), "{reason}");
+        // n2 itself, again (a restart): still accepted.
+        let p = peers.get_mut("n2").unwrap();
+        inner.on_hello(
+            "n2",
+            p,
+            Hello {
+                incarnation: 3,
+                ..n2
+            },
+        );
+        assert_eq!(p.hello.as_ref().map(|h| h.incarnation), Some(3));
+        drop(peers);
         sink.stop(None);
     }
 

@@ -194,6 +194,9 @@ pub(crate) struct Inner {
     hello: Hello,
     peers: Mutex<BTreeMap<String, Peer>>,
     pending: Pending,
+    /// The ordinal of every peer whose Hello this node accepted: ordinal -> (name,
+    /// node_uid). Two nodes with one ordinal would mint the same ids.
+    ordinals: Mutex<BTreeMap<u32, (String, String)>>,
     inbound: OnceLock<Arc<dyn Inbound>>,
     epoch: Instant,
     server: OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
