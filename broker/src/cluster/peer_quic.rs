@@ -51,6 +51,10 @@ const CLOSE_UNAUTHENTICATED: u32 = 0x50;
 /// Transfers one peer connection may carry at once (each is one bidirectional stream).
 const MAX_STREAMS: u32 = 1024;
 
+/// Connection-level receive window of a peer connection, bytes (each stream keeps the
+/// endpoint's 1 MiB).
+const PEER_RECEIVE_WINDOW: u32 = 32 * 1024 * 1024;
+
 /// The first frame of every stream of a peer connection.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct PeerOpen {
@@ -112,7 +116,6 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
     };
     let cookie: Arc<[u8]> = Arc::from(cluster.inner.cfg.cookie.as_bytes());
     let wait = Duration::from_millis(node.config.sessions.handshake_timeout_ms);
-    conn.set_max_concurrent_bi_streams(MAX_STREAMS.into());
     let authenticated = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         // A connection that never authenticates does not stay open.
@@ -167,7 +170,13 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
                 conn.close(CLOSE_UNAUTHENTICATED.into(), b"not authenticated");
                 return;
             }
-            authenticated.store(true, std::sync::atomic::Ordering::Relaxed);
+            if !authenticated.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                // Only now (an unauthenticated connection keeps the client-facing limits):
+                // all the peer's transfers to this node share this connection, which the
+                // client-facing 4 streams and 2 MiB window would throttle.
+                conn.set_max_concurrent_bi_streams(MAX_STREAMS.into());
+                conn.set_receive_window(PEER_RECEIVE_WINDOW.into());
+            }
             metrics::counter!("convoke_peer_transfers_total", "side" => "owner").increment(1);
             crate::session::transfer::serve_for_peer(node, open.caller, send, recv, buf).await;
         });
