@@ -26,6 +26,7 @@
 //! counted, never allowed to grow. The byte count is one addition per frame queued and one
 //! subtraction per batch written; a frame written straight into the stream is not counted.
 
+use crate::webtransport::Framing;
 use bytes::Bytes;
 use convoke_protocol::close;
 use futures::FutureExt;
@@ -74,6 +75,8 @@ impl Coalesce {
 pub struct Outbox {
     state: Mutex<State>,
     conn: quinn::Connection,
+    /// How the connection is closed (a browser's with a WebTransport session close).
+    framing: Framing,
     capacity: usize,
     max_bytes: usize,
     stall: Duration,
@@ -114,6 +117,7 @@ impl Outbox {
         stream: quinn::SendStream,
         bounds: Bounds,
         coalesce: Coalesce,
+        framing: Framing,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
@@ -128,6 +132,7 @@ impl Outbox {
                 gated_bytes: 0,
             }),
             conn,
+            framing,
             capacity: bounds.frames,
             max_bytes: bounds.bytes,
             stall: bounds.stall,
@@ -397,7 +402,7 @@ impl Outbox {
     }
 
     fn slow_consumer(&self, why: &str) {
-        slow_consumer(&self.conn, "events", why);
+        slow_consumer(&self.conn, &self.framing, "events", why);
         self.drained.notify_waiters();
     }
 }
@@ -434,14 +439,15 @@ pub async fn write_with_progress(
 
 /// Closes a session whose client does not read what it is sent (`queue`: `answers` or
 /// `events`), and counts it.
-pub fn slow_consumer(conn: &quinn::Connection, queue: &'static str, why: &str) {
+pub fn slow_consumer(conn: &quinn::Connection, framing: &Framing, queue: &'static str, why: &str) {
     if conn.close_reason().is_some() {
         return;
     }
     metrics::counter!("convoke_slow_client_disconnects_total", "queue" => queue).increment(1);
     tracing::info!(remote = %conn.remote_address(), queue, why, "closing slow client");
-    conn.close(
-        close::SLOW_CONSUMER.into(),
+    framing.close(
+        conn,
+        close::SLOW_CONSUMER,
         &close::reason_bytes(&format!(
             "{queue} not read fast enough: {why}; reconnect and catch up"
         )),

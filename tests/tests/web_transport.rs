@@ -264,3 +264,48 @@ async fn browsers_count_against_the_same_connection_caps() {
         "a browser got past sessions.max_connections = 1"
     );
 }
+
+#[tokio::test]
+async fn a_browser_that_does_not_read_its_events_is_told_slow_consumer() {
+    let (broker, base, hash) = broker(&[
+        ("sessions.outbound_queue", "16"),
+        ("sessions.write_timeout_ms", "500"),
+    ])
+    .await;
+    let alice = broker.connect("alice").await;
+    let session = dial(&base, "/convoke", &hash).await.unwrap();
+    let _bob = Browser::login(session.clone(), broker.token("bob", false, 600))
+        .await
+        .unwrap();
+    // bob never accepts, let alone reads, his event stream.
+    let group = alice
+        .client
+        .create_group(group_data("flood", &["bob"]))
+        .await
+        .unwrap();
+    let payload = vec![7u8; 8 * 1024];
+    let flood = async {
+        for _ in 0..2000 {
+            if alice
+                .client
+                .send_group_message(&group, payload.clone(), false)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let closed = tokio::select! {
+        e = session.closed() => e,
+        () = async { flood.await; std::future::pending().await } => unreachable!(),
+    };
+    // The close reaches the page as a WebTransport session close with the protocol's code
+    // (a bare QUIC close would be a connection error without it).
+    let text = closed.to_string();
+    assert!(
+        text.contains(&format!("code={}", convoke_protocol::close::SLOW_CONSUMER)),
+        "{text}"
+    );
+    assert!(text.contains("not read fast enough"), "{text}");
+}

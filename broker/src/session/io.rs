@@ -1,6 +1,7 @@
 //! Reading and writing frames on QUIC streams.
 
 use crate::outbox::{slow_consumer, write_with_progress};
+use crate::webtransport::Framing;
 use bytes::{Bytes, BytesMut};
 use convoke_protocol::codec::{
     decode_frame, decode_hello_frame, FrameError, HEADER_LEN, MAX_FRAME_LEN, MAX_HELLO_LEN,
@@ -84,6 +85,7 @@ pub struct Responder(Arc<ResponderInner>);
 struct ResponderInner {
     stream: tokio::sync::Mutex<quinn::SendStream>,
     conn: quinn::Connection,
+    framing: Framing,
     /// Room for answers not yet taken by the stream, in KiB.
     room: tokio::sync::Semaphore,
     /// The budget in KiB (the semaphore's permits when nothing waits).
@@ -97,11 +99,13 @@ impl Responder {
         send: quinn::SendStream,
         budget: usize,
         stall: Duration,
+        framing: Framing,
     ) -> Self {
         let budget_kib = u32::try_from(budget / 1024).unwrap_or(u32::MAX).max(1);
         Self(Arc::new(ResponderInner {
             stream: tokio::sync::Mutex::new(send),
             conn,
+            framing,
             room: tokio::sync::Semaphore::new(budget_kib as usize),
             budget_kib,
             stall,
@@ -131,6 +135,7 @@ impl Responder {
             None => {
                 slow_consumer(
                     &inner.conn,
+                    &inner.framing,
                     "answers",
                     &format!("answers not read for {} ms", inner.stall.as_millis()),
                 );

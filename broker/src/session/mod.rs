@@ -264,7 +264,7 @@ async fn open(
         bytes: cfg.outbound_queue_bytes,
         stall: write_timeout,
     };
-    let outbox = Outbox::new(conn.clone(), events, bounds, coalesce);
+    let outbox = Outbox::new(conn.clone(), events, bounds, coalesce, framing.clone());
     if hello.events {
         // Live events wait until the kept ones (older) are queued.
         outbox.gate();
@@ -311,7 +311,13 @@ async fn open(
         expires_at,
         recv,
         buf,
-        responses: Responder::new(conn.clone(), send, cfg.answer_queue_bytes, write_timeout),
+        responses: Responder::new(
+            conn.clone(),
+            send,
+            cfg.answer_queue_bytes,
+            write_timeout,
+            framing.clone(),
+        ),
         _presence,
     }))
 }
