@@ -94,6 +94,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     )
     .with_context(|| format!("cannot open the store in {}", data_dir.join("db").display()))?;
 
+    if config.cluster.enabled {
+        // A single node's groups would be orphaned in a cluster: refused (exit 2).
+        crate::cluster::identity::refuse_single_node_data(&data_dir, store.has_groups()?)?;
+    }
     store.set_commit_window(Duration::from_micros(config.store.group_commit_window_us));
     store.set_kept_limits(
         config.sessions.kept_events_max,

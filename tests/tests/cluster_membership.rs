@@ -408,3 +408,69 @@ async fn a_second_process_claiming_a_live_name_is_refused_and_the_real_one_stays
     assert_eq!(n2["downs"], 0, "{n2}");
     impostor.kill9();
 }
+
+/// A data dir a single node filled (groups with ordinal-0 ids, no cluster identity file)
+/// is refused when the cluster is turned on, with exit code 2 and a message naming
+/// `cluster.enabled`: before, it started and its groups were silently orphaned (owned by
+/// other nodes' shards).
+#[tokio::test]
+async fn turning_the_cluster_on_for_a_single_nodes_data_dir_exits_2() {
+    let mut single = convoke_tests::Broker::start().await;
+    let alice = single.connect("alice").await;
+    alice
+        .client
+        .create_group(convoke_tests::group_data("g", &[]))
+        .await
+        .unwrap();
+    drop(alice);
+    single.stop();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(convoke_tests::broker_bin())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(single.data_dir())
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--set")
+        .arg(format!("auth.secret={}", convoke_tests::SECRET))
+        .args(["--set", "cluster.enabled=true", "--set", "cluster.name=n1"])
+        .args(["--set", "cluster.ordinal=1"])
+        .arg("--set")
+        .arg(format!("cluster.listen=127.0.0.1:{port}"))
+        .arg("--set")
+        .arg(format!("cluster.members=n1@127.0.0.1:{port}"))
+        .arg("--set")
+        .arg(format!("cluster.cookie={}", convoke_tests::cluster::COOKIE))
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + convoke_tests::WAIT;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("cluster.enabled") && err.contains("single node"),
+        "{err}"
+    );
+    assert!(
+        !single.data_dir().join("cluster").join("identity").exists(),
+        "a refused start writes no identity"
+    );
+}

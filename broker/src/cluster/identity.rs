@@ -45,6 +45,27 @@ pub(crate) fn sorted_members(cfg: &ClusterConfig) -> Vec<String> {
     members.iter().map(ToString::to_string).collect()
 }
 
+/// Refuses to turn the cluster on for a data dir a single node filled: no identity file
+/// yet, and the store already holds groups (`has_groups`). Their ids carry ordinal 0 and
+/// their shards would be owned by other nodes, so they would be orphaned silently. Until
+/// a migration path exists (ordinal 0 stays reserved for it), such a node does not start.
+pub fn refuse_single_node_data(data_dir: &Path, has_groups: bool) -> Result<(), Refused> {
+    if !has_groups || path(data_dir).exists() {
+        return Ok(());
+    }
+    Err(Refused::Unsupported {
+        setting: "cluster.enabled".to_owned(),
+        problem: format!(
+            "the data dir {} holds groups of a single node (no cluster identity file {}): \
+             with the cluster on, other nodes would own their shards and they would be \
+             orphaned. Moving a single node's data into a cluster is not supported yet; \
+             keep cluster.enabled = false for this data dir, or start the node on a new one",
+            data_dir.display(),
+            path(data_dir).display()
+        ),
+    })
+}
+
 /// Reads the identity of `data_dir`, or creates it from `cfg` at the first start; refuses a
 /// start whose settings drifted from it.
 pub fn load_or_create(cfg: &ClusterConfig, data_dir: &Path) -> Result<Identity, Refused> {
@@ -130,6 +151,24 @@ fn write(file: &Path, id: &Identity) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_single_node_data_dir_with_groups_is_refused_once_not_after_it_has_an_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            refuse_single_node_data(dir.path(), false).is_ok(),
+            "empty store"
+        );
+        let e = refuse_single_node_data(dir.path(), true).unwrap_err();
+        assert!(e.to_string().contains("cluster.enabled"), "{e}");
+        assert!(e.to_string().contains("single node"), "{e}");
+        std::fs::create_dir_all(dir.path().join("cluster")).unwrap();
+        std::fs::write(path(dir.path()), "").unwrap();
+        assert!(
+            refuse_single_node_data(dir.path(), true).is_ok(),
+            "a cluster's own data"
+        );
+    }
+
     use super::*;
 
     fn cfg(name: &str, ordinal: u32, members: &[&str]) -> ClusterConfig {
