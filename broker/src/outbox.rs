@@ -142,6 +142,14 @@ impl Outbox {
         })
     }
 
+    /// Closes the session's connection with `code` the way its client hears it (a
+    /// browser's as a WebTransport session close, which carries the code; see
+    /// [`Framing::close`]). For closes from outside the session, e.g. over the user's
+    /// session limit.
+    pub fn close_connection(&self, code: u32, reason: &[u8]) {
+        self.framing.close(&self.conn, code, reason);
+    }
+
     /// The connection this outbox writes to.
     pub fn connection(&self) -> &quinn::Connection {
         &self.conn
