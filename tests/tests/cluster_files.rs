@@ -542,6 +542,18 @@ async fn a_forged_peer_connection_is_refused() {
     let e = outcome_error(reply(&mut recv).await);
     assert_ne!(e.code, ErrorCode::ServerBusy, "{e}");
     assert!(conn.close_reason().is_none());
+    // Authenticated, the connection carries many transfers at once, not the 4 streams of a
+    // client's connection (all of a node's transfers to this owner share it).
+    let mut open_streams = Vec::new();
+    for _ in 0..12 {
+        let stream = tokio::time::timeout(Duration::from_secs(5), peer_stream(&conn, &open, &gid))
+            .await
+            .expect("a stream opens at once on an authenticated peer connection");
+        open_streams.push(stream);
+    }
+    for (_send, recv) in &mut open_streams {
+        assert_ne!(outcome_error(reply(recv).await).code, ErrorCode::ServerBusy);
+    }
 
     let forged = [
         PeerOpen {
