@@ -381,14 +381,19 @@ fn outcome_error(r: Option<TransferReply>) -> ApiError {
 }
 
 /// The owner killed (-9) mid-upload through n1: the upload's stream on n1 is answered 500
-/// (retryable) within the peer timeout and some slack, no hang; after the owner restarts on
-/// its data dir, no trace of the upload: no entry, no partial file.
+/// (retryable) within the peer timeout and some slack, and a download cut mid-way is reset,
+/// no hang; after the owner restarts on its data dir, no trace of the upload: no entry, no
+/// partial file; the complete files are there.
 #[tokio::test]
 async fn kill_9_of_the_owner_mid_upload_answers_at_once_and_leaves_nothing() {
     let mut c = TestCluster::start(3).await;
     let alice = c.client(1, "alice").await;
     let gid = create_owned_by(&c, &alice, 3, &[]).await;
     let kept = upload(&alice, &gid, "kept.bin", content(MIB, 5))
+        .await
+        .unwrap();
+    let big_data = content(10 * MIB, 8);
+    let big = upload(&alice, &gid, "big.bin", big_data.clone())
         .await
         .unwrap();
 
@@ -408,6 +413,28 @@ async fn kill_9_of_the_owner_mid_upload_answers_at_once_and_leaves_nothing() {
         .unwrap();
     send.write_all(&content(MIB, 6)).await.unwrap();
     tmp_holds(c.node(3), MIB as u64).await;
+    // A download through n1 too, its answer started but far from done (the test reads no
+    // further, so flow control holds the owner back).
+    let (mut dsend, mut drecv) = conn.open_bi().await.unwrap();
+    let header = TransferHeader::Download {
+        group_id: gid.clone(),
+        file_id: big.file_id.clone(),
+        secret: None,
+        offset: 0,
+    };
+    dsend
+        .write_all(&frame_bytes(&header).unwrap())
+        .await
+        .unwrap();
+    let mut dbuf = bytes::BytesMut::new();
+    let entry = loop {
+        if let Some(r) = decode_frame::<TransferReply>(&mut dbuf, 1 << 20).unwrap() {
+            break r;
+        }
+        let chunk = drecv.read_chunk(4096, true).await.unwrap().unwrap();
+        dbuf.extend_from_slice(&chunk.bytes);
+    };
+    assert!(matches!(entry, TransferReply::Outcome(Ok(_))), "{entry:?}");
 
     c.kill9(3);
     let killed = Instant::now();
@@ -418,7 +445,28 @@ async fn kill_9_of_the_owner_mid_upload_answers_at_once_and_leaves_nothing() {
     assert_eq!(e.code, ErrorCode::ServerBusy, "{e}");
     assert!(e.message.contains("n3"), "{e}");
     eprintln!("answered {:?} after the kill: {e}", killed.elapsed());
-    assert!(c.metric(1, "convoke_peer_transfers_lost_total").await >= 1.0);
+    // The download, cut in the middle of its bytes: its stream is reset, no hang.
+    let mut got = dbuf.len();
+    let cut = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match drecv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => got += chunk.bytes.len(),
+                Ok(None) => return None,
+                Err(e) => return Some(e),
+            }
+        }
+    })
+    .await
+    .expect("the cut download ends within 8 s of the owner's death");
+    assert!(
+        matches!(cut, Some(quinn::ReadError::Reset(_))),
+        "{cut:?} after {got} bytes"
+    );
+    assert!(
+        got < big_data.len(),
+        "{got} bytes: the download was not cut"
+    );
+    assert!(c.metric(1, "convoke_peer_transfers_lost_total").await >= 2.0);
     // While the owner is down, a new transfer for its group is refused at once, also 500.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let header = TransferHeader::Upload {
@@ -462,11 +510,11 @@ async fn kill_9_of_the_owner_mid_upload_answers_at_once_and_leaves_nothing() {
     })
     .await;
     let listed: Vec<_> = listed.into_iter().map(|f| f.file_name).collect();
-    assert_eq!(listed, ["kept.bin"]);
+    assert_eq!(listed, ["big.bin", "kept.bin"]);
     assert_eq!(
         entries(&files_dir(c.node(3)).join(&gid)).len(),
-        1,
-        "only the complete file's blob"
+        2,
+        "only the complete files' blobs"
     );
     drop(bob);
     let got = download(&alice, &gid, &kept).await.unwrap();
