@@ -140,6 +140,8 @@ pub struct OwnerWatch {
     stop: Arc<AtomicBool>,
     samples: Arc<AtomicU64>,
     violations: Arc<Mutex<Vec<String>>>,
+    /// Per node: rounds in which both documents answered, and the most group actors seen.
+    seen: Arc<Mutex<Vec<(u64, f64)>>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -149,7 +151,13 @@ impl OwnerWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(AtomicU64::new(0));
         let violations = Arc::new(Mutex::new(Vec::new()));
-        let (s, n, v) = (stop.clone(), samples.clone(), violations.clone());
+        let seen = Arc::new(Mutex::new(vec![(0u64, 0f64); nodes.len()]));
+        let (s, n, v, seen2) = (
+            stop.clone(),
+            samples.clone(),
+            violations.clone(),
+            seen.clone(),
+        );
         let task = tokio::spawn(async move {
             let strip = |owners: &serde_json::Value| -> BTreeSet<(String, u64)> {
                 owners
@@ -166,12 +174,13 @@ impl OwnerWatch {
             };
             let want = strip(&table);
             while !s.load(Ordering::Relaxed) {
-                for node in &nodes {
+                for (idx, node) in nodes.iter().enumerate() {
                     let (status, metrics) = tokio::join!(
                         http_get(node.metrics, "/cluster"),
                         http_get(node.metrics, "/metrics")
                     );
                     let mut bad = Vec::new();
+                    let answered = status.is_some() && metrics.is_some();
                     if let Some(doc) = status
                         .as_deref()
                         .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
@@ -186,6 +195,13 @@ impl OwnerWatch {
                     }
                     if let Some(body) = metrics {
                         let actors = metric_value(&body, "convoke_group_actors");
+                        {
+                            let mut seen = seen2
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            seen[idx].0 += u64::from(answered);
+                            seen[idx].1 = seen[idx].1.max(actors);
+                        }
                         if actors > node.owned_groups as f64 {
                             bad.push(format!(
                                 "runs {actors} group actors but owns {} groups",
@@ -212,11 +228,14 @@ impl OwnerWatch {
             stop,
             samples,
             violations,
+            seen,
             task: Some(task),
         }
     }
 
-    /// Stops sampling; returns the number of rounds and the violations seen.
+    /// Stops sampling; returns the number of rounds and the violations seen. Panics when
+    /// a node answered in fewer than a quarter of the rounds, or no node ever ran a group
+    /// actor (the watch would have watched nothing).
     pub async fn finish(mut self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.task.take() {
@@ -228,7 +247,24 @@ impl OwnerWatch {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        (self.samples.load(Ordering::Relaxed), v)
+        let rounds = self.samples.load(Ordering::Relaxed);
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (i, (answered, _)) in seen.iter().enumerate() {
+            assert!(
+                *answered * 4 >= rounds,
+                "node {} answered /cluster and /metrics in {answered} of {rounds} rounds",
+                i + 1
+            );
+        }
+        assert!(
+            seen.iter().any(|(_, actors)| *actors > 0.0),
+            "no node ever showed a group actor: {seen:?}"
+        );
+        (rounds, v)
     }
 }
 

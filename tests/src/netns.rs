@@ -123,7 +123,6 @@ impl Netns {
     /// `None` (not root, no `ip netns`): the caller skips its test.
     pub fn create(n: usize, test: &str) -> Option<Netns> {
         if let Some(why) = unavailable() {
-            println!("SKIPPED {test}: network namespaces are unavailable: {why}");
             eprintln!("SKIPPED {test}: network namespaces are unavailable: {why}");
             return None;
         }
