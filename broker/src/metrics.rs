@@ -405,7 +405,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_cluster_refused_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Cluster connections or peers refused, by reason: unauthenticated (closed before the cookie handshake completed: a wrong cluster.cookie, or not a convoke node), tls (a TLS handshake on the cluster port failed or took longer than cluster.peer_timeout_ms), app_secret, shards, members, ordinal, proto, name, duplicate_name, unknown_node.",
+        help: "Cluster connections or peers refused, by reason: unauthenticated (closed before the cookie handshake completed: a wrong cluster.cookie, or not a convoke node), tls (a TLS handshake on the cluster port failed or took longer than cluster.peer_timeout_ms), app_secret, shards, members, ordinal (another known node has it), proto, name, duplicate_name, node_uid (a core node's name on another data dir than the one this node first met it with), unknown_node.",
         zero: &[],
     },
     MetricDef {

@@ -474,3 +474,43 @@ async fn turning_the_cluster_on_for_a_single_nodes_data_dir_exits_2() {
         "a refused start writes no identity"
     );
 }
+
+/// While n2 is down, a process on another data dir under the name n2 (a copy of its config
+/// started on an empty server.data_dir) is refused by n1, which remembers the data dir it
+/// first met n2 with; before, it was accepted and took n2's shards without its data. The
+/// real n2 is accepted again when it returns.
+#[tokio::test]
+async fn another_data_dir_under_a_known_name_is_refused_while_the_real_node_is_down() {
+    let mut c = TestCluster::start(2).await;
+    c.wait_up(1, 2).await;
+    c.node_mut(2).stop();
+    c.wait_state(1, "n2", "down").await;
+    let settings = c.settings(2);
+    let refs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut impostor = convoke_tests::Broker::unstarted(&refs);
+    impostor.launch();
+    eventually("n1 to refuse n2 on another data dir", || async {
+        c.node(1)
+            .log()
+            .contains("runs on another data dir")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        c.metric_with(1, "convoke_cluster_refused_total", "reason", "node_uid")
+            .await
+            >= 1.0
+    );
+    let log = c.node(1).log();
+    assert!(
+        log.contains("peer_uids"),
+        "the log says how to replace a node"
+    );
+    assert_ne!(c.state_of(1, "n2").await.as_deref(), Some("up"));
+    impostor.kill9();
+    c.restart(2);
+    c.wait_up(1, 2).await;
+}

@@ -136,13 +136,69 @@ pub fn load_or_create(cfg: &ClusterConfig, data_dir: &Path) -> Result<Identity, 
 
 /// Writes the file durably: temp file, fsync, rename, fsync of the directory.
 fn write(file: &Path, id: &Identity) -> std::io::Result<()> {
+    let text = toml::to_string(id).map_err(std::io::Error::other)?;
+    write_text(
+        file,
+        "# Written at this node's first start in a cluster; do not edit.\n",
+        &text,
+    )
+}
+
+/// The data dirs (node_uid) this node met each core peer with, by name:
+/// `DATA_DIR/cluster/peer_uids`, written when a core peer's Hello is first accepted.
+///
+/// A later Hello under that name from another data dir is refused (a copy of the config
+/// started on an empty dir would otherwise take the node's shards with none of its data).
+/// **Replacing a node deliberately** (its data dir is lost for good): delete this file on
+/// every other node and restart them (or delete the one line of that node and restart);
+/// they then remember the new data dir at its first Hello.
+pub fn peer_uids_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("peer_uids")
+}
+
+/// Reads [`peer_uids_path`] (empty when it does not exist).
+pub fn load_peer_uids(
+    data_dir: &Path,
+) -> Result<std::collections::BTreeMap<String, String>, Refused> {
+    let file = peer_uids_path(data_dir);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => toml::from_str(&text).map_err(|e| Refused::Identity {
+            path: file,
+            problem: format!(
+                "it does not parse ({e}); delete it to forget the peers' data dirs \
+                 (see identity::peer_uids_path)"
+            ),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(Refused::Identity {
+            path: file,
+            problem: format!("cannot read it: {e}"),
+        }),
+    }
+}
+
+/// Writes [`peer_uids_path`] durably.
+pub fn save_peer_uids(
+    file: &Path,
+    uids: &std::collections::BTreeMap<String, String>,
+) -> std::io::Result<()> {
+    let text = toml::to_string(uids).map_err(std::io::Error::other)?;
+    write_text(
+        file,
+        "# The data dir (node_uid) of each core peer, remembered at its first Hello. To \
+         replace a node\n# deliberately, delete this file on every other node and restart \
+         them.\n",
+        &text,
+    )
+}
+
+fn write_text(file: &Path, header: &str, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let text = toml::to_string(id).map_err(std::io::Error::other)?;
     let tmp = file.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(b"# Written at this node's first start in a cluster; do not edit.\n")?;
+    f.write_all(header.as_bytes())?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, file)?;

@@ -157,6 +157,7 @@ pub(super) async fn start(
     let cfg = config.cluster.clone();
     let tls = super::tls::load(&cfg)?;
     let id = identity::load_or_create(&cfg, &config.server.data_dir)?;
+    let peer_uids = identity::load_peer_uids(&config.server.data_dir)?;
     let members = members_of(&cfg);
     let placement = OnceLock::new();
     if !members.is_empty() {
@@ -203,6 +204,8 @@ pub(super) async fn start(
         peers: Mutex::new(BTreeMap::new()),
         pending: Pending::default(),
         ordinals: Mutex::default(),
+        peer_uids: Mutex::new(peer_uids),
+        peer_uids_path: identity::peer_uids_path(&config.server.data_dir),
         inbound: OnceLock::new(),
         epoch: Instant::now(),
         server: OnceLock::new(),
@@ -366,9 +369,10 @@ impl Inner {
         self.lock().get(peer).is_some_and(|p| p.state == State::Up)
     }
 
-    /// `peer`'s QUIC address, certificate SHA-256 and incarnation from its Hello, while it
+    /// `peer`'s QUIC address, certificate SHA-256 and incarnation from its Hello, and the
+    /// cluster address this node dials it at (empty for a gateway that dials us), while it
     /// is Up (for `peer_quic`, which proxies file transfers to it).
-    pub(super) fn peer_quic(&self, peer: &str) -> Option<(String, Vec<u8>, u64)> {
+    pub(super) fn peer_quic(&self, peer: &str) -> Option<(String, Vec<u8>, u64, String)> {
         let peers = self.lock();
         let p = peers.get(peer).filter(|p| p.state == State::Up)?;
         let h = p.hello.as_ref()?;
@@ -376,6 +380,7 @@ impl Inner {
             h.quic_addr.clone(),
             h.quic_cert_sha256.clone(),
             h.incarnation,
+            p.addr.clone(),
         ))
     }
 
@@ -851,6 +856,11 @@ impl Inner {
                 }
                 self.learn(&mut peers, learned);
             }
+            if came_up {
+                // Up now, not at the next tick: /cluster and the gauge agree.
+                let up = peers.values().filter(|p| p.state == State::Up).count();
+                metrics::gauge!("convoke_cluster_members").set((up + 1) as f64);
+            }
         }
         if came_up {
             if let Some(hook) = self.inbound.get() {
@@ -1014,6 +1024,11 @@ impl Inner {
                 p.link.reset();
             }
         }
+        if core {
+            if let Err(detail) = self.remember_uid(from, &h.node_uid) {
+                return self.refuse(from, p, "node_uid", detail);
+            }
+        }
         if p.state == State::Refused {
             p.state = State::Connecting;
         }
@@ -1024,6 +1039,33 @@ impl Inner {
             ordinals.insert(h.ordinal, (from.to_owned(), h.node_uid.clone()));
         }
         p.hello = Some(h);
+    }
+
+    /// Checks core peer `from`'s data dir against the one remembered for it, or remembers
+    /// it at the first accepted Hello (see `identity::peer_uids_path`).
+    fn remember_uid(&self, from: &str, uid: &str) -> Result<(), String> {
+        let mut uids = self.peer_uids.lock().unwrap_or_else(|p| p.into_inner());
+        match uids.get(from) {
+            Some(known) if known == uid => Ok(()),
+            Some(known) => Err(format!(
+                "node {from} (cluster.name = {from:?}) runs on another data dir than the one \
+                 this node first met it with (node_uid {known}, now {uid}): a copy of its \
+                 config on a new or different server.data_dir would take its shards without \
+                 its data. Start {from} on its own data dir; to replace it deliberately, \
+                 delete {} on every other node and restart them",
+                self.peer_uids_path.display()
+            )),
+            None => {
+                uids.insert(from.to_owned(), uid.to_owned());
+                if let Err(e) = identity::save_peer_uids(&self.peer_uids_path, &uids) {
+                    // Still accepted: this process remembers it; the next may not.
+                    tracing::error!(file = %self.peer_uids_path.display(), error = %e, "cluster: cannot remember a peer's data dir");
+                } else {
+                    tracing::info!(peer = %from, node_uid = %uid, file = %self.peer_uids_path.display(), "cluster: remembered a peer's data dir (delete this file on every node to replace a node deliberately)");
+                }
+                Ok(())
+            }
+        }
     }
 
     pub(super) fn status(&self) -> serde_json::Value {
@@ -1192,6 +1234,10 @@ mod tests {
             peers: Mutex::new(BTreeMap::new()),
             pending: Pending::default(),
             ordinals: Mutex::default(),
+            peer_uids: Mutex::default(),
+            peer_uids_path: identity::peer_uids_path(
+                &std::env::temp_dir().join(format!("convoke-test-{}", rand::random::<u64>())),
+            ),
             inbound: OnceLock::new(),
             epoch: Instant::now(),
             server: OnceLock::new(),
@@ -1750,6 +1796,70 @@ mod tests {
         );
         assert_eq!(p.hello.as_ref().map(|h| h.incarnation), Some(3));
         drop(peers);
+        if let Some(dir) = inner.peer_uids_path.parent().and_then(|d| d.parent()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        sink.stop(None);
+    }
+
+    /// A core peer is remembered with the data dir (node_uid) of its first accepted Hello,
+    /// on disk; while it is not Up, a Hello under its name from another data dir is refused
+    /// (before, it was accepted and took the node's shards without its data).
+    #[tokio::test]
+    async fn a_known_core_peer_on_another_data_dir_is_refused_while_it_is_not_up() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let n2 = Hello {
+            name: "n2".into(),
+            ordinal: 2,
+            node_uid: "u2".into(),
+            members_hash: vec![],
+            ..inner.hello.clone()
+        };
+        let mut peers = inner.lock();
+        let p = peers.get_mut("n2").unwrap();
+        p.hello = None;
+        inner.on_hello("n2", p, n2.clone());
+        assert!(p.hello.is_some(), "{:?}", p.reason);
+        let file = inner.peer_uids_path.clone();
+        let dir = file.parent().unwrap().parent().unwrap().to_owned();
+        assert_eq!(
+            identity::load_peer_uids(&dir)
+                .unwrap()
+                .get("n2")
+                .map(String::as_str),
+            Some("u2"),
+            "remembered on disk"
+        );
+        // n2 is lost, and a process on another data dir comes up under its name.
+        inner.down("n2", p, "heartbeat_timeout");
+        inner.on_hello(
+            "n2",
+            p,
+            Hello {
+                node_uid: "u-other".into(),
+                incarnation: 9,
+                ..n2.clone()
+            },
+        );
+        assert_eq!(p.state, State::Refused);
+        let reason = p.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("node_uid"), "{reason}");
+        assert!(
+            reason.contains("u2") && reason.contains(&file.display().to_string()),
+            "{reason}"
+        );
+        // The real one returns: accepted.
+        inner.on_hello(
+            "n2",
+            p,
+            Hello {
+                incarnation: 10,
+                ..n2
+            },
+        );
+        assert_eq!(p.hello.as_ref().map(|h| h.incarnation), Some(10));
+        drop(peers);
+        let _ = std::fs::remove_dir_all(dir);
         sink.stop(None);
     }
 

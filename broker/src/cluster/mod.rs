@@ -197,6 +197,10 @@ pub(crate) struct Inner {
     /// The ordinal of every peer whose Hello this node accepted: ordinal -> (name,
     /// node_uid). Two nodes with one ordinal would mint the same ids.
     ordinals: Mutex<BTreeMap<u32, (String, String)>>,
+    /// The node_uid each core peer was first accepted with (`identity::peer_uids_path`),
+    /// and that file.
+    peer_uids: Mutex<BTreeMap<String, String>>,
+    peer_uids_path: PathBuf,
     inbound: OnceLock<Arc<dyn Inbound>>,
     epoch: Instant,
     server: OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
