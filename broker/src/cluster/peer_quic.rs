@@ -292,7 +292,7 @@ pub fn client_config(sha256: Vec<u8>, idle: Duration) -> anyhow::Result<quinn::C
 
 /// The connection to `peer` (reused while it lives and the peer's Hello is unchanged).
 async fn connection(cluster: &Cluster, peer: &str) -> Result<quinn::Connection, String> {
-    let Some((addr, cert, incarnation)) = cluster.inner.peer_quic(peer) else {
+    let Some((addr, cert, incarnation, cluster_addr)) = cluster.inner.peer_quic(peer) else {
         return Err(format!("node {peer} is not up"));
     };
     {
@@ -311,12 +311,8 @@ async fn connection(cluster: &Cluster, peer: &str) -> Result<quinn::Connection, 
         .parse()
         .map_err(|e| format!("node {peer} announced an unusable QUIC address {addr:?}: {e}"))?;
     if sock.ip().is_unspecified() {
-        // Listening on all addresses: reach it where its cluster port was dialed.
-        sock.set_ip(if sock.is_ipv6() {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        });
+        // It listens on all addresses: reach it on the host its cluster port is dialed at.
+        sock = unspecified_to_host(sock, &cluster_addr).await;
     }
     let idle = Duration::from_millis(cluster.inner.cfg.peer_timeout_ms.max(500) * 2);
     let config = client_config(cert.clone(), idle).map_err(|e| format!("peer TLS config: {e}"))?;
@@ -342,6 +338,30 @@ async fn connection(cluster: &Cluster, peer: &str) -> Result<quinn::Connection, 
             },
         );
     Ok(conn)
+}
+
+/// The address to dial for a peer that announced the unspecified address `sock`: the host
+/// of its cluster address `cluster_addr` (`host:port`, a name or an IP) with `sock`'s port;
+/// loopback when that is unknown (a gateway that dialed us) or does not resolve.
+async fn unspecified_to_host(sock: SocketAddr, cluster_addr: &str) -> SocketAddr {
+    let host = cluster_addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or_default();
+    if !host.is_empty() {
+        if let Ok(mut found) = tokio::net::lookup_host((host, sock.port())).await {
+            if let Some(a) = found.next() {
+                return a;
+            }
+        }
+    }
+    let mut sock = sock;
+    sock.set_ip(if sock.is_ipv6() {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    });
+    sock
 }
 
 /// How a pump ended.
@@ -526,6 +546,21 @@ async fn owner_lost(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_peer_on_all_addresses_is_dialed_on_its_cluster_host() {
+        let any: SocketAddr = "0.0.0.0:4433".parse().expect("addr");
+        let at = |a: &str| a.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            unspecified_to_host(any, "10.1.2.3:7401").await,
+            at("10.1.2.3:4433")
+        );
+        assert_eq!(
+            unspecified_to_host(any, "localhost:7401").await.port(),
+            4433
+        );
+        assert_eq!(unspecified_to_host(any, "").await, at("127.0.0.1:4433"));
+    }
 
     #[test]
     fn the_mac_depends_on_cookie_and_name() {
