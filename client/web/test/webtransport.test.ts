@@ -116,8 +116,8 @@ describe('connect over WebTransport', () => {
     c.close();
   });
 
-  test("the transport's end ends the connection; closing the connection closes the transport", async () => {
-    const c = await connect(opts);
+  test("the transport's end ends the connection (reconnect off); closing the connection closes the transport", async () => {
+    const c = await connect({ ...opts, reconnect: false });
     const wt = FakeWebTransport.last!;
     let ended: ConnectionError | undefined;
     c.session.onEnd((e) => (ended = e));

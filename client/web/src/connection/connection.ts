@@ -16,13 +16,14 @@ import type {
   GroupEvent,
   GroupInfo as WireGroupInfo,
   GroupMessage,
+  Push,
   Request,
   Response,
   ResponseOf,
   Role,
   SharedFile,
 } from '../codec/index.js';
-import { ConnectionError, paramError, ProtocolError, reportHandlerError } from './errors.js';
+import { ConnectionError, ConvokeError, paramError, ProtocolError, reportHandlerError, TimeoutError } from './errors.js';
 import {
   defaultResetReason,
   download,
@@ -34,6 +35,8 @@ import {
   type UploadFile,
 } from './files.js';
 import { PushReader } from './pushes.js';
+import { backoffDelay, CLOSE, finalReason, randomClientMsgId, retrySafe, STABLE_MS, type ReconnectPolicy } from './reconnect.js';
+import { Sequencer } from './resume.js';
 import {
   ext,
   flag,
@@ -197,10 +200,57 @@ export interface EventHandlers {
   onGroupEvent?: (event: GroupEvent) => void;
   onMultiDeviceEvent?: (event: GroupEvent) => void;
   onGroupMessage?: (message: GroupMessage) => void;
-  /** The connection is open (called by `connect` for the handlers given to it). */
+  /**
+   * A link is up: the first (called by `connect` for the handlers given to it) and each
+   * one after a reconnect (then before the catch-up's messages and `onReconnected`).
+   */
   onConnected?: () => void;
-  /** The connection ended; `closing` is the broker's notice when it sent one. */
+  /**
+   * A link ended: `error` says why (its `closeCode` when the broker closed it); `closing`
+   * is the broker's notice when it sent one. A reconnecting connection then reports
+   * `onReconnecting` for each attempt, or, when it gives up or was closed, nothing more.
+   */
   onDisconnected?: (error: ConnectionError, closing?: { code: number; reason: string }) => void;
+  /** A reconnect attempt is about to be made after `delayMs` (the jittered back-off). */
+  onReconnecting?: (info: { attempt: number; delayMs: number; reason: string }) => void;
+  /**
+   * Reconnected and caught up: every message missed meanwhile (`recovered` of them) has
+   * been handed on, in order, before this; newer pushes follow. Events that are not kept
+   * (updates, mutes, ...) made while away are not replayed: the cue to re-read group state.
+   */
+  onReconnected?: (info: { recovered: number }) => void;
+  /**
+   * The session ended because its token expired (close code 8); `refreshing` when the
+   * `tokenProvider` will be asked for a new one, else the connection ends (log in again).
+   */
+  onTokenExpired?: (info: { refreshing: boolean }) => void;
+  /** The connection ended for good (closed, or a refusal retrying cannot fix): why. */
+  onClosed?: (error: ConnectionError | ConvokeError) => void;
+}
+
+/** One link of a connection: a session and the streams that go with it. */
+export interface Link {
+  session: Session;
+  /** The broker's push stream, once it comes (undefined: this link takes no pushes). */
+  pushes?: Promise<ReadableStream<Uint8Array> | undefined>;
+  /** Opens a transfer stream on this link. */
+  openStream?: StreamOpener;
+  resetReason?: ResetReason;
+}
+
+/** Opens a new link with this hello (its token is the current one). */
+export type Dialer = (hello: HelloOptions) => Promise<Link>;
+
+/** Options of a reconnecting connection. */
+export interface ResilienceOptions {
+  /** When and how often to reconnect; `false` never. Default: jittered 100 ms .. 5 s, forever. */
+  reconnect?: ReconnectPolicy | false;
+  /**
+   * Asked for a token for every dial after the first (and for the first, when `token` is
+   * empty), as the Rust client's `token_provider`: a session ended by its token's expiry is
+   * then replaced with a new token instead of ending the connection.
+   */
+  tokenProvider?: () => string | Promise<string>;
 }
 
 /** How a connection opens its transfer streams (WebTransport: `createBidirectionalStream`). */
@@ -228,15 +278,96 @@ export interface DownloadCallbacks {
 export class Connection {
   private readonly handlers = new Map<string, EventHandlers>();
   private pushes: PushReader | undefined;
-  private readonly streams: StreamOptions;
+  private streams: StreamOptions;
+  private current: Session;
+  /** The generation of the current link (1 for the first). */
+  private gen = 0;
+  private readonly sequencer: Sequencer;
+  private readonly resilience: { dial: Dialer; hello: HelloOptions; policy: ReconnectPolicy; tokenProvider?: () => string | Promise<string> } | undefined;
+  private readonly requestTimeoutMs: number;
+  /** Set once the connection is over for good: every call rejects with it. */
+  private final: ConnectionError | ConvokeError | undefined;
+  private closingByApp = false;
+  private readonly upWaiters = new Set<() => void>();
+  /** Ends the back-off sleep early (close()). */
+  private wake: (() => void) | undefined;
+  private upSince = Date.now();
+  private attempt = 0;
 
   constructor(
-    /** The session the calls go through. */
-    readonly session: Session,
+    /** The session the calls go through (the first link's). */
+    session: Session,
     streams: StreamOptions = {},
+    resilience?: {
+      dial: Dialer;
+      hello: HelloOptions;
+      link?: Link;
+      requestTimeoutMs?: number;
+      handlers?: Record<string, EventHandlers>;
+    } & ResilienceOptions,
   ) {
     this.streams = streams;
-    session.onEnd((e) => this.emit((h) => h.onDisconnected?.(e, this.pushes?.closing)));
+    this.current = session;
+    this.requestTimeoutMs = resilience?.requestTimeoutMs ?? 30_000;
+    if (resilience) {
+      this.resilience = {
+        dial: resilience.dial,
+        hello: resilience.hello,
+        policy: resilience.reconnect === false ? { enabled: false } : (resilience.reconnect ?? {}),
+        ...(resilience.tokenProvider ? { tokenProvider: resilience.tokenProvider } : {}),
+      };
+    }
+    this.sequencer = new Sequencer(
+      {
+        request: (r) => this.current.request(r),
+        isLive: (gen) => gen === this.gen && !this.current.closed,
+        ack: (ids) => {
+          if (!this.current.closed) this.current.ack(ids).catch(() => {});
+          // else: the broker keeps the events and replays them at the next login; the copy is acknowledged.
+        },
+        deliver: (push) => this.handOn(push),
+        connected: () => this.emit((h) => h.onConnected?.()),
+        resumed: (recovered) => this.emit((h) => h.onReconnected?.({ recovered })),
+        requestTimeoutMs: this.requestTimeoutMs,
+      },
+      this.resilience !== undefined,
+    );
+    // Handlers go on before the first link is attached: they see onConnected and its first pushes.
+    for (const [id, h] of Object.entries(resilience?.handlers ?? {})) this.handlers.set(id, h);
+    this.attach(session, false, resilience?.link);
+  }
+
+  /** The session calls go through now (the current link's; a reconnect replaces it). */
+  get session(): Session {
+    return this.current;
+  }
+
+  /** Whether a link is up now. */
+  get connected(): boolean {
+    return !this.current.closed && this.final === undefined;
+  }
+
+  private attach(session: Session, reconnect: boolean, link?: Link): void {
+    this.current = session;
+    const gen = ++this.gen;
+    this.pushes = undefined;
+    if (link) {
+      this.streams = {
+        ...(link.openStream ? { openStream: link.openStream } : {}),
+        ...(link.resetReason ? { resetReason: link.resetReason } : {}),
+      };
+    }
+    session.onEnd((e) => void this.linkEnded(gen, e));
+    if (this.resilience) this.sequencer.up(gen, reconnect, session.welcome.serverTime);
+    for (const w of [...this.upWaiters]) w();
+    if (link?.pushes) {
+      void link.pushes.then(
+        (readable) => {
+          if (readable && gen === this.gen) void this.readPushes(readable, gen);
+        },
+        () => {},
+      );
+    }
   }
 
   /** Adds (or replaces) the handlers registered under `id`, as the seed's SDK does. */
@@ -254,25 +385,45 @@ export class Connection {
   }
 
   /**
+   * Resume `groupId`'s messages after `seq` at the next reconnect (a position the page
+   * kept, e.g. across reloads: `lastSeq(groupId)`). Only on a reconnecting connection.
+   */
+  trackGroup(groupId: string, seq: string): void {
+    this.sequencer.track(groupId, seq);
+  }
+
+  /** The last message seq handed on for `groupId`, if it is tracked. */
+  lastSeq(groupId: string): string | undefined {
+    return this.sequencer.position(groupId);
+  }
+
+  /**
    * Reads the broker's push stream (the unidirectional stream it opens after the welcome)
    * and hands its pushes to the handlers, acknowledging kept events once handed on.
    * Resolves when the stream ends.
    */
   receivePushes(readable: ReadableStream<Uint8Array>): Promise<void> {
-    this.pushes = new PushReader(this.session, (push) => {
-      switch (push.push) {
-        case 'group':
-          return this.emit((h) => h.onGroupEvent?.(push.event));
-        case 'multiDevice':
-          return this.emit((h) => h.onMultiDeviceEvent?.(push.event));
-        case 'message':
-          return this.emit((h) => h.onGroupMessage?.(push.message));
-        default:
-          // `closing` is kept for onDisconnected; `kept` arrives as `group`.
-          return undefined;
-      }
-    });
-    return this.pushes.run(readable);
+    return this.readPushes(readable, this.gen);
+  }
+
+  private readPushes(readable: ReadableStream<Uint8Array>, gen: number): Promise<void> {
+    const reader = new PushReader(this.current, (push) => this.sequencer.push(gen, push));
+    this.pushes = reader;
+    return reader.run(readable);
+  }
+
+  private handOn(push: Push): void {
+    switch (push.push) {
+      case 'group':
+        return this.emit((h) => h.onGroupEvent?.(push.event));
+      case 'multiDevice':
+        return this.emit((h) => h.onMultiDeviceEvent?.(push.event));
+      case 'message':
+        return this.emit((h) => h.onGroupMessage?.(push.message));
+      default:
+        // `closing` is kept for onDisconnected; `kept` arrives as `group`.
+        return undefined;
+    }
   }
 
   private emit(f: (h: EventHandlers) => void): void {
@@ -286,7 +437,7 @@ export class Connection {
     }
   }
 
-  /** Opens a session on `stream` (hello, welcome) and returns its connection. */
+  /** Opens a session on `stream` (hello, welcome) and returns its connection (no reconnects). */
   static async open(
     stream: ByteStream,
     hello: HelloOptions,
@@ -295,14 +446,165 @@ export class Connection {
     return new Connection(await Session.open(stream, hello, options), options);
   }
 
-  /** The user this connection acts as (from the token). */
-  get user(): string {
-    return this.session.welcome.userId;
+  /**
+   * Opens a reconnecting connection: `dial` opens each link (the first now, with `hello`;
+   * later ones with the current token, or the `tokenProvider`'s), and the connection
+   * replaces a link that drops as the Rust client does (reconnect.ts), resuming the
+   * message stream gap-free (resume.ts). Rejects as the first dial does.
+   */
+  static async dial(
+    dial: Dialer,
+    hello: HelloOptions,
+    options: SessionOptions & ResilienceOptions & { handlers?: Record<string, EventHandlers> } = {},
+  ): Promise<Connection> {
+    let first = hello;
+    if (!hello.token && options.tokenProvider) first = { ...hello, token: await options.tokenProvider() };
+    const link = await dial(first);
+    return new Connection(link.session, {}, { ...options, dial, hello: first, link });
   }
 
-  /** Ends the connection; calls in flight reject with a ConnectionError. */
+  /** The user this connection acts as (from the token). */
+  get user(): string {
+    return this.current.welcome.userId;
+  }
+
+  /** Ends the connection for good; calls in flight reject with a ConnectionError. */
   close(): void {
-    this.session.close();
+    this.closingByApp = true;
+    this.wake?.();
+    this.current.close();
+    if (!this.final) this.finish(new ConnectionError('closed by the application', 0));
+  }
+
+  private finish(e: ConnectionError | ConvokeError): void {
+    if (this.final) return;
+    this.final = e;
+    for (const w of [...this.upWaiters]) w();
+    this.emit((h) => h.onClosed?.(e));
+  }
+
+  /** The current link ended: replaced, unless it must not be (reconnect.ts). */
+  private async linkEnded(gen: number, e: ConnectionError): Promise<void> {
+    if (gen !== this.gen) return;
+    const closing = this.pushes?.closing;
+    this.emit((h) => h.onDisconnected?.(e, closing));
+    const r = this.resilience;
+    if (!r || this.closingByApp || this.final) {
+      this.finish(this.closingByApp ? new ConnectionError('closed by the application', 0) : e);
+      return;
+    }
+    if (e.closeCode === CLOSE.TOKEN_EXPIRED) {
+      const refreshing = (r.policy.enabled ?? true) && r.tokenProvider !== undefined;
+      this.emit((h) => h.onTokenExpired?.({ refreshing }));
+      if (!refreshing) {
+        this.finish(new ConnectionError(`token expired: log in again with a new token (${e.message})`, e.closeCode, e));
+        return;
+      }
+    }
+    const why = finalReason(e) ?? ((r.policy.enabled ?? true) ? undefined : `connection lost (${e.message}); reconnecting is off`);
+    if (why !== undefined) {
+      this.finish(e);
+      return;
+    }
+    if (Date.now() - this.upSince >= STABLE_MS) this.attempt = 0;
+    const before = this.attempt;
+    let reason = e.message;
+    for (;;) {
+      this.attempt++;
+      if (r.policy.maxAttempts !== undefined && this.attempt - before > r.policy.maxAttempts) {
+        this.finish(new ConnectionError(`gave up after ${this.attempt - before - 1} attempts: ${reason}`, e.closeCode, e));
+        return;
+      }
+      const delayMs = backoffDelay(r.policy, this.attempt);
+      this.emit((h) => h.onReconnecting?.({ attempt: this.attempt, delayMs, reason }));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delayMs);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+      if (this.closingByApp) return;
+      let link: Link;
+      try {
+        const token = r.tokenProvider ? await r.tokenProvider() : r.hello.token;
+        r.hello = { ...r.hello, token };
+        link = await r.dial(r.hello);
+      } catch (err) {
+        const fin = finalReason(err);
+        if (fin !== undefined) {
+          this.finish(err instanceof ConvokeError || err instanceof ConnectionError ? err : new ConnectionError(fin, undefined, err));
+          return;
+        }
+        reason = err instanceof Error ? err.message : String(err);
+        continue;
+      }
+      if (this.closingByApp) {
+        link.session.close();
+        return;
+      }
+      if (link.session.welcome.userId !== this.current.welcome.userId) {
+        link.session.close('wrong user');
+        this.finish(new ConnectionError(`the token provider gave a token for ${JSON.stringify(link.session.welcome.userId)}, not ${JSON.stringify(this.current.welcome.userId)}`));
+        return;
+      }
+      this.upSince = Date.now();
+      this.attach(link.session, true, link);
+      return;
+    }
+  }
+
+  /** Waits for a live link until `deadline`; rejects with why there is none. */
+  private waitUp(deadline: number, method: string): Promise<Session> {
+    return new Promise<Session>((resolve, reject) => {
+      const check = (): boolean => {
+        if (this.final) {
+          reject(this.final);
+          return true;
+        }
+        if (!this.current.closed) {
+          resolve(this.current);
+          return true;
+        }
+        return false;
+      };
+      if (check()) return;
+      const left = deadline - Date.now();
+      const waiter = () => {
+        if (check()) {
+          clearTimeout(timer);
+          this.upWaiters.delete(waiter);
+        }
+      };
+      const timer = setTimeout(() => {
+        this.upWaiters.delete(waiter);
+        reject(new ConnectionError(`${method}: not reconnected in time (${this.requestTimeoutMs} ms)`));
+      }, Math.max(left, 0));
+      this.upWaiters.add(waiter);
+    });
+  }
+
+  /**
+   * Sends `request` and resolves to the answer. A reconnecting connection waits for a link
+   * (up to the request timeout), and sends a request again on the next link when the one it
+   * went out on dropped first only if that is safe (reads; sends with a client message
+   * id); other changes reject with the link's ConnectionError, as they may have taken effect.
+   */
+  private async send(request: Request): Promise<Response> {
+    if (!this.resilience) return this.current.request(request);
+    const deadline = this.requestTimeoutMs > 0 ? Date.now() + this.requestTimeoutMs : Infinity;
+    for (;;) {
+      const s = await this.waitUp(deadline, request.method);
+      const left = deadline === Infinity ? 0 : Math.max(1, deadline - Date.now());
+      try {
+        return await s.request(request, left);
+      } catch (e) {
+        if (!(e instanceof ConnectionError)) throw e;
+        if (this.final || this.closingByApp || !retrySafe(request)) throw e;
+        if (Date.now() >= deadline) throw new TimeoutError(`${request.method}: no answer within ${this.requestTimeoutMs} ms`);
+      }
+    }
   }
 
   /** Validates the options with `build`, sends the request, checks the answer. */
@@ -312,9 +614,10 @@ export class Connection {
     build: (o: Options) => Request,
     answer: (r: Response) => T,
   ): Promise<T> {
+    if (this.final) throw this.final;
     const o = options(method, opts);
     const request = build(o);
-    return answer(await this.session.request(request));
+    return answer(await this.send(request));
   }
 
   private done(method: Request['method'], opts: unknown, build: (o: Options) => Request): Promise<void> {
@@ -357,7 +660,11 @@ export class Connection {
           },
         };
       },
-      (r) => ({ groupid: expect(m, r, 'groupCreated').groupId }),
+      (r) => {
+        const groupid = expect(m, r, 'groupCreated').groupId;
+        if (this.sequencer.resume) this.sequencer.created(groupid);
+        return { groupid };
+      },
     );
   }
 
@@ -889,7 +1196,8 @@ export class Connection {
     clientMsgId?: string;
   }): Promise<SentMessage> {
     const m = 'sendGroupMessage';
-    return this.call(
+    let sent: ((seq: string | null) => void) | undefined;
+    const p = this.call(
       m,
       opts,
       (o) => {
@@ -898,19 +1206,28 @@ export class Connection {
         if (!(payload instanceof Uint8Array)) {
           throw paramError(`${m}: payload must be a Uint8Array or a string`);
         }
-        return {
+        const groupId = str(m, o, 'groupId');
+        const request: Request = {
           method: m,
-          groupId: str(m, o, 'groupId'),
+          groupId,
           payload,
           allowGroupAck: flag(m, o, 'allowGroupAck', false),
-          clientMsgId: optStr(m, o, 'clientMsgId'),
+          // A reconnecting connection gives every send an id, so that one sent again after
+          // a drop is stored once (the broker answers a repeat with the original).
+          clientMsgId: optStr(m, o, 'clientMsgId') ?? (this.resilience ? randomClientMsgId() : null),
         };
+        // Its seq is the page's own: not handed back, not taken for a gap.
+        if (this.sequencer.resume) sent = this.sequencer.beginSend(groupId);
+        return request;
       },
       (r) => {
         const s = expect(m, r, 'messageSent');
+        sent?.(s.seq);
+        sent = undefined;
         return { msgId: s.msgId, seq: s.seq, timestamp: s.timestamp };
       },
     );
+    return p.finally(() => sent?.(null));
   }
 
   /** ackGroupMessage (a Convoke addition): a read receipt. */

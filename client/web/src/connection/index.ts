@@ -11,4 +11,6 @@ export {
   type Transfer,
   type UploadFile,
 } from './files.js';
-export { connect, type ConnectOptions, type WebTransportConstructor, type WebTransportLike } from './webtransport.js';
+export { connect, webTransportDialer, type ConnectOptions, type WebTransportConstructor, type WebTransportLike } from './webtransport.js';
+export { backoffDelay, finalReason, retrySafe, CLOSE, type ReconnectPolicy } from './reconnect.js';
+export { Sequencer } from './resume.js';

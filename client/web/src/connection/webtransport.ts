@@ -5,14 +5,14 @@
  * (the same layout as the `convoke/1` QUIC connection; handshake.rs, transfer.rs).
  *
  * Written against the W3C WebTransport API; node has none, so the tests pass a stand-in
- * constructor (`options.WebTransport`). The broker's listener (issue #14 item 1) and the
- * Chromium tests come with the browser work.
+ * constructor (`options.WebTransport`). A dropped session is replaced by a new one
+ * (Connection.dial, reconnect.ts).
  */
 
-import { Connection, type EventHandlers } from './connection.js';
-import { ConnectionError, reportHandlerError } from './errors.js';
+import { Connection, type Dialer, type EventHandlers, type ResilienceOptions } from './connection.js';
+import { ConnectionError } from './errors.js';
 import type { ResetReason } from './files.js';
-import type { ByteStream, HelloOptions, SessionOptions } from './session.js';
+import { Session, type ByteStream, type HelloOptions, type SessionOptions } from './session.js';
 
 /** The part of the W3C WebTransport interface the SDK uses. */
 export interface WebTransportLike {
@@ -28,7 +28,7 @@ export type WebTransportConstructor = new (
   options?: { serverCertificateHashes?: { algorithm: string; value: BufferSource }[] },
 ) => WebTransportLike;
 
-export interface ConnectOptions extends HelloOptions, SessionOptions {
+export interface ConnectOptions extends HelloOptions, SessionOptions, ResilienceOptions {
   /** The broker's WebTransport URL, e.g. `https://127.0.0.1:4434/convoke`. */
   url: string;
   /**
@@ -104,62 +104,72 @@ function closeAware(readable: ReadableStream<Uint8Array>, closed: Promise<CloseI
 }
 
 /**
- * Opens a WebTransport session to the broker, sends the hello and starts reading pushes.
- * Rejects with a ConvokeError when the broker refuses the hello (e.g. 28 for a bad token),
- * a ConnectionError when the transport cannot be opened.
+ * Opens links to the broker over WebTransport: each call a new WebTransport session, the
+ * hello with the given token on its first bidirectional stream, the broker's push stream
+ * its first incoming unidirectional stream. The transport's end is the session's end, and
+ * the other way round. Rejects with a ConvokeError when the broker refuses the hello (e.g.
+ * 28 for a bad token), a ConnectionError when the transport cannot be opened.
  */
-export async function connect(options: ConnectOptions): Promise<Connection> {
-  const WT =
-    options.WebTransport ??
-    (globalThis as { WebTransport?: WebTransportConstructor }).WebTransport;
-  if (!WT) throw new ConnectionError('this environment has no WebTransport (a browser with HTTP/3 support is needed)');
-  const wt = new WT(
-    options.url,
-    options.serverCertificateHashes ? { serverCertificateHashes: options.serverCertificateHashes } : {},
-  );
-  try {
-    await wt.ready;
-  } catch (e) {
-    throw new ConnectionError(`cannot open a WebTransport session to ${options.url}: ${String(e)}`, undefined, e);
-  }
-  // The session's close, once it is known: its code and reason, or nothing for a lost one.
-  const closed: Promise<CloseInfo | undefined> = wt.closed.then(
-    (info) => info ?? {},
-    () => undefined,
-  );
-  let connection: Connection;
-  try {
-    const bidi = await wt.createBidirectionalStream();
-    const control = { readable: closeAware(bidi.readable, closed), writable: bidi.writable };
-    connection = await Connection.open(control, options, {
-      ...options,
+export function webTransportDialer(options: ConnectOptions): Dialer {
+  return async (hello) => {
+    const WT =
+      options.WebTransport ??
+      (globalThis as { WebTransport?: WebTransportConstructor }).WebTransport;
+    if (!WT) throw new ConnectionError('this environment has no WebTransport (a browser with HTTP/3 support is needed)');
+    const wt = new WT(
+      options.url,
+      options.serverCertificateHashes ? { serverCertificateHashes: options.serverCertificateHashes } : {},
+    );
+    try {
+      await wt.ready;
+    } catch (e) {
+      throw new ConnectionError(`cannot open a WebTransport session to ${options.url}: ${String(e)}`, undefined, e);
+    }
+    // The session's close, once it is known: its code and reason, or nothing for a lost one.
+    const closed: Promise<CloseInfo | undefined> = wt.closed.then(
+      (info) => info ?? {},
+      () => undefined,
+    );
+    let session: Session;
+    try {
+      const bidi = await wt.createBidirectionalStream();
+      const control = { readable: closeAware(bidi.readable, closed), writable: bidi.writable };
+      session = await Session.open(control, hello, options);
+    } catch (e) {
+      wt.close({ closeCode: 0, reason: 'hello refused or failed' });
+      throw e;
+    }
+    void wt.closed.then(
+      (info) => session.fail(new ConnectionError(`the broker closed the connection${info?.reason ? `: ${info.reason}` : ''}`, info?.closeCode)),
+      (e: unknown) => session.fail(new ConnectionError(`the connection was lost: ${String(e)}`, undefined, e)),
+    );
+    session.onEnd((e) => wt.close({ closeCode: e.closeCode ?? 0, reason: e.message.slice(0, 200) }));
+    let pushes: Promise<ReadableStream<Uint8Array> | undefined> | undefined;
+    if (hello.events ?? true) {
+      const incoming = wt.incomingUnidirectionalStreams.getReader();
+      pushes = incoming.read().then(
+        ({ value }) => {
+          incoming.releaseLock();
+          return value ? closeAware(value, closed) : undefined;
+        },
+        () => undefined,
+      );
+    }
+    return {
+      session,
+      ...(pushes ? { pushes } : {}),
       openStream: () => wt.createBidirectionalStream(),
       ...(webTransportReset ? { resetReason: webTransportReset } : {}),
-    });
-  } catch (e) {
-    wt.close({ closeCode: 0, reason: 'hello refused or failed' });
-    throw e;
-  }
-  for (const [id, h] of Object.entries(options.handlers ?? {})) connection.addEventHandler(id, h);
-  for (const h of Object.values(options.handlers ?? {})) {
-    try {
-      h.onConnected?.();
-    } catch (e) {
-      reportHandlerError(e);
-    }
-  }
-  // The transport's end is the session's end, and the other way round.
-  void wt.closed.then(
-    (info) => connection.session.fail(new ConnectionError(`the broker closed the connection${info?.reason ? `: ${info.reason}` : ''}`, info?.closeCode)),
-    (e: unknown) => connection.session.fail(new ConnectionError(`the connection was lost: ${String(e)}`, undefined, e)),
-  );
-  connection.session.onEnd((e) => wt.close({ closeCode: e.closeCode ?? 0, reason: e.message.slice(0, 200) }));
-  if (options.events ?? true) {
-    const incoming = wt.incomingUnidirectionalStreams.getReader();
-    void incoming.read().then(({ value }) => {
-      incoming.releaseLock();
-      if (value) void connection.receivePushes(closeAware(value, closed));
-    }, () => {});
-  }
-  return connection;
+    };
+  };
+}
+
+/**
+ * Opens a connection to the broker over WebTransport and starts reading pushes; it
+ * reconnects and resumes when a link drops (ResilienceOptions: `reconnect`,
+ * `tokenProvider`; see Connection.dial). Rejects as the first dial does: a ConvokeError
+ * when the broker refuses the hello, a ConnectionError when the transport cannot be opened.
+ */
+export function connect(options: ConnectOptions): Promise<Connection> {
+  return Connection.dial(webTransportDialer(options), options, options);
 }

@@ -1,0 +1,399 @@
+/**
+ * The sequencer: between the broker's pushes (from whichever link is up) and the
+ * application's handlers. It makes the stream duplicate-free and, with `resume` on (a
+ * reconnecting connection), gap-free across reconnects, as the Rust client's does
+ * (client/src/resume.rs).
+ *
+ * - **Kept events** (`push: 'kept'`): handed on once (as a group event), whatever link they
+ *   come on, then acknowledged on the link that is up; a copy that comes again (the broker
+ *   did not get the acknowledgement before the old link dropped, and replays it at the
+ *   next login) is acknowledged again, not handed on.
+ * - **Messages** (`resume` on): per group, the last sequence number handed on. A message at
+ *   or below it is a duplicate and dropped; one further ahead than the next shows a gap:
+ *   the missing ones are fetched (`getGroupMessages`) and handed on first. After a
+ *   reconnect every tracked group is caught up the same way before any push of the new
+ *   link, then `onReconnected({ recovered })`. The page's own sends are not handed back
+ *   (their seqs are recorded, and a gap is judged only once sends in flight to the group
+ *   have their seqs). A group is tracked from the first message handed on, from its
+ *   creation by this connection (seq 0), or from `trackGroup`; a group known only from an
+ *   event (joined, no message yet), or found in the joined list at a reconnect, is caught
+ *   up by time (its messages stamped since the event, or since the first connection).
+ *
+ * Work is done one item at a time, in order; items that need no request are handed on
+ * synchronously.
+ */
+
+import type { GroupEvent, GroupMessage, Push, Request, Response } from '../codec/index.js';
+import { ConvokeError, reportHandlerError } from './errors.js';
+import { MAX_ACK_IDS } from '../codec/index.js';
+
+/** What the sequencer needs from its connection. */
+export interface SequencerHost {
+  /** Sends a request on the link that is up now (no retry on another link). */
+  request(request: Request): Promise<Response>;
+  /** Whether the link `gen` is still the one up. */
+  isLive(gen: number): boolean;
+  /** Acknowledges kept events on the link that is up (dropped when none is). */
+  ack(ids: string[]): void;
+  /** Hands a push to the handlers. */
+  deliver(push: Push): void;
+  /** A link is up: onConnected. */
+  connected(reconnect: boolean): void;
+  /** A reconnect's catch-up is done: onReconnected. */
+  resumed(recovered: number): void;
+  /** How long a wait for the page's own sends may take (ms). */
+  readonly requestTimeoutMs: number;
+}
+
+type Item =
+  | { kind: 'push'; gen: number; push: Push }
+  | { kind: 'up'; gen: number; reconnect: boolean; serverTime: number };
+
+/** Kept event ids remembered to recognise a repeat. */
+const REMEMBERED = 10_000;
+/** The broker's largest history page. */
+const PAGE = 100;
+/** joined groups per page (the contract's maximum). */
+const JOINED_PAGE = 500;
+/** Tries of a gap fill on a live link before the gap is left for the next one. */
+const FILL_ATTEMPTS = 3;
+
+/** Why a history fetch did not complete. */
+class Gone extends Error {}
+class Lost extends Error {}
+
+export class Sequencer {
+  private readonly queue: Item[] = [];
+  private running = false;
+  /** Kept ids handed on, with the link generation each came on last. */
+  private readonly kept = new Map<string, number>();
+  private readonly toAck: string[] = [];
+  private flushing = false;
+  /** Per tracked group, the last seq handed on (or passed as the page's own). */
+  private readonly last = new Map<string, bigint>();
+  /** Groups heard of (an event) but no message yet, with the (broker) time to fetch from. */
+  private readonly known = new Map<string, number>();
+  /** The first welcome's broker time: groups found at a reconnect are caught up from it. */
+  private firstTime: number | undefined;
+  /** Own sends in flight per group (ticket -> its end), and own seqs answered. */
+  private nextTicket = 0;
+  private readonly inFlight = new Map<string, Map<number, Promise<void>>>();
+  private readonly own = new Map<string, Set<bigint>>();
+  /** Recovered by the current catch-up (gap fills included). */
+  private recovered = 0;
+
+  constructor(
+    private readonly host: SequencerHost,
+    /** Whether messages are sequenced and gaps filled (a reconnecting connection). */
+    readonly resume: boolean,
+  ) {}
+
+  /** A push from link `gen`, in the order the broker sent it. */
+  push(gen: number, push: Push): void {
+    this.enqueue({ kind: 'push', gen, push });
+  }
+
+  /** Link `gen` is up; its pushes come after this. */
+  up(gen: number, reconnect: boolean, serverTime: number): void {
+    this.enqueue({ kind: 'up', gen, reconnect, serverTime });
+  }
+
+  /** Resume `groupId` after `seq` (a position the application kept). */
+  track(groupId: string, seq: string | bigint): void {
+    this.known.delete(groupId);
+    this.last.set(groupId, BigInt(seq));
+  }
+
+  /** The page created `groupId`: tracked from its first message. */
+  created(groupId: string): void {
+    this.known.delete(groupId);
+    if (!this.last.has(groupId)) this.last.set(groupId, 0n);
+  }
+
+  /** The last seq handed on for `groupId`, if tracked (a resume point to keep). */
+  position(groupId: string): string | undefined {
+    return this.last.get(groupId)?.toString();
+  }
+
+  /** A send to `groupId` is going out; call the returned function with its seq (or null). */
+  beginSend(groupId: string): (seq: string | null) => void {
+    const ticket = this.nextTicket++;
+    let done!: () => void;
+    const ended = new Promise<void>((r) => (done = r));
+    let sends = this.inFlight.get(groupId);
+    if (!sends) this.inFlight.set(groupId, (sends = new Map()));
+    sends.set(ticket, ended);
+    return (seq) => {
+      const s = this.inFlight.get(groupId);
+      s?.delete(ticket);
+      if (s?.size === 0) this.inFlight.delete(groupId);
+      if (seq !== null) {
+        let o = this.own.get(groupId);
+        if (!o) this.own.set(groupId, (o = new Set()));
+        o.add(BigInt(seq));
+        if (o.size > 4096) o.delete(o.values().next().value as bigint);
+      }
+      done();
+    };
+  }
+
+  private enqueue(item: Item): void {
+    this.queue.push(item);
+    if (!this.running) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        const item = this.queue.shift()!;
+        try {
+          const r = this.process(item);
+          if (r) await r;
+        } catch (e) {
+          reportHandlerError(e);
+        }
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private process(item: Item): void | Promise<void> {
+    if (item.kind === 'up') return this.onUp(item.gen, item.reconnect, item.serverTime);
+    const { gen, push } = item;
+    switch (push.push) {
+      case 'kept': {
+        const seen = this.kept.get(push.id);
+        this.remember(push.id, gen);
+        if (seen === undefined) {
+          this.learn(push.event);
+          this.host.deliver({ push: 'group', event: push.event });
+        }
+        // Taken (handlers run synchronously): acknowledged, and a copy again.
+        this.ack(push.id);
+        return;
+      }
+      case 'group':
+        this.learn(push.event);
+        this.host.deliver(push);
+        return;
+      case 'message':
+        if (!this.resume) {
+          this.host.deliver(push);
+          return;
+        }
+        return this.onMessage(push.message);
+      default:
+        this.host.deliver(push);
+    }
+  }
+
+  private remember(id: string, gen: number): void {
+    this.kept.delete(id);
+    this.kept.set(id, gen);
+    if (this.kept.size > REMEMBERED) this.kept.delete(this.kept.keys().next().value as string);
+  }
+
+  /** Queues an acknowledgement; those queued in one turn go out together. */
+  private ack(id: string): void {
+    this.toAck.push(id);
+    if (this.flushing) return;
+    this.flushing = true;
+    queueMicrotask(() => {
+      this.flushing = false;
+      while (this.toAck.length > 0) this.host.ack(this.toAck.splice(0, MAX_ACK_IDS));
+    });
+  }
+
+  private learn(event: GroupEvent): void {
+    if (this.resume && !this.last.has(event.groupId) && !this.known.has(event.groupId)) {
+      this.known.set(event.groupId, event.timestamp);
+    }
+  }
+
+  private deliverMessage(m: GroupMessage): void {
+    this.host.deliver({ push: 'message', message: m });
+  }
+
+  private async onUp(gen: number, reconnect: boolean, serverTime: number): Promise<void> {
+    this.firstTime ??= serverTime;
+    this.host.connected(reconnect);
+    if (!reconnect || !this.resume) return;
+    this.recovered = 0;
+    await this.learnJoined(gen);
+    await this.catchUp(gen);
+    this.host.resumed(this.recovered);
+  }
+
+  /** Groups the user is in that are not tracked: caught up from the first connection. */
+  private async learnJoined(gen: number): Promise<void> {
+    for (let pageNum = 1; this.host.isLive(gen); pageNum++) {
+      let r: Response;
+      try {
+        r = await this.host.request({ method: 'getJoinedGroups', pageNum, pageSize: JOINED_PAGE, needAffiliations: false, needRole: false });
+      } catch {
+        return; // the tracked groups are still caught up
+      }
+      if (r.type !== 'joinedGroups') return;
+      for (const g of r.groups) {
+        if (!this.last.has(g.groupId) && !this.known.has(g.groupId)) this.known.set(g.groupId, this.firstTime ?? 0);
+      }
+      if (r.groups.length < JOINED_PAGE) return;
+    }
+  }
+
+  private async catchUp(gen: number): Promise<void> {
+    for (const [g, after] of [...this.last]) {
+      if (!this.host.isLive(gen)) return;
+      await this.waitSends(g);
+      try {
+        this.recovered += this.handOn(g, await this.fetch(g, this.last.get(g) ?? after, undefined));
+      } catch (e) {
+        if (e instanceof Gone) this.last.delete(g);
+        // Lost: the next link's catch-up fetches it.
+      }
+    }
+    for (const [g, since] of [...this.known]) {
+      if (!this.host.isLive(gen)) return;
+      try {
+        const { messages, newest } = await this.fetchSince(g, since);
+        this.known.delete(g);
+        const first = messages[0];
+        this.last.set(g, first ? BigInt(first.seq) - 1n : newest);
+        this.recovered += this.handOn(g, messages);
+      } catch (e) {
+        if (e instanceof Gone) this.known.delete(g);
+      }
+    }
+  }
+
+  private async onMessage(m: GroupMessage): Promise<void> {
+    const g = m.groupId;
+    const seq = BigInt(m.seq);
+    let last = this.last.get(g);
+    if (last === undefined) {
+      this.known.delete(g);
+      this.last.set(g, seq);
+      this.deliverMessage(m);
+      return;
+    }
+    if (seq <= last) return;
+    last = this.skipOwn(g, last);
+    if (seq > last + 1n) {
+      await this.waitSends(g);
+      last = this.skipOwn(g, this.last.get(g) ?? last);
+    }
+    if (seq <= last) return;
+    if (seq > last + 1n) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          this.recovered += this.handOn(g, await this.fetch(g, last, seq));
+          break;
+        } catch (e) {
+          // Gone: no longer a member. Lost on a dead link or too often: left (with this
+          // message) for the next gap or the next link's catch-up, never skipped.
+          if (e instanceof Gone || attempt >= FILL_ATTEMPTS) return;
+          await new Promise((r) => setTimeout(r, 100 * attempt));
+        }
+      }
+    }
+    if (seq <= (this.last.get(g) ?? 0n)) return;
+    this.last.set(g, seq);
+    this.deliverMessage(m);
+  }
+
+  /** Hands on fetched messages in order, skipping own sends and anything handed on. */
+  private handOn(g: string, messages: GroupMessage[]): number {
+    let n = 0;
+    for (const m of messages) {
+      const seq = BigInt(m.seq);
+      if (seq <= (this.last.get(g) ?? 0n)) continue;
+      this.last.set(g, seq);
+      if (this.own.get(g)?.has(seq)) continue;
+      n++;
+      this.deliverMessage(m);
+    }
+    return n;
+  }
+
+  /** Moves `last` past the page's own seqs that follow it; forgets those at or below. */
+  private skipOwn(g: string, last: bigint): bigint {
+    const own = this.own.get(g);
+    if (own) {
+      while (own.has(last + 1n)) last++;
+      for (const s of own) if (s <= last) own.delete(s);
+      if (own.size === 0) this.own.delete(g);
+      this.last.set(g, last);
+    }
+    return last;
+  }
+
+  /** Waits (up to the request timeout) for the sends to `g` in flight now. */
+  private async waitSends(g: string): Promise<void> {
+    const sends = this.inFlight.get(g);
+    if (!sends || sends.size === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...sends.values()]),
+      new Promise((r) => (timer = setTimeout(r, this.host.requestTimeoutMs))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  private async history(g: string, before: bigint | null, after: bigint | null, limit: number): Promise<GroupMessage[]> {
+    let r: Response;
+    try {
+      r = await this.host.request({
+        method: 'getGroupMessages',
+        groupId: g,
+        before: before === null ? null : before.toString(),
+        after: after === null ? null : after.toString(),
+        limit,
+      });
+    } catch (e) {
+      if (e instanceof ConvokeError && (e.code === 602 || e.code === 605)) throw new Gone();
+      throw new Lost(String(e));
+    }
+    if (r.type !== 'messages') throw new Lost(`getGroupMessages answered ${r.type}`);
+    return r.messages;
+  }
+
+  /**
+   * The messages of `g` after `after` (and before `until`), in order: pages until one comes
+   * back empty (a page shorter than asked is not the end: the broker caps pages in bytes).
+   */
+  private async fetch(g: string, after: bigint, until: bigint | undefined): Promise<GroupMessage[]> {
+    const out: GroupMessage[] = [];
+    let from = after;
+    for (;;) {
+      const limit = until === undefined ? PAGE : Number(until - from - 1n < BigInt(PAGE) ? until - from - 1n : BigInt(PAGE));
+      if (limit <= 0) break;
+      const page = await this.history(g, null, from, limit);
+      const lastSeq = page.length > 0 ? BigInt(page[page.length - 1]!.seq) : undefined;
+      out.push(...page.filter((m) => until === undefined || BigInt(m.seq) < until));
+      if (lastSeq === undefined || lastSeq <= from) break;
+      from = lastSeq;
+      if (until !== undefined && from >= until - 1n) break;
+    }
+    out.sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1));
+    return out;
+  }
+
+  /** The messages of `g` stamped at or after `since`, in order, and its newest seq. */
+  private async fetchSince(g: string, since: number): Promise<{ messages: GroupMessage[]; newest: bigint }> {
+    const out: GroupMessage[] = [];
+    let before: bigint | null = null;
+    let newest: bigint | undefined;
+    for (;;) {
+      const page = await this.history(g, before, null, PAGE);
+      if (page.length === 0) break;
+      newest ??= BigInt(page[page.length - 1]!.seq);
+      before = BigInt(page[0]!.seq);
+      out.push(...page.filter((m) => m.timestamp >= since));
+      if (page.some((m) => m.timestamp < since) || before <= 1n) break;
+    }
+    out.sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1));
+    return { messages: out, newest: newest ?? 0n };
+  }
+}
