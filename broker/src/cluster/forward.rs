@@ -14,6 +14,7 @@
 //! not decode is answered 500 and counted, never a panic.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use convoke_protocol::{ApiError, ErrorCode};
 use tokio::sync::mpsc;
@@ -59,7 +60,8 @@ pub fn forward(
     fwd: &Forwarded,
 ) -> Result<PendingReply, ApiError> {
     let payload = encode(fwd)?;
-    let deadline_ms = cluster.deadline_ms();
+    let remaining_ms = cluster.remaining_ms();
+    let sent_ns = cluster.clock_ns();
     let create = matches!(fwd.call, GroupCall::Create(_));
     let caller = cluster.incarnation();
     let waiting = cluster
@@ -69,7 +71,8 @@ pub fn forward(
                     caller,
                     corr,
                     gid,
-                    deadline_ms,
+                    remaining_ms,
+                    sent_ns,
                     payload,
                 }
             } else {
@@ -77,7 +80,8 @@ pub fn forward(
                     caller,
                     corr,
                     gid,
-                    deadline_ms,
+                    remaining_ms,
+                    sent_ns,
                     payload,
                 }
             }
@@ -112,8 +116,27 @@ struct Job {
     caller: u64,
     corr: u64,
     gid: u64,
-    deadline_ms: i64,
+    /// When the caller stops waiting, on this node's monotonic clock (the call's
+    /// `remaining_ms`, which the router made the time left at arrival).
+    deadline: Instant,
     payload: Vec<u8>,
+}
+
+impl Job {
+    /// The answer for a job whose deadline passed before it could be executed: an explicit
+    /// 500, so that its caller is not left waiting for its own timeout.
+    fn expired(&self, now: Instant) -> Option<Answer> {
+        (now >= self.deadline).then(|| {
+            Err(ApiError::new(
+                ErrorCode::ServerBusy,
+                format!(
+                    "the request for group {} was not executed: its deadline passed while it \
+                     waited on the group's owner; retry",
+                    self.gid
+                ),
+            ))
+        })
+    }
 }
 
 /// The owner side of forwarding (see the module documentation).
@@ -144,7 +167,7 @@ impl Lanes {
         caller: u64,
         corr: u64,
         gid: u64,
-        deadline_ms: i64,
+        remaining_ms: u64,
         payload: Vec<u8>,
     ) {
         let lane = &self.lanes[(gid % LANES as u64) as usize];
@@ -153,7 +176,8 @@ impl Lanes {
             caller,
             corr,
             gid,
-            deadline_ms,
+            // Arrival is now (the router calls this as it takes the batch).
+            deadline: Instant::now() + Duration::from_millis(remaining_ms),
             payload,
         });
     }
@@ -191,10 +215,11 @@ fn answer_call(cluster: &Cluster, job: &Job, answer: &Answer) {
 
 async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
-        if job.deadline_ms > 0 && crate::clock::now_ms() > job.deadline_ms {
-            // Its caller has been answered 500 already: executing it now would only widen
-            // the "outcome unknown" window.
+        if let Some(answer) = job.expired(Instant::now()) {
+            // Executing it now would only widen the "outcome unknown" window; its caller
+            // gets a definite "not executed" now (or has given up already).
             metrics::counter!("convoke_cluster_expired_requests_total").increment(1);
+            answer_call(&cluster, &job, &answer);
             continue;
         }
         if cluster.peer_incarnation(&job.from) != Some(job.caller) {
@@ -243,5 +268,40 @@ async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceive
             }
             Err(e) => reply(&Err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(remaining_ms: u64, arrival: Instant) -> Job {
+        Job {
+            from: "n2".into(),
+            caller: 1,
+            corr: 1,
+            gid: 7,
+            deadline: arrival + Duration::from_millis(remaining_ms),
+            payload: vec![],
+        }
+    }
+
+    /// The deadline is the time left at arrival (the router maps the sender's clock onto
+    /// ours), counted on this node's monotonic clock: the two hosts' wall clocks are never
+    /// compared (a caller whose clock was behind had every call dropped unanswered, one
+    /// ahead had expired calls run), and an expired call is answered, not dropped.
+    #[test]
+    fn a_deadline_is_counted_from_arrival_and_an_expired_call_gets_an_explicit_500() {
+        let arrival = Instant::now();
+        let j = job(5_000, arrival);
+        assert!(j.expired(arrival + Duration::from_millis(4_999)).is_none());
+        let answer = j.expired(arrival + Duration::from_millis(5_001)).unwrap();
+        let e = answer.unwrap_err();
+        assert_eq!(e.code, ErrorCode::ServerBusy);
+        assert!(e.message.contains("not executed") && e.message.contains("deadline passed"));
+        assert!(
+            job(0, arrival).expired(arrival).is_some(),
+            "expired before it arrived"
+        );
     }
 }

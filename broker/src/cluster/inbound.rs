@@ -40,18 +40,20 @@ impl Inbound for NodeInbound {
                 caller,
                 corr,
                 gid,
-                deadline_ms,
+                remaining_ms,
                 payload,
+                ..
             }
             | Wire::Create {
                 caller,
                 corr,
                 gid,
-                deadline_ms,
+                remaining_ms,
                 payload,
+                ..
             } => self
                 .lanes
-                .push(from, caller, corr, gid, deadline_ms, payload),
+                .push(from, caller, corr, gid, remaining_ms, payload),
             Wire::Query {
                 caller,
                 corr,

@@ -74,6 +74,9 @@ pub(crate) struct Peer {
     ping_seq: u64,
     /// Highest batch seq processed from this peer, and the incarnation it belongs to.
     recv_acked: (u64, u64),
+    /// Its monotonic clock mapped onto ours: (its incarnation, least `our now_ns - its
+    /// sent_ns` seen in its Pings, i.e. the clock offset plus the shortest one-way delay).
+    clock_offset: Option<(u64, i128)>,
     link: Link,
     /// Authenticated NodeSessions with this peer, by ractor_cluster node id.
     sessions: HashMap<u64, ActorRef<NodeSessionMessage>>,
@@ -100,6 +103,7 @@ impl Peer {
             rtt: None,
             ping_seq: 0,
             recv_acked: (0, 0),
+            clock_offset: None,
             link,
             sessions: HashMap::new(),
             next_dial: now,
@@ -771,6 +775,11 @@ impl Inner {
                         acked_batch,
                     } if accepted(p) => {
                         p.link.acked(acked_batch);
+                        let sample = i128::from(self.now_ns()) - i128::from(sent_ns);
+                        p.clock_offset = Some(match p.clock_offset {
+                            Some((inc, o)) if inc == batch.incarnation => (inc, o.min(sample)),
+                            _ => (batch.incarnation, sample),
+                        });
                         if let Some(router) = &p.router {
                             let pong = Wire::Pong {
                                 seq,
@@ -808,14 +817,6 @@ impl Inner {
                             tracing::debug!(peer = %from, corr, caller, "cluster: a reply for a previous incarnation of this node; dropped");
                         }
                     }
-                    Wire::Forward { deadline_ms, .. } | Wire::Create { deadline_ms, .. }
-                        if deadline_ms > 0 && crate::clock::now_ms() > deadline_ms =>
-                    {
-                        // Its caller has given up (a frozen node resuming, a long backlog):
-                        // executing it now would only widen the "outcome unknown" window.
-                        metrics::counter!("convoke_cluster_expired_requests_total").increment(1);
-                        tracing::debug!(peer = %from, "cluster: a forwarded request past its deadline; dropped");
-                    }
                     // A peer whose Hello we accepted after sending ours is Up now, not at
                     // our next tick: it may already see us Up and have sent work, which
                     // would otherwise be dropped and leave its caller waiting for the
@@ -829,7 +830,7 @@ impl Inner {
                             up
                         }) =>
                     {
-                        work.push(item)
+                        work.push(self.time_left(p, batch.incarnation, item))
                     }
                     item => {
                         tracing::debug!(peer = %from, kind = item.kind(), "cluster: item from a peer that is not Up; dropped");
@@ -1039,6 +1040,38 @@ impl Inner {
             ordinals.insert(h.ordinal, (from.to_owned(), h.node_uid.clone()));
         }
         p.hello = Some(h);
+    }
+
+    /// Rewrites a call's `remaining_ms` to the time left now, on this node's clock: its
+    /// `sent_ns` mapped through the offset learnt from the sender's Pings (time queued, in
+    /// transit, or frozen on either side counts); until one Ping came, counted from now.
+    fn time_left(&self, p: &Peer, incarnation: u64, mut item: Wire) -> Wire {
+        if let Wire::Forward {
+            remaining_ms,
+            sent_ns,
+            ..
+        }
+        | Wire::Create {
+            remaining_ms,
+            sent_ns,
+            ..
+        }
+        | Wire::Query {
+            remaining_ms,
+            sent_ns,
+            ..
+        } = &mut item
+        {
+            if let Some((inc, offset)) = p.clock_offset {
+                if inc == incarnation {
+                    let deadline =
+                        i128::from(*sent_ns) + offset + i128::from(*remaining_ms) * 1_000_000;
+                    let left = (deadline - i128::from(self.now_ns())).max(0) / 1_000_000;
+                    *remaining_ms = u64::try_from(left).unwrap_or(u64::MAX).min(*remaining_ms);
+                }
+            }
+        }
+        item
     }
 
     /// Checks core peer `from`'s data dir against the one remembered for it, or remembers
@@ -1353,7 +1386,8 @@ mod tests {
                             caller: 1,
                             corr,
                             gid: 7,
-                            deadline_ms: 0,
+                            remaining_ms: 60_000,
+                            sent_ns: 0,
                             payload: vec![1],
                         },
                         Duration::from_secs(5),
@@ -1394,7 +1428,8 @@ mod tests {
                             caller: 1,
                             corr,
                             gid: 8,
-                            deadline_ms: 0,
+                            remaining_ms: 60_000,
+                            sent_ns: 0,
                             payload: vec![],
                         },
                         Duration::from_secs(30),
@@ -1436,7 +1471,8 @@ mod tests {
                         |corr| Wire::Query {
                             caller: 1,
                             corr,
-                            deadline_ms: 0,
+                            remaining_ms: 60_000,
+                            sent_ns: 0,
                             payload: vec![],
                         },
                         Duration::from_secs(5),
@@ -1529,7 +1565,8 @@ mod tests {
                 |corr| Wire::Query {
                     caller: 1,
                     corr,
-                    deadline_ms: 0,
+                    remaining_ms: 60_000,
+                    sent_ns: 0,
                     payload: vec![0; 5000],
                 },
                 Duration::from_secs(30),
@@ -1624,7 +1661,8 @@ mod tests {
                     caller: 1,
                     corr,
                     gid: 7,
-                    deadline_ms: 0,
+                    remaining_ms: 60_000,
+                    sent_ns: 0,
                     payload: vec![0; MAX_BATCH_BYTES],
                 },
                 Duration::from_secs(30),
@@ -1645,29 +1683,26 @@ mod tests {
         }
     }
 
+    /// Requests past their deadline are answered by the owner's lanes (forward.rs), on its
+    /// own clock; the router hands every request of an Up peer over, in order.
     #[tokio::test]
-    async fn inbound_items_reach_the_hook_in_order_and_expired_requests_do_not() {
+    async fn inbound_items_reach_the_hook_in_order_and_stale_incarnations_do_not() {
         let (inner, _rx, sink) = node_with_peer(1 << 20).await;
         let hook = Arc::new(Collect::default());
         assert!(inner.inbound.set(hook.clone()).is_ok());
-        let now = crate::clock::now_ms();
-        let forward = |corr, deadline_ms| Wire::Forward {
+        let forward = |corr, remaining_ms| Wire::Forward {
             caller: 2,
             corr,
             gid: 3,
-            deadline_ms,
+            remaining_ms,
+            sent_ns: 0,
             payload: vec![],
         };
         inner.on_batch(Batch {
             from: "n2".into(),
             incarnation: 2,
             seq: 1,
-            items: vec![
-                forward(1, now + 60_000),
-                forward(2, now - 1),
-                deliver(7),
-                forward(3, 0),
-            ],
+            items: vec![forward(1, 60_000), deliver(7), forward(3, 0)],
         });
         // From a stale incarnation (a restarted peer's leftovers): ignored.
         inner.on_batch(Batch {
@@ -1691,6 +1726,60 @@ mod tests {
         sink.stop(None);
     }
 
+    /// A call's deadline travels as time left plus the sender's monotonic send time,
+    /// mapped onto this node's clock through the offset learnt from the sender's Pings:
+    /// a call that waited out its deadline (this node frozen, a long backlog) arrives
+    /// expired (answered "not executed" by the lanes), a fresh one with its time left, and
+    /// no wall clock of either host is read.
+    #[tokio::test]
+    async fn a_call_that_waited_out_its_deadline_arrives_expired_on_our_clock() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let hook = Arc::new(Collect::default());
+        assert!(inner.inbound.set(hook.clone()).is_ok());
+        let peer_now: u64 = 50_000_000_000;
+        let batch = |seq, items| Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq,
+            items,
+        };
+        inner.on_batch(batch(
+            0,
+            vec![Wire::Ping {
+                seq: 1,
+                sent_ns: peer_now,
+                acked_batch: 0,
+            }],
+        ));
+        let call = |corr, sent_ns| Wire::Forward {
+            caller: 2,
+            corr,
+            gid: 3,
+            remaining_ms: 5_000,
+            sent_ns,
+            payload: vec![],
+        };
+        // Sent 10 s before that Ping on the peer's clock (it sat in a socket while this
+        // node was frozen), and sent just now.
+        inner.on_batch(batch(
+            1,
+            vec![call(1, peer_now - 10_000_000_000), call(2, peer_now)],
+        ));
+        let left: Vec<u64> = hook
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, item)| match item {
+                Wire::Forward { remaining_ms, .. } => *remaining_ms,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(left[0], 0, "expired on arrival");
+        assert!((4_900..=5_000).contains(&left[1]), "{left:?}");
+        sink.stop(None);
+    }
+
     /// The peer already sees this node Up and sends work before this node's next tick:
     /// with our Hello sent and its Hello accepted, the work is taken (and the peer is Up
     /// now) instead of being dropped, which left the peer's caller waiting for the request
@@ -1704,7 +1793,8 @@ mod tests {
             caller: 2,
             corr,
             gid: 3,
-            deadline_ms: 0,
+            remaining_ms: 60_000,
+            sent_ns: 0,
             payload: vec![],
         };
         {

@@ -377,10 +377,15 @@ impl Cluster {
         self.inner.peer_incarnation(peer)
     }
 
-    /// The absolute deadline (ms since the Unix epoch) for a call made now.
-    pub fn deadline_ms(&self) -> i64 {
-        crate::clock::now_ms()
-            .saturating_add(i64::try_from(self.inner.cfg.request_timeout_ms).unwrap_or(0))
+    /// The time a call made now has (`cluster.request_timeout_ms`), sent with it as
+    /// `remaining_ms`.
+    pub fn remaining_ms(&self) -> u64 {
+        self.inner.cfg.request_timeout_ms
+    }
+
+    /// This process's monotonic clock, ns since it started: a call's `sent_ns`.
+    pub fn clock_ns(&self) -> u64 {
+        self.inner.now_ns()
     }
 
     /// Installs the hook for inbound work items; only the first call takes effect.

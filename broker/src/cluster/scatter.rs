@@ -259,12 +259,14 @@ fn partial(what: &'static str, peer: &str, why: &str) {
 /// time or fails.
 async fn ask(cluster: &Cluster, peer: &str, what: &'static str, query: &Query) -> Option<Reply> {
     let payload = encode(query).ok()?;
-    let deadline_ms = cluster.deadline_ms();
+    let remaining_ms = cluster.remaining_ms();
+    let sent_ns = cluster.clock_ns();
     let caller = cluster.incarnation();
     let waiting = match cluster.start_call(peer, |corr| Wire::Query {
         caller,
         corr,
-        deadline_ms,
+        remaining_ms,
+        sent_ns,
         payload,
     }) {
         Ok(w) => w,

@@ -203,8 +203,14 @@ pub enum Wire {
         corr: u64,
         /// The group.
         gid: u64,
-        /// Absolute deadline, ms since the Unix epoch: not executed after it.
-        deadline_ms: i64,
+        /// Time left for the call, ms, when it was queued. The receiving router rewrites it
+        /// to the time left on arrival, on its own monotonic clock (see `sent_ns`); 0:
+        /// expired, answered "not executed". Two hosts' wall clocks are never compared.
+        remaining_ms: u64,
+        /// The sender's monotonic clock (ns since its process started) when it queued the
+        /// call. The receiver maps it onto its own clock with the offset it learns from the
+        /// sender's Pings, so time spent queued, in transit or frozen counts.
+        sent_ns: u64,
         /// The request (caller, facts, request), encoded by the forwarding code.
         payload: Vec<u8>,
     },
@@ -217,8 +223,14 @@ pub enum Wire {
         corr: u64,
         /// The new group's id.
         gid: u64,
-        /// Absolute deadline, ms since the Unix epoch.
-        deadline_ms: i64,
+        /// Time left for the call, ms, when it was queued. The receiving router rewrites it
+        /// to the time left on arrival, on its own monotonic clock (see `sent_ns`); 0:
+        /// expired, answered "not executed". Two hosts' wall clocks are never compared.
+        remaining_ms: u64,
+        /// The sender's monotonic clock (ns since its process started) when it queued the
+        /// call. The receiver maps it onto its own clock with the offset it learns from the
+        /// sender's Pings, so time spent queued, in transit or frozen counts.
+        sent_ns: u64,
         /// The request, encoded by the forwarding code.
         payload: Vec<u8>,
     },
@@ -230,8 +242,14 @@ pub enum Wire {
         caller: u64,
         /// Correlation id.
         corr: u64,
-        /// Absolute deadline, ms since the Unix epoch.
-        deadline_ms: i64,
+        /// Time left for the call, ms, when it was queued. The receiving router rewrites it
+        /// to the time left on arrival, on its own monotonic clock (see `sent_ns`); 0:
+        /// expired, answered "not executed". Two hosts' wall clocks are never compared.
+        remaining_ms: u64,
+        /// The sender's monotonic clock (ns since its process started) when it queued the
+        /// call. The receiver maps it onto its own clock with the offset it learns from the
+        /// sender's Pings, so time spent queued, in transit or frozen counts.
+        sent_ns: u64,
         /// The query, encoded by `crate::cluster::scatter`.
         payload: Vec<u8>,
     },
@@ -424,7 +442,7 @@ mod tests {
         ) {
             let mut bytes = encode(&batch(vec![
                 Wire::PresenceDelta { online: users.clone(), offline: users },
-                Wire::Forward { caller: 9, corr: 1, gid: 2, deadline_ms: -3, payload: vec![4; 40] },
+                Wire::Forward { caller: 9, corr: 1, gid: 2, remaining_ms: 3, sent_ns: 4, payload: vec![4; 40] },
             ])).unwrap();
             for (at, v) in flips {
                 let i = at % bytes.len();
