@@ -1,0 +1,381 @@
+/**
+ * A reconnecting connection (Connection.dial) over a fake transport whose links the test
+ * drops mid-stream: the back-off, the token (and the token provider), no reconnect after a
+ * deliberate close, a refused token or a final close code; calls in flight retried only
+ * when safe; kept events handed on once and acknowledged on each link that carries them;
+ * messages handed on once each, in group order, with gaps filled from the history.
+ */
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  backoffDelay,
+  Connection,
+  ConnectionError,
+  ConvokeError,
+  encodeFrame,
+  finalReason,
+  Session,
+  type ApiError,
+  type Dialer,
+  type EventHandlers,
+  type GroupEvent,
+  type GroupMessage,
+  type HelloOptions,
+  type Push,
+  type Request,
+} from '../src/index.js';
+import { FakeBroker, type Answer, type Received } from './fake_broker.js';
+
+const G = '12';
+
+function pushStream() {
+  const t = new TransformStream<Uint8Array, Uint8Array>();
+  const w = t.writable.getWriter();
+  return { readable: t.readable, send: (p: Push) => w.write(encodeFrame('Push', p)) };
+}
+
+const event = (id: number): GroupEvent => ({
+  operation: 'memberPresence',
+  groupId: G,
+  groupName: 'n',
+  from: `u${id}`,
+  users: [],
+  detail: { kind: 'none' },
+  timestamp: 1,
+});
+
+interface FakeLink {
+  broker: FakeBroker;
+  push: ReturnType<typeof pushStream>;
+  session: Session;
+  hello: HelloOptions;
+}
+
+/** The broker side of every link: one group's history, and what each dial is told. */
+class World {
+  readonly history: GroupMessage[] = [];
+  readonly links: FakeLink[] = [];
+  readonly hellos: string[] = [];
+  /** Answers the hello with this refusal instead of a welcome. */
+  refuse: ((token: string) => ApiError | undefined) | undefined;
+  /** Dials fail (the network is down) while this is set. */
+  down = false;
+  /** Requests held unanswered (by method). */
+  hold = new Set<string>();
+  held: { link: number; r: Received }[] = [];
+
+  add(n: number): GroupMessage[] {
+    const out: GroupMessage[] = [];
+    for (let i = 0; i < n; i++) {
+      const seq = this.history.length + 1;
+      const m: GroupMessage = { groupId: G, msgId: `m${seq}`, seq: String(seq), from: 'bob', payload: new TextEncoder().encode(`#${seq}`), timestamp: 1000 + seq, allowGroupAck: false };
+      this.history.push(m);
+      out.push(m);
+    }
+    return out;
+  }
+
+  readonly dial: Dialer = async (hello) => {
+    this.hellos.push(hello.token);
+    if (this.down) throw new ConnectionError('cannot open a WebTransport session: network down');
+    const refusal = this.refuse?.(hello.token);
+    const broker = new FakeBroker(() =>
+      refusal
+        ? { type: 'refused', error: refusal }
+        : { type: 'welcome', welcome: { version: 3, userId: 'alice', appAdmin: false, sessionId: String(this.links.length + 1), serverTime: 1000 } },
+    );
+    const index = this.links.length;
+    broker.answer = (r) => this.answer(index, r);
+    const session = await Session.open(broker.stream, hello, { requestTimeoutMs: 3000 });
+    const push = pushStream();
+    this.links.push({ broker, push, session, hello });
+    return { session, pushes: Promise.resolve(push.readable) };
+  };
+
+  answer(link: number, r: Received): Answer | undefined {
+    const q = r.request;
+    if (this.hold.has(q.method)) {
+      this.held.push({ link, r });
+      return undefined;
+    }
+    if (q.method === 'getGroupMessages') {
+      const after = q.after === null ? null : BigInt(q.after);
+      const before = q.before === null ? null : BigInt(q.before);
+      let ms = this.history.filter((m) => (after === null || BigInt(m.seq) > after) && (before === null || BigInt(m.seq) < before));
+      ms = after !== null ? ms.slice(0, q.limit) : ms.slice(-q.limit);
+      return { ok: true, value: { type: 'messages', messages: ms } };
+    }
+    if (q.method === 'getJoinedGroups') return { ok: true, value: { type: 'joinedGroups', groups: [{ groupId: G, groupName: 'n', affiliationsCount: null, role: null }] } };
+    if (q.method === 'sendGroupMessage') {
+      // A repeat of a client message id answers the original (the broker's dedup).
+      const prior = this.history.find((m) => m.msgId === `c:${q.clientMsgId}`);
+      const m = prior ?? this.add(1)[0]!;
+      if (!prior && q.clientMsgId) m.msgId = `c:${q.clientMsgId}`;
+      return { ok: true, value: { type: 'messageSent', msgId: m.msgId, seq: m.seq, timestamp: m.timestamp } };
+    }
+    if (q.method === 'getGroupAdmin') return { ok: true, value: { type: 'users', users: ['alice'] } };
+    return { ok: true, value: { type: 'done' } };
+  }
+
+  get last(): FakeLink {
+    return this.links[this.links.length - 1]!;
+  }
+
+  /** The network drops the current link (its control stream ends; no close code). */
+  drop(): Promise<void> {
+    return this.last.broker.end();
+  }
+
+  acks(link: number): string[] {
+    return this.links[link]!.broker.frames.flatMap((f) => (f.type === 'ack' ? f.ids : []));
+  }
+
+  requests(link: number, method: Request['method']): Request[] {
+    return this.links[link]!.broker.requests.map((r) => r.request).filter((r) => r.method === method);
+  }
+}
+
+/** What the handlers saw, in order. */
+function recorder() {
+  const log: string[] = [];
+  const messages: string[] = [];
+  const handlers: EventHandlers = {
+    onConnected: () => log.push('connected'),
+    onDisconnected: (e) => log.push(`disconnected${e.closeCode === undefined ? '' : `:${e.closeCode}`}`),
+    onReconnecting: (i) => log.push(`reconnecting:${i.attempt}`),
+    onReconnected: (i) => log.push(`reconnected:${i.recovered}`),
+    onTokenExpired: (i) => log.push(`tokenExpired:${i.refreshing}`),
+    onClosed: (e) => log.push(`closed:${e instanceof ConvokeError ? e.code : (e as ConnectionError).closeCode}`),
+    onGroupEvent: (e) => log.push(`event:${e.from}`),
+    onGroupMessage: (m) => {
+      messages.push(m.seq);
+      log.push(`message:${m.seq}`);
+    },
+  };
+  return { log, messages, handlers };
+}
+
+async function until(f: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+const fast = { initialDelayMs: 5, maxDelayMs: 40 };
+const hello = { token: 't0', deviceId: 'd' };
+
+function seqs(from: number, to: number): string[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => String(from + i));
+}
+
+describe('reconnect and resume', () => {
+  test('a drop mid-stream: the missed messages are fetched, each handed on once, in order; gaps in the live stream are filled', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    for (const m of w.add(3)) await w.last.push.send({ push: 'message', message: m });
+    await until(() => r.messages.length === 3, 'the first three messages');
+    await w.drop();
+    // Sent while the page is away: only in the history.
+    w.add(3);
+    await until(() => w.links.length === 2, 'the second link');
+    await until(() => r.log.some((l) => l.startsWith('reconnected')), 'the catch-up');
+    // The new link's pushes: a copy of 6 (sent again), then 7, then 9 (8 missed: a gap).
+    const [m7, m8, m9] = w.add(3);
+    await w.last.push.send({ push: 'message', message: w.history[5]! });
+    await w.last.push.send({ push: 'message', message: m7! });
+    void m8;
+    await w.last.push.send({ push: 'message', message: m9! });
+    await until(() => r.messages.length >= 9, 'nine messages');
+    await new Promise((res) => setTimeout(res, 20));
+    assert.deepEqual(r.messages, seqs(1, 9));
+    assert.deepEqual(r.log, [
+      'connected', 'message:1', 'message:2', 'message:3',
+      'disconnected', 'reconnecting:1', 'connected', 'message:4', 'message:5', 'message:6', 'reconnected:3',
+      'message:7', 'message:8', 'message:9',
+    ]);
+    assert.equal(w.hellos.length, 2);
+    assert.deepEqual(w.hellos, ['t0', 't0'], 'the current token is sent again');
+    c.close();
+  });
+
+  test('without the change the gap would show: a push past the next seq is not handed on before the missing ones', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    const ms = w.add(5);
+    await w.last.push.send({ push: 'message', message: ms[0]! });
+    await w.last.push.send({ push: 'message', message: ms[4]! });
+    await w.last.push.send({ push: 'message', message: ms[2]! });
+    await until(() => r.messages.length >= 5, 'five messages');
+    assert.deepEqual(r.messages, seqs(1, 5));
+    assert.equal(w.requests(0, 'getGroupMessages').length >= 1, true);
+    c.close();
+  });
+
+  test("the page's own sends are neither handed back nor taken for a gap", async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    await w.last.push.send({ push: 'message', message: w.add(1)[0]! });
+    await until(() => r.messages.length === 1, 'message 1');
+    const sent = await c.sendGroupMessage({ groupId: G, payload: 'mine' });
+    assert.equal(sent.seq, '2');
+    assert.ok(w.requests(0, 'sendGroupMessage')[0]!.method === 'sendGroupMessage');
+    await w.last.push.send({ push: 'message', message: w.add(1)[0]! });
+    await until(() => r.messages.length === 2, 'message 3');
+    assert.deepEqual(r.messages, ['1', '3']);
+    assert.equal(w.requests(0, 'getGroupMessages').length, 0, 'no fetch for an own seq');
+    c.close();
+  });
+
+  test('kept events: handed on once across links, acknowledged on each link that carries them', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    await w.last.push.send({ push: 'kept', id: '1', event: event(1) });
+    await until(() => w.acks(0).length === 1, 'the first ack');
+    await w.drop();
+    await until(() => w.links.length === 2 && r.log.includes('connected') && r.log.lastIndexOf('connected') > r.log.indexOf('disconnected'), 'the second link');
+    // The login's replay: 1 again (its ack may not have arrived), then 2.
+    await w.last.push.send({ push: 'kept', id: '1', event: event(1) });
+    await w.last.push.send({ push: 'kept', id: '2', event: event(2) });
+    await until(() => w.acks(1).length === 2, 'the acks on the second link');
+    await new Promise((res) => setTimeout(res, 20));
+    assert.deepEqual(r.log.filter((l) => l.startsWith('event')), ['event:u1', 'event:u2']);
+    assert.deepEqual(w.acks(0), ['1']);
+    assert.deepEqual(w.acks(1).sort(), ['1', '2']);
+    c.close();
+  });
+
+  test('back-off: doubles up to the cap with jitter in the upper half; each attempt is reported; maxAttempts gives up', async () => {
+    const p = { initialDelayMs: 100, maxDelayMs: 5000 };
+    for (let i = 0; i < 100; i++) {
+      const d1 = backoffDelay(p, 1);
+      assert.ok(d1 >= 50 && d1 <= 100, String(d1));
+      const d3 = backoffDelay(p, 3);
+      assert.ok(d3 >= 200 && d3 <= 400, String(d3));
+      const d40 = backoffDelay(p, 40);
+      assert.ok(d40 >= 2500 && d40 <= 5000, String(d40));
+    }
+    assert.equal(backoffDelay(p, 1, () => 0), 50);
+    assert.equal(backoffDelay(p, 2, () => 1), 200);
+
+    const w = new World();
+    const r = recorder();
+    const delays: number[] = [];
+    const c = await Connection.dial(w.dial, hello, {
+      reconnect: { initialDelayMs: 4, maxDelayMs: 16, maxAttempts: 4 },
+      handlers: { r: r.handlers, d: { onReconnecting: (i) => delays.push(i.delayMs) } },
+    });
+    w.down = true;
+    const started = Date.now();
+    await w.drop();
+    await until(() => r.log.some((l) => l.startsWith('closed')), 'giving up');
+    assert.deepEqual(r.log.filter((l) => l.startsWith('reconnecting')), ['reconnecting:1', 'reconnecting:2', 'reconnecting:3', 'reconnecting:4']);
+    assert.equal(w.hellos.length, 5, 'the first dial and 4 attempts');
+    for (const [i, d] of delays.entries()) {
+      const full = Math.min(4 * 2 ** i, 16);
+      assert.ok(d >= full / 2 && d <= full, `attempt ${i + 1}: ${d}`);
+    }
+    assert.ok(Date.now() - started >= delays.reduce((a, b) => a + b, 0) - 5);
+    await assert.rejects(c.getGroupAdmin({ groupId: G }), (e: unknown) => e instanceof ConnectionError && e.message.includes('gave up after 4 attempts'));
+  });
+
+  test('a token provider gives each reconnect a new token; TOKEN_EXPIRED is retried with it, and ends the connection without one', async () => {
+    const w = new World();
+    const r = recorder();
+    let n = 0;
+    const c = await Connection.dial(w.dial, { ...hello, token: '' }, { reconnect: fast, tokenProvider: async () => `fresh${++n}`, handlers: { r: r.handlers } });
+    assert.deepEqual(w.hellos, ['fresh1']);
+    w.last.session.fail(new ConnectionError('the broker closed the connection: token expired', 8));
+    await until(() => w.links.length === 2, 'the second link');
+    assert.deepEqual(w.hellos, ['fresh1', 'fresh2']);
+    assert.ok(r.log.includes('tokenExpired:true'));
+    assert.deepEqual(await c.getGroupAdmin({ groupId: G }), ['alice']);
+    c.close();
+
+    const w2 = new World();
+    const r2 = recorder();
+    const c2 = await Connection.dial(w2.dial, hello, { reconnect: fast, handlers: { r: r2.handlers } });
+    w2.last.session.fail(new ConnectionError('the broker closed the connection: token expired', 8));
+    await until(() => r2.log.some((l) => l.startsWith('closed')), 'the end');
+    await new Promise((res) => setTimeout(res, 30));
+    assert.equal(w2.hellos.length, 1, 'no reconnect with an expired fixed token');
+    assert.deepEqual(r2.log, ['connected', 'disconnected:8', 'tokenExpired:false', 'closed:8']);
+    await assert.rejects(c2.getGroupAdmin({ groupId: G }), (e: unknown) => e instanceof ConnectionError && e.message.includes('log in again'));
+  });
+
+  test('no reconnect after close(), a refused token at a reconnect, or a close code that says not to retry', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    c.close();
+    await new Promise((res) => setTimeout(res, 30));
+    assert.equal(w.hellos.length, 1);
+    assert.ok(!r.log.some((l) => l.startsWith('reconnecting')));
+    await assert.rejects(c.getGroupAdmin({ groupId: G }), (e: unknown) => e instanceof ConnectionError && e.closeCode === 0);
+
+    const w2 = new World();
+    const r2 = recorder();
+    await Connection.dial(w2.dial, hello, { reconnect: fast, handlers: { r: r2.handlers } });
+    w2.refuse = () => ({ code: 28, message: 'token expired' });
+    await w2.drop();
+    await until(() => r2.log.some((l) => l.startsWith('closed')), 'giving up');
+    await new Promise((res) => setTimeout(res, 30));
+    assert.equal(w2.hellos.length, 2, 'one attempt, refused, and no more');
+    assert.ok(r2.log.includes('closed:28'), r2.log.join(' '));
+
+    const w3 = new World();
+    const r3 = recorder();
+    await Connection.dial(w3.dial, hello, { reconnect: fast, handlers: { r: r3.handlers } });
+    w3.last.session.fail(new ConnectionError('the broker closed the connection: too many sessions', 7));
+    await until(() => r3.log.some((l) => l.startsWith('closed')), 'the end');
+    await new Promise((res) => setTimeout(res, 30));
+    assert.equal(w3.hellos.length, 1);
+    assert.ok(finalReason(new ConnectionError('x', 6)) && !finalReason(new ConnectionError('x', 3)) && !finalReason(new ConnectionError('x', 4)));
+    assert.ok(finalReason(new ConvokeError(505, 'v')) && !finalReason(new ConvokeError(50, 'busy')));
+
+    // A slow-consumer cut (3) and a shutdown (4) are retried.
+    const w4 = new World();
+    const r4 = recorder();
+    const c4 = await Connection.dial(w4.dial, hello, { reconnect: fast, handlers: { r: r4.handlers } });
+    w4.last.session.fail(new ConnectionError('slow', 3));
+    await until(() => w4.links.length === 2, 'reconnect after SLOW_CONSUMER');
+    w4.last.session.fail(new ConnectionError('shutting down', 4));
+    await until(() => w4.links.length === 3, 'reconnect after SHUTDOWN');
+    c4.close();
+  });
+
+  test('calls in flight at a drop: reads and sends with an id go again on the next link; other changes reject; calls meanwhile wait', async () => {
+    const w = new World();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 3000 });
+    w.hold = new Set(['getGroupAdmin', 'leaveGroup', 'sendGroupMessage']);
+    const read = c.getGroupAdmin({ groupId: G });
+    const change = c.leaveGroup({ groupId: G });
+    const send = c.sendGroupMessage({ groupId: G, payload: 'x' });
+    await until(() => w.held.length === 3, 'three requests held');
+    w.hold = new Set();
+    await w.drop();
+    await assert.rejects(change, (e: unknown) => e instanceof ConnectionError);
+    assert.deepEqual(await read, ['alice']);
+    const sent = await send;
+    assert.equal(sent.seq, '1');
+    const ids = w.links.flatMap((_, i) => w.requests(i, 'sendGroupMessage')).map((q) => (q.method === 'sendGroupMessage' ? q.clientMsgId : null));
+    assert.equal(ids.length, 2);
+    assert.ok(ids[0] && ids[0] === ids[1], 'the same client message id both times');
+    assert.equal(w.requests(1, 'leaveGroup').length, 0, 'a change is not sent again');
+
+    // A call made while down waits for the next link.
+    w.down = true;
+    await w.drop();
+    const waiting = c.getGroupAdmin({ groupId: G });
+    await new Promise((res) => setTimeout(res, 30));
+    w.down = false;
+    assert.deepEqual(await waiting, ['alice']);
+    c.close();
+  });
+});
