@@ -112,6 +112,19 @@ async fn a_frozen_node_is_down_within_the_timeout_and_up_after_it_thaws() {
     for i in 1..=3 {
         c.wait_up(i, 3).await;
     }
+    // The sessions n1 and n3 stopped themselves when they declared n2 Down are not
+    // connections refused for a wrong cookie.
+    for i in 1..=3 {
+        let unauthenticated = c
+            .metric_with(
+                i,
+                "convoke_cluster_refused_total",
+                "reason",
+                "unauthenticated",
+            )
+            .await;
+        assert_eq!(unauthenticated, 0.0, "node {i}:\n{}", c.node(i).log());
+    }
 }
 
 #[tokio::test]

@@ -116,6 +116,19 @@ impl Peer {
     }
 }
 
+/// What a closed ractor_cluster session was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// This node stopped it (Down, refused, a duplicate name).
+    Ours,
+    /// A known peer's session (the peer is Down if it was its last one).
+    Lost,
+    /// A second connection to a peer that has another one.
+    Duplicate,
+    /// Closed before it authenticated: a wrong cookie, or not a convoke node.
+    Unauthenticated,
+}
+
 /// A node event, from ractor_cluster's synchronous callbacks into the membership task.
 #[derive(Debug)]
 enum Event {
@@ -210,6 +223,7 @@ pub(super) async fn start(
         ordinals: Mutex::default(),
         peer_uids: Mutex::new(peer_uids),
         peer_uids_path: identity::peer_uids_path(&config.server.data_dir),
+        stopped_sessions: Mutex::default(),
         inbound: OnceLock::new(),
         epoch: Instant::now(),
         server: OnceLock::new(),
@@ -490,27 +504,15 @@ impl Inner {
             }
             Event::Disconnected(ses) => {
                 let name = peer_name(&ses);
-                let mut peers = self.lock();
-                // A second connection to a peer we are connected to: ractor_cluster kept the
-                // other one (its session election).
-                let duplicate = name.as_ref().and_then(|n| peers.get(n)).is_some_and(|p| {
-                    p.state == State::Up || p.sessions.keys().any(|id| *id != ses.node_id)
-                });
-                let known = match name.as_ref().and_then(|n| peers.get_mut(n)) {
-                    Some(p) => p.sessions.remove(&ses.node_id).is_some().then_some(p),
-                    None => None,
-                };
-                match known {
-                    Some(p) => {
-                        if p.sessions.is_empty() && p.state == State::Up {
-                            let n = name.unwrap_or_default();
-                            self.down(&n, p, "disconnected");
-                        }
+                match self.closed(&ses) {
+                    Closed::Ours => {
+                        tracing::debug!(peer = ?name, addr = %ses.peer_addr, "cluster: a session this node stopped closed");
                     }
-                    None if duplicate => {
+                    Closed::Lost => {}
+                    Closed::Duplicate => {
                         tracing::debug!(peer = ?name, addr = %ses.peer_addr, "cluster: duplicate connection closed");
                     }
-                    None => {
+                    Closed::Unauthenticated => {
                         metrics::counter!("convoke_cluster_refused_total", "reason" => "unauthenticated")
                             .increment(1);
                         tracing::warn!(
@@ -523,6 +525,56 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// What a closed session was (and, for a live peer's last session, declares it Down).
+    fn closed(&self, ses: &NodeServerSessionInformation) -> Closed {
+        if self
+            .stopped_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ses.node_id)
+        {
+            return Closed::Ours;
+        }
+        let name = peer_name(ses);
+        let mut peers = self.lock();
+        // A second connection to a peer we are connected to: ractor_cluster kept the
+        // other one (its session election).
+        let duplicate = name.as_ref().and_then(|n| peers.get(n)).is_some_and(|p| {
+            p.state == State::Up || p.sessions.keys().any(|id| *id != ses.node_id)
+        });
+        let known = match name.as_ref().and_then(|n| peers.get_mut(n)) {
+            Some(p) => p.sessions.remove(&ses.node_id).is_some().then_some(p),
+            None => None,
+        };
+        match known {
+            Some(p) => {
+                if p.sessions.is_empty() && p.state == State::Up {
+                    let n = name.unwrap_or_default();
+                    self.down(&n, p, "disconnected");
+                }
+                Closed::Lost
+            }
+            None if duplicate => Closed::Duplicate,
+            None => Closed::Unauthenticated,
+        }
+    }
+
+    /// Stops a session of a peer, remembering that this node closed it.
+    fn stop_session(&self, id: u64, s: &ActorRef<NodeSessionMessage>, why: String) {
+        {
+            let mut stopped = self
+                .stopped_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if stopped.len() >= 4096 {
+                // Disconnected events that never came: forget them rather than grow.
+                stopped.clear();
+            }
+            stopped.insert(id);
+        }
+        s.stop(Some(why));
     }
 
     /// One heartbeat.
@@ -690,8 +742,8 @@ impl Inner {
         p.router_id = None;
         p.rtt = None;
         p.next_dial = Instant::now() + BACKOFF_START;
-        for (_, s) in p.sessions.drain() {
-            s.stop(Some(format!("convoke: peer {name} down ({reason})")));
+        for (id, s) in p.sessions.drain() {
+            self.stop_session(id, &s, format!("convoke: peer {name} down ({reason})"));
         }
         p.link.reset();
         let failed = self.pending.fail_peer(name);
@@ -722,8 +774,8 @@ impl Inner {
         p.state = State::Refused;
         p.reason = Some(format!("{reason}: {detail}"));
         p.next_dial = Instant::now() + Duration::from_millis(self.cfg.reconnect_max_ms);
-        for (_, s) in p.sessions.drain() {
-            s.stop(Some(format!("convoke: refused ({reason})")));
+        for (id, s) in p.sessions.drain() {
+            self.stop_session(id, &s, format!("convoke: refused ({reason})"));
         }
     }
 
@@ -1013,7 +1065,7 @@ impl Inner {
                 p.sessions.retain(|id, s| {
                     let keep = Some(*id) == keep;
                     if !keep {
-                        s.stop(Some("convoke: duplicate node name".to_owned()));
+                        self.stop_session(*id, s, "convoke: duplicate node name".to_owned());
                     }
                     keep
                 });
@@ -1271,6 +1323,7 @@ mod tests {
             peer_uids_path: identity::peer_uids_path(
                 &std::env::temp_dir().join(format!("convoke-test-{}", rand::random::<u64>())),
             ),
+            stopped_sessions: Mutex::default(),
             inbound: OnceLock::new(),
             epoch: Instant::now(),
             server: OnceLock::new(),
@@ -1950,6 +2003,53 @@ mod tests {
         assert_eq!(p.hello.as_ref().map(|h| h.incarnation), Some(10));
         drop(peers);
         let _ = std::fs::remove_dir_all(dir);
+        sink.stop(None);
+    }
+
+    struct FakeSession;
+
+    impl Actor for FakeSession {
+        type Msg = NodeSessionMessage;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<NodeSessionMessage>,
+            _: (),
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    /// A Down this node declares stops the peer's sessions; their Disconnected events are
+    /// ours, not an unauthenticated connection (before, each was counted as
+    /// refused{reason=unauthenticated} and logged as a wrong cookie). A session nobody
+    /// knows still is.
+    #[tokio::test]
+    async fn sessions_this_node_stopped_are_not_counted_as_unauthenticated() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let (session, _) = Actor::spawn(None, FakeSession, ()).await.unwrap();
+        let info = |node_id| NodeServerSessionInformation {
+            actor: session.clone(),
+            peer_name: None,
+            is_server: false,
+            node_id,
+            peer_addr: "127.0.0.2:1".into(),
+        };
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            p.sessions.insert(42, session.clone());
+            inner.down("n2", p, "heartbeat_timeout");
+        }
+        assert_eq!(inner.closed(&info(42)), Closed::Ours);
+        assert_eq!(
+            inner.closed(&info(42)),
+            Closed::Unauthenticated,
+            "remembered once"
+        );
+        assert_eq!(inner.closed(&info(43)), Closed::Unauthenticated);
         sink.stop(None);
     }
 

@@ -201,6 +201,9 @@ pub(crate) struct Inner {
     /// and that file.
     peer_uids: Mutex<BTreeMap<String, String>>,
     peer_uids_path: PathBuf,
+    /// ractor_cluster node ids of sessions this node stopped itself (Down, refused, a
+    /// duplicate): their Disconnected event is ours, not an unauthenticated peer.
+    stopped_sessions: Mutex<std::collections::HashSet<u64>>,
     inbound: OnceLock<Arc<dyn Inbound>>,
     epoch: Instant,
     server: OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
