@@ -285,6 +285,16 @@ pub(crate) async fn supervise(core: Arc<Core>, mut link: Arc<Link>, mut target: 
             attempt = 0;
         }
         let failed_before = attempt;
+        // A broker that said it is shutting down will not answer soon: a client with
+        // several servers (a cluster's nodes) goes to the next one at once instead of
+        // spending a connect timeout on it first.
+        let mut moving = matches!(
+            err,
+            ClientError::Closed {
+                code: Some(close::SHUTDOWN),
+                ..
+            }
+        );
         let next = loop {
             attempt += 1;
             if policy
@@ -322,8 +332,8 @@ pub(crate) async fn supervise(core: Arc<Core>, mut link: Arc<Link>, mut target: 
                     return;
                 }
             }
-            // The same server first, then the others in turn.
-            if attempt > 1 {
+            // The same server first (unless it is shutting down), then the others in turn.
+            if attempt > 1 || std::mem::take(&mut moving) {
                 target = core.dial.next_target(target);
             }
             let dialled = tokio::select! {
