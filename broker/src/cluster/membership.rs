@@ -809,14 +809,19 @@ impl Inner {
             for item in batch.items {
                 match item {
                     Wire::Hello(h) => {
-                        let gateway_learns = self.role == ClusterRole::Gateway
-                            && h.role == "core"
-                            && h.shards == self.cfg.shards
-                            && h.secret_mac == self.hello.secret_mac;
-                        if gateway_learns {
-                            learned.extend(h.members.iter().filter_map(|m| Member::parse(m).ok()));
-                        }
+                        // A gateway learns the core members from a core member's Hello, and
+                        // only from one it accepted (not from a refused impostor's).
+                        let members = (self.role == ClusterRole::Gateway && h.role == "core")
+                            .then(|| h.members.clone());
+                        let incarnation = h.incarnation;
                         self.on_hello(&from, p, h);
+                        let accepted_now = p.state != State::Refused
+                            && p.hello
+                                .as_ref()
+                                .is_some_and(|h| h.incarnation == incarnation);
+                        if let Some(members) = members.filter(|_| accepted_now) {
+                            learned.extend(members.iter().filter_map(|m| Member::parse(m).ok()));
+                        }
                     }
                     Wire::Refuse { reason } => {
                         tracing::warn!(peer = %from, "cluster: this node was refused: {reason}");
@@ -1286,9 +1291,28 @@ mod tests {
         mpsc::UnboundedReceiver<Batch>,
         ActorRef<RouterMsg>,
     ) {
+        node_with_peer_as(ClusterRole::Core, queue_limit).await
+    }
+
+    /// [`node_with_peer`] with a role: a gateway `n1` lists no members and has no shard
+    /// table until it learns them from a core member's Hello.
+    async fn node_with_peer_as(
+        role: ClusterRole,
+        queue_limit: u64,
+    ) -> (
+        Arc<Inner>,
+        mpsc::UnboundedReceiver<Batch>,
+        ActorRef<RouterMsg>,
+    ) {
+        let core = role == ClusterRole::Core;
         let cfg = ClusterConfig {
             enabled: true,
-            members: vec!["n1@127.0.0.1:1".into(), "n2@127.0.0.2:1".into()],
+            role,
+            members: if core {
+                vec!["n1@127.0.0.1:1".into(), "n2@127.0.0.2:1".into()]
+            } else {
+                vec![]
+            },
             peer_queue_bytes: queue_limit,
             ..ClusterConfig::default()
         };
@@ -1300,18 +1324,20 @@ mod tests {
             node_uid: "u1".into(),
             incarnation: 1,
             shards: cfg.shards,
-            members_hash: vec![1],
+            members_hash: if core { vec![1] } else { vec![] },
             secret_mac: vec![],
             members: cfg.members.clone(),
             quic_addr: String::new(),
             quic_cert_sha256: Vec::new(),
         };
         let placement = OnceLock::new();
-        let _ = placement.set(Placement::new(vec!["n1".into(), "n2".into()], cfg.shards));
+        if core {
+            let _ = placement.set(Placement::new(vec!["n1".into(), "n2".into()], cfg.shards));
+        }
         let inner = Arc::new(Inner {
             name: "n1".into(),
             ordinal: 1,
-            role: ClusterRole::Core,
+            role,
             node_uid: "u1".into(),
             incarnation: 1,
             placement,
@@ -2050,6 +2076,54 @@ mod tests {
             "remembered once"
         );
         assert_eq!(inner.closed(&info(43)), Closed::Unauthenticated);
+        sink.stop(None);
+    }
+
+    /// A gateway learns the core members (and the shard table) only from a core Hello it
+    /// accepted: before, a Hello it then refused (another protocol, a clashing ordinal...)
+    /// had already taught it whom to dial and who owns what.
+    #[tokio::test]
+    async fn a_gateway_learns_the_members_only_from_an_accepted_hello() {
+        let (inner, _rx, sink) = node_with_peer_as(ClusterRole::Gateway, 1 << 20).await;
+        inner.lock().get_mut("n2").unwrap().hello = None;
+        let core = Hello {
+            proto: PROTO,
+            name: "n2".into(),
+            ordinal: 2,
+            role: "core".into(),
+            node_uid: "u2".into(),
+            incarnation: 2,
+            shards: inner.cfg.shards,
+            members_hash: vec![7],
+            secret_mac: vec![],
+            members: vec![
+                "n2@127.0.0.2:1".into(),
+                "n3@127.0.0.3:1".into(),
+                "n4@127.0.0.4:1".into(),
+            ],
+            quic_addr: String::new(),
+            quic_cert_sha256: Vec::new(),
+        };
+        let hello = |h: Hello| Batch {
+            from: "n2".into(),
+            incarnation: h.incarnation,
+            seq: 0,
+            items: vec![Wire::Hello(h)],
+        };
+        inner.on_batch(hello(Hello {
+            proto: 99,
+            ..core.clone()
+        }));
+        assert_eq!(inner.lock()["n2"].state, State::Refused);
+        assert!(
+            inner.placement.get().is_none(),
+            "learnt from a refused Hello"
+        );
+        assert!(!inner.lock().contains_key("n3"));
+        inner.lock().get_mut("n2").unwrap().state = State::Connecting;
+        inner.on_batch(hello(core));
+        assert!(inner.placement.get().is_some());
+        assert!(inner.lock().contains_key("n3") && inner.lock().contains_key("n4"));
         sink.stop(None);
     }
 
