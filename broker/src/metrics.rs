@@ -507,6 +507,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         zero: &[],
     },
     MetricDef {
+        name: "convoke_cluster_presence_slots_exhausted_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Presence items from a peer that found all 64 presence slots taken (more than 64 other nodes at once): that peer's users get no cross-node fan-out. Gateways not up for 20 x cluster.reconnect_max_ms are forgotten and free their slot.",
+        zero: UNLABELLED,
+    },
+    MetricDef {
         name: "convoke_cluster_stale_calls_total",
         kind: Kind::Counter,
         unit: Unit::Count,

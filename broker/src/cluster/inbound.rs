@@ -93,4 +93,8 @@ impl Inbound for NodeInbound {
     fn peer_up(&self, peer: &str) {
         super::presence::on_peer_up(peer);
     }
+
+    fn peer_removed(&self, peer: &str) {
+        super::presence::on_peer_removed(peer);
+    }
 }

@@ -127,6 +127,13 @@ impl Link {
         Ok(())
     }
 
+    /// Whether anything (a clone or the drain task) still holds this link, without holding it.
+    #[cfg(test)]
+    pub(crate) fn watch(&self) -> impl Fn() -> bool {
+        let shared = Arc::downgrade(&self.shared);
+        move || shared.strong_count() > 0
+    }
+
     /// Bytes queued or unacknowledged.
     pub(crate) fn queued_bytes(&self) -> u64 {
         self.shared.queued.load(Ordering::Relaxed)

@@ -34,6 +34,10 @@ use crate::config::{check_name, ClusterRole, Config, Member};
 /// First pause before redialing a peer; doubles up to `cluster.reconnect_max_ms`.
 const BACKOFF_START: Duration = Duration::from_millis(250);
 
+/// A gateway not Up for this many `cluster.reconnect_max_ms` is forgotten: its entry, link
+/// task, ordinal and presence slot are freed (gateways come and go; core members stay).
+const GATEWAY_FORGET_AFTER: u32 = 20;
+
 /// What this node knows of a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -84,6 +88,8 @@ pub(crate) struct Peer {
     backoff: Duration,
     dialing: bool,
     over_since: Option<Instant>,
+    /// Since when it is not Up (`None` while Up).
+    idle_since: Option<Instant>,
     reason: Option<String>,
     downs: u64,
 }
@@ -110,6 +116,7 @@ impl Peer {
             backoff: BACKOFF_START,
             dialing: false,
             over_since: None,
+            idle_since: Some(now),
             reason: None,
             downs: 0,
         }
@@ -584,6 +591,7 @@ impl Inner {
         let mut dials = Vec::new();
         let mut came_up = Vec::new();
         let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let forgotten: Vec<String>;
         {
             let mut peers = self.lock();
             let names: Vec<String> = peers.keys().cloned().collect();
@@ -671,6 +679,29 @@ impl Inner {
                 metrics::gauge!("convoke_cluster_peer_queue_bytes", "peer" => name.clone())
                     .set(p.link.queued_bytes() as f64);
             }
+            let forget_after =
+                Duration::from_millis(self.cfg.reconnect_max_ms) * GATEWAY_FORGET_AFTER;
+            let stale: Vec<String> = peers
+                .iter()
+                .filter(|(_, p)| {
+                    !p.core
+                        && p.state != State::Up
+                        && p.sessions.is_empty()
+                        && p.idle_since
+                            .is_some_and(|t| now.saturating_duration_since(t) > forget_after)
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in &stale {
+                // Dropping the entry drops its link: the link's task ends.
+                peers.remove(name);
+                self.ordinals
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|_, (n, _)| n != name);
+                tracing::info!(peer = %name, "cluster: forgot a gateway not up for {forget_after:?}");
+            }
+            forgotten = stale;
             let unavailable = match self.placement.get() {
                 Some(placement) => placement
                     .owners()
@@ -728,12 +759,16 @@ impl Inner {
             for name in came_up {
                 hook.peer_up(&name);
             }
+            for name in forgotten {
+                hook.peer_removed(&name);
+            }
         }
     }
 
     /// Declares `p` Down (the caller holds the peer table).
     fn down(&self, name: &str, p: &mut Peer, reason: &'static str) {
         p.state = State::Down;
+        p.idle_since = Some(Instant::now());
         p.downs += 1;
         p.reason = Some(reason.to_owned());
         p.hello = None;
@@ -772,6 +807,7 @@ impl Inner {
             self.down(from, p, "refused");
         }
         p.state = State::Refused;
+        p.idle_since.get_or_insert_with(Instant::now);
         p.reason = Some(format!("{reason}: {detail}"));
         p.next_dial = Instant::now() + Duration::from_millis(self.cfg.reconnect_max_ms);
         for (id, s) in p.sessions.drain() {
@@ -1236,6 +1272,7 @@ fn promote(name: &str, p: &mut Peer, now: Instant) -> bool {
         return false;
     }
     p.state = State::Up;
+    p.idle_since = None;
     p.last_pong = now;
     p.backoff = BACKOFF_START;
     p.reason = None;
@@ -1754,12 +1791,66 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct Collect(Mutex<Vec<(String, Wire)>>);
+    struct Collect(Mutex<Vec<(String, Wire)>>, Mutex<Vec<String>>);
 
     impl super::super::Inbound for Collect {
         fn item(&self, from: &str, item: Wire) {
             self.0.lock().unwrap().push((from.to_owned(), item));
         }
+
+        fn peer_removed(&self, peer: &str) {
+            self.1.lock().unwrap().push(peer.to_owned());
+        }
+    }
+
+    /// A gateway not Up for 20 x reconnect_max_ms is forgotten (entry, link task, ordinal,
+    /// and through the hook its presence slot); a core member never is, nor a gateway down
+    /// for less. Before, gateway entries and their link tasks stayed for the process's life.
+    #[tokio::test]
+    async fn a_gateway_down_for_long_is_forgotten_and_a_core_member_is_not() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let hook = Arc::new(Collect::default());
+        assert!(inner.inbound.set(hook.clone()).is_ok());
+        let now = Instant::now();
+        let long = Duration::from_millis(inner.cfg.reconnect_max_ms) * (GATEWAY_FORGET_AFTER + 1);
+        let link = {
+            let mut peers = inner.lock();
+            for (name, idle) in [("g8", Duration::ZERO), ("g9", long)] {
+                let mut g = inner.new_peer(name, String::new(), false);
+                g.state = State::Down;
+                g.idle_since = now.checked_sub(idle);
+                peers.insert(name.into(), g);
+            }
+            let n2 = peers.get_mut("n2").unwrap();
+            n2.state = State::Down;
+            n2.router = None;
+            n2.idle_since = now.checked_sub(long);
+            peers["g9"].link.watch()
+        };
+        inner
+            .ordinals
+            .lock()
+            .unwrap()
+            .insert(9, ("g9".into(), "u9".into()));
+        let (tx, _events) = mpsc::unbounded_channel();
+        inner.tick(now, false, &tx);
+        let names: Vec<String> = inner.lock().keys().cloned().collect();
+        assert_eq!(names, ["g8", "n2"]);
+        assert_eq!(*hook.1.lock().unwrap(), ["g9"]);
+        assert!(inner.ordinals.lock().unwrap().is_empty());
+        // Its link's task has ended (the entry held the only sender).
+        eventually_gone(link).await;
+        sink.stop(None);
+    }
+
+    async fn eventually_gone(alive: impl Fn() -> bool) {
+        for _ in 0..100 {
+            if !alive() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the link task of a forgotten peer still runs");
     }
 
     /// Requests past their deadline are answered by the owner's lanes (forward.rs), on its

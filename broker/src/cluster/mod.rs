@@ -162,6 +162,12 @@ pub trait Inbound: Send + Sync + 'static {
     fn peer_up(&self, peer: &str) {
         let _ = peer;
     }
+
+    /// Peer `peer` (a gateway not Up for long) was forgotten: free what it held (its
+    /// presence slot).
+    fn peer_removed(&self, peer: &str) {
+        let _ = peer;
+    }
 }
 
 /// The running cluster. Cheap to clone.

@@ -54,11 +54,13 @@ const YIELD_EVERY: usize = 1024;
 const MAX_SLOTS: usize = 64;
 
 /// Which other nodes each user is online on. Each peer gets a bit (slot) the first time it
-/// is seen, kept for the life of the process.
+/// is seen, kept until the peer is forgotten ([`Directory::release`]: a gateway gone for
+/// good), then reused.
 #[derive(Debug)]
 pub struct Directory {
     users: DashMap<Box<str>, u64>,
-    slots: RwLock<Vec<String>>,
+    /// The peer of each slot; `None`: free.
+    slots: RwLock<Vec<Option<String>>>,
     /// Users online per slot. Each peer's items are applied by one router in order, so a
     /// slot's count is never written by two threads at once.
     counts: Vec<AtomicUsize>,
@@ -75,30 +77,52 @@ impl Default for Directory {
 }
 
 impl Directory {
-    /// The slot of `peer`, assigned on first sight; `None` past 64 peers.
+    /// The slot of `peer`, assigned on first sight; `None` when all 64 are taken (counted).
     fn slot(&self, peer: &str) -> Option<usize> {
+        let find = |slots: &[Option<String>]| slots.iter().position(|p| p.as_deref() == Some(peer));
         {
             let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = slots.iter().position(|p| p == peer) {
+            if let Some(i) = find(&slots) {
                 return Some(i);
             }
         }
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = slots.iter().position(|p| p == peer) {
+        if let Some(i) = find(&slots) {
+            return Some(i);
+        }
+        if let Some(i) = slots.iter().position(Option::is_none) {
+            slots[i] = Some(peer.to_owned());
             return Some(i);
         }
         if slots.len() >= MAX_SLOTS {
+            metrics::counter!("convoke_cluster_presence_slots_exhausted_total").increment(1);
             tracing::warn!(%peer, "cluster: more than 64 peers; this one gets no fan-out");
             return None;
         }
-        slots.push(peer.to_owned());
+        slots.push(Some(peer.to_owned()));
         Some(slots.len() - 1)
+    }
+
+    /// Forgets `peer` (a gateway gone for good): its users and its slot, free for another.
+    pub fn release(&self, peer: &str) {
+        let slot = {
+            let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+            slots.iter().position(|p| p.as_deref() == Some(peer))
+        };
+        if slot.is_none() {
+            return;
+        }
+        self.clear(peer);
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = slots.iter().position(|p| p.as_deref() == Some(peer)) {
+            slots[i] = None;
+        }
     }
 
     /// The peer of slot `i`.
     fn peer(&self, i: u32) -> Option<String> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        slots.get(i as usize).cloned()
+        slots.get(i as usize).cloned().flatten()
     }
 
     /// `users` came online on `peer`.
@@ -469,6 +493,14 @@ pub fn on_peer_down(peer: &str) {
     }
 }
 
+/// `peer` (a gateway down for long) was forgotten by membership: its slot is freed.
+pub fn on_peer_removed(peer: &str) {
+    if let Some(r) = running() {
+        r.dir.release(peer);
+        r.gauge(peer);
+    }
+}
+
 /// Part `part` of `parts` of `from`'s snapshot; part 0 replaces what was known of `from`.
 pub fn on_snapshot(from: &str, part: u32, parts: u32, users: Vec<String>) {
     let _ = parts;
@@ -544,6 +576,25 @@ mod tests {
         d.online("n3", &s(&["carol"]));
         assert_eq!(d.mask("carol"), 0b10);
         assert_eq!((d.users_on("n2"), d.users_on("n3")), (1, 1));
+    }
+
+    /// 64 slots: a 65th peer gets none; a released peer (a gateway forgotten by
+    /// membership) frees its slot and its users for the next one. Before, slots were never
+    /// freed, so gateways coming and going used them up for the life of the process.
+    #[test]
+    fn a_released_peer_frees_its_slot_for_another() {
+        let d = Directory::default();
+        for i in 0..MAX_SLOTS {
+            d.online(&format!("g{i}"), &s(&[&format!("u{i}")]));
+        }
+        d.online("late", &s(&["x"]));
+        assert_eq!((d.mask("x"), d.users_on("late")), (0, 0), "no slot left");
+        d.release("g5");
+        assert_eq!(d.mask("u5"), 0, "its users are gone");
+        d.online("late", &s(&["x"]));
+        assert_eq!(d.mask("x"), 1 << 5, "the freed slot is reused");
+        assert_eq!(d.users_on("late"), 1);
+        assert_eq!(d.users_on("g6"), 1);
     }
 
     #[test]
