@@ -11,7 +11,7 @@
 //! Every name (namespaces, bridge, veths) and the /24 subnet are unique per [`Netns`], so
 //! tests run in parallel; everything is removed on drop, also when the test panics. Needs
 //! root and `ip netns`: [`Netns::create`] returns `None` with a printed reason otherwise,
-//! and the caller skips.
+//! and the caller skips (a failure instead under `CONVOKE_REQUIRE_TOOLS=1`, as in CI).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -123,6 +123,10 @@ impl Netns {
     /// `None` (not root, no `ip netns`): the caller skips its test.
     pub fn create(n: usize, test: &str) -> Option<Netns> {
         if let Some(why) = unavailable() {
+            // CI (root, iproute2) sets this: there a missing capability is a failure.
+            if std::env::var("CONVOKE_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+                panic!("{test}: network namespaces are unavailable ({why}) and CONVOKE_REQUIRE_TOOLS=1");
+            }
             eprintln!("SKIPPED {test}: network namespaces are unavailable: {why}");
             return None;
         }
