@@ -309,6 +309,26 @@ describe('reconnect and resume', () => {
     await assert.rejects(c2.getGroupAdmin({ groupId: G }), (e: unknown) => e instanceof ConnectionError && e.message.includes('log in again'));
   });
 
+  test('heartbeat: an answered ping keeps the link; an unanswered one replaces it (a link lost without a close)', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, heartbeatMs: 20, heartbeatTimeoutMs: 60, handlers: { r: r.handlers } });
+    await until(() => w.requests(0, 'ping').length >= 3, 'three pings');
+    assert.equal(w.links.length, 1, 'answered pings keep the link');
+    // The network goes silent: pings are no longer answered.
+    w.hold.add('ping');
+    await until(() => w.links.length === 2, 'a new link after an unanswered ping', 2000);
+    assert.ok(r.log.some((l) => l.startsWith('disconnected')), r.log.join(' '));
+    c.close();
+
+    // Off with 0: nothing is sent.
+    const w2 = new World();
+    const c2 = await Connection.dial(w2.dial, hello, { reconnect: fast, heartbeatMs: 0, handlers: {} });
+    await new Promise((res) => setTimeout(res, 60));
+    assert.equal(w2.requests(0, 'ping').length, 0);
+    c2.close();
+  });
+
   test('no reconnect after close(), a refused token at a reconnect, or a close code that says not to retry', async () => {
     const w = new World();
     const r = recorder();

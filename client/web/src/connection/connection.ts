@@ -251,6 +251,15 @@ export interface ResilienceOptions {
    * then replaced with a new token instead of ending the connection.
    */
   tokenProvider?: () => string | Promise<string>;
+  /**
+   * How often (ms) an idle link is checked with a ping; a link whose ping gets no answer in
+   * `heartbeatTimeoutMs` is taken as lost and replaced. A browser cannot set QUIC's idle
+   * timeout, so without this a tab whose network (or broker) vanished without a close waits
+   * for the browser's own timeout. Default 15,000; 0 turns it off.
+   */
+  heartbeatMs?: number;
+  /** How long a heartbeat ping may take before the link counts as lost (ms). Default 10,000. */
+  heartbeatTimeoutMs?: number;
 }
 
 /** How a connection opens its transfer streams (WebTransport: `createBidirectionalStream`). */
@@ -293,6 +302,7 @@ export class Connection {
   private wake: (() => void) | undefined;
   private upSince = Date.now();
   private attempt = 0;
+  private readonly heartbeat: { every: number; timeout: number };
 
   constructor(
     /** The session the calls go through (the first link's). */
@@ -309,6 +319,9 @@ export class Connection {
     this.streams = streams;
     this.current = session;
     this.requestTimeoutMs = resilience?.requestTimeoutMs ?? 30_000;
+    this.heartbeat = resilience
+      ? { every: resilience.heartbeatMs ?? 15_000, timeout: resilience.heartbeatTimeoutMs ?? 10_000 }
+      : { every: 0, timeout: 0 };
     if (resilience) {
       this.resilience = {
         dial: resilience.dial,
@@ -358,6 +371,7 @@ export class Connection {
       };
     }
     session.onEnd((e) => void this.linkEnded(gen, e));
+    if (this.heartbeat.every > 0) this.keepAlive(session);
     if (this.resilience) this.sequencer.up(gen, reconnect, session.welcome.serverTime);
     for (const w of [...this.upWaiters]) w();
     if (link?.pushes) {
@@ -368,6 +382,20 @@ export class Connection {
         () => {},
       );
     }
+  }
+
+  /** Pings `session` while it lasts; no answer in time ends it as lost. */
+  private keepAlive(session: Session): void {
+    let nonce = 0;
+    const timer = setInterval(() => {
+      const timeout = this.heartbeat.timeout;
+      session.request({ method: 'ping', nonce: String(++nonce) }, timeout).catch((e: unknown) => {
+        if (e instanceof TimeoutError) {
+          session.fail(new ConnectionError(`no answer to a ping within ${timeout} ms: the connection is lost`));
+        }
+      });
+    }, this.heartbeat.every);
+    session.onEnd(() => clearInterval(timer));
   }
 
   /** Adds (or replaces) the handlers registered under `id`, as the seed's SDK does. */

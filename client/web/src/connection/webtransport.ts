@@ -120,10 +120,25 @@ export function webTransportDialer(options: ConnectOptions): Dialer {
       options.url,
       options.serverCertificateHashes ? { serverCertificateHashes: options.serverCertificateHashes } : {},
     );
+    // A dial that never completes (packets lost) must not hold a reconnect forever.
+    const timeoutMs = options.handshakeTimeoutMs ?? 10_000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await wt.ready;
+      await Promise.race([
+        wt.ready,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no WebTransport session within ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]);
     } catch (e) {
+      try {
+        wt.close({ closeCode: 0, reason: 'dial failed' });
+      } catch {
+        // not open: nothing to close
+      }
       throw new ConnectionError(`cannot open a WebTransport session to ${options.url}: ${String(e)}`, undefined, e);
+    } finally {
+      clearTimeout(timer);
     }
     // The session's close, once it is known: its code and reason, or nothing for a lost one.
     const closed: Promise<CloseInfo | undefined> = wt.closed.then(

@@ -46,6 +46,8 @@ export class BrokerProcess {
   /** The development certificate's SHA-256, hex. */
   certHash = '';
   log = '';
+  /** The QUIC listen address (`--listen`); a restart sets it to the port it had. */
+  quicListen = '127.0.0.1:0';
 
   constructor(private readonly settings: Record<string, string> = {}) {
     this.dataDir = mkdtempSync(join(tmpdir(), 'convoke-e2e-'));
@@ -53,7 +55,7 @@ export class BrokerProcess {
 
   async start(): Promise<void> {
     const args = [
-      'serve', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', '',
+      'serve', '--data-dir', this.dataDir, '--listen', this.quicListen, '--metrics-listen', '',
       '--set', 'webtransport.listen=127.0.0.1:0', '--set', 'webtransport.dev_certificate=true',
       '--set', 'log.level=warn',
     ];
@@ -85,6 +87,19 @@ export class BrokerProcess {
     if (opts.admin) args.push('--admin');
     if (opts.ttl) args.push('--ttl', opts.ttl);
     return execFileSync(convokeBin(), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  }
+
+  /**
+   * Stops the broker gracefully (its sessions end with SHUTDOWN) and starts it again on the
+   * same data dir and ports; its development certificate (and so `certHash`) is new.
+   */
+  async restart(): Promise<void> {
+    const exited = new Promise((ok) => this.child.once('exit', ok));
+    this.child.kill('SIGTERM');
+    await exited;
+    this.quicListen = this.quic;
+    this.settings['webtransport.listen'] = new URL(this.url).host;
+    await this.start();
   }
 
   async stop(): Promise<void> {
