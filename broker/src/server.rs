@@ -77,6 +77,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    if !config.cluster.enabled {
+        // A cluster node's data dir run as a single node would mint ids that orphan
+        // groups once the cluster is back on: refused (exit 2), before anything is written.
+        crate::cluster::identity::refuse_cluster_data_without_cluster(&data_dir)?;
+    }
 
     let tls = crate::tls::load_or_generate(&config.tls, &data_dir)?;
     let (secret, secret_generated) = crate::auth::app_secret(&config.auth, &data_dir)?;

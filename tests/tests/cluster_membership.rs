@@ -488,6 +488,26 @@ async fn turning_the_cluster_on_for_a_single_nodes_data_dir_exits_2() {
     );
 }
 
+/// A cluster node's data dir started with the cluster off (a config without `[cluster]`)
+/// exits 2 naming `cluster.enabled` and the identity file: before, it started as a single
+/// node, and the groups it created (ordinal-0 ids) were orphaned once the cluster was back
+/// on (owned by other nodes' shards).
+#[tokio::test]
+async fn a_cluster_data_dir_started_with_the_cluster_off_exits_2() {
+    let mut c = TestCluster::start(1).await;
+    c.node_mut(1).stop();
+    let (code, err) = c.run_refused(1, &[("cluster.enabled", "false")]);
+    assert_eq!(code, Some(2), "{err}");
+    let identity = c.node(1).data_dir().join("cluster").join("identity");
+    assert!(
+        err.contains("cluster.enabled") && err.contains(&identity.display().to_string()),
+        "{err}"
+    );
+    // Clustered again, it starts.
+    c.restart(1);
+    c.wait_up(1, 1).await;
+}
+
 /// While n2 is down, a process on another data dir under the name n2 (a copy of its config
 /// started on an empty server.data_dir) is refused by n1, which remembers the data dir it
 /// first met n2 with; before, it was accepted and took n2's shards without its data. The

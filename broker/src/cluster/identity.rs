@@ -66,6 +66,30 @@ pub fn refuse_single_node_data(data_dir: &Path, has_groups: bool) -> Result<(), 
     })
 }
 
+/// Refuses to start a cluster node's data dir with the cluster off: an identity file exists
+/// and `cluster.enabled` is false. Groups created meanwhile would get ordinal-0 ids, which
+/// hash to shards of other nodes once the cluster is back on (orphaned: this node no
+/// longer loads them, their owners never had them), and acknowledgements of kept events
+/// with such ids would be routed to peers. A cluster's data dir only runs in its cluster.
+pub fn refuse_cluster_data_without_cluster(data_dir: &Path) -> Result<(), Refused> {
+    let file = path(data_dir);
+    if !file.exists() {
+        return Ok(());
+    }
+    Err(Refused::Unsupported {
+        setting: "cluster.enabled".to_owned(),
+        problem: format!(
+            "it is false, and the data dir {} belongs to a cluster node (its cluster identity \
+             file {} exists): groups created now would get single-node ids owned by other \
+             nodes' shards once the cluster is back on, and be orphaned. Start this data dir \
+             with cluster.enabled = true and its [cluster] settings, or start the single \
+             node on a new data dir",
+            data_dir.display(),
+            file.display()
+        ),
+    })
+}
+
 /// Reads the identity of `data_dir`, or creates it from `cfg` at the first start; refuses a
 /// start whose settings drifted from it.
 pub fn load_or_create(cfg: &ClusterConfig, data_dir: &Path) -> Result<Identity, Refused> {
@@ -226,6 +250,22 @@ mod tests {
     }
 
     use super::*;
+
+    /// A cluster node's data dir started with the cluster off is refused, naming the
+    /// setting and the identity file; a data dir that never ran clustered is not.
+    #[test]
+    fn a_cluster_data_dir_with_the_cluster_off_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(refuse_cluster_data_without_cluster(dir.path()).is_ok());
+        load_or_create(&cfg("n1", 1, &["n1@127.0.0.1:7401"]), dir.path()).unwrap();
+        let e = refuse_cluster_data_without_cluster(dir.path()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("cluster.enabled"), "{text}");
+        assert!(
+            text.contains(&path(dir.path()).display().to_string()),
+            "{text}"
+        );
+    }
 
     fn cfg(name: &str, ordinal: u32, members: &[&str]) -> ClusterConfig {
         ClusterConfig {
