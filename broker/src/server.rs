@@ -244,7 +244,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     )
     .shared();
     if let Some(cluster) = &cluster {
-        // Forwarded calls, queries and deliveries from peers reach this node from here on.
+        // Forwarded calls, queries and deliveries from peers reach this node from here on;
+        // until now it said Hello to nobody, so no peer is Up yet (Cluster::set_inbound).
         crate::cluster::inbound::install(cluster, node.clone());
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -592,8 +592,12 @@ impl Inner {
         let mut came_up = Vec::new();
         let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
         let forgotten: Vec<String>;
+        let hook;
         {
             let mut peers = self.lock();
+            // Read under the table's lock, like `set_inbound` writes it: a peer that comes
+            // Up here hears `peer_up` from this tick or from `set_inbound`, exactly once.
+            hook = self.inbound.get().cloned();
             let names: Vec<String> = peers.keys().cloned().collect();
             for name in names {
                 let Some(p) = peers.get_mut(&name) else {
@@ -625,11 +629,8 @@ impl Inner {
                     }
                     _ => {}
                 }
-                if let Some(router) = p.router.clone() {
-                    if !p.hello_sent && p.state != State::Refused {
-                        self.direct(&router, Wire::Hello(self.hello.clone()));
-                        p.hello_sent = true;
-                    }
+                if p.router.is_some() {
+                    self.say_hello(p);
                     if promote(&name, p, now) {
                         came_up.push(name.clone());
                     }
@@ -755,7 +756,7 @@ impl Inner {
                 });
             }
         }
-        if let Some(hook) = self.inbound.get() {
+        if let Some(hook) = hook {
             for name in came_up {
                 hook.peer_up(&name);
             }
@@ -763,6 +764,41 @@ impl Inner {
                 hook.peer_removed(&name);
             }
         }
+    }
+
+    /// Sends this node's Hello to `p`'s router once per session, and only once the inbound
+    /// hook is installed: a peer that accepted our Hello sees us Up and sends work, which a
+    /// node still being built (no hook yet) would drop; and a peer cannot come Up here
+    /// before our Hello went out, so none is Up without the hook hearing it.
+    fn say_hello(&self, p: &mut Peer) {
+        if p.hello_sent || p.state == State::Refused || self.inbound.get().is_none() {
+            return;
+        }
+        if let Some(router) = &p.router {
+            self.direct(router, Wire::Hello(self.hello.clone()));
+            p.hello_sent = true;
+        }
+    }
+
+    /// Installs the inbound hook (the first call wins) and hands it every peer already Up
+    /// (`peer_up`: it asks for their presence), under the peer table's lock so that a
+    /// peer coming Up meanwhile is announced exactly once, here or by its promotion.
+    pub(super) fn set_inbound(&self, hook: Arc<dyn super::Inbound>) -> bool {
+        let up: Vec<String> = {
+            let peers = self.lock();
+            if self.inbound.set(hook.clone()).is_err() {
+                return false;
+            }
+            peers
+                .iter()
+                .filter(|(_, p)| p.state == State::Up)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        for name in up {
+            hook.peer_up(&name);
+        }
+        true
     }
 
     /// Declares `p` Down (the caller holds the peer table).
@@ -821,8 +857,10 @@ impl Inner {
         let mut work = Vec::new();
         let mut learned = Vec::new();
         let mut came_up = false;
+        let hook;
         {
             let mut peers = self.lock();
+            hook = self.inbound.get().cloned();
             if !peers.contains_key(&from)
                 && matches!(batch.items.first(), Some(Wire::Hello(h)) if h.role == "gateway")
                 && check_name(&from).is_ok()
@@ -957,14 +995,14 @@ impl Inner {
             }
         }
         if came_up {
-            if let Some(hook) = self.inbound.get() {
+            if let Some(hook) = &hook {
                 hook.peer_up(&from);
             }
         }
         if work.is_empty() {
             return;
         }
-        match self.inbound.get() {
+        match hook {
             Some(hook) => {
                 for item in work {
                     hook.item(&from, item);
@@ -1790,8 +1828,13 @@ mod tests {
         sink.stop(None);
     }
 
+    /// Items, peers removed, peers Up, as the hook heard them.
     #[derive(Default)]
-    struct Collect(Mutex<Vec<(String, Wire)>>, Mutex<Vec<String>>);
+    struct Collect(
+        Mutex<Vec<(String, Wire)>>,
+        Mutex<Vec<String>>,
+        Mutex<Vec<String>>,
+    );
 
     impl super::super::Inbound for Collect {
         fn item(&self, from: &str, item: Wire) {
@@ -1801,6 +1844,47 @@ mod tests {
         fn peer_removed(&self, peer: &str) {
             self.1.lock().unwrap().push(peer.to_owned());
         }
+
+        fn peer_up(&self, peer: &str) {
+            self.2.lock().unwrap().push(peer.to_owned());
+        }
+    }
+
+    /// The node is still being built (no inbound hook yet): no Hello goes out, so no peer
+    /// comes Up and none sends work that would be dropped. A hook installed while a peer
+    /// is Up anyway hears `peer_up` for it (which asks for its presence): before, the hook
+    /// was installed after the cluster started, a peer Up meanwhile was never announced,
+    /// and its online users got no live events from this node's groups until they
+    /// reconnected.
+    #[tokio::test]
+    async fn no_hello_before_the_inbound_hook_and_a_late_hook_hears_peers_already_up() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            inner.say_hello(p);
+            assert!(!p.hello_sent, "a Hello before the hook");
+        }
+        let hook = Arc::new(Collect::default());
+        let cluster = Cluster {
+            inner: inner.clone(),
+        };
+        assert!(cluster.set_inbound(hook.clone()));
+        assert_eq!(*hook.2.lock().unwrap(), ["n2"], "n2 was Up already");
+        assert!(!cluster.set_inbound(Arc::new(Collect::default())));
+        assert_eq!(hook.2.lock().unwrap().len(), 1, "announced once");
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            inner.say_hello(p);
+            assert!(p.hello_sent);
+        }
+        let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(b.items[..], [Wire::Hello(_)]), "{:?}", b.items);
+        sink.stop(None);
     }
 
     /// A gateway not Up for 20 x reconnect_max_ms is forgotten (entry, link task, ordinal,

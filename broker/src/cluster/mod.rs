@@ -397,9 +397,12 @@ impl Cluster {
         self.inner.now_ns()
     }
 
-    /// Installs the hook for inbound work items; only the first call takes effect.
+    /// Installs the hook for inbound work items; only the first call takes effect. Until
+    /// one is installed this node sends no Hello, so no peer comes Up on either side and
+    /// none sends work that would be dropped; a peer already Up (a hook installed late)
+    /// hears `peer_up` now.
     pub fn set_inbound(&self, inbound: Arc<dyn Inbound>) -> bool {
-        self.inner.inbound.set(inbound).is_ok()
+        self.inner.set_inbound(inbound)
     }
 
     /// Whether this node sees a majority of the core members Up (itself included when core).
