@@ -23,6 +23,7 @@ use ractor_cluster::{NodeEventSubscription, NodeServer, NodeSessionMessage};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::clock::ClockOffset;
 use super::identity;
 use super::link::{Link, SendError};
 use super::pending::Pending;
@@ -78,9 +79,10 @@ pub(crate) struct Peer {
     ping_seq: u64,
     /// Highest batch seq processed from this peer, and the incarnation it belongs to.
     recv_acked: (u64, u64),
-    /// Its monotonic clock mapped onto ours: (its incarnation, least `our now_ns - its
-    /// sent_ns` seen in its Pings, i.e. the clock offset plus the shortest one-way delay).
-    clock_offset: Option<(u64, i128)>,
+    /// Its monotonic clock mapped onto ours: (its incarnation, the least `our now_ns - its
+    /// sent_ns` over its recent Pings, i.e. the clock offset plus the shortest one-way
+    /// delay; see `clock`).
+    clock_offset: Option<(u64, ClockOffset)>,
     link: Link,
     /// Authenticated NodeSessions with this peer, by ractor_cluster node id.
     sessions: HashMap<u64, ActorRef<NodeSessionMessage>>,
@@ -812,6 +814,9 @@ impl Inner {
         p.router = None;
         p.router_id = None;
         p.rtt = None;
+        // A peer back from a freeze or a suspended host keeps its incarnation, not its
+        // clock offset: learnt again from its next Pings.
+        p.clock_offset = None;
         p.next_dial = Instant::now() + BACKOFF_START;
         for (id, s) in p.sessions.drain() {
             self.stop_session(id, &s, format!("convoke: peer {name} down ({reason})"));
@@ -907,10 +912,14 @@ impl Inner {
                     } if accepted(p) => {
                         p.link.acked(acked_batch);
                         let sample = i128::from(self.now_ns()) - i128::from(sent_ns);
-                        p.clock_offset = Some(match p.clock_offset {
-                            Some((inc, o)) if inc == batch.incarnation => (inc, o.min(sample)),
-                            _ => (batch.incarnation, sample),
-                        });
+                        match &mut p.clock_offset {
+                            Some((inc, clock)) if *inc == batch.incarnation => clock.push(sample),
+                            _ => {
+                                let mut clock = ClockOffset::default();
+                                clock.push(sample);
+                                p.clock_offset = Some((batch.incarnation, clock));
+                            }
+                        }
                         if let Some(router) = &p.router {
                             let pong = Wire::Pong {
                                 seq,
@@ -1174,8 +1183,9 @@ impl Inner {
     }
 
     /// Rewrites a call's `remaining_ms` to the time left now, on this node's clock: its
-    /// `sent_ns` mapped through the offset learnt from the sender's Pings (time queued, in
-    /// transit, or frozen on either side counts); until one Ping came, counted from now.
+    /// `sent_ns` mapped through the offset learnt from the sender's recent Pings (time
+    /// queued, in transit, or frozen on either side counts); until one Ping came in this
+    /// session, counted from now.
     fn time_left(&self, p: &Peer, incarnation: u64, mut item: Wire) -> Wire {
         if let Wire::Forward {
             remaining_ms,
@@ -1193,13 +1203,16 @@ impl Inner {
             ..
         } = &mut item
         {
-            if let Some((inc, offset)) = p.clock_offset {
-                if inc == incarnation {
-                    let deadline =
-                        i128::from(*sent_ns) + offset + i128::from(*remaining_ms) * 1_000_000;
-                    let left = (deadline - i128::from(self.now_ns())).max(0) / 1_000_000;
-                    *remaining_ms = u64::try_from(left).unwrap_or(u64::MAX).min(*remaining_ms);
-                }
+            let offset = p
+                .clock_offset
+                .as_ref()
+                .filter(|(inc, _)| *inc == incarnation)
+                .and_then(|(_, clock)| clock.offset());
+            if let Some(offset) = offset {
+                let deadline =
+                    i128::from(*sent_ns) + offset + i128::from(*remaining_ms) * 1_000_000;
+                let left = (deadline - i128::from(self.now_ns())).max(0) / 1_000_000;
+                *remaining_ms = u64::try_from(left).unwrap_or(u64::MAX).min(*remaining_ms);
             }
         }
         item
@@ -2031,6 +2044,52 @@ mod tests {
             .collect();
         assert_eq!(left[0], 0, "expired on arrival");
         assert!((4_900..=5_000).contains(&left[1]), "{left:?}");
+        sink.stop(None);
+    }
+
+    /// The sender's clock falls behind ours (drift, or its host was suspended for 15 s):
+    /// every Ping's sample is 15 s later than the first. The estimate follows within a
+    /// window of Pings, so a fresh call keeps its time; before, the least sample of the
+    /// whole incarnation was kept and every call from that peer arrived expired.
+    #[tokio::test]
+    async fn a_clock_that_falls_behind_is_followed_and_fresh_calls_do_not_expire() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let hook = Arc::new(Collect::default());
+        assert!(inner.inbound.set(hook.clone()).is_ok());
+        let batch = |items| Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq: 0,
+            items,
+        };
+        let ping = |seq, sent_ns| Wire::Ping {
+            seq,
+            sent_ns,
+            acked_batch: 0,
+        };
+        let peer_now: u64 = 50_000_000_000;
+        inner.on_batch(batch(vec![ping(1, peer_now)]));
+        // From now on the peer's clock reads 15 s less than it did against ours.
+        let behind = peer_now - 15_000_000_000;
+        for seq in 0..crate::cluster::clock::WINDOW as u64 {
+            inner.on_batch(batch(vec![ping(seq + 2, behind)]));
+        }
+        inner.on_batch(Batch {
+            seq: 1,
+            ..batch(vec![Wire::Forward {
+                caller: 2,
+                corr: 1,
+                gid: 3,
+                remaining_ms: 5_000,
+                sent_ns: behind,
+                payload: vec![],
+            }])
+        });
+        let left = match &hook.0.lock().unwrap()[..] {
+            [(_, Wire::Forward { remaining_ms, .. })] => *remaining_ms,
+            other => panic!("{other:?}"),
+        };
+        assert!((4_900..=5_000).contains(&left), "{left} ms left");
         sink.stop(None);
     }
 

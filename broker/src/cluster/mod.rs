@@ -22,8 +22,10 @@
 //! Layout: `wire` (the items and the router's hand-written message codec), `router` (the
 //! remote-capable actor), `membership` (NodeServer, dialing, Hello, heartbeat, Down),
 //! `link` (per-peer batching queue), `pending` (calls waiting for replies), `placement`
-//! (shards and owners, pure), `identity` (what a data dir was created as).
+//! (shards and owners, pure), `identity` (what a data dir was created as), `clock` (a
+//! peer's monotonic clock mapped onto ours, from its recent Pings).
 
+mod clock;
 pub mod forward;
 pub mod identity;
 pub mod inbound;
