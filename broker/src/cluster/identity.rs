@@ -168,25 +168,62 @@ fn write(file: &Path, id: &Identity) -> std::io::Result<()> {
     )
 }
 
-/// The data dirs (node_uid) this node met each core peer with, by name:
-/// `DATA_DIR/cluster/peer_uids`, written when a core peer's Hello is first accepted.
+/// The data dirs (node_uid) this node met each core peer with, and their ordinals, by
+/// name: `DATA_DIR/cluster/peer_uids`, written when a core peer's Hello is first accepted.
 ///
 /// A later Hello under that name from another data dir is refused (a copy of the config
-/// started on an empty dir would otherwise take the node's shards with none of its data).
+/// started on an empty dir would otherwise take the node's shards with none of its data),
+/// and so is a gateway claiming a remembered core member's ordinal, even while that member
+/// is down (the ids it minted carry that ordinal).
 /// **Replacing a node deliberately** (its data dir is lost for good): delete this file on
-/// every other node and restart them (or delete the one line of that node and restart);
+/// every other node and restart them (or delete that node's entry and restart);
 /// they then remember the new data dir at its first Hello.
 pub fn peer_uids_path(data_dir: &Path) -> PathBuf {
     data_dir.join("cluster").join("peer_uids")
 }
 
+/// What this node remembers of a core peer, in [`peer_uids_path`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// The node_uid of its data dir, at its first accepted Hello.
+    pub node_uid: String,
+    /// Its `cluster.ordinal` (pinned by its own identity file); absent in a file written
+    /// before ordinals were remembered, filled in at its next accepted Hello.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordinal: Option<u32>,
+}
+
+/// An entry of [`peer_uids_path`]: `n2 = "<node_uid>"` as first written, or a table.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Uid(String),
+    Peer(KnownPeer),
+}
+
 /// Reads [`peer_uids_path`] (empty when it does not exist).
 pub fn load_peer_uids(
     data_dir: &Path,
-) -> Result<std::collections::BTreeMap<String, String>, Refused> {
+) -> Result<std::collections::BTreeMap<String, KnownPeer>, Refused> {
     let file = peer_uids_path(data_dir);
+    let read = |text: &str| -> Result<_, toml::de::Error> {
+        let stored: std::collections::BTreeMap<String, Stored> = toml::from_str(text)?;
+        Ok(stored
+            .into_iter()
+            .map(|(name, s)| {
+                let known = match s {
+                    Stored::Uid(node_uid) => KnownPeer {
+                        node_uid,
+                        ordinal: None,
+                    },
+                    Stored::Peer(known) => known,
+                };
+                (name, known)
+            })
+            .collect())
+    };
     match std::fs::read_to_string(&file) {
-        Ok(text) => toml::from_str(&text).map_err(|e| Refused::Identity {
+        Ok(text) => read(&text).map_err(|e| Refused::Identity {
             path: file,
             problem: format!(
                 "it does not parse ({e}); delete it to forget the peers' data dirs \
@@ -204,14 +241,14 @@ pub fn load_peer_uids(
 /// Writes [`peer_uids_path`] durably.
 pub fn save_peer_uids(
     file: &Path,
-    uids: &std::collections::BTreeMap<String, String>,
+    uids: &std::collections::BTreeMap<String, KnownPeer>,
 ) -> std::io::Result<()> {
     let text = toml::to_string(uids).map_err(std::io::Error::other)?;
     write_text(
         file,
-        "# The data dir (node_uid) of each core peer, remembered at its first Hello. To \
-         replace a node\n# deliberately, delete this file on every other node and restart \
-         them.\n",
+        "# The data dir (node_uid) and ordinal of each core peer, remembered at its first \
+         Hello. To replace\n# a node deliberately, delete this file on every other node and \
+         restart them.\n",
         &text,
     )
 }
@@ -265,6 +302,33 @@ mod tests {
             text.contains(&path(dir.path()).display().to_string()),
             "{text}"
         );
+    }
+
+    /// Core peers are remembered with their ordinals; a file written before ordinals were
+    /// (`n2 = "<uid>"`) still reads.
+    #[test]
+    fn known_peers_round_trip_with_their_ordinals_and_the_first_format_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = peer_uids_path(dir.path());
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "n2 = \"u2\"\n").unwrap();
+        let mut known = load_peer_uids(dir.path()).unwrap();
+        assert_eq!(
+            known["n2"],
+            KnownPeer {
+                node_uid: "u2".into(),
+                ordinal: None
+            }
+        );
+        known.insert(
+            "n3".into(),
+            KnownPeer {
+                node_uid: "u3".into(),
+                ordinal: Some(3),
+            },
+        );
+        save_peer_uids(&file, &known).unwrap();
+        assert_eq!(load_peer_uids(dir.path()).unwrap(), known);
     }
 
     fn cfg(name: &str, ordinal: u32, members: &[&str]) -> ClusterConfig {

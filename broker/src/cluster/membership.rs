@@ -701,7 +701,7 @@ impl Inner {
                 self.ordinals
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .retain(|_, (n, _)| n != name);
+                    .retain(|_, (n, ..)| n != name);
                 tracing::info!(peer = %name, "cluster: forgot a gateway not up for {forget_after:?}");
             }
             forgotten = stale;
@@ -861,6 +861,7 @@ impl Inner {
         let from = batch.from.clone();
         let mut work = Vec::new();
         let mut learned = Vec::new();
+        let mut evicted = None;
         let mut came_up = false;
         let hook;
         {
@@ -893,7 +894,10 @@ impl Inner {
                         let members = (self.role == ClusterRole::Gateway && h.role == "core")
                             .then(|| h.members.clone());
                         let incarnation = h.incarnation;
-                        self.on_hello(&from, p, h);
+                        let ordinal = h.ordinal;
+                        if let Some(gateway) = self.on_hello(&from, p, h) {
+                            evicted = Some((gateway, ordinal));
+                        }
                         let accepted_now = p.state != State::Refused
                             && p.hello
                                 .as_ref()
@@ -983,6 +987,19 @@ impl Inner {
                 }
                 p.recv_acked.1 = p.recv_acked.1.max(batch.seq);
             }
+            if let Some((gateway, ordinal)) = evicted {
+                if let Some(g) = peers.get_mut(&gateway) {
+                    self.refuse(
+                        &gateway,
+                        g,
+                        "ordinal",
+                        format!(
+                            "it has cluster.ordinal {ordinal}, which core member {from} has \
+                             (a core member's ordinal is never a gateway's)"
+                        ),
+                    );
+                }
+            }
             if !learned.is_empty() {
                 let core = learned.iter().map(|m| m.name.clone()).collect();
                 if self
@@ -1045,13 +1062,15 @@ impl Inner {
         });
     }
 
-    fn on_hello(&self, from: &str, p: &mut Peer, h: Hello) {
+    /// Checks `from`'s Hello and accepts it (`p.hello`) or refuses `from`. Returns the
+    /// gateway that held the ordinal this core member claimed: the caller refuses it.
+    fn on_hello(&self, from: &str, p: &mut Peer, h: Hello) -> Option<String> {
         let ours = &self.hello;
         if h.name != from {
-            return self.refuse(from, p, "name", format!("its Hello names {:?}", h.name));
+            return self.refuse_hello(from, p, "name", format!("its Hello names {:?}", h.name));
         }
         if h.proto != PROTO {
-            return self.refuse(
+            return self.refuse_hello(
                 from,
                 p,
                 "proto",
@@ -1059,7 +1078,7 @@ impl Inner {
             );
         }
         if h.name == self.name {
-            return self.refuse(
+            return self.refuse_hello(
                 from,
                 p,
                 "duplicate_name",
@@ -1067,10 +1086,10 @@ impl Inner {
             );
         }
         if h.secret_mac != ours.secret_mac {
-            return self.refuse(from, p, "app_secret", "its app secret (auth.secret) differs from this node's; every node needs the same one".to_owned());
+            return self.refuse_hello(from, p, "app_secret", "its app secret (auth.secret) differs from this node's; every node needs the same one".to_owned());
         }
         if h.shards != ours.shards {
-            return self.refuse(
+            return self.refuse_hello(
                 from,
                 p,
                 "shards",
@@ -1084,7 +1103,7 @@ impl Inner {
             && !ours.members_hash.is_empty()
             && h.members_hash != ours.members_hash
         {
-            return self.refuse(
+            return self.refuse_hello(
                 from,
                 p,
                 "members",
@@ -1097,7 +1116,7 @@ impl Inner {
         let core = h.role == "core";
         if let Some(placement) = self.placement.get() {
             if core != placement.is_core(from) {
-                return self.refuse(
+                return self.refuse_hello(
                     from,
                     p,
                     "members",
@@ -1110,31 +1129,38 @@ impl Inner {
             }
         }
         if h.ordinal == self.ordinal {
-            return self.refuse(
+            return self.refuse_hello(
                 from,
                 p,
                 "ordinal",
                 format!("it has this node's cluster.ordinal {}", h.ordinal),
             );
         }
-        let taken = self
-            .ordinals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&h.ordinal)
-            .filter(|(name, _)| name != from)
-            .cloned();
-        if let Some((name, uid)) = taken {
-            return self.refuse(
-                from,
-                p,
-                "ordinal",
-                format!(
-                    "it has cluster.ordinal {}, which node {name} (node_uid {uid}) has; every \
-                     node needs its own",
-                    h.ordinal
-                ),
-            );
+        // A core member's claim on an ordinal wins over a gateway's, whichever came first:
+        // the core member's ordinal is pinned by its data dir and carried by the ids it
+        // minted, a gateway owns nothing. The gateway holding it is refused below, once
+        // this Hello is accepted.
+        let mut evict = None;
+        if let Some((name, uid, holder_core)) = self.ordinal_holder(h.ordinal, from) {
+            if holder_core || !core {
+                return self.refuse_hello(
+                    from,
+                    p,
+                    "ordinal",
+                    format!(
+                        "it has cluster.ordinal {}, which {} {name} (node_uid {uid}) has; \
+                         every node needs its own{}",
+                        h.ordinal,
+                        if holder_core { "core member" } else { "node" },
+                        if holder_core && !core {
+                            ", and a core member's ordinal is never a gateway's"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+            evict = Some(name);
         }
         if let Some(old) = &p.hello {
             if old.node_uid != h.node_uid && p.state == State::Up {
@@ -1157,7 +1183,7 @@ impl Inner {
                     }
                     keep
                 });
-                return;
+                return None;
             }
             if old.incarnation != h.incarnation {
                 // It restarted: everything it had in flight is gone.
@@ -1166,8 +1192,8 @@ impl Inner {
             }
         }
         if core {
-            if let Err(detail) = self.remember_uid(from, &h.node_uid) {
-                return self.refuse(from, p, "node_uid", detail);
+            if let Err(detail) = self.remember_uid(from, &h.node_uid, h.ordinal) {
+                return self.refuse_hello(from, p, "node_uid", detail);
             }
         }
         if p.state == State::Refused {
@@ -1176,10 +1202,44 @@ impl Inner {
         p.core = core;
         {
             let mut ordinals = self.ordinals.lock().unwrap_or_else(|p| p.into_inner());
-            ordinals.retain(|_, (name, _)| name != from);
-            ordinals.insert(h.ordinal, (from.to_owned(), h.node_uid.clone()));
+            ordinals.retain(|_, (name, ..)| name != from);
+            ordinals.insert(h.ordinal, (from.to_owned(), h.node_uid.clone(), core));
         }
         p.hello = Some(h);
+        evict
+    }
+
+    /// [`Inner::refuse`], from `on_hello`: nothing to evict.
+    fn refuse_hello(
+        &self,
+        from: &str,
+        p: &mut Peer,
+        reason: &'static str,
+        detail: String,
+    ) -> Option<String> {
+        self.refuse(from, p, reason, detail);
+        None
+    }
+
+    /// Who else holds `ordinal`: (name, node_uid, whether a core member). A core member
+    /// remembered on disk holds it even while it is not Up (or not met yet by this
+    /// process); else a peer accepted by this process.
+    fn ordinal_holder(&self, ordinal: u32, from: &str) -> Option<(String, String, bool)> {
+        let remembered = self
+            .peer_uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(name, k)| name.as_str() != from && k.ordinal == Some(ordinal))
+            .map(|(name, k)| (name.clone(), k.node_uid.clone(), true));
+        remembered.or_else(|| {
+            self.ordinals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&ordinal)
+                .filter(|(name, ..)| name != from)
+                .cloned()
+        })
     }
 
     /// Rewrites a call's `remaining_ms` to the time left now, on this node's clock: its
@@ -1219,12 +1279,12 @@ impl Inner {
     }
 
     /// Checks core peer `from`'s data dir against the one remembered for it, or remembers
-    /// it at the first accepted Hello (see `identity::peer_uids_path`).
-    fn remember_uid(&self, from: &str, uid: &str) -> Result<(), String> {
+    /// it, with its ordinal, at the first accepted Hello (see `identity::peer_uids_path`).
+    fn remember_uid(&self, from: &str, uid: &str, ordinal: u32) -> Result<(), String> {
         let mut uids = self.peer_uids.lock().unwrap_or_else(|p| p.into_inner());
-        match uids.get(from) {
-            Some(known) if known == uid => Ok(()),
-            Some(known) => Err(format!(
+        match uids.get(from).map(|k| (k.node_uid.as_str(), k.ordinal)) {
+            Some((known, Some(o))) if known == uid && o == ordinal => Ok(()),
+            Some((known, _)) if known != uid => Err(format!(
                 "node {from} (cluster.name = {from:?}) runs on another data dir than the one \
                  this node first met it with (node_uid {known}, now {uid}): a copy of its \
                  config on a new or different server.data_dir would take its shards without \
@@ -1232,13 +1292,20 @@ impl Inner {
                  delete {} on every other node and restart them",
                 self.peer_uids_path.display()
             )),
-            None => {
-                uids.insert(from.to_owned(), uid.to_owned());
+            _ => {
+                // First met, or remembered by a file that had no ordinals yet.
+                uids.insert(
+                    from.to_owned(),
+                    identity::KnownPeer {
+                        node_uid: uid.to_owned(),
+                        ordinal: Some(ordinal),
+                    },
+                );
                 if let Err(e) = identity::save_peer_uids(&self.peer_uids_path, &uids) {
                     // Still accepted: this process remembers it; the next may not.
                     tracing::error!(file = %self.peer_uids_path.display(), error = %e, "cluster: cannot remember a peer's data dir");
                 } else {
-                    tracing::info!(peer = %from, node_uid = %uid, file = %self.peer_uids_path.display(), "cluster: remembered a peer's data dir (delete this file on every node to replace a node deliberately)");
+                    tracing::info!(peer = %from, node_uid = %uid, ordinal, file = %self.peer_uids_path.display(), "cluster: remembered a peer's data dir and ordinal (delete this file on every node to replace a node deliberately)");
                 }
                 Ok(())
             }
@@ -1928,7 +1995,7 @@ mod tests {
             .ordinals
             .lock()
             .unwrap()
-            .insert(9, ("g9".into(), "u9".into()));
+            .insert(9, ("g9".into(), "u9".into(), false));
         let (tx, _events) = mpsc::unbounded_channel();
         inner.tick(now, false, &tx);
         let names: Vec<String> = inner.lock().keys().cloned().collect();
@@ -2205,6 +2272,106 @@ mod tests {
         sink.stop(None);
     }
 
+    /// A gateway claimed ordinal 2 before n2 came (n1 restarted, n2 slower): n2's Hello
+    /// with ordinal 2 is accepted and the gateway refused; before, n2 was refused, its
+    /// shards unavailable from n1, and the gateway minted ids in its space. n2 is then
+    /// remembered on disk with its ordinal, so a gateway claiming it is refused while n2 is
+    /// down, also by a new process of n1 that has not met n2 yet.
+    #[tokio::test]
+    async fn a_core_members_ordinal_wins_over_a_gateway_that_claimed_it_first() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let n2 = Hello {
+            name: "n2".into(),
+            ordinal: 2,
+            node_uid: "u2".into(),
+            incarnation: 5,
+            members_hash: vec![],
+            ..inner.hello.clone()
+        };
+        let g = Hello {
+            name: "g".into(),
+            role: "gateway".into(),
+            node_uid: "ug".into(),
+            incarnation: 6,
+            members: vec![],
+            ..n2.clone()
+        };
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            p.hello = None;
+            p.state = State::Connecting;
+            let gw = inner.new_peer("g", String::new(), false);
+            peers.insert("g".into(), gw);
+            let p = peers.get_mut("g").unwrap();
+            assert_eq!(inner.on_hello("g", p, g.clone()), None);
+            assert!(
+                p.hello.is_some(),
+                "no core member has it yet: {:?}",
+                p.reason
+            );
+            p.state = State::Up;
+        }
+        let hello = |h: Hello| Batch {
+            from: h.name.clone(),
+            incarnation: h.incarnation,
+            seq: 0,
+            items: vec![Wire::Hello(h)],
+        };
+        inner.on_batch(hello(n2.clone()));
+        {
+            let peers = inner.lock();
+            assert!(peers["n2"].hello.is_some(), "{:?}", peers["n2"].reason);
+            assert_eq!(peers["g"].state, State::Refused);
+            let reason = peers["g"].reason.clone().unwrap_or_default();
+            assert!(
+                reason.starts_with("ordinal") && reason.contains("n2"),
+                "{reason}"
+            );
+        }
+        let dir = inner
+            .peer_uids_path
+            .parent()
+            .and_then(|d| d.parent())
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            identity::load_peer_uids(&dir).unwrap()["n2"].ordinal,
+            Some(2),
+            "remembered on disk"
+        );
+        // n2 goes down; the gateway tries again: refused.
+        let refused_again = |inner: &Arc<Inner>| {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("g").unwrap();
+            p.state = State::Connecting;
+            inner.on_hello(
+                "g",
+                p,
+                Hello {
+                    incarnation: 7,
+                    ..g.clone()
+                },
+            );
+            (p.state, p.reason.clone().unwrap_or_default())
+        };
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            inner.down("n2", p, "heartbeat_timeout");
+        }
+        let (state, reason) = refused_again(&inner);
+        assert_eq!(state, State::Refused, "{reason}");
+        assert!(reason.contains("core member n2"), "{reason}");
+        // A new process of n1: nothing in memory, the file read again.
+        inner.ordinals.lock().unwrap().clear();
+        *inner.peer_uids.lock().unwrap() = identity::load_peer_uids(&dir).unwrap();
+        let (state, reason) = refused_again(&inner);
+        assert_eq!(state, State::Refused, "{reason}");
+        let _ = std::fs::remove_dir_all(dir);
+        sink.stop(None);
+    }
+
     /// A core peer is remembered with the data dir (node_uid) of its first accepted Hello,
     /// on disk; while it is not Up, a Hello under its name from another data dir is refused
     /// (before, it was accepted and took the node's shards without its data).
@@ -2229,7 +2396,7 @@ mod tests {
             identity::load_peer_uids(&dir)
                 .unwrap()
                 .get("n2")
-                .map(String::as_str),
+                .map(|k| k.node_uid.as_str()),
             Some("u2"),
             "remembered on disk"
         );

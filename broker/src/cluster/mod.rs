@@ -203,11 +203,11 @@ pub(crate) struct Inner {
     peers: Mutex<BTreeMap<String, Peer>>,
     pending: Pending,
     /// The ordinal of every peer whose Hello this node accepted: ordinal -> (name,
-    /// node_uid). Two nodes with one ordinal would mint the same ids.
-    ordinals: Mutex<BTreeMap<u32, (String, String)>>,
-    /// The node_uid each core peer was first accepted with (`identity::peer_uids_path`),
-    /// and that file.
-    peer_uids: Mutex<BTreeMap<String, String>>,
+    /// node_uid, core). Two nodes with one ordinal would mint the same ids.
+    ordinals: Mutex<BTreeMap<u32, (String, String, bool)>>,
+    /// The node_uid and ordinal each core peer was first accepted with
+    /// (`identity::peer_uids_path`), and that file.
+    peer_uids: Mutex<BTreeMap<String, identity::KnownPeer>>,
     peer_uids_path: PathBuf,
     /// ractor_cluster node ids of sessions this node stopped itself (Down, refused, a
     /// duplicate): their Disconnected event is ours, not an unauthenticated peer.
