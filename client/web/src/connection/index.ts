@@ -11,6 +11,15 @@ export {
   type Transfer,
   type UploadFile,
 } from './files.js';
-export { connect, webTransportDialer, type ConnectOptions, type WebTransportConstructor, type WebTransportLike } from './webtransport.js';
+export {
+  connect,
+  webTransportDialer,
+  type ConnectOptions,
+  type ConnectSettings,
+  type WebTransportConstructor,
+  type WebTransportLike,
+} from './webtransport.js';
+export { rotatingDialer, serverList, type ServerList } from './servers.js';
+export { RESUME_WITHIN_MS } from './transfer_resume.js';
 export { backoffDelay, finalReason, retrySafe, CLOSE, type ReconnectPolicy } from './reconnect.js';
 export { Sequencer } from './resume.js';

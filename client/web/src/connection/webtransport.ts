@@ -12,6 +12,7 @@
 import { Connection, type Dialer, type EventHandlers, type ResilienceOptions } from './connection.js';
 import { ConnectionError } from './errors.js';
 import type { ResetReason } from './files.js';
+import { rotatingDialer, serverList, type ServerList } from './servers.js';
 import { Session, type ByteStream, type HelloOptions, type SessionOptions } from './session.js';
 
 /** The part of the W3C WebTransport interface the SDK uses. */
@@ -28,9 +29,20 @@ export type WebTransportConstructor = new (
   options?: { serverCertificateHashes?: { algorithm: string; value: BufferSource }[] },
 ) => WebTransportLike;
 
-export interface ConnectOptions extends HelloOptions, SessionOptions, ResilienceOptions {
-  /** The broker's WebTransport URL, e.g. `https://127.0.0.1:4434/convoke`. */
-  url: string;
+/**
+ * `connect`'s options: where (`url`, or a server list `urls`), the hello (token, device),
+ * the session's and the reconnect's settings, and the transport's.
+ */
+export type ConnectOptions = ConnectSettings & ServerList;
+
+/**
+ * `connect`'s options besides the servers (`ServerList`): `url`, the broker's WebTransport
+ * URL, e.g. `https://127.0.0.1:4434/convoke`; or `urls`, several (a cluster's nodes): the
+ * first connection tries each once, in order, and after a drop the connection dials the
+ * one it was on first (the next at once when that one closed with SHUTDOWN), then the
+ * others in turn (servers.ts). With both, `url` is the first of the list.
+ */
+export interface ConnectSettings extends HelloOptions, SessionOptions, ResilienceOptions {
   /**
    * Hashes of a self-signed development certificate (ECDSA P-256, valid at most 14 days),
    * for a broker without a certificate the browser trusts.
@@ -108,16 +120,22 @@ function closeAware(readable: ReadableStream<Uint8Array>, closed: Promise<CloseI
  * hello with the given token on its first bidirectional stream, the broker's push stream
  * its first incoming unidirectional stream. The transport's end is the session's end, and
  * the other way round. Rejects with a ConvokeError when the broker refuses the hello (e.g.
- * 28 for a bad token), a ConnectionError when the transport cannot be opened.
+ * 28 for a bad token), a ConnectionError when the transport cannot be opened. With several
+ * servers (`urls`), each dial picks one as the Rust client does (servers.ts).
  */
 export function webTransportDialer(options: ConnectOptions): Dialer {
+  return rotatingDialer(serverList(options), (url, hello) => dialerFor(url, options)(hello));
+}
+
+/** Opens links to the one broker at `url`. */
+function dialerFor(url: string, options: ConnectSettings): Dialer {
   return async (hello) => {
     const WT =
       options.WebTransport ??
       (globalThis as { WebTransport?: WebTransportConstructor }).WebTransport;
     if (!WT) throw new ConnectionError('this environment has no WebTransport (a browser with HTTP/3 support is needed)');
     const wt = new WT(
-      options.url,
+      url,
       options.serverCertificateHashes ? { serverCertificateHashes: options.serverCertificateHashes } : {},
     );
     // A dial that never completes (packets lost) must not hold a reconnect forever.
@@ -136,7 +154,7 @@ export function webTransportDialer(options: ConnectOptions): Dialer {
       } catch {
         // not open: nothing to close
       }
-      throw new ConnectionError(`cannot open a WebTransport session to ${options.url}: ${String(e)}`, undefined, e);
+      throw new ConnectionError(`cannot open a WebTransport session to ${url}: ${String(e)}`, undefined, e);
     } finally {
       clearTimeout(timer);
     }
@@ -185,6 +203,6 @@ export function webTransportDialer(options: ConnectOptions): Dialer {
  * `tokenProvider`; see Connection.dial). Rejects as the first dial does: a ConvokeError
  * when the broker refuses the hello, a ConnectionError when the transport cannot be opened.
  */
-export function connect(options: ConnectOptions): Promise<Connection> {
+export async function connect(options: ConnectOptions): Promise<Connection> {
   return Connection.dial(webTransportDialer(options), options, options);
 }
