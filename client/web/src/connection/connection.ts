@@ -32,9 +32,12 @@ import {
   type ResetReason,
   type StreamOpener,
   type Transfer,
+  type TransferLink,
+  type TransferLinks,
   type UploadFile,
 } from './files.js';
 import { PushReader } from './pushes.js';
+import { Signal } from './transfer_resume.js';
 import { backoffDelay, CLOSE, finalReason, randomClientMsgId, retrySafe, STABLE_MS, type ReconnectPolicy } from './reconnect.js';
 import { Sequencer } from './resume.js';
 import {
@@ -1063,7 +1066,7 @@ export class Connection {
         if (!(opts.file instanceof Blob) && !(opts.file?.data instanceof Blob)) {
           throw paramError(`${m}: file must be a Blob, a File or { data: File }`);
         }
-        return upload(this.opener(m), this.streams.resetReason ?? defaultResetReason, {
+        return upload(this.transferLinks(), {
           groupId: str(m, o, 'groupId'),
           file: opts.file,
           ...(optStr(m, o, 'fileName') !== null ? { fileName: str(m, o, 'fileName') } : {}),
@@ -1092,7 +1095,7 @@ export class Connection {
     return this.transferCall(
       () => {
         const o = options(m, opts);
-        return download(this.opener(m), this.streams.resetReason ?? defaultResetReason, {
+        return download(this.transferLinks(), {
           groupId: str(m, o, 'groupId'),
           fileId: str(m, o, 'fileId'),
           secret: optStr(m, o, 'secret'),
@@ -1107,15 +1110,44 @@ export class Connection {
     );
   }
 
-  private opener(method: string): StreamOpener {
-    const open = this.streams.openStream;
-    if (!open) {
-      throw new ProtocolError(`${method}: this connection was opened without a way to open transfer streams`);
-    }
-    return async () => {
-      if (this.session.closed) throw new ConnectionError(`${method}: the connection has ended`);
-      return open();
+  /**
+   * The links a transfer's attempts run on (files.ts): the current one, then, on a
+   * reconnecting connection, each next one (a transfer cut by a lost link resumes there).
+   */
+  private transferLinks(): TransferLinks {
+    return {
+      resumable: this.resilience !== undefined,
+      requestTimeoutMs: this.requestTimeoutMs,
+      next: (deadline) => this.transferLink(deadline),
     };
+  }
+
+  /** Per link, its end as transfers watch it (one listener on the session, however many transfers). */
+  private readonly linkEnds = new WeakMap<Session, Signal<Error>>();
+
+  /** The live link for a transfer, waiting for one until `deadline`; rejects with the final error. */
+  private async transferLink(deadline: number): Promise<TransferLink | undefined> {
+    for (;;) {
+      let session: Session;
+      try {
+        session = await this.waitUp(deadline, 'transfer');
+      } catch (e) {
+        if (e === this.final) throw e;
+        return undefined;
+      }
+      // A newer link came meanwhile: its streams go with it.
+      if (session !== this.current) continue;
+      const open = this.streams.openStream;
+      if (!open) throw new ProtocolError('this connection was opened without a way to open transfer streams');
+      let ended = this.linkEnds.get(session);
+      if (!ended) {
+        const signal = new Signal<Error>();
+        session.onEnd((e) => signal.fire(e));
+        this.linkEnds.set(session, signal);
+        ended = signal;
+      }
+      return { open, reset: this.streams.resetReason ?? defaultResetReason, ended };
+    }
   }
 
   /** Starts a transfer, maps its result, and routes its end to the seed's callbacks. */
