@@ -9,6 +9,7 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use convoke_benches::loadgen::attack::{self, AttackOpts, AttackOutcome};
+use convoke_benches::loadgen::cluster::{self, ConvokeCluster, ForwardOutcome};
 use convoke_benches::loadgen::migration::{self, MigrationOutcome};
 use convoke_benches::loadgen::report::{self, Outcome};
 use convoke_benches::loadgen::resilience::{self, ReconnectOutcome, ResumeOutcome};
@@ -84,6 +85,12 @@ struct Common {
     /// Append each outcome as a JSON line to this file.
     #[arg(long, global = true)]
     json_out: Option<PathBuf>,
+    /// Run Convoke as a local cluster of this many core nodes (node i on 127.0.0.i, all
+    /// pinned to `--server-cpu`; README "Running a cluster") instead of one broker with
+    /// the default single-node setup: `fanout` spreads its members evenly over the nodes
+    /// and sums the nodes' CPU; `forward` needs at least 2. 0: no cluster (`forward`: 3).
+    #[arg(long, global = true, default_value_t = 0)]
+    cluster_nodes: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +209,17 @@ enum Command {
         #[arg(long)]
         ramp: Option<f64>,
     },
+    /// A cheap group read (getGroupInfo) through the group's owner and through each other
+    /// node of a local cluster (`--cluster-nodes`, default 3): sequential requests, one
+    /// reader per node, p50 / p90 / p99 per node, and ping per node as the local baseline.
+    Forward {
+        /// Requests per reader per round (getGroupInfo, then as many pings).
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Measured rounds (after one warm-up round); the readers take turns in each.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// N idle connections: server RSS per connection.
     Idle {
         #[arg(long)]
@@ -231,6 +249,7 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut migrations = Vec::new();
     let (mut reconnects, mut resumes) = (Vec::new(), Vec::new());
     let mut attacks = Vec::new();
+    let mut forwards = Vec::new();
     for f in files {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -242,7 +261,10 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
             let what = || format!("{}:{}: not an outcome", f.display(), i + 1);
             let value: serde_json::Value = serde_json::from_str(line).with_context(what)?;
             let scenario = value.get("scenario").and_then(|s| s.as_str());
-            if scenario == Some("attack") {
+            if scenario == Some("forward") {
+                let o: ForwardOutcome = serde_json::from_value(value).with_context(what)?;
+                forwards.push(o);
+            } else if scenario == Some("attack") {
                 let o: AttackOutcome = serde_json::from_value(value).with_context(what)?;
                 attacks.push(o);
             } else if scenario == Some("reconnect") {
@@ -265,6 +287,7 @@ fn print_report(files: &[PathBuf]) -> anyhow::Result<()> {
     print!("{}", resilience::reconnect_markdown(&reconnects));
     print!("{}", resilience::resume_markdown(&resumes));
     print!("{}", attack::markdown(&attacks));
+    print!("{}", cluster::forward_markdown(&forwards));
     Ok(())
 }
 
@@ -327,9 +350,27 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             for system in &c.systems {
                 eprintln!("fanout {system}: N={members} offered={rate}/s");
                 let o = match system.as_str() {
+                    "convoke" if c.cluster_nodes > 0 => {
+                        let n = c.cluster_nodes;
+                        eprintln!("starting a cluster of {n} nodes (core {pin:?})");
+                        let cl = ConvokeCluster::start(&bin, pin, n, &c.settings).await?;
+                        let o = convoke::fanout(&cl.nodes, *members, *rate, &spec, &fleet).await;
+                        let mut o = o.map_err(|e| e.context(cl.logs()))?;
+                        if c.label.is_none() {
+                            o.system = format!("convoke-cluster{n}");
+                        }
+                        o
+                    }
                     "convoke" => {
                         let s = start_convoke()?;
-                        let o = convoke::fanout(&s, *members, *rate, &spec, &fleet).await;
+                        let o = convoke::fanout(
+                            std::slice::from_ref(&s),
+                            *members,
+                            *rate,
+                            &spec,
+                            &fleet,
+                        )
+                        .await;
                         o.map_err(|e| e.context(tail(&s.log())))?
                     }
                     "nats" | "nats-tls" => {
@@ -365,6 +406,20 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 emit(c, &mut { o })?;
                 settle().await;
             }
+        }
+        Command::Forward { requests, rounds } => {
+            let n = if c.cluster_nodes == 0 {
+                3
+            } else {
+                c.cluster_nodes
+            };
+            eprintln!("starting a cluster of {n} nodes (core {pin:?})");
+            let cl = ConvokeCluster::start(&bin, pin, n, &c.settings).await?;
+            let o = cluster::forward(&cl, *requests, *rounds, &fleet).await;
+            let o = o.map_err(|e| e.context(cl.logs()))?;
+            println!("{}", o.summary());
+            append_json(c, &o)?;
+            print!("{}", cluster::forward_markdown(&[o]));
         }
         Command::Rooms {
             groups,

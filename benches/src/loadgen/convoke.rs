@@ -94,9 +94,10 @@ async fn send_paced(
 }
 
 /// Runs warm-up then the measured phase of a messaging scenario where each message reaches
-/// `fan` receivers, and fills the common fields of the outcome.
+/// `fan` receivers, and fills the common fields of the outcome. `servers`: the broker, or a
+/// cluster's nodes (their CPU and RSS summed).
 async fn measure_messages(
-    server: &ConvokeServer,
+    servers: &[ConvokeServer],
     senders: &[(Client, Arc<str>)],
     fan: u64,
     sends_per_s: f64,
@@ -125,7 +126,11 @@ async fn measure_messages(
         .await;
         pace::continue_after(warm_start, run.warmup).await;
     }
-    let window = Window::start(server.pid(), Some(server.addr.port()))?;
+    let processes: Vec<(u32, Option<u16>)> = servers
+        .iter()
+        .map(|s| (s.pid(), Some(s.addr.port())))
+        .collect();
+    let window = Window::start_all(&processes)?;
     let start_ns = clock.now_ns();
     let sent = send_paced(
         senders,
@@ -140,7 +145,7 @@ async fn measure_messages(
     let t = tally.clone();
     let delivered =
         measure::wait_for_count(move || t.count(PHASE_MEASURED), expected, STALL, run.drain).await;
-    let w = window.end(server.pid())?;
+    let w = window.end_all()?;
     let span_s = (tally.last_ns().saturating_sub(start_ns)) as f64 / 1e9;
     let mut notes = Vec::new();
     if let Some(e) = sent.first_error {
@@ -154,7 +159,10 @@ async fn measure_messages(
         send_errors: sent.errors,
         expected,
         delivered,
-        settings: server.settings.clone(),
+        settings: servers
+            .first()
+            .map(|s| s.settings.clone())
+            .unwrap_or_default(),
         notes,
         ..Outcome::default()
     }
@@ -174,20 +182,33 @@ fn group_data(name: String, members: Vec<String>) -> CreateGroupData {
 }
 
 /// `fanout`: one group of `members` online receivers and a sender (the owner), messages at
-/// `deliveries_per_s / members` per second.
+/// `deliveries_per_s / members` per second. `servers`: one broker, or a cluster's nodes:
+/// receiver `i` connects to node `i mod nodes` (the members spread evenly), the sender to
+/// the first node, and the CPU is summed over the nodes.
 pub async fn fanout(
-    server: &ConvokeServer,
+    servers: &[ConvokeServer],
     members: usize,
     deliveries_per_s: f64,
     run: &RunSpec,
     opts: &FleetOpts,
 ) -> anyhow::Result<Outcome> {
     let clock = Clock::new();
+    let first = servers.first().context("no server")?;
     let names: Vec<String> = (0..members).map(|i| format!("m{i:05}")).collect();
     let started = Instant::now();
-    let receivers = connect_all(server, &names, true, opts).await?;
+    let mut receivers = Vec::with_capacity(members);
+    for (k, server) in servers.iter().enumerate() {
+        let mine: Vec<String> = names
+            .iter()
+            .skip(k)
+            .step_by(servers.len())
+            .cloned()
+            .collect();
+        receivers.push(connect_all(server, &mine, true, opts).await?);
+    }
+    let receivers: Vec<Client> = receivers.into_iter().flatten().collect();
     let connects_per_s = members as f64 / started.elapsed().as_secs_f64();
-    let sender = connect_all(server, &["sender".to_string()], false, opts).await?;
+    let sender = connect_all(first, &["sender".to_string()], false, opts).await?;
     let sender = sender.into_iter().next().context("no sender")?;
     let gid = sender
         .create_group(group_data("fanout".into(), names))
@@ -199,7 +220,16 @@ pub async fn fanout(
     let rate = deliveries_per_s / members as f64;
     let senders = [(sender, Arc::<str>::from(gid.as_str()))];
     let mut o =
-        measure_messages(server, &senders, members as u64, rate, run, &tally, clock).await?;
+        measure_messages(servers, &senders, members as u64, rate, run, &tally, clock).await?;
+    if servers.len() > 1 {
+        let owner = super::cluster::owner_of(servers.len(), &gid);
+        o.notes.push(format!(
+            "{} nodes, {} members each, sender on n1, group owner n{}",
+            servers.len(),
+            members / servers.len(),
+            owner.map_or("?".into(), |i| (i + 1).to_string())
+        ));
+    }
     o.scenario = "fanout".into();
     o.connections = members + 1;
     o.members = members;
@@ -248,7 +278,16 @@ pub async fn rooms(
         .collect();
     let rate = member_rate * (groups * size) as f64;
     let fan = (size - 1) as u64;
-    let mut o = measure_messages(server, &order, fan, rate, run, &tally, clock).await?;
+    let mut o = measure_messages(
+        std::slice::from_ref(server),
+        &order,
+        fan,
+        rate,
+        run,
+        &tally,
+        clock,
+    )
+    .await?;
     o.scenario = "rooms".into();
     o.connections = names.len();
     o.members = size;

@@ -306,14 +306,17 @@ pub fn socket_drops(port: u16) -> u64 {
         .sum()
 }
 
-/// The server's and this process's CPU, and the UDP counters, at the start of a window.
-#[derive(Debug, Clone, Copy)]
+/// The servers' and this process's CPU, and the UDP counters, at the start of a window.
+/// A cluster's nodes are several server processes: their CPU, RSS and socket drops are
+/// summed.
+#[derive(Debug, Clone)]
 pub struct Window {
-    server: ProcSample,
+    /// Each server process: its pid and its sample.
+    servers: Vec<(u32, ProcSample)>,
     loadgen: ProcSample,
     udp: UdpErrors,
-    /// The server's UDP port (QUIC) and its socket's drops so far.
-    server_port: Option<u16>,
+    /// The servers' UDP ports (QUIC) and their sockets' drops so far.
+    server_ports: Vec<u16>,
     server_drops: u64,
     machine_busy_s: f64,
 }
@@ -322,7 +325,9 @@ pub struct Window {
 #[derive(Debug, Clone, Copy)]
 pub struct WindowResult {
     pub wall_s: f64,
+    /// CPU seconds of the server (the sum over a cluster's nodes).
     pub server_cpu_s: f64,
+    /// Resident set of the server at the end (the sum over a cluster's nodes).
     pub server_rss: u64,
     pub loadgen_cpu_s: f64,
     pub udp: UdpErrors,
@@ -336,34 +341,54 @@ pub struct WindowResult {
 impl Window {
     /// Starts a window on the server `pid`, whose UDP socket (if any) is on `udp_port`.
     pub fn start(pid: u32, udp_port: Option<u16>) -> anyhow::Result<Self> {
+        Self::start_all(&[(pid, udp_port)])
+    }
+
+    /// Starts a window on several server processes (a cluster's nodes): pid and UDP port
+    /// of each.
+    pub fn start_all(servers: &[(u32, Option<u16>)]) -> anyhow::Result<Self> {
+        let samples = servers
+            .iter()
+            .map(|(pid, _)| Ok((*pid, sample(&pid.to_string())?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let ports: Vec<u16> = servers.iter().filter_map(|(_, p)| *p).collect();
         Ok(Self {
-            server: sample(&pid.to_string())?,
+            servers: samples,
             loadgen: sample("self")?,
             udp: UdpErrors::read(),
-            server_port: udp_port,
-            server_drops: udp_port.map(socket_drops).unwrap_or(0),
+            server_drops: ports.iter().copied().map(socket_drops).sum(),
+            server_ports: ports,
             machine_busy_s: machine_busy_s(),
         })
     }
 
-    /// Ends the window.
+    /// Ends the window (`pid`: the one server it was started on).
     pub fn end(&self, pid: u32) -> anyhow::Result<WindowResult> {
-        let server = sample(&pid.to_string())?;
+        debug_assert!(self.servers.iter().all(|(p, _)| *p == pid));
+        self.end_all()
+    }
+
+    /// Ends the window on every server it was started on.
+    pub fn end_all(&self) -> anyhow::Result<WindowResult> {
+        let (mut server_cpu_s, mut server_rss, mut wall_s) = (0.0, 0, 0.0f64);
+        for (pid, before) in &self.servers {
+            let now = sample(&pid.to_string())?;
+            server_cpu_s += now.cpu_s - before.cpu_s;
+            server_rss += now.rss;
+            wall_s = wall_s.max(now.at.duration_since(before.at).as_secs_f64());
+        }
         let loadgen = sample("self")?;
-        let server_cpu_s = server.cpu_s - self.server.cpu_s;
         let loadgen_cpu_s = loadgen.cpu_s - self.loadgen.cpu_s;
         let busy = machine_busy_s() - self.machine_busy_s;
+        let drops: u64 = self.server_ports.iter().copied().map(socket_drops).sum();
         Ok(WindowResult {
-            wall_s: server.at.duration_since(self.server.at).as_secs_f64(),
+            wall_s,
             server_cpu_s,
-            server_rss: server.rss,
+            server_rss,
             loadgen_cpu_s,
             other_cpu_s: (busy - server_cpu_s - loadgen_cpu_s).max(0.0),
             udp: UdpErrors::read().since(&self.udp),
-            server_socket_drops: self
-                .server_port
-                .map(|p| socket_drops(p).saturating_sub(self.server_drops))
-                .unwrap_or(0),
+            server_socket_drops: drops.saturating_sub(self.server_drops),
         })
     }
 }

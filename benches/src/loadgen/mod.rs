@@ -3,6 +3,7 @@
 //!
 //! - [`attack`]: abuse under load: one attack at a time while a normal client works.
 //! - [`servers`]: the systems under test as child processes, pinned to a core.
+//! - [`cluster`]: a local cluster of Convoke nodes, and the `forward` scenario.
 //! - [`fleet`]: many Convoke connections over a few shared QUIC endpoints.
 //! - [`convoke`]: the `fanout`, `rooms`, `ops` and `idle` scenarios against Convoke.
 //! - [`nats`]: the same `fanout` and `idle` scenarios with async-nats.
@@ -13,6 +14,7 @@
 //! - [`report`]: one [`report::Outcome`] per run, as JSON lines and as Markdown tables.
 
 pub mod attack;
+pub mod cluster;
 pub mod convoke;
 pub mod fleet;
 pub mod measure;

@@ -327,6 +327,7 @@ fn fanout_tables(out: &mut String, rows: &[&Outcome]) {
             o.flags()
         );
     }
+    medians(out, rows);
     // Ratios per matrix point and Convoke variant, in the order the points first appear.
     let mut points: Vec<(usize, u64)> = Vec::new();
     let mut variants: Vec<&str> = Vec::new();
@@ -386,6 +387,74 @@ fn fanout_tables(out: &mut String, rows: &[&Outcome]) {
     }
 }
 
+/// The median of `v` (the mean of the middle two for an even count); NaN for none.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// When a point was run more than once per system (repeated runs of one command): each
+/// system's median server CPU per delivery with the spread (lowest and highest run), and
+/// its ratio to `convoke`'s median at the same point.
+fn medians(out: &mut String, rows: &[&Outcome]) {
+    let mut keys: Vec<(usize, u64, &str)> = Vec::new();
+    let mut runs: BTreeMap<(usize, u64, &str), Vec<&Outcome>> = BTreeMap::new();
+    for o in rows {
+        let key = (o.members, o.offered_per_s.round() as u64, o.system.as_str());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+        runs.entry(key).or_default().push(o);
+    }
+    if runs.values().all(|r| r.len() < 2) {
+        return;
+    }
+    let us = |r: &[&Outcome]| median(&r.iter().map(|o| o.server_cpu_us_per_op).collect::<Vec<_>>());
+    out.push_str("
+Medians over repeated runs (server CPU per delivery; spread = lowest - highest run; ratio: this system's median over `convoke`'s at the same point):
+
+");
+    out.push_str("| N | offered deliveries/s | system | runs | median us/delivery | spread | ratio to convoke | median p50 ms | median p99 ms | flagged runs |
+|---|---|---|---|---|---|---|---|---|---|
+");
+    for key in keys {
+        let r = &runs[&key];
+        let v: Vec<f64> = r.iter().map(|o| o.server_cpu_us_per_op).collect();
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        let base = runs.get(&(key.0, key.1, "convoke")).map(|b| us(b));
+        let ratio = match base {
+            Some(b) if b > 0.0 && key.2 != "convoke" => format!("{:.3}", us(r) / b),
+            _ => "-".into(),
+        };
+        let lat = |f: fn(&Outcome) -> Option<f64>| {
+            ms(finite(median(
+                &r.iter().filter_map(|o| f(o)).collect::<Vec<_>>(),
+            )))
+        };
+        let flagged = r.iter().filter(|o| !o.flags().is_empty()).count();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} - {} | {ratio} | {} | {} | {flagged} |",
+            key.0,
+            key.1,
+            key.2,
+            r.len(),
+            num(us(r)),
+            num(lo),
+            num(hi),
+            lat(|o| o.p50_ms),
+            lat(|o| o.p99_ms),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +479,40 @@ mod tests {
         assert!(back.flags().contains("LOSS 1"), "{}", back.flags());
         let md = markdown(&[back]);
         assert!(md.contains("| 10 | 1000 | convoke |"), "{md}");
+        assert!(
+            !md.contains("Medians"),
+            "one run per system: no medians\n{md}"
+        );
+    }
+
+    #[test]
+    fn repeated_runs_get_medians_and_ratios() {
+        let run = |system: &str, us: f64| Outcome {
+            scenario: "fanout".into(),
+            system: system.into(),
+            members: 100,
+            offered_per_s: 20000.0,
+            achieved_per_s: 20000.0,
+            server_cpu_us_per_op: us,
+            ..Outcome::default()
+        };
+        let all = [
+            run("convoke", 10.0),
+            run("convoke-cluster1", 11.0),
+            run("convoke", 8.0),
+            run("convoke-cluster1", 12.0),
+            run("convoke", 9.0),
+            run("convoke-cluster1", 30.0),
+        ];
+        let md = markdown(&all);
+        assert!(
+            md.contains("| 100 | 20000 | convoke | 3 | 9.00 | 8.00 - 10.0 | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 100 | 20000 | convoke-cluster1 | 3 | 12.0 | 11.0 - 30.0 | 1.333 |"),
+            "{md}"
+        );
+        assert_eq!(median(&[1.0, 3.0, 2.0, 10.0]), 2.5);
     }
 }

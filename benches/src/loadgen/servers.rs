@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context as _};
 use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,6 +50,18 @@ pub struct ConvokeServer {
 impl ConvokeServer {
     /// Starts `bin serve` on 127.0.0.1 with a new data dir and `settings` (`key=value`).
     pub fn start(bin: &Path, pin: Option<usize>, settings: &[String]) -> anyhow::Result<Self> {
+        Self::start_on(bin, pin, Ipv4Addr::LOCALHOST, &[], settings)
+    }
+
+    /// Starts `bin serve` on `ip` (its QUIC and metrics ports), with `env` added to its
+    /// environment, a new data dir and `settings` (`key=value`).
+    pub fn start_on(
+        bin: &Path,
+        pin: Option<usize>,
+        ip: Ipv4Addr,
+        env: &[(&str, &str)],
+        settings: &[String],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("convoke-loadgen")
             .tempdir()?;
@@ -60,9 +72,9 @@ impl ConvokeServer {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(format!("{ip}:0"))
             .arg("--metrics-listen")
-            .arg("127.0.0.1:0")
+            .arg(format!("{ip}:0"))
             .args(["--set", &format!("auth.secret={secret}")])
             .args(["--set", "log.level=warn"])
             // Every simulated user connects from 127.0.0.1 and a bench sender sends as fast
@@ -77,6 +89,7 @@ impl ConvokeServer {
         for s in settings {
             cmd.arg("--set").arg(s);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -128,17 +141,23 @@ impl ConvokeServer {
     /// The sum of every series of counter `name` whose labels include `label` (e.g.
     /// `method="getGroupMessages"`), scraped from `/metrics` now.
     pub async fn counter(&self, name: &str, label: &str) -> anyhow::Result<u64> {
+        let text = self.http_get("/metrics").await?;
+        Ok(sum_counter(&text, name, label))
+    }
+
+    /// The response (headers and body) to `GET path` on the metrics port.
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<String> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let addr = self
             .metrics
             .context("the broker's metrics endpoint is off")?;
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
             .await?;
         let mut text = String::new();
         stream.read_to_string(&mut text).await?;
-        Ok(sum_counter(&text, name, label))
+        Ok(text)
     }
 
     /// The broker's pid.
