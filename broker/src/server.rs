@@ -35,6 +35,8 @@ pub struct RunningBroker {
     pub secret_generated: bool,
     /// The browser listener (`[webtransport]`), when it is on.
     pub webtransport: Option<crate::webtransport::Listening>,
+    /// The running cluster (`None` on a single node).
+    cluster: Option<crate::cluster::Cluster>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -46,12 +48,29 @@ impl RunningBroker {
         let _ = self.task.await;
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully. In a cluster that refuses
+    /// this node for good (`crate::cluster::Cluster::refused`) it shuts down the same way
+    /// and fails with [`crate::cluster::Refused::ByPeers`] (the binary exits 2).
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        wait_for_signal().await?;
-        tracing::info!("shutdown signal received");
-        self.shutdown().await;
-        Ok(())
+        let cluster = self.cluster.clone();
+        let refused = async move {
+            match cluster {
+                Some(c) => c.refused().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            signal = wait_for_signal() => {
+                signal?;
+                tracing::info!("shutdown signal received");
+                self.shutdown().await;
+                Ok(())
+            }
+            reasons = refused => {
+                self.shutdown().await;
+                Err(crate::cluster::Refused::ByPeers { reasons }.into())
+            }
+        }
     }
 }
 
@@ -265,6 +284,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         public_key_pin: tls.public_key_pin(),
         secret_generated,
         webtransport,
+        cluster,
         shutdown: shutdown_tx,
         task,
     })

@@ -393,12 +393,14 @@ async fn a_second_process_claiming_a_live_name_is_refused_and_the_real_one_stays
         ("metrics.listen".to_owned(), "127.0.0.4:0".to_owned()),
         ("cluster.listen".to_owned(), format!("127.0.0.4:{}", c.port)),
     ]);
-    let refs: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut impostor = convoke_tests::Broker::unstarted(&refs);
-    impostor.launch();
+    // It hears n1's refusal (a process of that name is Up with another data dir) and
+    // stops: before, it kept serving clients as n2.
+    let (code, err) = serve_until_exit(&settings);
+    assert_eq!(code, Some(2), "the second n2 did not stop:\n{err}");
+    assert!(
+        err.contains("refused by n1") && err.contains("cluster.name must be unique"),
+        "{err}"
+    );
     eventually("n1 to refuse the second n2", || async {
         c.node(1)
             .log()
@@ -419,7 +421,6 @@ async fn a_second_process_claiming_a_live_name_is_refused_and_the_real_one_stays
     assert_eq!(n2["state"], "up", "{n2}");
     assert_eq!(n2["incarnation"], inc, "{n2}");
     assert_eq!(n2["downs"], 0, "{n2}");
-    impostor.kill9();
 }
 
 /// A data dir a single node filled (groups with ordinal-0 ids, no cluster identity file)
@@ -511,20 +512,22 @@ async fn a_cluster_data_dir_started_with_the_cluster_off_exits_2() {
 /// While n2 is down, a process on another data dir under the name n2 (a copy of its config
 /// started on an empty server.data_dir) is refused by n1, which remembers the data dir it
 /// first met n2 with; before, it was accepted and took n2's shards without its data. The
-/// real n2 is accepted again when it returns.
+/// refused process stops with exit code 2 and n1's reason (before, it kept serving clients
+/// as n2: placing groups on n2's shards, minting ids with n2's ordinal). The real n2 is
+/// accepted again when it returns.
 #[tokio::test]
 async fn another_data_dir_under_a_known_name_is_refused_while_the_real_node_is_down() {
     let mut c = TestCluster::start(2).await;
     c.wait_up(1, 2).await;
     c.node_mut(2).stop();
     c.wait_state(1, "n2", "down").await;
-    let settings = c.settings(2);
-    let refs: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut impostor = convoke_tests::Broker::unstarted(&refs);
-    impostor.launch();
+    let (code, err) = serve_until_exit(&c.settings(2));
+    assert_eq!(code, Some(2), "the impostor did not stop:\n{err}");
+    assert!(
+        err.contains("refused by the cluster") && err.contains("refused by n1"),
+        "{err}"
+    );
+    assert!(err.contains("another data dir"), "{err}");
     eventually("n1 to refuse n2 on another data dir", || async {
         c.node(1)
             .log()
@@ -543,7 +546,47 @@ async fn another_data_dir_under_a_known_name_is_refused_while_the_real_node_is_d
         "the log says how to replace a node"
     );
     assert_ne!(c.state_of(1, "n2").await.as_deref(), Some("up"));
-    impostor.kill9();
     c.restart(2);
     c.wait_up(1, 2).await;
+    // The real n2, accepted, keeps running.
+    tokio::time::sleep(Duration::from_millis(2 * PEER_TIMEOUT_MS)).await;
+    assert_eq!(c.state_of(1, "n2").await.as_deref(), Some("up"));
+}
+
+/// Runs `convoke serve` with `settings` on a new data dir until it exits by itself (at most
+/// [`convoke_tests::WAIT`], then it is killed): its exit code (`None`: it did not exit) and
+/// its stderr.
+fn serve_until_exit(settings: &[(String, String)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(convoke_tests::broker_bin());
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--set")
+        .arg(format!("auth.secret={}", convoke_tests::SECRET));
+    for (k, v) in settings {
+        cmd.arg("--set").arg(format!("{k}={v}"));
+    }
+    let mut child = cmd
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + convoke_tests::WAIT;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (code, err)
 }

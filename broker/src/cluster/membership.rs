@@ -94,6 +94,9 @@ pub(crate) struct Peer {
     idle_since: Option<Instant>,
     reason: Option<String>,
     downs: u64,
+    /// Its last word about this node, when that was a refusal: (code, its words). Cleared
+    /// when it accepts this node (its next Ping).
+    refused_us: Option<(String, String)>,
 }
 
 impl Peer {
@@ -121,6 +124,7 @@ impl Peer {
             idle_since: Some(now),
             reason: None,
             downs: 0,
+            refused_us: None,
         }
     }
 }
@@ -234,6 +238,8 @@ pub(super) async fn start(
         peer_uids_path: identity::peer_uids_path(&config.server.data_dir),
         stopped_sessions: Mutex::default(),
         inbound: OnceLock::new(),
+        accepted: Default::default(),
+        refusal: tokio::sync::watch::Sender::new(None),
         epoch: Instant::now(),
         server: OnceLock::new(),
         tls: tls.clone(),
@@ -832,16 +838,21 @@ impl Inner {
     }
 
     /// Refuses `from` (the caller holds the peer table): counted, logged, told, cut off.
+    ///
+    /// The refused node decides from the Refuse whether to stop (`refusal`), so it must
+    /// arrive: it goes to the peer's router even before a tick found it, and the sessions
+    /// close a heartbeat later (a stop overtakes messages still queued in the session).
     fn refuse(&self, from: &str, p: &mut Peer, reason: &'static str, detail: String) {
         metrics::counter!("convoke_cluster_refused_total", "reason" => reason).increment(1);
         tracing::warn!(peer = %from, reason, "cluster: refused peer: {detail}");
-        if let Some(router) = &p.router {
-            self.direct(
-                router,
-                Wire::Refuse {
-                    reason: format!("refused by {}: {detail}", self.name),
-                },
-            );
+        let router = p.router.clone().or_else(|| {
+            routers_in_pg()
+                .get(from)
+                .and_then(|cells| pick(cells, None))
+                .map(|cell| ActorRef::from(cell.clone()))
+        });
+        if let Some(router) = &router {
+            self.direct(router, self.refusal_of(reason, &detail));
         }
         let was_up = p.state == State::Up;
         if was_up {
@@ -852,7 +863,60 @@ impl Inner {
         p.reason = Some(format!("{reason}: {detail}"));
         p.next_dial = Instant::now() + Duration::from_millis(self.cfg.reconnect_max_ms);
         for (id, s) in p.sessions.drain() {
-            self.stop_session(id, &s, format!("convoke: refused ({reason})"));
+            self.stop_session_soon(id, s, format!("convoke: refused ({reason})"));
+        }
+    }
+
+    /// The Refuse this node sends for `reason`.
+    fn refusal_of(&self, reason: &str, detail: &str) -> Wire {
+        Wire::Refuse {
+            reason: format!("refused by {}: {detail}", self.name),
+            code: reason.to_owned(),
+        }
+    }
+
+    /// [`Inner::stop_session`] a heartbeat from now, so that a Refuse just cast to the
+    /// peer leaves first; at once outside a runtime.
+    fn stop_session_soon(&self, id: u64, s: ActorRef<NodeSessionMessage>, why: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.stop_session(id, &s, why);
+        };
+        self.stopped_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        let grace = Duration::from_millis(self.cfg.heartbeat_ms);
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            s.stop(Some(why));
+        });
+    }
+
+    /// Peers' refusals heard: stops this node if they count (`refusal::verdict`). The
+    /// caller holds the peer table.
+    fn judge_refusals(&self, peers: &BTreeMap<String, Peer>) {
+        let Some(placement) = self.placement.get() else {
+            // A gateway that accepted no core member's Hello knows no core member: it
+            // reaches no group either (every request answers 500).
+            return;
+        };
+        let heard: Vec<super::refusal::Heard<'_>> = peers
+            .iter()
+            .filter_map(|(name, p)| {
+                let (code, words) = p.refused_us.as_ref()?;
+                Some((name.as_str(), code.as_str(), words.as_str()))
+            })
+            .collect();
+        let accepted = self.accepted.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(words) = super::refusal::verdict(&self.name, &placement.core, &heard, accepted)
+        {
+            if self.refusal.borrow().is_none() {
+                tracing::error!(
+                    "cluster: this node was refused by the cluster and stops (exit code 2): \
+                     {words}"
+                );
+                self.refusal.send_replace(Some(words));
+            }
         }
     }
 
@@ -862,6 +926,7 @@ impl Inner {
         let mut work = Vec::new();
         let mut learned = Vec::new();
         let mut evicted = None;
+        let mut judge = false;
         let mut came_up = false;
         let hook;
         {
@@ -906,14 +971,22 @@ impl Inner {
                             learned.extend(members.iter().filter_map(|m| Member::parse(m).ok()));
                         }
                     }
-                    Wire::Refuse { reason } => {
-                        tracing::warn!(peer = %from, "cluster: this node was refused: {reason}");
+                    Wire::Refuse { reason, code } => {
+                        tracing::warn!(peer = %from, code, "cluster: this node was refused: {reason}");
+                        p.refused_us = Some((code, reason));
+                        judge = true;
                     }
                     Wire::Ping {
                         seq,
                         sent_ns,
                         acked_batch,
                     } if accepted(p) => {
+                        // It pings only peers whose Hello it accepted: it accepts this node.
+                        p.refused_us = None;
+                        if self.placement.get().is_some_and(|pl| pl.is_core(&from)) {
+                            self.accepted
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         p.link.acked(acked_batch);
                         let sample = i128::from(self.now_ns()) - i128::from(sent_ns);
                         match &mut p.clock_offset {
@@ -986,6 +1059,9 @@ impl Inner {
                     p.recv_acked = (batch.incarnation, 0);
                 }
                 p.recv_acked.1 = p.recv_acked.1.max(batch.seq);
+            }
+            if judge {
+                self.judge_refusals(&peers);
             }
             if let Some((gateway, ordinal)) = evicted {
                 if let Some(g) = peers.get_mut(&gateway) {
@@ -1176,13 +1252,32 @@ impl Inner {
                      (another data dir; cluster.name must be unique)"
                 );
                 let keep = p.router_id.and_then(session_of);
-                p.sessions.retain(|id, s| {
-                    let keep = Some(*id) == keep;
-                    if !keep {
-                        self.stop_session(*id, s, "convoke: duplicate node name".to_owned());
+                let detail = format!(
+                    "node {from} is up here with another data dir (node_uid {}, this process \
+                     {}); cluster.name must be unique: stop this process",
+                    old.node_uid, h.node_uid
+                );
+                let newcomer: Vec<ActorRef<RouterMsg>> = routers_in_pg()
+                    .remove(from)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|cell| session_of(cell.get_id()) != keep)
+                    .map(ActorRef::from)
+                    .collect();
+                for router in &newcomer {
+                    self.direct(router, self.refusal_of("duplicate_name", &detail));
+                }
+                let stop: Vec<u64> = p
+                    .sessions
+                    .keys()
+                    .copied()
+                    .filter(|id| Some(*id) != keep)
+                    .collect();
+                for id in stop {
+                    if let Some(s) = p.sessions.remove(&id) {
+                        self.stop_session_soon(id, s, "convoke: duplicate node name".to_owned());
                     }
-                    keep
-                });
+                }
                 return None;
             }
             if old.incarnation != h.incarnation {
@@ -1506,6 +1601,8 @@ mod tests {
             ),
             stopped_sessions: Mutex::default(),
             inbound: OnceLock::new(),
+            accepted: Default::default(),
+            refusal: tokio::sync::watch::Sender::new(None),
             epoch: Instant::now(),
             server: OnceLock::new(),
             tls: None,
@@ -2369,6 +2466,78 @@ mod tests {
         let (state, reason) = refused_again(&inner);
         assert_eq!(state, State::Refused, "{reason}");
         let _ = std::fs::remove_dir_all(dir);
+        sink.stop(None);
+    }
+
+    /// A refusal tells the refused node why with a code, and the refused node stops
+    /// (`Cluster::refused` resolves) only when the refusals count (`refusal::verdict`):
+    /// core peer n2 remembering this node's name on another data dir, before any core peer
+    /// accepted this process, stops it; a disagreement from the one other core member, or
+    /// any refusal once a core peer accepted this process, does not. Before, a refused
+    /// node only logged the refusal and kept serving clients as that node.
+    #[tokio::test]
+    async fn a_refusal_about_this_nodes_identity_stops_it_a_lone_disagreement_does_not() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        let cluster = Cluster {
+            inner: inner.clone(),
+        };
+        let from_n2 = |items| Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq: 0,
+            items,
+        };
+        let refuse = |code: &str| Wire::Refuse {
+            reason: format!("refused by n2: {code}"),
+            code: code.into(),
+        };
+        let stopped = || inner.refusal.borrow().clone();
+        // A setting n2 has otherwise: one of two core members is no majority.
+        inner.on_batch(from_n2(vec![refuse("app_secret")]));
+        assert_eq!(stopped(), None);
+        // n2 accepts this node (its Ping), then says it knows this name on another data
+        // dir: this process was accepted already, one peer's word is not enough.
+        inner.on_batch(from_n2(vec![Wire::Ping {
+            seq: 1,
+            sent_ns: 1,
+            acked_batch: 0,
+        }]));
+        assert!(
+            inner.lock()["n2"].refused_us.is_none(),
+            "cleared by its Ping"
+        );
+        inner.on_batch(from_n2(vec![refuse("node_uid")]));
+        assert_eq!(stopped(), None);
+        // A process no core peer accepted yet (the impostor on a copy of a config): stops.
+        inner
+            .accepted
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        inner.on_batch(from_n2(vec![refuse("node_uid")]));
+        assert_eq!(stopped().as_deref(), Some("refused by n2: node_uid"));
+        let words = tokio::time::timeout(Duration::from_secs(5), cluster.refused())
+            .await
+            .unwrap();
+        assert_eq!(words, "refused by n2: node_uid");
+        // What this node sends when it refuses: the code with the words.
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            inner.refuse("n2", p, "shards", "its cluster.shards is 64".into());
+        }
+        let refusal = loop {
+            let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Some(r) = b.items.into_iter().find(|i| i.kind() == "refuse") {
+                break r;
+            }
+        };
+        assert!(
+            matches!(&refusal, Wire::Refuse { code, reason }
+                if code == "shards" && reason.starts_with("refused by n1: its cluster.shards")),
+            "{refusal:?}"
+        );
         sink.stop(None);
     }
 

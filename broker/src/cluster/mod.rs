@@ -35,6 +35,7 @@ pub mod peer_quic;
 mod pending;
 pub mod placement;
 pub mod presence;
+mod refusal;
 mod router;
 pub mod scatter;
 mod tls;
@@ -92,6 +93,17 @@ pub enum Refused {
         setting: String,
         /// Why.
         problem: String,
+    },
+    /// The cluster refused this running node for its identity or a setting (see
+    /// `cluster::refusal` for when peers' refusals count): it stopped rather than serve as
+    /// a node the cluster does not accept.
+    #[error(
+        "this node was refused by the cluster and stopped: {reasons}. Fix what is named \
+         and start it again"
+    )]
+    ByPeers {
+        /// The refusals that counted, in the peers' words (each names the setting).
+        reasons: String,
     },
 }
 
@@ -213,6 +225,11 @@ pub(crate) struct Inner {
     /// duplicate): their Disconnected event is ours, not an unauthenticated peer.
     stopped_sessions: Mutex<std::collections::HashSet<u64>>,
     inbound: OnceLock<Arc<dyn Inbound>>,
+    /// A core peer has accepted this process (sent it a Ping): from then on one peer's
+    /// refusal about this node's identity no longer stops it (`refusal`).
+    accepted: std::sync::atomic::AtomicBool,
+    /// Set once when peers' refusals stop this node (`refusal::verdict`): their words.
+    refusal: tokio::sync::watch::Sender<Option<String>>,
     epoch: Instant,
     server: OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
     tls: Option<tls::ClusterTls>,
@@ -405,6 +422,19 @@ impl Cluster {
     /// hears `peer_up` now.
     pub fn set_inbound(&self, inbound: Arc<dyn Inbound>) -> bool {
         self.inner.set_inbound(inbound)
+    }
+
+    /// Resolves when the cluster refused this node for good (its identity, or a setting a
+    /// majority of the core members has otherwise; `cluster::refusal`), with the peers'
+    /// words: the node then stops and the binary exits 2 ([`Refused::ByPeers`]).
+    pub async fn refused(&self) -> String {
+        let mut rx = self.inner.refusal.subscribe();
+        let words = match rx.wait_for(Option::is_some).await {
+            Ok(words) => words.clone().unwrap_or_default(),
+            // The sender lives in `Inner`, which this handle holds.
+            Err(_) => std::future::pending().await,
+        };
+        words
     }
 
     /// Whether this node sees a majority of the core members Up (itself included when core).

@@ -175,6 +175,9 @@ pub enum Wire {
     Refuse {
         /// Why, in words naming the setting.
         reason: String,
+        /// The reason's code (`convoke_cluster_refused_total{reason}`): the refused node
+        /// decides from it whether to stop (`cluster::refusal`).
+        code: String,
     },
     /// Heartbeat; `acked_batch` is the highest batch seq processed from the receiver.
     Ping {
@@ -421,7 +424,11 @@ mod tests {
 
     #[test]
     fn an_unknown_item_tag_is_a_decode_error() {
-        let mut bytes = encode(&batch(vec![Wire::Refuse { reason: "r".into() }])).unwrap();
+        let mut bytes = encode(&batch(vec![Wire::Refuse {
+            reason: "r".into(),
+            code: "c".into(),
+        }]))
+        .unwrap();
         // The last item starts after from (3), incarnation (1), seq (1), count (1).
         bytes[6] = 200;
         assert!(decode(&bytes).is_err());
