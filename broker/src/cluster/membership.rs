@@ -127,6 +127,17 @@ impl Peer {
             refused_us: None,
         }
     }
+
+    /// The highest batch seq processed from its current process (the incarnation of its
+    /// accepted Hello), 0 before one: what a Ping or Pong to it acknowledges. A seq from
+    /// its previous process would acknowledge batches of the new link it never processed,
+    /// and their bytes would no longer count against `cluster.peer_queue_bytes`.
+    fn acked_for_its_process(&self) -> u64 {
+        match &self.hello {
+            Some(h) if h.incarnation == self.recv_acked.0 => self.recv_acked.1,
+            _ => 0,
+        }
+    }
 }
 
 /// What a closed ractor_cluster session was.
@@ -661,7 +672,7 @@ impl Inner {
                         let ping = Wire::Ping {
                             seq: p.ping_seq,
                             sent_ns: self.now_ns(),
-                            acked_batch: p.recv_acked.1,
+                            acked_batch: p.acked_for_its_process(),
                         };
                         self.direct(router, ping);
                     }
@@ -1001,7 +1012,7 @@ impl Inner {
                             let pong = Wire::Pong {
                                 seq,
                                 sent_ns,
-                                acked_batch: p.recv_acked.1,
+                                acked_batch: p.acked_for_its_process(),
                             };
                             self.direct(router, pong);
                         }
@@ -2208,6 +2219,55 @@ mod tests {
             .collect();
         assert_eq!(left[0], 0, "expired on arrival");
         assert!((4_900..=5_000).contains(&left[1]), "{left:?}");
+        sink.stop(None);
+    }
+
+    /// n2 restarted (incarnation 3 now): what this node processed from its previous
+    /// process (seq 50) is not acknowledged to the new one, whose link has batches of its
+    /// own in flight; before, a Pong carried 50 and cleared them, under-counting its queue.
+    /// Once a batch of the new process is processed, that is acknowledged.
+    #[tokio::test]
+    async fn acknowledgements_are_for_the_peers_current_process_only() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            p.recv_acked = (2, 50);
+            if let Some(h) = p.hello.as_mut() {
+                h.incarnation = 3;
+            }
+        }
+        let from_n2 = |seq, items| Batch {
+            from: "n2".into(),
+            incarnation: 3,
+            seq,
+            items,
+        };
+        let ping = Wire::Ping {
+            seq: 1,
+            sent_ns: 1,
+            acked_batch: 0,
+        };
+        let mut pong_acks = Vec::new();
+        for (seq, items) in [
+            (0, vec![ping.clone()]),
+            (3, vec![deliver(1)]),
+            (0, vec![ping]),
+        ] {
+            inner.on_batch(from_n2(seq, items));
+        }
+        while pong_acks.len() < 2 {
+            let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            for item in b.items {
+                if let Wire::Pong { acked_batch, .. } = item {
+                    pong_acks.push(acked_batch);
+                }
+            }
+        }
+        assert_eq!(pong_acks, [0, 3]);
         sink.stop(None);
     }
 
