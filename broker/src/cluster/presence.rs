@@ -41,9 +41,10 @@ use crate::presence::Presence;
 /// most 4 MiB; a part leaves room for other items beside it).
 pub const SNAPSHOT_PART_BYTES: usize = 512 * 1024;
 
-/// Bytes of received deliveries waiting for a worker before new ones are dropped (counted
-/// in `convoke_cluster_deliveries_shed_total`): the workers write into outboxes without
-/// waiting, so this fills only when this node's CPU cannot keep up.
+/// Bytes held by received deliveries waiting for a worker (frames and recipient lists)
+/// before new ones are dropped (counted in `convoke_cluster_deliveries_shed_total`): the
+/// workers write into outboxes without waiting, so this fills only when this node's CPU
+/// cannot keep up.
 pub const INBOUND_QUEUE_BYTES: usize = 64 << 20;
 
 /// Recipients written between two yields of a delivery worker, so that a delivery to a
@@ -260,8 +261,8 @@ pub struct Remote {
     pending: Mutex<(HashSet<String>, Vec<String>)>,
     wake: Notify,
     lanes: Vec<mpsc::UnboundedSender<Job>>,
-    /// Bytes of deliveries waiting in the lanes.
-    queued: Arc<AtomicUsize>,
+    /// What the deliveries waiting in the lanes hold.
+    inbound: Arc<Inbound>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -277,6 +278,53 @@ struct Job {
     origin_session: u64,
     to: Vec<String>,
     frame: Bytes,
+    /// What it holds while it waits ([`Job::held_bytes`]), counted in [`Inbound`].
+    bytes: usize,
+}
+
+impl Job {
+    fn new(origin_session: u64, to: Vec<String>, frame: Vec<u8>) -> Job {
+        let bytes = Job::held_bytes(&to, &frame);
+        Job {
+            origin_session,
+            to,
+            frame: Bytes::from(frame),
+            bytes,
+        }
+    }
+
+    /// The memory a delivery holds while it waits for a worker: its frame and its
+    /// recipient list, a `String` per name plus the name's bytes. For a large group the
+    /// list outweighs the frame by far (10,000 names: about 200 KB beside a 200-byte
+    /// message), so counting the frame alone let the budget hold many times its size.
+    fn held_bytes(to: &[String], frame: &[u8]) -> usize {
+        let names: usize = to.iter().map(String::len).sum();
+        frame.len() + std::mem::size_of_val(to) + names
+    }
+}
+
+/// The budget of received deliveries waiting for a worker: at most
+/// [`INBOUND_QUEUE_BYTES`] held; a delivery that would go over is dropped (counted).
+#[derive(Debug, Default)]
+struct Inbound {
+    queued: AtomicUsize,
+}
+
+impl Inbound {
+    /// Takes `job`'s bytes from the budget; false (nothing taken) when they do not fit.
+    fn admit(&self, job: &Job) -> bool {
+        self.queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                let after = q.checked_add(job.bytes)?;
+                (after <= INBOUND_QUEUE_BYTES).then_some(after)
+            })
+            .is_ok()
+    }
+
+    /// Gives back what `job` held (it was delivered, or could not be queued).
+    fn release(&self, job: &Job) {
+        self.queued.fetch_sub(job.bytes, Ordering::Relaxed);
+    }
 }
 
 static LOCAL: OnceLock<Presence> = OnceLock::new();
@@ -302,11 +350,11 @@ pub fn running() -> Option<&'static Arc<Remote>> {
 impl Remote {
     fn start(cluster: Cluster, local: Presence) -> Arc<Remote> {
         let k = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
-        let queued = Arc::new(AtomicUsize::new(0));
+        let inbound = Arc::new(Inbound::default());
         let mut lanes = Vec::with_capacity(k);
         for _ in 0..k {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(lane(rx, local.clone(), queued.clone()));
+            tokio::spawn(lane(rx, local.clone(), inbound.clone()));
             lanes.push(tx);
         }
         let remote = Arc::new(Remote {
@@ -316,7 +364,7 @@ impl Remote {
             pending: Mutex::new((HashSet::new(), Vec::new())),
             wake: Notify::new(),
             lanes,
-            queued,
+            inbound,
         });
         tokio::spawn(announce(remote.clone()));
         remote
@@ -445,7 +493,7 @@ fn send_all(cluster: &Cluster, peers: &[String], users: &[String], online: bool)
     }
 }
 
-async fn lane(mut rx: mpsc::UnboundedReceiver<Job>, local: Presence, queued: Arc<AtomicUsize>) {
+async fn lane(mut rx: mpsc::UnboundedReceiver<Job>, local: Presence, inbound: Arc<Inbound>) {
     while let Some(job) = rx.recv().await {
         for chunk in job.to.chunks(YIELD_EVERY) {
             local.deliver(chunk, &job.frame, job.origin_session);
@@ -453,7 +501,7 @@ async fn lane(mut rx: mpsc::UnboundedReceiver<Job>, local: Presence, queued: Arc
                 tokio::task::yield_now().await;
             }
         }
-        queued.fetch_sub(job.frame.len(), Ordering::Relaxed);
+        inbound.release(&job);
     }
 }
 
@@ -528,21 +576,15 @@ pub fn on_deliver(from: &str, gid: u64, origin_session: u64, to: Vec<String>, fr
     let Some(r) = running() else { return };
     metrics::counter!("convoke_cluster_deliveries_received_total", "peer" => from.to_owned())
         .increment(1);
-    let len = frame.len();
-    if r.queued.load(Ordering::Relaxed) + len > INBOUND_QUEUE_BYTES {
+    let job = Job::new(origin_session, to, frame);
+    if !r.inbound.admit(&job) {
         metrics::counter!("convoke_cluster_deliveries_shed_total").increment(1);
         tracing::debug!(peer = %from, gid, "cluster: delivery workers behind; delivery dropped");
         return;
     }
     let lane = (gid % r.lanes.len() as u64) as usize;
-    r.queued.fetch_add(len, Ordering::Relaxed);
-    let job = Job {
-        origin_session,
-        to,
-        frame: Bytes::from(frame),
-    };
-    if r.lanes[lane].send(job).is_err() {
-        r.queued.fetch_sub(len, Ordering::Relaxed);
+    if let Err(mpsc::error::SendError(job)) = r.lanes[lane].send(job) {
+        r.inbound.release(&job);
     }
 }
 
@@ -627,6 +669,32 @@ mod tests {
             println!("presence directory, {id_len}-byte user ids: {per_user:.1} B per user");
             assert!(per_user <= 100.0, "{per_user} bytes per user");
         }
+    }
+
+    /// A delivery's recipient list counts against the inbound budget, not only its frame:
+    /// a tiny frame to 100,000 names holds megabytes, so the budget takes only a few dozen
+    /// of them (counting frames alone, it took four million: gigabytes of lists).
+    #[test]
+    fn the_inbound_budget_counts_the_recipient_list() {
+        let to: Vec<String> = (0..100_000).map(|i| format!("user-{i:06}")).collect();
+        let job = Job::new(7, to, vec![0; 16]);
+        let per_job = 16 + 100_000 * (std::mem::size_of::<String>() + 11);
+        let budget = Inbound::default();
+        // The same job admitted again and again stands for as many deliveries waiting.
+        let mut admitted = 0;
+        while admitted < 1_000 && budget.admit(&job) {
+            admitted += 1;
+        }
+        assert_eq!(
+            admitted,
+            INBOUND_QUEUE_BYTES / per_job,
+            "shed at the budget"
+        );
+        assert_eq!(job.bytes, per_job);
+        assert!(!budget.admit(&job), "the budget is full");
+        // One delivered: its room comes back.
+        budget.release(&job);
+        assert!(budget.admit(&job));
     }
 
     #[test]
