@@ -21,8 +21,10 @@ use crate::group::rules::files::{FileOp, FileReply};
 use crate::group::rules::Caller;
 use crate::group::{Forwarded, GroupCall, Groups, PendingReply};
 use crate::node::Node;
+use crate::quota::Disk;
 use convoke_protocol::{
-    ids::parse_group_id, limits, ApiError, CreateGroupData, ErrorCode, GroupInfoEntry, Response,
+    ids::parse_group_id, limits, ApiError, CreateGroupData, ErrorCode, GroupInfoEntry, Request,
+    Response,
 };
 
 pub use crate::group::{Answer, GroupAnswer};
@@ -68,7 +70,10 @@ pub async fn call(
 }
 
 /// [`call`] with the facts already gathered: for a call forwarded from another node, which
-/// gathered them there.
+/// gathered them there. This runs on the group's owner, whichever node the caller is
+/// connected to, so what depends on the owner's own state is checked here: a send is
+/// refused (500) while the owner's data directory is below the free-disk watermark (the
+/// message lands in the owner's store, not in the ingress node's).
 pub async fn call_with_facts(
     node: &Node,
     gid: u64,
@@ -76,6 +81,16 @@ pub async fn call_with_facts(
     facts: Facts,
     call: GroupCall,
 ) -> Result<PendingReply, ApiError> {
+    if matches!(call, GroupCall::Request(Request::SendGroupMessage { .. })) {
+        node.quotas
+            .check_disk(Disk::Data, ErrorCode::ServerBusy)
+            .map_err(|mut e| {
+                if let Some(cluster) = Cluster::running() {
+                    e.message = format!("node {}: {}", cluster.name(), e.message);
+                }
+                e
+            })?;
+    }
     node.groups.call(gid, caller, facts, call).await
 }
 

@@ -13,8 +13,9 @@
 //! - **Disk** ([`Quotas::check_disk`]): sends and uploads are refused while the free
 //!   space of the data (or files) directory is below `quotas.min_free_disk_mb`, so that the
 //!   disk never fills under the store (a full disk fails flushes: nothing could be
-//!   acknowledged any more, reads and deletions included). Free space is read at most once
-//!   a second per directory.
+//!   acknowledged any more, reads and deletions included). Checked on the node that
+//!   writes them: in a cluster, the group's owner, whichever node the client is on. Free
+//!   space is read at most once a second per directory.
 //! - **Files per user** ([`Quotas::check_file_bytes`]): the shared files one user uploaded,
 //!   over all groups on this node, total at most `quotas.file_mb_per_user`; an upload that
 //!   would go over is refused (50 MAX_LIMIT) before a byte is taken. Usage is read from the

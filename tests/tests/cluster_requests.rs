@@ -577,6 +577,57 @@ async fn the_group_quota_counts_groups_on_every_node() {
     assert!(msg.contains("\"x\"") && msg.contains('2'), "{msg}");
 }
 
+/// The free-disk watermark is the owner's: with n2's data directory "below" it (an absurd
+/// `quotas.min_free_disk_mb`), a send to n2's group through n1 is refused 500 naming the
+/// setting and n2, and stores nothing; n1 and n3 have room, so sends to their groups pass,
+/// through n2 as well. Before, the ingress checked its own disk: n2's disk filled from
+/// clients on n1, while clients on n2 could not send to anyone's group.
+#[tokio::test]
+async fn the_disk_watermark_is_checked_on_the_owner() {
+    let c = TestCluster::start_with(3, |i| {
+        if i == 2 {
+            vec![("quotas.min_free_disk_mb".into(), "1000000000000".into())]
+        } else {
+            Vec::new()
+        }
+    });
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    let boss = c.client(1, "boss").await;
+    let mate = c.client(2, "mate").await;
+    let full = create_owned_by(&c, &boss, 2, || group_data("full", &["mate"])).await;
+    let roomy = create_owned_by(&c, &boss, 3, || group_data("roomy", &["mate"])).await;
+    let mine = create_owned_by(&c, &boss, 1, || group_data("mine", &["mate"])).await;
+    let msg = assert_code(
+        boss.client
+            .send_group_message(&full, b"no room".to_vec(), false)
+            .await,
+        ErrorCode::ServerBusy,
+    );
+    assert!(
+        msg.contains("quotas.min_free_disk_mb") && msg.contains("n2"),
+        "{msg}"
+    );
+    assert!(boss
+        .client
+        .get_group_messages(&full, None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    boss.client
+        .send_group_message(&roomy, b"fine".to_vec(), false)
+        .await
+        .unwrap();
+    // A client on the node whose disk is full sends to groups whose owners have room.
+    for gid in [&roomy, &mine] {
+        mate.client
+            .send_group_message(gid, b"from n2".to_vec(), false)
+            .await
+            .unwrap();
+    }
+}
+
 /// Membership changes with the owner on n2 and the users on n1 and n3: reject an invite,
 /// reject a join request, remove a member, leave, hand the group over, and message history
 /// read through a non-owner; each party hears what concerns it.

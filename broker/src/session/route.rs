@@ -9,8 +9,8 @@
 //! state-changing requests and messages each have a per-user rate (509 over it), reads are
 //! free. A request that then fails for another reason keeps its token spent: refused
 //! requests cost the broker work too (a directory look-up, a group loaded and dropped), so
-//! every request counts. A send is also refused (500) while the data directory is below
-//! the free-disk watermark.
+//! every request counts. The free-disk watermark for sends is checked where the message is
+//! written, on the group's owner (`crate::ingress::call_with_facts`), not here.
 
 use super::io::Responder;
 use super::lookup;
@@ -18,10 +18,9 @@ use crate::group::rules::Caller;
 use crate::group::GroupCall;
 use crate::ingress;
 use crate::node::Node;
-use crate::quota::Disk;
 use convoke_protocol::codec::frame_bytes;
 use convoke_protocol::handshake::ServerFrame;
-use convoke_protocol::{ids::parse_group_id, ApiError, ErrorCode, Request, RequestClass, Response};
+use convoke_protocol::{ids::parse_group_id, ApiError, Request, RequestClass, Response};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
@@ -100,13 +99,10 @@ pub async fn route(
     }
 }
 
-/// The caller's rate limits and, for a send, the disk watermark (see [`crate::quota`]).
-/// App admins (the operator's own tools) are not rate limited.
+/// The caller's rate limits (see [`crate::quota`]). App admins (the operator's own tools)
+/// are not rate limited.
 fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError> {
     let class = request.class();
-    if matches!(request, Request::SendGroupMessage { .. }) {
-        node.quotas.check_disk(Disk::Data, ErrorCode::ServerBusy)?;
-    }
     let class = if caller.app_admin {
         RequestClass::Read
     } else {
