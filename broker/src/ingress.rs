@@ -73,7 +73,8 @@ pub async fn call(
 /// gathered them there. This runs on the group's owner, whichever node the caller is
 /// connected to, so what depends on the owner's own state is checked here: a send is
 /// refused (500) while the owner's data directory is below the free-disk watermark (the
-/// message lands in the owner's store, not in the ingress node's).
+/// message lands in the owner's store, not in the ingress node's), and a file deletion or
+/// a destroy that succeeds frees the per-user file quota here, where uploads are checked.
 pub async fn call_with_facts(
     node: &Node,
     gid: u64,
@@ -91,7 +92,24 @@ pub async fn call_with_facts(
                 e
             })?;
     }
-    node.groups.call(gid, caller, facts, call).await
+    let frees_files = matches!(
+        call,
+        GroupCall::Request(Request::DeleteGroupSharedFile { .. } | Request::DestroyGroup { .. })
+    );
+    let pending = node.groups.call(gid, caller, facts, call).await?;
+    if !frees_files {
+        return Ok(pending);
+    }
+    // Once committed, usage is read again before the next upload refusal. (A pending
+    // answer may be any future; `remote` is that constructor.)
+    let quotas = node.quotas.clone();
+    Ok(PendingReply::remote(gid, async move {
+        let answer = pending.wait().await;
+        if answer.is_ok() {
+            quotas.files_deleted();
+        }
+        answer
+    }))
 }
 
 /// The outside facts the rule of `call` for group `gid` may read, for the users it names

@@ -419,7 +419,8 @@ impl Quotas {
     }
 
     /// Files may have been deleted (deleteGroupSharedFile, destroyGroup): usage is read
-    /// again before the next refusal.
+    /// again before the next refusal. Called on the group's owner, the node whose uploads
+    /// the quota checks (`crate::ingress::call_with_facts`).
     pub fn files_deleted(&self) {
         self.inner.file_bytes.stale.store(true, Ordering::Relaxed);
     }

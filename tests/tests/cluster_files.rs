@@ -341,6 +341,53 @@ async fn files_cross_nodes_with_the_single_node_rules() {
 }
 
 /// Sends a hello on a bare connection; returns the control stream (keep it: the session).
+/// `quotas.file_mb_per_user` is checked on the owner, where uploads land; a deletion or a
+/// destroy made through another node frees the room there too. Before, the ingress (n1)
+/// marked its own usage stale and the owner (n2) refused re-uploads until it restarted.
+#[tokio::test]
+async fn a_deletion_through_another_node_frees_the_owners_file_quota() {
+    let c = TestCluster::start_with(3, |_| vec![("quotas.file_mb_per_user".into(), "1".into())]);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    let alice = c.client(1, "alice").await;
+    let gid = create_owned_by(&c, &alice, 2, &[]).await;
+    let first = upload(&alice, &gid, "a.bin", content(600 * 1024, 1))
+        .await
+        .unwrap();
+    let msg = assert_code(
+        upload(&alice, &gid, "b.bin", content(600 * 1024, 2)).await,
+        ErrorCode::MaxLimit,
+    );
+    assert!(msg.contains("quotas.file_mb_per_user"), "{msg}");
+    alice
+        .client
+        .delete_group_shared_file(&gid, &first.file_id)
+        .await
+        .unwrap();
+    eventually("room on n2 after the deletion through n1", || async {
+        upload(&alice, &gid, "b.bin", content(600 * 1024, 2))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(names(&alice, &gid).await, vec!["b.bin".to_string()]);
+
+    // The same with destroyGroup: the group goes, and with it alice's usage on n2.
+    let other = create_owned_by(&c, &alice, 2, &[]).await;
+    assert_code(
+        upload(&alice, &other, "c.bin", content(600 * 1024, 3)).await,
+        ErrorCode::MaxLimit,
+    );
+    alice.client.destroy_group(&gid).await.unwrap();
+    eventually("room on n2 after the destroy through n1", || async {
+        upload(&alice, &other, "c.bin", content(600 * 1024, 3))
+            .await
+            .ok()
+    })
+    .await;
+}
+
 async fn hello(conn: &quinn::Connection, token: String) -> (quinn::SendStream, quinn::RecvStream) {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let hello = ClientFrame::Hello(Hello {

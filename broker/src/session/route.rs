@@ -41,10 +41,6 @@ pub async fn route(
     responses.room().await;
     let started = Instant::now();
     let method = request.method();
-    let frees_files = matches!(
-        request,
-        Request::DeleteGroupSharedFile { .. } | Request::DestroyGroup { .. }
-    );
     if let Err(e) = admit(node, caller, &request) {
         return respond(responses, id, method, started, Err(e)).await;
     }
@@ -56,12 +52,8 @@ pub async fn route(
             match ingress::call(node, gid, caller.clone(), GroupCall::Request(request)).await {
                 Ok(pending) => {
                     let responses = responses.clone();
-                    let quotas = node.quotas.clone();
                     tokio::spawn(async move {
                         let result = pending.response().await;
-                        if result.is_ok() && frees_files {
-                            quotas.files_deleted();
-                        }
                         respond(&responses, id, method, started, result).await;
                         drop(slot);
                     });
