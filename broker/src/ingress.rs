@@ -131,7 +131,8 @@ pub fn facts(node: &Node, gid: u64, caller: &Caller, call: &GroupCall) -> Facts 
 
 /// [`facts`] in a cluster: the users a call names are looked up on every node (a user's
 /// first-login record is where it logged in, its joined index on each group's shard; see
-/// `crate::cluster::scatter`). A Down node's part is missing: soft, see there.
+/// `crate::cluster::scatter`). A node that does not answer is named in the facts as
+/// missing; the rules answer 500 where their answer depends on its part.
 async fn cluster_facts(
     node: &Node,
     cluster: &Cluster,
@@ -147,15 +148,7 @@ async fn cluster_facts(
     .into_iter()
     .map(str::to_owned)
     .collect();
-    if users.is_empty() {
-        return Facts::default();
-    }
-    let found = crate::cluster::scatter::user_facts(node, cluster, &users, gid).await;
-    let mut facts = Facts::default();
-    for (user, (exists, joined)) in users.iter().zip(found) {
-        facts.insert(user, UserFacts { exists, joined });
-    }
-    facts
+    crate::cluster::scatter::user_facts(node, cluster, &users, gid).await
 }
 
 /// createGroup: allocates the group id here (the ingress node's id space, so ids are unique

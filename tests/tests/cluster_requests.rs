@@ -628,6 +628,58 @@ async fn the_disk_watermark_is_checked_on_the_owner() {
     }
 }
 
+/// A user who has only ever logged in on n3, invited while n3 is Down: not 204
+/// USER_NOT_FOUND (final) but 500 naming n3 (retryable), for a group owned by n1 (the
+/// ingress) as for one owned by n2; a join that would be counted against
+/// `max_groups_per_user` without n3's part is 500 too. With n3 back, the same invitation
+/// passes. Before, the facts gathered without n3 said "unknown user".
+#[tokio::test]
+async fn a_user_known_only_to_a_down_node_gets_500_not_204() {
+    let mut c = TestCluster::start(3).await;
+    drop(c.client(3, "loner").await);
+    let boss = c.client(1, "boss").await;
+    let joiner = c.client(1, "joiner").await;
+    let here = create_owned_by(&c, &boss, 1, || CreateGroupData {
+        public: true,
+        ..group_data("here", &[])
+    })
+    .await;
+    let there = create_owned_by(&c, &boss, 2, || group_data("there", &[])).await;
+
+    c.kill9(3);
+    c.wait_state(1, "n3", "down").await;
+    for gid in [&here, &there] {
+        let msg = assert_code(
+            boss.client.invite_users_to_group(gid, &["loner"]).await,
+            ErrorCode::ServerBusy,
+        );
+        assert!(msg.contains("n3") && msg.contains("\"loner\""), "{msg}");
+    }
+    let msg = assert_code(
+        joiner.client.join_group(&here, "").await,
+        ErrorCode::ServerBusy,
+    );
+    assert!(msg.contains("n3") && msg.contains("limit"), "{msg}");
+    // A user not found while every node answers is still a definite 204.
+    c.restart(3);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    assert_code(
+        boss.client.invite_users_to_group(&here, &["nobody"]).await,
+        ErrorCode::UserNotFound,
+    );
+    for gid in [&here, &there] {
+        let invited = boss
+            .client
+            .invite_users_to_group(gid, &["loner"])
+            .await
+            .unwrap();
+        assert_eq!(invited.pending, vec!["loner".to_string()]);
+    }
+    assert!(joiner.client.join_group(&here, "").await.unwrap());
+}
+
 /// Membership changes with the owner on n2 and the users on n1 and n3: reject an invite,
 /// reject a join request, remove a member, leave, hand the group over, and message history
 /// read through a non-owner; each party hears what concerns it.

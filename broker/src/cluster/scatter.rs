@@ -18,8 +18,9 @@
 //!   the `u <user>` first-login record is written where the user logs in and the joined index
 //!   on each group's shard, so every Up node is asked and the answers are combined (exists:
 //!   any; joined: the sum). What becomes soft in a cluster: `limits.max_groups_per_user`
-//!   (two joins on different shards at once can both pass), and a user who has only ever
-//!   logged in on a node that is Down right now counts as unknown until it is back.
+//!   (two joins on different shards at once can both pass). A node left out is named in
+//!   the facts: a user found nowhere else, or counted below the limit, gets 500 (retryable)
+//!   until it is back, never 204 USER_NOT_FOUND or a quota check on part of the count.
 //!
 //! A node that is not Up, or does not answer within `cluster.request_timeout_ms`, is left
 //! out: the result is partial (counted in `convoke_cluster_partial_reads_total{what}`).
@@ -34,6 +35,7 @@ use convoke_protocol::{ApiError, ErrorCode, Role};
 use super::forward::{decode, encode};
 use super::{Cluster, Wire};
 use crate::group::persist::GroupStore;
+use crate::group::rules::facts::{Facts, UserFacts};
 use crate::node::Node;
 
 /// A question to another node.
@@ -301,27 +303,26 @@ async fn ask(cluster: &Cluster, peer: &str, what: &'static str, query: &Query) -
     }
 }
 
-/// Asks every node of `peers` (this node answers from its own store) concurrently.
+/// Asks every node of `peers` (this node answers from its own store) concurrently: each
+/// node's reply, `None` for a node left out (see [`ask`]).
 async fn scatter(
     node: &Node,
     cluster: &Cluster,
     peers: Vec<String>,
     what: &'static str,
     query: &Query,
-) -> Vec<Reply> {
+) -> Vec<(String, Option<Reply>)> {
     let me = cluster.name().to_owned();
-    let local = peers.contains(&me).then(|| answer_local(node, query));
-    let remote = futures::future::join_all(
-        peers
-            .iter()
-            .filter(|p| **p != me)
-            .map(|p| ask(cluster, p, what, query)),
-    )
-    .await;
-    let mut out: Vec<Reply> = Vec::with_capacity(peers.len());
-    out.extend(local);
-    out.extend(remote.into_iter().flatten());
-    out
+    let local = peers
+        .contains(&me)
+        .then(|| (me.clone(), Some(answer_local(node, query))));
+    let others: Vec<String> = peers.into_iter().filter(|p| *p != me).collect();
+    let remote =
+        futures::future::join_all(others.iter().map(|p| ask(cluster, p, what, query))).await;
+    local
+        .into_iter()
+        .chain(others.into_iter().zip(remote))
+        .collect()
 }
 
 /// Every node that may hold `u <user>` records: the core members and the Up gateways.
@@ -349,7 +350,8 @@ pub async fn joined(
         need_role,
     };
     let mut merged = BTreeMap::new();
-    for reply in scatter(node, cluster, cluster.core_members(), "joined", &query).await {
+    let replies = scatter(node, cluster, cluster.core_members(), "joined", &query).await;
+    for reply in replies.into_iter().filter_map(|(_, r)| r) {
         match reply {
             Reply::Joined(rows) => merged.extend(rows.into_iter().map(|r| (r.gid, r))),
             Reply::Failed(why) => return Err(ApiError::new(ErrorCode::Internal, why)),
@@ -372,7 +374,8 @@ pub async fn public(
         max: u32::try_from(max).unwrap_or(u32::MAX),
     };
     let mut merged = BTreeMap::new();
-    for reply in scatter(node, cluster, cluster.core_members(), "public", &query).await {
+    let replies = scatter(node, cluster, cluster.core_members(), "public", &query).await;
+    for reply in replies.into_iter().filter_map(|(_, r)| r) {
         match reply {
             Reply::Public(rows) => merged.extend(rows),
             Reply::Failed(why) => return Err(ApiError::new(ErrorCode::Internal, why)),
@@ -383,30 +386,45 @@ pub async fn public(
 }
 
 /// The facts about `users` in a cluster: exists anywhere; joined counted over all nodes
-/// (leaving `except` out).
-pub async fn user_facts(
-    node: &Node,
-    cluster: &Cluster,
-    users: &[String],
-    except: u64,
-) -> Vec<(bool, u64)> {
-    let mut out = vec![(false, 0u64); users.len()];
+/// (leaving `except` out). A node that is not Up or does not answer is recorded as
+/// missing, so that a rule whose answer depends on its part answers 500, not a definite
+/// 204 or a quota check on part of the count.
+pub async fn user_facts(node: &Node, cluster: &Cluster, users: &[String], except: u64) -> Facts {
     if users.is_empty() {
-        return out;
+        return Facts::default();
     }
     let query = Query::UserFacts {
         users: users.to_vec(),
         except,
     };
-    for reply in scatter(node, cluster, all_nodes(cluster), "user_facts", &query).await {
-        if let Reply::UserFacts(rows) = reply {
-            for (acc, (exists, joined)) in out.iter_mut().zip(rows) {
-                acc.0 |= exists;
-                acc.1 = acc.1.saturating_add(joined);
+    let replies = scatter(node, cluster, all_nodes(cluster), "user_facts", &query).await;
+    combine_user_facts(users, replies, &cluster.core_members())
+}
+
+/// Combines each node's answer to a `UserFacts` query for `users` (see [`user_facts`]);
+/// `core`: the core members, the nodes that hold groups.
+fn combine_user_facts(
+    users: &[String],
+    replies: Vec<(String, Option<Reply>)>,
+    core: &[String],
+) -> Facts {
+    let mut out = vec![(false, 0u64); users.len()];
+    let mut facts = Facts::default();
+    for (peer, reply) in replies {
+        match reply {
+            Some(Reply::UserFacts(rows)) if rows.len() == users.len() => {
+                for (acc, (exists, joined)) in out.iter_mut().zip(rows) {
+                    acc.0 |= exists;
+                    acc.1 = acc.1.saturating_add(joined);
+                }
             }
+            _ => facts.missed(&peer, core.contains(&peer)),
         }
     }
-    out
+    for (user, (exists, joined)) in users.iter().zip(out) {
+        facts.insert(user, UserFacts { exists, joined });
+    }
+    facts
 }
 
 /// Pages of `user`'s kept events held by the other core nodes, handed to `sink` one page
@@ -506,6 +524,58 @@ mod tests {
     fn round_trip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(v: &T) {
         let bytes = encode(v).expect("encodes");
         assert_eq!(&decode::<T>(&bytes).expect("decodes"), v);
+    }
+
+    /// User facts from the nodes that answered are combined (exists: any; joined: the
+    /// sum); a node left out (not Up, no answer in time, a failed or malformed answer) is
+    /// named as missing, as a node holding groups when it is a core member. Before, it was
+    /// silently left out: the user counted as unknown (204) and the count as complete.
+    #[test]
+    fn user_facts_name_the_nodes_left_out() {
+        let users = vec!["a".to_string(), "b".to_string()];
+        let core: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let replies = vec![
+            (
+                "n1".to_string(),
+                Some(Reply::UserFacts(vec![(false, 2), (false, 0)])),
+            ),
+            (
+                "n2".to_string(),
+                Some(Reply::UserFacts(vec![(true, 3), (false, 0)])),
+            ),
+            ("n3".to_string(), None),
+            (
+                "g4".to_string(),
+                Some(Reply::Failed("storage failure".into())),
+            ),
+        ];
+        let facts = combine_user_facts(&users, replies, &core);
+        assert!(facts.user_exists("a") && !facts.user_exists("b"));
+        assert_eq!((facts.joined_count("a"), facts.joined_count("b")), (5, 0));
+        assert_eq!(facts.unsure_exists().as_deref(), Some("n3, g4"));
+        assert_eq!(facts.unsure_joined().as_deref(), Some("n3"));
+        let all = vec![
+            (
+                "n1".to_string(),
+                Some(Reply::UserFacts(vec![(true, 1), (false, 0)])),
+            ),
+            ("n2".to_string(), Some(Reply::UserFacts(vec![(false, 1)]))),
+        ];
+        let facts = combine_user_facts(&users, all, &core);
+        assert_eq!(
+            facts.unsure_exists().as_deref(),
+            Some("n2"),
+            "an answer for other users than asked is no answer"
+        );
+        let complete = combine_user_facts(
+            &users,
+            vec![(
+                "n1".to_string(),
+                Some(Reply::UserFacts(vec![(true, 1), (false, 0)])),
+            )],
+            &core,
+        );
+        assert_eq!(complete.unsure_exists(), None);
     }
 
     /// Queries and answers cross nodes unchanged; a truncated or padded one is an error.

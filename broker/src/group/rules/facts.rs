@@ -12,6 +12,13 @@
 //! the requests queued ahead of it; that is the same race the rule always had with other
 //! groups' actors (a user's joins in two groups at once), never one within this group,
 //! whose own roster the rule reads directly.
+//!
+//! In a cluster the facts are gathered from every node, and a node that is Down or does
+//! not answer in time leaves its part out. The facts then say so ([`Facts::missed`]): a
+//! rule whose answer depends on the missing part (a user not found anywhere else, a joined
+//! count below the limit) answers 500 SERVER_BUSY naming the node, retryable, never a
+//! definite 204 or a quota check made on part of the count. On a single node the facts are
+//! always complete.
 
 use super::Caller;
 use bincode::{Decode, Encode};
@@ -33,6 +40,17 @@ pub struct UserFacts {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 pub struct Facts {
     users: BTreeMap<String, UserFacts>,
+    /// Nodes whose part is missing (empty: the facts are complete).
+    missing: Vec<Missing>,
+}
+
+/// A node whose part of the facts is missing: it was Down or did not answer in time.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Missing {
+    pub node: String,
+    /// A core node, which holds groups (and so joined counts); a gateway holds only
+    /// first-login records.
+    pub holds_groups: bool,
 }
 
 impl Facts {
@@ -70,8 +88,33 @@ impl Facts {
 
     /// Whether nothing was gathered.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.users.is_empty() && self.missing.is_empty()
     }
+
+    /// Records that `node`'s part is missing.
+    pub fn missed(&mut self, node: &str, holds_groups: bool) {
+        self.missing.push(Missing {
+            node: node.to_string(),
+            holds_groups,
+        });
+    }
+
+    /// The nodes (comma-separated) that may hold a first-login record the facts do not
+    /// include: `None` when whether a user exists is known.
+    pub fn unsure_exists(&self) -> Option<String> {
+        names(self.missing.iter())
+    }
+
+    /// The nodes (comma-separated) that may hold joined groups the counts leave out:
+    /// `None` when the counts are complete.
+    pub fn unsure_joined(&self) -> Option<String> {
+        names(self.missing.iter().filter(|m| m.holds_groups))
+    }
+}
+
+fn names<'a>(missing: impl Iterator<Item = &'a Missing>) -> Option<String> {
+    let names: Vec<&str> = missing.map(|m| m.node.as_str()).collect();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 /// The users whose facts the rule of `request` (from `caller`) may read: empty for every

@@ -389,16 +389,29 @@ pub(crate) fn check_chars(what: &str, value: &str, min: usize, max: usize) -> Re
     Ok(())
 }
 
+/// 204 for a user who has never logged in; 500 (retryable) when the user was not found
+/// but a node that may hold its first login did not answer.
 pub(crate) fn check_exists(ctx: &Ctx<'_>, user: &str) -> Result<(), ApiError> {
-    if !ctx.facts.user_exists(user) {
+    if ctx.facts.user_exists(user) {
+        return Ok(());
+    }
+    if let Some(nodes) = ctx.facts.unsure_exists() {
         return Err(ApiError::new(
-            ErrorCode::UserNotFound,
-            format!("user {user:?} has never logged in"),
+            ErrorCode::ServerBusy,
+            format!(
+                "cannot tell whether user {user:?} has ever logged in: node {nodes} is \
+                 unreachable now; retry"
+            ),
         ));
     }
-    Ok(())
+    Err(ApiError::new(
+        ErrorCode::UserNotFound,
+        format!("user {user:?} has never logged in"),
+    ))
 }
 
+/// 50 for a user at `max_groups_per_user`; 500 (retryable) when the count found is below
+/// it but leaves out a node that did not answer.
 pub(crate) fn check_group_quota(ctx: &Ctx<'_>, user: &str) -> Result<(), ApiError> {
     let n = ctx.facts.joined_count(user);
     if n >= ctx.limits.max_groups_per_user {
@@ -406,6 +419,16 @@ pub(crate) fn check_group_quota(ctx: &Ctx<'_>, user: &str) -> Result<(), ApiErro
             ErrorCode::MaxLimit,
             format!(
                 "user {user:?} is already in {n} groups; the limit is {}",
+                ctx.limits.max_groups_per_user
+            ),
+        ));
+    }
+    if let Some(nodes) = ctx.facts.unsure_joined() {
+        return Err(ApiError::new(
+            ErrorCode::ServerBusy,
+            format!(
+                "cannot count the groups user {user:?} has joined against the limit of {}: \
+                 node {nodes} is unreachable now; retry",
                 ctx.limits.max_groups_per_user
             ),
         ));

@@ -806,3 +806,94 @@ fn rules_read_exactly_the_facts_the_ingress_gathers() {
     assert_eq!(create_with(full).unwrap_err().code, ErrorCode::MaxLimit);
     assert!(create_with(0).is_ok());
 }
+
+/// Facts with a node's part missing (a cluster node Down or not answering): a user not
+/// found elsewhere is not declared unknown (500 naming the node, not 204), a count below
+/// the limit is not trusted (500, not a pass), while what the facts found still decides
+/// (a user found exists; a count already at the limit is 50). A gateway holds no groups:
+/// its absence leaves the counts complete.
+#[test]
+fn incomplete_facts_answer_500_where_the_answer_depends_on_the_missing_part() {
+    let w = World::new();
+    let full = w.limits.max_groups_per_user as u64;
+    let owner = who("owner");
+    let run = |req: &Request, caller: &Caller, user: UserFacts, missing: &[(&str, bool)]| {
+        let mut facts = Facts::gather(facts::named_by_request(caller, req), |_| user);
+        for (node, core) in missing {
+            facts.missed(node, *core);
+        }
+        let ctx = Ctx {
+            now: w.now,
+            limits: &w.limits,
+            facts: &facts,
+        };
+        let mut g = group(
+            &w,
+            CreateGroupData {
+                invite_need_confirm: false,
+                public: true,
+                ..data()
+            },
+        );
+        apply(&mut g, caller, req, &ctx)
+    };
+    let unknown = UserFacts {
+        exists: false,
+        joined: 0,
+    };
+    let known = |joined| UserFacts {
+        exists: true,
+        joined,
+    };
+    let invite = Request::InviteUsersToGroup {
+        group_id: gid(),
+        users: vec!["x".into()],
+    };
+    let admin = Request::SetGroupAdmin {
+        group_id: gid(),
+        username: "ghost".into(),
+    };
+    for req in [&invite, &admin] {
+        let e = run(req, &owner, unknown, &[("n3", true)]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ServerBusy, "{req:?}: {e:?}");
+        assert!(
+            e.message.contains("n3") && e.message.contains("retry"),
+            "{}",
+            e.message
+        );
+        let e = run(req, &owner, unknown, &[("g4", false)]).unwrap_err();
+        assert_eq!(
+            e.code,
+            ErrorCode::ServerBusy,
+            "a gateway may hold a first login"
+        );
+        assert_eq!(
+            code(run(req, &owner, unknown, &[])),
+            ErrorCode::UserNotFound,
+            "complete facts: a definite 204"
+        );
+    }
+    // Found: the count decides, if it can.
+    let e = run(&invite, &owner, known(0), &[("n3", true)]).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ServerBusy);
+    assert!(
+        e.message.contains("n3") && e.message.contains("\"x\""),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        code(run(&invite, &owner, known(full), &[("n3", true)])),
+        ErrorCode::MaxLimit,
+        "already at the limit without the missing part"
+    );
+    assert!(run(&invite, &owner, known(0), &[("g4", false)]).is_ok());
+    assert!(run(&invite, &owner, known(0), &[]).is_ok());
+    let join = Request::JoinGroup {
+        group_id: gid(),
+        message: String::new(),
+    };
+    assert_eq!(
+        code(run(&join, &who("out"), known(0), &[("n2", true)])),
+        ErrorCode::ServerBusy
+    );
+}
