@@ -2,7 +2,8 @@
  * Shared-file transfers over in-memory streams to a fake broker: the header and bytes an
  * upload sends, progress, the broker's verdict (also when it refuses early and stops the
  * stream), cancel (the stream reset with CANCELLED), downloads with their bytes after the
- * outcome frame, refusals and short downloads; the seed's two file calls as written.
+ * outcome frame, refusals and short downloads; the seed's two file calls as written;
+ * a progress callback that throws, a file whose read fails.
  */
 
 import assert from 'node:assert/strict';
@@ -116,9 +117,61 @@ const bytesOf = (parts: Uint8Array[]) => Buffer.concat(parts);
 const makeFile = (parts: BlobPart[], name: string, type = ''): Blob =>
   typeof File === 'function' ? new File(parts, name, { type }) : Object.assign(new Blob(parts, { type }), { name });
 
+/**
+ * A Blob of `size` bytes whose read fails after its first chunk (a File changed or removed
+ * on disk after it was picked: the browser's read fails with NotReadableError).
+ */
+function unreadable(size: number, failure: Error): Blob {
+  class Unreadable extends Blob {
+    override slice(): Blob {
+      return this;
+    }
+    override stream(): ReadableStream<Uint8Array<ArrayBuffer>> {
+      let sent = false;
+      return new ReadableStream({
+        pull(controller) {
+          if (sent) controller.error(failure);
+          else controller.enqueue(new Uint8Array(CHUNK_BYTES));
+          sent = true;
+        },
+      });
+    }
+  }
+  return new Unreadable([new Uint8Array(size)]);
+}
+
 async function connect(transfers: FakeTransfers) {
   const broker = new FakeBroker();
   return Connection.open(broker.stream, { token: 't', deviceId: 'd' }, { openStream: transfers.open });
+}
+
+/** Collects what the SDK reports of the application's callbacks (reportHandlerError) while `f` runs. */
+async function reporting<T>(f: (reported: unknown[]) => Promise<T>): Promise<T> {
+  const g = globalThis as { reportError?: (e: unknown) => void };
+  const before = g.reportError;
+  const reported: unknown[] = [];
+  g.reportError = (e) => reported.push(e);
+  try {
+    return await f(reported);
+  } finally {
+    if (before) g.reportError = before;
+    else delete g.reportError;
+  }
+}
+
+/** Rejects after `ms`, so a call that would hang fails the test instead. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** Waits (up to 5 s) until the client resets stream `i`, and returns the reset's code. */
+async function resetCode(transfers: FakeTransfers, i = 0): Promise<number | undefined> {
+  const deadline = Date.now() + 5000;
+  while (transfers.opened[i]?.aborted === undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  assert.notEqual(transfers.opened[i]?.aborted, undefined, `stream ${i} was reset`);
+  return (transfers.opened[i]!.aborted as { streamErrorCode?: number }).streamErrorCode;
 }
 
 /** Answers an upload once its bytes are in (the broker reads to the end, then answers). */
@@ -205,6 +258,54 @@ describe('upload', () => {
     assert.ok(bytesOf(transfers.opened[0]!.body).length < 1_000_000, 'stopped before the end');
     const reason = transfers.opened[0]!.aborted as { streamErrorCode?: number } | undefined;
     assert.equal(reason?.streamErrorCode, 1, `reset with CANCELLED: ${String(reason)}`);
+    c.close();
+  });
+
+  test('a progress callback that throws neither stops nor fails the upload: its error is reported', async () => {
+    const transfers = new FakeTransfers(acceptUpload);
+    const c = await connect(transfers);
+    const content = new Uint8Array(3 * CHUNK_BYTES + 5).fill(7);
+    const errors: unknown[] = [];
+    await reporting(async (reported) => {
+      let calls = 0;
+      const got = await within(
+        c.uploadGroupSharedFile({
+          groupId: '1',
+          file: new Blob([content]),
+          onFileUploadProgress: () => {
+            calls++;
+            throw new Error('progress handler bug');
+          },
+          onFileUploadError: (e) => errors.push(e),
+        }),
+        5000,
+        'the upload',
+      );
+      assert.equal(got.file_size, content.length);
+      assert.equal(bytesOf(transfers.opened[0]!.body).length, content.length, 'every byte went');
+      assert.ok(calls >= 4, `progress went on being reported (${calls} calls)`);
+      assert.equal(reported.length, calls);
+      assert.ok(reported.every((e) => (e as Error).message === 'progress handler bug'));
+    });
+    assert.deepEqual(errors, []);
+    c.close();
+  });
+
+  test("a file whose read fails rejects at once with the read's error; the stream is reset with CANCELLED", async () => {
+    // A broker that waits for the declared bytes (as the real one does, up to its stall timeout).
+    const transfers = new FakeTransfers(() => new Promise(() => {}));
+    const c = await connect(transfers);
+    const failure = new Error('the file changed on disk (NotReadableError)');
+    let reported: unknown;
+    const start = Date.now();
+    await assert.rejects(
+      within(c.uploadGroupSharedFile({ groupId: '1', file: unreadable(3 * CHUNK_BYTES, failure), onFileUploadError: (e) => (reported = e) }), 3000, 'the upload'),
+      (e: unknown) => e === failure,
+    );
+    const took = Date.now() - start;
+    assert.ok(took < 1000, `rejected after ${took} ms`);
+    assert.equal(reported, failure);
+    assert.equal(await resetCode(transfers), 1, 'reset with CANCELLED');
     c.close();
   });
 

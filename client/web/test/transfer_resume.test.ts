@@ -8,7 +8,8 @@
  * An upload continues from the broker's offset with the same upload id and is recorded
  * once, also when only its answer was lost; a download continues from the bytes it has;
  * progress never goes backwards; a cancel or close() while the transfer waits for the next
- * link, a final refusal, and a connection that does not reconnect end it.
+ * link, a final refusal, and a connection that does not reconnect end it; a file that
+ * cannot be read ends its upload at once.
  */
 
 import assert from 'node:assert/strict';
@@ -361,6 +362,31 @@ describe('an upload across a lost link', () => {
     await assert.rejects(c.uploadGroupSharedFile({ groupId: '12', file: new Blob([randomBytes(3 * CHUNK_BYTES, 6)]) }), ConnectionError);
     assert.equal(w.links.length, 1);
     assert.equal(w.seen.length, 1);
+  });
+});
+
+describe('a file that cannot be read', () => {
+  // (Without a bound the old behaviour hangs: the broker waits for bytes that never come.)
+  test('a file whose read fails is not taken for a lost link: the call rejects at once with its error, no second attempt', { timeout: 5000 }, async () => {
+    const w = new FileWorld();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast });
+    const failure = new Error('the file changed on disk (NotReadableError)');
+    class Unreadable extends Blob {
+      override slice(): Blob {
+        return this;
+      }
+      override stream(): ReadableStream<Uint8Array<ArrayBuffer>> {
+        return new ReadableStream({ pull: (controller) => controller.error(failure) });
+      }
+    }
+    const start = Date.now();
+    await assert.rejects(c.uploadGroupSharedFile({ groupId: '12', file: new Unreadable([new Uint8Array(3 * CHUNK_BYTES)]) }), (e: unknown) => e === failure);
+    const took = Date.now() - start;
+    assert.ok(took < 1000, `rejected after ${took} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(w.seen.length, 1, 'one attempt');
+    assert.equal(w.links.length, 1, 'the link stays');
+    c.close();
   });
 });
 

@@ -237,35 +237,47 @@ export function upload(links: TransferLinks, o: UploadOptions): Transfer<SharedF
           (e: unknown) => answered.fire(e),
         );
         let loaded = from;
-        try {
-          const source = blob.slice(from).stream().getReader();
+        // Set when a write failed without an answer: the broker stopped taking bytes (it
+        // refused the upload, or the link is gone); its verdict, or the link's end, decides.
+        let refused = false;
+        const send = async (write: Promise<void>) => {
           try {
-            for (;;) {
-              if (early) break;
-              const { value, done } = await until(source.read(), stop);
-              if (done) break;
-              for (let at = 0; at < value.length && !early; at += CHUNK_BYTES) {
-                const chunk = value.subarray(at, at + CHUNK_BYTES);
-                try {
-                  await until(writer.write(chunk), stop, answered);
-                } catch (e) {
-                  // An answer during the write: the broker had the chunk (or refused).
-                  if (e !== ANSWERED) throw e;
-                }
-                loaded += chunk.length;
-                a.moved += chunk.length;
-                rep.report(loaded);
-              }
-            }
-          } finally {
-            void source.cancel().catch(() => {});
+            await until(write, stop, answered);
+          } catch (e) {
+            // An answer during the write: the broker had the chunk (or refused).
+            if (e === ANSWERED) return;
+            if (e instanceof CancelSignal || e instanceof Lost) throw e;
+            refused = true;
           }
-          if (!early) await until(writer.close(), stop);
-        } catch (e) {
-          // The broker stopped taking bytes (it refused the upload, or the link is gone):
-          // its verdict, or the link's end, decides.
-          if (e instanceof CancelSignal || e instanceof Lost) throw e;
+        };
+        const source = (from === 0 ? blob : blob.slice(from)).stream().getReader();
+        try {
+          for (;;) {
+            if (early || refused) break;
+            let next: ReadableStreamReadResult<Uint8Array>;
+            try {
+              next = await until(source.read(), stop);
+            } catch (e) {
+              if (e instanceof CancelSignal || e instanceof Lost) throw e;
+              // The file could not be read: the upload's own end, not the broker's (the
+              // stream is reset with CANCELLED, so the broker drops it at once).
+              throw final(typeof e === 'object' && e !== null ? e : new Error(`${M}: the file could not be read: ${String(e)}`));
+            }
+            const { value, done } = next;
+            if (done) break;
+            for (let at = 0; at < value.length && !early && !refused; at += CHUNK_BYTES) {
+              const chunk = value.subarray(at, at + CHUNK_BYTES);
+              await send(writer.write(chunk));
+              if (refused) break;
+              loaded += chunk.length;
+              a.moved += chunk.length;
+              rep.report(loaded);
+            }
+          }
+        } finally {
+          void source.cancel().catch(() => {});
         }
+        if (!early && !refused) await send(writer.close());
         const reply = await until(answerWithin(links, verdict, 'verdict'), stop);
         return accepted(reply, loaded);
       });

@@ -11,7 +11,7 @@
  * does not, a transfer whose link ends rejects with the link's ConnectionError.
  */
 
-import { ConnectionError, ConvokeError } from './errors.js';
+import { ConnectionError, ConvokeError, reportHandlerError } from './errors.js';
 import type { ByteStream } from './session.js';
 
 /** Opens a new bidirectional stream on a link (WebTransport: createBidirectionalStream). */
@@ -255,7 +255,7 @@ export interface Progress {
   resumedAt?: number;
 }
 
-/** Feeds a progress callback, never backwards. */
+/** Feeds a progress callback, never backwards; a callback that throws does not stop the transfer. */
 export class Reporter {
   /** The most ever reported. */
   private high = 0;
@@ -281,6 +281,11 @@ export class Reporter {
   }
 
   private emit(): void {
-    this.f?.({ loaded: this.high, total: this.total, ...(this.resumedAt !== undefined ? { resumedAt: this.resumedAt } : {}) });
+    try {
+      this.f?.({ loaded: this.high, total: this.total, ...(this.resumedAt !== undefined ? { resumedAt: this.resumedAt } : {}) });
+    } catch (e) {
+      // The application's fault: reported as other handlers' are, the transfer goes on.
+      reportHandlerError(e);
+    }
   }
 }
