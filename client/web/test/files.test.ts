@@ -3,7 +3,7 @@
  * upload sends, progress, the broker's verdict (also when it refuses early and stops the
  * stream), cancel (the stream reset with CANCELLED), downloads with their bytes after the
  * outcome frame, refusals and short downloads; the seed's two file calls as written;
- * a progress callback that throws, a file whose read fails.
+ * application callbacks that throw, a file whose read fails, a cancel while the stream opens.
  */
 
 import assert from 'node:assert/strict';
@@ -309,6 +309,28 @@ describe('upload', () => {
     c.close();
   });
 
+  test('a cancel while the stream opens resets the stream with CANCELLED once it opens', async () => {
+    const transfers = new FakeTransfers(() => new Promise(() => {}));
+    let opening = 0;
+    let letOpen = () => {};
+    const gate = new Promise<void>((r) => (letOpen = r));
+    const c = await Connection.open(new FakeBroker().stream, { token: 't', deviceId: 'd' }, {
+      openStream: async () => {
+        opening++;
+        await gate;
+        return transfers.open();
+      },
+    });
+    const t = c.uploadGroupSharedFile({ groupId: '1', file: new Blob(['hello']) });
+    while (opening === 0) await new Promise((r) => setTimeout(r, 1));
+    t.cancel();
+    await assert.rejects(t, (e: unknown) => e instanceof ConvokeError && e.code === 101 && e.message.includes('was cancelled'));
+    letOpen();
+    assert.equal(await resetCode(transfers), 1, 'the late stream is reset with CANCELLED');
+    assert.equal(transfers.opened[0]!.header, undefined, 'no header went on it');
+    c.close();
+  });
+
   test('a file that is not a Blob is refused with -3 before any stream opens', async () => {
     const transfers = new FakeTransfers(acceptUpload);
     const c = await connect(transfers);
@@ -368,6 +390,56 @@ describe('download', () => {
     });
     const c2 = await connect(short);
     await assert.rejects(c2.downloadGroupSharedFile({ groupId: '1', fileId: '9' }), (e: unknown) => e instanceof ConvokeError && e.code === 200 && e.message.includes('ended after 4 of 10 bytes'));
+    c2.close();
+  });
+});
+
+describe('callbacks that throw', () => {
+  test('a complete callback that throws does not turn a stored file into a failure (upload and download)', async () => {
+    const up = new FakeTransfers(acceptUpload);
+    const c = await connect(up);
+    const events: string[] = [];
+    await reporting(async (reported) => {
+      const got = await c.uploadGroupSharedFile({
+        groupId: '1',
+        file: new Blob(['hello']),
+        onFileUploadComplete: () => {
+          events.push('complete');
+          throw new Error('complete handler bug');
+        },
+        onFileUploadError: (e) => events.push(`error ${e.message}`),
+      });
+      assert.equal(got.file_size, 5);
+      assert.deepEqual(events, ['complete']);
+      assert.deepEqual(reported.map((e) => (e as Error).message), ['complete handler bug']);
+    });
+    c.close();
+
+    const down = new FakeTransfers(async (_h, s) => {
+      await s.reply({ type: 'outcome', result: { ok: true, value: entry(2) } });
+      await s.raw(new Uint8Array([104, 105]));
+      await s.end();
+    });
+    const c2 = await connect(down);
+    events.length = 0;
+    await reporting(async (reported) => {
+      const blob = await c2.downloadGroupSharedFile({
+        groupId: '1',
+        fileId: '9',
+        onFileDownloadProgress: () => {
+          events.push('progress');
+          throw new Error('progress handler bug');
+        },
+        onFileDownloadComplete: () => {
+          events.push('complete');
+          throw new Error('complete handler bug');
+        },
+        onFileDownloadError: (e) => events.push(`error ${e.message}`),
+      });
+      assert.equal(await blob.text(), 'hi');
+      assert.deepEqual(events, ['progress', 'complete']);
+      assert.deepEqual(reported.map((e) => (e as Error).message), ['progress handler bug', 'complete handler bug']);
+    });
     c2.close();
   });
 });

@@ -8,8 +8,9 @@
  * An upload continues from the broker's offset with the same upload id and is recorded
  * once, also when only its answer was lost; a download continues from the bytes it has;
  * progress never goes backwards; a cancel or close() while the transfer waits for the next
- * link, a final refusal, and a connection that does not reconnect end it; a file that
- * cannot be read ends its upload at once.
+ * link, a final refusal, and a connection that does not reconnect end it. A file call made
+ * while the link is down waits for the next one (also with no request timeout); a file
+ * that cannot be read ends its upload at once.
  */
 
 import assert from 'node:assert/strict';
@@ -365,7 +366,55 @@ describe('an upload across a lost link', () => {
   });
 });
 
-describe('a file that cannot be read', () => {
+/** Drops the current link with dials failing, and returns once the connection knows it is down. */
+async function goDown(w: FileWorld, c: Connection): Promise<void> {
+  let down = false;
+  c.addEventHandler('down', { onDisconnected: () => (down = true) });
+  w.down = true;
+  w.drop();
+  await until(() => down, 'the connection to see the link end');
+  c.removeEventHandler('down');
+}
+
+describe('calls made while the link is down', () => {
+  test('an upload and a download wait for the next link, as other calls do', async () => {
+    const w = new FileWorld();
+    w.file = randomBytes(CHUNK_BYTES + 3, 9);
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 3000 });
+    await goDown(w, c);
+    const up = c.uploadGroupSharedFile({ groupId: '12', file: new Blob([randomBytes(2 * CHUNK_BYTES, 10)]), fileName: 'a.bin' });
+    const down = c.downloadGroupSharedFile({ groupId: '12', fileId: '7' });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(w.seen.length, 0, 'nothing sent while down');
+    w.down = false;
+    assert.equal((await up).file_size, 2 * CHUNK_BYTES);
+    assert.deepEqual(new Uint8Array(await (await down).arrayBuffer()), w.file);
+    assert.equal(w.links.length, 2);
+    assert.deepEqual(w.seen.map((s) => s.link), [1, 1], 'both went on the next link, once each');
+    assert.equal((w.seen.find((s) => s.header.type === 'upload')!.header as Upload).resume, false);
+    c.close();
+  });
+
+  test('with requestTimeoutMs 0 (no timeout) a call waits for the next link however long it takes', async () => {
+    const w = new FileWorld();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 0 });
+    await goDown(w, c);
+    const outcome: string[] = [];
+    const call = c.deleteGroupSharedFile({ groupId: '12', fileId: '7' }).then(
+      () => outcome.push('done'),
+      (e: unknown) => outcome.push(`rejected: ${(e as Error).message}`),
+    );
+    const up = c.uploadGroupSharedFile({ groupId: '12', file: new Blob(['hello']) });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(outcome, [], 'still waiting');
+    w.down = false;
+    await call;
+    assert.deepEqual(outcome, ['done']);
+    assert.equal((await up).file_size, 5);
+    assert.equal(w.links[1]!.broker.requests.filter((r) => r.request.method === 'deleteGroupSharedFile').length, 1);
+    c.close();
+  });
+
   // (Without a bound the old behaviour hangs: the broker waits for bytes that never come.)
   test('a file whose read fails is not taken for a lost link: the call rejects at once with its error, no second attempt', { timeout: 5000 }, async () => {
     const w = new FileWorld();

@@ -180,6 +180,18 @@ function detail(info: WireGroupInfo): GroupDetail {
   return out;
 }
 
+/** Runs an application callback; what it throws is reported, as an event handler's is. */
+function guarded(f: () => void): void {
+  try {
+    f();
+  } catch (e) {
+    reportHandlerError(e);
+  }
+}
+
+/** The longest delay setTimeout takes (2^31 - 1 ms); past it, the timer fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 function fileEntry(f: SharedFile): SharedFileEntry {
   return {
     file_id: f.fileId,
@@ -601,17 +613,23 @@ export class Connection {
         return false;
       };
       if (check()) return;
-      const left = deadline - Date.now();
       const waiter = () => {
         if (check()) {
           clearTimeout(timer);
           this.upWaiters.delete(waiter);
         }
       };
-      const timer = setTimeout(() => {
-        this.upWaiters.delete(waiter);
-        reject(new ConnectionError(`${method}: not reconnected in time (${this.requestTimeoutMs} ms)`));
-      }, Math.max(left, 0));
+      // No deadline (requestTimeoutMs 0): no timer; setTimeout(Infinity) would fire at once.
+      const timer = Number.isFinite(deadline)
+        ? setTimeout(
+            () => {
+              this.upWaiters.delete(waiter);
+              reject(new ConnectionError(`${method}: not reconnected in time (${this.requestTimeoutMs} ms)`));
+            },
+            // setTimeout takes at most 2^31 - 1 ms; a longer delay would fire at once too.
+            Math.min(Math.max(deadline - Date.now(), 0), MAX_TIMER_MS),
+          )
+        : undefined;
       this.upWaiters.add(waiter);
     });
   }
@@ -1076,7 +1094,8 @@ export class Connection {
       },
       (f) => {
         const entry = fileEntry(f);
-        opts.onFileUploadComplete?.(entry);
+        // The file is stored whatever the callback does: its fault is reported, not the call's.
+        guarded(() => opts.onFileUploadComplete?.(entry));
         return entry;
       },
       opts.onFileUploadError,
@@ -1103,7 +1122,7 @@ export class Connection {
         });
       },
       ({ entry, data }) => {
-        opts.onFileDownloadComplete?.(data, fileEntry(entry));
+        guarded(() => opts.onFileDownloadComplete?.(data, fileEntry(entry)));
         return data;
       },
       opts.onFileDownloadError,

@@ -141,16 +141,20 @@ async function attempts<T>(
   }
 }
 
-/** Opens a stream on `link` unless `stop` fires first (a stream that opens late is released). */
+/**
+ * Opens a stream on `link` unless `stop` fires first: a stream that opens late is reset
+ * once it opens (CANCELLED after a cancel, else released), so it holds no broker slot.
+ */
 async function openOn(link: TransferLink, stop: Signal) {
   const opening = link.open();
   try {
     return await until(opening, stop);
   } catch (e) {
+    const code = e instanceof CancelSignal ? TRANSFER_CANCELLED : RELEASED;
     void opening.then(
       (s) => {
-        void s.writable.abort(link.reset(RELEASED)).catch(() => {});
-        void s.readable.cancel(link.reset(RELEASED)).catch(() => {});
+        void s.writable.abort(link.reset(code)).catch(() => {});
+        void s.readable.cancel(link.reset(code)).catch(() => {});
       },
       () => {},
     );
