@@ -23,7 +23,10 @@
 //!   until it is back, never 204 USER_NOT_FOUND or a quota check on part of the count.
 //!
 //! A node that is not Up, or does not answer within `cluster.request_timeout_ms`, is left
-//! out: the result is partial (counted in `convoke_cluster_partial_reads_total{what}`).
+//! out: the result is partial (counted in `convoke_cluster_partial_reads_total{what}`). A
+//! node that answers that it could not give its part (its store failed, or its rows were
+//! over what one batch between nodes carries) fails a listing with 500 naming it: a page is
+//! never silently cut short for a node that is up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -257,8 +260,10 @@ fn partial(what: &'static str, peer: &str, why: &str) {
     tracing::warn!(%peer, what, reason = why, "cluster: a read across nodes left a node out; the result is partial");
 }
 
-/// Asks `peer` one query; `None` (counted as partial) when it is not Up, does not answer in
-/// time or fails.
+/// Asks `peer` one query: its reply, `Reply::Failed` included (the node could not answer:
+/// its store failed, or its answer was over what one batch carries), for each read to
+/// decide what that means; `None` (counted as partial) when it is not Up, does not answer
+/// in time or its answer does not decode.
 async fn ask(cluster: &Cluster, peer: &str, what: &'static str, query: &Query) -> Option<Reply> {
     let payload = encode(query).ok()?;
     let remaining_ms = cluster.remaining_ms();
@@ -278,29 +283,43 @@ async fn ask(cluster: &Cluster, peer: &str, what: &'static str, query: &Query) -
         }
     };
     match waiting.await {
-        Ok(bytes) => match decode::<Answered>(&bytes) {
-            Ok(Answered {
-                reply: Reply::Failed(why),
-                ..
-            }) => {
-                partial(what, peer, &why);
-                None
-            }
-            Ok(a) => {
-                learn(a.ordinal, peer);
-                Some(a.reply)
-            }
-            Err(e) => {
-                metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
-                partial(what, peer, &e);
-                None
-            }
-        },
+        Ok(bytes) => read_answer(peer, what, &bytes),
         Err(e) => {
             partial(what, peer, &e.to_string());
             None
         }
     }
+}
+
+/// The reply in `peer`'s answer (see [`ask`]).
+fn read_answer(peer: &str, what: &'static str, bytes: &[u8]) -> Option<Reply> {
+    match decode::<Answered>(bytes) {
+        Ok(a) => {
+            learn(a.ordinal, peer);
+            Some(a.reply)
+        }
+        Err(e) => {
+            metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
+            partial(what, peer, &e);
+            None
+        }
+    }
+}
+
+/// A node's `Reply::Failed` in a listing: an error, never a page without that node's rows
+/// (a node's rows too many for one batch used to look like a node that is down). `me`:
+/// this node, whose failure is its store's.
+fn listing_failed(me: &str, peer: &str, what: &str, why: String) -> ApiError {
+    if peer == me {
+        return ApiError::new(ErrorCode::Internal, why);
+    }
+    ApiError::new(
+        ErrorCode::ServerBusy,
+        format!(
+            "node {peer} could not give its part of {what}: {why}; ask for a smaller page, \
+             or retry"
+        ),
+    )
 }
 
 /// Asks every node of `peers` (this node answers from its own store) concurrently: each
@@ -349,12 +368,24 @@ pub async fn joined(
         max: u32::try_from(max).unwrap_or(u32::MAX),
         need_role,
     };
-    let mut merged = BTreeMap::new();
     let replies = scatter(node, cluster, cluster.core_members(), "joined", &query).await;
-    for reply in replies.into_iter().filter_map(|(_, r)| r) {
+    merge_joined(cluster.name(), replies, max)
+}
+
+/// The first `max` joined rows by id over the nodes' replies; a node left out (not Up, no
+/// answer) leaves its rows out, a node that failed fails the page.
+fn merge_joined(
+    me: &str,
+    replies: Vec<(String, Option<Reply>)>,
+    max: usize,
+) -> Result<Vec<JoinedRow>, ApiError> {
+    let mut merged = BTreeMap::new();
+    for (peer, reply) in replies {
         match reply {
-            Reply::Joined(rows) => merged.extend(rows.into_iter().map(|r| (r.gid, r))),
-            Reply::Failed(why) => return Err(ApiError::new(ErrorCode::Internal, why)),
+            Some(Reply::Joined(rows)) => merged.extend(rows.into_iter().map(|r| (r.gid, r))),
+            Some(Reply::Failed(why)) => {
+                return Err(listing_failed(me, &peer, "the joined groups", why))
+            }
             _ => {}
         }
     }
@@ -375,10 +406,17 @@ pub async fn public(
     };
     let mut merged = BTreeMap::new();
     let replies = scatter(node, cluster, cluster.core_members(), "public", &query).await;
-    for reply in replies.into_iter().filter_map(|(_, r)| r) {
+    for (peer, reply) in replies {
         match reply {
-            Reply::Public(rows) => merged.extend(rows),
-            Reply::Failed(why) => return Err(ApiError::new(ErrorCode::Internal, why)),
+            Some(Reply::Public(rows)) => merged.extend(rows),
+            Some(Reply::Failed(why)) => {
+                return Err(listing_failed(
+                    cluster.name(),
+                    &peer,
+                    "the public groups",
+                    why,
+                ))
+            }
             _ => {}
         }
     }
@@ -418,7 +456,12 @@ fn combine_user_facts(
                     acc.1 = acc.1.saturating_add(joined);
                 }
             }
-            _ => facts.missed(&peer, core.contains(&peer)),
+            other => {
+                if let Some(Reply::Failed(why)) = other {
+                    partial("user_facts", &peer, &why);
+                }
+                facts.missed(&peer, core.contains(&peer));
+            }
         }
     }
     for (user, (exists, joined)) in users.iter().zip(out) {
@@ -451,9 +494,13 @@ pub async fn remote_inbox<F, Fut>(
                 max_bytes: u32::try_from(page_bytes).unwrap_or(u32::MAX),
                 trim: u32::try_from(max).unwrap_or(u32::MAX),
             };
-            let Some(Reply::Inbox { frames, next }) = ask(cluster, &peer, "inbox", &query).await
-            else {
-                break;
+            let (frames, next) = match ask(cluster, &peer, "inbox", &query).await {
+                Some(Reply::Inbox { frames, next }) => (frames, next),
+                Some(Reply::Failed(why)) => {
+                    partial("inbox", &peer, &why);
+                    break;
+                }
+                _ => break,
             };
             if !frames.is_empty() && !sink(frames.into_iter().map(Bytes::from).collect()).await {
                 return;
@@ -511,7 +558,9 @@ pub fn ack(node: &Node, user: &str, ids: &[u64]) {
             // Not awaited by the session: a lost acknowledgement only means the event is
             // sent once more at the next login.
             tokio::spawn(async move {
-                let _ = ask(&cluster, &peer, "ack", &query).await;
+                if let Some(Reply::Failed(why)) = ask(&cluster, &peer, "ack", &query).await {
+                    partial("ack", &peer, &why);
+                }
             });
         }
     }
@@ -576,6 +625,52 @@ mod tests {
             &core,
         );
         assert_eq!(complete.unsure_exists(), None);
+    }
+
+    /// A node that answers it could not give its part of a joined-groups page (its rows
+    /// were over what one batch carries, or its store failed) fails the page with a 500
+    /// naming it; before, `ask` took the failure for a node left out, and the page came
+    /// back without that node's groups, silently. A node that did not answer at all is
+    /// still left out (partial, counted).
+    #[test]
+    fn a_node_that_fails_its_part_fails_the_joined_page() {
+        let too_large = "an item of 5000000 bytes for node n1 is over the limit".to_string();
+        let bytes = encode(&Answered {
+            ordinal: 250,
+            reply: Reply::Failed(too_large.clone()),
+        })
+        .unwrap();
+        let failed = read_answer("n2", "joined", &bytes);
+        assert_eq!(failed, Some(Reply::Failed(too_large)));
+        let row = |gid| JoinedRow {
+            gid,
+            name: format!("g{gid}"),
+            members: 2,
+            role: None,
+        };
+        let replies = vec![
+            ("n1".to_string(), Some(Reply::Joined(vec![row(1), row(4)]))),
+            ("n2".to_string(), failed),
+        ];
+        let e = merge_joined("n1", replies, 10).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ServerBusy);
+        assert!(
+            e.message.contains("n2") && e.message.contains("smaller page"),
+            "{}",
+            e.message
+        );
+        let replies = vec![
+            ("n1".to_string(), Some(Reply::Joined(vec![row(1), row(4)]))),
+            ("n2".to_string(), Some(Reply::Joined(vec![row(2)]))),
+            ("n3".to_string(), None),
+        ];
+        let rows = merge_joined("n1", replies, 2).unwrap();
+        assert_eq!(rows.iter().map(|r| r.gid).collect::<Vec<_>>(), vec![1, 2]);
+        let local = vec![("n1".to_string(), Some(Reply::Failed("storage".into())))];
+        assert_eq!(
+            merge_joined("n1", local, 2).unwrap_err().code,
+            ErrorCode::Internal
+        );
     }
 
     /// Queries and answers cross nodes unchanged; a truncated or padded one is an error.
