@@ -400,11 +400,12 @@ impl Outbox {
 
     /// The event stream cannot be written (the client stopped it, or the connection is
     /// gone): close the connection, so the client reconnects and catches up, rather than
-    /// leave a session that looks online but receives nothing.
+    /// leave a session that looks online but receives nothing (a browser's through its
+    /// WebTransport session, so that the page hears the code).
     fn stream_failed(&self, e: &quinn::WriteError) {
         tracing::debug!(remote = %self.conn.remote_address(), error = %e, "event stream failed");
-        self.conn.close(
-            close::PROTOCOL_VIOLATION.into(),
+        self.close_connection(
+            close::PROTOCOL_VIOLATION,
             b"the event stream can no longer be written",
         );
     }

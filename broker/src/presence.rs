@@ -29,9 +29,10 @@ impl SessionHandle {
         self.outbox.push(frame)
     }
 
-    /// Closes the session's connection.
+    /// Closes the session's connection with `code`, the way its client hears it (a
+    /// browser's through its WebTransport session: [`Outbox::close_connection`]).
     pub fn close(&self, code: u32, reason: &[u8]) {
-        self.outbox.connection().close(code.into(), reason);
+        self.outbox.close_connection(code, reason);
     }
 }
 

@@ -309,3 +309,122 @@ async fn a_browser_that_does_not_read_its_events_is_told_slow_consumer() {
     );
     assert!(text.contains("not read fast enough"), "{text}");
 }
+
+/// How the broker closed `session`, as web-transport-quinn reports it (a session close
+/// carries `code=N` and the reason; a bare QUIC close does not).
+async fn close_text(session: &Session) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), session.closed())
+        .await
+        .expect("the broker closed the session in time")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_browser_sending_a_bad_frame_hears_the_protocol_close_code() {
+    use convoke_protocol::close;
+    let (broker, base, hash) = broker(&[]).await;
+    let cases: [(&str, Vec<u8>, u32, &str); 3] = [
+        // A length prefix over the limit: FRAME_TOO_LARGE, as on convoke/1.
+        (
+            "oversized",
+            u32::MAX.to_be_bytes().to_vec(),
+            close::FRAME_TOO_LARGE,
+            "exceeds the limit",
+        ),
+        // A whole frame whose body is no ClientFrame: MALFORMED_FRAME.
+        (
+            "malformed",
+            [&3u32.to_be_bytes()[..], &[0xff, 0xff, 0xff]].concat(),
+            close::MALFORMED_FRAME,
+            "malformed frame",
+        ),
+        // A second hello: PROTOCOL_VIOLATION.
+        (
+            "hello twice",
+            frame_bytes(&ClientFrame::Hello(Hello {
+                versions: SUPPORTED_VERSIONS.to_vec(),
+                token: broker.token("bob", false, 600),
+                device_id: "browser".into(),
+                events: true,
+            }))
+            .unwrap()
+            .to_vec(),
+            close::PROTOCOL_VIOLATION,
+            "hello sent twice",
+        ),
+    ];
+    for (what, bytes, code, reason) in cases {
+        let session = dial(&base, "/convoke", &hash).await.unwrap();
+        let mut bob = Browser::login(session.clone(), broker.token("bob", false, 600))
+            .await
+            .unwrap();
+        bob.send.write_all(&bytes).await.unwrap();
+        // Before: a bare QUIC close, which a page sees as "connection lost" without a code.
+        let text = close_text(&session).await;
+        assert!(text.contains(&format!("code={code}")), "{what}: {text}");
+        assert!(text.contains(reason), "{what}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_browser_that_does_not_log_in_in_time_hears_why() {
+    let (_broker, base, hash) = broker(&[("sessions.handshake_timeout_ms", "1500")]).await;
+    let session = dial(&base, "/convoke", &hash).await.unwrap();
+    // The control stream is opened (a stream is sent only once it carries bytes: the
+    // WebTransport header goes with the first write) but no hello follows.
+    let (_send, _recv) = session.open_bi().await.unwrap();
+    let text = close_text(&session).await;
+    assert!(
+        text.contains(&format!(
+            "code={}",
+            convoke_protocol::close::HANDSHAKE_REFUSED
+        )),
+        "{text}"
+    );
+    assert!(text.contains("not logged in within 1500 ms"), "{text}");
+}
+
+#[tokio::test]
+async fn a_browser_that_stops_its_event_stream_hears_why() {
+    let (broker, base, hash) = broker(&[]).await;
+    let alice = broker.connect("alice").await;
+    let session = dial(&base, "/convoke", &hash).await.unwrap();
+    let _bob = Browser::login(session.clone(), broker.token("bob", false, 600))
+        .await
+        .unwrap();
+    let mut events = session.accept_uni().await.unwrap();
+    events.stop(0).unwrap();
+    // The next event for bob finds the stream stopped: the session is closed rather than
+    // left looking online while it receives nothing.
+    alice
+        .client
+        .create_group(group_data("stopped", &["bob"]))
+        .await
+        .unwrap();
+    let text = close_text(&session).await;
+    assert!(
+        text.contains(&format!(
+            "code={}",
+            convoke_protocol::close::PROTOCOL_VIOLATION
+        )),
+        "{text}"
+    );
+    assert!(text.contains("event stream"), "{text}");
+}
+
+#[tokio::test]
+async fn a_browser_closed_over_the_session_limit_hears_why() {
+    let (broker, base, hash) = broker(&[("limits.max_sessions_per_user", "1")]).await;
+    let session = dial(&base, "/convoke", &hash).await.unwrap();
+    let _bob = Browser::login(session.clone(), broker.token("bob", false, 600))
+        .await
+        .unwrap();
+    // bob's second session (over convoke/1) closes his oldest, the browser's.
+    let _bob2 = broker.connect("bob").await;
+    let text = close_text(&session).await;
+    assert!(
+        text.contains(&format!("code={}", convoke_protocol::close::SESSION_LIMIT)),
+        "{text}"
+    );
+    assert!(text.contains("too many sessions"), "{text}");
+}

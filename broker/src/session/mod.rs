@@ -170,7 +170,7 @@ pub(crate) async fn run(
                 ErrorCode::ServerBusy,
                 format!("not logged in within {ms} ms; try again"),
             );
-            conn.close(close::HANDSHAKE_REFUSED.into(), &refusal_reason(&err));
+            framing.close(conn, close::HANDSHAKE_REFUSED, &refusal_reason(&err));
             return Ok(());
         }
     };
@@ -207,6 +207,7 @@ async fn open(
         Ok(Some(ClientFrame::Request { .. } | ClientFrame::Ack { .. })) => {
             refuse(
                 conn,
+                framing,
                 &mut send,
                 "protocol",
                 ApiError::param("the first frame must be a hello"),
@@ -217,14 +218,14 @@ async fn open(
         }
         Ok(None) => return Ok(None),
         Err(e) => {
-            close_for_read_error(conn, &e);
+            close_for_read_error(conn, framing, &e);
             return Ok(None);
         }
     };
     let (version, caller, expires_at) = match authenticate(node, &hello) {
         Ok(ok) => ok,
         Err((reason, err)) => {
-            refuse(conn, &mut send, reason, err, deadline).await;
+            refuse(conn, framing, &mut send, reason, err, deadline).await;
             return Ok(None);
         }
     };
@@ -377,8 +378,9 @@ async fn serve(
             }
             Ok(Some(ClientFrame::Ack { ids })) => {
                 if ids.len() > MAX_ACK_IDS {
-                    conn.close(
-                        close::PROTOCOL_VIOLATION.into(),
+                    framing.close(
+                        conn,
+                        close::PROTOCOL_VIOLATION,
                         format!("{} ids in one ack; at most {MAX_ACK_IDS}", ids.len()).as_bytes(),
                     );
                     break Ok(());
@@ -387,12 +389,12 @@ async fn serve(
                 crate::cluster::scatter::ack(node, &caller.user, &ids);
             }
             Ok(Some(ClientFrame::Hello(_))) => {
-                conn.close(close::PROTOCOL_VIOLATION.into(), b"hello sent twice");
+                framing.close(conn, close::PROTOCOL_VIOLATION, b"hello sent twice");
                 break Ok(());
             }
             Ok(None) => break Ok(()),
             Err(e) => {
-                close_for_read_error(conn, &e);
+                close_for_read_error(conn, framing, &e);
                 break Ok(());
             }
         }
@@ -446,6 +448,7 @@ fn refused(_conn: &quinn::Connection, reason: &'static str) {
 /// Sends the refusal, lets it reach the client, then closes.
 async fn refuse(
     conn: &quinn::Connection,
+    framing: &Framing,
     send: &mut quinn::SendStream,
     reason: &'static str,
     err: ApiError,
@@ -467,10 +470,12 @@ async fn refuse(
     }
     // The same refusal as text: the close can overtake the frame, and the client reads the
     // refusal back from either.
-    conn.close(close::HANDSHAKE_REFUSED.into(), &refusal_reason(&err));
+    framing.close(conn, close::HANDSHAKE_REFUSED, &refusal_reason(&err));
 }
 
-fn close_for_read_error(conn: &quinn::Connection, e: &ReadError) {
+/// Closes the session over a frame it could not read, with the frame's close code (a
+/// browser's through its WebTransport session, so that the page hears the code).
+fn close_for_read_error(conn: &quinn::Connection, framing: &Framing, e: &ReadError) {
     let code = match e {
         ReadError::Frame(e) => close::for_frame_error(e),
         ReadError::Truncated => close::MALFORMED_FRAME,
@@ -478,7 +483,7 @@ fn close_for_read_error(conn: &quinn::Connection, e: &ReadError) {
     };
     metrics::counter!("convoke_connections_closed_total", "reason" => if code == close::FRAME_TOO_LARGE { "frame_too_large" } else { "malformed_frame" }).increment(1);
     tracing::info!(remote = %conn.remote_address(), error = %e, "closing connection: bad frame");
-    conn.close(code.into(), &close::reason_bytes(&e.to_string()));
+    framing.close(conn, code, &close::reason_bytes(&e.to_string()));
 }
 
 /// Kept events read per page of the login replay.
