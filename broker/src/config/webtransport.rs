@@ -20,7 +20,9 @@ pub struct WebTransportConfig {
     /// Starts with `/`. Default `/convoke`.
     pub path: String,
     /// Origins (`scheme://host[:port]`) whose pages may connect; others get 403. `[]`: any
-    /// page. Default `[]`.
+    /// page. Each written as browsers send it (lowercase, no default port, punycode host,
+    /// no trailing `/`): it is compared with the `Origin` header exactly, so validation
+    /// refuses any other form. Default `[]`.
     pub allowed_origins: Vec<String>,
     /// `true`: generate a fresh ECDSA P-256 certificate valid for
     /// `dev_certificate_days` at every start, for pages that pin it with
@@ -70,18 +72,11 @@ impl WebTransportConfig {
             ));
         }
         for origin in &self.allowed_origins {
-            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
-                && !origin.ends_with('/')
-                && origin
-                    .split("://")
-                    .nth(1)
-                    .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#', ' ']));
-            if !ok {
+            if let Err(problem) = check_origin(origin) {
                 return Err(ConfigError::invalid(
                     "webtransport.allowed_origins",
                     format!("{origin:?}"),
-                    "each must be an origin like \"https://app.example.com\" or \
-                     \"http://127.0.0.1:8080\" (scheme, host, optional port; no path)",
+                    problem,
                 ));
             }
         }
@@ -94,6 +89,45 @@ impl WebTransportConfig {
         }
         Ok(())
     }
+}
+
+/// Checks one `allowed_origins` entry: it must be written exactly as a browser sends its
+/// `Origin` header (the URL standard's ASCII serialization of an origin: lowercase scheme and
+/// host, an internationalised host in punycode, no default port, no path, not even `/`), for
+/// the listener compares the header with the entries byte for byte. An entry in any other
+/// form could never match; the error names the form to write when there is one.
+fn check_origin(entry: &str) -> Result<(), String> {
+    const EXPECTED: &str = "each must be an origin like \"https://app.example.com\" or \
+                            \"http://127.0.0.1:8080\" (scheme, host, optional port; no path)";
+    let Some((scheme, _)) = entry.split_once("://") else {
+        return Err(EXPECTED.into());
+    };
+    if !["http", "https"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme))
+    {
+        return Err(EXPECTED.into());
+    }
+    let url = url::Url::parse(entry).map_err(|e| format!("{EXPECTED}: {e}"))?;
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(EXPECTED.into());
+    }
+    if url.host_str().is_some_and(|h| h.contains('*')) {
+        return Err("wildcards are not supported: list each origin".into());
+    }
+    let canonical = url.origin().ascii_serialization();
+    if entry != canonical {
+        return Err(format!(
+            "browsers send this origin as {canonical:?} (lowercase, no default port, \
+             punycode host, no trailing /), and entries are compared exactly: write that"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -148,12 +182,77 @@ mod tests {
                 "https://a.example/x",
                 "no path",
             ),
+            (
+                "webtransport.allowed_origins",
+                "https://a.example?x",
+                "no path",
+            ),
+            (
+                "webtransport.allowed_origins",
+                "https://user@a.example",
+                "no path",
+            ),
+            (
+                "webtransport.allowed_origins",
+                "ftp://a.example",
+                "origin like",
+            ),
+            (
+                "webtransport.allowed_origins",
+                "https://*.example.com",
+                "wildcards",
+            ),
             ("webtransport.dev_certificate_days", "15", "1 to 14"),
             ("webtransport.dev_certificate_days", "0", "1 to 14"),
         ] {
             let e = load(&[(setting, value)]).unwrap_err();
             assert_eq!(e.field(), Some(setting), "{setting}={value}: {e}");
             assert!(e.to_string().contains(words), "{setting}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn origins_a_browser_never_sends_are_refused_with_the_form_to_write() {
+        // What a browser's Origin header holds for each: the only form that can match.
+        for (entry, sent) in [
+            ("https://App.Example.com", "https://app.example.com"),
+            ("HTTPS://app.example.com", "https://app.example.com"),
+            ("https://app.example.com:443", "https://app.example.com"),
+            ("http://127.0.0.1:80", "http://127.0.0.1"),
+            ("https://app.example.com/", "https://app.example.com"),
+            ("https://bücher.example", "https://xn--bcher-kva.example"),
+            ("http://[0:0::1]:8080", "http://[::1]:8080"),
+        ] {
+            let e = load(&[("webtransport.allowed_origins", entry)]).unwrap_err();
+            assert_eq!(
+                e.field(),
+                Some("webtransport.allowed_origins"),
+                "{entry}: {e}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{entry:?}")),
+                "names the entry: {text}"
+            );
+            assert!(
+                text.contains(&format!("browsers send this origin as {sent:?}")),
+                "{text}"
+            );
+            // ... and the form it names is accepted.
+            let c = load(&[("webtransport.allowed_origins", sent)]).unwrap();
+            assert_eq!(c.webtransport.allowed_origins, vec![sent.to_owned()]);
+        }
+        for fine in [
+            "https://app.example.com",
+            "http://127.0.0.1:8080",
+            "https://app.example.com:8443",
+            "http://[::1]:8080",
+            "https://xn--bcher-kva.example",
+        ] {
+            assert!(
+                load(&[("webtransport.allowed_origins", fine)]).is_ok(),
+                "{fine}"
+            );
         }
     }
 }
