@@ -258,6 +258,18 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
                 wt.path,
                 wt.cert_sha256.as_deref().unwrap_or("none")
             );
+            // The development certificate is renewed a day before it expires: the same
+            // line again with the new hash, which pages must pin to connect again.
+            if let Some(mut renewals) = wt.cert_renewals.clone() {
+                let (addr, path) = (wt.addr, wt.path.clone());
+                renewals.mark_unchanged();
+                tokio::spawn(async move {
+                    while renewals.changed().await.is_ok() {
+                        let sha256 = renewals.borrow_and_update().clone();
+                        println!("convoke webtransport={addr} path={path} cert_sha256={sha256}");
+                    }
+                });
+            }
         }
         // One machine-readable line: test harnesses and scripts read the real addresses here.
         println!(

@@ -28,8 +28,9 @@ pub struct WebTransportConfig {
     /// `dev_certificate_days` at every start, for pages that pin it with
     /// `serverCertificateHashes` (browsers accept such a pin only for a certificate of at
     /// most 14 days); its SHA-256 is printed, logged and written to
-    /// `DATA_DIR/webtransport/cert.sha256`. `false`: the broker's own certificate (`tls.*`),
-    /// which browsers must trust like any HTTPS certificate. Default `false`.
+    /// `DATA_DIR/webtransport/cert.sha256`; a day before it expires (half-way for one
+    /// day) a new one replaces it the same way. `false`: the broker's own certificate
+    /// (`tls.*`), which browsers must trust like any HTTPS certificate. Default `false`.
     pub dev_certificate: bool,
     /// Days the development certificate is valid, 1 to 14. Default `10`.
     pub dev_certificate_days: u32,

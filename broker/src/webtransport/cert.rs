@@ -3,15 +3,34 @@
 //! only kind of self-signed certificate a browser accepts through
 //! `serverCertificateHashes` (at most 14 days; an RSA or a long-lived one is refused with
 //! QUIC_TLS_CERTIFICATE_UNKNOWN). Its SHA-256 is what the page pins.
+//!
+//! A broker up longer than that renews it ([`DevCertificate::renew_if_due`], checked every
+//! minute against the wall clock by [`spawn_renewal`]): a day before it expires (half-way
+//! for a one-day certificate) a new one is generated, its hash written where the first one
+//! was, printed and logged, and new connections get it through the listener's certificate
+//! resolver; connections already open keep theirs. A page must pin the new hash to
+//! connect again.
 
 use anyhow::Context;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Names the development certificate is issued for (a pinned certificate's names are not
 /// checked by browsers; these make it usable by ordinary clients on this machine too).
 const NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// How often [`spawn_renewal`] looks at the clock. The wall clock, not a timer: a timer
+/// does not advance while the machine sleeps, the certificate's validity does.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// How long before its expiry a certificate is renewed, at most.
+const RENEW_BEFORE_SECS: u64 = 86_400;
 
 /// A generated development certificate.
 #[derive(Debug)]
@@ -22,21 +41,24 @@ pub struct DevCert {
     pub sha256: String,
     /// `DATA_DIR/webtransport/cert.sha256`, holding [`DevCert::sha256`].
     pub sha256_path: PathBuf,
+    /// When it expires (unix seconds).
+    pub not_after: u64,
 }
 
-/// Generates the certificate, valid from a minute ago for `days` days, and writes its hash
-/// (and the certificate, `cert.pem`) to `DATA_DIR/webtransport/`. The key stays in memory.
-pub fn generate(data_dir: &Path, days: u32) -> anyhow::Result<DevCert> {
+/// Generates the certificate, valid from a minute before `now` (unix seconds) for `days`
+/// days, and writes its hash (and the certificate, `cert.pem`) to
+/// `DATA_DIR/webtransport/`, each file replaced whole. The key stays in memory.
+pub fn generate(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<DevCert> {
     let mut params = rcgen::CertificateParams::new(NAMES.map(String::from).to_vec())
         .context("cannot build the development certificate's parameters")?;
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
         "Convoke broker (browser development)",
     );
-    let now = crate::clock::now_secs();
     let from = i64::try_from(now).unwrap_or(i64::MAX) - 60;
+    let until = from + i64::from(days) * 86_400;
     params.not_before = time::OffsetDateTime::from_unix_timestamp(from)?;
-    params.not_after = time::OffsetDateTime::from_unix_timestamp(from + i64::from(days) * 86_400)?;
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(until)?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .context("cannot generate an ECDSA P-256 key pair")?;
     let cert = params
@@ -45,18 +67,143 @@ pub fn generate(data_dir: &Path, days: u32) -> anyhow::Result<DevCert> {
     let sha256 = hex::encode(Sha256::digest(cert.der()));
     let dir = data_dir.join("webtransport");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let sha256_path = dir.join("cert.sha256");
-    std::fs::write(&sha256_path, format!("{sha256}\n"))
-        .with_context(|| format!("cannot write {}", sha256_path.display()))?;
+    // The certificate first: a reader that sees the new hash finds its certificate too.
     let pem_path = dir.join("cert.pem");
-    std::fs::write(&pem_path, cert.pem())
-        .with_context(|| format!("cannot write {}", pem_path.display()))?;
+    crate::auth::write_atomically(&pem_path, cert.pem().as_bytes(), false)?;
+    let sha256_path = dir.join("cert.sha256");
+    crate::auth::write_atomically(&sha256_path, format!("{sha256}\n").as_bytes(), false)?;
     Ok(DevCert {
         cert: cert.der().clone(),
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         sha256,
         sha256_path,
+        not_after: u64::try_from(until).unwrap_or(0),
     })
+}
+
+/// When a certificate valid for `days` days until `not_after` is renewed (unix seconds): a
+/// day before it expires, or half-way through a one-day certificate.
+fn renew_at(not_after: u64, days: u32) -> u64 {
+    let validity = u64::from(days) * 86_400;
+    not_after.saturating_sub(RENEW_BEFORE_SECS.min(validity / 2))
+}
+
+/// The development certificate the listener serves (its rustls certificate resolver),
+/// renewed before it expires.
+#[derive(Debug)]
+pub struct DevCertificate {
+    data_dir: PathBuf,
+    days: u32,
+    current: RwLock<Served>,
+    /// The hash served to new connections, for whoever prints it.
+    hash: watch::Sender<String>,
+    sha256_path: PathBuf,
+}
+
+#[derive(Debug)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    not_after: u64,
+}
+
+impl DevCertificate {
+    /// Generates the first certificate (see [`generate`]).
+    pub fn new(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<Arc<Self>> {
+        let dev = generate(data_dir, days, now)?;
+        let served = served(&dev)?;
+        Ok(Arc::new(Self {
+            data_dir: data_dir.to_owned(),
+            days,
+            current: RwLock::new(served),
+            hash: watch::channel(dev.sha256).0,
+            sha256_path: dev.sha256_path,
+        }))
+    }
+
+    /// The SHA-256 (hex) of the certificate new connections get.
+    pub fn sha256(&self) -> String {
+        self.hash.borrow().clone()
+    }
+
+    /// `DATA_DIR/webtransport/cert.sha256`, which holds [`DevCertificate::sha256`].
+    pub fn sha256_path(&self) -> &Path {
+        &self.sha256_path
+    }
+
+    /// Sees each renewal's hash.
+    pub fn subscribe(&self) -> watch::Receiver<String> {
+        self.hash.subscribe()
+    }
+
+    /// When the served certificate expires (unix seconds).
+    pub fn not_after(&self) -> u64 {
+        self.read().not_after
+    }
+
+    /// Generates a new certificate if the served one is due for renewal at `now` (unix
+    /// seconds), and serves it to new connections; returns its hash. On an error (the hash
+    /// file cannot be written, ...) the served certificate is unchanged.
+    pub fn renew_if_due(&self, now: u64) -> anyhow::Result<Option<String>> {
+        if now < renew_at(self.not_after(), self.days) {
+            return Ok(None);
+        }
+        let dev = generate(&self.data_dir, self.days, now)?;
+        let served = served(&dev)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = served;
+        self.hash.send_replace(dev.sha256.clone());
+        Ok(Some(dev.sha256))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Served> {
+        // A panic while holding the lock left a whole certificate in it either way.
+        self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn served(dev: &DevCert) -> anyhow::Result<Served> {
+    let key = CertifiedKey::from_der(
+        vec![dev.cert.clone()],
+        dev.key.clone_key(),
+        &rustls::crypto::ring::default_provider(),
+    )
+    .context("cannot use the development certificate")?;
+    Ok(Served {
+        key: Arc::new(key),
+        not_after: dev.not_after,
+    })
+}
+
+impl ResolvesServerCert for DevCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.read().key.clone())
+    }
+}
+
+/// Renews `cert` when due (checked every [`CHECK_EVERY`] against the wall clock), logging
+/// each new hash (info) or why it could not be renewed (error, with the time left; retried
+/// at the next check). Ends when `cert` is dropped.
+pub fn spawn_renewal(cert: &Arc<DevCertificate>) {
+    let weak: Weak<DevCertificate> = Arc::downgrade(cert);
+    tokio::spawn(async move {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(cert) = weak.upgrade() else { return };
+            let now = crate::clock::now_secs();
+            match cert.renew_if_due(now) {
+                Ok(None) => {}
+                Ok(Some(sha256)) => {
+                    tracing::info!(cert_sha256 = %sha256, hash_file = %cert.sha256_path().display(), "webtransport: development certificate renewed before it expires; pages must pin the new hash to connect again");
+                }
+                Err(e) => {
+                    let left = cert.not_after().saturating_sub(now);
+                    tracing::error!(error = format_args!("{e:#}"), seconds_left = left, "webtransport: cannot renew the development certificate; browsers refuse it once expired");
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -66,7 +213,7 @@ mod tests {
     #[test]
     fn a_browser_would_accept_it() {
         let dir = tempfile::tempdir().unwrap();
-        let cert = generate(dir.path(), 14).unwrap();
+        let cert = generate(dir.path(), 14, crate::clock::now_secs()).unwrap();
         let parsed = webpki::EndEntityCert::try_from(&cert.cert).unwrap();
         drop(parsed);
         // ECDSA P-256 (the SPKI's curve OID), at most 14 days, the hash written.
@@ -108,5 +255,66 @@ mod tests {
             .collect();
         assert_eq!(times.len(), 2, "no validity found");
         (times[0], times[1] - times[0])
+    }
+
+    /// The SHA-256 (hex) of the certificate `cert` serves to a new connection.
+    fn served_hash(cert: &DevCertificate) -> String {
+        // What the resolver hands rustls is what a connection gets; the ClientHello is not
+        // looked at, so any will do: read the key straight from the lock the resolver uses.
+        let key = cert.read().key.clone();
+        hex::encode(Sha256::digest(key.end_entity_cert().unwrap()))
+    }
+
+    #[test]
+    fn a_certificate_is_renewed_a_day_before_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = 1_800_000_000;
+        let cert = DevCertificate::new(dir.path(), 10, start).unwrap();
+        let first = cert.sha256();
+        assert_eq!(served_hash(&cert), first);
+        let expires = cert.not_after();
+        assert_eq!(expires, start - 60 + 10 * 86_400);
+        let mut renewals = cert.subscribe();
+        // Not before the last day.
+        assert_eq!(cert.renew_if_due(start + 3600).unwrap(), None);
+        assert_eq!(cert.renew_if_due(expires - 86_401).unwrap(), None);
+        assert_eq!(served_hash(&cert), first);
+        // Then a new one: served, written, announced, valid for 10 days from then.
+        let now = expires - 86_400;
+        let second = cert.renew_if_due(now).unwrap().expect("renewed");
+        assert_ne!(second, first);
+        assert_eq!(served_hash(&cert), second);
+        assert_eq!(cert.sha256(), second);
+        let written = std::fs::read_to_string(cert.sha256_path()).unwrap();
+        assert_eq!(written.trim(), second);
+        assert!(renewals.has_changed().unwrap());
+        assert_eq!(*renewals.borrow_and_update(), second);
+        assert_eq!(cert.not_after(), now - 60 + 10 * 86_400);
+        let (from, length) = validity(cert.read().key.end_entity_cert().unwrap());
+        assert_eq!(from, i64::try_from(now).unwrap() - 60);
+        assert_eq!(length, 10 * 86_400);
+        // Not again until the new one's last day.
+        assert_eq!(cert.renew_if_due(now + 86_400).unwrap(), None);
+    }
+
+    #[test]
+    fn a_one_day_certificate_is_renewed_half_way() {
+        assert_eq!(renew_at(1_000_000, 1), 1_000_000 - 43_200);
+        assert_eq!(renew_at(1_000_000, 2), 1_000_000 - 86_400);
+        assert_eq!(renew_at(1_000_000, 14), 1_000_000 - 86_400);
+    }
+
+    #[test]
+    fn a_failed_renewal_keeps_the_served_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = DevCertificate::new(dir.path(), 2, 1_800_000_000).unwrap();
+        let first = cert.sha256();
+        // The hash cannot be written: a directory where the file goes.
+        let hash_file = cert.sha256_path().to_owned();
+        std::fs::remove_file(&hash_file).unwrap();
+        std::fs::create_dir(&hash_file).unwrap();
+        assert!(cert.renew_if_due(cert.not_after()).is_err());
+        assert_eq!(served_hash(&cert), first);
+        assert_eq!(cert.sha256(), first);
     }
 }

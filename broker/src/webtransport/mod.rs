@@ -50,6 +50,9 @@ pub struct Listening {
     pub cert_sha256: Option<String>,
     /// Where that hash was written.
     pub cert_sha256_path: Option<PathBuf>,
+    /// The hash of each renewed development certificate (the certificate is renewed a day
+    /// before it expires: [`cert`]), for printing as at start.
+    pub cert_renewals: Option<watch::Receiver<String>>,
 }
 
 /// Starts the listener if `webtransport.listen` is set; it stops at `shutdown`.
@@ -65,15 +68,16 @@ pub async fn start(
     };
     let data_dir = &config.server.data_dir;
     let (mut crypto, dev) = if wt.dev_certificate {
-        let dev = cert::generate(data_dir, wt.dev_certificate_days)?;
+        let dev =
+            cert::DevCertificate::new(data_dir, wt.dev_certificate_days, crate::clock::now_secs())?;
+        cert::spawn_renewal(&dev);
         let crypto = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("the ring provider does not support TLS 1.3")?
         .with_no_client_auth()
-        .with_single_cert(vec![dev.cert.clone()], dev.key.clone_key())
-        .context("cannot use the development certificate")?;
+        .with_cert_resolver(dev.clone());
         (crypto, Some(dev))
     } else {
         let tls = crate::tls::load_or_generate(&config.tls, data_dir)?;
@@ -117,12 +121,13 @@ pub async fn start(
     let listening = Listening {
         addr,
         path: wt.path.clone(),
-        cert_sha256: dev.as_ref().map(|d| d.sha256.clone()),
-        cert_sha256_path: dev.as_ref().map(|d| d.sha256_path.clone()),
+        cert_sha256: dev.as_ref().map(|d| d.sha256()),
+        cert_sha256_path: dev.as_ref().map(|d| d.sha256_path().to_owned()),
+        cert_renewals: dev.as_ref().map(|d| d.subscribe()),
     };
     match &dev {
         Some(d) => {
-            tracing::info!(%addr, path = %wt.path, cert_sha256 = %d.sha256, hash_file = %d.sha256_path.display(), "webtransport listening (development certificate)")
+            tracing::info!(%addr, path = %wt.path, cert_sha256 = %d.sha256(), hash_file = %d.sha256_path().display(), "webtransport listening (development certificate)")
         }
         None => tracing::info!(%addr, path = %wt.path, "webtransport listening"),
     }
