@@ -220,7 +220,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         ))
         .stream_receive_window((1024 * 1024u32).into())
         .receive_window((2 * 1024 * 1024u32).into())
-        .send_window(2 * 1024 * 1024);
+        .send_window(2 * 1024 * 1024)
+        // convoke/1 has no datagrams: none are accepted (quinn's default buffers up to
+        // 1.25 MB of unread ones per connection).
+        .datagram_receive_buffer_size(None);
     server_config.transport_config(Arc::new(transport));
     // Connection migration stays on (quinn's default, said here so that nobody turns it
     // off): sessions are keyed by connection, not by address, so a client whose address

@@ -428,3 +428,42 @@ async fn a_browser_closed_over_the_session_limit_hears_why() {
     );
     assert!(text.contains("too many sessions"), "{text}");
 }
+
+#[tokio::test]
+async fn neither_listener_buffers_datagrams_nobody_reads() {
+    let (broker, base, hash) = broker(&[]).await;
+    // convoke/1 takes no datagrams at all (quinn's default buffers 1.25 MB of unread ones
+    // per connection).
+    let conn = convoke_tests::raw_connection(&broker).await;
+    assert_eq!(conn.max_datagram_size(), None);
+    assert!(matches!(
+        conn.send_datagram(bytes::Bytes::from_static(b"unread")),
+        Err(quinn::SendDatagramError::UnsupportedByPeer)
+    ));
+    // The browser listener takes datagrams (HTTP/3 datagrams need them) but keeps at most
+    // 2 KiB of unread ones; datagrams of the largest size it announces do not end the
+    // session (a bound under a packet's size did: quinn counts 32 bytes more per datagram).
+    let session = dial(&base, "/convoke", &hash).await.unwrap();
+    let max = session.max_datagram_size();
+    assert!(max > 0, "no datagrams negotiated");
+    for _ in 0..100 {
+        session
+            .send_datagram(bytes::Bytes::from(vec![1u8; max]))
+            .unwrap();
+    }
+    let mut bob = Browser::login(session.clone(), broker.token("bob", false, 600))
+        .await
+        .unwrap();
+    let joined = bob
+        .call(
+            1,
+            Request::GetJoinedGroups {
+                page_num: 1,
+                page_size: 10,
+                need_affiliations: false,
+                need_role: false,
+            },
+        )
+        .await;
+    assert!(joined.is_ok(), "{joined:?}");
+}

@@ -36,6 +36,16 @@ const BROWSER_BIDI_STREAMS: u32 = 5;
 /// Unidirectional streams a browser may open: its HTTP/3 control stream and the two QPACK
 /// streams (Chromium refuses a server that allows fewer than 3). The SDK opens none.
 const BROWSER_UNI_STREAMS: u32 = 3;
+/// Bytes of datagrams a browser may have waiting unread, per connection (quinn's default
+/// is 1.25 MB; the broker reads none and a page sends none). Not `None`: web-transport-quinn
+/// announces HTTP/3 datagrams in its SETTINGS, which RFC 9297 ties to QUIC datagrams
+/// having been negotiated (Chromium 156 did not object to `None` in a run of the smoke e2e
+/// tests; a stricter browser may). Not below a packet: quinn announces this as the largest
+/// datagram frame it takes but checks a received one with its in-memory overhead (32
+/// bytes) added, so a bound under a packet's 1472 bytes plus that closed a connection that
+/// sent a datagram of the announced size (PROTOCOL_VIOLATION "oversized datagram", seen
+/// with 1024).
+const BROWSER_DATAGRAM_BUFFER: usize = 2048;
 /// Keep-alive towards browsers (a `convoke/1` client sends its own; a page cannot).
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
@@ -108,6 +118,7 @@ pub async fn start(
             Duration::from_secs(config.sessions.idle_timeout_secs).try_into()?,
         ))
         .keep_alive_interval(Some(KEEP_ALIVE))
+        .datagram_receive_buffer_size(Some(BROWSER_DATAGRAM_BUFFER))
         .stream_receive_window((1024 * 1024u32).into())
         .receive_window((2 * 1024 * 1024u32).into())
         .send_window(2 * 1024 * 1024);
