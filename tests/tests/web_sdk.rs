@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `npm ci` fetches two packages; generous for a slow registry.
+/// `npm ci` fetches four packages (typescript, @types/node with undici-types, and
+/// playwright-core); generous for a slow registry.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// tsc and ~500 node tests take ~10 s on 2 busy cores.
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
