@@ -127,7 +127,18 @@ impl Client {
             loop {
                 let link = core.wait_link(deadline).await?;
                 match link.exchange(&request).await {
-                    Exchange::Answered(result) => return result.map_err(ClientError::Api),
+                    Exchange::Answered(result) => {
+                        if let Ok(response) = &result {
+                            // A leave, join or block of this user's changes what the
+                            // sequencer resumes.
+                            if let Some(change) =
+                                crate::resume::membership(&request, response, link.broker_now())
+                            {
+                                let _ = core.control.send(change);
+                            }
+                        }
+                        return result.map_err(ClientError::Api);
+                    }
                     Exchange::NotSent => continue,
                     Exchange::Lost(_) if retry_safe(&request) && !core.is_closing() => continue,
                     Exchange::Lost(err) => return Err(err),

@@ -83,6 +83,8 @@ pub(crate) struct Link {
     pub(crate) took: Duration,
     /// This link's number among the process's links (newer links have larger ones).
     pub(crate) gen: u64,
+    /// When the welcome was read: with its `server_time`, the broker's clock now.
+    welcomed: std::time::Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,6 +119,13 @@ pub(crate) struct Opened {
 }
 
 impl Link {
+    /// The broker's clock now (ms since the Unix epoch), estimated from the welcome's
+    /// `server_time` and the local time since (off by up to the one-way delay).
+    pub(crate) fn broker_now(&self) -> i64 {
+        let since = i64::try_from(self.welcomed.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.welcome.server_time.saturating_add(since)
+    }
+
     /// Starts the request tasks of a connection whose handshake succeeded (the push
     /// reader is started by [`Link::read_pushes`], once the sequencer knows the link).
     pub(crate) fn start(opened: Opened) -> Arc<Self> {
@@ -135,6 +144,7 @@ impl Link {
             zero_rtt: opened.zero_rtt,
             took: opened.took,
             gen: NEXT_GEN.fetch_add(1, Ordering::Relaxed),
+            welcomed: std::time::Instant::now(),
         });
         tokio::spawn(supervise(link.clone()));
         tokio::spawn(write_loop(link.clone(), opened.send, writer_rx));

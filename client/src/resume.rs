@@ -19,7 +19,7 @@
 //!   acknowledgement before the old link dropped) is acknowledged again, not handed on.
 //!
 //! A group is tracked from the first message the client hands on, from its creation by this
-//! client (from seq 0), or from [`crate::Client::track_group`] (a resume point the
+//! user (from seq 0), or from [`crate::Client::track_group`] (a resume point the
 //! application kept, e.g. across restarts). Every other group the user is in is caught up
 //! by time: at each connection the client lists the joined groups (getJoinedGroups), and a
 //! resume fetches the messages of those it has no position in that are stamped since it
@@ -27,6 +27,14 @@
 //! had seen, so a group joined while away may bring a few messages from just before the
 //! join; a group it hears of by an event, from that event's time). Messages older than the
 //! group's retained history cannot be recovered.
+//!
+//! A group stops being tracked when it stops being the user's: a removal or block naming
+//! the user (`removeMember`), `destroy`, the user's leave on another device
+//! (`memberAbsence` naming the user), or this client's own successful `leave_group`,
+//! `destroy_group` or `block_group_messages` ([`membership`]). Messages still coming for it
+//! (sent before) are handed on untracked. After a rejoin (an event naming the user, or this
+//! client's own `join_group`, `accept_group_invite` or `unblock_group_messages`) it is
+//! tracked from its first message from then on, so the time away is never "filled".
 
 use crate::connection::{Exchange, Link};
 use crate::events::{AckMsg, ConnectionEvent, Delivery, Event};
@@ -34,7 +42,7 @@ use crate::reconnect::Core;
 use convoke_protocol::handshake::MAX_ACK_IDS;
 use convoke_protocol::{limits, ErrorCode, GroupMessage, Push, Request, Response};
 use futures::StreamExt;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -83,8 +91,45 @@ pub(crate) enum Control {
     /// This client is in `group_id` (it created it): if not tracked yet, track it from
     /// its first message.
     Created { group_id: String },
+    /// This client's own call ended the user's membership of `group_id` (leave, destroy)
+    /// or the group's messages for them (block): stop tracking it.
+    Left { group_id: String },
+    /// This client's own call made the user a member of `group_id` again (join, accepted
+    /// invite) or unblocked its messages, at broker time `since`: tracked from its first
+    /// message from then on.
+    Joined { group_id: String, since: i64 },
     /// The client is closed for good: end the event stream after what is queued.
     End,
+}
+
+/// What a successful call of this client's (`request`, answered `response` at broker time
+/// `now`) tells the sequencer: a leave, destroy or block of a group's messages ends its
+/// tracking, a join, accepted invite or unblock starts it again. The broker tells the
+/// session that made a call no event of it, so this is the only way the sequencer hears.
+pub(crate) fn membership(request: &Request, response: &Response, now: i64) -> Option<Control> {
+    use Request as R;
+    match request {
+        R::LeaveGroup { group_id }
+        | R::DestroyGroup { group_id }
+        | R::BlockGroupMessages { group_id } => Some(Control::Left {
+            group_id: group_id.clone(),
+        }),
+        R::JoinGroup { group_id, .. }
+            if matches!(response, Response::JoinResult { joined: true }) =>
+        {
+            Some(Control::Joined {
+                group_id: group_id.clone(),
+                since: now,
+            })
+        }
+        R::AcceptGroupInvite { group_id, .. } | R::UnblockGroupMessages { group_id } => {
+            Some(Control::Joined {
+                group_id: group_id.clone(),
+                since: now,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Own sends the sequencer must not hand back: those in flight per group, and the seqs of
@@ -206,6 +251,9 @@ struct Sequencer {
     /// Groups an event was received about but no message yet, with that event's (broker)
     /// time: their messages from then on are fetched at the next resume.
     known: HashMap<String, i64>,
+    /// Groups that stopped being the user's on this link (left, removed, destroyed,
+    /// blocked): not tracked until a join.
+    absent: HashSet<String>,
     kept: RecentIds,
     link: Option<Arc<Link>>,
     /// The newest link whose push stream has ended.
@@ -231,6 +279,7 @@ pub(crate) fn spawn(
         acks,
         last: HashMap::new(),
         known: HashMap::new(),
+        absent: HashSet::new(),
         kept: RecentIds::default(),
         link: None,
         ended: 0,
@@ -258,12 +307,12 @@ impl Sequencer {
                     Some(Control::State(ev)) => self.deliver(Event::Connection(ev), None).await,
                     Some(Control::Track { group_id, seq }) => {
                         self.known.remove(&group_id);
+                        self.absent.remove(&group_id);
                         self.last.insert(group_id, seq);
                     }
-                    Some(Control::Created { group_id }) => {
-                        self.known.remove(&group_id);
-                        self.last.entry(group_id).or_insert(0);
-                    }
+                    Some(Control::Created { group_id }) => self.created(group_id),
+                    Some(Control::Left { group_id }) => self.left(&group_id),
+                    Some(Control::Joined { group_id, since }) => self.joined(&group_id, since),
                     Some(Control::End) | None => break,
                 },
                 inc = pushes.recv() => match inc {
@@ -308,6 +357,8 @@ impl Sequencer {
             }
         }
         self.link = Some(link.clone());
+        // The joined list is the truth from here on.
+        self.absent.clear();
         // The first link: every joined group is caught up from now on. Later links: groups
         // joined while away, from the last time this client knew of.
         let since = if reconnect {
@@ -393,9 +444,7 @@ impl Sequencer {
                 return;
             };
             for g in &groups {
-                if !self.last.contains_key(&g.group_id) {
-                    self.known.entry(g.group_id.clone()).or_insert(since);
-                }
+                self.note(&g.group_id, since);
             }
             if groups.len() < PAGE as usize {
                 return;
@@ -403,13 +452,59 @@ impl Sequencer {
         }
     }
 
-    /// Remembers a group this client heard of, so a resume also fetches its messages.
+    /// What an event says of the user's groups: left, joined, or (any other) in it, so a
+    /// resume also fetches its messages.
     fn learn(&mut self, event: &convoke_protocol::GroupEvent) {
+        use convoke_protocol::GroupEventOp as Op;
         self.clock = self.clock.max(event.timestamp);
-        if !self.last.contains_key(&event.group_id) {
-            self.known
-                .entry(event.group_id.clone())
-                .or_insert(event.timestamp);
+        let g = &event.group_id;
+        let names_me = event.users.iter().any(|u| *u == self.core.user_id);
+        match event.operation {
+            Op::Destroy => self.left(g),
+            // Naming the user: removed or blocked; their leave on another device.
+            Op::RemoveMember | Op::MemberAbsence if names_me => self.left(g),
+            Op::MemberPresence | Op::DirectJoined | Op::AcceptRequest if names_me => {
+                self.joined(g, event.timestamp);
+            }
+            // The user created it on another device: all its messages are theirs.
+            Op::Create if event.from == self.core.user_id => self.created(g.clone()),
+            Op::Create => {}
+            // Told to users who are not members.
+            Op::InviteToJoin | Op::JoinPublicGroupDeclined | Op::UnblockMember => {}
+            _ => self.note(g, event.timestamp),
+        }
+    }
+
+    /// `group` is one of the user's: caught up from `since` unless it has a position.
+    fn note(&mut self, group: &str, since: i64) {
+        if !self.absent.contains(group) && !self.last.contains_key(group) {
+            self.known.entry(group.to_string()).or_insert(since);
+        }
+    }
+
+    /// This user created `group`: tracked from its first message.
+    fn created(&mut self, group: String) {
+        self.known.remove(&group);
+        self.absent.remove(&group);
+        self.last.entry(group).or_insert(0);
+    }
+
+    /// `group` is no longer the user's: forgotten until a join.
+    fn left(&mut self, group: &str) {
+        self.last.remove(group);
+        self.known.remove(group);
+        self.absent.insert(group.to_string());
+    }
+
+    /// The user joined `group` (again) at broker time `since`: tracked from its first
+    /// message from then on. A position from before (a leave this client did not hear of)
+    /// would "fill" the time away, so it goes.
+    fn joined(&mut self, group: &str, since: i64) {
+        let was_absent = self.absent.remove(group);
+        if self.last.remove(group).is_some() || was_absent {
+            self.known.insert(group.to_string(), since);
+        } else {
+            self.note(group, since);
         }
     }
 
@@ -439,7 +534,22 @@ impl Sequencer {
 
     async fn on_message(&mut self, m: GroupMessage) {
         self.clock = self.clock.max(m.timestamp);
+        // Sent before the user left (it came after this client's own leave was answered).
+        if self.absent.contains(&m.group_id) {
+            self.deliver(Event::Push(Push::Message(m)), None).await;
+            return;
+        }
         let Some(&last) = self.last.get(&m.group_id) else {
+            // From before the join (the catch-up by time does not fetch it either): handed
+            // on, not a start.
+            if self
+                .known
+                .get(&m.group_id)
+                .is_some_and(|&t| m.timestamp < t)
+            {
+                self.deliver(Event::Push(Push::Message(m)), None).await;
+                return;
+            }
             self.known.remove(&m.group_id);
             self.last.insert(m.group_id.clone(), m.seq);
             self.deliver(Event::Push(Push::Message(m)), None).await;
@@ -774,6 +884,43 @@ mod tests {
         assert_eq!(t.skip_own("g", 4), 6);
         assert!(!t.is_own("g", 5), "passed seqs are forgotten");
         assert_eq!(t.skip_own("other", 9), 9);
+    }
+
+    #[test]
+    fn own_leaves_joins_and_blocks_move_the_group_in_or_out() {
+        let g = || "7".to_string();
+        let left = |r: Request| match membership(&r, &Response::Done, 5) {
+            Some(Control::Left { group_id }) => group_id == "7",
+            _ => false,
+        };
+        let joined = |r: Request, answer: Response| match membership(&r, &answer, 5) {
+            Some(Control::Joined { group_id, since }) => group_id == "7" && since == 5,
+            _ => false,
+        };
+        assert!(left(Request::LeaveGroup { group_id: g() }));
+        assert!(left(Request::DestroyGroup { group_id: g() }));
+        assert!(left(Request::BlockGroupMessages { group_id: g() }));
+        let join = || Request::JoinGroup {
+            group_id: g(),
+            message: String::new(),
+        };
+        assert!(joined(join(), Response::JoinResult { joined: true }));
+        assert!(
+            membership(&join(), &Response::JoinResult { joined: false }, 5).is_none(),
+            "a join request waiting for approval is no join"
+        );
+        assert!(joined(
+            Request::AcceptGroupInvite {
+                group_id: g(),
+                invitee: "bob".into()
+            },
+            Response::Done
+        ));
+        assert!(joined(
+            Request::UnblockGroupMessages { group_id: g() },
+            Response::Done
+        ));
+        assert!(membership(&Request::Ping { nonce: 1 }, &Response::Done, 5).is_none());
     }
 
     #[test]

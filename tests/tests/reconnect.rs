@@ -804,3 +804,93 @@ async fn a_joined_group_this_client_has_no_message_of_yet_is_caught_up_too() {
     seen.wait_seqs(1).await;
     assert_eq!(seen.seqs(), vec![1]);
 }
+
+impl Recorder {
+    /// Waits until `n` events of `op` have been handed on.
+    async fn wait_ops(&self, op: GroupEventOp, n: usize) {
+        eventually(&format!("{n} {op} events"), || async {
+            let seen = self.0.lock().unwrap();
+            (seen.groups.iter().filter(|g| g.operation == op).count() >= n).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Sends `n` messages to `gid` from `c`, one at a time; returns the last seq.
+async fn post(c: &Client, gid: &str, n: usize) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = c
+            .send_group_message(gid, format!("m{i}"), false)
+            .await
+            .unwrap()
+            .seq;
+    }
+    last
+}
+
+#[tokio::test]
+async fn leaving_and_rejoining_a_group_never_hands_on_what_was_sent_meanwhile() {
+    let broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    let bob = client(&broker, "bob", "b").await;
+    let phone = client(&broker, "bob", "phone").await;
+    let seen = Recorder::start(bob.events());
+    let gid = alice
+        .create_group(convoke_protocol::CreateGroupData {
+            public: true,
+            invite_need_confirm: false,
+            ..group_data("g", &["bob"])
+        })
+        .await
+        .unwrap();
+    seen.wait_ops(GroupEventOp::DirectJoined, 1).await;
+    post(&alice, &gid, 3).await;
+    seen.wait_seqs(3).await;
+    let mut expected = vec![1, 2, 3];
+
+    // Removed (a kept removeMember), 5 posted while out, added back (directJoined).
+    alice.remove_group_member(&gid, "bob").await.unwrap();
+    seen.wait_ops(GroupEventOp::RemoveMember, 1).await;
+    post(&alice, &gid, 5).await;
+    alice.invite_users_to_group(&gid, &["bob"]).await.unwrap();
+    seen.wait_ops(GroupEventOp::DirectJoined, 2).await;
+    expected.push(post(&alice, &gid, 1).await);
+
+    // This client's own leave and join (the broker tells the session that made the call
+    // no event of it).
+    bob.leave_group(&gid).await.unwrap();
+    post(&alice, &gid, 5).await;
+    assert!(bob.join_group(&gid, "").await.unwrap());
+    expected.push(post(&alice, &gid, 1).await);
+
+    // Blocked by the owner (removeMember), unblocked and added back.
+    alice.block_group_member(&gid, "bob").await.unwrap();
+    seen.wait_ops(GroupEventOp::RemoveMember, 2).await;
+    post(&alice, &gid, 5).await;
+    alice.unblock_group_member(&gid, "bob").await.unwrap();
+    alice.invite_users_to_group(&gid, &["bob"]).await.unwrap();
+    seen.wait_ops(GroupEventOp::DirectJoined, 3).await;
+    expected.push(post(&alice, &gid, 1).await);
+
+    // bob leaves and joins again on his phone (the events name him, from him).
+    phone.leave_group(&gid).await.unwrap();
+    seen.wait_ops(GroupEventOp::MemberAbsence, 1).await;
+    post(&alice, &gid, 5).await;
+    assert!(phone.join_group(&gid, "").await.unwrap());
+    eventually("bob's rejoin on his phone", || async {
+        let s = seen.0.lock().unwrap();
+        s.groups
+            .iter()
+            .any(|g| {
+                g.operation == GroupEventOp::MemberPresence && g.from == "bob" && g.users == ["bob"]
+            })
+            .then_some(())
+    })
+    .await;
+    expected.push(post(&alice, &gid, 1).await);
+
+    seen.wait_seqs(expected.len() as u64).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.seqs(), expected, "only what bob was a member for");
+}

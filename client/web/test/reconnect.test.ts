@@ -52,9 +52,14 @@ interface FakeLink {
   hello: HelloOptions;
 }
 
-/** The broker side of every link: one group's history, and what each dial is told. */
+/** The broker side of every link: the groups' histories, and what each dial is told. */
 class World {
+  /** Group G's history (the one most tests use). */
   readonly history: GroupMessage[] = [];
+  /** Every group's history, by id. */
+  readonly histories = new Map<string, GroupMessage[]>([[G, this.history]]);
+  /** The groups alice is in (getJoinedGroups). */
+  readonly joined = new Set<string>([G]);
   readonly links: FakeLink[] = [];
   readonly hellos: string[] = [];
   /** Answers the hello with this refusal instead of a welcome. */
@@ -64,13 +69,19 @@ class World {
   /** Requests held unanswered (by method). */
   hold = new Set<string>();
   held: { link: number; r: Received }[] = [];
+  /** The broker's clock in its welcomes. */
+  now = 1000;
 
-  add(n: number): GroupMessage[] {
+  /** `n` new messages in `group`, stamped `stamp` (default 1000 + seq). */
+  add(n: number, group = G, stamp?: number): GroupMessage[] {
+    let h = this.histories.get(group);
+    if (!h) this.histories.set(group, (h = []));
     const out: GroupMessage[] = [];
     for (let i = 0; i < n; i++) {
-      const seq = this.history.length + 1;
-      const m: GroupMessage = { groupId: G, msgId: `m${seq}`, seq: String(seq), from: 'bob', payload: new TextEncoder().encode(`#${seq}`), timestamp: 1000 + seq, allowGroupAck: false };
-      this.history.push(m);
+      const seq = h.length + 1;
+      const timestamp = stamp ?? 1000 + seq;
+      const m: GroupMessage = { groupId: group, msgId: `${group}m${seq}`, seq: String(seq), from: 'bob', payload: new TextEncoder().encode(`#${seq}`), timestamp, allowGroupAck: false };
+      h.push(m);
       out.push(m);
     }
     return out;
@@ -83,7 +94,7 @@ class World {
     const broker = new FakeBroker(() =>
       refusal
         ? { type: 'refused', error: refusal }
-        : { type: 'welcome', welcome: { version: 3, userId: 'alice', appAdmin: false, sessionId: String(this.links.length + 1), serverTime: 1000 } },
+        : { type: 'welcome', welcome: { version: 3, userId: 'alice', appAdmin: false, sessionId: String(this.links.length + 1), serverTime: this.now } },
     );
     const index = this.links.length;
     broker.answer = (r) => this.answer(index, r);
@@ -100,13 +111,22 @@ class World {
       return undefined;
     }
     if (q.method === 'getGroupMessages') {
+      if (!this.joined.has(q.groupId)) return { ok: false, error: { code: 602, message: 'not a member' } };
       const after = q.after === null ? null : BigInt(q.after);
       const before = q.before === null ? null : BigInt(q.before);
-      let ms = this.history.filter((m) => (after === null || BigInt(m.seq) > after) && (before === null || BigInt(m.seq) < before));
+      let ms = (this.histories.get(q.groupId) ?? []).filter((m) => (after === null || BigInt(m.seq) > after) && (before === null || BigInt(m.seq) < before));
       ms = after !== null ? ms.slice(0, q.limit) : ms.slice(-q.limit);
       return { ok: true, value: { type: 'messages', messages: ms } };
     }
-    if (q.method === 'getJoinedGroups') return { ok: true, value: { type: 'joinedGroups', groups: [{ groupId: G, groupName: 'n', affiliationsCount: null, role: null }] } };
+    if (q.method === 'getJoinedGroups') {
+      const groups = [...this.joined].map((groupId) => ({ groupId, groupName: 'n', affiliationsCount: null, role: null }));
+      return { ok: true, value: { type: 'joinedGroups', groups } };
+    }
+    if (q.method === 'leaveGroup') this.joined.delete(q.groupId);
+    if (q.method === 'joinGroup') {
+      this.joined.add(q.groupId);
+      return { ok: true, value: { type: 'joinResult', joined: true } };
+    }
     if (q.method === 'sendGroupMessage') {
       // A repeat of a client message id answers the original (the broker's dedup).
       const prior = this.history.find((m) => m.msgId === `c:${q.clientMsgId}`);
@@ -396,6 +416,121 @@ describe('reconnect and resume', () => {
     await new Promise((res) => setTimeout(res, 30));
     w.down = false;
     assert.deepEqual(await waiting, ['alice']);
+    c.close();
+  });
+});
+
+const H = '34';
+
+const groupEvent = (operation: GroupEvent['operation'], users: string[], timestamp: number, from = 'bob', groupId = G): GroupEvent => ({
+  operation,
+  groupId,
+  groupName: 'n',
+  from,
+  users,
+  detail: { kind: 'none' },
+  timestamp,
+});
+
+const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
+
+describe('resume follows the user in and out of groups', () => {
+  test('a removal ends the tracking: after the re-add only what comes from then on is handed on, no fill of the time away', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    for (const m of w.add(3)) await w.last.push.send({ push: 'message', message: m });
+    await until(() => r.messages.length === 3, 'the first three messages');
+    // bob removes alice (kept), posts 20 while she is out, adds her back (kept), posts once.
+    await w.last.push.send({ push: 'kept', id: '1', event: groupEvent('removeMember', ['alice'], 1004) });
+    w.joined.delete(G);
+    w.add(20);
+    w.joined.add(G);
+    await w.last.push.send({ push: 'kept', id: '2', event: groupEvent('directJoined', ['alice'], 1024) });
+    const [m24, m25] = w.add(2);
+    await w.last.push.send({ push: 'message', message: m24! });
+    await w.last.push.send({ push: 'message', message: m25! });
+    await until(() => r.messages.length >= 5, 'the messages after the re-add');
+    await sleep(30);
+    assert.deepEqual(r.messages, ['1', '2', '3', '24', '25']);
+    assert.equal(w.requests(0, 'getGroupMessages').length, 0, 'nothing fetched');
+    assert.equal(c.lastSeq(G), '25');
+    c.close();
+  });
+
+  test('removed and added back while the page is away from the stream: the reconnect catches up from the join only', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    for (const m of w.add(3)) await w.last.push.send({ push: 'message', message: m });
+    await until(() => r.messages.length === 3, 'the first three messages');
+    await w.last.push.send({ push: 'kept', id: '1', event: groupEvent('removeMember', ['alice'], 1004) });
+    w.add(20); // 4..23, while she is out
+    await w.last.push.send({ push: 'kept', id: '2', event: groupEvent('directJoined', ['alice'], 1024) });
+    await until(() => r.log.filter((l) => l.startsWith('event')).length === 2, 'both events');
+    await w.drop();
+    w.add(2); // 24, 25: after the re-add, while the link is down
+    await until(() => r.log.some((l) => l.startsWith('reconnected')), 'the catch-up');
+    await sleep(20);
+    assert.deepEqual(r.messages, ['1', '2', '3', '24', '25']);
+    assert.ok(r.log.includes('reconnected:2'), r.log.join(' '));
+    c.close();
+  });
+
+  test("the page's own leaveGroup and joinGroup: what still comes from before is handed on, the time away is not fetched", async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    // Stamped at the welcome's time (1000): before the join below, by the broker's clock.
+    const [m1, m2, m3] = w.add(3, G, 1000);
+    await w.last.push.send({ push: 'message', message: m1! });
+    await until(() => r.messages.length === 1, 'message 1');
+    await c.leaveGroup({ groupId: G });
+    // Sent before the leave, read after its answer: handed on, not a position.
+    await w.last.push.send({ push: 'message', message: m2! });
+    w.add(20); // 4..23, while she is out
+    await sleep(5);
+    assert.deepEqual(await c.joinGroup({ groupId: G, message: '' }), { joined: true });
+    // Sent before the leave, read only after the join's answer: not a position either.
+    await w.last.push.send({ push: 'message', message: m3! });
+    // No event comes to the session that joined; the next message is stamped after the join.
+    const [m24, m25] = w.add(2, G, 1_000_000);
+    await w.last.push.send({ push: 'message', message: m24! });
+    await w.last.push.send({ push: 'message', message: m25! });
+    await until(() => r.messages.length >= 5, 'the messages after the join');
+    await sleep(30);
+    assert.deepEqual(r.messages, ['1', '2', '3', '24', '25']);
+    assert.equal(w.requests(0, 'getGroupMessages').length, 0, 'nothing fetched');
+    c.close();
+  });
+
+  test('a leave and a rejoin on another device, and a destroy, end the tracking too', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    w.joined.add(H);
+    await w.last.push.send({ push: 'message', message: w.add(1)[0]! });
+    await w.last.push.send({ push: 'message', message: w.add(1, H)[0]! });
+    await until(() => r.messages.length === 2, 'one message of each group');
+    // alice leaves G on her phone (the event names her), 10 are posted, she joins again there.
+    await w.last.push.send({ push: 'group', event: groupEvent('memberAbsence', ['alice'], 1002, 'alice') });
+    w.add(10);
+    await w.last.push.send({ push: 'group', event: groupEvent('memberPresence', ['alice'], 1012, 'alice') });
+    await w.last.push.send({ push: 'message', message: w.add(1)[0]! });
+    // H is destroyed.
+    await w.last.push.send({ push: 'kept', id: '1', event: groupEvent('destroy', [], 1013, 'bob', H) });
+    await until(() => r.messages.length >= 3, 'the message after the rejoin');
+    assert.deepEqual(r.messages, ['1', '1', '12']);
+    assert.equal(w.requests(0, 'getGroupMessages').length, 0, 'nothing fetched');
+    // The reconnect does not ask for H's history (it is gone).
+    w.joined.delete(H);
+    await w.drop();
+    await until(() => r.log.some((l) => l.startsWith('reconnected')), 'the catch-up');
+    const asked = [
+      ...w.requests(1, 'getGroupMessages').map((q) => (q.method === 'getGroupMessages' ? [q.groupId] : [])),
+      ...w.requests(1, 'getGroupInfo').map((q) => (q.method === 'getGroupInfo' ? q.groupIds : [])),
+    ].flat();
+    assert.ok(asked.includes(G) && !asked.includes(H), `asked about: ${asked.join(' ')}`);
     c.close();
   });
 });

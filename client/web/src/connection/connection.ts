@@ -387,7 +387,7 @@ export class Connection {
     }
     session.onEnd((e) => void this.linkEnded(gen, e));
     if (this.heartbeat.every > 0) this.keepAlive(session);
-    if (this.resilience) this.sequencer.up(gen, reconnect, session.welcome.serverTime);
+    if (this.resilience) this.sequencer.up(gen, reconnect, session.welcome);
     for (const w of [...this.upWaiters]) w();
     if (link?.pushes) {
       void link.pushes.then(
@@ -666,7 +666,7 @@ export class Connection {
     if (this.final) throw this.final;
     const o = options(method, opts);
     const request = build(o);
-    return answer(await this.send(request));
+    return answer(this.sequencer.answered(request, await this.send(request)));
   }
 
   private done(method: Request['method'], opts: unknown, build: (o: Options) => Request): Promise<void> {

@@ -15,15 +15,22 @@
  *   link, then `onReconnected({ recovered })`. The page's own sends are not handed back
  *   (their seqs are recorded, and a gap is judged only once sends in flight to the group
  *   have their seqs). A group is tracked from the first message handed on, from its
- *   creation by this connection (seq 0), or from `trackGroup`; a group known only from an
- *   event (joined, no message yet), or found in the joined list at a reconnect, is caught
- *   up by time (its messages stamped since the event, or since the first connection).
+ *   creation by this user (seq 0), or from `trackGroup`; a group known only from an event
+ *   (joined, no message yet), or found in the joined list at a reconnect, is caught up by
+ *   time (its messages stamped since the event, or since the first connection).
+ * - **Membership**: a group stops being tracked when it stops being the user's: a removal
+ *   or block naming the user (`removeMember`), `destroy`, the user's leave on another
+ *   device (`memberAbsence` naming the user), or the page's own successful `leaveGroup`,
+ *   `destroyGroup` or `blockGroupMessages` (`answered`). Messages that still come for it
+ *   (sent before) are handed on untracked. After a rejoin (an event naming the user, or the
+ *   page's own `joinGroup`, `acceptGroupInvite`, `unblockGroupMessages`) it is tracked from
+ *   its first live message again, so the time away is never "filled".
  *
  * Work is done one item at a time, in order; items that need no request are handed on
  * synchronously.
  */
 
-import type { GroupEvent, GroupMessage, Push, Request, Response } from '../codec/index.js';
+import type { GroupEvent, GroupMessage, Push, Request, Response, Welcome } from '../codec/index.js';
 import { ConvokeError, reportHandlerError } from './errors.js';
 import { MAX_ACK_IDS } from '../codec/index.js';
 
@@ -47,7 +54,9 @@ export interface SequencerHost {
 
 type Item =
   | { kind: 'push'; gen: number; push: Push }
-  | { kind: 'up'; gen: number; reconnect: boolean; serverTime: number };
+  | { kind: 'up'; gen: number; reconnect: boolean; welcome: Welcome }
+  /** The page's own call changed its membership of `groupId` (joined: since `since`). */
+  | { kind: 'member'; groupId: string; member: boolean; since: number };
 
 /** Kept event ids remembered to recognise a repeat. */
 const REMEMBERED = 10_000;
@@ -71,8 +80,14 @@ export class Sequencer {
   private flushing = false;
   /** Per tracked group, the last seq handed on (or passed as the page's own). */
   private readonly last = new Map<string, bigint>();
-  /** Groups heard of (an event) but no message yet, with the (broker) time to fetch from. */
+  /** Groups the user is in but with no position yet, with the (broker) time to fetch from. */
   private readonly known = new Map<string, number>();
+  /** Groups that stopped being the user's on this link (left, removed, destroyed, blocked). */
+  private readonly absent = new Set<string>();
+  /** The user (from the welcome): events naming them change their membership. */
+  private me = '';
+  /** Broker time minus local time at the last welcome: a local moment in broker time. */
+  private skew = 0;
   /** The first welcome's broker time: groups found at a reconnect are caught up from it. */
   private firstTime: number | undefined;
   /** Own sends in flight per group (ticket -> its end), and own seqs answered. */
@@ -93,20 +108,50 @@ export class Sequencer {
     this.enqueue({ kind: 'push', gen, push });
   }
 
-  /** Link `gen` is up; its pushes come after this. */
-  up(gen: number, reconnect: boolean, serverTime: number): void {
-    this.enqueue({ kind: 'up', gen, reconnect, serverTime });
+  /** Link `gen` is up (its welcome); its pushes come after this. */
+  up(gen: number, reconnect: boolean, welcome: Welcome): void {
+    this.me = welcome.userId;
+    this.skew = welcome.serverTime - Date.now();
+    this.enqueue({ kind: 'up', gen, reconnect, welcome });
+  }
+
+  /**
+   * The page's own call `request` was answered `response` (a success). A leave, destroy or
+   * block of a group's messages ends its tracking; a join, an accepted invite or an unblock
+   * starts it again from the first live message. Returns `response`.
+   */
+  answered(request: Request, response: Response): Response {
+    if (!this.resume) return response;
+    const since = Date.now() + this.skew;
+    switch (request.method) {
+      case 'leaveGroup':
+      case 'destroyGroup':
+      case 'blockGroupMessages':
+        this.enqueue({ kind: 'member', groupId: request.groupId, member: false, since });
+        break;
+      case 'joinGroup':
+        if (response.type === 'joinResult' && response.joined) this.enqueue({ kind: 'member', groupId: request.groupId, member: true, since });
+        break;
+      case 'acceptGroupInvite':
+      case 'unblockGroupMessages':
+        this.enqueue({ kind: 'member', groupId: request.groupId, member: true, since });
+        break;
+      default:
+    }
+    return response;
   }
 
   /** Resume `groupId` after `seq` (a position the application kept). */
   track(groupId: string, seq: string | bigint): void {
     this.known.delete(groupId);
+    this.absent.delete(groupId);
     this.last.set(groupId, BigInt(seq));
   }
 
   /** The page created `groupId`: tracked from its first message. */
   created(groupId: string): void {
     this.known.delete(groupId);
+    this.absent.delete(groupId);
     if (!this.last.has(groupId)) this.last.set(groupId, 0n);
   }
 
@@ -160,7 +205,15 @@ export class Sequencer {
   }
 
   private process(item: Item): void | Promise<void> {
-    if (item.kind === 'up') return this.onUp(item.gen, item.reconnect, item.serverTime);
+    switch (item.kind) {
+      case 'up':
+        return this.onUp(item.gen, item.reconnect, item.welcome);
+      case 'member':
+        if (item.member) this.joined(item.groupId, item.since);
+        else this.left(item.groupId);
+        return;
+      default:
+    }
     const { gen, push } = item;
     switch (push.push) {
       case 'kept': {
@@ -206,9 +259,59 @@ export class Sequencer {
     });
   }
 
+  /** What an event says of the user's groups: left, joined, or (any other) in it. */
   private learn(event: GroupEvent): void {
-    if (this.resume && !this.last.has(event.groupId) && !this.known.has(event.groupId)) {
-      this.known.set(event.groupId, event.timestamp);
+    if (!this.resume) return;
+    const g = event.groupId;
+    const namesMe = event.users.includes(this.me);
+    switch (event.operation) {
+      case 'destroy':
+        return this.left(g);
+      case 'removeMember': // naming the user: removed or blocked
+      case 'memberAbsence': // naming the user: their leave on another device
+        if (namesMe) this.left(g);
+        else this.note(g, event.timestamp);
+        return;
+      case 'memberPresence':
+      case 'directJoined':
+      case 'acceptRequest':
+        if (namesMe) this.joined(g, event.timestamp);
+        else this.note(g, event.timestamp);
+        return;
+      case 'create': // the user's creation on another device: all its messages
+        if (event.from === this.me) this.created(g);
+        return;
+      case 'inviteToJoin':
+      case 'joinPublicGroupDeclined':
+      case 'unblockMember':
+        return; // told to users who are not members
+      default:
+        this.note(g, event.timestamp);
+    }
+  }
+
+  /** `g` is one of the user's groups: caught up from `since` unless it has a position. */
+  private note(g: string, since: number): void {
+    if (!this.absent.has(g) && !this.last.has(g) && !this.known.has(g)) this.known.set(g, since);
+  }
+
+  /** `g` is no longer the user's: forgotten until a join. */
+  private left(g: string): void {
+    this.last.delete(g);
+    this.known.delete(g);
+    this.own.delete(g);
+    this.absent.add(g);
+  }
+
+  /** The user joined `g` (again) at `since`: tracked from its first message from then. */
+  private joined(g: string, since: number): void {
+    const wasAbsent = this.absent.delete(g);
+    // A position from before (a leave this page did not hear of) would "fill" the time away.
+    if (this.last.has(g) || wasAbsent) {
+      this.last.delete(g);
+      this.known.set(g, since);
+    } else {
+      this.note(g, since);
     }
   }
 
@@ -216,10 +319,12 @@ export class Sequencer {
     this.host.deliver({ push: 'message', message: m });
   }
 
-  private async onUp(gen: number, reconnect: boolean, serverTime: number): Promise<void> {
-    this.firstTime ??= serverTime;
+  private async onUp(gen: number, reconnect: boolean, welcome: Welcome): Promise<void> {
+    this.firstTime ??= welcome.serverTime;
     this.host.connected(reconnect);
     if (!reconnect || !this.resume) return;
+    // The joined list is the truth from here on.
+    this.absent.clear();
     this.recovered = 0;
     await this.learnJoined(gen);
     await this.catchUp(gen);
@@ -236,9 +341,7 @@ export class Sequencer {
         return; // the tracked groups are still caught up
       }
       if (r.type !== 'joinedGroups') return;
-      for (const g of r.groups) {
-        if (!this.last.has(g.groupId) && !this.known.has(g.groupId)) this.known.set(g.groupId, this.firstTime ?? 0);
-      }
+      for (const g of r.groups) this.note(g.groupId, this.firstTime ?? 0);
       if (r.groups.length < JOINED_PAGE) return;
     }
   }
@@ -258,6 +361,7 @@ export class Sequencer {
       if (!this.host.isLive(gen)) return;
       try {
         const { messages, newest } = await this.fetchSince(g, since);
+        if (this.known.get(g) !== since || this.last.has(g)) continue; // changed meanwhile
         this.known.delete(g);
         const first = messages[0];
         this.last.set(g, first ? BigInt(first.seq) - 1n : newest);
@@ -271,8 +375,19 @@ export class Sequencer {
   private async onMessage(m: GroupMessage): Promise<void> {
     const g = m.groupId;
     const seq = BigInt(m.seq);
+    // Sent before the user left (it came after the page's own leave was answered).
+    if (this.absent.has(g)) {
+      this.deliverMessage(m);
+      return;
+    }
     let last = this.last.get(g);
     if (last === undefined) {
+      const since = this.known.get(g);
+      // From before the join (the catch-up by time does not fetch it either): not a start.
+      if (since !== undefined && m.timestamp < since) {
+        this.deliverMessage(m);
+        return;
+      }
       this.known.delete(g);
       this.last.set(g, seq);
       this.deliverMessage(m);
