@@ -34,7 +34,11 @@
 //! `destroy_group` or `block_group_messages` ([`membership`]). Messages still coming for it
 //! (sent before) are handed on untracked. After a rejoin (an event naming the user, or this
 //! client's own `join_group`, `accept_group_invite` or `unblock_group_messages`) it is
-//! tracked from its first message from then on, so the time away is never "filled".
+//! tracked from its first message from then on, so the time away is never "filled". Before
+//! a reconnect's catch-up, getGroupInfo (100 groups a request) says which groups the user
+//! blocked the messages of (`shieldgroup`: the broker sends them no live message, but its
+//! history reads ignore the block) or is no longer in: those are not caught up. A client
+//! that takes no events ([`crate::ClientBuilder::ignore_events`]) catches nothing up.
 
 use crate::connection::{Exchange, Link};
 use crate::events::{AckMsg, ConnectionEvent, Delivery, Event};
@@ -78,6 +82,9 @@ const PAGES_IN_FLIGHT: usize = 16;
 /// How often a gap fill is tried on a live link before the message that showed the gap is
 /// left for the next gap or reconnect.
 const FILL_ATTEMPTS: u32 = 3;
+
+/// getGroupInfo requests a catch-up has in flight at once.
+const INFO_IN_FLIGHT: usize = 8;
 
 /// What the supervisor and the handles tell the sequencer.
 #[derive(Debug)]
@@ -358,7 +365,7 @@ impl Sequencer {
         }
         self.link = Some(link.clone());
         // The joined list is the truth from here on.
-        self.absent.clear();
+        let was_absent = std::mem::take(&mut self.absent);
         // The first link: every joined group is caught up from now on. Later links: groups
         // joined while away, from the last time this client knew of.
         let since = if reconnect {
@@ -369,6 +376,13 @@ impl Sequencer {
         self.clock = self.clock.max(link.welcome.server_time);
         if self.app.is_some() {
             self.learn_joined(&link, since).await;
+            // A group left on the old link and listed again was rejoined meanwhile: what
+            // was handed on untracked after the leave (sent before it) is not fetched again.
+            for g in &was_absent {
+                if let Some(t) = self.known.get_mut(g) {
+                    *t = (*t).max(since.saturating_add(1));
+                }
+            }
         }
         self.deliver(
             Event::Connection(ConnectionEvent::Connected {
@@ -381,7 +395,12 @@ impl Sequencer {
         )
         .await;
         if reconnect {
-            let recovered = self.catch_up().await;
+            // Nothing to catch up for a client that takes no events (or dropped them).
+            let recovered = if self.app.is_some() {
+                self.catch_up().await
+            } else {
+                0
+            };
             self.deliver(
                 Event::Connection(ConnectionEvent::Resumed { recovered }),
                 None,
@@ -420,6 +439,11 @@ impl Sequencer {
             Push::Group(event) => {
                 self.learn(&event);
                 self.deliver(Event::Push(Push::Group(event)), None).await;
+            }
+            Push::MultiDevice(event) => {
+                self.learn(&event);
+                self.deliver(Event::Push(Push::MultiDevice(event)), None)
+                    .await;
             }
             other => self.deliver(Event::Push(other), None).await,
         }
@@ -615,12 +639,80 @@ impl Sequencer {
         n
     }
 
+    /// Forgets the groups to catch up whose messages the user blocked (the broker sends
+    /// them none live; its history reads ignore the block) or is no longer in; returns
+    /// those it could not check (left for the next catch-up: a live message still fills
+    /// their gap). One getGroupInfo per 100 groups.
+    async fn check_groups(&mut self, link: &Arc<Link>) -> HashSet<String> {
+        let ids: Vec<String> = self
+            .last
+            .keys()
+            .chain(self.known.keys())
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let batches: Vec<Vec<String>> = ids
+            .chunks(limits::MAX_GROUP_INFO_IDS)
+            .map(<[String]>::to_vec)
+            .collect();
+        let timeout = self.core.request_timeout;
+        let answers: Vec<_> = futures::stream::iter(batches)
+            .map(|batch| {
+                let link = link.clone();
+                async move {
+                    let request = Request::GetGroupInfo {
+                        group_ids: batch.clone(),
+                    };
+                    let answer = tokio::time::timeout(timeout, link.exchange(&request)).await;
+                    (batch, answer)
+                }
+            })
+            .buffer_unordered(INFO_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut unchecked = HashSet::new();
+        for (batch, answer) in answers {
+            let Ok(Exchange::Answered(Ok(Response::GroupInfos { groups }))) = answer else {
+                tracing::debug!("cannot check blocked groups; not catching them up yet");
+                unchecked.extend(batch.iter().cloned());
+                continue;
+            };
+            let mut answered = HashSet::new();
+            for e in groups {
+                answered.insert(e.group_id.clone());
+                let gone = match (&e.info, &e.error) {
+                    (Some(info), _) => info.shieldgroup || info.role.is_none(),
+                    (None, Some(err)) => matches!(
+                        err.code,
+                        ErrorCode::GroupNotJoined | ErrorCode::GroupNotExist
+                    ),
+                    (None, None) => false,
+                };
+                if gone {
+                    self.last.remove(&e.group_id);
+                    self.known.remove(&e.group_id);
+                } else if e.info.is_none() {
+                    unchecked.insert(e.group_id);
+                }
+            }
+            unchecked.extend(batch.iter().filter(|g| !answered.contains(*g)).cloned());
+        }
+        unchecked
+    }
+
     /// After a reconnect: every tracked group's messages after its position.
     async fn catch_up(&mut self) -> u64 {
         let Some(link) = self.link.clone() else {
             return 0;
         };
-        let groups: Vec<(String, u64)> = self.last.iter().map(|(g, s)| (g.clone(), *s)).collect();
+        let unchecked = self.check_groups(&link).await;
+        let groups: Vec<(String, u64)> = self
+            .last
+            .iter()
+            .filter(|(g, _)| !unchecked.contains(*g))
+            .map(|(g, s)| (g.clone(), *s))
+            .collect();
         for (g, _) in &groups {
             self.wait_sends(g).await;
         }
@@ -657,7 +749,12 @@ impl Sequencer {
         }
         // Groups heard of but with no message yet: what was sent since the client heard of
         // them (newest first, back to that time).
-        let known: Vec<(String, i64)> = self.known.iter().map(|(g, t)| (g.clone(), *t)).collect();
+        let known: Vec<(String, i64)> = self
+            .known
+            .iter()
+            .filter(|(g, _)| !unchecked.contains(*g))
+            .map(|(g, t)| (g.clone(), *t))
+            .collect();
         for (g, since) in known {
             match self.fetch_since(&link, &g, since).await {
                 Ok((messages, newest)) => {

@@ -814,6 +814,15 @@ impl Recorder {
         })
         .await;
     }
+
+    /// The messages handed on, as (group, seq).
+    fn tagged(&self) -> Vec<(String, u64)> {
+        let seen = self.0.lock().unwrap();
+        seen.messages
+            .iter()
+            .map(|m| (m.group_id.clone(), m.seq))
+            .collect()
+    }
 }
 
 /// Sends `n` messages to `gid` from `c`, one at a time; returns the last seq.
@@ -893,4 +902,90 @@ async fn leaving_and_rejoining_a_group_never_hands_on_what_was_sent_meanwhile() 
     seen.wait_seqs(expected.len() as u64).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seen.seqs(), expected, "only what bob was a member for");
+}
+
+/// `getGroupMessages` requests the broker answered since it started.
+async fn history_requests(broker: &Broker) -> f64 {
+    let (_, body) = broker.http_get("/metrics").await;
+    body.lines()
+        .filter(|l| {
+            l.starts_with("convoke_requests_total{") && l.contains("method=\"getGroupMessages\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn groups_whose_messages_the_user_blocked_are_not_caught_up_after_a_reconnect() {
+    let mut broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    let bob = client(&broker, "bob", "b").await;
+    let phone = client(&broker, "bob", "phone").await;
+    let seen = Recorder::start(bob.events());
+    let g1 = alice
+        .create_group(group_data("g1", &["bob"]))
+        .await
+        .unwrap();
+    let g2 = alice
+        .create_group(group_data("g2", &["bob"]))
+        .await
+        .unwrap();
+    seen.wait_ops(GroupEventOp::DirectJoined, 2).await;
+    // g1 has a position; g2 is known only from the joined list and its event.
+    post(&alice, &g1, 1).await;
+    seen.wait_seqs(1).await;
+    // g1 blocked by this client, g2 by bob's phone (this client is not told).
+    bob.block_group_messages(&g1).await.unwrap();
+    phone.block_group_messages(&g2).await.unwrap();
+    post(&alice, &g1, 3).await;
+    post(&alice, &g2, 3).await;
+    // Only bob's client catches up after the restart (the history requests are counted).
+    alice.close().await;
+    phone.close().await;
+    broker.kill9();
+    broker.start_again_in_place();
+    seen.wait_state("resumed", |s| matches!(s, ConnectionEvent::Resumed { .. }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.tagged(), vec![(g1.clone(), 1)], "nothing blocked");
+    assert!(
+        seen.states()
+            .iter()
+            .any(|s| matches!(s, ConnectionEvent::Resumed { recovered: 0, .. })),
+        "{:?}",
+        seen.states()
+    );
+    assert_eq!(history_requests(&broker).await, 0.0, "no history asked for");
+    // Unblocked: live again, from the next message.
+    bob.unblock_group_messages(&g1).await.unwrap();
+    let alice = client(&broker, "alice", "a").await;
+    let next = post(&alice, &g1, 1).await;
+    seen.wait_seqs(2).await;
+    assert_eq!(seen.tagged(), vec![(g1.clone(), 1), (g1, next)]);
+}
+
+#[tokio::test]
+async fn a_client_that_takes_no_events_fetches_no_history_after_a_reconnect() {
+    let mut broker = Broker::start().await;
+    let bob = broker
+        .builder()
+        .token(broker.token("bob", false, 3600))
+        .keep_alive(Duration::from_millis(500), Duration::from_secs(10))
+        .reconnect(fast())
+        .ignore_events()
+        .connect()
+        .await
+        .unwrap();
+    // A group of its own (tracked from seq 0 by a client that takes events) with messages.
+    let gid = bob.create_group(group_data("g", &[])).await.unwrap();
+    post(&bob, &gid, 3).await;
+    broker.kill9();
+    broker.start_again_in_place();
+    eventually("bob reconnected", || async {
+        bob.is_connected().then_some(())
+    })
+    .await;
+    bob.ping().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(history_requests(&broker).await, 0.0);
 }

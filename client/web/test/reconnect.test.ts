@@ -20,6 +20,7 @@ import {
   type Dialer,
   type EventHandlers,
   type GroupEvent,
+  type GroupInfo,
   type GroupMessage,
   type HelloOptions,
   type Push,
@@ -45,6 +46,24 @@ const event = (id: number): GroupEvent => ({
   timestamp: 1,
 });
 
+const info = (id: string, shieldgroup: boolean): GroupInfo => ({
+  id,
+  name: 'n',
+  description: '',
+  owner: 'bob',
+  created: 1,
+  affiliationsCount: 2,
+  maxusers: 200,
+  public: true,
+  membersonly: false,
+  allowinvites: false,
+  inviteNeedConfirm: true,
+  mute: false,
+  custom: '',
+  shieldgroup,
+  role: 'member',
+});
+
 interface FakeLink {
   broker: FakeBroker;
   push: ReturnType<typeof pushStream>;
@@ -58,8 +77,9 @@ class World {
   readonly history: GroupMessage[] = [];
   /** Every group's history, by id. */
   readonly histories = new Map<string, GroupMessage[]>([[G, this.history]]);
-  /** The groups alice is in (getJoinedGroups). */
+  /** The groups alice is in (getJoinedGroups), and those whose messages she blocked. */
   readonly joined = new Set<string>([G]);
+  readonly blocked = new Set<string>();
   readonly links: FakeLink[] = [];
   readonly hellos: string[] = [];
   /** Answers the hello with this refusal instead of a welcome. */
@@ -122,7 +142,16 @@ class World {
       const groups = [...this.joined].map((groupId) => ({ groupId, groupName: 'n', affiliationsCount: null, role: null }));
       return { ok: true, value: { type: 'joinedGroups', groups } };
     }
+    if (q.method === 'getGroupInfo') {
+      const groups = q.groupIds.map((groupId) =>
+        this.joined.has(groupId)
+          ? { groupId, info: info(groupId, this.blocked.has(groupId)), error: null }
+          : { groupId, info: null, error: { code: 602, message: 'not a member' } },
+      );
+      return { ok: true, value: { type: 'groupInfos', groups } };
+    }
     if (q.method === 'leaveGroup') this.joined.delete(q.groupId);
+    if (q.method === 'blockGroupMessages') this.blocked.add(q.groupId);
     if (q.method === 'joinGroup') {
       this.joined.add(q.groupId);
       return { ok: true, value: { type: 'joinResult', joined: true } };
@@ -531,6 +560,77 @@ describe('resume follows the user in and out of groups', () => {
       ...w.requests(1, 'getGroupInfo').map((q) => (q.method === 'getGroupInfo' ? q.groupIds : [])),
     ].flat();
     assert.ok(asked.includes(G) && !asked.includes(H), `asked about: ${asked.join(' ')}`);
+    c.close();
+  });
+
+  test('groups whose messages the user blocked (here or on another device) are not caught up at a reconnect', async () => {
+    const w = new World();
+    const r = recorder();
+    w.joined.add(H);
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    await w.last.push.send({ push: 'message', message: w.add(1)[0]! });
+    await until(() => r.messages.length === 1, 'message 1');
+    // G blocked on this page; H (no message yet) blocked on another device.
+    await c.blockGroupMessages({ groupId: G });
+    w.blocked.add(H);
+    await w.drop();
+    w.add(5); // the broker sends none of these live
+    w.add(5, H);
+    await until(() => r.log.some((l) => l.startsWith('reconnected')), 'the catch-up');
+    await sleep(20);
+    assert.ok(r.log.includes('reconnected:0'), r.log.join(' '));
+    assert.deepEqual(r.messages, ['1']);
+    assert.equal(w.requests(1, 'getGroupMessages').length, 0, 'no history asked for');
+    // A second reconnect does not either.
+    await w.drop();
+    await until(() => r.log.filter((l) => l.startsWith('reconnected')).length === 2, 'the second catch-up');
+    assert.deepEqual(r.messages, ['1']);
+    assert.equal(w.requests(2, 'getGroupMessages').length, 0);
+    c.close();
+  });
+
+  test('a connection that takes no events does no message catch-up', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, { ...hello, events: false }, { reconnect: fast, handlers: { r: r.handlers } });
+    w.add(5);
+    await w.drop();
+    await until(() => r.log.includes('reconnected:0'), 'the second link (onReconnected still comes)');
+    await sleep(30);
+    for (const link of [0, 1]) {
+      for (const m of ['getJoinedGroups', 'getGroupInfo', 'getGroupMessages'] as const) {
+        assert.equal(w.requests(link, m).length, 0, `${m} on link ${link}`);
+      }
+    }
+    assert.deepEqual(r.messages, []);
+    c.close();
+  });
+
+  test('a group joined on another device is caught up from its join, not from the first connection', async () => {
+    const w = new World();
+    const r = recorder();
+    const tagged: string[] = [];
+    const c = await Connection.dial(w.dial, hello, {
+      reconnect: fast,
+      handlers: { r: r.handlers, t: { onGroupMessage: (m) => tagged.push(`${m.groupId}:${m.seq}`) } },
+    });
+    for (const m of w.add(3)) await w.last.push.send({ push: 'message', message: m });
+    await until(() => r.messages.length === 3, 'G: 1..3, stamped up to 1003');
+    // H: alice joins it on her phone while this page is up (a multi-device event at 1500).
+    w.add(1, H, 1200); // before she joined
+    w.joined.add(H);
+    await w.last.push.send({ push: 'multiDevice', event: groupEvent('memberPresence', ['alice'], 1500, 'alice', H) });
+    w.add(1, H, 1600);
+    // K: joined on the phone while this page is away (no event reaches it).
+    const K = '56';
+    await w.drop();
+    w.add(1, K, 1002); // before the join, after the first connection
+    w.joined.add(K);
+    w.add(1, K, 2000);
+    await until(() => r.log.some((l) => l.startsWith('reconnected')), 'the catch-up');
+    await sleep(20);
+    assert.ok(r.log.includes('reconnected:2'), r.log.join(' '));
+    assert.deepEqual(tagged.sort(), [`${G}:1`, `${G}:2`, `${G}:3`, `${H}:2`, `${K}:2`].sort());
     c.close();
   });
 });

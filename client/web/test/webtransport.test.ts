@@ -85,7 +85,8 @@ describe('connect over WebTransport', () => {
     assert.equal(wt.broker.frames[0]!.type, 'hello');
     assert.equal(c.user, 'alice');
     await c.getGroupAdmin({ groupId: '1' }).catch(() => {});
-    assert.equal(wt.broker.requests.length, 1);
+    // (The resume's getJoinedGroups at the first link goes on it too.)
+    assert.equal(wt.broker.requests.filter((r) => r.request.method === 'getGroupAdmin').length, 1);
     c.close();
   });
 

@@ -358,7 +358,8 @@ export class Connection {
         resumed: (recovered) => this.emit((h) => h.onReconnected?.({ recovered })),
         requestTimeoutMs: this.requestTimeoutMs,
       },
-      this.resilience !== undefined,
+      // No message catch-up for a connection that takes no events.
+      this.resilience !== undefined && resilience?.hello.events !== false,
     );
     // Handlers go on before the first link is attached: they see onConnected and its first pushes.
     for (const [id, h] of Object.entries(resilience?.handlers ?? {})) this.handlers.set(id, h);

@@ -1,8 +1,8 @@
 /**
  * The sequencer: between the broker's pushes (from whichever link is up) and the
  * application's handlers. It makes the stream duplicate-free and, with `resume` on (a
- * reconnecting connection), gap-free across reconnects, as the Rust client's does
- * (client/src/resume.rs).
+ * reconnecting connection that takes events), gap-free across reconnects, as the Rust
+ * client's does (client/src/resume.rs).
  *
  * - **Kept events** (`push: 'kept'`): handed on once (as a group event), whatever link they
  *   come on, then acknowledged on the link that is up; a copy that comes again (the broker
@@ -16,15 +16,20 @@
  *   (their seqs are recorded, and a gap is judged only once sends in flight to the group
  *   have their seqs). A group is tracked from the first message handed on, from its
  *   creation by this user (seq 0), or from `trackGroup`; a group known only from an event
- *   (joined, no message yet), or found in the joined list at a reconnect, is caught up by
- *   time (its messages stamped since the event, or since the first connection).
+ *   (joined, no message yet), or found in the joined list (getJoinedGroups at each link), is
+ *   caught up by time: its messages stamped since the event (the join), since the first
+ *   welcome, or, for one first found after a reconnect (joined while away), since the
+ *   newest broker time this connection had seen.
  * - **Membership**: a group stops being tracked when it stops being the user's: a removal
  *   or block naming the user (`removeMember`), `destroy`, the user's leave on another
  *   device (`memberAbsence` naming the user), or the page's own successful `leaveGroup`,
  *   `destroyGroup` or `blockGroupMessages` (`answered`). Messages that still come for it
  *   (sent before) are handed on untracked. After a rejoin (an event naming the user, or the
  *   page's own `joinGroup`, `acceptGroupInvite`, `unblockGroupMessages`) it is tracked from
- *   its first live message again, so the time away is never "filled".
+ *   its first live message again, so the time away is never "filled". A reconnect's
+ *   catch-up first asks getGroupInfo (100 groups a request) and skips the groups whose
+ *   messages the user blocked (`shieldgroup`: the broker sends them no live message, but
+ *   its history reads ignore the block) or is no longer in.
  *
  * Work is done one item at a time, in order; items that need no request are handed on
  * synchronously.
@@ -64,6 +69,10 @@ const REMEMBERED = 10_000;
 const PAGE = 100;
 /** joined groups per page (the contract's maximum). */
 const JOINED_PAGE = 500;
+/** Ids per getGroupInfo (the contract's maximum). */
+const INFO_IDS = 100;
+/** getGroupInfo requests a catch-up has in flight at once. */
+const INFO_IN_FLIGHT = 8;
 /** Tries of a gap fill on a live link before the gap is left for the next one. */
 const FILL_ATTEMPTS = 3;
 
@@ -88,8 +97,8 @@ export class Sequencer {
   private me = '';
   /** Broker time minus local time at the last welcome: a local moment in broker time. */
   private skew = 0;
-  /** The first welcome's broker time: groups found at a reconnect are caught up from it. */
-  private firstTime: number | undefined;
+  /** The newest broker time seen (welcomes, events, messages). */
+  private clock = 0;
   /** Own sends in flight per group (ticket -> its end), and own seqs answered. */
   private nextTicket = 0;
   private readonly inFlight = new Map<string, Map<number, Promise<void>>>();
@@ -99,7 +108,7 @@ export class Sequencer {
 
   constructor(
     private readonly host: SequencerHost,
-    /** Whether messages are sequenced and gaps filled (a reconnecting connection). */
+    /** Whether messages are sequenced and gaps filled (a reconnecting connection that takes events). */
     readonly resume: boolean,
   ) {}
 
@@ -228,6 +237,7 @@ export class Sequencer {
         return;
       }
       case 'group':
+      case 'multiDevice':
         this.learn(push.event);
         this.host.deliver(push);
         return;
@@ -262,6 +272,7 @@ export class Sequencer {
   /** What an event says of the user's groups: left, joined, or (any other) in it. */
   private learn(event: GroupEvent): void {
     if (!this.resume) return;
+    this.clock = Math.max(this.clock, event.timestamp);
     const g = event.groupId;
     const namesMe = event.users.includes(this.me);
     switch (event.operation) {
@@ -320,19 +331,35 @@ export class Sequencer {
   }
 
   private async onUp(gen: number, reconnect: boolean, welcome: Welcome): Promise<void> {
-    this.firstTime ??= welcome.serverTime;
+    // The first link: every joined group from now on. Later links: groups joined while
+    // away, from the newest time this connection knew of.
+    const since = reconnect ? this.clock : welcome.serverTime;
+    this.clock = Math.max(this.clock, welcome.serverTime);
     this.host.connected(reconnect);
-    if (!reconnect || !this.resume) return;
+    if (!this.resume) {
+      // Nothing to catch up (no events taken): onReconnected still says the link is back.
+      if (reconnect) this.host.resumed(0);
+      return;
+    }
     // The joined list is the truth from here on.
+    const wasAbsent = [...this.absent];
     this.absent.clear();
+    await this.learnJoined(gen, since);
+    // A group left on the old link and listed again was rejoined meanwhile: what was handed
+    // on untracked after the leave (sent before it) is not fetched again.
+    for (const g of wasAbsent) {
+      const t = this.known.get(g);
+      if (t !== undefined && t <= since) this.known.set(g, since + 1);
+    }
+    if (!reconnect) return;
     this.recovered = 0;
-    await this.learnJoined(gen);
-    await this.catchUp(gen);
+    const unchecked = await this.checkGroups(gen);
+    await this.catchUp(gen, unchecked);
     this.host.resumed(this.recovered);
   }
 
-  /** Groups the user is in that are not tracked: caught up from the first connection. */
-  private async learnJoined(gen: number): Promise<void> {
+  /** Groups the user is in that are not tracked yet: caught up from `since`. */
+  private async learnJoined(gen: number, since: number): Promise<void> {
     for (let pageNum = 1; this.host.isLive(gen); pageNum++) {
       let r: Response;
       try {
@@ -341,14 +368,53 @@ export class Sequencer {
         return; // the tracked groups are still caught up
       }
       if (r.type !== 'joinedGroups') return;
-      for (const g of r.groups) this.note(g.groupId, this.firstTime ?? 0);
+      for (const g of r.groups) this.note(g.groupId, since);
       if (r.groups.length < JOINED_PAGE) return;
     }
   }
 
-  private async catchUp(gen: number): Promise<void> {
+  /**
+   * Forgets the groups to catch up whose messages the user blocked (the broker sends none
+   * live; its history reads ignore the block) or is no longer in; returns those it could
+   * not check (left for the next catch-up: a live message still fills their gap).
+   */
+  private async checkGroups(gen: number): Promise<Set<string>> {
+    const ids = [...new Set([...this.last.keys(), ...this.known.keys()])];
+    const unchecked = new Set<string>();
+    const batches: string[][] = [];
+    for (let i = 0; i < ids.length; i += INFO_IDS) batches.push(ids.slice(i, i + INFO_IDS));
+    const check = async (batch: string[]): Promise<void> => {
+      let r: Response | undefined;
+      try {
+        if (this.host.isLive(gen)) r = await this.host.request({ method: 'getGroupInfo', groupIds: batch });
+      } catch {
+        r = undefined;
+      }
+      if (r?.type !== 'groupInfos') {
+        for (const g of batch) unchecked.add(g);
+        return;
+      }
+      const answered = new Set<string>();
+      for (const e of r.groups) {
+        answered.add(e.groupId);
+        const gone = e.info ? e.info.shieldgroup || e.info.role === null : e.error?.code === 602 || e.error?.code === 605;
+        if (gone) {
+          this.last.delete(e.groupId);
+          this.known.delete(e.groupId);
+        } else if (!e.info) unchecked.add(e.groupId);
+      }
+      for (const g of batch) if (!answered.has(g)) unchecked.add(g);
+    };
+    for (let i = 0; i < batches.length; i += INFO_IN_FLIGHT) {
+      await Promise.all(batches.slice(i, i + INFO_IN_FLIGHT).map(check));
+    }
+    return unchecked;
+  }
+
+  private async catchUp(gen: number, skip: Set<string>): Promise<void> {
     for (const [g, after] of [...this.last]) {
       if (!this.host.isLive(gen)) return;
+      if (skip.has(g)) continue;
       await this.waitSends(g);
       try {
         this.recovered += this.handOn(g, await this.fetch(g, this.last.get(g) ?? after, undefined));
@@ -359,6 +425,7 @@ export class Sequencer {
     }
     for (const [g, since] of [...this.known]) {
       if (!this.host.isLive(gen)) return;
+      if (skip.has(g)) continue;
       try {
         const { messages, newest } = await this.fetchSince(g, since);
         if (this.known.get(g) !== since || this.last.has(g)) continue; // changed meanwhile
@@ -375,6 +442,7 @@ export class Sequencer {
   private async onMessage(m: GroupMessage): Promise<void> {
     const g = m.groupId;
     const seq = BigInt(m.seq);
+    this.clock = Math.max(this.clock, m.timestamp);
     // Sent before the user left (it came after the page's own leave was answered).
     if (this.absent.has(g)) {
       this.deliverMessage(m);
