@@ -14,6 +14,9 @@
 //!   messages in ~0.64 s at 50 ms RTT, ~13 round trips). This client's own sends are not handed back: the send path
 //!   records their seqs ([`SendTrack`]) and the sequencer skips them, waiting for sends still
 //!   in flight to a group before it decides that a seq is missing.
+//!   A message whose gap cannot be filled on a live link (after [`FILL_ATTEMPTS`] tries) is
+//!   held back and tried again later ([`RETRY_FIRST`], doubling up to [`RETRY_MAX`]), so it
+//!   is not lost on a group that then goes quiet.
 //! - **Kept events** (`Push::Kept`): handed on once per client, whatever link they come
 //!   on; a copy that comes again on a later link (the broker did not get the
 //!   acknowledgement before the old link dropped) is acknowledged again, not handed on.
@@ -80,8 +83,12 @@ const DRAIN_OLD_LINK: std::time::Duration = std::time::Duration::from_secs(2);
 const PAGES_IN_FLIGHT: usize = 16;
 
 /// How often a gap fill is tried on a live link before the message that showed the gap is
-/// left for the next gap or reconnect.
+/// held back (tried again after [`RETRY_FIRST`]).
 const FILL_ATTEMPTS: u32 = 3;
+
+/// First wait before a held-back message is tried again; doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// getGroupInfo requests a catch-up has in flight at once.
 const INFO_IN_FLIGHT: usize = 8;
@@ -249,6 +256,24 @@ enum FillError {
     RolledBack(u64),
 }
 
+/// A live message whose gap could not be filled, waiting to be tried again.
+#[derive(Debug)]
+struct Held {
+    message: GroupMessage,
+    /// The link it came on: a later link's catch-up fetches it instead.
+    gen: u64,
+    /// How often it has been held back.
+    tries: u32,
+    due: tokio::time::Instant,
+}
+
+/// How long a message held back `tries` times waits.
+fn retry_delay(tries: u32) -> std::time::Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << tries.saturating_sub(1).min(16))
+        .min(RETRY_MAX)
+}
+
 struct Sequencer {
     core: Arc<Core>,
     app: Option<mpsc::Sender<Delivery>>,
@@ -261,6 +286,8 @@ struct Sequencer {
     /// Groups that stopped being the user's on this link (left, removed, destroyed,
     /// blocked): not tracked until a join.
     absent: HashSet<String>,
+    /// Live messages held back after failed gap fills.
+    held: Vec<Held>,
     kept: RecentIds,
     link: Option<Arc<Link>>,
     /// The newest link whose push stream has ended.
@@ -287,6 +314,7 @@ pub(crate) fn spawn(
         last: HashMap::new(),
         known: HashMap::new(),
         absent: HashSet::new(),
+        held: Vec::new(),
         kept: RecentIds::default(),
         link: None,
         ended: 0,
@@ -307,6 +335,7 @@ impl Sequencer {
                 self.on_push(stashed).await;
                 continue;
             }
+            let retry_at = self.held.iter().map(|h| h.due).min();
             tokio::select! {
                 biased;
                 c = control.recv() => match c {
@@ -322,6 +351,7 @@ impl Sequencer {
                     Some(Control::Joined { group_id, since }) => self.joined(&group_id, since),
                     Some(Control::End) | None => break,
                 },
+                () = sleep_until(retry_at), if retry_at.is_some() => self.retry_held().await,
                 inc = pushes.recv() => match inc {
                     Some(inc) => self.on_push(inc).await,
                     None => break,
@@ -364,8 +394,10 @@ impl Sequencer {
             }
         }
         self.link = Some(link.clone());
-        // The joined list is the truth from here on.
+        // The joined list is the truth from here on; what was held back on the old link is
+        // fetched by the catch-up.
         let was_absent = std::mem::take(&mut self.absent);
+        self.held.retain(|h| h.gen >= link.gen);
         // The first link: every joined group is caught up from now on. Later links: groups
         // joined while away, from the last time this client knew of.
         let since = if reconnect {
@@ -435,7 +467,7 @@ impl Sequencer {
                         .await;
                 }
             },
-            Push::Message(m) => self.on_message(m).await,
+            Push::Message(m) => self.on_message(m, 0).await,
             Push::Group(event) => {
                 self.learn(&event);
                 self.deliver(Event::Push(Push::Group(event)), None).await;
@@ -556,7 +588,7 @@ impl Sequencer {
         }
     }
 
-    async fn on_message(&mut self, m: GroupMessage) {
+    async fn on_message(&mut self, m: GroupMessage, tries: u32) {
         self.clock = self.clock.max(m.timestamp);
         // Sent before the user left (it came after this client's own leave was answered).
         if self.absent.contains(&m.group_id) {
@@ -604,9 +636,20 @@ impl Sequencer {
                     }
                     // (Only a catch-up, which has no upper bound, sees a rollback.)
                     Err(FillError::Gone | FillError::RolledBack(_)) => return,
-                    // Not handed on: the next gap (a later message) or the next link's
-                    // catch-up fetches it with the rest.
-                    Err(FillError::Lost) if link.is_closed() || attempt >= FILL_ATTEMPTS => return,
+                    // The next link's catch-up fetches it with the rest.
+                    Err(FillError::Lost) if link.is_closed() => return,
+                    // Held back: tried again later, unless the next gap (a later message)
+                    // fills it first.
+                    Err(FillError::Lost) if attempt >= FILL_ATTEMPTS => {
+                        let tries = tries + 1;
+                        self.held.push(Held {
+                            message: m,
+                            gen: link.gen,
+                            tries,
+                            due: tokio::time::Instant::now() + retry_delay(tries),
+                        });
+                        return;
+                    }
                     Err(FillError::Lost) => {
                         tokio::time::sleep(std::time::Duration::from_millis(
                             100 * u64::from(attempt),
@@ -618,6 +661,24 @@ impl Sequencer {
         }
         self.last.insert(m.group_id.clone(), m.seq);
         self.deliver(Event::Push(Push::Message(m)), None).await;
+    }
+
+    /// Tries again the held-back messages that are due, in seq order per group (those of an
+    /// older link were left to the catch-up of the current one).
+    async fn retry_held(&mut self) {
+        let now = tokio::time::Instant::now();
+        let gen = self.link.as_ref().map_or(0, |l| l.gen);
+        let (mut due, later): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .filter(|h| h.gen == gen)
+            .partition(|h| h.due <= now);
+        self.held = later;
+        due.sort_by(|a, b| {
+            (&a.message.group_id, a.message.seq).cmp(&(&b.message.group_id, b.message.seq))
+        });
+        for h in due {
+            self.on_message(h.message, h.tries).await;
+        }
     }
 
     /// Hands on fetched messages in order (skipping own sends and anything already
@@ -909,6 +970,14 @@ impl Sequencer {
     }
 }
 
+/// Sleeps until `at` (forever when `None`; the select's guard never polls that case).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Single inserts and removals: a poisoned lock is still consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -1018,6 +1087,15 @@ mod tests {
             Response::Done
         ));
         assert!(membership(&Request::Ping { nonce: 1 }, &Response::Done, 5).is_none());
+    }
+
+    #[test]
+    fn a_held_back_message_waits_longer_each_time_up_to_the_cap() {
+        assert_eq!(retry_delay(1), RETRY_FIRST);
+        assert_eq!(retry_delay(2), RETRY_FIRST * 2);
+        assert_eq!(retry_delay(3), RETRY_FIRST * 4);
+        assert_eq!(retry_delay(10), RETRY_MAX);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
     }
 
     #[test]

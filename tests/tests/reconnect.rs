@@ -989,3 +989,65 @@ async fn a_client_that_takes_no_events_fetches_no_history_after_a_reconnect() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(history_requests(&broker).await, 0.0);
 }
+
+#[tokio::test]
+async fn a_live_message_whose_gap_cannot_be_filled_yet_is_tried_again_later() {
+    use convoke_tests::relay::Direction;
+    let broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    let relay = Relay::start(broker.addr, RelayOptions::default())
+        .await
+        .unwrap();
+    let bob = broker
+        .builder()
+        .server_addr(relay.addr())
+        .token(broker.token("bob", false, 3600))
+        .keep_alive(Duration::from_millis(300), Duration::from_secs(20))
+        .request_timeout(Duration::from_millis(400))
+        .reconnect(fast())
+        .connect()
+        .await
+        .unwrap();
+    let seen = Recorder::start(bob.events());
+    let gid = pair(&alice, &seen).await;
+    post(&alice, &gid, 1).await;
+    seen.wait_seqs(1).await;
+    // Message 2 is bob's, sent past the client's own-send tracking: the broker does not
+    // push it back, so 3 shows a gap.
+    let sent = bob
+        .request(Request::SendGroupMessage {
+            group_id: gid.clone(),
+            payload: b"raw".to_vec(),
+            allow_group_ack: false,
+            client_msg_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(sent, Response::MessageSent { seq: 2, .. }),
+        "{sent:?}"
+    );
+    // bob's requests now take 2.5 s to reach the broker: the fill's three tries time out.
+    relay.set_delay(Direction::ToUpstream, Duration::from_millis(2500));
+    post(&alice, &gid, 1).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    relay.set_delay(Direction::ToUpstream, Duration::ZERO);
+    assert_eq!(
+        seen.seqs(),
+        vec![1],
+        "3 is held back while 2 cannot be fetched"
+    );
+    // The group stays quiet: 2 and 3 come by themselves, on the same connection.
+    tokio::time::timeout(WAIT * 2, seen.wait_seqs(3))
+        .await
+        .unwrap();
+    assert_eq!(seen.seqs(), vec![1, 2, 3]);
+    assert!(
+        !seen
+            .states()
+            .iter()
+            .any(|s| matches!(s, ConnectionEvent::Resumed { .. })),
+        "not by a reconnect: {:?}",
+        seen.states()
+    );
+}

@@ -89,6 +89,8 @@ class World {
   /** Requests held unanswered (by method). */
   hold = new Set<string>();
   held: { link: number; r: Received }[] = [];
+  /** The next this many getGroupMessages are answered SERVER_BUSY. */
+  failHistory = 0;
   /** The broker's clock in its welcomes. */
   now = 1000;
 
@@ -131,6 +133,10 @@ class World {
       return undefined;
     }
     if (q.method === 'getGroupMessages') {
+      if (this.failHistory > 0) {
+        this.failHistory--;
+        return { ok: false, error: { code: 500, message: 'busy' } };
+      }
       if (!this.joined.has(q.groupId)) return { ok: false, error: { code: 602, message: 'not a member' } };
       const after = q.after === null ? null : BigInt(q.after);
       const before = q.before === null ? null : BigInt(q.before);
@@ -631,6 +637,22 @@ describe('resume follows the user in and out of groups', () => {
     await sleep(20);
     assert.ok(r.log.includes('reconnected:2'), r.log.join(' '));
     assert.deepEqual(tagged.sort(), [`${G}:1`, `${G}:2`, `${G}:3`, `${H}:2`, `${K}:2`].sort());
+    c.close();
+  });
+
+  test('a live message whose gap cannot be filled now is tried again on a timer, though the group goes quiet', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    const [m1, , m3] = w.add(3);
+    await w.last.push.send({ push: 'message', message: m1! });
+    await until(() => r.messages.length === 1, 'message 1');
+    // 2 is missed; the history is busy for the three tries of the fill.
+    w.failHistory = 3;
+    await w.last.push.send({ push: 'message', message: m3! });
+    await until(() => r.messages.length >= 3, 'messages 2 and 3, with no other message to bring them', 4000);
+    assert.deepEqual(r.messages, ['1', '2', '3']);
+    assert.equal(w.links.length, 1, 'on the same link');
     c.close();
   });
 });

@@ -10,7 +10,9 @@
  *   next login) is acknowledged again, not handed on.
  * - **Messages** (`resume` on): per group, the last sequence number handed on. A message at
  *   or below it is a duplicate and dropped; one further ahead than the next shows a gap:
- *   the missing ones are fetched (`getGroupMessages`) and handed on first. After a
+ *   the missing ones are fetched (`getGroupMessages`) and handed on first. A message whose
+ *   gap cannot be filled on a live link (three tries) is held back and tried again on a
+ *   timer (1 s, doubling up to 30 s), so it is not lost on a group that goes quiet. After a
  *   reconnect every tracked group is caught up the same way before any push of the new
  *   link, then `onReconnected({ recovered })`. The page's own sends are not handed back
  *   (their seqs are recorded, and a gap is judged only once sends in flight to the group
@@ -61,7 +63,9 @@ type Item =
   | { kind: 'push'; gen: number; push: Push }
   | { kind: 'up'; gen: number; reconnect: boolean; welcome: Welcome }
   /** The page's own call changed its membership of `groupId` (joined: since `since`). */
-  | { kind: 'member'; groupId: string; member: boolean; since: number };
+  | { kind: 'member'; groupId: string; member: boolean; since: number }
+  /** A live message held back after failed gap fills, tried again. */
+  | { kind: 'retry'; gen: number; message: GroupMessage; tries: number };
 
 /** Kept event ids remembered to recognise a repeat. */
 const REMEMBERED = 10_000;
@@ -73,8 +77,11 @@ const JOINED_PAGE = 500;
 const INFO_IDS = 100;
 /** getGroupInfo requests a catch-up has in flight at once. */
 const INFO_IN_FLIGHT = 8;
-/** Tries of a gap fill on a live link before the gap is left for the next one. */
+/** Tries of a gap fill on a live link before the message is held back for a while. */
 const FILL_ATTEMPTS = 3;
+/** First wait before a held-back message is tried again (ms); doubles up to the cap. */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30_000;
 
 /** Why a history fetch did not complete. */
 class Gone extends Error {}
@@ -221,6 +228,8 @@ export class Sequencer {
         if (item.member) this.joined(item.groupId, item.since);
         else this.left(item.groupId);
         return;
+      case 'retry':
+        return this.host.isLive(item.gen) ? this.onMessage(item.gen, item.message, item.tries) : undefined;
       default:
     }
     const { gen, push } = item;
@@ -246,7 +255,7 @@ export class Sequencer {
           this.host.deliver(push);
           return;
         }
-        return this.onMessage(push.message);
+        return this.onMessage(gen, push.message, 0);
       default:
         this.host.deliver(push);
     }
@@ -439,7 +448,7 @@ export class Sequencer {
     }
   }
 
-  private async onMessage(m: GroupMessage): Promise<void> {
+  private async onMessage(gen: number, m: GroupMessage, tries: number): Promise<void> {
     const g = m.groupId;
     const seq = BigInt(m.seq);
     this.clock = Math.max(this.clock, m.timestamp);
@@ -474,9 +483,13 @@ export class Sequencer {
           this.recovered += this.handOn(g, await this.fetch(g, last, seq));
           break;
         } catch (e) {
-          // Gone: no longer a member. Lost on a dead link or too often: left (with this
-          // message) for the next gap or the next link's catch-up, never skipped.
-          if (e instanceof Gone || attempt >= FILL_ATTEMPTS) return;
+          // Gone: no longer a member. On a dead link: the next link's catch-up fetches it
+          // (with this message).
+          if (e instanceof Gone || !this.host.isLive(gen)) return;
+          if (attempt >= FILL_ATTEMPTS) {
+            this.holdBack(gen, m, tries + 1);
+            return;
+          }
           await new Promise((r) => setTimeout(r, 100 * attempt));
         }
       }
@@ -484,6 +497,19 @@ export class Sequencer {
     if (seq <= (this.last.get(g) ?? 0n)) return;
     this.last.set(g, seq);
     this.deliverMessage(m);
+  }
+
+  /**
+   * A message whose gap could not be filled: tried again after a while on the same link
+   * (a later message of the group fills the gap sooner; a new link's catch-up fetches it).
+   */
+  private holdBack(gen: number, m: GroupMessage, tries: number): void {
+    const delay = Math.min(RETRY_FIRST_MS * 2 ** (tries - 1), RETRY_MAX_MS);
+    const timer = setTimeout(() => {
+      if (this.host.isLive(gen)) this.enqueue({ kind: 'retry', gen, message: m, tries });
+    }, delay);
+    // In node (the tests), a pending retry does not keep the process alive.
+    (timer as { unref?: () => void }).unref?.();
   }
 
   /** Hands on fetched messages in order, skipping own sends and anything handed on. */
