@@ -630,9 +630,10 @@ async fn the_disk_watermark_is_checked_on_the_owner() {
 
 /// A user who has only ever logged in on n3, invited while n3 is Down: not 204
 /// USER_NOT_FOUND (final) but 500 naming n3 (retryable), for a group owned by n1 (the
-/// ingress) as for one owned by n2; a join that would be counted against
-/// `max_groups_per_user` without n3's part is 500 too. With n3 back, the same invitation
-/// passes. Before, the facts gathered without n3 said "unknown user".
+/// ingress) as for one owned by n2. A join counted against `max_groups_per_user` without
+/// n3's part still passes (the limit is soft while a node is unreachable: groups owned
+/// elsewhere are unaffected). With n3 back, the same invitation passes. Before, the facts
+/// gathered without n3 said "unknown user".
 #[tokio::test]
 async fn a_user_known_only_to_a_down_node_gets_500_not_204() {
     let mut c = TestCluster::start(3).await;
@@ -655,11 +656,7 @@ async fn a_user_known_only_to_a_down_node_gets_500_not_204() {
         );
         assert!(msg.contains("n3") && msg.contains("\"loner\""), "{msg}");
     }
-    let msg = assert_code(
-        joiner.client.join_group(&here, "").await,
-        ErrorCode::ServerBusy,
-    );
-    assert!(msg.contains("n3") && msg.contains("limit"), "{msg}");
+    assert!(joiner.client.join_group(&here, "").await.unwrap());
     // A user not found while every node answers is still a definite 204.
     c.restart(3);
     for i in 1..=3 {
@@ -677,7 +674,6 @@ async fn a_user_known_only_to_a_down_node_gets_500_not_204() {
             .unwrap();
         assert_eq!(invited.pending, vec!["loner".to_string()]);
     }
-    assert!(joiner.client.join_group(&here, "").await.unwrap());
 }
 
 /// Membership changes with the owner on n2 and the users on n1 and n3: reject an invite,

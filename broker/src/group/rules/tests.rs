@@ -873,14 +873,9 @@ fn incomplete_facts_answer_500_where_the_answer_depends_on_the_missing_part() {
             "complete facts: a definite 204"
         );
     }
-    // Found: the count decides, if it can.
-    let e = run(&invite, &owner, known(0), &[("n3", true)]).unwrap_err();
-    assert_eq!(e.code, ErrorCode::ServerBusy);
-    assert!(
-        e.message.contains("n3") && e.message.contains("\"x\""),
-        "{}",
-        e.message
-    );
+    // Found: the count of the nodes that answered decides (the limit is soft while a node
+    // is unreachable: refusing would stop groups owned elsewhere too).
+    assert!(run(&invite, &owner, known(0), &[("n3", true)]).is_ok());
     assert_eq!(
         code(run(&invite, &owner, known(full), &[("n3", true)])),
         ErrorCode::MaxLimit,
@@ -892,8 +887,5 @@ fn incomplete_facts_answer_500_where_the_answer_depends_on_the_missing_part() {
         group_id: gid(),
         message: String::new(),
     };
-    assert_eq!(
-        code(run(&join, &who("out"), known(0), &[("n2", true)])),
-        ErrorCode::ServerBusy
-    );
+    assert!(run(&join, &who("out"), known(0), &[("n2", true)]).is_ok());
 }
