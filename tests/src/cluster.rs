@@ -60,9 +60,44 @@ impl TestCluster {
         c
     }
 
+    /// Starts `n` core nodes with `settings` on each, waits until every one sees all `n`
+    /// Up, and returns them as one [`Broker`] standing for the cluster (see
+    /// [`crate::spread`]). Every node serves node 1's certificate, as nodes behind one name
+    /// do, so that the broker's `cert` is good for a client of any node.
+    pub(crate) async fn start_as_broker(n: usize, settings: &[(&str, &str)]) -> Broker {
+        // The scenarios test behaviour, not failure detection: a peer timeout of a few
+        // seconds, so that a 2-core machine busy with a build never sees a peer down
+        // (which drops live deliveries, as it should) in the middle of a scenario.
+        let extra: Vec<(String, String)> = [
+            ("cluster.heartbeat_ms", "250"),
+            ("cluster.peer_timeout_ms", "5000"),
+        ]
+        .iter()
+        .chain(settings)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut c = Self::start_nodes(n, |_| extra.clone(), true);
+        let nodes = std::mem::take(&mut c.nodes);
+        wait_mesh(&nodes.iter().collect::<Vec<_>>()).await;
+        let mut nodes = nodes.into_iter();
+        let mut first = nodes.next().expect("a cluster of at least one node");
+        first.others = nodes.collect();
+        first
+    }
+
     /// Starts `n` core nodes, node `i` with the extra settings `extra(i)` (which win over
     /// the defaults); does not wait for the mesh.
     pub fn start_with(n: usize, extra: impl Fn(usize) -> Vec<(String, String)>) -> TestCluster {
+        Self::start_nodes(n, extra, false)
+    }
+
+    /// [`TestCluster::start_with`]; with `one_cert`, nodes 2..=n start with node 1's
+    /// generated certificate and key (its `data/tls`) instead of generating their own.
+    fn start_nodes(
+        n: usize,
+        extra: impl Fn(usize) -> Vec<(String, String)>,
+        one_cert: bool,
+    ) -> TestCluster {
         let port = free_port();
         let members = (1..=n)
             .map(|i| format!("n{i}@{}:{port}", node_ip(i)))
@@ -82,6 +117,14 @@ impl TestCluster {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             let mut b = Broker::unstarted(&refs);
+            if let Some(first) = c.nodes.first().filter(|_| one_cert) {
+                let (from, to) = (first.data_dir().join("tls"), b.data_dir().join("tls"));
+                std::fs::create_dir_all(&to).expect("the tls dir");
+                for name in ["cert.pem", "key.pem"] {
+                    std::fs::copy(from.join(name), to.join(name))
+                        .unwrap_or_else(|e| panic!("copying node 1's {name}: {e}"));
+                }
+            }
             b.launch();
             c.nodes.push(b);
         }
@@ -249,11 +292,7 @@ impl TestCluster {
 
     /// Node `i`'s `/cluster` document (`Value::Null` when it does not answer).
     pub async fn status(&self, i: usize) -> Value {
-        let (code, body) = self.node(i).http_get("/cluster").await;
-        if code != 200 {
-            return Value::Null;
-        }
-        serde_json::from_str(&body).unwrap_or(Value::Null)
+        status_of(self.node(i)).await
     }
 
     /// The state node `i` sees `peer` in (`up`, `down`, `connecting`, `refused`).
@@ -269,11 +308,7 @@ impl TestCluster {
 
     /// Members node `i` sees Up, itself included.
     pub async fn up_count(&self, i: usize) -> usize {
-        let s = self.status(i).await;
-        s["members"]
-            .as_array()
-            .map(|ms| ms.iter().filter(|m| m["state"] == "up").count())
-            .unwrap_or(0)
+        up_count_of(self.node(i)).await
     }
 
     /// Waits until node `i` sees `n` members Up (itself included).
@@ -380,6 +415,35 @@ impl TestCluster {
             let _ = e.read_to_string(&mut err);
         }
         (code, err)
+    }
+}
+
+/// `node`'s `/cluster` document (`Value::Null` when it does not answer).
+async fn status_of(node: &Broker) -> Value {
+    let (code, body) = node.http_get("/cluster").await;
+    if code != 200 {
+        return Value::Null;
+    }
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// Members `node` sees Up, itself included.
+async fn up_count_of(node: &Broker) -> usize {
+    let s = status_of(node).await;
+    s["members"]
+        .as_array()
+        .map(|ms| ms.iter().filter(|m| m["state"] == "up").count())
+        .unwrap_or(0)
+}
+
+/// Waits until each of `nodes` sees all of them Up.
+pub(crate) async fn wait_mesh(nodes: &[&Broker]) {
+    for (i, node) in nodes.iter().enumerate() {
+        eventually(
+            &format!("node {} to see {} members up", i + 1, nodes.len()),
+            || async { (up_count_of(node).await == nodes.len()).then_some(()) },
+        )
+        .await;
     }
 }
 

@@ -6,6 +6,10 @@
 //!
 //! [`relay`] puts a userspace UDP relay between clients and a broker (delay, loss,
 //! reordering, cuts, NAT rebinding), where this kernel has no netem.
+//!
+//! A [`Broker`] can also stand for a cluster of nodes ([`spread`]): in the
+//! `cluster_scenarios` test binary, or with `CONVOKE_TEST_CLUSTER=3`, `Broker::start` runs
+//! a 3-node cluster and spreads the scenario's clients over its nodes.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,8 +20,10 @@ pub mod checker;
 pub mod cluster;
 pub mod netns;
 pub mod relay;
+pub mod spread;
 
 pub use relay::{Relay, RelayOptions};
+pub use spread::{known_cluster_failure, on_cluster, single_broker_only};
 
 use convoke_client::{Client, ClientError, EventStream};
 use convoke_protocol::{GroupEvent, GroupEventOp, GroupMessage, Push};
@@ -130,7 +136,8 @@ fn build_binaries() -> PathBuf {
     profile_dir
 }
 
-/// A running broker process.
+/// A running broker process; or, on a cluster ([`spread`]), node 1 of the cluster holding
+/// the other nodes, each method meaning the cluster (see each method).
 #[derive(Debug)]
 pub struct Broker {
     child: Option<Child>,
@@ -144,6 +151,10 @@ pub struct Broker {
     pub metrics: Option<SocketAddr>,
     /// The broker's (self-signed) certificate.
     pub cert: PathBuf,
+    /// On a cluster: nodes 2..=n (node 1 is this one). Empty for one process.
+    others: Vec<Broker>,
+    /// On a cluster: which node each client goes to.
+    placement: spread::Placement,
 }
 
 impl Broker {
@@ -152,15 +163,20 @@ impl Broker {
         Self::start_with(&[]).await
     }
 
-    /// Starts a broker with extra `section.field=value` settings.
+    /// Starts a broker with extra `section.field=value` settings: one process, or a cluster
+    /// of [`spread::scenario_nodes`] nodes, each with these settings.
     pub async fn start_with(settings: &[(&str, &str)]) -> Broker {
+        let n = spread::scenario_nodes();
+        if n > 1 {
+            return cluster::TestCluster::start_as_broker(n, settings).await;
+        }
         let mut b = Self::unstarted(settings);
         b.launch();
         b
     }
 
     /// A broker whose data dir exists but whose process is not started yet (to seed its
-    /// store first); start it with [`Broker::launch`].
+    /// store first); start it with [`Broker::launch`]. Always one process.
     pub fn unstarted(settings: &[(&str, &str)]) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("convoke-test")
@@ -178,6 +194,8 @@ impl Broker {
             addr: "127.0.0.1:1".parse().unwrap(),
             metrics: None,
             cert: PathBuf::new(),
+            others: Vec::new(),
+            placement: spread::Placement::default(),
         };
         std::fs::create_dir_all(b.data_dir()).unwrap();
         b
@@ -188,17 +206,69 @@ impl Broker {
         self.spawn();
     }
 
-    /// The data directory.
+    /// This broker's processes: itself, then on a cluster nodes 2..=n. (Node 1 is this
+    /// broker, whose methods mean the whole cluster: hence private.)
+    fn nodes(&self) -> impl Iterator<Item = &Broker> {
+        std::iter::once(self).chain(&self.others)
+    }
+
+    /// Every node's process id (one on a single broker; 0 for a node not running).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes().map(Broker::pid).collect()
+    }
+
+    /// The data directory (on a cluster node 1's: see [`Broker::data_dirs`]).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    /// The broker's log (stderr) so far.
+    /// Every node's data directory (one on a single broker).
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        self.nodes().map(Broker::data_dir).collect()
+    }
+
+    /// The broker's log (stderr) so far; on a cluster every node's, each after a
+    /// `--- node <i> ---` line.
     pub fn log(&self) -> String {
+        if self.others.is_empty() {
+            return self.own_log();
+        }
+        self.nodes()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {} ---\n{}", i + 1, n.own_log()))
+            .collect()
+    }
+
+    fn own_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
 
+    /// Starts every node's process; on a cluster, returns when every node sees every
+    /// other up.
     fn spawn(&mut self) {
+        self.spawn_process();
+        for node in &mut self.others {
+            node.spawn_process();
+        }
+        if !self.others.is_empty() {
+            let nodes: Vec<&Broker> = self.nodes().collect();
+            // A side thread with its own runtime: this is called from synchronous code
+            // inside a test's (current-thread) runtime.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(cluster::wait_mesh(&nodes));
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            });
+        }
+    }
+
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -222,6 +292,10 @@ impl Broker {
         for (k, v) in &self.settings {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
+        if let Some(listen) = self.listen {
+            // After the settings: a cluster node's settings name its address with port 0.
+            cmd.arg("--set").arg(format!("server.listen={listen}"));
+        }
         let mut child = cmd
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -242,7 +316,7 @@ impl Broker {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                panic!("broker did not become ready; log:\n{}", self.log());
+                panic!("broker did not become ready; log:\n{}", self.own_log());
             }
         };
         for part in line.split_whitespace() {
@@ -257,33 +331,51 @@ impl Broker {
         self.child = Some(child);
     }
 
-    /// The broker's process id.
+    /// The broker's process id (on a cluster node 1's).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
-    /// Whether the broker process has exited by itself (e.g. a fault-injection abort).
+    /// Whether the broker process (on a cluster: any node) has exited by itself (e.g. a
+    /// fault-injection abort).
     pub fn has_exited(&mut self) -> bool {
-        self.child
+        let own = self
+            .child
             .as_mut()
-            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+        own || self.others.iter_mut().any(Broker::has_exited)
     }
 
-    /// SIGKILL, like `kill -9`: no shutdown code runs.
+    /// SIGKILL, like `kill -9`: no shutdown code runs. On a cluster, every node.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        for node in &mut self.others {
+            node.kill9();
+        }
     }
 
-    /// SIGTERM and wait for a graceful exit.
+    /// SIGTERM and wait for a graceful exit. On a cluster, every node, at once.
     pub fn stop(&mut self) {
+        for node in self.nodes() {
+            if let Some(c) = &node.child {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .status();
+            }
+        }
+        self.wait_exit();
+        for node in &mut self.others {
+            node.wait_exit();
+        }
+    }
+
+    /// Waits for this process to exit after a SIGTERM (kills it after [`WAIT`]).
+    fn wait_exit(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
             let deadline = std::time::Instant::now() + WAIT;
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -299,7 +391,8 @@ impl Broker {
         }
     }
 
-    /// Graceful stop, then start again on the same data dir (new ports).
+    /// Graceful stop, then start again on the same data dir (new ports). On a cluster,
+    /// every node (the same cluster port), returning when they see each other again.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -312,9 +405,13 @@ impl Broker {
     }
 
     /// Starts the broker again (after [`Broker::kill9`] or [`Broker::stop`]) on the same
-    /// data dir and the same QUIC address, so that its clients can reconnect.
+    /// data dir and the same QUIC address, so that its clients can reconnect. On a cluster,
+    /// every node on its address.
     pub fn start_again_in_place(&mut self) {
         self.listen = Some(self.addr);
+        for node in &mut self.others {
+            node.listen = Some(node.addr);
+        }
         self.spawn();
     }
 
@@ -325,8 +422,36 @@ impl Broker {
         convoke_broker::auth::mint(SECRET.as_bytes(), user, admin, exp)
     }
 
-    /// A client builder pointed at this broker, trusting its certificate.
+    /// A client builder pointed at this broker, trusting its certificate; on a cluster at
+    /// the nodes in turn (the builder does not know its user).
     pub fn builder(&self) -> convoke_client::ClientBuilder {
+        match self.others.is_empty() {
+            true => self.own_builder(),
+            false => {
+                let i = self.placement.next_builder(self.others.len() + 1);
+                self.node(i).own_builder()
+            }
+        }
+    }
+
+    /// Node `i` (0-based; 0 is this one).
+    fn node(&self, i: usize) -> &Broker {
+        match i {
+            0 => self,
+            i => &self.others[i - 1],
+        }
+    }
+
+    /// The node a client of `user` on `device` connects to: this broker, or on a cluster
+    /// the one [`spread::Placement`] assigns.
+    fn node_of(&self, user: &str, device: &str) -> &Broker {
+        match self.others.is_empty() {
+            true => self,
+            false => self.node(self.placement.node_of(user, device, self.others.len() + 1)),
+        }
+    }
+
+    fn own_builder(&self) -> convoke_client::ClientBuilder {
         Client::builder()
             .server_addr(self.addr)
             .server_name("localhost")
@@ -341,7 +466,8 @@ impl Broker {
     /// A connected app admin.
     pub async fn connect_admin(&self, user: &str) -> Peer {
         let client = self
-            .builder()
+            .node_of(user, "d1")
+            .own_builder()
             .token(self.token(user, true, 3600))
             .device_id("d1")
             .connect()
@@ -350,32 +476,25 @@ impl Broker {
         Peer::new(client)
     }
 
-    /// A connected client for `user` on `device`.
+    /// A connected client for `user` on `device` (on a cluster on its node, see
+    /// [`spread`]).
     pub async fn connect_device(&self, user: &str, device: &str) -> Peer {
-        let client = self
-            .builder()
+        let node = self.node_of(user, device);
+        let client = node
+            .own_builder()
             .token(self.token(user, false, 3600))
             .device_id(device)
             .connect()
             .await
-            .unwrap_or_else(|e| panic!("{user} cannot connect: {e}\nbroker log:\n{}", self.log()));
+            .unwrap_or_else(|e| panic!("{user} cannot connect: {e}\nbroker log:\n{}", node.log()));
         Peer::new(client)
     }
 
     /// The value of metric `name` in a fresh scrape, summed over its labelled series (0 when
-    /// absent).
+    /// absent); on a cluster also over the nodes.
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, body) = self.http_get("/metrics").await;
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                let metric = series.split('{').next()?;
-                (metric == name)
-                    .then(|| value.parse::<f64>().ok())
-                    .flatten()
-            })
-            .sum()
+        spread::sum_of(&body, name)
     }
 
     /// Waits until the broker has exactly `n` sessions past their handshake (e.g. until a
@@ -387,8 +506,37 @@ impl Broker {
         .await;
     }
 
-    /// Fetches `/metrics` (or another path) from the metrics endpoint.
+    /// Fetches `/metrics` (or another path) from the metrics endpoint. On a cluster,
+    /// `/metrics` is every node's scrape merged, each series summed over the nodes (the
+    /// first failing node's status, if any); another path is node 1's.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
+        if self.others.is_empty() || path != "/metrics" {
+            return self.own_http_get(path).await;
+        }
+        let mut status = 200;
+        let mut bodies = Vec::new();
+        for node in self.nodes() {
+            let (code, body) = node.own_http_get(path).await;
+            if status == 200 {
+                status = code;
+            }
+            bodies.push(body);
+        }
+        (status, spread::merge_scrapes(&bodies))
+    }
+
+    /// Metric `name` (summed over its series) on each node, in node order (one value on a
+    /// single broker).
+    pub async fn node_metrics(&self, name: &str) -> Vec<f64> {
+        let mut out = Vec::new();
+        for node in self.nodes() {
+            let (_, body) = node.own_http_get("/metrics").await;
+            out.push(spread::sum_of(&body, name));
+        }
+        out
+    }
+
+    async fn own_http_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.metrics.expect("metrics enabled");
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -413,6 +561,18 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() && !self.others.is_empty() {
+            // The data dirs go with the broker: what the nodes logged (peers seen down and
+            // up, at info) is the first thing to read about a scenario failing on a cluster.
+            for (i, node) in self.nodes().enumerate() {
+                let log = node.own_log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- node {} log (last {} lines) ---", i + 1, tail.len());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use convoke_protocol::transfer::{TransferHeader, TransferReply};
 use convoke_protocol::{decode_frame, ApiError, ErrorCode, EventDetail, GroupEventOp as Op};
 use convoke_tests::{assert_code, eventually, group_data, peers, raw_connection, Broker, Peer};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -69,22 +69,31 @@ async fn list(p: &Peer, gid: &str, page: u32, size: u32) -> Vec<SharedFile> {
         .unwrap()
 }
 
-fn files_dir(broker: &Broker) -> PathBuf {
-    broker.data_dir().join("files")
+/// The files dirs: the broker's, or on a cluster every node's (a group's files are on the
+/// node that owns the group).
+fn files_dirs(broker: &Broker) -> Vec<PathBuf> {
+    broker
+        .data_dirs()
+        .into_iter()
+        .map(|d| d.join("files"))
+        .collect()
 }
 
-/// Entries of a directory under the files dir (none if it does not exist).
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
-        Err(_) => Vec::new(),
+/// Entries of `sub` (a group's blobs, or `tmp`) in the files dirs (none where it does not
+/// exist).
+fn entries(broker: &Broker, sub: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in files_dirs(broker) {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            out.extend(rd.map(|e| e.unwrap().path()));
+        }
     }
+    out
 }
 
 async fn tmp_becomes_empty(broker: &Broker) {
-    let tmp = files_dir(broker).join("tmp");
     eventually("files/tmp to be empty", || {
-        let left = entries(&tmp);
+        let left = entries(broker, "tmp");
         async move { left.is_empty().then_some(()) }
     })
     .await;
@@ -230,7 +239,7 @@ async fn over_size_declared_or_sent_keeps_nothing() {
     assert!(list(&alice, &gid, 1, 10).await.is_empty());
     bob.expect_quiet().await;
     tmp_becomes_empty(&broker).await;
-    assert!(entries(&files_dir(&broker).join(&gid)).is_empty());
+    assert!(entries(&broker, &gid).is_empty());
 }
 
 #[tokio::test]
@@ -298,9 +307,8 @@ async fn a_cancelled_upload_leaves_nothing() {
         std::future::pending::<()>().await;
     });
     while progress.recv().await.unwrap().done < (2 * MIB) as u64 {}
-    let tmp = files_dir(&broker).join("tmp");
     eventually("the partial upload on disk", || {
-        let n = entries(&tmp).len();
+        let n = entries(&broker, "tmp").len();
         async move { (n == 1).then_some(()) }
     })
     .await;
@@ -311,7 +319,7 @@ async fn a_cancelled_upload_leaves_nothing() {
     tmp_becomes_empty(&broker).await;
     assert!(list(&alice, &gid, 1, 10).await.is_empty());
     bob.expect_quiet().await;
-    assert!(entries(&files_dir(&broker).join(&gid)).is_empty());
+    assert!(entries(&broker, &gid).is_empty());
 }
 
 #[tokio::test]
@@ -386,8 +394,7 @@ async fn delete_permissions_events_and_blobs() {
     m1.expect(Op::UploadFile).await;
     m1.expect(Op::UploadFile).await;
     m2.expect(Op::UploadFile).await;
-    let blobs = files_dir(&broker).join(&gid);
-    assert_eq!(entries(&blobs).len(), 3);
+    assert_eq!(entries(&broker, &gid).len(), 3);
 
     let msg = assert_code(
         m1.client.delete_group_shared_file(&gid, &f2.file_id).await,
@@ -436,17 +443,17 @@ async fn delete_permissions_events_and_blobs() {
     );
     assert!(list(&owner, &gid, 1, 10).await.is_empty());
     eventually("deleted blobs to be removed", || {
-        let n = entries(&blobs).len();
+        let n = entries(&broker, &gid).len();
         async move { (n == 0).then_some(()) }
     })
     .await;
 
     // A destroyed group's files go with it.
     upload(&m1, &gid, "last.txt", vec![4; 10]).await.unwrap();
-    assert_eq!(entries(&blobs).len(), 1);
+    assert_eq!(entries(&broker, &gid).len(), 1);
     owner.client.destroy_group(&gid).await.unwrap();
     eventually("the destroyed group's files to be removed", || {
-        let gone = !blobs.exists();
+        let gone = files_dirs(&broker).iter().all(|d| !d.join(&gid).exists());
         async move { gone.then_some(()) }
     })
     .await;
@@ -605,7 +612,7 @@ async fn a_restart_keeps_files_and_index_consistent() {
     }
     let r = download(&bob, &gid, &gone.file_id, None).await;
     assert_code(r, ErrorCode::DownloadFileError);
-    assert_eq!(entries(&files_dir(&broker).join(&gid)).len(), 2);
+    assert_eq!(entries(&broker, &gid).len(), 2);
 }
 
 #[tokio::test]
@@ -638,9 +645,8 @@ async fn kill_9_mid_upload_leaves_no_trace_of_it() {
         }
         std::future::pending::<()>().await;
     });
-    let tmp = files_dir(&broker).join("tmp");
     eventually("2 MiB of the upload on disk", || {
-        let size: u64 = entries(&tmp)
+        let size: u64 = entries(&broker, "tmp")
             .iter()
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
@@ -655,7 +661,7 @@ async fn kill_9_mid_upload_leaves_no_trace_of_it() {
     feeder.abort();
 
     assert!(
-        entries(&tmp).is_empty(),
+        entries(&broker, "tmp").is_empty(),
         "leftover temp files are removed at start"
     );
     let bob = broker.connect("bob").await;
@@ -666,14 +672,14 @@ async fn kill_9_mid_upload_leaves_no_trace_of_it() {
         let got = download(&bob, &gid, &f.file_id, None).await.unwrap();
         assert_eq!(sha(&got), sha(data));
     }
-    assert_eq!(entries(&files_dir(&broker).join(&gid)).len(), 2);
+    assert_eq!(entries(&broker, &gid).len(), 2);
 }
 
 // ---- resumable transfers ------------------------------------------------------------------
 
 /// Total bytes of the partial uploads in `files/tmp`.
 fn tmp_bytes(broker: &Broker) -> u64 {
-    entries(&files_dir(broker).join("tmp"))
+    entries(broker, "tmp")
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())

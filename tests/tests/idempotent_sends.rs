@@ -298,14 +298,18 @@ async fn a_crash_between_the_durable_write_and_the_answer_keeps_the_message_and_
     let c = m1.client.clone();
     let gid2 = gid.clone();
     let send = tokio::spawn(async move { send_raw(&c, &gid2, "durable, unanswered", id).await });
-    // The process aborts (a zombie until reaped: nobody answered for it).
-    let pid = broker.pid();
+    // The process aborts (a zombie until reaped: nobody answered for it); on a cluster,
+    // the node that owns the group.
+    let pids = broker.pids();
     eventually("the broker to abort", || async {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next());
-        matches!(state, None | Some('Z' | 'X')).then_some(())
+        let aborted = pids.iter().any(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            matches!(state, None | Some('Z' | 'X'))
+        });
+        aborted.then_some(())
     })
     .await;
     assert!(
