@@ -77,10 +77,11 @@ fuzz_target!(|data: &[u8]| {
 
     let (world, group) = fixture();
     let limits = small_limits();
+    let facts = world.facts();
     let ctx = Ctx {
         now: T0 + 1_000,
         limits: &limits,
-        env: world,
+        facts: &facts,
     };
     let callers = [
         caller("owner", false),

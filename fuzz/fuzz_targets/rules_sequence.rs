@@ -420,12 +420,13 @@ fuzz_target!(|script: Script| {
     let mut now = T0;
     // Users the owner (or an app admin) blocked while they were admins.
     let mut blocked_admins = BTreeSet::from(["blk".to_string()]);
+    let facts = world.facts();
     for s in script.steps.iter().take(64) {
         now += i64::from(s.dt) * 100;
         let ctx = Ctx {
             now,
             limits: &limits,
-            env: &world,
+            facts: &facts,
         };
         // Callers are logged in: the first six of the cast.
         let who = caller(CAST[s.who.0 as usize % 6], s.app_admin);

@@ -11,7 +11,8 @@
 
 use convoke_broker::files::{FileLimits, FileRec};
 use convoke_broker::group::model::Group;
-use convoke_broker::group::rules::{self, Caller, Ctx, Dirty, Effects, Env, Limits};
+use convoke_broker::group::rules::facts::{Facts, UserFacts};
+use convoke_broker::group::rules::{self, Caller, Ctx, Dirty, Effects, Limits};
 use convoke_protocol::{ids, ApiError, CreateGroupData, Request, Role};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Debug;
@@ -26,16 +27,21 @@ pub struct World {
     pub at_quota: HashSet<String>,
 }
 
-impl Env for World {
-    fn user_exists(&self, user: &str) -> bool {
-        self.known.contains(user)
-    }
-    fn joined_count(&self, user: &str) -> usize {
-        if self.at_quota.contains(user) {
-            usize::MAX / 2
-        } else {
-            0
+impl World {
+    /// The outside facts the ingress would gather for the cast: every known or at-quota
+    /// user (the cast is small, so all of them, whatever the request names).
+    pub fn facts(&self) -> Facts {
+        let mut facts = Facts::default();
+        for u in self.known.iter().chain(&self.at_quota) {
+            facts.insert(
+                u,
+                UserFacts {
+                    exists: self.known.contains(u),
+                    joined: if self.at_quota.contains(u) { u64::MAX / 2 } else { 0 },
+                },
+            );
         }
+        facts
     }
 }
 
@@ -88,10 +94,11 @@ pub fn build_group(
     world: &World,
     limits: &Limits,
 ) -> Group {
+    let facts = world.facts();
     let ctx = Ctx {
         now: T0,
         limits,
-        env: world,
+        facts: &facts,
     };
     let (mut g, fx) = rules::create(1234, &caller(owner, false), &data, &ctx)
         .unwrap_or_else(|e| panic!("fixture createGroup failed: {e:?}"));
