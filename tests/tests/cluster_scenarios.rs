@@ -33,17 +33,6 @@
 //!
 //! # Known failures (not run on the cluster; each prints why)
 //! Gaps of the cluster that these scenarios catch, reported on issue #11:
-//! - `groups_durability::an_offline_inbox_longer_than_the_event_queue_arrives_whole_and_in_order`:
-//!   at login, kept events are replayed node by node (this node's, then each other core
-//!   node's: `cluster/scatter.rs`), so events of groups owned by different nodes do not
-//!   arrive in the order they happened (40 groups created one after the other: their
-//!   directJoined came out of order).
-//! - `groups_durability::kept_events_over_the_limit_drop_the_oldest_at_login`:
-//!   `sessions.kept_events_max` bounds each node's share of a user's kept events, not their
-//!   total (5 kept events over 3 nodes with a bound of 3: all 5 delivered, none dropped).
-//! - `hardening_abuse::a_create_destroy_flood_cannot_push_out_a_real_invitation`:
-//!   `sessions.kept_events_per_sender_max` (3) bounds a sender's kept events per node: the
-//!   victim got 6 of the attacker's, not 3.
 //! - `hardening_abuse::shared_files_per_user_are_bounded`: `quotas.file_mb_per_user` is
 //!   counted by each group's owner node, so a user's second file in a group owned by another
 //!   node passes the quota.

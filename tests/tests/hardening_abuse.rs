@@ -11,12 +11,6 @@ use convoke_tests::{assert_code, group_data, Broker};
 /// and what the attacker left is one destroy per group, at most their share.
 #[tokio::test]
 async fn a_create_destroy_flood_cannot_push_out_a_real_invitation() {
-    if convoke_tests::known_cluster_failure(
-        "sessions.kept_events_per_sender_max bounds a sender's kept events per node, not in \
-         total (cluster/scatter.rs)",
-    ) {
-        return;
-    }
     let broker = Broker::start_with(&[
         ("sessions.kept_events_max", "8"),
         ("sessions.kept_events_per_sender_max", "3"),

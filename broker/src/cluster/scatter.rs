@@ -5,11 +5,13 @@
 //!   the group's shard; every core node returns its rows (ascending by group id, at most as
 //!   many as the requested page could need), the asker merges by id and cuts the page, so
 //!   the page semantics are those of a single node.
-//! - The login inbox: `i <user> ...` lives on the group's shard; the session replays its own
-//!   node's kept events, then every other core node's, page by page. Events of one group come
-//!   from one node, so they keep their order; events of different nodes are not interleaved
-//!   by time. Each node bounds its part to `sessions.kept_events_max`, so a user may be
-//!   shown up to that many per core node (soft in a cluster).
+//! - The login inbox: `i <user> ...` lives on the group's shard; the session reads every core
+//!   node's kept events page by page (one page per node held at a time) and merges them by
+//!   event time ([`merged_inbox`]). Events of one group come from one node, so they keep
+//!   their order. `sessions.kept_events_max` bounds the total as on one node: each node's
+//!   first page says how many it keeps (and from which operators), and the oldest over the
+//!   bound are dropped there; `sessions.kept_events_per_sender_max` too (it is also checked
+//!   where an event is kept, per node).
 //! - Acknowledgements go to the node that holds the entry: the ordinal in the kept event's
 //!   id ([`crate::store::ids::ordinal_of`]); the ordinal to node map is learnt from the
 //!   answers (each carries its node's ordinal); while it is unknown, every Up core node gets
@@ -28,7 +30,7 @@
 //! over what one batch between nodes carries) fails a listing with 500 naming it: a page is
 //! never silently cut short for a node that is up.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bincode::{Decode, Encode};
@@ -86,6 +88,11 @@ pub enum Reply {
     Inbox {
         frames: Vec<Vec<u8>>,
         next: Option<u64>,
+        /// On the first page (no `after`): how many events the node keeps for the user,
+        /// after bounding them to `trim`; 0 on later pages.
+        total: u32,
+        /// On the first page: how many of them each operator has; empty on later pages.
+        senders: Vec<(String, u32)>,
     },
     Done,
     Failed(String),
@@ -134,8 +141,10 @@ pub fn answer_local(node: &Node, query: &Query) -> Reply {
                 max_bytes,
                 trim,
             } => {
+                let mut total = 0;
+                let mut senders = Vec::new();
                 if after.is_none() {
-                    let dropped = node
+                    let (dropped, kept) = node
                         .store
                         .inbox_trim(user, *trim as usize)
                         .map_err(storage)?;
@@ -143,6 +152,8 @@ pub fn answer_local(node: &Node, query: &Query) -> Reply {
                         metrics::counter!("convoke_kept_events_dropped_total")
                             .increment(dropped as u64);
                     }
+                    total = u32::try_from(kept).unwrap_or(u32::MAX);
+                    senders = node.store.inbox_senders(user).map_err(storage)?;
                 }
                 let (frames, next) = node
                     .store
@@ -151,6 +162,8 @@ pub fn answer_local(node: &Node, query: &Query) -> Reply {
                 Reply::Inbox {
                     frames: frames.into_iter().map(|b| b.to_vec()).collect(),
                     next,
+                    total,
+                    senders,
                 }
             }
             Query::Ack { user, ids } => {
@@ -470,46 +483,228 @@ fn combine_user_facts(
     facts
 }
 
-/// Pages of `user`'s kept events held by the other core nodes, handed to `sink` one page
-/// at a time (it returns false to stop: the session ended).
-pub async fn remote_inbox<F, Fut>(
+/// One node's share of a user's kept events during the login replay: a page at a time,
+/// oldest first.
+struct InboxCursor {
+    /// The node; `None` for this one (read from the store directly).
+    peer: Option<String>,
+    /// The page read and not yet merged.
+    page: VecDeque<KeptFrame>,
+    /// Where the next page starts; `None` before the first page.
+    after: Option<u64>,
+    /// More pages to read.
+    more: bool,
+}
+
+impl InboxCursor {
+    /// Reads the next page; on the first, returns how many events the node keeps for
+    /// `user` (after bounding them to `max`) and how many each operator has. A node that cannot answer ends its share
+    /// (counted as a partial read): its events wait for the next login.
+    async fn fill(
+        &mut self,
+        node: &Node,
+        cluster: &Cluster,
+        user: &str,
+        page: usize,
+        page_bytes: usize,
+        max: usize,
+    ) -> (usize, Vec<(String, u32)>) {
+        let first = self.after.is_none();
+        let read = match &self.peer {
+            None => (|| {
+                let (mut total, mut senders) = (0, Vec::new());
+                if first {
+                    let (dropped, kept) = node.store.inbox_trim(user, max)?;
+                    if dropped > 0 {
+                        metrics::counter!("convoke_kept_events_dropped_total")
+                            .increment(dropped as u64);
+                    }
+                    total = kept;
+                    senders = node.store.inbox_senders(user)?;
+                }
+                let (frames, next) = node.store.inbox_page(user, self.after, page, page_bytes)?;
+                Ok::<_, crate::store::StoreError>((frames, next, total, senders))
+            })()
+            .map_err(|e| e.to_string()),
+            Some(peer) => {
+                let query = Query::Inbox {
+                    user: user.to_owned(),
+                    after: self.after,
+                    max: u32::try_from(page).unwrap_or(u32::MAX),
+                    max_bytes: u32::try_from(page_bytes).unwrap_or(u32::MAX),
+                    trim: u32::try_from(max).unwrap_or(u32::MAX),
+                };
+                match ask(cluster, peer, "inbox", &query).await {
+                    Some(Reply::Inbox {
+                        frames,
+                        next,
+                        total,
+                        senders,
+                    }) => Ok((
+                        frames.into_iter().map(Bytes::from).collect(),
+                        next,
+                        total as usize,
+                        senders,
+                    )),
+                    Some(Reply::Failed(why)) => Err(why),
+                    // Not Up, no answer in time or undecodable: counted by `ask`.
+                    _ => Err(String::new()),
+                }
+            }
+        };
+        let (frames, next, total, senders) = match read {
+            Ok(r) => r,
+            Err(why) => {
+                let peer = self.peer.as_deref().unwrap_or(cluster.name());
+                if !why.is_empty() {
+                    partial("inbox", peer, &why);
+                }
+                self.more = false;
+                return (0, Vec::new());
+            }
+        };
+        self.page.extend(frames.into_iter().map(KeptFrame::read));
+        self.more = next.is_some();
+        self.after = next.or(self.after).or(Some(0));
+        (total, senders)
+    }
+}
+
+/// A kept event in the login replay: its `Push::Kept` frame and what the merge needs.
+struct KeptFrame {
+    /// The event's time, ms (`i64::MIN` for a frame that does not decode as a kept event:
+    /// sent first, never acknowledged by id or counted to an operator).
+    time: i64,
+    id: u64,
+    /// The operator (`from`).
+    from: String,
+    frame: Bytes,
+}
+
+impl KeptFrame {
+    fn read(frame: Bytes) -> Self {
+        match convoke_protocol::decode_frame::<convoke_protocol::Push>(
+            &mut bytes::BytesMut::from(&frame[..]),
+            convoke_protocol::MAX_FRAME_LEN,
+        ) {
+            Ok(Some(convoke_protocol::Push::Kept { id, event })) => Self {
+                time: event.timestamp,
+                id,
+                from: event.from,
+                frame,
+            },
+            _ => Self {
+                time: i64::MIN,
+                id: 0,
+                from: String::new(),
+                frame,
+            },
+        }
+    }
+}
+
+/// The login replay in a cluster: `user`'s kept events from every core node (this one's
+/// from its store), merged by event time into pages for `sink` (it returns false to stop:
+/// the session ended). Each node's events keep their order (a group's events are all on
+/// its owner, so a group's order is kept); between nodes the older event goes first, ties
+/// to the node listed first. The bounds hold for the user's events on all nodes together,
+/// as on one node: at most `per_sender` (`sessions.kept_events_per_sender_max`) from one
+/// operator, then at most `max` (`sessions.kept_events_max`) in all; the oldest over a
+/// bound are dropped, not sent, and no longer kept. One page per node is held at a time.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the replay's page sizes and both bounds"
+)]
+pub async fn merged_inbox<F, Fut>(
+    node: &Node,
     cluster: &Cluster,
     user: &str,
     page: usize,
     page_bytes: usize,
     max: usize,
+    per_sender: usize,
     mut sink: F,
 ) where
     F: FnMut(Vec<Bytes>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let me = cluster.name().to_owned();
-    for peer in cluster.core_members().into_iter().filter(|p| *p != me) {
-        let mut after = None;
-        loop {
-            let query = Query::Inbox {
-                user: user.to_owned(),
-                after,
-                max: u32::try_from(page).unwrap_or(u32::MAX),
-                max_bytes: u32::try_from(page_bytes).unwrap_or(u32::MAX),
-                trim: u32::try_from(max).unwrap_or(u32::MAX),
-            };
-            let (frames, next) = match ask(cluster, &peer, "inbox", &query).await {
-                Some(Reply::Inbox { frames, next }) => (frames, next),
-                Some(Reply::Failed(why)) => {
-                    partial("inbox", &peer, &why);
-                    break;
-                }
-                _ => break,
-            };
-            if !frames.is_empty() && !sink(frames.into_iter().map(Bytes::from).collect()).await {
-                return;
-            }
-            match next {
-                Some(id) => after = Some(id),
-                None => break,
-            }
+    let mut cursors: Vec<InboxCursor> = std::iter::once(None)
+        .chain(
+            cluster
+                .core_members()
+                .into_iter()
+                .filter(|p| *p != me)
+                .map(Some),
+        )
+        .map(|peer| InboxCursor {
+            peer,
+            page: VecDeque::new(),
+            after: None,
+            more: true,
+        })
+        .collect();
+    // The first page of every node: the heads to merge, the counts to bound.
+    let firsts = cursors
+        .iter_mut()
+        .map(|c| c.fill(node, cluster, user, page, page_bytes, max));
+    let mut total = 0usize;
+    let mut by_sender: HashMap<String, usize> = HashMap::new();
+    for (n, senders) in futures::future::join_all(firsts).await {
+        total += n;
+        for (from, k) in senders {
+            *by_sender.entry(from).or_default() += k as usize;
         }
+    }
+    // How many of each operator's oldest go, then how many of the oldest left.
+    let mut sender_over: HashMap<String, usize> = by_sender
+        .into_iter()
+        .filter(|(_, k)| *k > per_sender)
+        .map(|(from, k)| (from, k - per_sender))
+        .collect();
+    let mut over = total
+        .saturating_sub(sender_over.values().sum::<usize>())
+        .saturating_sub(max);
+    let mut dropped = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        for c in cursors.iter_mut().filter(|c| c.page.is_empty() && c.more) {
+            c.fill(node, cluster, user, page, page_bytes, max).await;
+        }
+        let Some(i) = cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.page.front().map(|h| (h.time, i)))
+            .min()
+            .map(|(_, i)| i)
+        else {
+            break;
+        };
+        let Some(kept) = cursors[i].page.pop_front() else {
+            break;
+        };
+        if let Some(n) = sender_over.get_mut(&kept.from).filter(|n| **n > 0) {
+            *n -= 1;
+            dropped.push(kept.id);
+            continue;
+        }
+        if over > 0 {
+            over -= 1;
+            dropped.push(kept.id);
+            continue;
+        }
+        out.push(kept.frame);
+        if out.len() >= page && !sink(std::mem::take(&mut out)).await {
+            break;
+        }
+    }
+    if !out.is_empty() {
+        sink(out).await;
+    }
+    if !dropped.is_empty() {
+        tracing::warn!(%user, dropped = dropped.len(), max, per_sender, "dropped the oldest kept events over their bounds");
+        metrics::counter!("convoke_kept_events_dropped_total").increment(dropped.len() as u64);
+        ack(node, user, &dropped);
     }
 }
 

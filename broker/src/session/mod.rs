@@ -498,9 +498,26 @@ const REPLAY_PAGE_BYTES: usize = 256 * 1024;
 /// has room for it, so a login with thousands of kept events holds one page in memory.
 async fn deliver_inbox(node: Arc<Node>, user: String, outbox: Arc<Outbox>) {
     let max = node.config.sessions.kept_events_max;
+    // In a cluster the user's kept events are on every core node (each group's on its
+    // owner): merged by time, bounded to `max` in total.
+    if let Some(cluster) = crate::cluster::Cluster::get() {
+        crate::cluster::scatter::merged_inbox(
+            &node,
+            &cluster,
+            &user,
+            REPLAY_PAGE,
+            REPLAY_PAGE_BYTES,
+            max,
+            node.config.sessions.kept_events_per_sender_max,
+            |frames| outbox.push_wait(frames),
+        )
+        .await;
+        outbox.replay(Vec::new()).await;
+        return;
+    }
     match node.store.inbox_trim(&user, max) {
-        Ok(0) => {}
-        Ok(dropped) => {
+        Ok((0, _)) => {}
+        Ok((dropped, _)) => {
             tracing::warn!(%user, dropped, max, "dropped the oldest kept events over the limit");
             metrics::counter!("convoke_kept_events_dropped_total").increment(dropped as u64);
         }
@@ -526,20 +543,6 @@ async fn deliver_inbox(node: Arc<Node>, user: String, outbox: Arc<Outbox>) {
             Some(id) => after = Some(id),
             None => break,
         }
-    }
-    // In a cluster, then the events kept on the other core nodes (each group's on its
-    // owner, in its order).
-    if let Some(cluster) = crate::cluster::Cluster::get() {
-        let max = node.config.sessions.kept_events_max;
-        crate::cluster::scatter::remote_inbox(
-            &cluster,
-            &user,
-            REPLAY_PAGE,
-            REPLAY_PAGE_BYTES,
-            max,
-            |frames| outbox.push_wait(frames),
-        )
-        .await;
     }
     // Then the live events held meanwhile, and the gate opens.
     outbox.replay(Vec::new()).await;

@@ -403,8 +403,9 @@ impl Store {
     }
 
     /// Drops the oldest of `user`'s kept events beyond the newest `max` (stores written
-    /// before kept events were bounded when written); returns how many. Reads keys only.
-    pub fn inbox_trim(&self, user: &str, max: usize) -> Result<usize> {
+    /// before kept events were bounded when written); returns how many it dropped and how
+    /// many are kept. Reads keys only.
+    pub fn inbox_trim(&self, user: &str, max: usize) -> Result<(usize, usize)> {
         let prefix = keys::inbox_prefix(user);
         let total = self.db.scan_prefix(&prefix).keys().count();
         let excess = total.saturating_sub(max);
@@ -414,7 +415,35 @@ impl Store {
             self.remove_kept(user, &k, &v)?;
             dropped += 1;
         }
-        Ok(dropped)
+        Ok((dropped, total - dropped))
+    }
+
+    /// How many of `user`'s kept events each operator (the event's `from`) has, from the
+    /// per-operator index (keys only; an entry whose event is gone is not counted).
+    pub fn inbox_senders(&self, user: &str) -> Result<Vec<(String, u32)>> {
+        let mut prefix = vec![keys::KEPT_BY_SENDER];
+        prefix.extend_from_slice(user.as_bytes());
+        prefix.push(0);
+        let mut counts: Vec<(String, u32)> = Vec::new();
+        for k in self.db.scan_prefix(&prefix).keys() {
+            let k = k?;
+            let rest = &k[prefix.len()..];
+            let Some(end) = rest.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let Some(id) = keys::trailing_u64(&k) else {
+                continue;
+            };
+            if !self.db.contains_key(keys::inbox_key(user, id))? {
+                continue;
+            }
+            let from = String::from_utf8_lossy(&rest[..end]);
+            match counts.last_mut() {
+                Some((f, n)) if *f == from => *n += 1,
+                _ => counts.push((from.into_owned(), 1)),
+            }
+        }
+        Ok(counts)
     }
 
     /// Stops keeping the acknowledged events `ids` for `user` (ids not kept for them are
