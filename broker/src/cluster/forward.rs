@@ -93,16 +93,29 @@ pub fn forward(
     metrics::counter!("convoke_forwarded_requests_total").increment(1);
     Ok(PendingReply::remote(gid, async move {
         match waiting.await {
-            Ok(bytes) => decode::<Answer>(&bytes).unwrap_or_else(|e| {
-                metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
-                Err(ApiError::new(
-                    ErrorCode::Internal,
-                    format!("the answer of group {gid}'s owner did not decode: {e}"),
-                ))
-            }),
+            Ok(bytes) => read_answer(gid, &bytes),
             Err(e) => Err(e.to_api_error()),
         }
     }))
+}
+
+/// The owner's answer for group `gid`. One that does not decode (a peer of another build
+/// that speaks the same `wire::PROTO`: a bug, or a wire change without a bump) is a 500,
+/// retryable like every other "the node did not answer" case, never code 1 INTERNAL (not
+/// in the contract); the call may have been executed.
+fn read_answer(gid: u64, bytes: &[u8]) -> Answer {
+    decode::<Answer>(bytes).unwrap_or_else(|e| {
+        metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
+        tracing::warn!(group = gid, error = %e, "cluster: the answer of a group's owner did not decode");
+        Err(ApiError::new(
+            ErrorCode::ServerBusy,
+            format!(
+                "the answer of group {gid}'s owner did not decode ({e}): do all nodes run the \
+                 same build? The change may or may not have been made, read the group state \
+                 before retrying"
+            ),
+        ))
+    })
 }
 
 /// Lanes of the owner side: calls of one group always take the same lane.
@@ -135,6 +148,25 @@ impl Job {
                     self.gid
                 ),
             ))
+        })
+    }
+
+    /// The forwarded call, or the error for a payload that does not decode: a 500
+    /// retryable (nothing was executed), never code 1 INTERNAL, which is not in the
+    /// contract. Peers of another `wire::PROTO` are refused at their Hello, so this is a
+    /// peer of another build that claims the same one.
+    fn call(&self) -> Result<Forwarded, ApiError> {
+        decode::<Forwarded>(&self.payload).map_err(|e| {
+            metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
+            tracing::warn!(peer = %self.from, group = self.gid, error = %e, "cluster: a forwarded call did not decode");
+            ApiError::new(
+                ErrorCode::ServerBusy,
+                format!(
+                    "the request for group {} was not executed: the group's owner could not \
+                     decode it ({e}); all nodes must run the same build; retry",
+                    self.gid
+                ),
+            )
         })
     }
 }
@@ -229,18 +261,10 @@ async fn run(node: Arc<Node>, cluster: Cluster, mut jobs: mpsc::UnboundedReceive
             continue;
         }
         let reply = |answer: &Answer| answer_call(&cluster, &job, answer);
-        let fwd = match decode::<Forwarded>(&job.payload) {
+        let fwd = match job.call() {
             Ok(f) => f,
             Err(e) => {
-                metrics::counter!("convoke_cluster_decode_errors_total").increment(1);
-                tracing::warn!(peer = %job.from, group = job.gid, error = %e, "cluster: a forwarded call did not decode");
-                reply(&Err(ApiError::new(
-                    ErrorCode::Internal,
-                    format!(
-                        "the forwarded call for group {} did not decode: {e}",
-                        job.gid
-                    ),
-                )));
+                reply(&Err(e));
                 continue;
             }
         };
@@ -303,5 +327,37 @@ mod tests {
             job(0, arrival).expired(arrival).is_some(),
             "expired before it arrived"
         );
+    }
+
+    /// A payload that does not decode, either way (a peer of another build that claims the
+    /// same protocol), answers 500 SERVER_BUSY, retryable, never code 1 INTERNAL, which is
+    /// not in the contract (review finding MEDIUM-1).
+    #[test]
+    fn a_call_or_an_answer_that_does_not_decode_answers_500_retryable() {
+        let mut j = job(5_000, Instant::now());
+        j.payload = vec![0xff; 7];
+        let e = j.call().unwrap_err();
+        assert_eq!(e.code, ErrorCode::ServerBusy);
+        assert!(e.code.is_retryable(), "{e:?}");
+        assert!(
+            e.message.contains("not executed") && e.message.contains("same build"),
+            "{}",
+            e.message
+        );
+        let e = read_answer(7, &[0xff; 7]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ServerBusy);
+        assert!(e.message.contains("may or may not"), "{}", e.message);
+        // What does decode still does.
+        let fwd = Forwarded {
+            caller: crate::group::rules::Caller {
+                user: "u".into(),
+                app_admin: false,
+                session_id: 1,
+            },
+            facts: Default::default(),
+            call: GroupCall::Info,
+        };
+        j.payload = encode(&fwd).unwrap();
+        assert_eq!(j.call().unwrap(), fwd);
     }
 }

@@ -14,8 +14,20 @@ use ractor::message::SerializedMessage;
 /// The variant tag of a serialized batch; anything else from a peer is refused.
 pub const VARIANT: &str = "convoke.wire.1";
 
-/// Protocol version in [`Hello`]; a peer speaking another one is refused.
-pub const PROTO: u32 = 1;
+/// Protocol version in [`Hello`]; a peer speaking another one is refused (`proto`), which
+/// stops neither node: each answers the other's groups with 500 until both run one build.
+///
+/// Bump it with every change to what crosses between nodes: [`Batch`] and [`Wire`], and
+/// the payloads they carry as bytes (`group::call::Forwarded` with its facts and the
+/// contract's `Request`, the `Answer`, `cluster::scatter`'s `Query` and `Reply`). Two
+/// builds with one number and different layouts come Up together and every call between
+/// them fails to decode. The golden test below (`WIRE_HISTORY`) fails on a change made
+/// without a bump. [`Hello`] itself (and the batch fields before it) must keep its layout
+/// across versions: a peer has to decode it to refuse another version by name.
+///
+/// 2: `Refuse` carries its reason's `code`; the facts of a forwarded call name the nodes
+/// whose part is missing.
+pub const PROTO: u32 = 2;
 
 /// Largest encoded batch accepted (and the NodeServer's inbound frame limit).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -432,6 +444,158 @@ mod tests {
         // The last item starts after from (3), incarnation (1), seq (1), count (1).
         bytes[6] = 200;
         assert!(decode(&bytes).is_err());
+    }
+
+    /// SHA-256 (hex) of [`golden_batch`] encoded, per wire version, oldest first. A change
+    /// to what crosses between nodes changes the hash: bump [`PROTO`] and add a line (never
+    /// edit one), so that two builds that cannot decode each other refuse each other at
+    /// Hello instead of coming Up and failing every call (review finding MEDIUM-1).
+    const WIRE_HISTORY: &[(u32, &str)] = &[(
+        2,
+        "435c4125a3e89c813ae2e5a62f4ef5575c713180730ccb8c8b69cbed98ad66bd",
+    )];
+
+    /// SHA-256 (hex) of [`golden_hello`] in a batch. Never changes: every version must
+    /// decode every other's Hello to refuse it as `proto`.
+    const HELLO_SHA256: &str = "fcf8cc59a732631e56d265c06668777f7fe336afd3f603b8d48dcb527058905e";
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A batch with an item of each kind that carries a call or its answer, with payloads
+    /// as the forwarding and scatter code encode them: fixed values, so that its bytes
+    /// change only when a layout does.
+    fn golden_batch() -> Batch {
+        use crate::cluster::forward::encode as payload;
+        use crate::group::call::{Answer, Forwarded, GroupAnswer, GroupCall};
+        use crate::group::rules::facts::{Facts, UserFacts};
+        use crate::group::rules::Caller;
+        use convoke_protocol::{ApiError, ErrorCode, Request, Response};
+        let mut facts = Facts::default();
+        facts.insert(
+            "bob",
+            UserFacts {
+                exists: true,
+                joined: 3,
+            },
+        );
+        facts.missed("g1", false);
+        let forwarded = Forwarded {
+            caller: Caller {
+                user: "alice".into(),
+                app_admin: false,
+                session_id: 1 << 56 | 5,
+            },
+            facts,
+            call: GroupCall::Request(Request::ChangeGroupOwner {
+                group_id: "72057594037927941".into(),
+                new_owner: "bob".into(),
+            }),
+        };
+        let ok: Answer = Ok(GroupAnswer::Response(Response::Done));
+        let failed: Answer = Err(ApiError::new(ErrorCode::ServerBusy, "retry"));
+        let query = crate::cluster::scatter::Query::UserFacts {
+            users: vec!["bob".into()],
+            except: 9,
+        };
+        batch(vec![
+            Wire::Forward {
+                caller: 11,
+                corr: 12,
+                gid: 13,
+                remaining_ms: 14,
+                sent_ns: 15,
+                payload: payload(&forwarded).unwrap(),
+            },
+            Wire::Query {
+                caller: 11,
+                corr: 16,
+                remaining_ms: 17,
+                sent_ns: 18,
+                payload: payload(&query).unwrap(),
+            },
+            Wire::Reply {
+                caller: 11,
+                corr: 12,
+                payload: payload(&ok).unwrap(),
+            },
+            Wire::Reply {
+                caller: 11,
+                corr: 19,
+                payload: payload(&failed).unwrap(),
+            },
+            Wire::Refuse {
+                reason: "refused by n1: it speaks protocol 1".into(),
+                code: "proto".into(),
+            },
+        ])
+    }
+
+    fn golden_hello() -> Batch {
+        Batch {
+            from: "n2".into(),
+            incarnation: 7,
+            seq: 0,
+            items: vec![Wire::Hello(Hello {
+                proto: 1,
+                name: "n2".into(),
+                ordinal: 2,
+                role: "core".into(),
+                node_uid: "00ff".into(),
+                incarnation: 7,
+                shards: 256,
+                members_hash: vec![1, 2],
+                secret_mac: vec![3, 4],
+                members: vec!["n1@127.0.0.1:7401".into(), "n2@127.0.0.2:7401".into()],
+                quic_addr: "127.0.0.2:4433".into(),
+                quic_cert_sha256: vec![5, 6],
+            })],
+        }
+    }
+
+    #[test]
+    fn the_wire_changes_only_with_a_protocol_bump() {
+        let bytes = encode(&golden_batch()).unwrap();
+        let hash = sha256_hex(&bytes);
+        let (proto, recorded) = *WIRE_HISTORY.last().unwrap();
+        assert!(
+            WIRE_HISTORY
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 != w[1].1),
+            "WIRE_HISTORY: one line per version, versions ascending, each with its own hash"
+        );
+        assert_eq!(
+            hash,
+            recorded,
+            "the bytes between nodes changed (encoded golden batch: {bytes:02x?}): bump \
+             wire::PROTO and add ({}, \"{hash}\") to WIRE_HISTORY",
+            PROTO + 1
+        );
+        assert_eq!(
+            proto, PROTO,
+            "wire::PROTO changed: add (PROTO, hash) to WIRE_HISTORY"
+        );
+        // Still a batch a peer decodes.
+        match decode(&bytes) {
+            Ok(RouterMsg::Wire(back)) => assert_eq!(back, golden_batch()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hello_keeps_its_layout_across_versions() {
+        let bytes = encode(&golden_hello()).unwrap();
+        assert_eq!(
+            sha256_hex(&bytes),
+            HELLO_SHA256,
+            "a Hello's bytes changed: a node of another version could no longer decode it \
+             and refuse it as `proto`. Keep Hello and the batch fields before it as they are"
+        );
     }
 
     proptest! {
