@@ -10,7 +10,7 @@ use crate::error::ClientError;
 use crate::events::{AckMsg, EventStream};
 use crate::reconnect::{Core, State};
 use convoke_protocol::handshake::Welcome;
-use convoke_protocol::{close, Request, Response};
+use convoke_protocol::{close, ErrorCode, Request, Response};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +62,22 @@ impl fmt::Debug for Client {
             .field("closed", &self.is_closed())
             .finish()
     }
+}
+
+/// The first wait before a send with a client message id answered 500 goes out again.
+const BUSY_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between those repeats.
+const BUSY_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A send the broker recognises when repeated (it carries a client message id).
+fn idempotent_send(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::SendGroupMessage {
+            client_msg_id: Some(_),
+            ..
+        }
+    )
 }
 
 /// Whether a request may be sent again when the connection it went out on dropped before
@@ -117,16 +133,32 @@ impl Client {
     /// timeout [`ClientError::Disconnected`]; no answer within it [`ClientError::Timeout`]; a
     /// connection that drops after the request went out [`ClientError::Closed`], unless the
     /// request is safe to repeat (reads, and sends with a client message id), which go
-    /// out again on the next connection. A client closed for good fails at once with
-    /// [`ClientError::Closed`]. Dropping the future abandons the wait (the request may
-    /// still take effect).
+    /// out again on the next connection. A send with a client message id answered 500
+    /// `SERVER_BUSY` (in a cluster: the group's owner node died mid-call or is unreachable)
+    /// is sent again too, after 100 ms doubling up to 1 s, until it gets another answer or
+    /// the request timeout nears (then that 500 is the error): the broker answers a repeat
+    /// with the original, so the send is stored once. A client closed for good fails at
+    /// once with [`ClientError::Closed`]. Dropping the future abandons the wait (the
+    /// request may still take effect).
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
         let core = &self.inner.core;
         let deadline = tokio::time::Instant::now() + core.request_timeout;
+        let mut busy_delay = BUSY_RETRY_FIRST;
         let exchange = async {
             loop {
                 let link = core.wait_link(deadline).await?;
                 match link.exchange(&request).await {
+                    Exchange::Answered(Err(e))
+                        if e.code == ErrorCode::ServerBusy
+                            && idempotent_send(&request)
+                            && !core.is_closing()
+                            && tokio::time::Instant::now() + busy_delay * 2 < deadline =>
+                    {
+                        tracing::debug!(error = %e, delay = ?busy_delay, "send answered busy; sending it again");
+                        tokio::time::sleep(busy_delay).await;
+                        busy_delay = (busy_delay * 2).min(BUSY_RETRY_MAX);
+                        continue;
+                    }
                     Exchange::Answered(result) => {
                         if let Ok(response) = &result {
                             // A leave, join or block of this user's changes what the

@@ -676,6 +676,45 @@ async fn a_user_known_only_to_a_down_node_gets_500_not_204() {
     }
 }
 
+/// A user who has only ever logged in on a gateway, invited from a core node while the
+/// gateway is down: 500 naming the gateway (retryable), not 204 USER_NOT_FOUND (final):
+/// gateways hold first-login records too. With the gateway back, the invitation passes.
+/// Before, only Up gateways were asked (review finding MEDIUM-2).
+#[tokio::test]
+async fn a_user_known_only_to_a_down_gateway_gets_500_not_204() {
+    let mut c = TestCluster::start(2).await;
+    let g = c.start_gateway();
+    for i in [1, 2, g] {
+        c.wait_up(i, 3).await;
+    }
+    let gateway = format!("g{g}");
+    drop(c.client(g, "roamer").await);
+    let boss = c.client(1, "boss").await;
+    let gid = boss
+        .client
+        .create_group(group_data("here", &[]))
+        .await
+        .unwrap();
+    c.kill9(g);
+    c.wait_state(1, &gateway, "down").await;
+    let msg = assert_code(
+        boss.client.invite_users_to_group(&gid, &["roamer"]).await,
+        ErrorCode::ServerBusy,
+    );
+    assert!(
+        msg.contains(&gateway) && msg.contains("\"roamer\""),
+        "{msg}"
+    );
+    c.restart(g);
+    c.wait_up(1, 3).await;
+    let invited = boss
+        .client
+        .invite_users_to_group(&gid, &["roamer"])
+        .await
+        .unwrap();
+    assert_eq!(invited.pending, vec!["roamer".to_string()]);
+}
+
 /// Membership changes with the owner on n2 and the users on n1 and n3: reject an invite,
 /// reject a join request, remove a member, leave, hand the group over, and message history
 /// read through a non-owner; each party hears what concerns it.
@@ -817,4 +856,57 @@ async fn a_gateway_serves_clients_like_any_node() {
         }
     };
     assert_eq!(got.payload, b"to the gateway");
+}
+
+/// A send with a client message id whose owner dies right after storing it: the ingress
+/// node can only answer 500 "may or may not have been made", and then "unreachable" while
+/// the owner is down. The client sends it again (the broker answers a repeat with the
+/// original) until the owner is back: the call succeeds with the stored message, which is
+/// in history once. Before, the client gave the first 500 to the application.
+#[tokio::test]
+async fn a_send_whose_owner_dies_mid_call_is_stored_once_by_the_client_retry() {
+    let mut c =
+        TestCluster::start_with(3, |_| vec![("debug.fault_injection".into(), "true".into())]);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    let alice = c.client(1, "alice").await;
+    let gid = create_owned_by(&c, &alice, 2, || group_data("g", &[])).await;
+    alice
+        .client
+        .send_group_message(&gid, b"one".to_vec(), false)
+        .await
+        .unwrap();
+    let pending = {
+        let client = alice.client.clone();
+        let gid = gid.clone();
+        tokio::spawn(async move {
+            client
+                .send_group_message_with_id(&gid, "two", false, "fault:abort-after-commit-1")
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.node_mut(2).has_exited() {
+        assert!(Instant::now() < deadline, "n2 did not abort");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Down for a while: the client keeps trying, it does not give up on the first 500.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!pending.is_finished(), "the send gave up while n2 was down");
+    c.kill9(2);
+    c.restart(2);
+    let sent = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.seq, 2, "the retry answers the stored message");
+    let hist = alice
+        .client
+        .get_group_messages(&gid, None, Some(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(hist.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(hist[1].payload, b"two");
 }

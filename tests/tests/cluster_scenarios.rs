@@ -42,12 +42,11 @@
 //!
 //! Suites not included, and why:
 //! - `reconnect`: client resilience across broker restarts, being extended for issue #14
-//!   meanwhile. By hand on 3 nodes (`CONVOKE_TEST_CLUSTER=3`) all its tests but two passed,
-//!   which show two cluster gaps: a device that reconnects to another node does not push out its
-//!   stale session on the first (`max_sessions_per_user` is per node, design 5.3), and when
-//!   a group's owner dies mid-send the client's node answers 500 "may or may not have been
-//!   made", which the client does not retry even for a send with a client message id (on
-//!   one broker the same crash is a disconnection, which it retries).
+//!   meanwhile. By hand on 3 nodes (`CONVOKE_TEST_CLUSTER=3`) all its tests but one pass;
+//!   the one shows a cluster gap: a device that reconnects to another node does not push
+//!   out its stale session on the first (`max_sessions_per_user` is per node, design 5.3).
+//!   (A send whose group's owner dies mid-call is now retried by the client when it has a
+//!   client message id: `cluster_requests::a_send_whose_owner_dies_mid_call_...`.)
 //! - `cluster_*`: written for several nodes already (fan-out counts, faults, partitions,
 //!   files across nodes, shutdown, membership).
 //! - Per-process concerns, with nothing to spread: `hardening_sessions` (connection caps per
