@@ -428,6 +428,11 @@ impl Inner {
         ))
     }
 
+    /// Every peer in the table, whatever its state (a gateway stays until it is forgotten).
+    pub(super) fn known_peers(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     pub(super) fn up_peers(&self) -> Vec<String> {
         self.lock()
             .iter()

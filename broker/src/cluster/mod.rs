@@ -316,6 +316,12 @@ impl Cluster {
         self.inner.up_peers()
     }
 
+    /// Every peer this node knows (core members and the gateways it has met and not
+    /// forgotten), Up or not, by name.
+    pub fn known_peers(&self) -> Vec<String> {
+        self.inner.known_peers()
+    }
+
     /// Queues `item` to `peer` on its ordered link (never waits). A `Deliver` is dropped
     /// (and counted) when the link is over `cluster.peer_queue_bytes`.
     pub fn send(&self, peer: &str, item: Wire) -> Result<(), SendError> {

@@ -17,12 +17,14 @@
 //!   answers (each carries its node's ordinal); while it is unknown, every Up core node gets
 //!   the acknowledgement (ids not kept there are ignored).
 //! - Facts about users a request names (does the user exist, how many groups has it joined):
-//!   the `u <user>` first-login record is written where the user logs in and the joined index
-//!   on each group's shard, so every Up node is asked and the answers are combined (exists:
-//!   any; joined: the sum). What becomes soft in a cluster: `limits.max_groups_per_user`
-//!   (two joins on different shards at once can both pass). A node left out is named in
-//!   the facts: a user found nowhere else, or counted below the limit, gets 500 (retryable)
-//!   until it is back, never 204 USER_NOT_FOUND or a quota check on part of the count.
+//!   the `u <user>` first-login record is written where the user logs in (gateways
+//!   included) and the joined index on each group's shard, so every core member and every
+//!   gateway this node knows, Up or not, is asked ([`all_nodes`]) and the answers are
+//!   combined (exists: any; joined: the sum). What becomes soft in a cluster:
+//!   `limits.max_groups_per_user` (two joins on different shards at once can both pass).
+//!   A node left out is named in the facts: a user found nowhere else, or counted below the
+//!   limit, gets 500 (retryable) until it is back, never 204 USER_NOT_FOUND or a quota
+//!   check on part of the count.
 //!
 //! A node that is not Up, or does not answer within `cluster.request_timeout_ms`, is left
 //! out: the result is partial (counted in `convoke_cluster_partial_reads_total{what}`). A
@@ -357,11 +359,25 @@ async fn scatter(
         .collect()
 }
 
-/// Every node that may hold `u <user>` records: the core members and the Up gateways.
+/// Every node that may hold `u <user>` records: the core members and every gateway this
+/// node knows, Up or not. One that is not Up is left out of the answers at once and named
+/// as missing in the facts, so a user who only ever logged in on a gateway that is away
+/// gets 500 (retryable), not 204 USER_NOT_FOUND (review finding MEDIUM-2). A gateway this
+/// node never met or has forgotten (not Up for 20 x `cluster.reconnect_max_ms`) is not
+/// asked: ops/README.md, "Gateways hold first-login records".
 fn all_nodes(cluster: &Cluster) -> Vec<String> {
-    let mut all = cluster.core_members();
-    all.extend(cluster.up_peers());
-    all.push(cluster.name().to_owned());
+    nodes_to_ask(
+        cluster.name(),
+        cluster.core_members(),
+        cluster.known_peers(),
+    )
+}
+
+/// [`all_nodes`] from this node's name, the core members and the peers it knows.
+fn nodes_to_ask(me: &str, core: Vec<String>, known: Vec<String>) -> Vec<String> {
+    let mut all = core;
+    all.extend(known);
+    all.push(me.to_owned());
     all.sort();
     all.dedup();
     all
@@ -820,6 +836,20 @@ mod tests {
             &core,
         );
         assert_eq!(complete.unsure_exists(), None);
+    }
+
+    /// A gateway that is not Up is asked (and so named as missing), not left out as if it
+    /// held nothing (review finding MEDIUM-2).
+    #[test]
+    fn user_facts_ask_every_known_gateway_up_or_not() {
+        let core = vec!["n1".to_string(), "n2".to_string()];
+        let known = vec!["n2".to_string(), "g3".to_string()];
+        assert_eq!(
+            nodes_to_ask("n1", core.clone(), known),
+            vec!["g3", "n1", "n2"]
+        );
+        // A gateway asks the core members and itself.
+        assert_eq!(nodes_to_ask("g3", core, vec![]), vec!["g3", "n1", "n2"]);
     }
 
     /// A node that answers it could not give its part of a joined-groups page (its rows
