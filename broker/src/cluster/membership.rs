@@ -39,6 +39,26 @@ const BACKOFF_START: Duration = Duration::from_millis(250);
 /// task, ordinal and presence slot are freed (gateways come and go; core members stay).
 const GATEWAY_FORGET_AFTER: u32 = 20;
 
+/// A peer's refusal of this node stands for this many `cluster.reconnect_max_ms` (plus
+/// `cluster.peer_timeout_ms`) after it was last heard. A peer that still refuses says so
+/// again at every new session, and the two sides redial each other at most
+/// `reconnect_max_ms` apart; one that stopped (exited, or was fixed and restarted) no
+/// longer does, and its old refusal must not count with a later one from another peer
+/// towards a majority that stops this node (review finding LOW-3). Refusals heard apart in
+/// time (peers that start at different moments) still add up while both stand.
+const REFUSAL_STANDS_FOR: u32 = 3;
+
+/// A peer's last word about this node, when that was a refusal.
+#[derive(Debug, Clone)]
+struct RefusedUs {
+    /// The reason's code (`refusal::FATAL` names those that count).
+    code: String,
+    /// Its words, naming the setting.
+    words: String,
+    /// When it was last heard.
+    at: Instant,
+}
+
 /// What this node knows of a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -94,9 +114,9 @@ pub(crate) struct Peer {
     idle_since: Option<Instant>,
     reason: Option<String>,
     downs: u64,
-    /// Its last word about this node, when that was a refusal: (code, its words). Cleared
-    /// when it accepts this node (its next Ping).
-    refused_us: Option<(String, String)>,
+    /// Its last word about this node, when that was a refusal. Cleared when it accepts
+    /// this node (its next Ping); counts only while it stands ([`REFUSAL_STANDS_FOR`]).
+    refused_us: Option<RefusedUs>,
 }
 
 impl Peer {
@@ -908,19 +928,30 @@ impl Inner {
         });
     }
 
-    /// Peers' refusals heard: stops this node if they count (`refusal::verdict`). The
-    /// caller holds the peer table.
-    fn judge_refusals(&self, peers: &BTreeMap<String, Peer>) {
+    /// How long a refusal heard from a peer stands ([`REFUSAL_STANDS_FOR`]).
+    fn refusal_stands(&self) -> Duration {
+        Duration::from_millis(self.cfg.reconnect_max_ms) * REFUSAL_STANDS_FOR
+            + Duration::from_millis(self.cfg.peer_timeout_ms)
+    }
+
+    /// Peers' refusals heard that still stand at `now`: stops this node if they count
+    /// (`refusal::verdict`). The caller holds the peer table.
+    fn judge_refusals(&self, peers: &BTreeMap<String, Peer>, now: Instant) {
         let Some(placement) = self.placement.get() else {
             // A gateway that accepted no core member's Hello knows no core member: it
             // reaches no group either (every request answers 500).
             return;
         };
+        let stands = self.refusal_stands();
         let heard: Vec<super::refusal::Heard<'_>> = peers
             .iter()
             .filter_map(|(name, p)| {
-                let (code, words) = p.refused_us.as_ref()?;
-                Some((name.as_str(), code.as_str(), words.as_str()))
+                let r = p.refused_us.as_ref()?;
+                (now.saturating_duration_since(r.at) <= stands).then_some((
+                    name.as_str(),
+                    r.code.as_str(),
+                    r.words.as_str(),
+                ))
             })
             .collect();
         let accepted = self.accepted.load(std::sync::atomic::Ordering::Relaxed);
@@ -989,7 +1020,11 @@ impl Inner {
                     }
                     Wire::Refuse { reason, code } => {
                         tracing::warn!(peer = %from, code, "cluster: this node was refused: {reason}");
-                        p.refused_us = Some((code, reason));
+                        p.refused_us = Some(RefusedUs {
+                            code,
+                            words: reason,
+                            at: Instant::now(),
+                        });
                         judge = true;
                     }
                     Wire::Ping {
@@ -1077,7 +1112,7 @@ impl Inner {
                 p.recv_acked.1 = p.recv_acked.1.max(batch.seq);
             }
             if judge {
-                self.judge_refusals(&peers);
+                self.judge_refusals(&peers, Instant::now());
             }
             if let Some((gateway, ordinal)) = evicted {
                 if let Some(g) = peers.get_mut(&gateway) {
@@ -1570,12 +1605,29 @@ mod tests {
         mpsc::UnboundedReceiver<Batch>,
         ActorRef<RouterMsg>,
     ) {
+        node_with_peer_among(role, queue_limit, 2).await
+    }
+
+    /// [`node_with_peer_as`] in a cluster of `members` core members `n1`..: only `n2` is
+    /// in n1's peer table.
+    async fn node_with_peer_among(
+        role: ClusterRole,
+        queue_limit: u64,
+        members: usize,
+    ) -> (
+        Arc<Inner>,
+        mpsc::UnboundedReceiver<Batch>,
+        ActorRef<RouterMsg>,
+    ) {
         let core = role == ClusterRole::Core;
+        let names: Vec<String> = (1..=members).map(|i| format!("n{i}")).collect();
         let cfg = ClusterConfig {
             enabled: true,
             role,
             members: if core {
-                vec!["n1@127.0.0.1:1".into(), "n2@127.0.0.2:1".into()]
+                (1..=members)
+                    .map(|i| format!("n{i}@127.0.0.{i}:1"))
+                    .collect()
             } else {
                 vec![]
             },
@@ -1598,7 +1650,7 @@ mod tests {
         };
         let placement = OnceLock::new();
         if core {
-            let _ = placement.set(Placement::new(vec!["n1".into(), "n2".into()], cfg.shards));
+            let _ = placement.set(Placement::new(names, cfg.shards));
         }
         let inner = Arc::new(Inner {
             name: "n1".into(),
@@ -2602,6 +2654,46 @@ mod tests {
             matches!(&refusal, Wire::Refuse { code, reason }
                 if code == "shards" && reason.starts_with("refused by n1: its cluster.shards")),
             "{refusal:?}"
+        );
+        sink.stop(None);
+    }
+
+    /// n3 refused this node (say n3 had another app secret) and then stopped; later n2
+    /// refuses it too. n3's refusal, no longer repeated, has lapsed: one refusal of three
+    /// members is no majority, and this node, the correct one, keeps running. Two refusals
+    /// that both stand still stop it. Before, n3's stale refusal counted for good (review
+    /// finding LOW-3).
+    #[tokio::test]
+    async fn a_refusal_no_longer_repeated_stops_counting() {
+        let (inner, _rx, sink) = node_with_peer_among(ClusterRole::Core, 1 << 20, 3).await;
+        let n3 = inner.new_peer("n3", "127.0.0.3:1".into(), true);
+        inner.lock().insert("n3".into(), n3);
+        let refuse = |from: &str, incarnation| Batch {
+            from: from.into(),
+            incarnation,
+            seq: 0,
+            items: vec![Wire::Refuse {
+                reason: format!("refused by {from}: its app secret differs"),
+                code: "app_secret".into(),
+            }],
+        };
+        let stopped = || inner.refusal.borrow().clone();
+        inner.on_batch(refuse("n3", 3));
+        assert_eq!(stopped(), None, "one of three");
+        // n3 stopped; its refusal was last heard longer ago than a refusal stands.
+        {
+            let mut peers = inner.lock();
+            let r = peers.get_mut("n3").unwrap().refused_us.as_mut().unwrap();
+            r.at = Instant::now() - inner.refusal_stands() - Duration::from_secs(1);
+        }
+        inner.on_batch(refuse("n2", 2));
+        assert_eq!(stopped(), None, "n3's refusal has lapsed");
+        // Both standing (n3 repeats its refusal at its next session): a majority.
+        inner.on_batch(refuse("n3", 3));
+        let words = stopped().expect("two standing refusals of three stop it");
+        assert!(
+            words.contains("refused by n2") && words.contains("refused by n3"),
+            "{words}"
         );
         sink.stop(None);
     }
