@@ -17,7 +17,10 @@
 //!   writes them: in a cluster, the group's owner, whichever node the client is on. Free
 //!   space is read at most once a second per directory.
 //! - **Files per user** ([`Quotas::check_file_bytes`]): the shared files one user uploaded,
-//!   over all groups on this node, total at most `quotas.file_mb_per_user`; an upload that
+//!   over all groups (in a cluster, on every core node: the group's owner, where the upload
+//!   is checked, asks the others for their part, [`Quotas::file_bytes_of`]; a node that
+//!   does not answer is left out, so the quota is soft while one is unreachable), total at
+//!   most `quotas.file_mb_per_user`; an upload that
 //!   would go over is refused (50 MAX_LIMIT) before a byte is taken. Usage is read from the
 //!   store at start, grows as uploads are recorded, and is read again (at most every two
 //!   seconds) when a check would refuse after files were deleted or groups destroyed, so
@@ -377,15 +380,48 @@ impl Quotas {
         fb.read();
     }
 
-    /// Whether `user` may upload `size` more bytes of shared files (50 MAX_LIMIT if not).
+    /// Whether the quota is on (`quotas.file_mb_per_user` > 0).
+    pub fn counts_file_bytes(&self) -> bool {
+        self.inner.file_bytes.max > 0
+    }
+
+    /// The bytes of shared files `user` has in this node's groups, for another node's
+    /// check (in a cluster). Read again first when files were deleted since the last read
+    /// (at most every two seconds). Blocking.
+    pub fn file_bytes_of(&self, user: &str) -> u64 {
+        let fb = &self.inner.file_bytes;
+        if fb.max == 0 {
+            return 0;
+        }
+        if fb.stale.load(Ordering::Relaxed)
+            && mono_ms().saturating_sub(fb.read_at.load(Ordering::Relaxed)) >= 2_000
+        {
+            fb.stale.store(false, Ordering::Relaxed);
+            fb.read();
+        }
+        fb.used.get(user).map_or(0, |u| *u)
+    }
+
+    /// Whether `user` may upload `size` more bytes of shared files (50 MAX_LIMIT if not),
+    /// with `elsewhere` bytes in groups owned by other nodes (in a cluster; 0 on one node).
     /// Usage is read again (off the async threads) first when it would refuse after files
     /// were deleted.
-    pub async fn check_file_bytes(&self, user: &str, size: u64) -> Result<(), ApiError> {
+    pub async fn check_file_bytes(
+        &self,
+        user: &str,
+        size: u64,
+        elsewhere: u64,
+    ) -> Result<(), ApiError> {
         let fb = &self.inner.file_bytes;
         if fb.max == 0 {
             return Ok(());
         }
-        let used = || fb.used.get(user).map_or(0, |u| *u);
+        let used = || {
+            fb.used
+                .get(user)
+                .map_or(0, |u| *u)
+                .saturating_add(elsewhere)
+        };
         if used().saturating_add(size) > fb.max
             && fb.stale.load(Ordering::Relaxed)
             && mono_ms().saturating_sub(fb.read_at.load(Ordering::Relaxed)) >= 2_000
@@ -471,17 +507,21 @@ mod tests {
     #[tokio::test]
     async fn file_bytes_per_user_are_bounded() {
         let (_d, q) = quotas(0);
-        assert!(q.check_file_bytes("a", 1000).await.is_ok());
+        assert!(q.check_file_bytes("a", 1000, 0).await.is_ok());
         q.file_recorded("a", 600);
-        let e = q.check_file_bytes("a", 401).await.unwrap_err();
+        let e = q.check_file_bytes("a", 401, 0).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::MaxLimit);
         assert!(
             e.message.contains("quotas.file_mb_per_user"),
             "{}",
             e.message
         );
-        assert!(q.check_file_bytes("a", 400).await.is_ok());
-        assert!(q.check_file_bytes("b", 1000).await.is_ok(), "per user");
+        assert!(q.check_file_bytes("a", 400, 0).await.is_ok());
+        assert!(q.check_file_bytes("b", 1000, 0).await.is_ok(), "per user");
+        // In a cluster, what the user has in groups owned by other nodes counts too.
+        assert!(q.check_file_bytes("b", 600, 400).await.is_ok());
+        let e = q.check_file_bytes("b", 601, 400).await.unwrap_err();
+        assert!(e.message.contains("has 400 bytes"), "{}", e.message);
     }
 
     /// Usage recorded while a re-read runs is not lost when the read's totals replace the

@@ -692,3 +692,38 @@ async fn a_forged_peer_connection_is_refused() {
         sha(&content(1000, 3))
     );
 }
+
+/// `quotas.file_mb_per_user` counts a user's files in groups on every node: alice fills most
+/// of her 1 MiB in a group owned by n2, then an upload to a group owned by n3 that would go
+/// over is refused (50 naming the setting) by n3; after she deletes the first file, n3
+/// takes it. Before, each owner counted only its own groups' files.
+#[tokio::test]
+async fn the_per_user_file_quota_counts_files_on_every_node() {
+    let c = TestCluster::start_with(3, |_| vec![("quotas.file_mb_per_user".into(), "1".into())]);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    let alice = c.client(1, "alice").await;
+    let on_n2 = create_owned_by(&c, &alice, 2, &[]).await;
+    let on_n3 = create_owned_by(&c, &alice, 3, &[]).await;
+    let first = upload(&alice, &on_n2, "a.bin", content(700 * 1024, 1))
+        .await
+        .unwrap();
+    let msg = assert_code(
+        upload(&alice, &on_n3, "b.bin", content(400 * 1024, 2)).await,
+        ErrorCode::MaxLimit,
+    );
+    assert!(msg.contains("quotas.file_mb_per_user"), "{msg}");
+    alice
+        .client
+        .delete_group_shared_file(&on_n2, &first.file_id)
+        .await
+        .unwrap();
+    // n2 reads its usage again when asked after a deletion (at most every 2 s).
+    eventually("the deletion on n2 to free alice's quota", || async {
+        upload(&alice, &on_n3, "b.bin", content(400 * 1024, 2))
+            .await
+            .ok()
+    })
+    .await;
+}

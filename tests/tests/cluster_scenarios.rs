@@ -31,11 +31,9 @@
 //! Cost: 101 tests in 67 s wall on the 2-core machine (prebuilt binaries, `CONVOKE_BIN`),
 //! where the same 13 suites take 47 s on one broker.
 //!
-//! # Known failures (not run on the cluster; each prints why)
-//! Gaps of the cluster that these scenarios catch, reported on issue #11:
-//! - `hardening_abuse::shared_files_per_user_are_bounded`: `quotas.file_mb_per_user` is
-//!   counted by each group's owner node, so a user's second file in a group owned by another
-//!   node passes the quota.
+//! # Known failures
+//! None: the four this file found (the login replay's order and bounds across nodes, the
+//! per-sender bound, the per-user file quota) are fixed, and their scenarios run here.
 //!
 //! # Not run on the cluster
 //! Tests of the included suites skipped here: none.

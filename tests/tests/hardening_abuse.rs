@@ -202,12 +202,6 @@ async fn below_the_disk_watermark_sends_and_uploads_are_refused() {
 /// restart; deleting a file makes room again.
 #[tokio::test]
 async fn shared_files_per_user_are_bounded() {
-    if convoke_tests::known_cluster_failure(
-        "quotas.file_mb_per_user is counted by each group owner node, not for the user's \
-         files on all nodes",
-    ) {
-        return;
-    }
     let mut broker = Broker::start_with(&[("quotas.file_mb_per_user", "1")]).await;
     let alice = broker.connect("alice").await;
     let g1 = alice

@@ -70,6 +70,8 @@ pub enum Query {
     },
     /// Stop keeping these events of `user`.
     Ack { user: String, ids: Vec<u64> },
+    /// The bytes of shared files `user` has in the receiver's groups.
+    FileBytes { user: String },
 }
 
 /// One joined group, as a node reports it.
@@ -97,6 +99,7 @@ pub enum Reply {
         senders: Vec<(String, u32)>,
     },
     Done,
+    FileBytes(u64),
     Failed(String),
 }
 
@@ -172,6 +175,7 @@ pub fn answer_local(node: &Node, query: &Query) -> Reply {
                 node.store.inbox_ack(user, ids).map_err(storage)?;
                 Reply::Done
             }
+            Query::FileBytes { user } => Reply::FileBytes(node.quotas.file_bytes_of(user)),
         })
     })();
     r.unwrap_or_else(Reply::Failed)
@@ -722,6 +726,38 @@ pub async fn merged_inbox<F, Fut>(
         metrics::counter!("convoke_kept_events_dropped_total").increment(dropped.len() as u64);
         ack(node, user, &dropped);
     }
+}
+
+/// The bytes of shared files `user` has in groups owned by the other core nodes, for the
+/// per-user file quota checked on the group's owner (`quotas.file_mb_per_user`); 0 on a
+/// single node. A node that does not answer is left out (a partial read): the quota is
+/// soft while a node is unreachable, as `limits.max_groups_per_user` is.
+pub async fn file_bytes_elsewhere(user: &str) -> u64 {
+    let Some(cluster) = Cluster::get() else {
+        return 0;
+    };
+    let me = cluster.name().to_owned();
+    let query = Query::FileBytes {
+        user: user.to_owned(),
+    };
+    let asks = cluster
+        .core_members()
+        .into_iter()
+        .filter(|p| *p != me)
+        .map(|peer| {
+            let (cluster, query) = (&cluster, &query);
+            async move {
+                match ask(cluster, &peer, "file_bytes", query).await {
+                    Some(Reply::FileBytes(n)) => n,
+                    Some(Reply::Failed(why)) => {
+                        partial("file_bytes", &peer, &why);
+                        0
+                    }
+                    _ => 0,
+                }
+            }
+        });
+    futures::future::join_all(asks).await.into_iter().sum()
 }
 
 /// Acknowledged kept events of `user`: this node's are dropped here, the others' are sent

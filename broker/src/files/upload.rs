@@ -118,7 +118,14 @@ async fn receive(
     check_header(req)?;
     node.quotas
         .check_disk(crate::quota::Disk::Files, ErrorCode::UploadFileError)?;
-    node.quotas.check_file_bytes(&caller.user, req.size).await?;
+    let elsewhere = if node.quotas.counts_file_bytes() {
+        crate::cluster::scatter::file_bytes_elsewhere(&caller.user).await
+    } else {
+        0
+    };
+    node.quotas
+        .check_file_bytes(&caller.user, req.size, elsewhere)
+        .await?;
     let key = UploadKey {
         user: caller.user.clone(),
         upload_id: req.upload_id,
