@@ -191,8 +191,11 @@ impl Lanes {
     }
 
     /// Puts a `Forward`/`Create` from `from` in its group's lane (called on the router, in
-    /// arrival order). The lanes are not bounded here: what a peer may have in flight is
-    /// bounded by its sessions' in-flight limits and by `cluster.peer_queue_bytes`.
+    /// arrival order). The lanes are not bounded here, nor by `cluster.peer_queue_bytes`:
+    /// the peer's link counts a call only until this node acknowledges its batch, which it
+    /// does once the router handed the call to a lane. What waits in a lane is bounded by
+    /// the callers: each session on the peer has at most 256 requests in flight, and a
+    /// call whose deadline passed is answered without being executed when its turn comes.
     pub(crate) fn push(
         &self,
         from: &str,

@@ -9,8 +9,15 @@
 //! over the limit is refused at once ([`SendError::TooLarge`]) rather than dropped later
 //! with the batch it would have broken. Bytes count as queued until the peer's
 //! heartbeat reports the batch processed (`acked_batch`): ractor_cluster's own queues are
-//! unbounded and invisible, so the bound is end to end. Above `cluster.peer_queue_bytes`
-//! live deliveries are dropped and counted; control items, replies and presence never are.
+//! unbounded and invisible, so the bound is end to end. What `cluster.peer_queue_bytes`
+//! bounds, by kind of item:
+//! - live deliveries (`Deliver`) are dropped and counted above it;
+//! - calls (`Forward`, `Create`, `Query`) are refused above [`CALL_LIMIT_FACTOR`] times it
+//!   ([`SendError::Overloaded`]: their callers get 500 retryable at once, nothing sent);
+//! - replies, presence and control items are always queued (dropping one would leave a
+//!   caller waiting for its timeout or a presence view wrong): bounded by what the peer
+//!   asks and by time, since a peer over the limit for `cluster.peer_timeout_ms` is
+//!   declared Down (`overloaded`) and its queue forgotten.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,14 +31,20 @@ use super::Inner;
 /// Most items in one batch.
 const BATCH_MAX_ITEMS: usize = 512;
 
+/// Calls are refused while this many times `cluster.peer_queue_bytes` are queued: above
+/// the point where deliveries are dropped, so a link busy with a fan-out still takes
+/// requests, but never without bound (review finding LOW-4).
+pub(crate) const CALL_LIMIT_FACTOR: u64 = 2;
+
 /// Why an item was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// The peer is not Up (never connected, Down, or refused).
     #[error("node {0} is unreachable")]
     Unavailable(String),
-    /// The link is over `cluster.peer_queue_bytes` and the item may be dropped.
-    #[error("the queue to node {0} is full; the delivery was dropped")]
+    /// The link is over `cluster.peer_queue_bytes` (a delivery, dropped) or over
+    /// [`CALL_LIMIT_FACTOR`] times it (a call, not sent).
+    #[error("the queue to node {0} is full")]
     Overloaded(String),
     /// No such peer.
     #[error("no cluster member is named {0:?}")]
@@ -84,8 +97,9 @@ impl Link {
         Link { shared, tx }
     }
 
-    /// Queues `item`; a droppable item is refused when the link is over its limit, any item
-    /// over [`MAX_ITEMS_BYTES`] always (a big `Deliver` is split first).
+    /// Queues `item`; a droppable item is refused when the link is over its limit, a call
+    /// over [`CALL_LIMIT_FACTOR`] times it, any item over [`MAX_ITEMS_BYTES`] always (a big
+    /// `Deliver` is split first).
     pub(crate) fn push(&self, item: Wire) -> Result<(), SendError> {
         let len = item_len(&item);
         if len > DELIVER_CHUNK_BYTES && matches!(&item, Wire::Deliver { to, .. } if to.len() > 1) {
@@ -114,9 +128,14 @@ impl Link {
                 bytes: len,
             });
         }
-        if item.droppable() && s.queued.load(Ordering::Relaxed) + len as u64 > s.limit {
+        let queued = s.queued.load(Ordering::Relaxed) + len as u64;
+        if item.droppable() && queued > s.limit {
             metrics::counter!("convoke_cluster_deliveries_dropped_total", "peer" => s.peer.clone())
                 .increment(1);
+            return Err(SendError::Overloaded(s.peer.clone()));
+        }
+        if call_corr(&item).is_some() && queued > s.limit.saturating_mul(CALL_LIMIT_FACTOR) {
+            tracing::debug!(peer = %s.peer, kind = item.kind(), queued, "cluster: a call refused, the link is full");
             return Err(SendError::Overloaded(s.peer.clone()));
         }
         s.queued.fetch_add(len as u64, Ordering::Relaxed);

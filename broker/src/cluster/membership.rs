@@ -485,9 +485,8 @@ impl Inner {
         if let Err(e) = self.send(peer, make(corr)) {
             self.pending.forget(corr);
             return Err(match e {
-                SendError::Unavailable(p) | SendError::Overloaded(p) | SendError::Unknown(p) => {
-                    CallError::Unavailable(p)
-                }
+                SendError::Unavailable(p) | SendError::Unknown(p) => CallError::Unavailable(p),
+                SendError::Overloaded(p) => CallError::Overloaded(p),
                 SendError::TooLarge { bytes, .. } => CallError::TooLarge(bytes),
             });
         }
@@ -1852,6 +1851,77 @@ mod tests {
             inner.send("n2", deliver(0)),
             Err(SendError::Unavailable("n2".into()))
         );
+        sink.stop(None);
+    }
+
+    /// Calls are queued past the point where deliveries are dropped, but not without bound:
+    /// with more than 2 x `cluster.peer_queue_bytes` unacknowledged, a call is refused at
+    /// once (its caller answers 500 retryable, nothing sent), while replies and presence
+    /// are still queued. Before, every item but a delivery was queued whatever the size of
+    /// the queue (review finding LOW-4).
+    #[tokio::test]
+    async fn a_link_refuses_calls_over_twice_its_limit_but_never_replies() {
+        let (inner, _rx, sink) = node_with_peer(65_536).await;
+        let link = inner.lock()["n2"].link.clone();
+        let forward = |corr| Wire::Forward {
+            caller: 1,
+            corr,
+            gid: 7,
+            remaining_ms: 60_000,
+            sent_ns: 0,
+            payload: vec![0; 10_000],
+        };
+        let mut sent = 0;
+        let refused = loop {
+            match inner.send("n2", forward(sent)) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 100, "calls never refused");
+        };
+        assert_eq!(refused, SendError::Overloaded("n2".into()));
+        assert_eq!(sent, 13, "refused past 2 x 65536 bytes, not before");
+        assert!(link.queued_bytes() > 65_536 * 2 - 10_100);
+        inner
+            .send(
+                "n2",
+                Wire::Reply {
+                    caller: 2,
+                    corr: 1,
+                    payload: vec![0; 10_000],
+                },
+            )
+            .unwrap();
+        inner
+            .send(
+                "n2",
+                Wire::PresenceDelta {
+                    online: vec!["a".into()],
+                    offline: vec![],
+                },
+            )
+            .unwrap();
+        let cluster = Cluster {
+            inner: inner.clone(),
+        };
+        let Err(e) = cluster.start_call("n2", forward) else {
+            panic!("a call over the limit was sent");
+        };
+        assert_eq!(e, CallError::Overloaded("n2".into()));
+        let api = e.to_api_error();
+        assert_eq!(api.code, convoke_protocol::ErrorCode::ServerBusy);
+        assert!(api.message.contains("full"), "{}", api.message);
+        assert_eq!(
+            inner.pending.len(),
+            0,
+            "the refused call is not left pending"
+        );
+        // Once the peer acknowledges what it took, calls go again.
+        while link.queued_bytes() > 0 {
+            link.acked(u64::MAX);
+            tokio::task::yield_now().await;
+        }
+        inner.send("n2", forward(100)).unwrap();
         sink.stop(None);
     }
 

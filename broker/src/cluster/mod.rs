@@ -132,6 +132,10 @@ pub enum CallError {
     /// The peer went Down (or restarted) while the call was out: outcome unknown.
     #[error("node {0} went away while handling the request")]
     PeerLost(String),
+    /// The link to the peer holds more than `link::CALL_LIMIT_FACTOR` x
+    /// `cluster.peer_queue_bytes` (a slow or stuck peer): nothing was sent.
+    #[error("the queue to node {0} is full")]
+    Overloaded(String),
     /// No reply within `cluster.request_timeout_ms`: outcome unknown.
     #[error("node {0} did not answer within the request timeout")]
     Timeout(String),
@@ -152,6 +156,7 @@ impl CallError {
                 format!("the group lives on node {peer}, which is unreachable; retry")
             }
             CallError::TooLarge(_) => format!("{self}; nothing was done"),
+            CallError::Overloaded(_) => format!("{self}; nothing was sent, retry"),
             CallError::PeerLost(_) | CallError::Timeout(_) => format!(
                 "{self}; the change may or may not have been made, read the group state \
                  before retrying"
@@ -356,9 +361,8 @@ impl Cluster {
         if let Err(e) = inner.send(peer, make(corr)) {
             inner.pending.forget(corr);
             return Err(match e {
-                SendError::Unavailable(p) | SendError::Overloaded(p) | SendError::Unknown(p) => {
-                    CallError::Unavailable(p)
-                }
+                SendError::Unavailable(p) | SendError::Unknown(p) => CallError::Unavailable(p),
+                SendError::Overloaded(p) => CallError::Overloaded(p),
                 SendError::TooLarge { bytes, .. } => CallError::TooLarge(bytes),
             });
         }

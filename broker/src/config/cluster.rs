@@ -54,8 +54,10 @@ pub struct ClusterConfig {
     /// Longest wait (ms) for the answer to a request handled on another node; at least 100.
     /// Default `10000`.
     pub request_timeout_ms: u64,
-    /// Bytes queued towards one peer before live deliveries to it are dropped; at least
-    /// 65536. Default `67108864` (64 MiB).
+    /// Bytes queued towards one peer (sent and not yet acknowledged) before live
+    /// deliveries to it are dropped; calls to it (requests, reads across nodes) are refused
+    /// over twice this; replies and presence are always queued (a peer over the limit for
+    /// `peer_timeout_ms` is declared Down). At least 65536. Default `67108864` (64 MiB).
     pub peer_queue_bytes: u64,
     /// PEM certificate of the cluster CA that signs every node's certificate. Default `""`.
     #[serde(with = "empty_is_none")]
@@ -67,8 +69,9 @@ pub struct ClusterConfig {
     /// PEM private key of `tls_cert`. Default `""`.
     #[serde(with = "empty_is_none")]
     pub tls_key: Option<PathBuf>,
-    /// Plain TCP between nodes without TLS even when a member is not on loopback (private
-    /// test networks only). Default `false`.
+    /// Plain TCP between nodes without TLS even when a member, a join seed, or this node's
+    /// listen or advertise address is not on loopback (private test networks only).
+    /// Default `false`.
     pub allow_plaintext: bool,
 }
 
@@ -364,24 +367,31 @@ impl ClusterConfig {
             ));
         }
         if set == 0 && !self.allow_plaintext {
-            let seeds = self
-                .join
+            // Every address plain TCP would use or be reachable on: the members, the join
+            // seeds, this node's own listen address (0.0.0.0 listens on every interface)
+            // and the address it advertises.
+            let mut far: Vec<String> = members
                 .iter()
-                .filter_map(|s| Member::parse(&format!("seed@{s}")).ok());
-            if let Some(far) = members
-                .iter()
-                .cloned()
-                .chain(seeds)
-                .find(|m| !m.is_loopback())
-            {
+                .filter(|m| !m.is_loopback())
+                .map(Member::addr)
+                .collect();
+            for seed in self.join.iter().chain(Some(&self.advertise)) {
+                match Member::parse(&format!("seed@{seed}")) {
+                    Ok(m) if !m.is_loopback() => far.push(m.addr()),
+                    _ => {}
+                }
+            }
+            if !self.listen.ip().is_loopback() {
+                far.push(format!("cluster.listen = {}", self.listen));
+            }
+            if let Some(far) = far.first() {
                 return Err(ConfigError::invalid(
                     "cluster.tls_ca",
                     "\"\"",
                     format!(
-                        "is needed: {} is not on loopback, and plain TCP between hosts is \
+                        "is needed: {far} is not on loopback, and plain TCP between hosts is \
                          refused (set cluster.tls_ca, tls_cert and tls_key, or \
-                         cluster.allow_plaintext = true on a private test network)",
-                        far.addr()
+                         cluster.allow_plaintext = true on a private test network)"
                     ),
                 ));
             }
@@ -474,6 +484,18 @@ mod tests {
                 &[("cluster.tls_ca", "/ca.pem")][..],
                 "cluster.tls_cert",
                 "together",
+            ),
+            // Loopback members, but listening on every interface or advertised elsewhere:
+            // plain TCP would be reachable from other hosts (review L5).
+            (
+                &[("cluster.listen", "0.0.0.0:7401")][..],
+                "cluster.tls_ca",
+                "cluster.listen = 0.0.0.0:7401 is not on loopback",
+            ),
+            (
+                &[("cluster.advertise", "10.0.0.1:7401")][..],
+                "cluster.tls_ca",
+                "10.0.0.1:7401 is not on loopback",
             ),
         ] {
             let e = load(&with(extra)).unwrap_err();
