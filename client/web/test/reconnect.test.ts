@@ -210,6 +210,28 @@ describe('reconnect and resume', () => {
     c4.close();
   });
 
+  test('a link that drops during its catch-up gets no onReconnected: the next link has the catch-up and the cue', async () => {
+    const w = new World();
+    const r = recorder();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, handlers: { r: r.handlers } });
+    for (const m of w.add(3)) await w.last.push.send({ push: 'message', message: m });
+    await until(() => r.messages.length === 3, 'the first three messages');
+    // Link 2's catch-up waits on its getGroupInfo; link 2 drops meanwhile.
+    w.hold.add('getGroupInfo');
+    await w.drop();
+    await until(() => w.links.length === 2 && w.held.length > 0, "link 2's catch-up");
+    w.hold.clear();
+    await w.drop();
+    await until(() => r.log.some((l) => l.startsWith('reconnected')), "link 3's catch-up");
+    await sleep(30);
+    assert.deepEqual(r.log, [
+      'connected', 'message:1', 'message:2', 'message:3',
+      'disconnected', 'reconnecting:1', 'connected',
+      'disconnected', 'reconnecting:2', 'connected', 'reconnected:0',
+    ]);
+    c.close();
+  });
+
   test('calls in flight at a drop: reads and sends with an id go again on the next link; other changes reject; calls meanwhile wait', async () => {
     const w = new World();
     const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 3000 });

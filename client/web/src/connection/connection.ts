@@ -217,7 +217,9 @@ export interface EventHandlers {
   onGroupMessage?: (message: GroupMessage) => void;
   /**
    * A link is up: the first (called by `connect` for the handlers given to it) and each
-   * one after a reconnect (then before the catch-up's messages and `onReconnected`).
+   * one after a reconnect (then before the catch-up's messages and `onReconnected`). A
+   * link that ends before it is announced, or during its catch-up, gets neither: after
+   * `onDisconnected`, nothing of that link follows.
    */
   onConnected?: () => void;
   /**

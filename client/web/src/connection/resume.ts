@@ -14,7 +14,8 @@
  *   gap cannot be filled on a live link (three tries) is held back and tried again on a
  *   timer (1 s, doubling up to 30 s), so it is not lost on a group that goes quiet. After a
  *   reconnect every tracked group is caught up the same way before any push of the new
- *   link, then `onReconnected({ recovered })`. The page's own sends are not handed back
+ *   link, then `onReconnected({ recovered })` (if the link is still up: one that ends during
+ *   its catch-up leaves it to the next). The page's own sends are not handed back
  *   (their seqs are recorded, and a gap is judged only once sends in flight to the group
  *   have their seqs). A group is tracked from the first message handed on, from its
  *   creation by this user (seq 0), or from `trackGroup`; a group known only from an event
@@ -344,6 +345,9 @@ export class Sequencer {
     // away, from the newest time this connection knew of.
     const since = reconnect ? this.clock : welcome.serverTime;
     this.clock = Math.max(this.clock, welcome.serverTime);
+    // A link that ended before its turn here (or during its catch-up) was announced
+    // disconnected already (connection.ts): no onConnected or onReconnected after that.
+    if (!this.host.isLive(gen)) return;
     this.host.connected(reconnect);
     if (!this.resume) {
       // Nothing to catch up (no events taken): onReconnected still says the link is back.
@@ -364,7 +368,7 @@ export class Sequencer {
     this.recovered = 0;
     const unchecked = await this.checkGroups(gen);
     await this.catchUp(gen, unchecked);
-    this.host.resumed(this.recovered);
+    if (this.host.isLive(gen)) this.host.resumed(this.recovered);
   }
 
   /** Groups the user is in that are not tracked yet: caught up from `since`. */
