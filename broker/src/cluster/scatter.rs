@@ -22,9 +22,9 @@
 //!   gateway this node knows, Up or not, is asked ([`all_nodes`]) and the answers are
 //!   combined (exists: any; joined: the sum). What becomes soft in a cluster:
 //!   `limits.max_groups_per_user` (two joins on different shards at once can both pass).
-//!   A node left out is named in the facts: a user found nowhere else, or counted below the
-//!   limit, gets 500 (retryable) until it is back, never 204 USER_NOT_FOUND or a quota
-//!   check on part of the count.
+//!   A node left out is named in the facts: a user found nowhere else gets 500 (retryable)
+//!   until it is back, never 204 USER_NOT_FOUND; a joined count without its part is used as
+//!   it is (the limit is soft while a node is unreachable).
 //!
 //! A node that is not Up, or does not answer within `cluster.request_timeout_ms`, is left
 //! out: the result is partial (counted in `convoke_cluster_partial_reads_total{what}`). A
@@ -458,8 +458,8 @@ pub async fn public(
 
 /// The facts about `users` in a cluster: exists anywhere; joined counted over all nodes
 /// (leaving `except` out). A node that is not Up or does not answer is recorded as
-/// missing, so that a rule whose answer depends on its part answers 500, not a definite
-/// 204 or a quota check on part of the count.
+/// missing, so that a user found nowhere else answers 500, not a definite 204 (a joined
+/// count without its part is used as it is: `group::rules::facts`).
 pub async fn user_facts(node: &Node, cluster: &Cluster, users: &[String], except: u64) -> Facts {
     if users.is_empty() {
         return Facts::default();

@@ -15,9 +15,10 @@
 //!
 //! In a cluster the facts are gathered from every node, and a node that is Down or does
 //! not answer in time leaves its part out. The facts then say so ([`Facts::missed`]): a
-//! rule whose answer depends on the missing part (a user not found anywhere else, a joined
-//! count below the limit) answers 500 SERVER_BUSY naming the node, retryable, never a
-//! definite 204 or a quota check made on part of the count. On a single node the facts are
+//! user not found on the nodes that answered answers 500 SERVER_BUSY naming the missing
+//! node, retryable, never a definite 204. A joined count without a missing node's part is
+//! used as it is: `max_groups_per_user` is soft while a node is unreachable, so that joins
+//! and creates of groups owned elsewhere keep working. On a single node the facts are
 //! always complete.
 
 use super::Caller;

@@ -410,8 +410,8 @@ pub(crate) fn check_exists(ctx: &Ctx<'_>, user: &str) -> Result<(), ApiError> {
     ))
 }
 
-/// 50 for a user at `max_groups_per_user`; 500 (retryable) when the count found is below
-/// it but leaves out a node that did not answer.
+/// 50 for a user at `max_groups_per_user`, counted over the nodes that answered (a count
+/// that leaves out an unreachable node is used as it is: soft, see below).
 pub(crate) fn check_group_quota(ctx: &Ctx<'_>, user: &str) -> Result<(), ApiError> {
     let n = ctx.facts.joined_count(user);
     if n >= ctx.limits.max_groups_per_user {
