@@ -232,6 +232,30 @@ describe('reconnect and resume', () => {
     c.close();
   });
 
+  test('close() while a reconnect dials (or waits for the token provider) that then fails: onClosed, and nothing after it', async () => {
+    for (const slowPart of ['dial', 'tokenProvider'] as const) {
+      const w = new World();
+      const r = recorder();
+      let slow = false;
+      const late = async () => {
+        await sleep(50);
+        throw new ConnectionError('unreachable');
+      };
+      const c = await Connection.dial((h) => (slow && slowPart === 'dial' ? late() : w.dial(h)), hello, {
+        reconnect: fast,
+        ...(slowPart === 'tokenProvider' ? { tokenProvider: async () => (slow ? late() : 't0') } : {}),
+        handlers: { r: r.handlers },
+      });
+      slow = true;
+      await w.drop();
+      await until(() => r.log.includes('reconnecting:1'), 'the first attempt');
+      await sleep(10); // the attempt's dial (or token) is under way
+      c.close();
+      await sleep(150);
+      assert.deepEqual(r.log, ['connected', 'disconnected', 'reconnecting:1', 'closed:0'], slowPart);
+    }
+  });
+
   test('calls in flight at a drop: reads and sends with an id go again on the next link; other changes reject; calls meanwhile wait', async () => {
     const w = new World();
     const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 3000 });

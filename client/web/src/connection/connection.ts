@@ -556,6 +556,8 @@ export class Connection {
     const before = this.attempt;
     let reason = e.message;
     for (;;) {
+      // close() (or the end) came while the last attempt dialled: nothing more to report.
+      if (this.closingByApp || this.final) return;
       this.attempt++;
       if (r.policy.maxAttempts !== undefined && this.attempt - before > r.policy.maxAttempts) {
         this.finish(new ConnectionError(`gave up after ${this.attempt - before - 1} attempts: ${reason}`, e.closeCode, e));
@@ -578,6 +580,7 @@ export class Connection {
         r.hello = { ...r.hello, token };
         link = await r.dial(r.hello);
       } catch (err) {
+        if (this.closingByApp || this.final) return;
         const fin = finalReason(err);
         if (fin !== undefined) {
           this.finish(err instanceof ConvokeError || err instanceof ConnectionError ? err : new ConnectionError(fin, undefined, err));
