@@ -727,3 +727,53 @@ async fn the_per_user_file_quota_counts_files_on_every_node() {
     })
     .await;
 }
+
+/// A connection that offers the node-to-node ALPN but has not proven itself (no opening
+/// frame with the cookie's MAC yet) holds its place under the client connection caps until
+/// it does: two such connections fill n3's per-address cap of 2, and a client from the same
+/// address is refused until n3 closes them (handshake timeout). Before, they were not
+/// counted at all (review L1).
+#[tokio::test]
+async fn unauthenticated_peer_connections_count_under_the_connection_caps() {
+    let c = TestCluster::start_with(3, |i| {
+        if i == 3 {
+            vec![
+                ("sessions.max_connections_per_ip".into(), "2".into()),
+                ("sessions.handshake_timeout_ms".into(), "3000".into()),
+            ]
+        } else {
+            Vec::new()
+        }
+    });
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    let idle = [
+        peer_connection(c.node(3)).await,
+        peer_connection(c.node(3)).await,
+    ];
+    let n3 = c.node(3);
+    let r = n3
+        .builder()
+        .token(n3.token("carol", false, 60))
+        .connect()
+        .await;
+    match r {
+        Err(ClientError::Api(e)) => assert_eq!(e.code, ErrorCode::ServerBusy, "{e}"),
+        other => panic!("the unauthenticated peer connections must count: {other:?}"),
+    }
+    for conn in &idle {
+        tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("an unauthenticated peer connection is closed at the handshake timeout");
+    }
+    let carol = eventually("a freed place", || async {
+        n3.builder()
+            .token(n3.token("carol", false, 60))
+            .connect()
+            .await
+            .ok()
+    })
+    .await;
+    carol.ping().await.unwrap();
+}

@@ -26,6 +26,7 @@
 
 use crate::group::rules::Caller;
 use crate::node::Node;
+use crate::session::admission::Admitted;
 use crate::session::io::read_small_frame;
 use bincode::{Decode, Encode};
 use bytes::{Bytes, BytesMut};
@@ -108,7 +109,7 @@ fn refused(reason: &'static str) {
 /// Serves a connection that negotiated [`ALPN`]: every stream must start with a valid
 /// [`PeerOpen`], then it is served as a transfer stream of its caller, as if the caller
 /// were connected here.
-pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
+pub async fn serve(node: Arc<Node>, conn: quinn::Connection, admitted: Admitted) {
     let Some(cluster) = Cluster::get() else {
         refused("not_clustered");
         conn.close(CLOSE_UNAUTHENTICATED.into(), b"not a cluster node");
@@ -117,16 +118,27 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
     let cookie: Arc<[u8]> = Arc::from(cluster.inner.cfg.cookie.as_bytes());
     let wait = Duration::from_millis(node.config.sessions.handshake_timeout_ms);
     let authenticated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proven = Arc::new(tokio::sync::Notify::new());
     {
-        // A connection that never authenticates does not stay open.
+        // A connection that never authenticates does not stay open, and until it does it
+        // holds its places under the client connection caps (`admitted`: the total and its
+        // address's), so that unauthenticated connections cannot get round them by
+        // offering the peer ALPN. Authenticated, it is another node's and stops counting.
         let conn = conn.clone();
         let authenticated = authenticated.clone();
+        let proven = proven.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if !authenticated.load(std::sync::atomic::Ordering::Relaxed) {
-                refused("timeout");
-                conn.close(CLOSE_UNAUTHENTICATED.into(), b"no authenticated stream");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {
+                    if !authenticated.load(std::sync::atomic::Ordering::Relaxed) {
+                        refused("timeout");
+                        conn.close(CLOSE_UNAUTHENTICATED.into(), b"no authenticated stream");
+                    }
+                }
+                () = proven.notified() => {}
+                _ = conn.closed() => {}
             }
+            drop(admitted);
         });
     }
     tracing::debug!(remote = %conn.remote_address(), "peer transfer connection opened");
@@ -142,6 +154,7 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
         let conn = conn.clone();
         let cookie = cookie.clone();
         let authenticated = authenticated.clone();
+        let proven = proven.clone();
         tokio::spawn(async move {
             let mut buf = BytesMut::new();
             let open = match tokio::time::timeout(
@@ -171,6 +184,7 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
                 return;
             }
             if !authenticated.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                proven.notify_one();
                 // Only now (an unauthenticated connection keeps the client-facing limits):
                 // all the peer's transfers to this node share this connection, which the
                 // client-facing 4 streams and 2 MiB window would throttle.

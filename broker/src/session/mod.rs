@@ -89,8 +89,7 @@ pub async fn serve_connection(node: Arc<Node>, incoming: quinn::Incoming, mut ad
             // Resolves when the handshake completes (whether or not 0-RTT was accepted).
             established.await;
         }
-        drop(admitted);
-        return crate::cluster::peer_quic::serve(node, conn).await;
+        return crate::cluster::peer_quic::serve(node, conn, admitted).await;
     }
     metrics::counter!("convoke_connections_opened_total").increment(1);
     metrics::gauge!("convoke_connections").increment(1.0);
