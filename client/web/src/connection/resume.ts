@@ -542,15 +542,22 @@ export class Sequencer {
     return last;
   }
 
-  /** Waits (up to the request timeout) for the sends to `g` in flight now. */
+  /**
+   * Waits (up to the request timeout) for the sends to `g` in flight now; with no request
+   * timeout (0), until they end (each ends, answered or failed, with the connection).
+   */
   private async waitSends(g: string): Promise<void> {
     const sends = this.inFlight.get(g);
     if (!sends || sends.size === 0) return;
+    const ended = Promise.allSettled([...sends.values()]);
+    const timeoutMs = this.host.requestTimeoutMs;
+    if (timeoutMs <= 0) {
+      await ended;
+      return;
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.allSettled([...sends.values()]),
-      new Promise((r) => (timer = setTimeout(r, this.host.requestTimeoutMs))),
-    ]);
+    // setTimeout takes at most 2^31 - 1 ms; a longer delay would fire at once.
+    await Promise.race([ended, new Promise((r) => (timer = setTimeout(r, Math.min(timeoutMs, 2_147_483_647))))]);
     clearTimeout(timer);
   }
 
