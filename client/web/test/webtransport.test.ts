@@ -146,6 +146,49 @@ describe('connect over WebTransport', () => {
     }
   });
 
+  test('a refusal that comes only as the close reason (the close overtook the frame) is the ConvokeError, and is not retried', async () => {
+    let reason = 'error 28 TOKEN_NOT_ASSIGNED: token revoked';
+    let welcomes = 0;
+    // The broker closes with HANDSHAKE_REFUSED and the refusal as its reason; no frame.
+    FakeWebTransport.broker = () => {
+      const b: FakeBroker = new FakeBroker(() => {
+        if (welcomes-- > 0) return { type: 'welcome', welcome: { version: 3, userId: 'alice', appAdmin: false, sessionId: '1', serverTime: 0 } };
+        FakeWebTransport.last!.brokerCloses({ closeCode: 5, reason });
+        void b.end();
+        return undefined;
+      });
+      return b;
+    };
+    try {
+      await assert.rejects(connect(opts), (e: unknown) => e instanceof ConvokeError && e.code === 28 && e.detail === 'token revoked');
+      // Text that is not a refusal (here: a name that is not the code's) stays the close.
+      reason = 'error 28 GROUP_NOT_EXIST: x';
+      await assert.rejects(connect(opts), (e: unknown) => e instanceof ConnectionError && e.closeCode === 5 && e.message.includes(reason));
+      reason = 'error 28 TOKEN_NOT_ASSIGNED: token revoked';
+      // At a reconnect (the token was revoked meanwhile): the connection ends, no retry.
+      welcomes = 1;
+      let transports = 0;
+      const counting = class extends FakeWebTransport {
+        constructor(url: string, options?: unknown) {
+          super(url, options);
+          transports++;
+        }
+      };
+      const closed: unknown[] = [];
+      const c = await connect({ ...opts, WebTransport: counting, reconnect: { initialDelayMs: 5, maxDelayMs: 10 }, handlers: { h: { onClosed: (e) => closed.push(e) } } });
+      FakeWebTransport.last!.brokerCloses({ closeCode: 4, reason: 'restarting' });
+      const deadline = Date.now() + 5000;
+      while (closed.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(closed.length, 1);
+      assert.ok(closed[0] instanceof ConvokeError && closed[0].code === 28, String(closed[0]));
+      assert.equal(transports, 2, 'the first link and one refused attempt');
+      await assert.rejects(c.getGroupAdmin({ groupId: '1' }), (e: unknown) => e instanceof ConvokeError && e.code === 28);
+    } finally {
+      FakeWebTransport.broker = () => new FakeBroker();
+    }
+  });
+
   test('an unreachable broker, and no WebTransport at all, are ConnectionErrors', async () => {
     await assert.rejects(connect({ ...opts, url: 'https://unreachable.invalid/' }), (e: unknown) => e instanceof ConnectionError && e.message.includes('Opening handshake failed'));
     const { WebTransport: _, ...without } = opts;

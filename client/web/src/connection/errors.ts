@@ -31,6 +31,21 @@ export class ConvokeError extends Error {
   }
 }
 
+/**
+ * Reads a refusal back from a close reason: the broker closes a refused hello with
+ * HANDSHAKE_REFUSED and the refusal as `error <code> <NAME>: <message>` (the message of a
+ * ConvokeError; protocol/src/handshake.rs `refusal_reason`), since the close can overtake
+ * the Refused frame. Undefined for any other text (an unknown code, a name that is not the
+ * code's), as `parse_refusal` does.
+ */
+export function parseRefusal(reason: string): ConvokeError | undefined {
+  const m = /^error (-?\d+) ([^:]+): /.exec(reason);
+  if (!m) return undefined;
+  const code = Number(m[1]);
+  if (errorName(code) !== m[2]) return undefined;
+  return new ConvokeError(code, reason.slice(m[0].length));
+}
+
 /** REQUEST_PARAMETER_ERROR, for options the SDK refuses before sending anything. */
 export function paramError(detail: string): ConvokeError {
   return new ConvokeError(-3, detail);

@@ -10,7 +10,8 @@
  */
 
 import { Connection, type Dialer, type EventHandlers, type ResilienceOptions } from './connection.js';
-import { ConnectionError } from './errors.js';
+import { ConnectionError, parseRefusal, type ConvokeError } from './errors.js';
+import { CLOSE } from './reconnect.js';
 import type { ResetReason } from './files.js';
 import { rotatingDialer, serverList, type ServerList } from './servers.js';
 import { Session, type ByteStream, type HelloOptions, type SessionOptions } from './session.js';
@@ -83,14 +84,17 @@ type CloseInfo = { closeCode?: number; reason?: string };
 /**
  * `readable`, except that when it fails or ends because the broker closed the session, it
  * fails with the broker's close code and reason (a ConnectionError): the browser aborts
- * the streams ("Connection lost") before it resolves `closed` with the code.
+ * the streams ("Connection lost") before it resolves `closed` with the code. A refused
+ * hello whose close overtook the Refused frame fails with the refusal (a ConvokeError, e.g.
+ * 28), read back from the reason.
  */
 function closeAware(readable: ReadableStream<Uint8Array>, closed: Promise<CloseInfo | undefined>): ReadableStream<Uint8Array> {
   const reader = readable.getReader();
-  const brokerClose = async (): Promise<ConnectionError | undefined> => {
+  const brokerClose = async (): Promise<ConnectionError | ConvokeError | undefined> => {
     const info = await Promise.race([closed, new Promise<undefined>((r) => setTimeout(r, CLOSE_WAIT_MS))]);
     if (!info) return undefined;
-    return new ConnectionError(`the broker closed the connection${info.reason ? `: ${info.reason}` : ''}`, info.closeCode);
+    const refusal = info.closeCode === CLOSE.HANDSHAKE_REFUSED && info.reason ? parseRefusal(info.reason) : undefined;
+    return refusal ?? new ConnectionError(`the broker closed the connection${info.reason ? `: ${info.reason}` : ''}`, info.closeCode);
   };
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
