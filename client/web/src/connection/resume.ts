@@ -15,7 +15,9 @@
  *   timer (1 s, doubling up to 30 s), so it is not lost on a group that goes quiet. After a
  *   reconnect every tracked group is caught up the same way before any push of the new
  *   link, then `onReconnected({ recovered })` (if the link is still up: one that ends during
- *   its catch-up leaves it to the next). The page's own sends are not handed back
+ *   its catch-up leaves it to the next). A group whose history ends before its position
+ *   (the broker was restored from a backup) is carried on from its newest message, so the
+ *   seqs given out again are not dropped as repeats. The page's own sends are not handed back
  *   (their seqs are recorded, and a gap is judged only once sends in flight to the group
  *   have their seqs). A group is tracked from the first message handed on, from its
  *   creation by this user (seq 0), or from `trackGroup`; a group known only from an event
@@ -87,6 +89,16 @@ const RETRY_MAX_MS = 30_000;
 /** Why a history fetch did not complete. */
 class Gone extends Error {}
 class Lost extends Error {}
+/**
+ * The group's history ends (at `head`) before the position: the broker was restored from
+ * a backup and will give the seqs after `head` to new messages (client/src/resume.rs
+ * `FillError::RolledBack`).
+ */
+class RolledBack extends Error {
+  constructor(readonly head: bigint) {
+    super(`the history ends at ${head}`);
+  }
+}
 
 export class Sequencer {
   private readonly queue: Item[] = [];
@@ -433,6 +445,8 @@ export class Sequencer {
         this.recovered += this.handOn(g, await this.fetch(g, this.last.get(g) ?? after, undefined));
       } catch (e) {
         if (e instanceof Gone) this.last.delete(g);
+        // Carried on from the newest message, or new ones would be dropped as repeats.
+        else if (e instanceof RolledBack) this.last.set(g, e.head);
         // Lost: the next link's catch-up fetches it.
       }
     }
@@ -582,6 +596,8 @@ export class Sequencer {
   /**
    * The messages of `g` after `after` (and before `until`), in order: pages until one comes
    * back empty (a page shorter than asked is not the end: the broker caps pages in bytes).
+   * Without `until` (a catch-up), nothing after `after` makes it ask for the newest
+   * message: a history that ends before `after` throws RolledBack.
    */
   private async fetch(g: string, after: bigint, until: bigint | undefined): Promise<GroupMessage[]> {
     const out: GroupMessage[] = [];
@@ -590,6 +606,11 @@ export class Sequencer {
       const limit = until === undefined ? PAGE : Number(until - from - 1n < BigInt(PAGE) ? until - from - 1n : BigInt(PAGE));
       if (limit <= 0) break;
       const page = await this.history(g, null, from, limit);
+      if (page.length === 0 && until === undefined && from === after) {
+        const newest = await this.history(g, null, null, 1);
+        const head = newest.length > 0 ? BigInt(newest[newest.length - 1]!.seq) : 0n;
+        if (head < after) throw new RolledBack(head);
+      }
       const lastSeq = page.length > 0 ? BigInt(page[page.length - 1]!.seq) : undefined;
       out.push(...page.filter((m) => until === undefined || BigInt(m.seq) < until));
       if (lastSeq === undefined || lastSeq <= from) break;
