@@ -109,6 +109,23 @@ impl Presence {
         }
     }
 
+    /// Closes every session with `code` and `reason`, each through its own framing (a
+    /// browser's as a WebTransport session close, so that the page hears the code; a bare
+    /// QUIC close reaches a page as "connection lost"), and waits up to `limit` for them to
+    /// end. At a graceful stop, before the endpoints close: a browser's close is a capsule
+    /// on its session's stream, written by a task, which an endpoint close would discard.
+    pub async fn close_all(&self, code: u32, reason: &[u8], limit: std::time::Duration) {
+        for sessions in self.users.iter() {
+            for s in sessions.iter() {
+                s.close(code, reason);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.users.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Whether the user has at least one session.
     pub fn is_online(&self, user: &str) -> bool {
         self.users.get(user).is_some_and(|s| !s.is_empty())

@@ -293,6 +293,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     })
 }
 
+/// The longest a graceful stop waits for the sessions it closed to end (a browser's
+/// session close takes a round trip or 100 ms) before it closes the endpoints.
+pub(crate) const SESSIONS_CLOSE: Duration = Duration::from_millis(500);
+
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     node: Arc<Node>,
@@ -310,6 +314,13 @@ async fn accept_loop(
         }
     }
     crate::metrics::set_ready(false);
+    node.presence
+        .close_all(
+            close::SHUTDOWN,
+            b"broker shutting down",
+            grace.min(SESSIONS_CLOSE),
+        )
+        .await;
     endpoint.close(close::SHUTDOWN.into(), b"broker shutting down");
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     node.groups.stop();

@@ -467,3 +467,22 @@ async fn neither_listener_buffers_datagrams_nobody_reads() {
         .await;
     assert!(joined.is_ok(), "{joined:?}");
 }
+
+/// A graceful stop (SIGTERM) closes a browser's session with SHUTDOWN and its reason, as a
+/// WebTransport session close, so that the page knows to reconnect (elsewhere) rather than
+/// seeing a lost connection. Before, the endpoint's bare QUIC close reached it without code.
+#[tokio::test]
+async fn a_browser_hears_shutdown_at_a_graceful_stop() {
+    let (mut broker, base, hash) = broker(&[]).await;
+    let session = dial(&base, "/convoke", &hash).await.unwrap();
+    let _bob = Browser::login(session.clone(), broker.token("bob", false, 600))
+        .await
+        .unwrap();
+    broker.stop();
+    let text = close_text(&session).await;
+    assert!(
+        text.contains(&format!("code={}", convoke_protocol::close::SHUTDOWN)),
+        "{text}"
+    );
+    assert!(text.contains("shutting down"), "{text}");
+}

@@ -153,8 +153,15 @@ pub async fn start(
                 _ = shutdown.changed() => break,
             }
         }
-        endpoint.close(close::SHUTDOWN.into(), b"broker shutting down");
         let grace = Duration::from_millis(node.config.server.shutdown_grace_ms);
+        node.presence
+            .close_all(
+                close::SHUTDOWN,
+                b"broker shutting down",
+                grace.min(crate::server::SESSIONS_CLOSE),
+            )
+            .await;
+        endpoint.close(close::SHUTDOWN.into(), b"broker shutting down");
         let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     });
     Ok(Some(listening))
