@@ -3,7 +3,8 @@
 //! duplicate-free across reconnects.
 //!
 //! - **Messages**: it remembers, per group, the last sequence number it handed on. A live
-//!   message at or below it is a duplicate and dropped; one further ahead than the next
+//!   message at or below it is a duplicate and dropped (so is one at or below the highest
+//!   seq ever handed on for the group, whatever its tracking since); one further ahead than the next
 //!   means messages were missed (a slow-consumer cut, a push lost to a dying session): they
 //!   are fetched from the group's history (`getGroupMessages`) and handed on first. After a
 //!   reconnect, every group it tracks is caught up the same way before any push of the new
@@ -37,7 +38,11 @@
 //! `destroy_group` or `block_group_messages` ([`membership`]). Messages still coming for it
 //! (sent before) are handed on untracked. After a rejoin (an event naming the user, or this
 //! client's own `join_group`, `accept_group_invite` or `unblock_group_messages`) it is
-//! tracked from its first message from then on, so the time away is never "filled". Before
+//! tracked from its first message from then on, so the time away is not "filled"; a
+//! position at a message stamped since the join is kept. Events the client hears only from
+//! the login's replay of kept events are handled after the catch-up (the broker does not
+//! mark the replay's end): a removal and re-add that both happened while the client was
+//! away are learnt only after the catch-up has handed on what was posted in between. Before
 //! a reconnect's catch-up, getGroupInfo (100 groups a request) says which groups the user
 //! blocked the messages of (`shieldgroup`: the broker sends them no live message, but its
 //! history reads ignore the block) or is no longer in: those are not caught up. A client
@@ -280,6 +285,11 @@ struct Sequencer {
     acks: mpsc::UnboundedSender<AckMsg>,
     /// Per tracked group, the last seq handed on (or passed as this client's own).
     last: HashMap<String, u64>,
+    /// The (broker) time of the message at a group's position, when it came from one.
+    last_at: HashMap<String, i64>,
+    /// Per group, the highest seq handed on, kept across leaves and rejoins: seqs only
+    /// grow, so a message at or below it is never handed on again (a rollback lowers it).
+    handed: HashMap<String, u64>,
     /// Groups an event was received about but no message yet, with that event's (broker)
     /// time: their messages from then on are fetched at the next resume.
     known: HashMap<String, i64>,
@@ -312,6 +322,8 @@ pub(crate) fn spawn(
         app,
         acks,
         last: HashMap::new(),
+        last_at: HashMap::new(),
+        handed: HashMap::new(),
         known: HashMap::new(),
         absent: HashSet::new(),
         held: Vec::new(),
@@ -344,7 +356,8 @@ impl Sequencer {
                     Some(Control::Track { group_id, seq }) => {
                         self.known.remove(&group_id);
                         self.absent.remove(&group_id);
-                        self.last.insert(group_id, seq);
+                        self.handed.remove(&group_id);
+                        self.set_position(&group_id, seq, None);
                     }
                     Some(Control::Created { group_id }) => self.created(group_id),
                     Some(Control::Left { group_id }) => self.left(&group_id),
@@ -542,26 +555,58 @@ impl Sequencer {
     fn created(&mut self, group: String) {
         self.known.remove(&group);
         self.absent.remove(&group);
-        self.last.entry(group).or_insert(0);
+        if !self.last.contains_key(&group) {
+            self.set_position(&group, 0, None);
+        }
     }
 
     /// `group` is no longer the user's: forgotten until a join.
     fn left(&mut self, group: &str) {
         self.last.remove(group);
+        self.last_at.remove(group);
         self.known.remove(group);
         self.absent.insert(group.to_string());
     }
 
     /// The user joined `group` (again) at broker time `since`: tracked from its first
     /// message from then on. A position from before (a leave this client did not hear of)
-    /// would "fill" the time away, so it goes.
+    /// would "fill" the time away, so it goes; one at a message stamped since the join
+    /// stays (the kept join replayed at login comes after the catch-up, which has already
+    /// handed on the messages that followed it).
     fn joined(&mut self, group: &str, since: i64) {
         let was_absent = self.absent.remove(group);
-        if self.last.remove(group).is_some() || was_absent {
+        let before =
+            self.last.contains_key(group) && self.last_at.get(group).is_none_or(|&at| at < since);
+        if before || was_absent {
+            self.last.remove(group);
+            self.last_at.remove(group);
             self.known.insert(group.to_string(), since);
         } else {
             self.note(group, since);
         }
+    }
+
+    /// `group`'s position is `seq`, the message stamped `at` when known.
+    fn set_position(&mut self, group: &str, seq: u64, at: Option<i64>) {
+        self.last.insert(group.to_string(), seq);
+        match at {
+            Some(at) => self.last_at.insert(group.to_string(), at),
+            None => self.last_at.remove(group),
+        };
+    }
+
+    /// Hands `m` on unless a message at or after its seq was; returns whether it did.
+    async fn deliver_message(&mut self, m: GroupMessage) -> bool {
+        if self
+            .handed
+            .get(&m.group_id)
+            .is_some_and(|&top| m.seq <= top)
+        {
+            return false;
+        }
+        self.handed.insert(m.group_id.clone(), m.seq);
+        self.deliver(Event::Push(Push::Message(m)), None).await;
+        true
     }
 
     /// Moves the group's position past this client's own sends that follow it.
@@ -592,7 +637,7 @@ impl Sequencer {
         self.clock = self.clock.max(m.timestamp);
         // Sent before the user left (it came after this client's own leave was answered).
         if self.absent.contains(&m.group_id) {
-            self.deliver(Event::Push(Push::Message(m)), None).await;
+            self.deliver_message(m).await;
             return;
         }
         let Some(&last) = self.last.get(&m.group_id) else {
@@ -603,12 +648,12 @@ impl Sequencer {
                 .get(&m.group_id)
                 .is_some_and(|&t| m.timestamp < t)
             {
-                self.deliver(Event::Push(Push::Message(m)), None).await;
+                self.deliver_message(m).await;
                 return;
             }
             self.known.remove(&m.group_id);
-            self.last.insert(m.group_id.clone(), m.seq);
-            self.deliver(Event::Push(Push::Message(m)), None).await;
+            self.set_position(&m.group_id, m.seq, Some(m.timestamp));
+            self.deliver_message(m).await;
             return;
         };
         if m.seq <= last {
@@ -659,8 +704,8 @@ impl Sequencer {
                 }
             }
         }
-        self.last.insert(m.group_id.clone(), m.seq);
-        self.deliver(Event::Push(Push::Message(m)), None).await;
+        self.set_position(&m.group_id, m.seq, Some(m.timestamp));
+        self.deliver_message(m).await;
     }
 
     /// Tries again the held-back messages that are due, in seq order per group (those of an
@@ -691,10 +736,9 @@ impl Sequencer {
                 continue;
             }
             let own = lock(&self.core.sends).is_own(group, m.seq);
-            self.last.insert(group.to_string(), m.seq);
-            if !own {
+            self.set_position(group, m.seq, Some(m.timestamp));
+            if !own && self.deliver_message(m).await {
                 n += 1;
-                self.deliver(Event::Push(Push::Message(m)), None).await;
             }
         }
         n
@@ -803,7 +847,10 @@ impl Sequencer {
                         "the group's history ends before this client's position (the broker \
                          was restored from a backup?): carrying on from its newest message"
                     );
-                    self.last.insert(g, head);
+                    self.set_position(&g, head, None);
+                    if self.handed.get(&g).is_some_and(|&top| top > head) {
+                        self.handed.insert(g, head);
+                    }
                 }
                 Err(FillError::Lost) => {}
             }
@@ -823,7 +870,7 @@ impl Sequencer {
                     // Tracked from here on: after the newest message, or before the first
                     // fetched one (older history is not this client's to hand on).
                     let start = messages.first().map_or(newest, |m| m.seq - 1);
-                    self.last.insert(g.clone(), start);
+                    self.set_position(&g, start, None);
                     recovered += self.hand_on(&g, messages).await;
                 }
                 Err(FillError::Gone) => {

@@ -1051,3 +1051,69 @@ async fn a_live_message_whose_gap_cannot_be_filled_yet_is_tried_again_later() {
         seen.states()
     );
 }
+
+#[tokio::test]
+async fn kept_events_replayed_after_the_catch_up_never_bring_a_message_twice() {
+    let broker = Broker::start().await;
+    let alice = client(&broker, "alice", "a").await;
+    let (relay, bob) = relayed(&broker, "bob").await;
+    let seen = Recorder::start(bob.events());
+    let resumed = |seen: &Recorder| {
+        seen.states()
+            .iter()
+            .filter(|s| matches!(s, ConnectionEvent::Resumed { .. }))
+            .count()
+    };
+    let g = alice
+        .create_group(convoke_protocol::CreateGroupData {
+            public: true,
+            invite_need_confirm: false,
+            ..group_data("g", &["bob"])
+        })
+        .await
+        .unwrap();
+    seen.wait_ops(GroupEventOp::DirectJoined, 1).await;
+    post(&alice, &g, 1).await;
+    seen.wait_seqs(1).await;
+
+    // bob's network is cut. Meanwhile he is removed from g, 3 are posted, he is added back
+    // and 1 is posted; he is added to a new group k, where 2 are posted. The events about
+    // him are kept, and replayed at his next login.
+    relay.cut();
+    seen.wait_state("bob notices the cut", |s| {
+        matches!(s, ConnectionEvent::Reconnecting { .. })
+    })
+    .await;
+    alice.remove_group_member(&g, "bob").await.unwrap();
+    post(&alice, &g, 3).await;
+    alice.invite_users_to_group(&g, &["bob"]).await.unwrap();
+    post(&alice, &g, 1).await;
+    let k = alice.create_group(group_data("k", &["bob"])).await.unwrap();
+    post(&alice, &k, 2).await;
+    relay.heal();
+    // The catch-up runs before the replay is handled (the broker does not mark its end), so
+    // g's 2..4, posted while bob was out, come too (README, "Reconnect and resume").
+    seen.wait_ops(GroupEventOp::RemoveMember, 1).await;
+    seen.wait_ops(GroupEventOp::DirectJoined, 3).await;
+    seen.wait_seqs(7).await;
+    let mut expected: Vec<(String, u64)> = (1..=5).map(|s| (g.clone(), s)).collect();
+    expected.extend((1..=2).map(|s| (k.clone(), s)));
+
+    // Another cut: the replayed joins (k's after its messages were handed on, g's after a
+    // removal) must not make the next catch-up hand anything on again.
+    relay.cut();
+    eventually("bob notices the second cut", || async {
+        (!bob.is_connected()).then_some(())
+    })
+    .await;
+    relay.heal();
+    eventually("the second catch-up", || async {
+        (resumed(&seen) >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tagged = seen.tagged();
+    tagged.sort();
+    expected.sort();
+    assert_eq!(tagged, expected, "each message once");
+}

@@ -9,7 +9,8 @@
  *   did not get the acknowledgement before the old link dropped, and replays it at the
  *   next login) is acknowledged again, not handed on.
  * - **Messages** (`resume` on): per group, the last sequence number handed on. A message at
- *   or below it is a duplicate and dropped; one further ahead than the next shows a gap:
+ *   or below it is a duplicate and dropped (so is one at or below the highest seq ever
+ *   handed on for the group, whatever its tracking since); one further ahead than the next shows a gap:
  *   the missing ones are fetched (`getGroupMessages`) and handed on first. A message whose
  *   gap cannot be filled on a live link (three tries) is held back and tried again on a
  *   timer (1 s, doubling up to 30 s), so it is not lost on a group that goes quiet. After a
@@ -31,7 +32,11 @@
  *   `destroyGroup` or `blockGroupMessages` (`answered`). Messages that still come for it
  *   (sent before) are handed on untracked. After a rejoin (an event naming the user, or the
  *   page's own `joinGroup`, `acceptGroupInvite`, `unblockGroupMessages`) it is tracked from
- *   its first live message again, so the time away is never "filled". A reconnect's
+ *   its first live message again, so the time away is not "filled"; a position at a message
+ *   stamped since the join is kept. Events the page hears only from the login's replay of
+ *   kept events are handed on after the catch-up (the broker does not mark the replay's
+ *   end): a removal and re-add that both happened while the page was away are learnt only
+ *   after the catch-up has handed on what was posted in between. A reconnect's
  *   catch-up first asks getGroupInfo (100 groups a request) and skips the groups whose
  *   messages the user blocked (`shieldgroup`: the broker sends them no live message, but
  *   its history reads ignore the block) or is no longer in.
@@ -109,6 +114,13 @@ export class Sequencer {
   private flushing = false;
   /** Per tracked group, the last seq handed on (or passed as the page's own). */
   private readonly last = new Map<string, bigint>();
+  /** The (broker) time of the message at the position, when it came from one. */
+  private readonly lastAt = new Map<string, number>();
+  /**
+   * Per group, the highest seq handed on, kept across leaves and rejoins: seqs only grow,
+   * so a message at or below it is never handed on again (a restore from a backup lowers it).
+   */
+  private readonly handed = new Map<string, bigint>();
   /** Groups the user is in but with no position yet, with the (broker) time to fetch from. */
   private readonly known = new Map<string, number>();
   /** Groups that stopped being the user's on this link (left, removed, destroyed, blocked). */
@@ -174,14 +186,15 @@ export class Sequencer {
   track(groupId: string, seq: string | bigint): void {
     this.known.delete(groupId);
     this.absent.delete(groupId);
-    this.last.set(groupId, BigInt(seq));
+    this.handed.delete(groupId);
+    this.setPosition(groupId, BigInt(seq));
   }
 
   /** The page created `groupId`: tracked from its first message. */
   created(groupId: string): void {
     this.known.delete(groupId);
     this.absent.delete(groupId);
-    if (!this.last.has(groupId)) this.last.set(groupId, 0n);
+    if (!this.last.has(groupId)) this.setPosition(groupId, 0n);
   }
 
   /** The last seq handed on for `groupId`, if tracked (a resume point to keep). */
@@ -331,6 +344,7 @@ export class Sequencer {
   /** `g` is no longer the user's: forgotten until a join. */
   private left(g: string): void {
     this.last.delete(g);
+    this.lastAt.delete(g);
     this.known.delete(g);
     this.own.delete(g);
     this.absent.add(g);
@@ -340,16 +354,33 @@ export class Sequencer {
   private joined(g: string, since: number): void {
     const wasAbsent = this.absent.delete(g);
     // A position from before (a leave this page did not hear of) would "fill" the time away.
-    if (this.last.has(g) || wasAbsent) {
+    // One at a message stamped since the join stays: the kept join replayed at login comes
+    // after the catch-up, which has already handed on the messages that followed it.
+    const before = this.last.has(g) && (this.lastAt.get(g) ?? -Infinity) < since;
+    if (before || wasAbsent) {
       this.last.delete(g);
+      this.lastAt.delete(g);
       this.known.set(g, since);
     } else {
       this.note(g, since);
     }
   }
 
-  private deliverMessage(m: GroupMessage): void {
+  /** `g`'s position is `seq`, the message stamped `at` when known. */
+  private setPosition(g: string, seq: bigint, at?: number): void {
+    this.last.set(g, seq);
+    if (at === undefined) this.lastAt.delete(g);
+    else this.lastAt.set(g, at);
+  }
+
+  /** Hands `m` on unless a message at or after its seq was (returns whether it did). */
+  private deliverMessage(m: GroupMessage): boolean {
+    const seq = BigInt(m.seq);
+    const top = this.handed.get(m.groupId);
+    if (top !== undefined && seq <= top) return false;
+    this.handed.set(m.groupId, seq);
     this.host.deliver({ push: 'message', message: m });
+    return true;
   }
 
   private async onUp(gen: number, reconnect: boolean, welcome: Welcome): Promise<void> {
@@ -446,7 +477,10 @@ export class Sequencer {
       } catch (e) {
         if (e instanceof Gone) this.last.delete(g);
         // Carried on from the newest message, or new ones would be dropped as repeats.
-        else if (e instanceof RolledBack) this.last.set(g, e.head);
+        else if (e instanceof RolledBack) {
+          this.setPosition(g, e.head);
+          if ((this.handed.get(g) ?? 0n) > e.head) this.handed.set(g, e.head);
+        }
         // Lost: the next link's catch-up fetches it.
       }
     }
@@ -458,7 +492,7 @@ export class Sequencer {
         if (this.known.get(g) !== since || this.last.has(g)) continue; // changed meanwhile
         this.known.delete(g);
         const first = messages[0];
-        this.last.set(g, first ? BigInt(first.seq) - 1n : newest);
+        this.setPosition(g, first ? BigInt(first.seq) - 1n : newest);
         this.recovered += this.handOn(g, messages);
       } catch (e) {
         if (e instanceof Gone) this.known.delete(g);
@@ -484,7 +518,7 @@ export class Sequencer {
         return;
       }
       this.known.delete(g);
-      this.last.set(g, seq);
+      this.setPosition(g, seq, m.timestamp);
       this.deliverMessage(m);
       return;
     }
@@ -513,7 +547,7 @@ export class Sequencer {
       }
     }
     if (seq <= (this.last.get(g) ?? 0n)) return;
-    this.last.set(g, seq);
+    this.setPosition(g, seq, m.timestamp);
     this.deliverMessage(m);
   }
 
@@ -536,10 +570,9 @@ export class Sequencer {
     for (const m of messages) {
       const seq = BigInt(m.seq);
       if (seq <= (this.last.get(g) ?? 0n)) continue;
-      this.last.set(g, seq);
+      this.setPosition(g, seq, m.timestamp);
       if (this.own.get(g)?.has(seq)) continue;
-      n++;
-      this.deliverMessage(m);
+      if (this.deliverMessage(m)) n++;
     }
     return n;
   }
