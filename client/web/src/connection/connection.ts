@@ -269,13 +269,17 @@ export interface ResilienceOptions {
    */
   tokenProvider?: () => string | Promise<string>;
   /**
-   * How often (ms) an idle link is checked with a ping; a link whose ping gets no answer in
-   * `heartbeatTimeoutMs` is taken as lost and replaced. A browser cannot set QUIC's idle
-   * timeout, so without this a tab whose network (or broker) vanished without a close waits
-   * for the browser's own timeout. Default 15,000; 0 turns it off.
+   * How often (ms) the link is checked with a ping, whether or not other traffic flows; a
+   * link whose ping gets no answer in `heartbeatTimeoutMs` is taken as lost and replaced. A
+   * browser cannot set QUIC's idle timeout, so without this a tab whose network (or broker)
+   * vanished without a close waits for the browser's own timeout. Default 15,000; 0 sends
+   * no pings.
    */
   heartbeatMs?: number;
-  /** How long a heartbeat ping may take before the link counts as lost (ms). Default 10,000. */
+  /**
+   * How long a heartbeat ping may take before the link counts as lost (ms). Default
+   * 10,000; 0 sets no limit (pings still go out, but a silent link is not found by them).
+   */
   heartbeatTimeoutMs?: number;
 }
 
