@@ -47,7 +47,8 @@ pub struct DevCert {
 
 /// Generates the certificate, valid from a minute before `now` (unix seconds) for `days`
 /// days, and writes its hash (and the certificate, `cert.pem`) to
-/// `DATA_DIR/webtransport/`, each file replaced whole. The key stays in memory.
+/// `DATA_DIR/webtransport/`: both written under temporary names, then each renamed over
+/// the old one, so an error leaves both as they were. The key stays in memory.
 pub fn generate(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<DevCert> {
     let mut params = rcgen::CertificateParams::new(NAMES.map(String::from).to_vec())
         .context("cannot build the development certificate's parameters")?;
@@ -67,11 +68,30 @@ pub fn generate(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<DevCert>
     let sha256 = hex::encode(Sha256::digest(cert.der()));
     let dir = data_dir.join("webtransport");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // The certificate first: a reader that sees the new hash finds its certificate too.
+    // Both are written before either is replaced, so a hash that cannot be written does
+    // not leave cert.pem holding a certificate that is never served.
     let pem_path = dir.join("cert.pem");
-    crate::auth::write_atomically(&pem_path, cert.pem().as_bytes(), false)?;
     let sha256_path = dir.join("cert.sha256");
-    crate::auth::write_atomically(&sha256_path, format!("{sha256}\n").as_bytes(), false)?;
+    let staged_pem = stage(&pem_path, cert.pem().as_bytes())?;
+    let staged_hash = match stage(&sha256_path, format!("{sha256}\n").as_bytes()) {
+        Ok(path) => path,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged_pem);
+            return Err(e);
+        }
+    };
+    // The certificate first: a reader that sees the new hash finds its certificate too.
+    for (staged, path) in [(&staged_pem, &pem_path), (&staged_hash, &sha256_path)] {
+        std::fs::rename(staged, path).map_err(|e| {
+            let _ = std::fs::remove_file(&staged_pem);
+            let _ = std::fs::remove_file(&staged_hash);
+            anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+        })?;
+    }
+    if let Ok(dir) = std::fs::File::open(&dir) {
+        // Makes the renames durable; not possible on every platform, hence best effort.
+        let _ = dir.sync_all();
+    }
     Ok(DevCert {
         cert: cert.der().clone(),
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -79,6 +99,41 @@ pub fn generate(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<DevCert>
         sha256_path,
         not_after: u64::try_from(until).unwrap_or(0),
     })
+}
+
+/// Where [`stage`] writes the next contents of `path`: beside it, under a temporary name.
+fn staging_path(path: &Path) -> anyhow::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    Ok(path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// Writes `contents` (synced, readable by all: nothing secret) to [`staging_path`] of
+/// `path`, to be renamed over `path` once every file of the certificate is written;
+/// returns the staged file.
+fn stage(path: &Path, contents: &[u8]) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    let staged = staging_path(path)?;
+    let _ = std::fs::remove_file(&staged); // a leftover from a crash
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    let write = || -> std::io::Result<()> {
+        let mut file = options.open(&staged)?;
+        file.write_all(contents)?;
+        file.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&staged);
+        anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+    })?;
+    Ok(staged)
 }
 
 /// When a certificate valid for `days` days until `not_after` is renewed (unix seconds): a
@@ -302,6 +357,28 @@ mod tests {
         assert_eq!(renew_at(1_000_000, 1), 1_000_000 - 43_200);
         assert_eq!(renew_at(1_000_000, 2), 1_000_000 - 86_400);
         assert_eq!(renew_at(1_000_000, 14), 1_000_000 - 86_400);
+    }
+
+    #[test]
+    fn a_renewal_whose_hash_cannot_be_written_leaves_both_files_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = DevCertificate::new(dir.path(), 2, 1_800_000_000).unwrap();
+        let pem_path = dir.path().join("webtransport/cert.pem");
+        let pem = std::fs::read_to_string(&pem_path).unwrap();
+        let hash = std::fs::read_to_string(cert.sha256_path()).unwrap();
+        // The hash's temporary file cannot be created: a directory is in its place.
+        std::fs::create_dir(staging_path(cert.sha256_path()).unwrap()).unwrap();
+        assert!(cert.renew_if_due(cert.not_after()).is_err());
+        assert_eq!(
+            std::fs::read_to_string(&pem_path).unwrap(),
+            pem,
+            "cert.pem unchanged"
+        );
+        assert_eq!(std::fs::read_to_string(cert.sha256_path()).unwrap(), hash);
+        assert!(
+            !staging_path(&pem_path).unwrap().exists(),
+            "no staged certificate left behind"
+        );
     }
 
     #[test]
