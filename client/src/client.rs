@@ -68,6 +68,8 @@ impl fmt::Debug for Client {
 const BUSY_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between those repeats.
 const BUSY_RETRY_MAX: Duration = Duration::from_secs(1);
+/// How the broker words a 500 after which a change may or may not have been made.
+const OUTCOME_OPEN: &str = "may or may not";
 
 /// A send the broker recognises when repeated (it carries a client message id).
 fn idempotent_send(request: &Request) -> bool {
@@ -134,16 +136,20 @@ impl Client {
     /// connection that drops after the request went out [`ClientError::Closed`], unless the
     /// request is safe to repeat (reads, and sends with a client message id), which go
     /// out again on the next connection. A send with a client message id answered 500
-    /// `SERVER_BUSY` (in a cluster: the group's owner node died mid-call or is unreachable)
-    /// is sent again too, after 100 ms doubling up to 1 s, until it gets another answer or
-    /// the request timeout nears (then that 500 is the error): the broker answers a repeat
-    /// with the original, so the send is stored once. A client closed for good fails at
+    /// `SERVER_BUSY` saying it "may or may not have been made" (in a cluster: the group's
+    /// owner node died mid-call) is sent again too, after 100 ms doubling up to 1 s, until
+    /// it gets an answer that is not 500 or the request timeout nears (then the last 500 is
+    /// the error): the broker answers a repeat with the original, so the send is stored
+    /// once and the application learns which. A 500 that says nothing was done (the owner is
+    /// unreachable) comes back at once. A client closed for good fails at
     /// once with [`ClientError::Closed`]. Dropping the future abandons the wait (the
     /// request may still take effect).
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
         let core = &self.inner.core;
         let deadline = tokio::time::Instant::now() + core.request_timeout;
         let mut busy_delay = BUSY_RETRY_FIRST;
+        // Set by an answer that leaves the outcome open: from then on any 500 is retried.
+        let mut unsure = false;
         let exchange = async {
             loop {
                 let link = core.wait_link(deadline).await?;
@@ -151,9 +157,11 @@ impl Client {
                     Exchange::Answered(Err(e))
                         if e.code == ErrorCode::ServerBusy
                             && idempotent_send(&request)
+                            && (unsure || e.message.contains(OUTCOME_OPEN))
                             && !core.is_closing()
                             && tokio::time::Instant::now() + busy_delay * 2 < deadline =>
                     {
+                        unsure = true;
                         tracing::debug!(error = %e, delay = ?busy_delay, "send answered busy; sending it again");
                         tokio::time::sleep(busy_delay).await;
                         busy_delay = (busy_delay * 2).min(BUSY_RETRY_MAX);

@@ -910,3 +910,26 @@ async fn a_send_whose_owner_dies_mid_call_is_stored_once_by_the_client_retry() {
     assert_eq!(hist.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(hist[1].payload, b"two");
 }
+
+/// A send with a client message id to a group whose owner is known to be down is answered
+/// 500 "unreachable" at once, not retried until the request timeout: nothing was done, so
+/// the client has nothing to find out by repeating it (a stranger's convoke-cli send took
+/// the whole 30 s request timeout).
+#[tokio::test]
+async fn a_send_to_a_down_owner_fails_at_once_even_with_a_client_message_id() {
+    let mut c = TestCluster::start(3).await;
+    let alice = c.client(1, "alice").await;
+    let gid = create_owned_by(&c, &alice, 2, || group_data("g", &[])).await;
+    c.kill9(2);
+    c.wait_state(1, "n2", "down").await;
+    let start = Instant::now();
+    let msg = assert_code(
+        alice
+            .client
+            .send_group_message_with_id(&gid, "x", false, "id-1")
+            .await,
+        ErrorCode::ServerBusy,
+    );
+    assert!(start.elapsed() < AT_ONCE, "{:?}: {msg}", start.elapsed());
+    assert!(msg.contains("unreachable"), "{msg}");
+}
