@@ -151,17 +151,33 @@ async fn cluster_facts(
     crate::cluster::scatter::user_facts(node, cluster, &users, gid).await
 }
 
+/// Ids a create tries for one whose shard's owner is reachable (a new group can live on
+/// any node, so one down node must not fail a third of the creates).
+const CREATE_ID_TRIES: usize = 32;
+
 /// createGroup: allocates the group id here (the ingress node's id space, so ids are unique
 /// in a cluster) and has the group's actor create it, on the node that owns the id's shard.
+/// In a cluster, an id whose owner is unreachable is passed over for the next one (up to
+/// [`CREATE_ID_TRIES`]; with every owner down the create answers 500 like any request).
 pub async fn create(
     node: &Node,
     caller: Caller,
     data: CreateGroupData,
 ) -> Result<Response, ApiError> {
-    let gid = node
-        .store
-        .new_id()
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let new_id = || {
+        node.store
+            .new_id()
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+    };
+    let mut gid = new_id()?;
+    if let Some(cluster) = Cluster::running() {
+        for _ in 1..CREATE_ID_TRIES {
+            if !matches!(cluster.route(gid), Route::Unavailable(_)) {
+                break;
+            }
+            gid = new_id()?;
+        }
+    }
     call(node, gid, caller, GroupCall::Create(data))
         .await?
         .response()

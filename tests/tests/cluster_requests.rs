@@ -933,3 +933,22 @@ async fn a_send_to_a_down_owner_fails_at_once_even_with_a_client_message_id() {
     assert!(start.elapsed() < AT_ONCE, "{:?}: {msg}", start.elapsed());
     assert!(msg.contains("unreachable"), "{msg}");
 }
+
+/// While a core node is down, creates through the others all succeed: a new group's id is
+/// chosen among those whose owner is reachable (before, a third of the creates answered
+/// 500 "lives on node n3, which is unreachable", for a group that did not exist yet).
+#[tokio::test]
+async fn creates_succeed_while_a_node_is_down() {
+    let mut c = TestCluster::start(3).await;
+    let alice = c.client(1, "alice").await;
+    c.kill9(3);
+    c.wait_state(1, "n3", "down").await;
+    for i in 0..20 {
+        let gid = alice
+            .client
+            .create_group(group_data(&format!("g{i}"), &[]))
+            .await
+            .unwrap_or_else(|e| panic!("create {i} while n3 is down: {e}"));
+        assert_ne!(c.owner_of(gid.parse().unwrap()), "n3");
+    }
+}
