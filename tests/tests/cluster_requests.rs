@@ -952,3 +952,31 @@ async fn creates_succeed_while_a_node_is_down() {
         assert_ne!(c.owner_of(gid.parse().unwrap()), "n3");
     }
 }
+
+/// A login on a node that has just restarted gets the kept events the other nodes hold:
+/// the replay waits for the core peers to come Up while the start is recent. Before, a
+/// login right after the start read the inbox before the peers were Up and got nothing
+/// from them until the next login (found by a stranger's pass).
+#[tokio::test]
+async fn a_login_right_after_a_restart_gets_the_kept_events_of_every_node() {
+    let mut c = TestCluster::start(3).await;
+    drop(c.client(2, "ivy").await);
+    let alice = c.client(1, "alice").await;
+    c.kill9(3);
+    c.wait_state(1, "n3", "down").await;
+    let mut gids = Vec::new();
+    for i in 0..5 {
+        gids.push(
+            alice
+                .client
+                .create_group(group_data(&format!("g{i}"), &["ivy"]))
+                .await
+                .unwrap(),
+        );
+    }
+    c.restart(3);
+    let mut ivy = c.client(3, "ivy").await;
+    for gid in &gids {
+        assert_eq!(&expect_op(&mut ivy, Op::DirectJoined).await.group_id, gid);
+    }
+}

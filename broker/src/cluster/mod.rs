@@ -421,6 +421,13 @@ impl Cluster {
         self.inner.cfg.request_timeout_ms
     }
 
+    /// Whether this node started so recently that core peers may not be Up yet although
+    /// they run (the first dials and Hellos: within two peer timeouts of the start).
+    pub fn just_started(&self) -> bool {
+        self.inner.epoch.elapsed()
+            < Duration::from_millis(self.inner.cfg.peer_timeout_ms.saturating_mul(2))
+    }
+
     /// This process's monotonic clock, ns since it started: a call's `sent_ns`.
     pub fn clock_ns(&self) -> u64 {
         self.inner.now_ns()

@@ -649,6 +649,18 @@ pub async fn merged_inbox<F, Fut>(
     Fut: std::future::Future<Output = bool>,
 {
     let me = cluster.name().to_owned();
+    // Just after this node started, its peers come Up one by one: a login then would read
+    // no kept events from those not Up yet, and they would only come at the next login.
+    // Wait for them while the start is recent (a peer that is really down costs the
+    // logins of the first seconds that wait).
+    while cluster.just_started()
+        && cluster
+            .core_members()
+            .iter()
+            .any(|p| *p != me && !cluster.is_up(p))
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let mut cursors: Vec<InboxCursor> = std::iter::once(None)
         .chain(
             cluster
