@@ -539,3 +539,22 @@ async fn a_node_back_from_down_has_its_users_reached_again() {
     );
     until_message(p.get_mut("ben").unwrap(), b"welcome back").await;
 }
+
+/// The per-peer delivery counters are there, at 0, from the peer's first Up (a stranger
+/// found `convoke_cluster_deliveries_dropped_total`, documented and alerted on, missing from
+/// /metrics until the first drop).
+#[tokio::test]
+async fn the_delivery_counters_of_each_peer_exist_from_its_first_up() {
+    let c = TestCluster::start(3).await;
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    let (status, text) = c.node(1).http_get("/metrics").await;
+    assert_eq!(status, 200);
+    for peer in ["n2", "n3"] {
+        for name in ["convoke_cluster_deliveries_sent_total", DROPPED] {
+            let series = format!("{name}{{peer=\"{peer}\"}}");
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+    }
+}

@@ -91,6 +91,14 @@ impl Inbound for NodeInbound {
     }
 
     fn peer_up(&self, peer: &str) {
+        // The per-peer delivery counters exist from the peer's first Up, at 0, so that
+        // dashboards and alerts see the series before the first event or drop.
+        for name in [
+            "convoke_cluster_deliveries_sent_total",
+            "convoke_cluster_deliveries_dropped_total",
+        ] {
+            metrics::counter!(name, "peer" => peer.to_owned()).increment(0);
+        }
         super::presence::on_peer_up(peer);
     }
 
