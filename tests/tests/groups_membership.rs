@@ -89,6 +89,12 @@ async fn invite_accept_and_reject_with_confirmation() {
         m1.expect(Op::MemberPresence).await.users,
         vec!["x".to_string()]
     );
+    // "The new group member will receive memberPresence" (seed): on the device that
+    // accepted, too.
+    assert_eq!(
+        x.expect(Op::MemberPresence).await.users,
+        vec!["x".to_string()]
+    );
     y.expect_quiet().await;
 
     y.client.reject_group_invite(&gid, "y").await.unwrap();

@@ -549,7 +549,8 @@ pub(super) async fn commit_and_announce(
     super::files::after_commit(&shared, st.gid, st.group.as_ref(), &fx);
     for (a, frame) in fx.announce.iter().zip(frames) {
         let fanout_started = Instant::now();
-        let n = shared.fanout.deliver(st.gid, &a.to, &frame, origin_session);
+        let skip = if a.to_origin { 0 } else { origin_session };
+        let n = shared.fanout.deliver(st.gid, &a.to, &frame, skip);
         metrics::counter!("convoke_events_delivered_total").increment(n as u64);
         metrics::histogram!("convoke_fanout_recipients").record(n as f64);
         metrics::histogram!("convoke_fanout_duration_seconds")

@@ -94,11 +94,14 @@ pub enum Dirty {
 pub struct Announce {
     pub push: Push,
     /// Users whose sessions get it (deduplicated), the operator's other devices included
-    /// where the multi-device rule applies. The request's own session never gets it.
+    /// where the multi-device rule applies. The request's own session gets it only with `to_origin`.
     pub to: Vec<String>,
     /// A state-changing event: kept for the users in `to` (other than the operator) until
     /// a client of theirs acknowledges it, and sent again at each login until then.
     pub keep_offline: bool,
+    /// The request's own session gets it too: the seed names the operator among the
+    /// recipients (acceptGroupInvite's memberPresence, to the new member).
+    pub to_origin: bool,
 }
 
 /// What a successful request does.
@@ -494,6 +497,7 @@ pub(crate) fn announce(
         push: Push::Group(ev),
         to,
         keep_offline,
+        to_origin: false,
     }
 }
 

@@ -387,11 +387,13 @@ pub(super) fn set_attributes(
         push: Push::Group(ev.clone()),
         to: others,
         keep_offline: false,
+        to_origin: false,
     });
     fx.announce.push(super::Announce {
         push: Push::MultiDevice(ev),
         to: vec![caller.user.clone()],
         keep_offline: false,
+        to_origin: false,
     });
     Ok(fx)
 }

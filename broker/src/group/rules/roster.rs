@@ -352,7 +352,10 @@ pub(super) fn accept_invite(
     check_group_quota(ctx, invitee)?;
     let mut fx = Effects::done();
     let user = [invitee.to_string()];
-    let presence = admit(g, &mut fx, &user, invitee, ctx.now);
+    let mut presence = admit(g, &mut fx, &user, invitee, ctx.now);
+    // "The new group member will receive memberPresence" (seed): on the accepting device
+    // too, not only on the member's other devices.
+    presence.to_origin = true;
     let ev = event(
         g,
         Op::AcceptInvite,
@@ -782,6 +785,7 @@ pub fn create(
             push: convoke_protocol::Push::Group(ev),
             to: vec![u.clone()],
             keep_offline: true,
+            to_origin: false,
         });
     }
     // The creator's other devices learn of the new group.

@@ -52,7 +52,8 @@ describe('seed scenarios between browsers', { skip }, () => {
     await hears(bob, 'inviteToJoin');
     await bob.ok("connection.acceptGroupInvite({invitee: 'bob', groupId})", { groupId });
     await hears(alice, 'acceptInvite');
-    // memberPresence goes to the members; the invitee's own session has its answer instead.
+    // memberPresence goes to the members, the new one included (seed), on the accepting page too.
+    await hears(bob, 'memberPresence');
     await eventually('alice sees bob arrive', async () =>
       (await alice.events()).some((e) => e.groupId === groupId && e.operation === 'memberPresence' && e.users.includes('bob')));
     // Not for the inviter's own session, nor anyone outside.
