@@ -155,6 +155,23 @@ async fn a_wrong_cookie_is_refused_and_never_up() {
         );
     }
     assert_eq!(c.up_count(3).await, 1);
+    // /cluster says why n3 is not up, as the log and the metric do.
+    for (i, peer) in [(1, "n3"), (2, "n3"), (3, "n1")] {
+        let s = c.status(i).await;
+        let m = s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == peer)
+            .unwrap()
+            .clone();
+        assert!(
+            m["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("unauthenticated") && r.contains("cluster.cookie")),
+            "node {i} on {peer}: {m}"
+        );
+    }
     let log = c.node(1).log();
     assert!(
         log.contains("closed before it authenticated") && log.contains("cluster.cookie"),
@@ -553,15 +570,82 @@ async fn another_data_dir_under_a_known_name_is_refused_while_the_real_node_is_d
     assert_eq!(c.state_of(1, "n2").await.as_deref(), Some("up"));
 }
 
+/// n3 of a healthy cluster restarted on its data dir with another app secret (as with
+/// `CONVOKE_AUTH__SECRET_FILE=<another file>`) is the odd one out: n1 and n2 both refuse it
+/// for `app_secret` (their /cluster shows it `refused` with the reason), so it stops with
+/// exit code 2 naming `auth.secret`, while n1 and n2, each refused by n3 alone, keep running
+/// with each other. Before, n3 refused n1's and n2's Hellos as they arrived and never sent
+/// its own, so neither ever judged it: they showed it down with no reason, and with no
+/// majority refusing it n3 served forever.
+#[tokio::test]
+async fn a_node_with_another_app_secret_is_refused_by_the_majority_and_exits_2() {
+    let mut c = TestCluster::start(3).await;
+    c.node_mut(3).stop();
+    let mut settings = c.settings(3);
+    settings.push((
+        "auth.secret".to_owned(),
+        "another-app-secret-0123456789abcdef".to_owned(),
+    ));
+    let dir = c.node(3).data_dir().to_owned();
+    let n3 = tokio::task::spawn_blocking(move || serve_until_exit_in(&dir, &settings));
+    for i in [1, 2] {
+        eventually(
+            &format!("node {i} to refuse n3 for its app secret"),
+            || async {
+                let s = c.status(i).await;
+                let n3 = s["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["name"] == "n3")?
+                    .clone();
+                (n3["state"] == "refused"
+                    && n3["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("app_secret")))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+    let (code, err) = n3.await.unwrap();
+    assert_eq!(code, Some(2), "n3 did not stop:\n{err}");
+    assert!(
+        err.contains("refused by the cluster")
+            && err.contains("refused by n1")
+            && err.contains("refused by n2")
+            && err.contains("auth.secret"),
+        "{err}"
+    );
+    // n1 and n2, each refused by n3 alone, keep running and see each other Up.
+    tokio::time::sleep(Duration::from_millis(2 * PEER_TIMEOUT_MS)).await;
+    for (i, peer) in [(1, "n2"), (2, "n1")] {
+        assert_eq!(c.state_of(i, peer).await.as_deref(), Some("up"), "node {i}");
+        assert_eq!(c.status(i).await["majority"], true, "node {i}");
+    }
+    // With its secret back, n3 joins again.
+    c.restart(3);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+}
+
 /// Runs `convoke serve` with `settings` on a new data dir until it exits by itself (at most
 /// [`convoke_tests::WAIT`], then it is killed): its exit code (`None`: it did not exit) and
 /// its stderr.
 fn serve_until_exit(settings: &[(String, String)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
+    serve_until_exit_in(dir.path(), settings)
+}
+
+/// [`serve_until_exit`] on data dir `dir`; `settings` win over the test app secret.
+fn serve_until_exit_in(
+    dir: &std::path::Path,
+    settings: &[(String, String)],
+) -> (Option<i32>, String) {
     let mut cmd = std::process::Command::new(convoke_tests::broker_bin());
     cmd.arg("serve")
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .arg("--set")
         .arg(format!("auth.secret={}", convoke_tests::SECRET));
     for (k, v) in settings {

@@ -571,6 +571,7 @@ impl Inner {
                             "cluster: a connection closed before it authenticated: a different \
                              cluster.cookie, or not a convoke node"
                         );
+                        self.unauthenticated(name.as_deref(), &ses.peer_addr);
                     }
                 }
             }
@@ -608,6 +609,32 @@ impl Inner {
             }
             None if duplicate => Closed::Duplicate,
             None => Closed::Unauthenticated,
+        }
+    }
+
+    /// Says in `/cluster` why a member is not Up when a connection with it (by the name it
+    /// claimed, or the address this node dialed) closed before it authenticated: its
+    /// `reason` only, and only while it has no session, no accepted Hello and no other
+    /// reason to show (a refusal). The claimed name is unproven (no cookie), so it never
+    /// touches a peer that is Up or on its way up, nor its state.
+    fn unauthenticated(&self, name: Option<&str>, addr: &str) {
+        let mut peers = self.lock();
+        let p = match name.filter(|n| peers.contains_key(*n)) {
+            Some(n) => peers.get_mut(n),
+            None => peers
+                .values_mut()
+                .find(|p| !p.addr.is_empty() && p.addr == addr),
+        };
+        if let Some(p) = p.filter(|p| {
+            matches!(p.state, State::Connecting | State::Down)
+                && p.sessions.is_empty()
+                && p.hello.is_none()
+        }) {
+            p.reason = Some(
+                "unauthenticated: a connection closed before it authenticated: a different \
+                 cluster.cookie, or not a convoke node"
+                    .to_owned(),
+            );
         }
     }
 
@@ -880,13 +907,7 @@ impl Inner {
     fn refuse(&self, from: &str, p: &mut Peer, reason: &'static str, detail: String) {
         metrics::counter!("convoke_cluster_refused_total", "reason" => reason).increment(1);
         tracing::warn!(peer = %from, reason, "cluster: refused peer: {detail}");
-        let router = p.router.clone().or_else(|| {
-            routers_in_pg()
-                .get(from)
-                .and_then(|cells| pick(cells, None))
-                .map(|cell| ActorRef::from(cell.clone()))
-        });
-        if let Some(router) = &router {
+        if let Some(router) = &self.router_of(from, p) {
             self.direct(router, self.refusal_of(reason, &detail));
         }
         let was_up = p.state == State::Up;
@@ -1196,7 +1217,7 @@ impl Inner {
             return self.refuse_hello(from, p, "name", format!("its Hello names {:?}", h.name));
         }
         if h.proto != PROTO {
-            return self.refuse_hello(
+            return self.refuse_mismatch(
                 from,
                 p,
                 "proto",
@@ -1212,10 +1233,10 @@ impl Inner {
             );
         }
         if h.secret_mac != ours.secret_mac {
-            return self.refuse_hello(from, p, "app_secret", "its app secret (auth.secret) differs from this node's; every node needs the same one".to_owned());
+            return self.refuse_mismatch(from, p, "app_secret", "its app secret (auth.secret) differs from this node's; every node needs the same one".to_owned());
         }
         if h.shards != ours.shards {
-            return self.refuse_hello(
+            return self.refuse_mismatch(
                 from,
                 p,
                 "shards",
@@ -1229,7 +1250,7 @@ impl Inner {
             && !ours.members_hash.is_empty()
             && h.members_hash != ours.members_hash
         {
-            return self.refuse_hello(
+            return self.refuse_mismatch(
                 from,
                 p,
                 "members",
@@ -1364,6 +1385,41 @@ impl Inner {
     ) -> Option<String> {
         self.refuse(from, p, reason, detail);
         None
+    }
+
+    /// [`Inner::refuse_hello`] for a setting every node must share and compares alike
+    /// (protocol, app secret, shard count, member list), after sending this node's own
+    /// Hello if it has not gone out in this session: the peer then sees the same mismatch
+    /// and refuses this node too. Without it, the refusal was one-sided whenever the peer's
+    /// Hello arrived first (a node starting into a running cluster hears the others' Hellos
+    /// before its own goes out, and a refused peer is never sent one): the running nodes
+    /// never judged the odd node out, only heard its refusals, showed it down with no
+    /// reason, and no majority ever refused it, so it kept serving.
+    fn refuse_mismatch(
+        &self,
+        from: &str,
+        p: &mut Peer,
+        reason: &'static str,
+        detail: String,
+    ) -> Option<String> {
+        if !p.hello_sent {
+            if let Some(router) = self.router_of(from, p) {
+                self.direct(&router, Wire::Hello(self.hello.clone()));
+                p.hello_sent = true;
+            }
+        }
+        self.refuse_hello(from, p, reason, detail)
+    }
+
+    /// `p`'s router proxy: the one a tick found, else one in pg (a Hello can arrive before
+    /// the tick that finds its sender's router).
+    fn router_of(&self, from: &str, p: &Peer) -> Option<ActorRef<RouterMsg>> {
+        p.router.clone().or_else(|| {
+            routers_in_pg()
+                .get(from)
+                .and_then(|cells| pick(cells, None))
+                .map(|cell| ActorRef::from(cell.clone()))
+        })
     }
 
     /// Who else holds `ordinal`: (name, node_uid, whether a core member). A core member
@@ -2874,6 +2930,135 @@ mod tests {
         );
         assert_eq!(inner.closed(&info(43)), Closed::Unauthenticated);
         sink.stop(None);
+    }
+
+    /// A session with a member that closed before it authenticated (a wrong cookie) says
+    /// so in `/cluster`: the member's `reason`, found by the name the connection claimed or
+    /// by the address this node dialed. Before, the member showed `connecting` or `down`
+    /// with no reason, and only the log and the metric said why. An unproven name never
+    /// changes a peer that is Up, nor one refused for a setting.
+    #[tokio::test]
+    async fn a_connection_closed_before_it_authenticated_is_the_reason_a_member_is_not_up() {
+        let (inner, _rx, sink) = node_with_peer(1 << 20).await;
+        let (session, _) = Actor::spawn(None, FakeSession, ()).await.unwrap();
+        let reason = |inner: &Arc<Inner>| inner.lock()["n2"].reason.clone().unwrap_or_default();
+        // n2 is Up: untouched.
+        inner.unauthenticated(Some("n2"), "127.0.0.9:5");
+        assert_eq!(reason(&inner), "");
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            inner.down("n2", p, "disconnected");
+        }
+        assert_eq!(reason(&inner), "disconnected");
+        // A dialed connection to n2's address that never authenticated (no name learnt).
+        inner.on_event(Event::Disconnected(NodeServerSessionInformation {
+            actor: session.clone(),
+            peer_name: None,
+            is_server: false,
+            node_id: 7,
+            peer_addr: "127.0.0.2:1".into(),
+        }));
+        assert!(
+            reason(&inner).starts_with("unauthenticated: "),
+            "{}",
+            reason(&inner)
+        );
+        assert!(reason(&inner).contains("cluster.cookie"));
+        // A refusal's reason stays.
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            inner.refuse("n2", p, "shards", "its cluster.shards is 64".into());
+        }
+        inner.unauthenticated(Some("n2"), "127.0.0.9:5");
+        assert!(reason(&inner).starts_with("shards: "), "{}", reason(&inner));
+        sink.stop(None);
+        session.stop(None);
+    }
+
+    /// A Hello refused for a setting every node shares (the app secret, the shard count,
+    /// the member list, the protocol) is answered with this node's own Hello first, then
+    /// the Refuse: the peer judges this node's Hello, sees the same mismatch and refuses it
+    /// too, so both sides count it and a majority can tell the odd node out. Before, a node
+    /// that heard the peer's Hello before sending its own (a node starting into a running
+    /// cluster) refused it and never sent one: the peers never judged it, and it was never
+    /// refused by a majority. A refusal about the peer itself (its ordinal) sends no Hello.
+    #[tokio::test]
+    async fn a_hello_refused_for_a_shared_setting_is_answered_with_this_nodes_hello_first() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        let n2 = {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            p.state = State::Connecting;
+            p.hello.take().unwrap()
+        };
+        for h in [
+            Hello {
+                secret_mac: vec![1],
+                ..n2.clone()
+            },
+            Hello {
+                shards: 64,
+                ..n2.clone()
+            },
+            Hello {
+                members_hash: vec![9],
+                ..n2.clone()
+            },
+            Hello {
+                proto: 99,
+                ..n2.clone()
+            },
+        ] {
+            assert_eq!(
+                kinds_after(&inner, &mut rx, h.clone()).await,
+                ["hello", "refuse"],
+                "{h:?}"
+            );
+            assert_eq!(inner.lock()["n2"].state, State::Refused);
+        }
+        let kinds = kinds_after(
+            &inner,
+            &mut rx,
+            Hello {
+                ordinal: 1,
+                ..n2.clone()
+            },
+        )
+        .await;
+        assert_eq!(kinds, ["refuse"]);
+        sink.stop(None);
+    }
+
+    /// What `n2`, not Up and not sent this node's Hello yet, is sent after its Hello `h`
+    /// arrives, up to the Refuse: the kinds of the items, in order.
+    async fn kinds_after(
+        inner: &Arc<Inner>,
+        rx: &mut mpsc::UnboundedReceiver<Batch>,
+        h: Hello,
+    ) -> Vec<&'static str> {
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            p.state = State::Connecting;
+            p.hello_sent = false;
+        }
+        inner.on_batch(Batch {
+            from: "n2".into(),
+            incarnation: h.incarnation,
+            seq: 0,
+            items: vec![Wire::Hello(h)],
+        });
+        let mut kinds = Vec::new();
+        while !kinds.contains(&"refuse") {
+            let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            kinds.extend(b.items.iter().map(Wire::kind));
+        }
+        kinds
     }
 
     /// A gateway learns the core members (and the shard table) only from a core Hello it
