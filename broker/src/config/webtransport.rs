@@ -24,8 +24,9 @@ pub struct WebTransportConfig {
     /// no trailing `/`): it is compared with the `Origin` header exactly, so validation
     /// refuses any other form. Default `[]`.
     pub allowed_origins: Vec<String>,
-    /// `true`: generate a fresh ECDSA P-256 certificate valid for
-    /// `dev_certificate_days` at every start, for pages that pin it with
+    /// `true`: generate an ECDSA P-256 certificate valid for `dev_certificate_days` (kept
+    /// with its key in `DATA_DIR/webtransport/` and served again by the next start while
+    /// valid, so a restart keeps the hash), for pages that pin it with
     /// `serverCertificateHashes` (browsers accept such a pin only for a certificate of at
     /// most 14 days); its SHA-256 is printed, logged and written to
     /// `DATA_DIR/webtransport/cert.sha256`; a day before it expires (half-way for one

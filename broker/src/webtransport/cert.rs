@@ -1,5 +1,7 @@
 //! The development certificate of the browser listener (`webtransport.dev_certificate`):
-//! a fresh ECDSA P-256 self-signed certificate at every start, valid for a few days, the
+//! an ECDSA P-256 self-signed certificate valid for a few days (kept in the data dir with
+//! its key and served again by the next start while it is valid, so a restart keeps the
+//! hash pages pinned), the
 //! only kind of self-signed certificate a browser accepts through
 //! `serverCertificateHashes` (at most 14 days; an RSA or a long-lived one is refused with
 //! QUIC_TLS_CERTIFICATE_UNKNOWN). Its SHA-256 is what the page pins.
@@ -71,20 +73,35 @@ pub fn generate(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<DevCert>
     // Both are written before either is replaced, so a hash that cannot be written does
     // not leave cert.pem holding a certificate that is never served.
     let pem_path = dir.join("cert.pem");
+    let key_path = dir.join(KEY_FILE);
     let sha256_path = dir.join("cert.sha256");
-    let staged_pem = stage(&pem_path, cert.pem().as_bytes())?;
-    let staged_hash = match stage(&sha256_path, format!("{sha256}\n").as_bytes()) {
-        Ok(path) => path,
-        Err(e) => {
-            let _ = std::fs::remove_file(&staged_pem);
-            return Err(e);
+    // The key and its certificate's expiry first (only read back together with a matching
+    // cert.pem and hash: see `load`), then the certificate, then the hash: a reader that
+    // sees the new hash finds its certificate too.
+    let not_after_path = dir.join(NOT_AFTER_FILE);
+    let files: [(&Path, Vec<u8>, u32); 4] = [
+        (&key_path, key.serialize_pem().into_bytes(), 0o600),
+        (&not_after_path, format!("{until}\n").into_bytes(), 0o644),
+        (&pem_path, cert.pem().into_bytes(), 0o644),
+        (&sha256_path, format!("{sha256}\n").into_bytes(), 0o644),
+    ];
+    let mut staged = Vec::new();
+    for (path, contents, mode) in &files {
+        match stage_mode(path, contents, *mode) {
+            Ok(s) => staged.push((s, path.to_path_buf())),
+            Err(e) => {
+                for (s, _) in &staged {
+                    let _ = std::fs::remove_file(s);
+                }
+                return Err(e);
+            }
         }
-    };
-    // The certificate first: a reader that sees the new hash finds its certificate too.
-    for (staged, path) in [(&staged_pem, &pem_path), (&staged_hash, &sha256_path)] {
-        std::fs::rename(staged, path).map_err(|e| {
-            let _ = std::fs::remove_file(&staged_pem);
-            let _ = std::fs::remove_file(&staged_hash);
+    }
+    for (i, (from, path)) in staged.iter().enumerate() {
+        std::fs::rename(from, path).map_err(|e| {
+            for (s, _) in &staged[i..] {
+                let _ = std::fs::remove_file(s);
+            }
             anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
         })?;
     }
@@ -101,7 +118,40 @@ pub fn generate(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<DevCert>
     })
 }
 
-/// Where [`stage`] writes the next contents of `path`: beside it, under a temporary name.
+/// The development certificate's private key, beside it (mode 0600), so that a restart
+/// serves the same certificate while it is valid and pages keep their pinned hash.
+const KEY_FILE: &str = "key.pem";
+/// When the development certificate expires (unix seconds), beside it.
+const NOT_AFTER_FILE: &str = "cert.not_after";
+
+/// The development certificate a previous start left in `DATA_DIR/webtransport/`, if it is
+/// whole (key, certificate, expiry, and a hash file that matches), was made for at most
+/// `days` days, and is not yet due for renewal at `now`: served again, so that a restart
+/// does not change the hash pages pinned. `None` otherwise (a new one is generated).
+pub fn load(data_dir: &Path, days: u32, now: u64) -> Option<DevCert> {
+    use rustls_pki_types::pem::PemObject;
+    let dir = data_dir.join("webtransport");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let not_after: u64 = read(NOT_AFTER_FILE)?.trim().parse().ok()?;
+    if now >= renew_at(not_after, days) || not_after > now + u64::from(days) * 86_400 + 60 {
+        return None;
+    }
+    let cert = CertificateDer::from_pem_file(dir.join("cert.pem")).ok()?;
+    let key = PrivateKeyDer::from_pem_file(dir.join(KEY_FILE)).ok()?;
+    let sha256 = hex::encode(Sha256::digest(cert.as_ref()));
+    if read("cert.sha256")?.trim() != sha256 {
+        return None;
+    }
+    Some(DevCert {
+        cert,
+        key,
+        sha256,
+        sha256_path: dir.join("cert.sha256"),
+        not_after,
+    })
+}
+
+/// Where [`stage_mode`] writes the next contents of `path`: beside it, under a temporary name.
 fn staging_path(path: &Path) -> anyhow::Result<PathBuf> {
     let name = path
         .file_name()
@@ -113,17 +163,19 @@ fn staging_path(path: &Path) -> anyhow::Result<PathBuf> {
     )))
 }
 
-/// Writes `contents` (synced, readable by all: nothing secret) to [`staging_path`] of
-/// `path`, to be renamed over `path` once every file of the certificate is written;
-/// returns the staged file.
-fn stage(path: &Path, contents: &[u8]) -> anyhow::Result<PathBuf> {
+/// Writes `contents` (synced, with file mode `mode`: 0o600 for the private key, 0o644 for
+/// the rest) to [`staging_path`] of `path`, to be renamed over `path` once every file of
+/// the certificate is written; returns the staged file.
+fn stage_mode(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<PathBuf> {
     use std::io::Write as _;
     let staged = staging_path(path)?;
     let _ = std::fs::remove_file(&staged); // a leftover from a crash
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
     let write = || -> std::io::Result<()> {
         let mut file = options.open(&staged)?;
         file.write_all(contents)?;
@@ -162,9 +214,13 @@ struct Served {
 }
 
 impl DevCertificate {
-    /// Generates the first certificate (see [`generate`]).
+    /// The certificate a previous start left, while valid ([`load`]), or a new one
+    /// ([`generate`]).
     pub fn new(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<Arc<Self>> {
-        let dev = generate(data_dir, days, now)?;
+        let dev = match load(data_dir, days, now) {
+            Some(dev) => dev,
+            None => generate(data_dir, days, now)?,
+        };
         let served = served(&dev)?;
         Ok(Arc::new(Self {
             data_dir: data_dir.to_owned(),
@@ -350,6 +406,37 @@ mod tests {
         assert_eq!(length, 10 * 86_400);
         // Not again until the new one's last day.
         assert_eq!(cert.renew_if_due(now + 86_400).unwrap(), None);
+    }
+
+    /// A restart serves the certificate the previous start left while it is valid (pages
+    /// keep their pinned hash), and a new one once it is due for renewal, made for more
+    /// days than configured now, or incomplete.
+    #[test]
+    fn a_restart_keeps_a_valid_certificate_and_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = 1_800_000_000;
+        let first = DevCertificate::new(dir.path(), 10, start).unwrap().sha256();
+        let again = DevCertificate::new(dir.path(), 10, start + 3 * 86_400).unwrap();
+        assert_eq!(again.sha256(), first);
+        assert_eq!(served_hash(&again), first);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("webtransport").join(KEY_FILE))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "the key is private");
+        // Due for renewal: a new one.
+        let late = DevCertificate::new(dir.path(), 10, start + 9 * 86_400).unwrap();
+        assert_ne!(late.sha256(), first);
+        // Configured for fewer days than it was made for: a new one.
+        let second = late.sha256();
+        let shorter = DevCertificate::new(dir.path(), 2, start + 9 * 86_400 + 60).unwrap();
+        assert_ne!(shorter.sha256(), second);
+        // A hash file that does not match: a new one.
+        let third = shorter.sha256();
+        std::fs::write(dir.path().join("webtransport/cert.sha256"), "00\n").unwrap();
+        let fixed = DevCertificate::new(dir.path(), 2, start + 9 * 86_400 + 120).unwrap();
+        assert_ne!(fixed.sha256(), third);
     }
 
     #[test]
