@@ -731,6 +731,13 @@ pub async fn serve(addr: SocketAddr, store: Store) -> anyhow::Result<SocketAddr>
                             "not in a cluster (cluster.enabled = false)\n".to_string(),
                         ),
                     },
+                    p if p.starts_with("/cluster/groups/") => {
+                        let id = &p["/cluster/groups/".len()..];
+                        match crate::cluster::group_json(id) {
+                            Ok(json) => ("200 OK", "application/json", json),
+                            Err(why) => ("404 Not Found", "text/plain", format!("{why}\n")),
+                        }
+                    }
                     _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 };
                 let resp = format!(

@@ -980,3 +980,26 @@ async fn a_login_right_after_a_restart_gets_the_kept_events_of_every_node() {
         assert_eq!(&expect_op(&mut ivy, Op::DirectJoined).await.group_id, gid);
     }
 }
+
+/// `/cluster/groups/<id>` on any node's metrics port says where a group lives (an operator
+/// could not tell which node owned a group: a stranger's pass); a bad id is 404 naming it.
+#[tokio::test]
+async fn the_metrics_port_says_which_node_owns_a_group() {
+    let c = TestCluster::start(3).await;
+    let alice = c.client(1, "alice").await;
+    let gid = create_owned_by(&c, &alice, 2, || group_data("g", &[])).await;
+    for i in 1..=3 {
+        let (status, body) = c.node(i).http_get(&format!("/cluster/groups/{gid}")).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["owner"], "n2", "{body}");
+        assert_eq!(
+            v["owner_state"],
+            if i == 2 { "local" } else { "up" },
+            "{body}"
+        );
+    }
+    let (status, body) = c.node(1).http_get("/cluster/groups/abc").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("\"abc\" is not a group id"), "{body}");
+}

@@ -479,6 +479,28 @@ pub fn status_json() -> Option<String> {
     Cluster::get().map(|c| c.status().to_string())
 }
 
+/// `/cluster/groups/<id>` on the metrics port: where group `id` lives (its shard, its
+/// owner and whether this node reaches it), for an operator; an error naming the bad id or
+/// saying the node is not in a cluster.
+pub fn group_json(id: &str) -> Result<String, String> {
+    let cluster = Cluster::get().ok_or("not in a cluster (cluster.enabled = false)")?;
+    let gid = convoke_protocol::ids::parse_group_id(id)
+        .map_err(|_| format!("{id:?} is not a group id"))?;
+    let (owner, state) = match cluster.route(gid) {
+        Route::Local => (cluster.name().to_owned(), "local"),
+        Route::Remote(peer) => (peer, "up"),
+        Route::Unavailable(peer) => (peer, "unreachable"),
+    };
+    Ok(serde_json::json!({
+        "group": id,
+        "shard": placement::shard_of(gid, cluster.shards()),
+        "owner": owner,
+        "owner_state": state,
+        "asked": cluster.name(),
+    })
+    .to_string())
+}
+
 /// Readiness as far as the cluster is concerned: always on a single node; in a cluster,
 /// a majority of core members Up.
 pub fn ready() -> bool {
