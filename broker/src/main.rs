@@ -144,10 +144,19 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("convoke: {e:#}");
-                    // A drifted or unsupported cluster setting is a configuration error.
-                    match e.downcast_ref::<convoke_broker::cluster::Refused>() {
-                        Some(_) => ExitCode::from(convoke_broker::cluster::Refused::EXIT_CODE),
-                        None => ExitCode::FAILURE,
+                    // A drifted or unsupported cluster setting, or a data dir another
+                    // process uses, is a usage error.
+                    if e.downcast_ref::<convoke_broker::cluster::Refused>()
+                        .is_some()
+                    {
+                        ExitCode::from(convoke_broker::cluster::Refused::EXIT_CODE)
+                    } else if e
+                        .downcast_ref::<convoke_broker::server::DataDirInUse>()
+                        .is_some()
+                    {
+                        ExitCode::from(convoke_broker::server::DataDirInUse::EXIT_CODE)
+                    } else {
+                        ExitCode::FAILURE
                     }
                 }
             }

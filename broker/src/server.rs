@@ -12,7 +12,7 @@ use crate::store::Store;
 use anyhow::Context;
 use convoke_protocol::close;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -39,6 +39,72 @@ pub struct RunningBroker {
     cluster: Option<crate::cluster::Cluster>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// This process's lock on the data dir ([`lock_data_dir`]), released when it ends.
+    _data_dir_lock: std::fs::File,
+}
+
+/// Another process uses the data dir (it holds `DATA_DIR/lock`): this start is refused,
+/// before anything in the data dir is read or written, and the binary exits 2. Two
+/// processes on one data dir would write one store, one files dir and one identity.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "server.data_dir {} is in use by another process{} (it holds the lock on {}): stop \
+     that process, or start this one on another data dir (--data-dir, server.data_dir)",
+    dir.display(),
+    holder.as_ref().map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+    lock.display()
+)]
+pub struct DataDirInUse {
+    /// The data dir.
+    pub dir: PathBuf,
+    /// Its lock file.
+    pub lock: PathBuf,
+    /// The process id the holder wrote into the lock file, when readable.
+    pub holder: Option<u32>,
+}
+
+impl DataDirInUse {
+    /// Process exit code for a start on a data dir in use (a usage error, like an invalid
+    /// configuration).
+    pub const EXIT_CODE: u8 = 2;
+}
+
+/// Takes this process's exclusive lock on `data_dir` (`flock` on `DATA_DIR/lock`, which
+/// then holds this process's id): released when the returned file is dropped or the
+/// process ends, even by kill -9. Fails with [`DataDirInUse`] while another process holds
+/// it. Before, a second process got as far as the store and failed with sled's own lock
+/// error ("could not acquire lock ... WouldBlock") and exit code 1.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use fs2::FileExt;
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the data dir lock {}", path.display()))?;
+    if let Err(e) = file.try_lock_exclusive() {
+        if e.raw_os_error() != fs2::lock_contended_error().raw_os_error() {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot lock the data dir lock {}", path.display())));
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        return Err(DataDirInUse {
+            dir: data_dir.to_owned(),
+            lock: path,
+            holder: text.trim().parse().ok(),
+        }
+        .into());
+    }
+    // Who holds it, for the message a second process prints; the lock is what counts.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 impl RunningBroker {
@@ -96,6 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let data_dir_lock = lock_data_dir(&data_dir)?;
     if !config.cluster.enabled {
         // A cluster node's data dir run as a single node would mint ids that orphan
         // groups once the cluster is back on: refused (exit 2), before anything is written.
@@ -290,6 +357,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         cluster,
         shutdown: shutdown_tx,
         task,
+        _data_dir_lock: data_dir_lock,
     })
 }
 
@@ -425,4 +493,29 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One process per data dir: a second lock on it fails with [`DataDirInUse`] naming
+    /// the data dir and the holder's pid (flock conflicts between two opens even within
+    /// one process), and the lock is free again once its holder drops it.
+    #[test]
+    fn a_data_dir_is_locked_for_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let held = lock_data_dir(dir.path()).expect("the first lock");
+        let e = lock_data_dir(dir.path()).expect_err("a second lock");
+        let in_use = e.downcast_ref::<DataDirInUse>().expect("DataDirInUse");
+        assert_eq!(in_use.dir, dir.path());
+        assert_eq!(in_use.holder, Some(std::process::id()));
+        let text = e.to_string();
+        assert!(
+            text.contains(&dir.path().display().to_string()) && text.contains("in use"),
+            "{text}"
+        );
+        drop(held);
+        lock_data_dir(dir.path()).expect("free again");
+    }
 }

@@ -147,6 +147,34 @@ async fn errors_go_to_stderr_with_exit_statuses() {
     assert_eq!(out.status.code(), Some(2), "usage errors are clap's 2");
 }
 
+/// A `--server` without a port is bad usage (exit 2, as the help says) naming the value,
+/// from the flag and from CONVOKE_SERVER alike: before, it failed to resolve ("invalid
+/// socket address") with exit 3, as if the network were at fault.
+#[tokio::test]
+async fn a_server_without_a_port_is_a_usage_error_naming_it() {
+    let cli = Cli::start().await;
+    for from_env in [false, true] {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_convoke-cli"));
+        cmd.env_remove("CONVOKE_SERVER")
+            .env_remove("CONVOKE_TOKEN")
+            .env_remove("CONVOKE_CA")
+            .args(["--token", "alice", "--ca"])
+            .arg(cli.dir.path().join("ca.pem"));
+        if from_env {
+            cmd.env("CONVOKE_SERVER", "127.0.0.42");
+        } else {
+            cmd.args(["--server", "127.0.0.42"]);
+        }
+        let out = cmd.arg("ping").output().await.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("127.0.0.42") && stderr(&out).contains("host:port"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 #[tokio::test]
 async fn files_upload_and_download() {
     let cli = Cli::start().await;

@@ -88,6 +88,35 @@ fn a_bad_flag_value_exits_2_naming_the_field() {
     assert!(!out.stdout.contains("convoke ready"), "{}", out.stdout);
 }
 
+/// A second `convoke serve` on a data dir a running broker uses exits 2 at once, saying
+/// which data dir and that another process (the running one's pid) uses it; the running
+/// broker keeps serving. Before, it exited 1 with sled's raw "could not acquire lock ...
+/// WouldBlock".
+#[tokio::test]
+async fn a_second_broker_on_a_data_dir_in_use_exits_2_naming_it() {
+    let broker = Broker::start().await;
+    let out = run(
+        Command::new(broker_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+            .arg("--data-dir")
+            .arg(broker.data_dir())
+            .args(["--set", &format!("auth.secret={SECRET}")])
+            .env_remove("RUST_LOG"),
+        CLI,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    let dir = broker.data_dir().display().to_string();
+    assert!(
+        out.stderr.contains(&dir)
+            && out.stderr.contains("in use by another process")
+            && out.stderr.contains(&format!("pid {}", broker.pid())),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("WouldBlock"), "{}", out.stderr);
+    broker.connect("alice").await.client.ping().await.unwrap();
+}
+
 #[test]
 fn a_bad_environment_value_exits_2_naming_the_field_and_variable() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,7 +25,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ConnectionArgs {
     /// Broker address as host:port (an IPv6 host in brackets).
-    #[arg(long, env = "CONVOKE_SERVER", value_name = "ADDR")]
+    #[arg(long, env = "CONVOKE_SERVER", value_name = "ADDR", value_parser = parse_server)]
     pub server: String,
     /// Token from `convoke token --user NAME`.
     #[arg(long, env = "CONVOKE_TOKEN", hide_env_values = true)]
@@ -67,6 +67,26 @@ pub(crate) struct ConnectionArgs {
     /// --connect-timeout.
     #[arg(long)]
     pub no_reconnect: bool,
+}
+
+/// `--server`: `host:port`, or `[v6]:port`. A value without a port (or with a bad one) is
+/// bad usage, exit 2 naming it, not a failed resolution (exit 3, "invalid socket address").
+pub(crate) fn parse_server(text: &str) -> Result<String, String> {
+    let hint = "give host:port, e.g. 127.0.0.1:4433 (an IPv6 host in brackets: [::1]:4433)";
+    let bad = |what: &str| Err(format!("{text:?} {what}: {hint}"));
+    let Some((host, port)) = text.rsplit_once(':').filter(|_| !text.ends_with(']')) else {
+        return bad("has no port");
+    };
+    if host.is_empty() {
+        return bad("has no host");
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return bad("is an IPv6 address without brackets, or has no port");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(text.to_owned()),
+        _ => bad(&format!("has no valid port ({port:?} is not 1-65535)")),
+    }
 }
 
 /// A member-attribute map given as `key=value,key2=` or as a JSON object.
@@ -272,6 +292,45 @@ mod tests {
             missing.unwrap_err().kind(),
             clap::error::ErrorKind::MissingRequiredArgument
         );
+    }
+
+    /// A `--server` without a port, with a bad port or an unbracketed IPv6 host is a
+    /// usage error naming the value (before, it failed to resolve: exit 3).
+    #[test]
+    fn a_server_must_be_host_and_port() {
+        for good in ["127.0.0.1:4433", "broker.example:443", "[::1]:4433"] {
+            assert_eq!(parse_server(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "127.0.0.42",
+            "127.0.0.42:",
+            "127.0.0.42:0",
+            "127.0.0.42:99999",
+            "host:port",
+            ":4433",
+            "::1",
+            "[::1]",
+            "",
+        ] {
+            let e = parse_server(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("host:port"),
+                "{e}"
+            );
+        }
+        let cli = Cli::try_parse_from([
+            "convoke-cli",
+            "--server",
+            "127.0.0.42",
+            "--token",
+            "t",
+            "--ca",
+            "c",
+            "ping",
+        ]);
+        let e = cli.unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("127.0.0.42"), "{e}");
     }
 
     #[test]
