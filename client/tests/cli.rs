@@ -175,6 +175,38 @@ async fn a_server_without_a_port_is_a_usage_error_naming_it() {
     }
 }
 
+/// `--server` takes several nodes, repeated or comma-separated (the README's cluster
+/// section: the owner's clients reconnect to another node): with the first one silent,
+/// the call is made on the next. Before, a second `--server` was refused ("cannot be used
+/// multiple times").
+#[tokio::test]
+async fn several_servers_are_tried_in_turn() {
+    let cli = Cli::start().await;
+    // Bound and never read: a broker that does not answer.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap().to_string();
+    let live = cli.broker.addr.to_string();
+    let both = format!("{silent},{live}");
+    for servers in [
+        vec!["--server", &silent, "--server", &live],
+        vec!["--server", &both],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_convoke-cli"))
+            .env_remove("CONVOKE_SERVER")
+            .env_remove("CONVOKE_TOKEN")
+            .env_remove("CONVOKE_CA")
+            .args(&servers)
+            .args(["--connect-timeout", "1", "--token", "alice", "--ca"])
+            .arg(cli.dir.path().join("ca.pem"))
+            .arg("ping")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{servers:?}: {}", stderr(&out));
+        assert!(json(&out)["rtt_ms"].is_array(), "{}", json(&out));
+    }
+}
+
 #[tokio::test]
 async fn files_upload_and_download() {
     let cli = Cli::start().await;

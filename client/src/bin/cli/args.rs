@@ -24,9 +24,19 @@ pub(crate) struct Cli {
 /// How to reach and authenticate to the broker.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ConnectionArgs {
-    /// Broker address as host:port (an IPv6 host in brackets).
-    #[arg(long, env = "CONVOKE_SERVER", value_name = "ADDR", value_parser = parse_server)]
-    pub server: String,
+    /// Broker address as host:port (an IPv6 host in brackets). Repeat it (or give a
+    /// comma-separated list) for several nodes of a cluster: the first is tried first, then
+    /// the next ones in turn; after a drop the client goes back to the one it was on, then
+    /// the next.
+    #[arg(
+        long,
+        env = "CONVOKE_SERVER",
+        value_name = "ADDR",
+        value_parser = parse_server,
+        value_delimiter = ',',
+        required = true
+    )]
+    pub server: Vec<String>,
     /// Token from `convoke token --user NAME`.
     #[arg(long, env = "CONVOKE_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -49,7 +59,7 @@ pub(crate) struct ConnectionArgs {
     /// public or company CA) instead of --ca.
     #[arg(long)]
     pub system_roots: bool,
-    /// Name the certificate must carry [default: the host of --server if it is a name, else localhost].
+    /// Name the certificate must carry [default: the host of each --server if it is a name, else localhost].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
     /// This device among the user's sessions [default: cli-PID, this process id].
@@ -331,6 +341,35 @@ mod tests {
         let e = cli.unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
         assert!(e.to_string().contains("127.0.0.42"), "{e}");
+    }
+
+    /// Several nodes of a cluster: `--server` repeated or comma-separated, in order, each
+    /// checked; at least one is required.
+    #[test]
+    fn several_servers_are_taken_in_order() {
+        let parse = |servers: &[&str]| {
+            let mut args = vec!["convoke-cli"];
+            args.extend(servers);
+            args.extend(["--token", "t", "--ca", "c", "ping"]);
+            Cli::try_parse_from(args)
+        };
+        let cli = parse(&[
+            "--server",
+            "127.0.0.1:4433,127.0.0.2:4433",
+            "--server",
+            "[::1]:4433",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.conn.server,
+            ["127.0.0.1:4433", "127.0.0.2:4433", "[::1]:4433"]
+        );
+        let e = parse(&["--server", "127.0.0.1:4433,127.0.0.2"]).unwrap_err();
+        assert!(e.to_string().contains("127.0.0.2"), "{e}");
+        assert_eq!(
+            parse(&[]).unwrap_err().kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]

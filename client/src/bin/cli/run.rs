@@ -66,7 +66,7 @@ pub(crate) async fn run(cli: Cli) -> ExitCode {
 
 async fn connect(conn: &ConnectionArgs, watching: bool) -> Result<Client, ClientError> {
     let mut builder = Client::builder()
-        .server(conn.server.clone())
+        .servers(conn.server.clone())
         .token(conn.token.clone())
         .device_id(
             conn.device_id
