@@ -514,6 +514,8 @@ struct InboxCursor {
     after: Option<u64>,
     /// More pages to read.
     more: bool,
+    /// A page could not be read: the node's share ended early.
+    failed: bool,
 }
 
 impl InboxCursor {
@@ -580,6 +582,7 @@ impl InboxCursor {
                     partial("inbox", peer, &why);
                 }
                 self.more = false;
+                self.failed = true;
                 return (0, Vec::new());
             }
         };
@@ -674,6 +677,7 @@ pub async fn merged_inbox<F, Fut>(
             page: VecDeque::new(),
             after: None,
             more: true,
+            failed: false,
         })
         .collect();
     // The first page of every node: the heads to merge, the counts to bound.
@@ -702,6 +706,13 @@ pub async fn merged_inbox<F, Fut>(
     loop {
         for c in cursors.iter_mut().filter(|c| c.page.is_empty() && c.more) {
             c.fill(node, cluster, user, page, page_bytes, max).await;
+            if c.failed {
+                // A node's share ended early: what is left to merge is not what the counts
+                // were taken on, so nothing more is dropped at this login (the bounds
+                // apply again at the next).
+                over = 0;
+                sender_over.clear();
+            }
         }
         let Some(i) = cursors
             .iter()

@@ -217,11 +217,17 @@ impl DevCertificate {
     /// The certificate a previous start left, while valid ([`load`]), or a new one
     /// ([`generate`]).
     pub fn new(data_dir: &Path, days: u32, now: u64) -> anyhow::Result<Arc<Self>> {
-        let dev = match load(data_dir, days, now) {
-            Some(dev) => dev,
-            None => generate(data_dir, days, now)?,
-        };
-        let served = served(&dev)?;
+        // A left-over certificate whose key does not match it (a start cut short between
+        // the renames of a renewal) is replaced, never a reason not to start.
+        let (dev, served) =
+            match load(data_dir, days, now).and_then(|d| served(&d).ok().map(|s| (d, s))) {
+                Some(loaded) => loaded,
+                None => {
+                    let dev = generate(data_dir, days, now)?;
+                    let served = served(&dev)?;
+                    (dev, served)
+                }
+            };
         Ok(Arc::new(Self {
             data_dir: data_dir.to_owned(),
             days,
@@ -432,6 +438,18 @@ mod tests {
         let second = late.sha256();
         let shorter = DevCertificate::new(dir.path(), 2, start + 9 * 86_400 + 60).unwrap();
         assert_ne!(shorter.sha256(), second);
+        // A key that is not the certificate's (a renewal cut short between its renames):
+        // a new one, not a failed start.
+        let other = dir.path().join("other");
+        let _ = DevCertificate::new(&other, 2, start + 9 * 86_400 + 60).unwrap();
+        std::fs::copy(
+            other.join("webtransport").join(KEY_FILE),
+            dir.path().join("webtransport").join(KEY_FILE),
+        )
+        .unwrap();
+        let mismatched = DevCertificate::new(dir.path(), 2, start + 9 * 86_400 + 90).unwrap();
+        assert_ne!(mismatched.sha256(), shorter.sha256());
+        let shorter = mismatched;
         // A hash file that does not match: a new one.
         let third = shorter.sha256();
         std::fs::write(dir.path().join("webtransport/cert.sha256"), "00\n").unwrap();
