@@ -346,6 +346,16 @@ impl Broker {
         own || self.others.iter_mut().any(Broker::has_exited)
     }
 
+    /// Waits up to `within` for the broker (on a cluster: any node) to exit by itself;
+    /// fails the test naming `what` if it does not.
+    pub async fn wait_exited(&mut self, within: Duration, what: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.has_exited() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL, like `kill -9`: no shutdown code runs. On a cluster, every node.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -886,11 +886,9 @@ async fn a_send_whose_owner_dies_mid_call_is_stored_once_by_the_client_retry() {
                 .await
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !c.node_mut(2).has_exited() {
-        assert!(Instant::now() < deadline, "n2 did not abort");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.node_mut(2)
+        .wait_exited(Duration::from_secs(10), "n2 did not abort")
+        .await;
     // Down for a while: the client keeps trying, it does not give up on the first 500.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!pending.is_finished(), "the send gave up while n2 was down");

@@ -271,14 +271,12 @@ async fn a_failed_flush_is_answered_outcome_unknown_and_the_node_stops() {
         .await;
     let msg = assert_code(r, ErrorCode::ServerBusy);
     assert!(msg.contains("nothing changed"), "{msg}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !broker.has_exited() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node did not stop after a failed flush"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    broker
+        .wait_exited(
+            Duration::from_secs(10),
+            "the node did not stop after a failed flush",
+        )
+        .await;
     assert!(broker.log().contains("the node stops"), "{}", broker.log());
 
     broker.restart();

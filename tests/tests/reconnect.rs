@@ -146,6 +146,21 @@ async fn pair(alice: &Client, bob_events: &Recorder) -> String {
     gid
 }
 
+/// alice owns a public group "g" that others may be added to without confirming, bob a
+/// member (his `seen` has the directJoined); returns its id.
+async fn public_pair(alice: &Client, seen: &Recorder) -> String {
+    let gid = alice
+        .create_group(convoke_protocol::CreateGroupData {
+            public: true,
+            invite_need_confirm: false,
+            ..group_data("g", &["bob"])
+        })
+        .await
+        .unwrap();
+    seen.wait_ops(GroupEventOp::DirectJoined, 1).await;
+    gid
+}
+
 /// Sends `n` messages from `c` (one at a time, retrying only what the client itself does
 /// not), returning the acknowledged seqs.
 fn spawn_sender(
@@ -361,14 +376,7 @@ async fn an_interrupted_send_is_stored_once_when_retried_after_the_crash() {
                 .await
         })
     };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !broker.has_exited() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broker did not abort"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    broker.wait_exited(WAIT, "the broker did not abort").await;
     broker.kill9();
     broker.start_again_in_place();
     let sent = tokio::time::timeout(WAIT * 2, pending)
@@ -845,15 +853,7 @@ async fn leaving_and_rejoining_a_group_never_hands_on_what_was_sent_meanwhile() 
     let bob = client(&broker, "bob", "b").await;
     let phone = client(&broker, "bob", "phone").await;
     let seen = Recorder::start(bob.events());
-    let gid = alice
-        .create_group(convoke_protocol::CreateGroupData {
-            public: true,
-            invite_need_confirm: false,
-            ..group_data("g", &["bob"])
-        })
-        .await
-        .unwrap();
-    seen.wait_ops(GroupEventOp::DirectJoined, 1).await;
+    let gid = public_pair(&alice, &seen).await;
     post(&alice, &gid, 3).await;
     seen.wait_seqs(3).await;
     let mut expected = vec![1, 2, 3];
@@ -1064,15 +1064,7 @@ async fn kept_events_replayed_after_the_catch_up_never_bring_a_message_twice() {
             .filter(|s| matches!(s, ConnectionEvent::Resumed { .. }))
             .count()
     };
-    let g = alice
-        .create_group(convoke_protocol::CreateGroupData {
-            public: true,
-            invite_need_confirm: false,
-            ..group_data("g", &["bob"])
-        })
-        .await
-        .unwrap();
-    seen.wait_ops(GroupEventOp::DirectJoined, 1).await;
+    let g = public_pair(&alice, &seen).await;
     post(&alice, &g, 1).await;
     seen.wait_seqs(1).await;
 

@@ -518,62 +518,55 @@ struct InboxCursor {
     failed: bool,
 }
 
+/// One login replay: whose kept events, from which node, in what pages, under what bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay<'a> {
+    pub node: &'a Node,
+    pub cluster: &'a Cluster,
+    pub user: &'a str,
+    /// Kept events per page, and about how many bytes.
+    pub page: usize,
+    pub page_bytes: usize,
+    /// `sessions.kept_events_max` and `sessions.kept_events_per_sender_max`.
+    pub max: usize,
+    pub per_sender: usize,
+}
+
 impl InboxCursor {
-    /// Reads the next page; on the first, returns how many events the node keeps for
-    /// `user` (after bounding them to `max`) and how many each operator has. A node that cannot answer ends its share
-    /// (counted as a partial read): its events wait for the next login.
-    async fn fill(
-        &mut self,
-        node: &Node,
-        cluster: &Cluster,
-        user: &str,
-        page: usize,
-        page_bytes: usize,
-        max: usize,
-    ) -> (usize, Vec<(String, u32)>) {
-        let first = self.after.is_none();
-        let read = match &self.peer {
-            None => (|| {
-                let (mut total, mut senders) = (0, Vec::new());
-                if first {
-                    let (dropped, kept) = node.store.inbox_trim(user, max)?;
-                    if dropped > 0 {
-                        metrics::counter!("convoke_kept_events_dropped_total")
-                            .increment(dropped as u64);
-                    }
-                    total = kept;
-                    senders = node.store.inbox_senders(user)?;
-                }
-                let (frames, next) = node.store.inbox_page(user, self.after, page, page_bytes)?;
-                Ok::<_, crate::store::StoreError>((frames, next, total, senders))
-            })()
-            .map_err(|e| e.to_string()),
-            Some(peer) => {
-                let query = Query::Inbox {
-                    user: user.to_owned(),
-                    after: self.after,
-                    max: u32::try_from(page).unwrap_or(u32::MAX),
-                    max_bytes: u32::try_from(page_bytes).unwrap_or(u32::MAX),
-                    trim: u32::try_from(max).unwrap_or(u32::MAX),
-                };
-                match ask(cluster, peer, "inbox", &query).await {
-                    Some(Reply::Inbox {
-                        frames,
-                        next,
-                        total,
-                        senders,
-                    }) => Ok((
-                        frames.into_iter().map(Bytes::from).collect(),
-                        next,
-                        total as usize,
-                        senders,
-                    )),
-                    Some(Reply::Failed(why)) => Err(why),
-                    // Not Up, no answer in time or undecodable: counted by `ask`.
-                    _ => Err(String::new()),
-                }
-            }
+    /// Reads the next page; on the first, returns how many events the node keeps for the
+    /// user (after bounding them to `max`) and how many each operator has. This node's
+    /// share is read with the same query a peer answers ([`answer_local`]). A node that
+    /// cannot answer ends its share (counted as a partial read): its events wait for the
+    /// next login.
+    async fn fill(&mut self, r: &Replay<'_>) -> (usize, Vec<(String, u32)>) {
+        let query = Query::Inbox {
+            user: r.user.to_owned(),
+            after: self.after,
+            max: u32::try_from(r.page).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(r.page_bytes).unwrap_or(u32::MAX),
+            trim: u32::try_from(r.max).unwrap_or(u32::MAX),
         };
+        let reply = match &self.peer {
+            None => Some(answer_local(r.node, &query)),
+            Some(peer) => ask(r.cluster, peer, "inbox", &query).await,
+        };
+        let read = match reply {
+            Some(Reply::Inbox {
+                frames,
+                next,
+                total,
+                senders,
+            }) => Ok((
+                frames.into_iter().map(Bytes::from).collect::<Vec<_>>(),
+                next,
+                total as usize,
+                senders,
+            )),
+            Some(Reply::Failed(why)) => Err(why),
+            // Not Up, no answer in time or undecodable: counted by `ask`.
+            _ => Err(String::new()),
+        };
+        let cluster = r.cluster;
         let (frames, next, total, senders) = match read {
             Ok(r) => r,
             Err(why) => {
@@ -634,23 +627,20 @@ impl KeptFrame {
 /// as on one node: at most `per_sender` (`sessions.kept_events_per_sender_max`) from one
 /// operator, then at most `max` (`sessions.kept_events_max`) in all; the oldest over a
 /// bound are dropped, not sent, and no longer kept. One page per node is held at a time.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the replay's page sizes and both bounds"
-)]
-pub async fn merged_inbox<F, Fut>(
-    node: &Node,
-    cluster: &Cluster,
-    user: &str,
-    page: usize,
-    page_bytes: usize,
-    max: usize,
-    per_sender: usize,
-    mut sink: F,
-) where
+pub async fn merged_inbox<F, Fut>(r: &Replay<'_>, mut sink: F)
+where
     F: FnMut(Vec<Bytes>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let Replay {
+        node,
+        cluster,
+        user,
+        page,
+        max,
+        per_sender,
+        ..
+    } = *r;
     let me = cluster.name().to_owned();
     // Just after this node started, its peers come Up one by one: a login then would read
     // no kept events from those not Up yet, and they would only come at the next login.
@@ -681,9 +671,7 @@ pub async fn merged_inbox<F, Fut>(
         })
         .collect();
     // The first page of every node: the heads to merge, the counts to bound.
-    let firsts = cursors
-        .iter_mut()
-        .map(|c| c.fill(node, cluster, user, page, page_bytes, max));
+    let firsts = cursors.iter_mut().map(|c| c.fill(r));
     let mut total = 0usize;
     let mut by_sender: HashMap<String, usize> = HashMap::new();
     for (n, senders) in futures::future::join_all(firsts).await {
@@ -705,7 +693,7 @@ pub async fn merged_inbox<F, Fut>(
     let mut out = Vec::new();
     loop {
         for c in cursors.iter_mut().filter(|c| c.page.is_empty() && c.more) {
-            c.fill(node, cluster, user, page, page_bytes, max).await;
+            c.fill(r).await;
             if c.failed {
                 // A node's share ended early: what is left to merge is not what the counts
                 // were taken on, so nothing more is dropped at this login (the bounds

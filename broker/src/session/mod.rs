@@ -500,17 +500,16 @@ async fn deliver_inbox(node: Arc<Node>, user: String, outbox: Arc<Outbox>) {
     // In a cluster the user's kept events are on every core node (each group's on its
     // owner): merged by time, bounded to `max` in total.
     if let Some(cluster) = crate::cluster::Cluster::get() {
-        crate::cluster::scatter::merged_inbox(
-            &node,
-            &cluster,
-            &user,
-            REPLAY_PAGE,
-            REPLAY_PAGE_BYTES,
+        let replay = crate::cluster::scatter::Replay {
+            node: &node,
+            cluster: &cluster,
+            user: &user,
+            page: REPLAY_PAGE,
+            page_bytes: REPLAY_PAGE_BYTES,
             max,
-            node.config.sessions.kept_events_per_sender_max,
-            |frames| outbox.push_wait(frames),
-        )
-        .await;
+            per_sender: node.config.sessions.kept_events_per_sender_max,
+        };
+        crate::cluster::scatter::merged_inbox(&replay, |frames| outbox.push_wait(frames)).await;
         outbox.replay(Vec::new()).await;
         return;
     }
