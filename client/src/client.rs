@@ -10,7 +10,7 @@ use crate::error::ClientError;
 use crate::events::{AckMsg, EventStream};
 use crate::reconnect::{Core, State};
 use convoke_protocol::handshake::Welcome;
-use convoke_protocol::{close, ErrorCode, Request, Response};
+use convoke_protocol::{close, ApiError, ErrorCode, Request, Response};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +82,22 @@ fn idempotent_send(request: &Request) -> bool {
     )
 }
 
+/// The error of a send whose outcome stayed open, naming the client message id a repeat
+/// must carry to learn it.
+fn outcome_open(mut first: ApiError, request: &Request) -> ApiError {
+    if let Request::SendGroupMessage {
+        client_msg_id: Some(id),
+        ..
+    } = request
+    {
+        first.message = format!(
+            "{}; send it again with client message id {id:?} to learn whether it was stored",
+            first.message
+        );
+    }
+    first
+}
+
 /// Whether a request may be sent again when the connection it went out on dropped before
 /// its answer: reads, and sends that carry a client message id (the broker answers a
 /// repeat with the original). Other changes fail with the connection's error instead: the
@@ -137,32 +153,46 @@ impl Client {
     /// request is safe to repeat (reads, and sends with a client message id), which go
     /// out again on the next connection. A send with a client message id answered 500
     /// `SERVER_BUSY` saying it "may or may not have been made" (in a cluster: the group's
-    /// owner node died mid-call) is sent again too, after 100 ms doubling up to 1 s, until
-    /// it gets an answer that is not 500 or the request timeout nears (then the last 500 is
-    /// the error): the broker answers a repeat with the original, so the send is stored
-    /// once and the application learns which. A 500 that says nothing was done (the owner is
-    /// unreachable) comes back at once. A client closed for good fails at
+    /// owner node died or froze mid-call) is sent again too, after 100 ms doubling up to
+    /// 1 s, while the repeats are answered the same way or lost with the connection: the
+    /// broker answers a repeat with the original, so the send is stored once and the
+    /// application learns which. When a repeat is answered with a 500 that says nothing was
+    /// done by it (the owner is unreachable now), or the request timeout nears, the call
+    /// fails at once with the first answer's 500, whose message then names the client
+    /// message id to repeat with
+    /// ([`send_group_message_with_id`](Self::send_group_message_with_id)) to learn the
+    /// outcome once the owner is back: no call waits for a node to return. A 500 that
+    /// says nothing was done comes back at once. A client closed for good fails at
     /// once with [`ClientError::Closed`]. Dropping the future abandons the wait (the
     /// request may still take effect).
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
         let core = &self.inner.core;
         let deadline = tokio::time::Instant::now() + core.request_timeout;
         let mut busy_delay = BUSY_RETRY_FIRST;
-        // Set by an answer that leaves the outcome open: from then on any 500 is retried.
-        let mut unsure = false;
+        // The first answer that left the outcome open: what the call fails with when a
+        // repeat cannot settle it.
+        let mut unsure: Option<ApiError> = None;
         let exchange = async {
             loop {
                 let link = core.wait_link(deadline).await?;
                 match link.exchange(&request).await {
                     Exchange::Answered(Err(e))
-                        if e.code == ErrorCode::ServerBusy
-                            && idempotent_send(&request)
-                            && (unsure || e.message.contains(OUTCOME_OPEN))
-                            && !core.is_closing()
-                            && tokio::time::Instant::now() + busy_delay * 2 < deadline =>
+                        if e.code == ErrorCode::ServerBusy && idempotent_send(&request) =>
                     {
-                        unsure = true;
-                        tracing::debug!(error = %e, delay = ?busy_delay, "send answered busy; sending it again");
+                        let open = e.message.contains(OUTCOME_OPEN);
+                        let first = match unsure.take() {
+                            Some(first) => first,
+                            None if open => e,
+                            None => return Err(ClientError::Api(e)),
+                        };
+                        if !open
+                            || core.is_closing()
+                            || tokio::time::Instant::now() + busy_delay * 2 >= deadline
+                        {
+                            return Err(ClientError::Api(outcome_open(first, &request)));
+                        }
+                        unsure = Some(first);
+                        tracing::debug!(delay = ?busy_delay, "send's outcome is open; sending it again");
                         tokio::time::sleep(busy_delay).await;
                         busy_delay = (busy_delay * 2).min(BUSY_RETRY_MAX);
                         continue;

@@ -860,11 +860,12 @@ async fn a_gateway_serves_clients_like_any_node() {
 
 /// A send with a client message id whose owner dies right after storing it: the ingress
 /// node can only answer 500 "may or may not have been made", and then "unreachable" while
-/// the owner is down. The client sends it again (the broker answers a repeat with the
-/// original) until the owner is back: the call succeeds with the stored message, which is
-/// in history once. Before, the client gave the first 500 to the application.
+/// the owner is down. The call does not wait for the owner to return: it fails within
+/// about the peer timeout with the open outcome, naming the client message id; repeated
+/// with that id once the owner is back, it answers the stored message, which is in
+/// history once.
 #[tokio::test]
-async fn a_send_whose_owner_dies_mid_call_is_stored_once_by_the_client_retry() {
+async fn a_send_whose_owner_dies_mid_call_fails_promptly_and_a_repeat_finds_it_stored_once() {
     let mut c =
         TestCluster::start_with(3, |_| vec![("debug.fault_injection".into(), "true".into())]);
     for i in 1..=3 {
@@ -877,29 +878,37 @@ async fn a_send_whose_owner_dies_mid_call_is_stored_once_by_the_client_retry() {
         .send_group_message(&gid, b"one".to_vec(), false)
         .await
         .unwrap();
-    let pending = {
-        let client = alice.client.clone();
-        let gid = gid.clone();
-        tokio::spawn(async move {
-            client
-                .send_group_message_with_id(&gid, "two", false, "fault:abort-after-commit-1")
-                .await
-        })
-    };
+    let id = "fault:abort-after-commit-1";
+    let start = Instant::now();
+    let msg = assert_code(
+        alice
+            .client
+            .send_group_message_with_id(&gid, "two", false, id)
+            .await,
+        ErrorCode::ServerBusy,
+    );
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(PEER_TIMEOUT_MS) + SLACK,
+        "the send waited {took:?} for a dead owner: {msg}"
+    );
+    assert!(msg.contains("may or may not"), "{msg}");
+    assert!(
+        msg.contains(id),
+        "the error names the id to repeat with: {msg}"
+    );
     c.node_mut(2)
         .wait_exited(Duration::from_secs(10), "n2 did not abort")
         .await;
-    // Down for a while: the client keeps trying, it does not give up on the first 500.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!pending.is_finished(), "the send gave up while n2 was down");
     c.kill9(2);
     c.restart(2);
-    let sent = tokio::time::timeout(Duration::from_secs(20), pending)
+    c.wait_up(1, 3).await;
+    let sent = alice
+        .client
+        .send_group_message_with_id(&gid, "two", false, id)
         .await
-        .unwrap()
-        .unwrap()
         .unwrap();
-    assert_eq!(sent.seq, 2, "the retry answers the stored message");
+    assert_eq!(sent.seq, 2, "the repeat answers the stored message");
     let hist = alice
         .client
         .get_group_messages(&gid, None, Some(0), 100)
