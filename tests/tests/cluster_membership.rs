@@ -127,56 +127,68 @@ async fn a_frozen_node_is_down_within_the_timeout_and_up_after_it_thaws() {
     }
 }
 
+/// n3 of a healthy cluster restarted on its data dir with another cookie: n1 and n2 close
+/// its connections before they authenticate and it is never Up anywhere; as a majority of
+/// the core members close what it dials, n3 stops with exit code 2 naming
+/// `cluster.cookie` (before, it served alone as n3 forever), while n1 and n2, each closed
+/// by n3 alone, keep running with each other, say why n3 is not up in /cluster, the log
+/// and the metric, and take n3 back once its cookie is right.
 #[tokio::test]
-async fn a_wrong_cookie_is_refused_and_never_up() {
-    let c = TestCluster::start_with(3, |i| {
-        if i == 3 {
-            vec![(
-                "cluster.cookie".into(),
-                "another-cookie-0123456789abc".into(),
-            )]
-        } else {
-            Vec::new()
-        }
-    });
-    c.wait_up(1, 2).await;
-    c.wait_up(2, 2).await;
-    // Several dial rounds go by; n3 is never Up anywhere.
+async fn a_node_with_a_wrong_cookie_is_never_up_and_exits_2() {
+    let mut c = TestCluster::start(3).await;
+    c.node_mut(3).stop();
+    let mut settings = c.settings(3);
+    settings.push((
+        "cluster.cookie".to_owned(),
+        "another-cookie-0123456789abc".to_owned(),
+    ));
+    let dir = c.node(3).data_dir().to_owned();
+    let n3 = tokio::task::spawn_blocking(move || serve_until_exit_in(&dir, &settings));
     eventually("refusals counted on n1", || async {
         (c.metric(1, "convoke_cluster_refused_total").await >= 1.0).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(3 * PEER_TIMEOUT_MS)).await;
-    for (i, peer) in [(1, "n3"), (2, "n3"), (3, "n1"), (3, "n2")] {
-        assert_ne!(
-            c.state_of(i, peer).await.as_deref(),
-            Some("up"),
-            "node {i} sees {peer} up"
-        );
-    }
-    assert_eq!(c.up_count(3).await, 1);
-    // /cluster says why n3 is not up, as the log and the metric do.
-    for (i, peer) in [(1, "n3"), (2, "n3"), (3, "n1")] {
+    let (code, err) = n3.await.unwrap();
+    assert_eq!(code, Some(2), "n3 did not stop:\n{err}");
+    assert!(
+        err.contains("refused by the cluster")
+            && err.contains("n1 (")
+            && err.contains("n2 (")
+            && err.contains("cluster.cookie"),
+        "{err}"
+    );
+    for i in [1, 2] {
         let s = c.status(i).await;
         let m = s["members"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|m| m["name"] == peer)
+            .find(|m| m["name"] == "n3")
             .unwrap()
             .clone();
+        assert_ne!(m["state"], "up", "node {i}: {m}");
         assert!(
-            m["reason"]
-                .as_str()
-                .is_some_and(|r| r.starts_with("unauthenticated") && r.contains("cluster.cookie")),
-            "node {i} on {peer}: {m}"
+            m["reason"].as_str().is_some_and(|r| {
+                r.starts_with("unauthenticated") && r.contains("cluster.cookie")
+            }),
+            "node {i}: {m}"
         );
+    }
+    // n1 and n2, each closed by n3 alone, keep running and see each other Up.
+    for (i, peer) in [(1, "n2"), (2, "n1")] {
+        assert_eq!(c.state_of(i, peer).await.as_deref(), Some("up"), "node {i}");
+        assert_eq!(c.status(i).await["majority"], true, "node {i}");
     }
     let log = c.node(1).log();
     assert!(
         log.contains("closed before it authenticated") && log.contains("cluster.cookie"),
         "n1 log:\n{log}"
     );
+    // With its cookie back, n3 joins again.
+    c.restart(3);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
 }
 
 #[tokio::test]

@@ -571,7 +571,7 @@ impl Inner {
                             "cluster: a connection closed before it authenticated: a different \
                              cluster.cookie, or not a convoke node"
                         );
-                        self.unauthenticated(name.as_deref(), &ses.peer_addr);
+                        self.unauthenticated(name.as_deref(), &ses.peer_addr, !ses.is_server);
                     }
                 }
             }
@@ -617,24 +617,47 @@ impl Inner {
     /// `reason` only, and only while it has no session, no accepted Hello and no other
     /// reason to show (a refusal). The claimed name is unproven (no cookie), so it never
     /// touches a peer that is Up or on its way up, nor its state.
-    fn unauthenticated(&self, name: Option<&str>, addr: &str) {
+    ///
+    /// A connection this node `dialed` to a core member's address that the other end
+    /// closed before it authenticated also counts as that member refusing this node for
+    /// its cookie (`refusal::FATAL` "cookie"): a node whose cookie differs from a majority's
+    /// stops with exit code 2 instead of serving alone. Only dialed connections count: the
+    /// address is this node's own member list, while an incoming connection's name is
+    /// unproven (anyone reaching the port could claim every member's name).
+    fn unauthenticated(&self, name: Option<&str>, addr: &str, dialed: bool) {
         let mut peers = self.lock();
-        let p = match name.filter(|n| peers.contains_key(*n)) {
-            Some(n) => peers.get_mut(n),
+        let found = match name.filter(|n| peers.contains_key(*n) && !dialed) {
+            Some(n) => Some(n.to_owned()),
             None => peers
-                .values_mut()
-                .find(|p| !p.addr.is_empty() && p.addr == addr),
+                .iter()
+                .find(|(_, p)| !p.addr.is_empty() && p.addr == addr)
+                .map(|(n, _)| n.clone()),
         };
-        if let Some(p) = p.filter(|p| {
+        let Some(found) = found else { return };
+        let core = self.placement.get().is_some_and(|pl| pl.is_core(&found));
+        let Some(p) = peers.get_mut(&found).filter(|p| {
             matches!(p.state, State::Connecting | State::Down)
                 && p.sessions.is_empty()
                 && p.hello.is_none()
-        }) {
-            p.reason = Some(
-                "unauthenticated: a connection closed before it authenticated: a different \
-                 cluster.cookie, or not a convoke node"
-                    .to_owned(),
-            );
+        }) else {
+            return;
+        };
+        p.reason = Some(
+            "unauthenticated: a connection closed before it authenticated: a different \
+             cluster.cookie, or not a convoke node"
+                .to_owned(),
+        );
+        if dialed && core {
+            p.refused_us = Some(RefusedUs {
+                code: "cookie".to_owned(),
+                words: format!(
+                    "{found} ({addr}) closed this node's connection before it authenticated: \
+                     this node's cluster.cookie differs from {found}'s (or no convoke node \
+                     listens there)"
+                ),
+                at: Instant::now(),
+            });
+            self.judge_refusals(&peers, Instant::now());
         }
     }
 
@@ -2943,7 +2966,7 @@ mod tests {
         let (session, _) = Actor::spawn(None, FakeSession, ()).await.unwrap();
         let reason = |inner: &Arc<Inner>| inner.lock()["n2"].reason.clone().unwrap_or_default();
         // n2 is Up: untouched.
-        inner.unauthenticated(Some("n2"), "127.0.0.9:5");
+        inner.unauthenticated(Some("n2"), "127.0.0.9:5", false);
         assert_eq!(reason(&inner), "");
         {
             let mut peers = inner.lock();
@@ -2965,13 +2988,35 @@ mod tests {
             reason(&inner)
         );
         assert!(reason(&inner).contains("cluster.cookie"));
+        // Dialed by this node to a core member: that member refuses this node's cookie (a
+        // majority of them stops it; one of two core members is not a majority).
+        let refused = |inner: &Arc<Inner>| {
+            inner.lock()["n2"]
+                .refused_us
+                .as_ref()
+                .map(|r| (r.code.clone(), r.words.clone()))
+        };
+        let (code, words) = refused(&inner).unwrap();
+        assert_eq!(code, "cookie");
+        assert!(
+            words.contains("cluster.cookie") && words.contains("n2"),
+            "{words}"
+        );
+        assert!(
+            inner.refusal.borrow().is_none(),
+            "one of two is no majority"
+        );
+        // A connection n2's name came in on never counts: the name is unproven.
+        inner.lock().get_mut("n2").unwrap().refused_us = None;
+        inner.unauthenticated(Some("n2"), "127.0.0.2:1", false);
+        assert_eq!(refused(&inner), None);
         // A refusal's reason stays.
         {
             let mut peers = inner.lock();
             let p = peers.get_mut("n2").unwrap();
             inner.refuse("n2", p, "shards", "its cluster.shards is 64".into());
         }
-        inner.unauthenticated(Some("n2"), "127.0.0.9:5");
+        inner.unauthenticated(Some("n2"), "127.0.0.9:5", false);
         assert!(reason(&inner).starts_with("shards: "), "{}", reason(&inner));
         sink.stop(None);
         session.stop(None);

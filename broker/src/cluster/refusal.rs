@@ -14,18 +14,22 @@
 //!   starting on a copy of a config hears it; once accepted by the cluster, one peer's
 //!   word is not enough; or
 //! - a majority of the core members (this node counted as not refusing) refuse it, for
-//!   any fatal reason: a setting that differs (app secret, shards, members, ordinal) is
+//!   any fatal reason: a setting that differs (app secret, shards, members, ordinal,
+//!   cookie: a dialed connection closed before it authenticated) is
 //!   symmetric, each side refuses the other, and only a majority tells which side is
 //!   wrong. In a cluster of two core members one refusal is never a majority: both log it.
 
 /// The reasons (`convoke_cluster_refused_total{reason}`) that may stop a refused node.
-pub(crate) const FATAL: [&str; 6] = [
+pub(crate) const FATAL: [&str; 7] = [
     "node_uid",
     "duplicate_name",
     "ordinal",
     "members",
     "shards",
     "app_secret",
+    // Not sent by a peer (a node whose cookie differs cannot talk to it): a connection
+    // this node dialed to a core member closed before it authenticated.
+    "cookie",
 ];
 
 /// Reasons that are evidence about the refused process itself, not a disagreement.
