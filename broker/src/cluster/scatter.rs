@@ -34,6 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bincode::{Decode, Encode};
 use bytes::Bytes;
@@ -274,9 +275,43 @@ fn learn(ordinal: u8, name: &str) {
     }
 }
 
+/// Shortest time between two partial-read warnings naming the same peer: while a node is
+/// down every read that needs it is partial, and the counter says how many.
+const PARTIAL_WARN_EVERY: Duration = Duration::from_secs(10);
+
 fn partial(what: &'static str, peer: &str, why: &str) {
     metrics::counter!("convoke_cluster_partial_reads_total", "what" => what).increment(1);
-    tracing::warn!(%peer, what, reason = why, "cluster: a read across nodes left a node out; the result is partial");
+    static LAST: OnceLock<Mutex<WarnedAt>> = OnceLock::new();
+    let due = LAST
+        .get_or_init(Default::default)
+        .lock()
+        .ok()
+        .and_then(|mut last| warn_due(&mut last, peer, Instant::now()));
+    if let Some(suppressed) = due {
+        tracing::warn!(%peer, what, reason = why, suppressed, "cluster: a read across nodes left a node out; the result is partial (suppressed: like warnings for this node in the last 10 s, see convoke_cluster_partial_reads_total)");
+    }
+}
+
+/// Per peer: when a partial read naming it was last logged, and how many were not since.
+type WarnedAt = HashMap<String, (Instant, u64)>;
+
+/// Whether a warning naming `peer` is due at `now` (at most one per
+/// [`PARTIAL_WARN_EVERY`]), with how many were left out before it; `None` counts one more.
+fn warn_due(last: &mut WarnedAt, peer: &str, now: Instant) -> Option<u64> {
+    match last.get_mut(peer) {
+        Some((at, quiet)) if now.duration_since(*at) < PARTIAL_WARN_EVERY => {
+            *quiet += 1;
+            None
+        }
+        Some((at, quiet)) => {
+            *at = now;
+            Some(std::mem::take(quiet))
+        }
+        None => {
+            last.insert(peer.to_owned(), (now, 0));
+            Some(0)
+        }
+    }
 }
 
 /// Asks `peer` one query: its reply, `Reply::Failed` included (the node could not answer:
@@ -831,6 +866,30 @@ mod tests {
     fn round_trip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(v: &T) {
         let bytes = encode(v).expect("encodes");
         assert_eq!(&decode::<T>(&bytes).expect("decodes"), v);
+    }
+
+    /// While a node is down every read that needs it is partial: one warning per node per
+    /// 10 s, the next one saying how many were left out; other nodes are not held back.
+    #[test]
+    fn partial_read_warnings_are_one_per_node_per_ten_seconds() {
+        let mut last = WarnedAt::new();
+        let t0 = Instant::now();
+        assert_eq!(warn_due(&mut last, "n2", t0), Some(0));
+        for ms in [1, 500, 9_999] {
+            assert_eq!(
+                warn_due(&mut last, "n2", t0 + Duration::from_millis(ms)),
+                None
+            );
+        }
+        assert_eq!(
+            warn_due(&mut last, "n3", t0 + Duration::from_millis(5)),
+            Some(0)
+        );
+        assert_eq!(warn_due(&mut last, "n2", t0 + PARTIAL_WARN_EVERY), Some(3));
+        assert_eq!(
+            warn_due(&mut last, "n2", t0 + PARTIAL_WARN_EVERY * 2),
+            Some(0)
+        );
     }
 
     /// User facts from the nodes that answered are combined (exists: any; joined: the
