@@ -66,6 +66,7 @@ pub struct ClientBuilder {
     system_roots: bool,
     versions: Vec<u32>,
     connect_timeout: Duration,
+    dial_stagger: Duration,
     request_timeout: Duration,
     event_capacity: usize,
     ignore_events: bool,
@@ -90,6 +91,7 @@ impl Default for ClientBuilder {
             system_roots: false,
             versions: SUPPORTED_VERSIONS.to_vec(),
             connect_timeout: Duration::from_secs(10),
+            dial_stagger: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             event_capacity: 4096,
             ignore_events: false,
@@ -119,6 +121,9 @@ impl ClientBuilder {
 
     /// Several brokers (a cluster's nodes) as `host:port`: the first is dialled first;
     /// after a drop the client tries the server it was on, then the next ones in turn.
+    /// A server that has not welcomed the client within the
+    /// [`dial_stagger`](Self::dial_stagger) (1 s) does not hold up the next one: it is
+    /// dialed too, and the first welcome wins.
     pub fn servers<I, S>(mut self, host_ports: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -243,6 +248,16 @@ impl ClientBuilder {
         self
     }
 
+    /// With several servers, how long a dial waits for its welcome before the next server
+    /// is dialed too (the first welcome wins, the others are closed), as happy eyeballs
+    /// does for addresses: a server that is down, which a QUIC dial hears nothing from,
+    /// costs this instead of the whole [`connect_timeout`](Self::connect_timeout).
+    /// Default 1 s: above a slow link's handshake plus hello (two round trips).
+    pub fn dial_stagger(mut self, stagger: Duration) -> Self {
+        self.dial_stagger = stagger;
+        self
+    }
+
     /// Limit on each request's round trip. Default 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
@@ -361,19 +376,12 @@ impl ClientBuilder {
             quic,
             endpoint: endpoint.clone(),
             connect_timeout: self.connect_timeout,
+            stagger: self.dial_stagger,
             policy: self.reconnect,
         };
-        // The first connection tries each server once, in order.
-        let mut first = Err(ClientError::Connect("no server".to_string()));
-        let mut target = 0;
-        for i in 0..dial.targets.len() {
-            target = i;
-            first = dial.connect(i).await;
-            if first.as_ref().err().is_none_or(|e| !e.is_retryable()) {
-                break;
-            }
-        }
-        let first = Link::start(first?);
+        // The first connection tries each server once, in order, staggered.
+        let (target, first) = dial.connect_any(0).await?;
+        let first = Link::start(first);
         tracing::debug!(user = %first.welcome.user_id, session = first.welcome.session_id, server = %first.server, "connected");
 
         let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -425,6 +433,7 @@ pub(crate) struct Dial {
     quic: quinn::ClientConfig,
     endpoint: quinn::Endpoint,
     connect_timeout: Duration,
+    stagger: Duration,
     pub(crate) policy: ReconnectPolicy,
 }
 
@@ -438,6 +447,52 @@ impl Dial {
     /// The server to try after `target`.
     pub(crate) fn next_target(&self, target: usize) -> usize {
         (target + 1) % self.targets.len()
+    }
+
+    /// Dials the servers in turn from `start`, each once, the next one when the last has
+    /// failed or has not answered within the stagger, until one welcomes this client:
+    /// that server's index and its connection. The others' dials are dropped (a connection
+    /// that got as far as a welcome meanwhile is closed). An error that no other server
+    /// would answer differently (a refused token) ends it at once; when every server
+    /// failed, the error is the last one's.
+    pub(crate) async fn connect_any(&self, start: usize) -> Result<(usize, Opened), ClientError> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let n = self.targets.len().max(1);
+        let mut dials = FuturesUnordered::new();
+        let mut next = 0;
+        let mut last = ClientError::Connect("no server".to_string());
+        loop {
+            if next < n {
+                let target = (start + next) % n;
+                next += 1;
+                dials.push(async move { (target, self.connect(target).await) });
+            }
+            let more = next < n;
+            let stagger = async move {
+                if more {
+                    tokio::time::sleep(self.stagger).await;
+                } else {
+                    // Every server is being dialed: only their own timeouts are left.
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                done = dials.next() => match done {
+                    Some((target, Ok(opened))) => return Ok((target, opened)),
+                    Some((_, Err(e))) if !e.is_retryable() => return Err(e),
+                    Some((target, Err(e))) => {
+                        tracing::debug!(server = %self.targets[target], error = %e, "dial failed");
+                        last = e;
+                        if dials.is_empty() && next >= n {
+                            return Err(last);
+                        }
+                    }
+                    None if next >= n => return Err(last),
+                    None => {}
+                },
+                () = stagger => {}
+            }
+        }
     }
 
     /// One attempt: dial server `target`, send the hello (in 0-RTT early data when a ticket

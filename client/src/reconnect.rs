@@ -5,8 +5,9 @@
 //! retrying can fix (network loss, idle timeout, the broker restarting or shutting down, a
 //! slow-consumer cut), the supervisor tells the application (`Reconnecting`, with the
 //! reason and the attempt), waits a jittered exponential back-off, and dials again: the
-//! same server first, then the next of the configured servers in turn, asking the token
-//! provider for a token each time. A new link is announced to the sequencer
+//! same server first, then the next of the configured servers in turn (one that has not
+//! answered within the dial stagger no longer holds up the next: `Dial::connect_any`),
+//! asking the token provider for a token each time. A new link is announced to the sequencer
 //! (`resume`), which fetches what was missed before any newer push. Calls made
 //! meanwhile wait for the new link (up to their timeout). A clean [`crate::Client::close`]
 //! or a refusal that retrying cannot fix (bad or expired token, unsupported version, too
@@ -337,7 +338,10 @@ pub(crate) async fn supervise(core: Arc<Core>, mut link: Arc<Link>, mut target: 
                 target = core.dial.next_target(target);
             }
             let dialled = tokio::select! {
-                r = core.dial.connect(target) => r,
+                r = core.dial.connect_any(target) => r.map(|(winner, opened)| {
+                    target = winner;
+                    opened
+                }),
                 _ = until_closing(&mut closing) => {
                     finish(&core, ClientError::Closed {
                         code: Some(close::NORMAL),

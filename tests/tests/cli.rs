@@ -223,3 +223,142 @@ async fn watch_keeps_watching_across_a_broker_crash_and_restart() {
     assert_eq!(lines[2]["payload"], "after");
     assert!(stderr.contains("reconnecting"), "{stderr}");
 }
+
+/// The README's "Running a cluster" walkthrough with the real binaries on 3 nodes: tokens
+/// from different nodes' data dirs work everywhere (one secret); bob watches through n2
+/// while alice creates the group through n1 and posts through n1 and n3; the watch prints
+/// the join and both messages in the owner's order; history and info read back through
+/// other nodes; a member's change only the owner may make, and a non-member's read, are
+/// refused with their codes whichever node they go through. Then n3 dies: `--server` with
+/// n3 first and n2 second still reaches the cluster within about a second (the dial
+/// stagger, not the 10 s connect timeout), and the group answers from n2 unless n3 owned
+/// it, when the error says which node is unreachable (500, retryable).
+#[tokio::test]
+async fn the_readme_cluster_walkthrough_works_from_the_command_line() {
+    let mut c = convoke_tests::cluster::TestCluster::start(3).await;
+    let alice = token(c.node(1), "alice");
+    let bob = token(c.node(2), "bob");
+    let carol = token(c.node(3), "carol");
+    json(&cli(c.node(3), &carol, &["ping"]));
+    json(&cli(c.node(2), &bob, &["ping"]));
+    c.node(2).wait_for_sessions(0).await;
+    let watch = watch(c.node(2), &bob, 3);
+    c.node(2).wait_for_sessions(1).await;
+    let gid = json(&cli(
+        c.node(1),
+        &alice,
+        &[
+            "create-group",
+            "--groupname",
+            "across nodes",
+            "--members",
+            "bob",
+            "--invite-need-confirm",
+            "false",
+        ],
+    ));
+    let gid = gid.as_str().unwrap().to_string();
+    for (node, text) in [(1, "hello from n1"), (3, "hello from n3")] {
+        json(&cli(
+            c.node(node),
+            &alice,
+            &["send-group-message", "--group-id", &gid, "--payload", text],
+        ));
+    }
+    let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["operation"], "directJoined");
+    assert_eq!(lines[1]["payload"], "hello from n1");
+    assert_eq!(lines[2]["payload"], "hello from n3");
+
+    let history = json(&cli(
+        c.node(2),
+        &bob,
+        &["get-group-messages", "--group-id", &gid, "--limit", "5"],
+    ));
+    let payloads: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(payloads, ["hello from n1", "hello from n3"]);
+    let info = json(&cli(
+        c.node(3),
+        &bob,
+        &["get-group-info", "--group-id", &gid],
+    ));
+    assert_eq!(info[0]["info"]["name"], "across nodes");
+    assert_eq!(info[0]["info"]["affiliations_count"], 2);
+    for node in 1..=3 {
+        let denied = cli(c.node(node), &bob, &["destroy-group", "--group-id", &gid]);
+        assert_eq!(denied.status.code(), Some(1), "through n{node}");
+        let err = String::from_utf8_lossy(&denied.stderr);
+        assert!(
+            err.contains("603 PERMISSION_DENIED"),
+            "through n{node}: {err}"
+        );
+        let outsider = cli(
+            c.node(node),
+            &carol,
+            &["get-group-messages", "--group-id", &gid],
+        );
+        assert_eq!(outsider.status.code(), Some(1), "through n{node}");
+        let err = String::from_utf8_lossy(&outsider.stderr);
+        assert!(
+            err.contains("602 GROUP_NOT_JOINED") && err.contains("carol"),
+            "through n{node}: {err}"
+        );
+    }
+
+    // n3 dies; a server list with it first reaches n2.
+    let owner = c.owner_of(gid.parse().unwrap());
+    c.kill9(3);
+    c.wait_state(2, "n3", "down").await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes_pem = dir.path().join("nodes.pem");
+    let mut pem = std::fs::read(&c.node(3).cert).unwrap();
+    pem.extend(std::fs::read(&c.node(2).cert).unwrap());
+    std::fs::write(&nodes_pem, pem).unwrap();
+    let servers = format!("{},{}", c.node(3).addr, c.node(2).addr);
+    let listed = |args: &[&str]| {
+        Command::new(cli_bin())
+            .args(["--server", &servers, "--token", &bob, "--ca"])
+            .arg(&nodes_pem)
+            .args(args)
+            .env_remove("CONVOKE_SERVER")
+            .env_remove("CONVOKE_TOKEN")
+            .env_remove("CONVOKE_CA")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let t = std::time::Instant::now();
+    let pong = json(&listed(&["ping"]));
+    assert!(pong.get("rtt_ms").is_some(), "{pong}");
+    // A dead first server costs the client's dial stagger (1 s), not its 10 s connect
+    // timeout: n2 is dialed too once n3 has not answered for a second.
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    let read = listed(&["get-group-messages", "--group-id", &gid, "--limit", "5"]);
+    if owner == "n3" {
+        assert_eq!(read.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&read.stderr);
+        assert!(
+            err.contains("500") && err.contains("n3") && err.contains("unreachable"),
+            "{err}"
+        );
+    } else {
+        assert_eq!(json(&read).as_array().unwrap().len(), 2, "owner {owner}");
+    }
+}
