@@ -15,7 +15,8 @@
 # LOADGEN_CPU, as in benches/run.sh. Each run starts fresh processes and stops them.
 # Environment: REPS (default 3), DURATION (s, 10), SERVER_CPU (0), LOADGEN_CPU (1), OUT_MD
 # (default target/cluster-bench.md), EXTRA (extra loadgen flags), POINTS (the one-node
-# points, "N RATE" separated by commas), BUILD=0 (use the binaries in target/release).
+# points, "N RATE" separated by commas), CLUSTER_MEMBERS (the 3-node group sizes, "1000
+# 10000"), BUILD=0 (use the binaries in target/release).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ QUICK=0
 if [[ $QUICK -eq 1 ]]; then REPS=1; DURATION=3; fi
 
 POINTS=${POINTS:-100 20000,100 100000,1000 1000,1000 20000,1000 100000}
+CLUSTER_MEMBERS=${CLUSTER_MEMBERS:-1000 10000}
 if [[ ${BUILD:-1} -ne 0 ]]; then
     cargo build --release -p convoke-benches --bin convoke-loadgen --bin convoke-presence-mem \
         -p convoke-broker --bin convoke
@@ -74,7 +76,7 @@ for rep in $(seq "$REPS"); do
         lg "$FANOUT" --systems convoke --cluster-nodes 1 fanout --members "$n" --rate "$rate"
     done
     # 2. Three nodes against one broker.
-    for n in 1000 10000; do
+    for n in $CLUSTER_MEMBERS; do
         [[ $QUICK -eq 1 && $n -ne 1000 ]] && continue
         [[ $n -ne 1000 ]] && lg "$FANOUT" --systems convoke fanout --members "$n" --rate 20000
         lg "$FANOUT" --systems convoke --cluster-nodes 3 fanout --members "$n" --rate 20000
