@@ -28,13 +28,14 @@ fn token(broker: &Broker, user: &str) -> String {
 }
 
 fn cli(broker: &Broker, token: &str, args: &[&str]) -> Output {
+    cli_at(&broker.addr.to_string(), &broker.cert, token, args)
+}
+
+/// `convoke-cli --server <servers> --ca <ca> --token <token> <args>`, run to its end.
+fn cli_at(servers: &str, ca: &std::path::Path, token: &str, args: &[&str]) -> Output {
     Command::new(cli_bin())
-        .arg("--server")
-        .arg(broker.addr.to_string())
-        .arg("--token")
-        .arg(token)
-        .arg("--ca")
-        .arg(&broker.cert)
+        .args(["--server", servers, "--token", token, "--ca"])
+        .arg(ca)
         .args(args)
         .env_remove("CONVOKE_SERVER")
         .env_remove("CONVOKE_TOKEN")
@@ -42,6 +43,19 @@ fn cli(broker: &Broker, token: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// What a `watch` printed by the time it ended (its `--count`), one JSON value a line.
+async fn watched(watch: std::process::Child) -> (Output, Vec<Value>) {
+    let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out, lines)
 }
 
 /// `convoke-cli watch --count N` for the user of `token`, running, with its output piped.
@@ -140,14 +154,7 @@ async fn the_readme_walkthrough_works_from_the_command_line() {
             "hello bob",
         ],
     ));
-    let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (_, lines) = watched(watch).await;
     // bob's directJoined was made while he was offline. The one-shot commands he ran since
     // did not take events, so it is still kept for him: the watch gets it first.
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -202,10 +209,7 @@ async fn watch_keeps_watching_across_a_broker_crash_and_restart() {
     broker.start_again_in_place();
     // Sent before the watch has reconnected, or after: the watch prints it either way.
     send(&broker, "after");
-    let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let (out, lines) = watched(watch).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -213,10 +217,6 @@ async fn watch_keeps_watching_across_a_broker_crash_and_restart() {
         out.status,
         String::from_utf8_lossy(&out.stdout)
     );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0]["operation"], "directJoined");
     assert_eq!(lines[1]["payload"], "before");
@@ -265,14 +265,7 @@ async fn the_readme_cluster_walkthrough_works_from_the_command_line() {
             &["send-group-message", "--group-id", &gid, "--payload", text],
         ));
     }
-    let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (_, lines) = watched(watch).await;
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0]["operation"], "directJoined");
     assert_eq!(lines[1]["payload"], "hello from n1");
@@ -328,18 +321,7 @@ async fn the_readme_cluster_walkthrough_works_from_the_command_line() {
     pem.extend(std::fs::read(&c.node(2).cert).unwrap());
     std::fs::write(&nodes_pem, pem).unwrap();
     let servers = format!("{},{}", c.node(3).addr, c.node(2).addr);
-    let listed = |args: &[&str]| {
-        Command::new(cli_bin())
-            .args(["--server", &servers, "--token", &bob, "--ca"])
-            .arg(&nodes_pem)
-            .args(args)
-            .env_remove("CONVOKE_SERVER")
-            .env_remove("CONVOKE_TOKEN")
-            .env_remove("CONVOKE_CA")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let listed = |args: &[&str]| cli_at(&servers, &nodes_pem, &bob, args);
     let t = std::time::Instant::now();
     let pong = json(&listed(&["ping"]));
     assert!(pong.get("rtt_ms").is_some(), "{pong}");

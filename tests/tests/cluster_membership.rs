@@ -136,14 +136,7 @@ async fn a_frozen_node_is_down_within_the_timeout_and_up_after_it_thaws() {
 #[tokio::test]
 async fn a_node_with_a_wrong_cookie_is_never_up_and_exits_2() {
     let mut c = TestCluster::start(3).await;
-    c.node_mut(3).stop();
-    let mut settings = c.settings(3);
-    settings.push((
-        "cluster.cookie".to_owned(),
-        "another-cookie-0123456789abc".to_owned(),
-    ));
-    let dir = c.node(3).data_dir().to_owned();
-    let n3 = tokio::task::spawn_blocking(move || serve_until_exit_in(&dir, &settings));
+    let n3 = restart_n3_with(&mut c, "cluster.cookie", "another-cookie-0123456789abc");
     eventually("refusals counted on n1", || async {
         (c.metric(1, "convoke_cluster_refused_total").await >= 1.0).then_some(())
     })
@@ -592,14 +585,7 @@ async fn another_data_dir_under_a_known_name_is_refused_while_the_real_node_is_d
 #[tokio::test]
 async fn a_node_with_another_app_secret_is_refused_by_the_majority_and_exits_2() {
     let mut c = TestCluster::start(3).await;
-    c.node_mut(3).stop();
-    let mut settings = c.settings(3);
-    settings.push((
-        "auth.secret".to_owned(),
-        "another-app-secret-0123456789abcdef".to_owned(),
-    ));
-    let dir = c.node(3).data_dir().to_owned();
-    let n3 = tokio::task::spawn_blocking(move || serve_until_exit_in(&dir, &settings));
+    let n3 = restart_n3_with(&mut c, "auth.secret", "another-app-secret-0123456789abcdef");
     for i in [1, 2] {
         eventually(
             &format!("node {i} to refuse n3 for its app secret"),
@@ -639,6 +625,20 @@ async fn a_node_with_another_app_secret_is_refused_by_the_majority_and_exits_2()
     for i in 1..=3 {
         c.wait_up(i, 3).await;
     }
+}
+
+/// Stops n3 of `c` and starts it again on its data dir with `key` = `value`, until it exits
+/// by itself: its exit code and stderr ([`serve_until_exit_in`]).
+fn restart_n3_with(
+    c: &mut TestCluster,
+    key: &str,
+    value: &str,
+) -> tokio::task::JoinHandle<(Option<i32>, String)> {
+    c.node_mut(3).stop();
+    let mut settings = c.settings(3);
+    settings.push((key.to_owned(), value.to_owned()));
+    let dir = c.node(3).data_dir().to_owned();
+    tokio::task::spawn_blocking(move || serve_until_exit_in(&dir, &settings))
 }
 
 /// Runs `convoke serve` with `settings` on a new data dir until it exits by itself (at most
