@@ -5,10 +5,9 @@
 //! presence directory's bytes per user are measured by a unit test of
 //! broker/src/cluster/presence.rs.)
 //!
-//! Until requests are forwarded to a group's owner, every request of these tests is made
-//! by a client on node 1 (which then holds the group; with forwarding, the owner does) and
-//! every user first connects once to node 1 so that it exists there. The fan-out's origin
-//! is whichever node holds the group, so the counts are summed over the nodes.
+//! Every user first connects once to node 1, then to its own node; groups are created
+//! through node 1 and owned by whichever node their shard names (requests are forwarded
+//! to it). The fan-out's origin is the owner, so the counts are summed over the nodes.
 
 #![allow(
     clippy::unwrap_used,
@@ -185,8 +184,8 @@ async fn every_member_on_every_node_sees_the_groups_messages_and_events_in_one_o
     for m in &members {
         p.get_mut(*m).unwrap().expect(Op::DirectJoined).await;
     }
-    // Three senders, one on each node, 10 messages each, while the owner (node 1) changes
-    // the announcement 5 times: all at once, through whichever node holds the group.
+    // Three senders, one on each node, 10 messages each, while the group's owner user
+    // (u00, on node 1) changes the announcement 5 times: all at once, through whichever node holds the group.
     let senders = ["u00", "u04", "u08"];
     let mut tasks = Vec::new();
     for s in senders {
@@ -283,20 +282,29 @@ async fn a_user_on_two_nodes_gets_events_on_both_never_on_the_requesting_device(
         .unwrap();
     p.get_mut("bo").unwrap().expect(Op::DirectJoined).await;
     p.get_mut("cy").unwrap().expect(Op::DirectJoined).await;
-    // Mia's phone on node 2 and tablet on node 3 (her first sessions there).
-    let mut phone = c.node(2).connect_device("mia", "phone").await;
-    let mut tablet = c.node(3).connect_device("mia", "tablet").await;
+    // Mia's laptop on node 1, phone on node 2 and tablet on node 3 (her first sessions
+    // there). The requests come from a device on a node that does not own the group, so
+    // that the skip of the requesting session crosses nodes (the owner's fan-out to that
+    // node names the session to leave out).
+    let phone = c.node(2).connect_device("mia", "phone").await;
+    let tablet = c.node(3).connect_device("mia", "tablet").await;
     let all = [("mia", 1), ("bo", 2), ("cy", 3), ("mia", 2), ("mia", 3)];
     wait_presence(&c, &all, 3).await;
+    let laptop = p.remove("mia").unwrap();
+    let mut devices = [laptop, phone, tablet];
+    let owner: usize = c.owner_of(gid.parse().unwrap())[1..].parse().unwrap();
+    let from = if owner == 1 { 1 } else { 0 };
     let attrs: BTreeMap<String, String> = [("nickname".to_owned(), "Mi".to_owned())].into();
-    p["mia"]
+    devices[from]
         .client
         .set_group_member_attributes(&gid, "mia", attrs)
         .await
         .unwrap();
-    for dev in [&mut phone, &mut tablet] {
-        let ev = dev.expect_multi_device(Op::MemberAttributesUpdate).await;
-        assert_eq!(ev.from, "mia");
+    for (i, dev) in devices.iter_mut().enumerate() {
+        if i != from {
+            let ev = dev.expect_multi_device(Op::MemberAttributesUpdate).await;
+            assert_eq!(ev.from, "mia");
+        }
     }
     for u in ["bo", "cy"] {
         p.get_mut(u)
@@ -304,20 +312,24 @@ async fn a_user_on_two_nodes_gets_events_on_both_never_on_the_requesting_device(
             .expect(Op::MemberAttributesUpdate)
             .await;
     }
-    p.get_mut("mia").unwrap().expect_quiet().await;
-    phone.expect_quiet().await;
-    tablet.expect_quiet().await;
+    for dev in &mut devices {
+        dev.expect_quiet().await;
+    }
 
-    // A message from the phone's user on node 1 reaches both other devices, not the sender.
-    p["mia"]
+    // A message from that device reaches both other devices, not the sender.
+    devices[from]
         .client
-        .send_group_message(&gid, b"from the laptop".to_vec(), false)
+        .send_group_message(&gid, b"from one device".to_vec(), false)
         .await
         .unwrap();
-    for dev in [&mut phone, &mut tablet] {
-        assert_eq!(dev.expect_message().await.payload, b"from the laptop");
+    for (i, dev) in devices.iter_mut().enumerate() {
+        if i != from {
+            assert_eq!(dev.expect_message().await.payload, b"from one device");
+        }
     }
-    p.get_mut("mia").unwrap().expect_quiet().await;
+    for dev in &mut devices {
+        dev.expect_quiet().await;
+    }
 }
 
 #[tokio::test]
