@@ -627,6 +627,34 @@ async fn a_node_with_another_app_secret_is_refused_by_the_majority_and_exits_2()
     }
 }
 
+/// The cookie rule must not stop a healthy node: while n2 and n3 are frozen, n1 keeps
+/// dialing them and its connections wait unauthenticated; killing both then resets those
+/// connections before they authenticate. n1 (accepted by both before, so its cookie is
+/// right) keeps running, serving and saying why they are down.
+#[tokio::test]
+async fn peers_frozen_then_killed_do_not_stop_a_healthy_node() {
+    let mut c = TestCluster::start(3).await;
+    let alice = c.client(1, "alice").await;
+    c.sigstop(2);
+    c.sigstop(3);
+    for peer in ["n2", "n3"] {
+        c.wait_state(1, peer, "down").await;
+    }
+    // A few dial rounds into the frozen peers.
+    tokio::time::sleep(Duration::from_millis(3 * PEER_TIMEOUT_MS)).await;
+    c.kill9(2);
+    c.kill9(3);
+    tokio::time::sleep(Duration::from_millis(3 * PEER_TIMEOUT_MS)).await;
+    assert!(
+        !c.node_mut(1).has_exited(),
+        "n1 stopped:\n{}",
+        c.node(1).log()
+    );
+    assert!(alice.client.ping().await.is_ok());
+    assert!(!c.node(1).log().contains("refused by the cluster"));
+    assert_eq!(c.state_of(1, "n2").await.as_deref(), Some("down"));
+}
+
 /// Stops n3 of `c` and starts it again on its data dir with `key` = `value`, until it exits
 /// by itself: its exit code and stderr ([`serve_until_exit_in`]).
 fn restart_n3_with(

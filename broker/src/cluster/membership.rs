@@ -618,23 +618,30 @@ impl Inner {
     /// reason to show (a refusal). The claimed name is unproven (no cookie), so it never
     /// touches a peer that is Up or on its way up, nor its state.
     ///
-    /// A connection this node `dialed` to a core member's address that the other end
-    /// closed before it authenticated also counts as that member refusing this node for
-    /// its cookie (`refusal::FATAL` "cookie"): a node whose cookie differs from a majority's
-    /// stops with exit code 2 instead of serving alone. Only dialed connections count: the
-    /// address is this node's own member list, while an incoming connection's name is
-    /// unproven (anyone reaching the port could claim every member's name).
+    /// A connection this node `dialed` that got as far as the other end's challenge (which
+    /// names it: `name`) and was then closed before it authenticated also counts as that
+    /// core member refusing this node for its cookie (`refusal::FATAL` "cookie"): the
+    /// digests did not match, so a node whose cookie differs from a majority's stops with
+    /// exit code 2 instead of serving alone. Nothing else counts: a connection closed
+    /// before the challenge (a peer that froze, died or reset it, lost a simultaneous
+    /// connect, or refused this node's TLS certificate), an incoming connection (its name
+    /// is the dialer's unproven claim: anyone reaching the port could claim every member's
+    /// name), or any close once a core member has accepted this process (the cookie does
+    /// not change while it runs, so it is right).
     fn unauthenticated(&self, name: Option<&str>, addr: &str, dialed: bool) {
         let mut peers = self.lock();
-        let found = match name.filter(|n| peers.contains_key(*n) && !dialed) {
-            Some(n) => Some(n.to_owned()),
-            None => peers
+        let named = name.filter(|n| peers.contains_key(*n)).map(str::to_owned);
+        let found = named.clone().or_else(|| {
+            peers
                 .iter()
                 .find(|(_, p)| !p.addr.is_empty() && p.addr == addr)
-                .map(|(n, _)| n.clone()),
-        };
+                .map(|(n, _)| n.clone())
+        });
         let Some(found) = found else { return };
-        let core = self.placement.get().is_some_and(|pl| pl.is_core(&found));
+        let counts = dialed
+            && named.is_some()
+            && self.placement.get().is_some_and(|pl| pl.is_core(&found))
+            && !self.accepted.load(std::sync::atomic::Ordering::Relaxed);
         let Some(p) = peers.get_mut(&found).filter(|p| {
             matches!(p.state, State::Connecting | State::Down)
                 && p.sessions.is_empty()
@@ -647,13 +654,13 @@ impl Inner {
              cluster.cookie, or not a convoke node"
                 .to_owned(),
         );
-        if dialed && core {
+        if counts {
             p.refused_us = Some(RefusedUs {
                 code: "cookie".to_owned(),
                 words: format!(
-                    "{found} ({addr}) closed this node's connection before it authenticated: \
-                     this node's cluster.cookie differs from {found}'s (or no convoke node \
-                     listens there)"
+                    "{found} ({addr}) closed this node's connection after its challenge, \
+                     before it authenticated: this node's cluster.cookie differs from \
+                     {found}'s"
                 ),
                 at: Instant::now(),
             });
@@ -2988,14 +2995,24 @@ mod tests {
             reason(&inner)
         );
         assert!(reason(&inner).contains("cluster.cookie"));
-        // Dialed by this node to a core member: that member refuses this node's cookie (a
-        // majority of them stops it; one of two core members is not a majority).
         let refused = |inner: &Arc<Inner>| {
             inner.lock()["n2"]
                 .refused_us
                 .as_ref()
                 .map(|r| (r.code.clone(), r.words.clone()))
         };
+        // Closed before n2's challenge (no name learnt: a reset, a freeze, a lost
+        // simultaneous connect, a refused TLS certificate): no refusal.
+        assert_eq!(refused(&inner), None);
+        // Incoming, claiming n2's name: unproven, no refusal.
+        inner.unauthenticated(Some("n2"), "127.0.0.2:1", false);
+        assert_eq!(refused(&inner), None);
+        // Dialed by this node, closed after n2's challenge named it: n2 refuses this node's
+        // cookie (a majority of core members stops it; one of two is not a majority).
+        // Matched by name, so a member given as a host name counts too.
+        // (`on_event` passes the name of the session's `peer_name`, which ractor_cluster
+        // sets from the server's challenge and does not let us build here.)
+        inner.unauthenticated(Some("n2"), "10.1.2.3:7401", true);
         let (code, words) = refused(&inner).unwrap();
         assert_eq!(code, "cookie");
         assert!(
@@ -3006,9 +3023,12 @@ mod tests {
             inner.refusal.borrow().is_none(),
             "one of two is no majority"
         );
-        // A connection n2's name came in on never counts: the name is unproven.
+        // Once a core member has accepted this process its cookie is right: never counts.
         inner.lock().get_mut("n2").unwrap().refused_us = None;
-        inner.unauthenticated(Some("n2"), "127.0.0.2:1", false);
+        inner
+            .accepted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        inner.unauthenticated(Some("n2"), "10.1.2.3:7401", true);
         assert_eq!(refused(&inner), None);
         // A refusal's reason stays.
         {
