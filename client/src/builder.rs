@@ -449,23 +449,34 @@ impl Dial {
         (target + 1) % self.targets.len()
     }
 
-    /// Dials the servers in turn from `start`, each once, the next one when the last has
-    /// failed or has not answered within the stagger, until one welcomes this client:
-    /// that server's index and its connection. The others' dials are dropped (a connection
-    /// that got as far as a welcome meanwhile is closed). An error that no other server
-    /// would answer differently (a refused token) ends it at once; when every server
-    /// failed, the error is the last one's.
+    /// Dials the servers in turn from `start`, each once, until one welcomes this client:
+    /// that server's index and its connection. The next server is dialed when the last
+    /// dial failed, or when no dial under way has heard from its server (completed the
+    /// QUIC handshake) within the stagger: a server that is down, which a QUIC dial hears
+    /// nothing from, costs the stagger instead of the connect timeout, while a server that
+    /// answers but is slow to welcome is waited for (a second session there would count
+    /// against the user's sessions). The first welcome wins; the other dials are dropped,
+    /// which closes their connections. A refused hello (token, version, the hello itself),
+    /// which every server would answer alike, ends it at once; when every server failed,
+    /// the error is the first one retrying cannot fix (say a certificate), else the last.
     pub(crate) async fn connect_any(&self, start: usize) -> Result<(usize, Opened), ClientError> {
         use futures::stream::{FuturesUnordered, StreamExt};
+        use std::sync::atomic::{AtomicBool, Ordering};
         let n = self.targets.len().max(1);
         let mut dials = FuturesUnordered::new();
+        // Whether each dial under way has heard from its server, by target.
+        let mut heard: Vec<(usize, Arc<AtomicBool>)> = Vec::new();
         let mut next = 0;
+        let mut dial_next = true;
+        let mut failed: Option<ClientError> = None;
         let mut last = ClientError::Connect("no server".to_string());
         loop {
-            if next < n {
+            if dial_next && next < n {
                 let target = (start + next) % n;
                 next += 1;
-                dials.push(async move { (target, self.connect(target).await) });
+                let flag = Arc::new(AtomicBool::new(false));
+                heard.push((target, flag.clone()));
+                dials.push(async move { (target, self.connect(target, &flag).await) });
             }
             let more = next < n;
             let stagger = async move {
@@ -479,25 +490,38 @@ impl Dial {
             tokio::select! {
                 done = dials.next() => match done {
                     Some((target, Ok(opened))) => return Ok((target, opened)),
-                    Some((_, Err(e))) if !e.is_retryable() => return Err(e),
+                    Some((_, Err(e))) if e.is_refused_hello() => return Err(e),
                     Some((target, Err(e))) => {
                         tracing::debug!(server = %self.targets[target], error = %e, "dial failed");
-                        last = e;
-                        if dials.is_empty() && next >= n {
-                            return Err(last);
+                        heard.retain(|(t, _)| *t != target);
+                        if !e.is_retryable() && failed.is_none() {
+                            failed = Some(e);
+                        } else {
+                            last = e;
                         }
+                        if dials.is_empty() && next >= n {
+                            return Err(failed.unwrap_or(last));
+                        }
+                        dial_next = true;
                     }
-                    None if next >= n => return Err(last),
-                    None => {}
+                    None if next >= n => return Err(failed.unwrap_or(last)),
+                    None => dial_next = true,
                 },
-                () = stagger => {}
+                () = stagger => {
+                    dial_next = !heard.iter().any(|(_, h)| h.load(Ordering::Relaxed));
+                }
             }
         }
     }
 
     /// One attempt: dial server `target`, send the hello (in 0-RTT early data when a ticket
     /// from an earlier connection allows), and wait for the welcome.
-    pub(crate) async fn connect(&self, target: usize) -> Result<Opened, ClientError> {
+    /// `heard` is set once the server has answered the QUIC handshake.
+    pub(crate) async fn connect(
+        &self,
+        target: usize,
+        heard: &std::sync::atomic::AtomicBool,
+    ) -> Result<Opened, ClientError> {
         let started = std::time::Instant::now();
         let target = &self.targets[target % self.targets.len()];
         let token = match &self.token {
@@ -518,24 +542,40 @@ impl Dial {
                 .endpoint
                 .connect_with(self.quic.clone(), addr, &server_name)
                 .map_err(|e| ClientError::Connect(format!("cannot dial {addr}: {e}")))?;
+            let heard_now = || heard.store(true, std::sync::atomic::Ordering::Relaxed);
             let (connection, early) = match connecting.into_0rtt() {
                 Ok((connection, accepted)) => (connection, Some(accepted)),
-                Err(connecting) => (
-                    connecting
+                Err(connecting) => {
+                    let connection = connecting
                         .await
-                        .map_err(|e| dial_error(&e, addr, &server_name))?,
-                    None,
+                        .map_err(|e| dial_error(&e, addr, &server_name))?;
+                    heard_now();
+                    (connection, None)
+                }
+            };
+            let early_data = early.is_some();
+            let (mut shake, zero_rtt) = match early {
+                // The hello went out as early data: the handshake completes (and says
+                // whether the server took it) while the welcome is awaited.
+                Some(accepted) => {
+                    tokio::join!(
+                        handshake(&connection, hello.clone(), &self.versions),
+                        async {
+                            let taken = accepted.await;
+                            heard_now();
+                            taken
+                        }
+                    )
+                }
+                None => (
+                    handshake(&connection, hello.clone(), &self.versions).await,
+                    false,
                 ),
             };
-            let mut shake = handshake(&connection, hello.clone(), &self.versions).await;
-            let mut zero_rtt = false;
-            if let Some(accepted) = early {
-                zero_rtt = accepted.await;
-                if shake.is_err() && !zero_rtt && connection.close_reason().is_none() {
-                    // The broker refused the early data, and with it the hello: again,
-                    // now that the handshake is complete.
-                    shake = handshake(&connection, hello, &self.versions).await;
-                }
+            if early_data && shake.is_err() && !zero_rtt && connection.close_reason().is_none() {
+                // The broker refused the early data, and with it the hello: again, now
+                // that the handshake is complete.
+                shake = handshake(&connection, hello, &self.versions).await;
             }
             if shake.is_err() {
                 // The broker's own close (e.g. it is shutting down) says more than the

@@ -156,46 +156,49 @@ impl Client {
     /// owner node died or froze mid-call) is sent again too, after 100 ms doubling up to
     /// 1 s, while the repeats are answered the same way or lost with the connection: the
     /// broker answers a repeat with the original, so the send is stored once and the
-    /// application learns which. When a repeat is answered with a 500 that says nothing was
-    /// done by it (the owner is unreachable now), or the request timeout nears, the call
-    /// fails at once with the first answer's 500, whose message then names the client
-    /// message id to repeat with
-    /// ([`send_group_message_with_id`](Self::send_group_message_with_id)) to learn the
-    /// outcome once the owner is back: no call waits for a node to return. A 500 that
-    /// says nothing was done comes back at once. A client closed for good fails at
-    /// once with [`ClientError::Closed`]. Dropping the future abandons the wait (the
-    /// request may still take effect).
+    /// application learns which. Once a send may have been made (such an answer, or its
+    /// connection lost after the send went out), only a success ends the call well: any
+    /// other answer (a repeat finding the owner unreachable, a rate limit), the request
+    /// timeout (also with no answer at all once the send went out) or the client closing
+    /// fails it at once with a 500 `SERVER_BUSY` that says
+    /// the outcome is open and names the client message id to repeat with
+    /// ([`send_group_message_with_id`](Self::send_group_message_with_id)) to learn it, once
+    /// the owner is back: no call waits for a node to return, and none hides that a send
+    /// may be stored. A 500 that says nothing was done, before that, comes back at once. A
+    /// client closed for good fails at once with [`ClientError::Closed`]. Dropping the
+    /// future abandons the wait (the request may still take effect).
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
         let core = &self.inner.core;
         let deadline = tokio::time::Instant::now() + core.request_timeout;
         let mut busy_delay = BUSY_RETRY_FIRST;
-        // The first answer that left the outcome open: what the call fails with when a
-        // repeat cannot settle it.
-        let mut unsure: Option<ApiError> = None;
-        let exchange = async {
+        // Set once a send may have been made: the first answer that left its outcome open,
+        // or its link lost after the send was handed to it. Only a success settles it;
+        // any other end of the call fails with it (naming the client message id).
+        let mut open: Option<ApiError> = None;
+        // Whether the request was handed to a link (it may have been written).
+        let mut handed = false;
+        let ended = tokio::time::timeout_at(deadline, async {
             loop {
                 let link = core.wait_link(deadline).await?;
+                handed = true;
                 match link.exchange(&request).await {
                     Exchange::Answered(Err(e))
-                        if e.code == ErrorCode::ServerBusy && idempotent_send(&request) =>
+                        if idempotent_send(&request)
+                            && (open.is_some()
+                                || (e.code == ErrorCode::ServerBusy
+                                    && e.message.contains(OUTCOME_OPEN))) =>
                     {
-                        let open = e.message.contains(OUTCOME_OPEN);
-                        let first = match unsure.take() {
-                            Some(first) => first,
-                            None if open => e,
-                            None => return Err(ClientError::Api(e)),
-                        };
-                        if !open
-                            || core.is_closing()
-                            || tokio::time::Instant::now() + busy_delay * 2 >= deadline
-                        {
-                            return Err(ClientError::Api(outcome_open(first, &request)));
+                        let again = e.code == ErrorCode::ServerBusy
+                            && e.message.contains(OUTCOME_OPEN)
+                            && !core.is_closing()
+                            && tokio::time::Instant::now() + busy_delay * 2 < deadline;
+                        let first = open.get_or_insert(e).clone();
+                        if !again {
+                            return Err(ClientError::Api(first));
                         }
-                        unsure = Some(first);
                         tracing::debug!(delay = ?busy_delay, "send's outcome is open; sending it again");
                         tokio::time::sleep(busy_delay).await;
                         busy_delay = (busy_delay * 2).min(BUSY_RETRY_MAX);
-                        continue;
                     }
                     Exchange::Answered(result) => {
                         if let Ok(response) = &result {
@@ -209,15 +212,46 @@ impl Client {
                         }
                         return result.map_err(ClientError::Api);
                     }
-                    Exchange::NotSent => continue,
-                    Exchange::Lost(_) if retry_safe(&request) && !core.is_closing() => continue,
-                    Exchange::Lost(err) => return Err(err),
+                    Exchange::NotSent => {}
+                    Exchange::Lost(err) => {
+                        if idempotent_send(&request) && open.is_none() {
+                            open = Some(ApiError::new(
+                                ErrorCode::ServerBusy,
+                                format!(
+                                    "{err}: the send may or may not have been made, read the \
+                                     group's messages before sending it anew"
+                                ),
+                            ));
+                        }
+                        if !retry_safe(&request) || core.is_closing() {
+                            return Err(err);
+                        }
+                    }
                 }
             }
+        })
+        .await;
+        let timed_out = || {
+            ApiError::new(
+                ErrorCode::ServerBusy,
+                format!(
+                    "no answer within the request timeout ({:?}): the send may or may not \
+                     have been made",
+                    core.request_timeout
+                ),
+            )
         };
-        tokio::time::timeout_at(deadline, exchange)
-            .await
-            .unwrap_or(Err(ClientError::Timeout))
+        match (ended, open) {
+            (Ok(Ok(response)), _) => Ok(response),
+            (Ok(Err(_)) | Err(_), Some(first)) => {
+                Err(ClientError::Api(outcome_open(first, &request)))
+            }
+            (Ok(Err(e)), None) => Err(e),
+            (Err(_), None) if handed && idempotent_send(&request) => {
+                Err(ClientError::Api(outcome_open(timed_out(), &request)))
+            }
+            (Err(_), None) => Err(ClientError::Timeout),
+        }
     }
 
     /// Round trip to the broker (answered without touching any group). Returns the RTT.

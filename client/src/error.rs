@@ -88,6 +88,21 @@ impl ClientError {
         )
     }
 
+    /// Whether the broker refused the hello itself (the token, the protocol version or
+    /// the hello's fields): every server of a cluster answers it alike, and reconnecting
+    /// cannot change it.
+    pub fn is_refused_hello(&self) -> bool {
+        matches!(
+            self,
+            Self::Api(e) if matches!(
+                e.code,
+                ErrorCode::TokenNotAssigned
+                    | ErrorCode::UnsupportedVersion
+                    | ErrorCode::RequestParameterError
+            )
+        )
+    }
+
     /// Whether retrying the same call later (on the same or a new connection) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -20,7 +20,7 @@ use crate::connection::Link;
 use crate::error::ClientError;
 use crate::events::ConnectionEvent;
 use crate::resume::{Control, Incoming, SendTrack};
-use convoke_protocol::{close, ErrorCode};
+use convoke_protocol::close;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -208,16 +208,7 @@ fn final_reason(err: &ClientError) -> Option<String> {
     match err {
         // A refused hello: the token, the version or the hello itself is wrong. Other codes
         // (a busy or failing broker) may pass.
-        ClientError::Api(e)
-            if matches!(
-                e.code,
-                ErrorCode::TokenNotAssigned
-                    | ErrorCode::UnsupportedVersion
-                    | ErrorCode::RequestParameterError
-            ) =>
-        {
-            Some(format!("refused: {e}"))
-        }
+        ClientError::Api(e) if err.is_refused_hello() => Some(format!("refused: {e}")),
         ClientError::Tls(_) | ClientError::Protocol(_) => Some(err.to_string()),
         // HANDSHAKE_REFUSED without a refusal the client could read is a handshake that
         // timed out (a slow network): retried. Refusals come as `Api` errors.
@@ -411,6 +402,7 @@ fn finish(core: &Core, err: ClientError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use convoke_protocol::ErrorCode;
 
     #[test]
     fn back_off_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {

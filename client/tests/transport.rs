@@ -451,3 +451,76 @@ async fn a_silent_address_is_a_connect_error_within_the_timeout() {
     );
     assert!(start.elapsed() < SOON);
 }
+
+/// A client of several servers (a cluster's nodes): a first server that is down (a QUIC
+/// dial hears nothing) costs the dial stagger, not the connect timeout; one that answers
+/// the QUIC handshake but is slow to welcome is waited for, with no second session
+/// elsewhere; a server whose certificate is not trusted does not keep the client from the
+/// next one.
+#[tokio::test]
+async fn a_server_list_dials_past_a_dead_server_and_waits_for_a_live_slow_one() {
+    let good = FakeBroker::start().await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let listed = |servers: [String; 2], ca: &FakeBroker| {
+        convoke_client::Client::builder()
+            .servers(servers)
+            .token("alice")
+            .ca_pem(ca.cert_pem.clone().into_bytes())
+            .connect_timeout(Duration::from_secs(8))
+            .dial_stagger(Duration::from_millis(300))
+            .reconnect(convoke_client::ReconnectPolicy::disabled())
+            .connect()
+    };
+
+    // Down first: connected to the second within the stagger and a bit.
+    let start = Instant::now();
+    let client = listed(
+        [
+            silent.local_addr().unwrap().to_string(),
+            good.addr.to_string(),
+        ],
+        &good,
+    )
+    .await
+    .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(good.seen.lock().unwrap().hellos, 1);
+    client.close().await;
+
+    // Up but slow to welcome (1 s, over the 300 ms stagger): waited for; the other server
+    // never hears a hello.
+    let slow = FakeBroker::start_with_welcome_delay(Duration::from_secs(1)).await;
+    let other = FakeBroker::start().await;
+    let mut both = slow.cert_pem.clone();
+    both.push_str(&other.cert_pem);
+    let client = convoke_client::Client::builder()
+        .servers([slow.addr.to_string(), other.addr.to_string()])
+        .token("alice")
+        .ca_pem(both.into_bytes())
+        .dial_stagger(Duration::from_millis(300))
+        .reconnect(convoke_client::ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    assert_eq!(slow.seen.lock().unwrap().hellos, 1);
+    assert_eq!(
+        other.seen.lock().unwrap().hellos,
+        0,
+        "a second session was opened"
+    );
+    client.close().await;
+
+    // Not trusted first (a certificate error, which retrying cannot fix): the next server.
+    let untrusted = FakeBroker::start().await;
+    let client = listed([untrusted.addr.to_string(), good.addr.to_string()], &good)
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    assert_eq!(good.seen.lock().unwrap().hellos, 2);
+    client.close().await;
+}

@@ -918,6 +918,68 @@ async fn a_send_whose_owner_dies_mid_call_fails_promptly_and_a_repeat_finds_it_s
     assert_eq!(hist[1].payload, b"two");
 }
 
+/// The same death seen from a client connected to the owner itself: its connection is
+/// lost after the send went out, and the repeat on the next node (the client's server
+/// list) finds the owner unreachable. The call still says the outcome is open and names
+/// the id (before, it gave that "unreachable" 500, which says nothing was done, so an
+/// application sending anew stored the message twice); repeated once n2 is back, the send
+/// answers the stored message.
+#[tokio::test]
+async fn a_send_lost_with_the_owners_connection_reports_an_open_outcome() {
+    let mut c =
+        TestCluster::start_with(3, |_| vec![("debug.fault_injection".into(), "true".into())]);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    let alice = c.client(1, "alice").await;
+    let gid = create_owned_by(&c, &alice, 2, || group_data("g", &[])).await;
+    let mut bundle = std::fs::read(&c.node(2).cert).unwrap();
+    bundle.extend(std::fs::read(&c.node(1).cert).unwrap());
+    let on_owner = c
+        .node(2)
+        .builder()
+        .servers([c.node(2).addr.to_string(), c.node(1).addr.to_string()])
+        .ca_pem(bundle)
+        .token(c.node(2).token("alice", false, 3600))
+        // An aborted process sends no close: the link is found dead by its idle timeout.
+        .keep_alive(Duration::from_millis(300), Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let id = "fault:abort-after-commit-1";
+    let start = Instant::now();
+    let msg = assert_code(
+        on_owner
+            .send_group_message_with_id(&gid, "lost", false, id)
+            .await,
+        ErrorCode::ServerBusy,
+    );
+    assert!(msg.contains("may or may not"), "{msg}");
+    assert!(msg.contains(id), "{msg}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    c.node_mut(2)
+        .wait_exited(Duration::from_secs(10), "n2 did not abort")
+        .await;
+    c.kill9(2);
+    c.restart(2);
+    c.wait_up(1, 3).await;
+    let sent = on_owner
+        .send_group_message_with_id(&gid, "lost", false, id)
+        .await
+        .unwrap();
+    assert_eq!(sent.seq, 1, "the repeat answers the stored message");
+    let hist = alice
+        .client
+        .get_group_messages(&gid, None, Some(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(hist.len(), 1, "{hist:?}");
+}
+
 /// A send with a client message id to a group whose owner is known to be down is answered
 /// 500 "unreachable" at once, not retried until the request timeout: nothing was done, so
 /// the client has nothing to find out by repeating it (a stranger's convoke-cli send took

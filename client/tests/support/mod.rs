@@ -41,6 +41,8 @@ use tokio::sync::mpsc;
 /// What the fake saw, for assertions.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
+    /// Hellos received.
+    pub hellos: u64,
     /// Messages sent so far (the last seq given).
     pub messages: u64,
     /// Files stored by uploads: id -> bytes.
@@ -73,6 +75,12 @@ impl FakeBroker {
     /// Listens on 127.0.0.1 at a free port with a CA-capable self-signed certificate for
     /// localhost and 127.0.0.1 (like the broker's development certificate).
     pub(crate) async fn start() -> Self {
+        Self::start_with_welcome_delay(Duration::ZERO).await
+    }
+
+    /// [`FakeBroker::start`], answering each hello only after `delay`: a server that is up
+    /// but slow to welcome.
+    pub(crate) async fn start_with_welcome_delay(delay: Duration) -> Self {
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .expect("valid names");
@@ -106,7 +114,7 @@ impl FakeBroker {
                 tokio::spawn(async move {
                     if let Ok(conn) = incoming.await {
                         let id = sessions.fetch_add(1, Ordering::Relaxed);
-                        serve(conn.clone(), id, state.clone()).await;
+                        serve(conn.clone(), id, state.clone(), delay).await;
                         let end = conn.closed().await;
                         state.lock().unwrap().closes.push(end.to_string());
                     }
@@ -180,7 +188,7 @@ framer!(server_frame, ServerFrame);
 framer!(push_frame, Push);
 framer!(outcome_frame, TransferReply);
 
-async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
+async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>, delay: Duration) {
     let Ok((mut send, mut recv)) = conn.accept_bi().await else {
         return;
     };
@@ -189,6 +197,8 @@ async fn serve(conn: Connection, session_id: u64, seen: Arc<Mutex<Seen>>) {
         conn.close(VarInt::from_u32(close::PROTOCOL_VIOLATION), b"no hello");
         return;
     };
+    seen.lock().unwrap().hellos += 1;
+    tokio::time::sleep(delay).await;
     let refusal = if hello.token == "bad" {
         Some(ApiError::new(
             ErrorCode::TokenNotAssigned,
