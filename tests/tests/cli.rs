@@ -311,6 +311,15 @@ async fn the_readme_cluster_walkthrough_works_from_the_command_line() {
         );
     }
 
+    // The nodes' logs went to files (the README's `2>> n1.log`): plain text, no colour
+    // codes to trip grep.
+    let log = c.node(1).log();
+    assert!(log.contains("cluster: node started"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+
     // n3 dies; a server list with it first reaches n2.
     let owner = c.owner_of(gid.parse().unwrap());
     c.kill9(3);
