@@ -427,6 +427,58 @@ fn outcome_error(r: Option<TransferReply>) -> ApiError {
     }
 }
 
+/// The client's own upload through n1 while the owner n3 is killed and stays down: the
+/// client resumes while n1 answers 500 "unreachable", but no longer than its request
+/// timeout (a stranger's convoke-cli upload hung 300 s, the resume window for lost
+/// connections, then exited as an I/O error): it fails with that 500, naming n3.
+#[tokio::test]
+async fn a_client_upload_to_a_dead_owner_gives_up_after_the_request_timeout() {
+    let mut c = TestCluster::start(3).await;
+    let alice = c.client(1, "alice").await;
+    let gid = create_owned_by(&c, &alice, 3, &[]).await;
+    let patient = c
+        .node(1)
+        .builder()
+        .token(c.node(1).token("alice", false, 3600))
+        .request_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .unwrap();
+    let (tx, mut seen) = mpsc::channel(4096);
+    let progress = progress_channel(tx);
+    let upload = tokio::spawn(async move {
+        patient
+            .upload_group_shared_file(
+                &gid,
+                UploadSource::bytes(content(10 * MIB, 9), "cut.bin"),
+                Some(progress),
+            )
+            .await
+    });
+    // Some bytes went out, then the owner dies.
+    while seen
+        .recv()
+        .await
+        .is_some_and(|p: Progress| p.done < MIB as u64)
+    {}
+    c.kill9(3);
+    let killed = Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(20), upload)
+        .await
+        .expect("the upload gave up within 20 s")
+        .unwrap()
+        .unwrap_err();
+    let took = killed.elapsed();
+    match &e {
+        ClientError::Api(api) => {
+            assert_eq!(api.code, ErrorCode::ServerBusy, "{e}");
+            assert!(api.message.contains("n3"), "{e}");
+        }
+        other => panic!("expected the broker's 500, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(10), "gave up after {took:?}");
+}
+
 /// The owner killed (-9) mid-upload through n1: the upload's stream on n1 is answered 500
 /// (retryable) within the peer timeout and some slack, and a download cut mid-way is reset,
 /// no hang; after the owner restarts on its data dir, no trace of the upload: no entry, no

@@ -204,10 +204,9 @@ async fn run(
         };
         match attempt {
             Ok(file) => return Ok(file),
-            Err(Attempt::Fatal(e)) => return Err(e),
-            Err(Attempt::Lost(why)) => {
-                tracing::debug!(file = %wanted.file_id, done = rx.done, %why, "download interrupted; resuming");
-                retry.interrupted(why, rx.done > from);
+            Err(stopped) => {
+                tracing::debug!(file = %wanted.file_id, done = rx.done, why = ?stopped, "download interrupted");
+                retry.after(stopped, rx.done > from, client.request_timeout())?;
                 conn = tokio::select! {
                     biased;
                     _ = cancelled(cancel) => return Err(ClientError::Cancelled),

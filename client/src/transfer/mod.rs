@@ -21,7 +21,9 @@
 //! for the bytes from what its destination already holds. This goes on while the client
 //! yields connections, for up to [`RESUME_WITHIN`] after the last interruption that
 //! followed progress; progress never goes backwards and [`Progress::resumed_at`] says
-//! where the broker picked up.
+//! where the broker picked up. A busy refusal by the broker (500; in a cluster, the
+//! group's owner node unreachable) is retried for no longer than the client's request
+//! timeout without progress, then ends the transfer with that error.
 
 mod download;
 mod source;
@@ -235,9 +237,13 @@ impl fmt::Debug for Transfer {
 /// How one attempt of a transfer (one stream) ended, when not with the file's entry.
 #[derive(Debug)]
 pub(crate) enum Attempt {
-    /// The connection was lost, the broker did not answer in time, or it was briefly busy:
-    /// try again on the client's next connection, resuming.
+    /// The connection was lost or the broker did not answer in time: try again on the
+    /// client's next connection, resuming (for up to [`RESUME_WITHIN`]).
     Lost(String),
+    /// The broker refused it with a retryable error (busy; in a cluster, the group's owner
+    /// node unreachable): try again, resuming, for up to the client's request timeout
+    /// without progress, then fail with this error.
+    Busy(convoke_protocol::ApiError),
     /// The transfer is over with this error.
     Fatal(ClientError),
 }
@@ -251,7 +257,7 @@ impl From<ClientError> for Attempt {
 /// A broker refusal: final, unless the broker says to retry (busy, restarting).
 pub(crate) fn refused(e: convoke_protocol::ApiError) -> Attempt {
     if e.code.is_retryable() {
-        Attempt::Lost(e.to_string())
+        Attempt::Busy(e)
     } else {
         Attempt::Fatal(ClientError::Api(e))
     }
@@ -327,6 +333,8 @@ pub(crate) struct Retry {
     backoff: Duration,
     /// Why the last attempt stopped.
     last: String,
+    /// Since when the broker has refused every attempt as busy, with no progress between.
+    busy_since: Option<Instant>,
 }
 
 impl Retry {
@@ -335,7 +343,39 @@ impl Retry {
             deadline: None,
             backoff: Duration::ZERO,
             last: String::new(),
+            busy_since: None,
         }
+    }
+
+    /// How an attempt that moved the transfer from `from` to `to` bytes ended: `Ok` to
+    /// try again (resuming), the transfer's error otherwise: a fatal one, or a busy
+    /// refusal repeated without progress for longer than `patience` (the client's request
+    /// timeout: a command waits that long for a node to come back, not [`RESUME_WITHIN`]).
+    pub(crate) fn after(
+        &mut self,
+        attempt: Attempt,
+        progressed: bool,
+        patience: Duration,
+    ) -> Result<(), ClientError> {
+        let why = match attempt {
+            Attempt::Fatal(e) => return Err(e),
+            Attempt::Lost(why) => {
+                self.busy_since = None;
+                why
+            }
+            Attempt::Busy(e) => {
+                if progressed {
+                    self.busy_since = None;
+                }
+                let since = *self.busy_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= patience {
+                    return Err(ClientError::Api(e));
+                }
+                e.to_string()
+            }
+        };
+        self.interrupted(why, progressed);
+        Ok(())
     }
 
     /// An attempt stopped for `why`; `progressed` if it moved bytes.

@@ -116,11 +116,10 @@ async fn upload(
         .await;
         match attempt {
             Ok(file) => return Ok(file),
-            Err(Attempt::Fatal(e)) => return Err(e),
-            Err(Attempt::Lost(why)) => {
-                tracing::debug!(upload_id, file = %up.file_name, sent = body.pos(), %why, "upload interrupted; resuming");
+            Err(stopped) => {
+                tracing::debug!(upload_id, file = %up.file_name, sent = body.pos(), why = ?stopped, "upload interrupted");
+                retry.after(stopped, body.pos() > from, client.request_timeout())?;
                 resume = true;
-                retry.interrupted(why, body.pos() > from);
                 conn = tokio::select! {
                     biased;
                     _ = cancelled(&mut cancel) => return Err(ClientError::Cancelled),
@@ -287,7 +286,7 @@ async fn attempt(
         (Ok(Ok(other)), _) => {
             Err(ClientError::Protocol(format!("unexpected reply to an upload: {other:?}")).into())
         }
-        (Ok(Err(e @ Attempt::Lost(_))), _) => Err(e),
+        (Ok(Err(e @ (Attempt::Lost(_) | Attempt::Busy(_)))), _) => Err(e),
         (Ok(Err(e)), None) => Err(e),
         (Err(_elapsed), None) => Err(Attempt::Lost(
             "no verdict within the request timeout".into(),

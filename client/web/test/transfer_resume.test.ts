@@ -8,7 +8,8 @@
  * An upload continues from the broker's offset with the same upload id and is recorded
  * once, also when only its answer was lost; a download continues from the bytes it has;
  * progress never goes backwards; a cancel or close() while the transfer waits for the next
- * link, a final refusal, and a connection that does not reconnect end it. A file call made
+ * link, a final refusal, a busy refusal repeated for the request timeout, and a
+ * connection that does not reconnect end it. A file call made
  * while the link is down waits for the next one (also with no request timeout); a file
  * that cannot be read ends its upload at once.
  */
@@ -348,6 +349,27 @@ describe('an upload across a lost link', () => {
       (e: unknown) => e instanceof ConvokeError && e.code === -3 && e.message.includes('another file'),
     );
     assert.equal(w.seen.length, 2);
+    c.close();
+  });
+
+  test('a busy refusal of every resume (the owner node down) ends it with that 500 after the request timeout, not RESUME_WITHIN_MS', async () => {
+    const w = new FileWorld();
+    w.refuseResume = { code: 500, message: 'group 12 lives on node n3, which is unreachable now; retry' };
+    w.onBytes = (_s, got) => {
+      if (got >= CHUNK_BYTES) {
+        w.onBytes = undefined;
+        w.drop(0);
+      }
+    };
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 400 });
+    const start = Date.now();
+    await assert.rejects(
+      c.uploadGroupSharedFile({ groupId: '12', file: new Blob([randomBytes(3 * CHUNK_BYTES, 7)]) }),
+      (e: unknown) => e instanceof ConvokeError && e.code === 500 && e.message.includes('n3'),
+    );
+    const took = Date.now() - start;
+    assert.ok(took < 5000, `gave up after ${took} ms`);
+    assert.ok(w.seen.length >= 3, `${w.seen.length} attempts: the busy refusal is retried first`);
     c.close();
   });
 

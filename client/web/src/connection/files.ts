@@ -133,7 +133,7 @@ async function attempts<T>(
       a.abort?.(why instanceof Lost ? RELEASED : TRANSFER_CANCELLED);
       if (!(why instanceof Lost)) throw why;
       if (!links.resumable) throw link.ended.fired ?? why;
-      retry.interrupted(why.message, a.moved > 0);
+      retry.after(why, a.moved > 0);
       link = await retry.next(cancel);
     } finally {
       off();

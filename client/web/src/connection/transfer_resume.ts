@@ -124,6 +124,8 @@ export const RELEASED = 0;
 /** An attempt that may go on from the next link (the link ended, no answer in time, busy). */
 export class Lost extends Error {
   override name = 'Lost';
+  /** The broker's retryable refusal (500 busy, e.g. the group's owner node unreachable; 509), when that is why. */
+  busy?: ConvokeError;
 }
 
 /** The application cancelled the transfer. */
@@ -139,7 +141,11 @@ export function final<E extends object>(e: E): E {
 
 /** The broker's refusal: final, unless it says to try again (busy, rate-limited). */
 export function refusal(links: TransferLinks, code: number, message: string): Error {
-  if (links.resumable && (code === 500 || code === 509)) return new Lost(`the broker answered ${code}: ${message}`);
+  if (links.resumable && (code === 500 || code === 509)) {
+    const lost = new Lost(`the broker answered ${code}: ${message}`);
+    lost.busy = new ConvokeError(code, message);
+    return lost;
+  }
   return final(new ConvokeError(code, message));
 }
 
@@ -197,6 +203,8 @@ export class Retry {
   private backoff = 0;
   /** Why the last attempt stopped. */
   private last = '';
+  /** Since when the broker has refused every attempt as busy, with no progress between. */
+  private busySince: number | undefined;
 
   constructor(
     private readonly links: TransferLinks,
@@ -210,6 +218,22 @@ export class Retry {
     const link = await until(this.links.next(Date.now() + ms), cancel);
     if (!link) throw new ConnectionError(`${this.what}: not connected within ${ms} ms`);
     return link;
+  }
+
+  /**
+   * An attempt stopped with `why`; `progressed` when it moved bytes. A busy refusal
+   * repeated without progress for longer than the request timeout (a node that does not
+   * come back) ends the transfer with it: the caller waits that long, not RESUME_WITHIN_MS
+   * (the Rust client's Retry::after).
+   */
+  after(why: Lost, progressed: boolean): void {
+    if (why.busy === undefined || progressed) this.busySince = undefined;
+    if (why.busy !== undefined) {
+      this.busySince ??= Date.now();
+      const patience = this.links.requestTimeoutMs > 0 ? this.links.requestTimeoutMs : RESUME_WITHIN_MS;
+      if (Date.now() - this.busySince >= patience) throw final(why.busy);
+    }
+    this.interrupted(why.message, progressed);
   }
 
   /** An attempt stopped for `why`; `progressed` when it moved bytes. */
