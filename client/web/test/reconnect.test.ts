@@ -286,6 +286,59 @@ describe('reconnect and resume', () => {
   });
 });
 
+describe('a send whose outcome is open (a cluster node died mid-call)', () => {
+  test('lost with its link, then "unreachable" on the next: rejects with a 500 that says the outcome is open and names the clientMsgId', async () => {
+    const w = new World();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 3000 });
+    const base = w.answer.bind(w);
+    w.answer = (link, r) =>
+      link > 0 && r.request.method === 'sendGroupMessage'
+        ? { ok: false, error: { code: 500, message: 'group 12 lives on node n3, which is unreachable now; retry' } }
+        : base(link, r);
+    w.hold = new Set(['sendGroupMessage']);
+    const send = c.sendGroupMessage({ groupId: G, payload: 'x', clientMsgId: 'm-1' });
+    await until(() => w.held.length === 1, 'the send held');
+    w.hold = new Set();
+    await w.drop();
+    await assert.rejects(
+      send,
+      (e: unknown) => e instanceof ConvokeError && e.code === 500 && e.message.includes('may or may not') && e.message.includes('"m-1"'),
+    );
+    c.close();
+  });
+
+  test('answered 500 "may or may not" twice, then stored: sent again with the same id, resolves with the message', async () => {
+    const w = new World();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 3000 });
+    const base = w.answer.bind(w);
+    let busy = 2;
+    w.answer = (link, r) => {
+      if (r.request.method === 'sendGroupMessage' && busy > 0) {
+        busy--;
+        return { ok: false, error: { code: 500, message: 'node n2 went away while handling the request; the change may or may not have been made' } };
+      }
+      return base(link, r);
+    };
+    const sent = await c.sendGroupMessage({ groupId: G, payload: 'x', clientMsgId: 'm-2' });
+    assert.equal(sent.seq, '1');
+    const ids = w.requests(0, 'sendGroupMessage').map((q) => (q.method === 'sendGroupMessage' ? q.clientMsgId : null));
+    assert.deepEqual(ids, ['m-2', 'm-2', 'm-2']);
+    c.close();
+  });
+
+  test('a plain 500 (nothing was done) comes back at once, not sent again', async () => {
+    const w = new World();
+    const c = await Connection.dial(w.dial, hello, { reconnect: fast, requestTimeoutMs: 3000 });
+    w.answer = () => ({ ok: false, error: { code: 500, message: 'group 12 lives on node n3, which is unreachable now; retry' } });
+    await assert.rejects(
+      c.sendGroupMessage({ groupId: G, payload: 'x', clientMsgId: 'm-3' }),
+      (e: unknown) => e instanceof ConvokeError && e.code === 500 && !e.message.includes('may or may not'),
+    );
+    assert.equal(w.requests(0, 'sendGroupMessage').length, 1);
+    c.close();
+  });
+});
+
 describe('resume follows the user in and out of groups', () => {
   test('a removal ends the tracking: after the re-add only what comes from then on is handed on, no fill of the time away', async () => {
     const w = new World();

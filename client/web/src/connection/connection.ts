@@ -305,6 +305,9 @@ export interface DownloadCallbacks {
   onFileDownloadError?: (e: Error) => void;
 }
 
+/** How the broker words a 500 after which a change may or may not have been made. */
+const OUTCOME_OPEN = 'may or may not';
+
 export class Connection {
   private readonly handlers = new Map<string, EventHandlers>();
   private pushes: PushReader | undefined;
@@ -649,19 +652,55 @@ export class Connection {
    * (up to the request timeout), and sends a request again on the next link when the one it
    * went out on dropped first only if that is safe (reads; sends with a client message
    * id); other changes reject with the link's ConnectionError, as they may have taken effect.
+   *
+   * A send with a client message id answered 500 "may or may not have been made" (in a
+   * cluster, its group's owner node died or froze mid-call) is sent again after 100 ms
+   * (doubling to 1 s) while repeats are answered so. Once a send may have been made (that
+   * answer, or its link lost after it went out) only a success resolves it: any other
+   * answer, the request timeout or the connection's end rejects with a ConvokeError 500
+   * that says the outcome is open and names the clientMsgId to send it again with (the
+   * broker answers a repeat with the original), as the Rust client does.
    */
   private async send(request: Request): Promise<Response> {
     if (!this.resilience) return this.current.request(request);
     const deadline = this.requestTimeoutMs > 0 ? Date.now() + this.requestTimeoutMs : Infinity;
+    const id = request.method === 'sendGroupMessage' ? (request.clientMsgId ?? undefined) : undefined;
+    let open: ConvokeError | undefined;
+    let delay = 100;
+    const openError = (first: ConvokeError): ConvokeError =>
+      new ConvokeError(first.code, `${first.detail}; send it again with clientMsgId ${JSON.stringify(id)} to learn whether it was stored`);
     for (;;) {
-      const s = await this.waitUp(deadline, request.method);
+      let s: Session;
+      try {
+        s = await this.waitUp(deadline, request.method);
+      } catch (e) {
+        throw open ? openError(open) : e;
+      }
       const left = deadline === Infinity ? 0 : Math.max(1, deadline - Date.now());
       try {
         return await s.request(request, left);
       } catch (e) {
-        if (!(e instanceof ConnectionError)) throw e;
-        if (this.final || this.closingByApp || !retrySafe(request)) throw e;
-        if (Date.now() >= deadline) throw new TimeoutError(`${request.method}: no answer within ${this.requestTimeoutMs} ms`);
+        if (e instanceof ConnectionError) {
+          if (id !== undefined) {
+            open ??= new ConvokeError(500, `${e.message}: the send may or may not have been made, read the group's messages before sending it anew`);
+          }
+          if (this.final || this.closingByApp || !retrySafe(request) || Date.now() >= deadline) {
+            if (open) throw openError(open);
+            if (Date.now() >= deadline) throw new TimeoutError(`${request.method}: no answer within ${this.requestTimeoutMs} ms`);
+            throw e;
+          }
+          continue;
+        }
+        if (id === undefined) throw e;
+        if (e instanceof TimeoutError) {
+          throw openError(open ?? new ConvokeError(500, `no answer within the request timeout (${this.requestTimeoutMs} ms): the send may or may not have been made`));
+        }
+        const isOpen = e instanceof ConvokeError && e.code === 500 && e.detail.includes(OUTCOME_OPEN);
+        if (!isOpen && !open) throw e;
+        open ??= e as ConvokeError;
+        if (!isOpen || this.final || this.closingByApp || Date.now() + 2 * delay >= deadline) throw openError(open);
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 1000);
       }
     }
   }
