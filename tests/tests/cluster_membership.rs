@@ -655,6 +655,31 @@ async fn peers_frozen_then_killed_do_not_stop_a_healthy_node() {
     assert_eq!(c.state_of(1, "n2").await.as_deref(), Some("down"));
 }
 
+/// The same for a node that no core member has accepted yet (restarted while the others
+/// are frozen): its dials wait unauthenticated and are reset by the kills before any
+/// challenge came back, which says nothing about its cookie. It keeps running.
+#[tokio::test]
+async fn peers_frozen_then_killed_do_not_stop_a_node_that_is_starting() {
+    let mut c = TestCluster::start(3).await;
+    c.node_mut(1).stop();
+    c.sigstop(2);
+    c.sigstop(3);
+    c.restart(1);
+    // A few dial rounds into the frozen peers.
+    tokio::time::sleep(Duration::from_millis(3 * PEER_TIMEOUT_MS)).await;
+    c.kill9(2);
+    c.kill9(3);
+    tokio::time::sleep(Duration::from_millis(3 * PEER_TIMEOUT_MS)).await;
+    assert!(
+        !c.node_mut(1).has_exited(),
+        "n1 stopped:\n{}",
+        c.node(1).log()
+    );
+    assert!(!c.node(1).log().contains("refused by the cluster"));
+    let alice = c.client(1, "alice").await;
+    assert!(alice.client.ping().await.is_ok());
+}
+
 /// Stops n3 of `c` and starts it again on its data dir with `key` = `value`, until it exits
 /// by itself: its exit code and stderr ([`serve_until_exit_in`]).
 fn restart_n3_with(

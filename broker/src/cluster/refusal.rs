@@ -15,7 +15,8 @@
 //!   word is not enough; or
 //! - a majority of the core members (this node counted as not refusing) refuse it, for
 //!   any fatal reason: a setting that differs (app secret, shards, members, ordinal,
-//!   cookie: a dialed connection closed before it authenticated) is
+//!   cookie: a dialed connection closed after the member's challenge, before it
+//!   authenticated, while no core member has accepted this process) is
 //!   symmetric, each side refuses the other, and only a majority tells which side is
 //!   wrong. In a cluster of two core members one refusal is never a majority: both log it.
 
