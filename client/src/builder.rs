@@ -121,8 +121,8 @@ impl ClientBuilder {
 
     /// Several brokers (a cluster's nodes) as `host:port`: the first is dialled first;
     /// after a drop the client tries the server it was on, then the next ones in turn.
-    /// A server that has not welcomed the client within the
-    /// [`dial_stagger`](Self::dial_stagger) (1 s) does not hold up the next one: it is
+    /// A server that has not answered the QUIC handshake within the
+    /// [`dial_stagger`](Self::dial_stagger) (1 s) does not hold up the next one: that is
     /// dialed too, and the first welcome wins.
     pub fn servers<I, S>(mut self, host_ports: I) -> Self
     where
@@ -248,11 +248,12 @@ impl ClientBuilder {
         self
     }
 
-    /// With several servers, how long a dial waits for its welcome before the next server
-    /// is dialed too (the first welcome wins, the others are closed), as happy eyeballs
-    /// does for addresses: a server that is down, which a QUIC dial hears nothing from,
-    /// costs this instead of the whole [`connect_timeout`](Self::connect_timeout).
-    /// Default 1 s: above a slow link's handshake plus hello (two round trips).
+    /// With several servers, how long a dial waits for the server to answer its QUIC
+    /// handshake before the next server is dialed too (the first welcome wins, the others
+    /// are closed), as happy eyeballs does for addresses: a server that is down, which a
+    /// QUIC dial hears nothing from, costs this instead of the whole
+    /// [`connect_timeout`](Self::connect_timeout); one that answered is waited for, up to
+    /// the connect timeout. Default 1 s: above a slow link's handshake round trip.
     pub fn dial_stagger(mut self, stagger: Duration) -> Self {
         self.dial_stagger = stagger;
         self
@@ -458,7 +459,8 @@ impl Dial {
     /// against the user's sessions). The first welcome wins; the other dials are dropped,
     /// which closes their connections. A refused hello (token, version, the hello itself),
     /// which every server would answer alike, ends it at once; when every server failed,
-    /// the error is the first one retrying cannot fix (say a certificate), else the last.
+    /// the error is the last one retrying may fix, or, when none was, the first one
+    /// (say a certificate).
     pub(crate) async fn connect_any(&self, start: usize) -> Result<(usize, Opened), ClientError> {
         use futures::stream::{FuturesUnordered, StreamExt};
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -468,8 +470,17 @@ impl Dial {
         let mut heard: Vec<(usize, Arc<AtomicBool>)> = Vec::new();
         let mut next = 0;
         let mut dial_next = true;
+        // The first error retrying cannot fix, the last one it may, and whether any was so.
         let mut failed: Option<ClientError> = None;
         let mut last = ClientError::Connect("no server".to_string());
+        let mut retryable = false;
+        // Every server failed: an error retrying cannot fix only when none failed otherwise
+        // (one node with a bad certificate must not end the reconnects while the others
+        // are only down).
+        let worst = |failed: Option<ClientError>, last: ClientError, retryable: bool| match failed {
+            Some(f) if !retryable => f,
+            _ => last,
+        };
         loop {
             if dial_next && next < n {
                 let target = (start + next) % n;
@@ -494,17 +505,18 @@ impl Dial {
                     Some((target, Err(e))) => {
                         tracing::debug!(server = %self.targets[target], error = %e, "dial failed");
                         heard.retain(|(t, _)| *t != target);
-                        if !e.is_retryable() && failed.is_none() {
-                            failed = Some(e);
-                        } else {
+                        if e.is_retryable() {
+                            retryable = true;
                             last = e;
+                        } else if failed.is_none() {
+                            failed = Some(e);
                         }
                         if dials.is_empty() && next >= n {
-                            return Err(failed.unwrap_or(last));
+                            return Err(worst(failed, last, retryable));
                         }
                         dial_next = true;
                     }
-                    None if next >= n => return Err(failed.unwrap_or(last)),
+                    None if next >= n => return Err(worst(failed, last, retryable)),
                     None => dial_next = true,
                 },
                 () = stagger => {

@@ -148,7 +148,8 @@ impl Client {
     ///
     /// While the client is reconnecting the request waits for the new connection. An
     /// error response becomes [`ClientError::Api`]; no connection within the request
-    /// timeout [`ClientError::Disconnected`]; no answer within it [`ClientError::Timeout`]; a
+    /// timeout [`ClientError::Disconnected`]; no answer within it [`ClientError::Timeout`]
+    /// (for a send with a client message id that went out: the open-outcome 500 below); a
     /// connection that drops after the request went out [`ClientError::Closed`], unless the
     /// request is safe to repeat (reads, and sends with a client message id), which go
     /// out again on the next connection. A send with a client message id answered 500

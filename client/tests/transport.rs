@@ -524,3 +524,42 @@ async fn a_server_list_dials_past_a_dead_server_and_waits_for_a_live_slow_one() 
     assert_eq!(good.seen.lock().unwrap().hellos, 2);
     client.close().await;
 }
+
+/// A reconnect where one server is down and the other's certificate is not trusted keeps
+/// trying (the down one may come back): the certificate error alone does not end the
+/// client, as it did when any error retrying could not fix ended the dial.
+#[tokio::test]
+async fn one_untrusted_server_does_not_end_the_reconnects_while_another_is_only_down() {
+    let good = FakeBroker::start().await;
+    let untrusted = FakeBroker::start().await;
+    let client = convoke_client::Client::builder()
+        .servers([good.addr.to_string(), untrusted.addr.to_string()])
+        .token("alice")
+        .ca_pem(good.cert_pem.clone().into_bytes())
+        .connect_timeout(Duration::from_millis(300))
+        .dial_stagger(Duration::from_millis(100))
+        .reconnect(convoke_client::ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            ..convoke_client::ReconnectPolicy::default()
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut events = client.events();
+    drop(good);
+    let mut attempts = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            Ok(Some(Event::Connection(ConnectionEvent::Reconnecting { .. }))) => attempts += 1,
+            Ok(Some(Event::Connection(ConnectionEvent::GaveUp { reason, .. }))) => {
+                panic!("gave up after {attempts} attempts: {reason}")
+            }
+            Ok(None) => panic!("the event stream ended after {attempts} attempts"),
+            _ => {}
+        }
+    }
+    assert!(attempts >= 3, "only {attempts} attempts in 3 s");
+    assert!(!client.is_closed());
+}

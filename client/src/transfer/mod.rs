@@ -335,6 +335,9 @@ pub(crate) struct Retry {
     last: String,
     /// Since when the broker has refused every attempt as busy, with no progress between.
     busy_since: Option<Instant>,
+    /// The first busy refusal that said the transfer may or may not have been recorded:
+    /// what a give-up reports, so that the application does not upload it anew blindly.
+    open: Option<convoke_protocol::ApiError>,
 }
 
 impl Retry {
@@ -344,6 +347,7 @@ impl Retry {
             backoff: Duration::ZERO,
             last: String::new(),
             busy_since: None,
+            open: None,
         }
     }
 
@@ -368,8 +372,11 @@ impl Retry {
                     self.busy_since = None;
                 }
                 let since = *self.busy_since.get_or_insert_with(Instant::now);
+                if self.open.is_none() && e.message.contains("may or may not") {
+                    self.open = Some(e.clone());
+                }
                 if since.elapsed() >= patience {
-                    return Err(ClientError::Api(e));
+                    return Err(ClientError::Api(self.open.take().unwrap_or(e)));
                 }
                 e.to_string()
             }
@@ -454,7 +461,37 @@ pub(crate) fn random_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use convoke_protocol::{ApiError, ErrorCode};
     use std::sync::Mutex;
+
+    /// Busy refusals are retried for the patience without progress, then end the transfer:
+    /// with the first refusal that left the outcome open when there was one (the file may
+    /// be recorded: the application must not upload it anew blindly), else the last.
+    #[test]
+    fn a_busy_give_up_reports_the_first_open_outcome() {
+        let busy = |m: &str| Attempt::Busy(ApiError::new(ErrorCode::ServerBusy, m));
+        let patience = Duration::from_secs(60);
+        let mut r = Retry::new();
+        assert!(r
+            .after(
+                busy("node n3 went away; it may or may not have been made"),
+                false,
+                patience
+            )
+            .is_ok());
+        assert!(r.after(busy("n3 is unreachable"), false, patience).is_ok());
+        match r.after(busy("n3 is unreachable"), false, Duration::ZERO) {
+            Err(ClientError::Api(e)) => assert!(e.message.contains("may or may not"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // Without an open one: the last refusal. A lost link is not a refusal: retried.
+        match Retry::new().after(busy("n3 is unreachable"), false, Duration::ZERO) {
+            Err(ClientError::Api(e)) => assert!(e.message.contains("unreachable"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let lost = Attempt::Lost("link lost".into());
+        assert!(Retry::new().after(lost, false, Duration::ZERO).is_ok());
+    }
 
     #[test]
     fn progress_never_goes_backwards_and_says_where_it_resumed() {
