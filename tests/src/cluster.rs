@@ -39,10 +39,23 @@ pub struct TestCluster {
     netns: Option<Netns>,
 }
 
-/// A free TCP port on 127.0.0.1 (and, in practice, on the other loopback addresses).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("bound").port()
+/// A TCP port free on the addresses of nodes 1..=`n` (127.0.0.1..n), for the cluster port
+/// every node listens on. Taken below the kernel's ephemeral range (32768-60999 here), so
+/// that no outgoing connection of a test running beside this one (its source port, on
+/// any 127.0.0.x) takes it between this check and the nodes' start: a port the kernel
+/// handed out for `:0` was free on 127.0.0.1 only, and once was in use on 127.0.0.2 by
+/// the time node 2 bound it ("Address already in use", a failed CI run).
+pub fn free_port(n: usize) -> u16 {
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000u16);
+        let held: Result<Vec<_>, _> = (1..=n.max(1))
+            .map(|i| std::net::TcpListener::bind((node_ip(i).as_str(), port)))
+            .collect();
+        if held.is_ok() {
+            return port;
+        }
+    }
+    panic!("no port in 20000-32000 free on 127.0.0.1-{n}");
 }
 
 /// The address of node `i`.
@@ -98,7 +111,7 @@ impl TestCluster {
         extra: impl Fn(usize) -> Vec<(String, String)>,
         one_cert: bool,
     ) -> TestCluster {
-        let port = free_port();
+        let port = free_port(n);
         let members = (1..=n)
             .map(|i| format!("n{i}@{}:{port}", node_ip(i)))
             .collect::<Vec<_>>()

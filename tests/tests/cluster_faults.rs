@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use convoke_client::Client;
 use convoke_protocol::CreateGroupData;
 use convoke_tests::checker::{check_group, read_history, Outcome, OwnerWatch, WatchedNode};
-use convoke_tests::cluster::{node_ip, TestCluster, PEER_TIMEOUT_MS};
+use convoke_tests::cluster::{free_port, node_ip, TestCluster, PEER_TIMEOUT_MS};
 use convoke_tests::netns::Netns;
 use convoke_tests::{eventually, group_data, SECRET};
 
@@ -88,14 +88,6 @@ struct Window {
     other: usize,
     from: Instant,
     to: Instant,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn connect(addr: &NodeAddr, user: &str, device: &str) -> Option<Client> {
@@ -250,7 +242,9 @@ async fn the_checker_finds_no_lost_write_no_phantom_no_two_owners_under_faults()
         println!("the checker runs without its partition faults (kill and freeze only)");
     }
     // Fixed addresses per node: a restarted node is found where it was.
-    let ports: Vec<(u16, u16)> = (0..NODES).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = (0..NODES)
+        .map(|_| (free_port(NODES), free_port(NODES)))
+        .collect();
     let ip = |i: usize| match &netns {
         Some(ns) => ns.ip(i),
         None => node_ip(i),
