@@ -283,9 +283,21 @@ impl TestCluster {
         self.node_mut(i).kill9();
     }
 
-    /// Freezes node `i` (SIGSTOP): its sockets stay open, it answers nothing.
+    /// Freezes node `i` (SIGSTOP): its sockets stay open, it answers nothing. Returns once
+    /// every thread of it is stopped: `kill` returns when the signal is queued, and on a
+    /// busy machine a thread that was running kept running (and took a forwarded call)
+    /// for milliseconds after, until the thread the kernel picked got a CPU to stop them.
     pub fn sigstop(&self, i: usize) {
-        signal(self.node(i).pid(), "-STOP");
+        let pid = self.node(i).pid();
+        signal(pid, "-STOP");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} (pid {pid}) did not stop within 5 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Thaws node `i` (SIGCONT).
@@ -513,6 +525,20 @@ fn spawn_wrapped(b: &mut Broker, prefix: &[String]) {
         }
     }
     b.child = Some(child);
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in its `stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            // "tid (comm) S ...": the comm may hold spaces and parentheses.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+        })
+    })
 }
 
 fn signal(pid: u32, sig: &str) {

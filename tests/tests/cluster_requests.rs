@@ -858,6 +858,28 @@ async fn a_gateway_serves_clients_like_any_node() {
     assert_eq!(got.payload, b"to the gateway");
 }
 
+/// A 3-node cluster with fault injection on, alice on n1, and a group of hers owned by n2.
+async fn faulty_cluster_with_a_group_on_n2() -> (TestCluster, Peer, String) {
+    let c = TestCluster::start_with(3, |_| vec![("debug.fault_injection".into(), "true".into())]);
+    for i in 1..=3 {
+        c.wait_up(i, 3).await;
+    }
+    let alice = c.client(1, "alice").await;
+    let gid = create_owned_by(&c, &alice, 2, || group_data("g", &[])).await;
+    (c, alice, gid)
+}
+
+/// Waits for n2 to abort (a `fault:abort-after-commit` send), starts it again on its data
+/// dir, and waits until n1 sees all three Up.
+async fn bring_back_aborted_n2(c: &mut TestCluster) {
+    c.node_mut(2)
+        .wait_exited(Duration::from_secs(10), "n2 did not abort")
+        .await;
+    c.kill9(2);
+    c.restart(2);
+    c.wait_up(1, 3).await;
+}
+
 /// A send with a client message id whose owner dies right after storing it: the ingress
 /// node can only answer 500 "may or may not have been made", and then "unreachable" while
 /// the owner is down. The call does not wait for the owner to return: it fails within
@@ -866,13 +888,7 @@ async fn a_gateway_serves_clients_like_any_node() {
 /// history once.
 #[tokio::test]
 async fn a_send_whose_owner_dies_mid_call_fails_promptly_and_a_repeat_finds_it_stored_once() {
-    let mut c =
-        TestCluster::start_with(3, |_| vec![("debug.fault_injection".into(), "true".into())]);
-    for i in 1..=3 {
-        c.wait_up(i, 3).await;
-    }
-    let alice = c.client(1, "alice").await;
-    let gid = create_owned_by(&c, &alice, 2, || group_data("g", &[])).await;
+    let (mut c, alice, gid) = faulty_cluster_with_a_group_on_n2().await;
     alice
         .client
         .send_group_message(&gid, b"one".to_vec(), false)
@@ -897,12 +913,7 @@ async fn a_send_whose_owner_dies_mid_call_fails_promptly_and_a_repeat_finds_it_s
         msg.contains(id),
         "the error names the id to repeat with: {msg}"
     );
-    c.node_mut(2)
-        .wait_exited(Duration::from_secs(10), "n2 did not abort")
-        .await;
-    c.kill9(2);
-    c.restart(2);
-    c.wait_up(1, 3).await;
+    bring_back_aborted_n2(&mut c).await;
     let sent = alice
         .client
         .send_group_message_with_id(&gid, "two", false, id)
@@ -926,13 +937,7 @@ async fn a_send_whose_owner_dies_mid_call_fails_promptly_and_a_repeat_finds_it_s
 /// answers the stored message.
 #[tokio::test]
 async fn a_send_lost_with_the_owners_connection_reports_an_open_outcome() {
-    let mut c =
-        TestCluster::start_with(3, |_| vec![("debug.fault_injection".into(), "true".into())]);
-    for i in 1..=3 {
-        c.wait_up(i, 3).await;
-    }
-    let alice = c.client(1, "alice").await;
-    let gid = create_owned_by(&c, &alice, 2, || group_data("g", &[])).await;
+    let (mut c, alice, gid) = faulty_cluster_with_a_group_on_n2().await;
     let mut bundle = std::fs::read(&c.node(2).cert).unwrap();
     bundle.extend(std::fs::read(&c.node(1).cert).unwrap());
     let on_owner = c
@@ -961,12 +966,7 @@ async fn a_send_lost_with_the_owners_connection_reports_an_open_outcome() {
         "{:?}",
         start.elapsed()
     );
-    c.node_mut(2)
-        .wait_exited(Duration::from_secs(10), "n2 did not abort")
-        .await;
-    c.kill9(2);
-    c.restart(2);
-    c.wait_up(1, 3).await;
+    bring_back_aborted_n2(&mut c).await;
     let sent = on_owner
         .send_group_message_with_id(&gid, "lost", false, id)
         .await

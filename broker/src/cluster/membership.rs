@@ -528,6 +528,24 @@ impl Inner {
         }));
     }
 
+    /// Pings `p` (Up): the heartbeat, an acknowledgement, and a sample of this node's clock
+    /// for the peer's [`ClockOffset`]. Also sent the moment `p` comes Up, before any work
+    /// is queued for it: the peer maps a forwarded call's deadline onto its clock with
+    /// these samples, and a call that arrived before the first one would count its
+    /// deadline from its arrival, so one that waited past it (this node frozen with the
+    /// call in its send buffer) would still be executed.
+    fn ping(&self, p: &mut Peer) {
+        if let Some(router) = &p.router {
+            p.ping_seq += 1;
+            let ping = Wire::Ping {
+                seq: p.ping_seq,
+                sent_ns: self.now_ns(),
+                acked_batch: p.acked_for_its_process(),
+            };
+            self.direct(router, ping);
+        }
+    }
+
     fn on_event(self: &Arc<Self>, event: Event) {
         match event {
             Event::Dialed(peer, result) => {
@@ -748,15 +766,7 @@ impl Inner {
                     }
                 }
                 if p.state == State::Up {
-                    if let Some(router) = &p.router {
-                        p.ping_seq += 1;
-                        let ping = Wire::Ping {
-                            seq: p.ping_seq,
-                            sent_ns: self.now_ns(),
-                            acked_batch: p.acked_for_its_process(),
-                        };
-                        self.direct(router, ping);
-                    }
+                    self.ping(p);
                 }
                 let sessionless = p.sessions.is_empty() && p.router.is_none();
                 if p.state != State::Up
@@ -1144,6 +1154,7 @@ impl Inner {
                             let up = promote(&from, p, Instant::now());
                             if up {
                                 came_up = true;
+                                self.ping(p);
                             }
                             up
                         }) =>
@@ -2432,6 +2443,42 @@ mod tests {
             .collect();
         assert_eq!(left[0], 0, "expired on arrival");
         assert!((4_900..=5_000).contains(&left[1]), "{left:?}");
+        sink.stop(None);
+    }
+
+    /// A peer that comes Up on one of its batches (it accepted our Hello and sent work
+    /// before our tick) is pinged at once: its clock mapping needs a sample of ours before
+    /// the first call we forward, or that call's deadline would be counted from its
+    /// arrival, and one that waited past it in a frozen owner's socket would be executed
+    /// (a CI failure: the owner thawed and ran a rename its caller had been told failed).
+    #[tokio::test]
+    async fn a_peer_that_comes_up_on_its_batch_is_pinged_at_once() {
+        let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
+        let hook = Arc::new(Collect::default());
+        assert!(inner.inbound.set(hook.clone()).is_ok());
+        {
+            let mut peers = inner.lock();
+            let p = peers.get_mut("n2").unwrap();
+            p.state = State::Connecting;
+            p.hello_sent = true;
+        }
+        inner.on_batch(Batch {
+            from: "n2".into(),
+            incarnation: 2,
+            seq: 1,
+            items: vec![deliver(1)],
+        });
+        assert_eq!(inner.lock()["n2"].state, State::Up);
+        assert_eq!(hook.0.lock().unwrap().len(), 1, "its work is taken");
+        let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(b.items[..], [Wire::Ping { seq: 1, .. }]),
+            "{:?}",
+            b.items
+        );
         sink.stop(None);
     }
 
