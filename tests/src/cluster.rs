@@ -532,13 +532,17 @@ fn all_threads_stopped(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    tasks.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
-            // "tid (comm) S ...": the comm may hold spaces and parentheses.
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+    let Ok(tasks) = tasks.collect::<Result<Vec<_>, _>>() else {
+        return false;
+    };
+    !tasks.is_empty()
+        && tasks.iter().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                // "tid (comm) S ...": the comm may hold spaces and parentheses.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+            })
         })
-    })
 }
 
 fn signal(pid: u32, sig: &str) {

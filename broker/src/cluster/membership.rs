@@ -532,8 +532,10 @@ impl Inner {
     /// for the peer's [`ClockOffset`]. Also sent the moment `p` comes Up, before any work
     /// is queued for it: the peer maps a forwarded call's deadline onto its clock with
     /// these samples, and a call that arrived before the first one would count its
-    /// deadline from its arrival, so one that waited past it (this node frozen with the
-    /// call in its send buffer) would still be executed.
+    /// deadline from its arrival, so one that waited past it (the peer frozen with the
+    /// call unread in its socket) would still be executed. A peer that freezes before it
+    /// reads this first Ping still over-estimates the time left (every sample it has then
+    /// includes the freeze); its caller was told the outcome is open, never "not done".
     fn ping(&self, p: &mut Peer) {
         if let Some(router) = &p.router {
             p.ping_seq += 1;
@@ -2470,15 +2472,22 @@ mod tests {
         });
         assert_eq!(inner.lock()["n2"].state, State::Up);
         assert_eq!(hook.0.lock().unwrap().len(), 1, "its work is taken");
-        let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        // A call queued for n2 now goes out after that Ping.
+        inner.send("n2", deliver(2)).unwrap();
+        let mut batches = Vec::new();
+        for _ in 0..2 {
+            let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            batches.push(b.items);
+        }
+        let (first, second) = (&batches[0], &batches[1]);
         assert!(
-            matches!(b.items[..], [Wire::Ping { seq: 1, .. }]),
-            "{:?}",
-            b.items
+            matches!(first[..], [Wire::Ping { seq: 1, .. }]),
+            "{first:?}"
         );
+        assert!(matches!(second[..], [Wire::Deliver { .. }]), "{second:?}");
         sink.stop(None);
     }
 

@@ -8,7 +8,12 @@
 //   npm run demo -- --data-dir DIR [--url https://127.0.0.1:4434/convoke]
 //                                         use a broker you started on DIR (its
 //                                         webtransport/cert.sha256; tokens from DIR's secret)
-//   --port N (default 8080), --convoke PATH (default ../../target/debug/convoke)
+//   --port N (default 8080), --convoke PATH (default ../../target/debug/convoke),
+//   --wt-listen ADDR (default 127.0.0.1:4434: the browser listener of the demo's own broker)
+//
+// The page asks /demo/config.json for the certificate hash each time it loads: read from
+// the data dir's webtransport/cert.sha256, which the broker rewrites when it renews its
+// short-lived development certificate, so a demo left running keeps working.
 //
 // Node built-ins only.
 import { execFileSync, spawn } from 'node:child_process';
@@ -30,7 +35,11 @@ async function startBroker(convoke, wtListen) {
   ], { stdio: ['ignore', 'pipe', 'inherit'] });
   const found = await new Promise((ok, fail) => {
     let out = '';
-    child.on('exit', (code) => fail(new Error(`the broker exited (${code})`)));
+    child.on('exit', (code) => {
+      rmSync(dataDir, { recursive: true, force: true });
+      fail(new Error(`the broker exited (code ${code}) before it was ready; its error is above `
+        + `(webtransport.listen ${wtListen} in use? pass --wt-listen ADDR)`));
+    });
     child.stdout.on('data', (d) => {
       out += d;
       const m = /convoke webtransport=(\S+) path=(\S+) cert_sha256=(\S+)/.exec(out);
@@ -66,10 +75,13 @@ export async function startDemo({ port = 8080, dataDir, url, convoke, wtListen =
   } else {
     broker = await startBroker(convoke, wtListen);
   }
+  const hashFile = join(broker.dataDir, 'webtransport', 'cert.sha256');
+  const currentHash = () => (existsSync(hashFile) ? readFileSync(hashFile, 'utf8').trim() : null) ?? broker.certSha256;
   const server = createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x');
     if (u.pathname === '/demo/config.json') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ url: broker.url, certSha256: broker.certSha256 }));
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+        .end(JSON.stringify({ url: broker.url, certSha256: currentHash() }));
       return;
     }
     if (u.pathname === '/demo/token') {
@@ -96,16 +108,24 @@ export async function startDemo({ port = 8080, dataDir, url, convoke, wtListen =
     res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
     createReadStream(file).pipe(res);
   });
-  await new Promise((ok, fail) => {
-    server.once('error', fail);
-    server.listen(port, '127.0.0.1', ok);
-  });
+  try {
+    await new Promise((ok, fail) => {
+      server.once('error', fail);
+      server.listen(port, '127.0.0.1', ok);
+    });
+  } catch (e) {
+    await broker.stop();
+    throw e.code === 'EADDRINUSE'
+      ? new Error(`port ${port} on 127.0.0.1 is in use: pass --port N for the demo page`)
+      : e;
+  }
   const origin = `http://127.0.0.1:${server.address().port}`;
   return {
     origin,
     page: `${origin}/demo/`,
     url: broker.url,
     certSha256: broker.certSha256,
+    dataDir: broker.dataDir,
     stop: async () => {
       server.close();
       await broker.stop();
@@ -119,12 +139,19 @@ function arg(name) {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const demo = await startDemo({
-    port: Number(arg('port') ?? 8080),
-    dataDir: arg('data-dir'),
-    url: arg('url'),
-    convoke: arg('convoke'),
-  });
+  let demo;
+  try {
+    demo = await startDemo({
+      port: Number(arg('port') ?? 8080),
+      dataDir: arg('data-dir'),
+      url: arg('url'),
+      convoke: arg('convoke'),
+      wtListen: arg('wt-listen'),
+    });
+  } catch (e) {
+    console.error(`convoke demo: ${e.message}`);
+    process.exit(1);
+  }
   console.log(`Convoke web SDK demo: open ${demo.page} (two tabs, two user names)`);
   console.log(`broker (WebTransport): ${demo.url}`);
   console.log(`development certificate sha-256: ${demo.certSha256 ?? 'none (the broker serves its own certificate)'}`);

@@ -5,7 +5,9 @@
  */
 
 import assert from 'node:assert/strict';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
@@ -15,11 +17,12 @@ const skip = missingTool();
 
 describe('the demo page', { skip }, () => {
   let browser: Browser;
-  let demo: { page: string; stop(): Promise<void> };
+  let demo: { origin: string; page: string; dataDir: string; stop(): Promise<void> };
+  let startDemo: (opts: Record<string, unknown>) => Promise<any>;
 
   before(async () => {
     const serve = resolve(WEB_DIR, 'demo/serve.mjs');
-    const { startDemo } = await import(serve);
+    ({ startDemo } = await import(serve));
     demo = await startDemo({ port: 0, wtListen: '127.0.0.1:0', convoke: convokeBin() });
     browser = await launchChromium();
   });
@@ -70,5 +73,36 @@ describe('the demo page', { skip }, () => {
     await alice.screenshot({ path: shot, fullPage: true });
     assert.ok(statSync(shot).size > 10_000, `screenshot ${shot} is empty`);
     console.log(`demo screenshot: ${shot}`);
+  });
+
+  test('the page gets the certificate hash the broker last wrote (it renews it while running)', async () => {
+    const file = join(demo.dataDir, 'webtransport', 'cert.sha256');
+    const served = async () => ((await (await fetch(`${demo.origin}/demo/config.json`)).json()) as { certSha256: string }).certSha256;
+    const first = readFileSync(file, 'utf8').trim();
+    assert.equal(await served(), first);
+    const renewed = 'ab'.repeat(32);
+    writeFileSync(file, `${renewed}\n`);
+    try {
+      assert.equal(await served(), renewed, 'a hash read once goes stale at the first renewal');
+    } finally {
+      writeFileSync(file, `${first}\n`);
+    }
+  });
+
+  test('a page port in use is a clear error, and the broker started for it is stopped', async () => {
+    const holder = createServer();
+    await new Promise<void>((ok) => holder.listen(0, '127.0.0.1', ok));
+    const taken = (holder.address() as AddressInfo).port;
+    const demoDirs = () => readdirSync(tmpdir()).filter((d) => d.startsWith('convoke-demo-')).sort();
+    const before = demoDirs();
+    try {
+      await assert.rejects(
+        startDemo({ port: taken, wtListen: '127.0.0.1:0', convoke: convokeBin() }),
+        new RegExp(`port ${taken} on 127.0.0.1 is in use: pass --port N`),
+      );
+      assert.deepEqual(demoDirs(), before, 'the broker it started was not stopped (its data dir is left)');
+    } finally {
+      holder.close();
+    }
   });
 });
