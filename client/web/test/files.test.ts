@@ -334,7 +334,14 @@ describe('upload', () => {
   test('a file that is not a Blob is refused with -3 before any stream opens', async () => {
     const transfers = new FakeTransfers(acceptUpload);
     const c = await connect(transfers);
-    await assert.rejects(c.uploadGroupSharedFile({ groupId: '1', file: 'file object' as never }), (e: unknown) => e instanceof ConvokeError && e.code === -3);
+    await assert.rejects(
+      c.uploadGroupSharedFile({ groupId: '1', file: 'file object' as never }),
+      (e: unknown) => e instanceof ConvokeError && e.code === -3 && e.message.includes('file is "file object"'),
+    );
+    await assert.rejects(
+      c.uploadGroupSharedFile({ groupId: '1', file: { data: 7 } as never }),
+      (e: unknown) => e instanceof ConvokeError && e.code === -3 && e.message.includes('file.data is 7'),
+    );
     assert.equal(transfers.opened.length, 0);
     c.close();
   });

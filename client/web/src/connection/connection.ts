@@ -48,6 +48,7 @@ import {
   str,
   strMap,
   strs,
+  show,
   u32,
   type Options,
 } from './options.js';
@@ -1131,7 +1132,9 @@ export class Connection {
       () => {
         const o = options(m, opts);
         if (!(opts.file instanceof Blob) && !(opts.file?.data instanceof Blob)) {
-          throw paramError(`${m}: file must be a Blob, a File or { data: File }`);
+          const bad = opts.file !== null && typeof opts.file === 'object' && !(opts.file instanceof Blob) ? opts.file.data : opts.file;
+          const what = bad === opts.file ? 'file' : 'file.data';
+          throw paramError(`${m}: file must be a Blob, a File or { data: File }; ${what} is ${show(bad)}`);
         }
         return upload(this.transferLinks(), {
           groupId: str(m, o, 'groupId'),

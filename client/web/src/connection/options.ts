@@ -7,7 +7,8 @@ import { paramError } from './errors.js';
 
 export type Options = Record<string, unknown>;
 
-function show(v: unknown): string {
+/** A bad value as an error message shows it: strings quoted and cut at 32 characters. */
+export function show(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v.length > 32 ? v.slice(0, 32) + '...' : v);
   if (Array.isArray(v)) return 'an array';
   if (v === null) return 'null';
