@@ -1789,6 +1789,15 @@ mod tests {
         (inner, rx, sink)
     }
 
+    /// n2 as a peer whose Hello this node accepted but that is not Up yet: Connecting,
+    /// with or without our own Hello sent.
+    fn n2_connecting(inner: &Inner, hello_sent: bool) {
+        let mut peers = inner.lock();
+        let p = peers.get_mut("n2").unwrap();
+        p.state = State::Connecting;
+        p.hello_sent = hello_sent;
+    }
+
     struct Sink;
 
     impl Actor for Sink {
@@ -2458,12 +2467,7 @@ mod tests {
         let (inner, mut rx, sink) = node_with_peer(1 << 20).await;
         let hook = Arc::new(Collect::default());
         assert!(inner.inbound.set(hook.clone()).is_ok());
-        {
-            let mut peers = inner.lock();
-            let p = peers.get_mut("n2").unwrap();
-            p.state = State::Connecting;
-            p.hello_sent = true;
-        }
+        n2_connecting(&inner, true);
         inner.on_batch(Batch {
             from: "n2".into(),
             incarnation: 2,
@@ -2603,12 +2607,7 @@ mod tests {
             sent_ns: 0,
             payload: vec![],
         };
-        {
-            let mut peers = inner.lock();
-            let p = peers.get_mut("n2").unwrap();
-            p.state = State::Connecting;
-            p.hello_sent = false;
-        }
+        n2_connecting(&inner, false);
         inner.on_batch(Batch {
             from: "n2".into(),
             incarnation: 2,
@@ -3159,12 +3158,7 @@ mod tests {
         rx: &mut mpsc::UnboundedReceiver<Batch>,
         h: Hello,
     ) -> Vec<&'static str> {
-        {
-            let mut peers = inner.lock();
-            let p = peers.get_mut("n2").unwrap();
-            p.state = State::Connecting;
-            p.hello_sent = false;
-        }
+        n2_connecting(&inner, false);
         inner.on_batch(Batch {
             from: "n2".into(),
             incarnation: h.incarnation,
