@@ -3158,7 +3158,7 @@ mod tests {
         rx: &mut mpsc::UnboundedReceiver<Batch>,
         h: Hello,
     ) -> Vec<&'static str> {
-        n2_connecting(&inner, false);
+        n2_connecting(inner, false);
         inner.on_batch(Batch {
             from: "n2".into(),
             incarnation: h.incarnation,
