@@ -496,7 +496,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: "convoke_cluster_expired_requests_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Requests forwarded from another node whose deadline (the time left when sent, counted on this node's clock from arrival) passed before they ran: not executed, answered 500 \"not executed: its deadline passed\".",
+        help: "Requests forwarded from another node whose deadline (the time left when sent, mapped onto this node's clock through the sender's Pings, so time queued, in transit or frozen counts) passed before they ran: not executed, answered 500 \"not executed: its deadline passed\".",
         zero: UNLABELLED,
     },
     MetricDef {

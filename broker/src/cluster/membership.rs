@@ -585,11 +585,14 @@ impl Inner {
                     Closed::Unauthenticated => {
                         metrics::counter!("convoke_cluster_refused_total", "reason" => "unauthenticated")
                             .increment(1);
+                        // Also seen once when a peer thaws or restarts mid-handshake: the
+                        // words say so, so that nobody chases a cookie that is right.
                         tracing::warn!(
                             peer = name.as_deref().unwrap_or("?"),
                             addr = %ses.peer_addr,
                             "cluster: a connection closed before it authenticated: a different \
-                             cluster.cookie, or not a convoke node"
+                             cluster.cookie or not a convoke node if it repeats; once, after a \
+                             peer froze, restarted or dialed at the same moment, it is harmless"
                         );
                         self.unauthenticated(name.as_deref(), &ses.peer_addr, !ses.is_server);
                     }

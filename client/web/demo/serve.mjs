@@ -22,6 +22,7 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 
 const WEB_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.map': 'application/json' };
@@ -69,6 +70,11 @@ export async function startDemo({ port = 8080, dataDir, url, convoke, wtListen =
   if (!existsSync(convoke)) throw new Error(`no broker binary at ${convoke}: run \`cargo build\` first, or pass --convoke PATH`);
   let broker;
   if (dataDir) {
+    if (!existsSync(join(dataDir, 'secret'))) {
+      throw new Error(`--data-dir ${dataDir} is not a broker's data dir (it has no secret file to mint tokens with): `
+        + 'start one with `convoke serve --data-dir DIR --set webtransport.listen=127.0.0.1:4434 '
+        + '--set webtransport.dev_certificate=true`, or leave --data-dir out and the demo starts its own');
+    }
     const hashFile = join(dataDir, 'webtransport', 'cert.sha256');
     const certSha256 = existsSync(hashFile) ? readFileSync(hashFile, 'utf8').trim() : null;
     broker = { url: url ?? 'https://127.0.0.1:4434/convoke', certSha256, dataDir, stop: async () => {} };
@@ -133,32 +139,49 @@ export async function startDemo({ port = 8080, dataDir, url, convoke, wtListen =
   };
 }
 
-function arg(name) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
-
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  let args;
+  try {
+    ({ values: args } = parseArgs({
+      options: {
+        port: { type: 'string', default: '8080' },
+        'data-dir': { type: 'string' },
+        url: { type: 'string' },
+        convoke: { type: 'string' },
+        'wt-listen': { type: 'string' },
+      },
+      strict: true,
+    }));
+    if (!/^\d+$/.test(args.port) || Number(args.port) > 65535) throw new Error(`--port ${args.port} is not a port number`);
+  } catch (e) {
+    console.error(`convoke demo: ${e.message}\nusage: npm run demo -- [--port N] [--wt-listen ADDR] [--convoke PATH] [--data-dir DIR [--url URL]]`);
+    process.exit(2);
+  }
+  // Signals are taken from here on, before the broker starts: one during the start stops
+  // it once started. SIGHUP too: a closed terminal would otherwise leave the broker
+  // running (it takes SIGHUP itself as "reload the certificate") with its port taken.
   let demo;
+  let quit = false;
+  const stop = async () => {
+    quit = true;
+    if (demo) await demo.stop();
+    if (demo) process.exit(0);
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, stop);
   try {
     demo = await startDemo({
-      port: Number(arg('port') ?? 8080),
-      dataDir: arg('data-dir'),
-      url: arg('url'),
-      convoke: arg('convoke'),
-      wtListen: arg('wt-listen'),
+      port: Number(args.port),
+      dataDir: args['data-dir'],
+      url: args.url,
+      convoke: args.convoke,
+      wtListen: args['wt-listen'],
     });
   } catch (e) {
     console.error(`convoke demo: ${e.message}`);
     process.exit(1);
   }
+  if (quit) await stop();
   console.log(`Convoke web SDK demo: open ${demo.page} (two tabs, two user names)`);
   console.log(`broker (WebTransport): ${demo.url}`);
   console.log(`development certificate sha-256: ${demo.certSha256 ?? 'none (the broker serves its own certificate)'}`);
-  const stop = async () => {
-    await demo.stop();
-    process.exit(0);
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
 }

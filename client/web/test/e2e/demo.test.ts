@@ -5,6 +5,7 @@
  */
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -104,5 +105,47 @@ describe('the demo page', { skip }, () => {
     } finally {
       holder.close();
     }
+  });
+
+  test('--data-dir that is no broker data dir is refused, not served with tokens nobody accepts', async () => {
+    await assert.rejects(
+      startDemo({ port: 0, dataDir: '/tmp/convoke-demo-test-no-such-dir', convoke: convokeBin() }),
+      /--data-dir \/tmp\/convoke-demo-test-no-such-dir is not a broker's data dir/,
+    );
+  });
+
+  /** Runs `node demo/serve.mjs ARGS`; resolves once it printed its page (or exited). */
+  function runDemo(args: string[]) {
+    const child = spawn(process.execPath, [resolve(WEB_DIR, 'demo/serve.mjs'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const ready = new Promise<void>((ok) => {
+      child.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('development certificate')) ok();
+      });
+      void exited.then(() => ok());
+    });
+    return { child, ready, exited, output: () => ({ out, err }) };
+  }
+
+  test('an unknown flag is a usage error, exit 2', async () => {
+    const demo = runDemo(['--prot', '8091']);
+    assert.equal(await demo.exited, 2);
+    assert.match(demo.output().err, /convoke demo: Unknown option '--prot'[\s\S]*usage: npm run demo/);
+  });
+
+  test('a closed terminal (SIGHUP) stops the broker the demo started', async () => {
+    const demoDirs = () => readdirSync(tmpdir()).filter((d) => d.startsWith('convoke-demo-')).sort();
+    const before = demoDirs();
+    const demo = runDemo(['--port', '0', '--wt-listen', '127.0.0.1:0', '--convoke', convokeBin()]);
+    await demo.ready;
+    assert.match(demo.output().out, /open http:\/\/127\.0\.0\.1:\d+\/demo\//, demo.output().err);
+    assert.equal(demoDirs().length, before.length + 1, 'the demo made its broker a data dir');
+    demo.child.kill('SIGHUP');
+    assert.equal(await demo.exited, 0);
+    assert.deepEqual(demoDirs(), before, 'the broker was left running (its data dir is still there)');
   });
 });
