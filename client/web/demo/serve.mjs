@@ -28,8 +28,14 @@ const WEB_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.map': 'application/json' };
 
 /** Starts a broker with its browser listener; resolves to { url, certSha256, dataDir, stop }. */
-async function startBroker(convoke, wtListen) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'convoke-demo-'));
+/** The development certificate's hash a broker on `dataDir` last wrote, or null. */
+function certHash(dataDir) {
+  const file = join(dataDir, 'webtransport', 'cert.sha256');
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : null;
+}
+
+async function startBroker(convoke, wtListen, workDir) {
+  const dataDir = mkdtempSync(join(workDir, 'convoke-demo-'));
   const child = spawn(convoke, [
     'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', '',
     '--set', `webtransport.listen=${wtListen}`, '--set', 'webtransport.dev_certificate=true', '--set', 'log.level=warn',
@@ -62,10 +68,11 @@ async function startBroker(convoke, wtListen) {
 }
 
 /**
- * Starts the demo: a broker (its own, unless `dataDir` names a running one's) and the
- * static server. Resolves to { origin, page, url, certSha256, stop }.
+ * Starts the demo: a broker (its own, with a data dir in `workDir`, unless `dataDir` names
+ * a running one's) and the static server. Resolves to { origin, page, url, certSha256,
+ * dataDir, stop }.
  */
-export async function startDemo({ port = 8080, dataDir, url, convoke, wtListen = '127.0.0.1:4434' } = {}) {
+export async function startDemo({ port = 8080, dataDir, url, convoke, wtListen = '127.0.0.1:4434', workDir = tmpdir() } = {}) {
   convoke ??= process.env.CONVOKE_BIN ?? resolve(WEB_DIR, '../../target/debug/convoke');
   if (!existsSync(convoke)) throw new Error(`no broker binary at ${convoke}: run \`cargo build\` first, or pass --convoke PATH`);
   let broker;
@@ -75,19 +82,15 @@ export async function startDemo({ port = 8080, dataDir, url, convoke, wtListen =
         + 'start one with `convoke serve --data-dir DIR --set webtransport.listen=127.0.0.1:4434 '
         + '--set webtransport.dev_certificate=true`, or leave --data-dir out and the demo starts its own');
     }
-    const hashFile = join(dataDir, 'webtransport', 'cert.sha256');
-    const certSha256 = existsSync(hashFile) ? readFileSync(hashFile, 'utf8').trim() : null;
-    broker = { url: url ?? 'https://127.0.0.1:4434/convoke', certSha256, dataDir, stop: async () => {} };
+    broker = { url: url ?? 'https://127.0.0.1:4434/convoke', certSha256: certHash(dataDir), dataDir, stop: async () => {} };
   } else {
-    broker = await startBroker(convoke, wtListen);
+    broker = await startBroker(convoke, wtListen, workDir);
   }
-  const hashFile = join(broker.dataDir, 'webtransport', 'cert.sha256');
-  const currentHash = () => (existsSync(hashFile) ? readFileSync(hashFile, 'utf8').trim() : null) ?? broker.certSha256;
   const server = createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x');
     if (u.pathname === '/demo/config.json') {
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
-        .end(JSON.stringify({ url: broker.url, certSha256: currentHash() }));
+        .end(JSON.stringify({ url: broker.url, certSha256: certHash(broker.dataDir) ?? broker.certSha256 }));
       return;
     }
     if (u.pathname === '/demo/token') {
@@ -164,8 +167,10 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   let quit = false;
   const stop = async () => {
     quit = true;
-    if (demo) await demo.stop();
-    if (demo) process.exit(0);
+    if (demo) {
+      await demo.stop();
+      process.exit(0);
+    }
   };
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, stop);
   try {

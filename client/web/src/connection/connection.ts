@@ -1132,8 +1132,10 @@ export class Connection {
       () => {
         const o = options(m, opts);
         if (!(opts.file instanceof Blob) && !(opts.file?.data instanceof Blob)) {
-          const bad = opts.file !== null && typeof opts.file === 'object' && !(opts.file instanceof Blob) ? opts.file.data : opts.file;
-          const what = bad === opts.file ? 'file' : 'file.data';
+          const f: unknown = opts.file;
+          const [what, bad] = typeof f === 'object' && f !== null && !Array.isArray(f)
+            ? ['file.data', (f as { data?: unknown }).data]
+            : ['file', f];
           throw paramError(`${m}: file must be a Blob, a File or { data: File }; ${what} is ${show(bad)}`);
         }
         return upload(this.transferLinks(), {

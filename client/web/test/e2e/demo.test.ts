@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -94,16 +94,17 @@ describe('the demo page', { skip }, () => {
     const holder = createServer();
     await new Promise<void>((ok) => holder.listen(0, '127.0.0.1', ok));
     const taken = (holder.address() as AddressInfo).port;
-    const demoDirs = () => readdirSync(tmpdir()).filter((d) => d.startsWith('convoke-demo-')).sort();
-    const before = demoDirs();
+    const workDir = mkdtempSync(join(tmpdir(), 'convoke-demo-test-'));
     try {
       await assert.rejects(
-        startDemo({ port: taken, wtListen: '127.0.0.1:0', convoke: convokeBin() }),
+        startDemo({ port: taken, wtListen: '127.0.0.1:0', convoke: convokeBin(), workDir }),
         new RegExp(`port ${taken} on 127.0.0.1 is in use: pass --port N`),
       );
-      assert.deepEqual(demoDirs(), before, 'the broker it started was not stopped (its data dir is left)');
+      // Removed once the broker exited (stop waits for its exit).
+      assert.deepEqual(readdirSync(workDir), [], 'the broker it started was not stopped (its data dir is left)');
     } finally {
       holder.close();
+      rmSync(workDir, { recursive: true, force: true });
     }
   });
 
@@ -114,9 +115,12 @@ describe('the demo page', { skip }, () => {
     );
   });
 
-  /** Runs `node demo/serve.mjs ARGS`; resolves once it printed its page (or exited). */
-  function runDemo(args: string[]) {
-    const child = spawn(process.execPath, [resolve(WEB_DIR, 'demo/serve.mjs'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Runs `node demo/serve.mjs ARGS` with `tmp` as its TMPDIR; resolves once it printed its page (or exited). */
+  function runDemo(args: string[], tmp = tmpdir()) {
+    const child = spawn(process.execPath, [resolve(WEB_DIR, 'demo/serve.mjs'), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TMPDIR: tmp },
+    });
     let out = '';
     let err = '';
     child.stderr.on('data', (d) => (err += d));
@@ -138,14 +142,18 @@ describe('the demo page', { skip }, () => {
   });
 
   test('a closed terminal (SIGHUP) stops the broker the demo started', async () => {
-    const demoDirs = () => readdirSync(tmpdir()).filter((d) => d.startsWith('convoke-demo-')).sort();
-    const before = demoDirs();
-    const demo = runDemo(['--port', '0', '--wt-listen', '127.0.0.1:0', '--convoke', convokeBin()]);
-    await demo.ready;
-    assert.match(demo.output().out, /open http:\/\/127\.0\.0\.1:\d+\/demo\//, demo.output().err);
-    assert.equal(demoDirs().length, before.length + 1, 'the demo made its broker a data dir');
-    demo.child.kill('SIGHUP');
-    assert.equal(await demo.exited, 0);
-    assert.deepEqual(demoDirs(), before, 'the broker was left running (its data dir is still there)');
+    const workDir = mkdtempSync(join(tmpdir(), 'convoke-demo-test-'));
+    try {
+      const demo = runDemo(['--port', '0', '--wt-listen', '127.0.0.1:0', '--convoke', convokeBin()], workDir);
+      await demo.ready;
+      assert.match(demo.output().out, /open http:\/\/127\.0\.0\.1:\d+\/demo\//, demo.output().err);
+      assert.equal(readdirSync(workDir).length, 1, 'the demo made its broker a data dir');
+      demo.child.kill('SIGHUP');
+      assert.equal(await demo.exited, 0);
+      // Removed once the broker exited (stop waits for its exit).
+      assert.deepEqual(readdirSync(workDir), [], 'the broker was left running (its data dir is still there)');
+    } finally {
+      rmSync(workDir, { recursive: true, force: true });
+    }
   });
 });
